@@ -1,0 +1,108 @@
+"""The fully connected layer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from nograd.nn import init
+from nograd.nn.module import NO_INPUT_GRAD, Module, Parameter
+
+
+class Linear(Module):
+    """Affine map y = x W^T + b, with W of shape (out_features, in_features).
+
+    Initialised as ``torch.nn.Linear``: W and b uniform in [-1/sqrt(in), 1/sqrt(in)],
+    drawn from the global generator in the same order, so the same seed gives the
+    same weights in both frameworks.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: whether to learn the additive bias b.
+        device: where to allocate the parameters.
+        dtype: their floating-point type (default: torch's default dtype).
+
+    Shape:
+        input: (*, in_features) -> output: (*, out_features), where * is any number
+        of leading dimensions, including none.
+    """
+
+    bias: Parameter | None
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if in_features < 0 or out_features < 0:
+            raise ValueError(
+                f"Linear: expected non-negative sizes, got in_features={in_features}, "
+                f"out_features={out_features}"
+            )
+        self.in_features = in_features
+        self.out_features = out_features
+        factory = {"device": device, "dtype": dtype}
+        self.weight = Parameter(torch.empty(out_features, in_features, **factory))
+        self.register_parameter(
+            "bias", Parameter(torch.empty(out_features, **factory)) if bias else None
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default: kaiming_uniform_(a=sqrt(5)) gives bound 1/sqrt(fan_in)."""
+        init.kaiming_uniform_(self.weight.data, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+            init.uniform_(self.bias.data, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{self._describe()}: expected input of shape (N, {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+        x2d = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        self._x = x2d  # the backward needs the input for dL/dW
+        weight = self.weight.data
+        if self.bias is None:
+            y = torch.mm(x2d, weight.t())  # y = x W^T
+        else:
+            y = torch.addmm(self.bias.data, x2d, weight.t())  # y = b + x W^T
+        self._y_shape = (*x.shape[:-1], self.out_features)
+        return y if x.dim() == 2 else y.reshape(self._y_shape)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        x = self._saved("_x")
+        if grad_output.shape != self._y_shape:
+            raise ValueError(
+                f"{self._describe()}: expected grad_output of shape {self._y_shape}, "
+                f"got {tuple(grad_output.shape)}"
+            )
+        g = grad_output.reshape(-1, self.out_features)  # (N, out)
+        weight = self.weight
+        if weight.grad is None:
+            weight.grad = torch.mm(g.t(), x)  # dL/dW = g^T x
+        else:
+            weight.grad.addmm_(g.t(), x)  # dL/dW += g^T x
+        if self.bias is not None:
+            if self.bias.grad is None:
+                self.bias.grad = g.sum(0)  # dL/db = sum_n g_n
+            else:
+                self.bias.grad.add_(g.sum(0))  # dL/db += sum_n g_n
+        if not self.needs_input_grad:
+            return NO_INPUT_GRAD
+        grad_input = torch.mm(g, weight.data)  # dL/dx = g W
+        return grad_input.reshape(*self._y_shape[:-1], self.in_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )

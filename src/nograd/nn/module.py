@@ -1,0 +1,337 @@
+"""Parameter and Module: the contract every layer in nograd follows.
+
+A module is a function with a memory. ``forward(x)`` computes the output and saves
+exactly what the derivative needs; ``backward(grad_output)`` receives dL/d(output),
+adds dL/d(parameter) into each parameter's ``.grad`` and returns dL/d(input).
+Chaining these calls in reverse order is the whole of backpropagation
+(see docs/design.md).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Parameter:
+    """A trainable tensor: ``data`` holds its value, ``grad`` holds dL/d(data).
+
+    Gradients accumulate: every backward pass adds into ``grad``, so a weight used
+    twice receives both contributions, and ``zero_grad`` clears it between steps.
+
+    Args:
+        data: the initial value; the parameter keeps this tensor (no copy).
+    """
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: Tensor) -> None:
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Parameter: expected a torch.Tensor, got {type(data).__name__}")
+        self.data: Tensor = data
+        self.grad: Tensor | None = None
+
+    def accumulate_grad(self, grad: Tensor) -> None:
+        """Add ``grad`` into ``self.grad``; the first gradient is stored as it is."""
+        if self.grad is None:
+            self.grad = grad  # callers hand over a tensor they will not reuse
+        else:
+            self.grad.add_(grad)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.data.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def numel(self) -> int:
+        return self.data.numel()
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class _IncompatibleKeys(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+# Returned by a backward pass that was told its input gradient is not needed.
+NO_INPUT_GRAD = torch.empty(0)
+
+
+class Module:
+    """Base class of every layer, activation, loss and container.
+
+    Subclasses implement ``forward`` and ``backward``. Assigning a ``Parameter`` or a
+    ``Module`` to an attribute registers it, so ``parameters()``, ``state_dict()``
+    and ``to()`` find it, exactly as in ``torch.nn.Module``.
+
+    Attributes:
+        training: True in training mode (the default), False after ``eval()``.
+        needs_input_grad: when set to False (by ``Sequential`` for its first layer,
+            say), ``backward`` may skip dL/d(input) and return ``NO_INPUT_GRAD``;
+            parameter gradients are accumulated either way.
+    """
+
+    training: bool
+    needs_input_grad: bool = True
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        self.training = True
+
+    # ----------------------------------------------------------- the contract
+    def forward(self, *args: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement backward()")
+
+    def __call__(self, *args: Any) -> Any:
+        return self.forward(*args)
+
+    def _saved(self, name: str) -> Tensor:
+        """Return a tensor that ``forward`` saved, or explain that it never ran."""
+        value = self.__dict__.get(name)
+        if value is None:
+            raise RuntimeError(f"{self._describe()}: backward() called before forward()")
+        return value  # type: ignore[no-any-return]
+
+    def _check_grad_output(self, grad_output: Tensor, output: Tensor) -> None:
+        """Raise unless dL/d(output) has the shape of the output it belongs to."""
+        if grad_output.shape != output.shape:
+            raise ValueError(
+                f"{self._describe()}: expected grad_output of shape {tuple(output.shape)}, "
+                f"got {tuple(grad_output.shape)}"
+            )
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    # ------------------------------------------------------------ registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Parameter):
+            self._modules.pop(name, None)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._parameters.pop(name, None)
+            self._modules[name] = value
+        elif name in self._buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{self._describe()}: buffer {name!r} must be a Tensor")
+            self._buffers[name] = value
+        elif value is None and name in self._parameters:
+            self._parameters[name] = None  # an absent optional parameter, e.g. bias=False
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        self._buffers.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Add a parameter (or ``None`` for an absent optional one) under ``name``."""
+        self._parameters[name] = param
+        object.__setattr__(self, name, param)
+
+    def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        """Add a non-trainable tensor (running statistics, say) that moves with ``to()``.
+
+        Persistent buffers are saved in ``state_dict``; others are not.
+        """
+        self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+        object.__setattr__(self, name, tensor)
+
+    def add_module(self, name: str, module: Module) -> None:
+        setattr(self, name, module)
+
+    # ---------------------------------------------------------------- traversal
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, module)`` for this module and every descendant, once each."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [
+                (f"{name}.{child_name}" if name else child_name, child)
+                for child_name, child in module._modules.items()
+            ]
+            stack.extend(reversed(children))
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        yield from self._modules.items()
+
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        """Yield ``(dotted name, parameter)``; a shared parameter appears once."""
+        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        seen: set[int] = set()
+        for module_name, module in modules:
+            for name, param in module._parameters.items():
+                if param is None or id(param) in seen:
+                    continue
+                seen.add(id(param))
+                yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        for module_name, module in self.named_modules(prefix):
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    yield (f"{module_name}.{name}" if module_name else name), buffer
+
+    def buffers(self) -> Iterator[Tensor]:
+        for _, buffer in self.named_buffers():
+            yield buffer
+
+    # ------------------------------------------------------------------- modes
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode on this module and all its descendants."""
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's gradient (to ``None``, or to zeros in place)."""
+        for param in self.parameters():
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()
+
+    # ---------------------------------------------------------- devices, dtypes
+    def to(
+        self,
+        device: torch.device | str | torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Module:
+        """Move parameters, gradients and buffers to ``device`` and/or cast to ``dtype``.
+
+        Only floating-point tensors change dtype; integer buffers keep theirs.
+        ``model.to(torch.float64)`` is accepted, as in PyTorch.
+        """
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"{type(self).__name__}.to: expected a floating dtype, got {dtype}")
+
+        def convert(tensor: Tensor) -> Tensor:
+            cast = dtype if tensor.is_floating_point() else None
+            return tensor.to(device=device, dtype=cast)
+
+        for module in self.modules():
+            for param in module._parameters.values():
+                if param is not None:
+                    param.data = convert(param.data)
+                    if param.grad is not None:
+                        param.grad = convert(param.grad)
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None:
+                    setattr(module, name, convert(buffer))
+        return self
+
+    def double(self) -> Module:
+        return self.to(dtype=torch.float64)
+
+    def float(self) -> Module:
+        return self.to(dtype=torch.float32)
+
+    # -------------------------------------------------------------- state_dict
+    def state_dict(self) -> OrderedDict[str, Tensor]:
+        """Parameters and persistent buffers by dotted name, as ``torch.nn`` names them.
+
+        The tensors share storage with the module, as in PyTorch.
+        """
+        state: OrderedDict[str, Tensor] = OrderedDict()
+        for module_name, module in self.named_modules():
+            dot = f"{module_name}." if module_name else ""
+            for name, param in module._parameters.items():
+                if param is not None:
+                    state[dot + name] = param.data
+            for name, buffer in module._buffers.items():
+                if buffer is not None and name not in module._non_persistent:
+                    state[dot + name] = buffer
+        return state
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Tensor], strict: bool = True
+    ) -> _IncompatibleKeys:
+        """Copy tensors from ``state_dict`` into this module, in place.
+
+        Raises:
+            RuntimeError: naming every shape mismatch, and (when ``strict``) every
+                missing or unexpected key.
+        """
+        own = self.state_dict()
+        missing = [key for key in own if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in own]
+        mismatched = [
+            f"{key}: expected shape {tuple(own[key].shape)}, got {tuple(state_dict[key].shape)}"
+            for key in own
+            if key in state_dict and own[key].shape != state_dict[key].shape
+        ]
+        problems = list(mismatched)
+        if strict and missing:
+            problems.append(f"missing keys {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys {unexpected}")
+        if problems:
+            raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
+        for key, tensor in own.items():
+            if key in state_dict:
+                tensor.copy_(state_dict[key])
+        return _IncompatibleKeys(missing, unexpected)
+
+    # --------------------------------------------------------------------- repr
+    def extra_repr(self) -> str:
+        """The arguments shown between the parentheses of ``repr``."""
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [
+            f"({name}): " + repr(child).replace("\n", "\n  ")
+            for name, child in self._modules.items()
+        ]
+        if not lines:
+            return self._describe()
+        body = "\n  ".join(lines)
+        extra = self.extra_repr()
+        head = f"{type(self).__name__}({extra}" + ("\n  " if not extra else ",\n  ")
+        return head + body + "\n)"

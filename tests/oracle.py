@@ -1,0 +1,54 @@
+"""The oracle: run a nograd module and its torch.nn twin side by side and compare.
+
+float64 must agree to 1e-10 relative, float32 to 1e-5 (issue 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nograd.nn import Module
+
+
+def tolerance(dtype: torch.dtype) -> dict[str, float]:
+    if dtype == torch.float64:
+        return {"rtol": 1e-10, "atol": 1e-12}
+    return {"rtol": 1e-5, "atol": 1e-6}
+
+
+def assert_close(actual: Tensor, expected: Tensor, dtype: torch.dtype | None = None) -> None:
+    torch.testing.assert_close(actual, expected, **tolerance(dtype or expected.dtype))
+
+
+def compare_module(
+    ours: Module,
+    ref: torch.nn.Module,
+    x: Tensor,
+    grad_output: Tensor | None = None,
+) -> None:
+    """Copy our weights into ``ref``, then compare output, dL/dx and every dL/dparam."""
+    if ours.state_dict():
+        ref.load_state_dict(ours.state_dict())
+    x_ref = x.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = ref(x_ref)
+        g = torch.randn_like(y_ref) if grad_output is None else grad_output
+        y_ref.backward(g)
+
+    y = ours(x)
+    assert_close(y, y_ref.detach())
+    assert_close(ours.backward(g), _grad(x_ref))
+    ours_params = dict(ours.named_parameters())
+    ref_params: dict[str, Any] = dict(ref.named_parameters())
+    assert ours_params.keys() == ref_params.keys()
+    for name, param in ours_params.items():
+        assert param.grad is not None, f"{name} got no gradient"
+        assert_close(param.grad, ref_params[name].grad)
+
+
+def _grad(t: Tensor) -> Tensor:
+    assert t.grad is not None
+    return t.grad
