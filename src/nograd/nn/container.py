@@ -35,7 +35,7 @@ class Sequential(Module):
         self.add_module(str(len(self._modules)), module)
         return self
 
-    @property  # type: ignore[override]
+    @property
     def needs_input_grad(self) -> bool:
         return bool(self._modules) and next(iter(self._modules.values())).needs_input_grad
 

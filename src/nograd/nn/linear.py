@@ -48,10 +48,10 @@ class Linear(Module):
             )
         self.in_features = in_features
         self.out_features = out_features
-        factory = {"device": device, "dtype": dtype}
-        self.weight = Parameter(torch.empty(out_features, in_features, **factory))
+        self.weight = Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.register_parameter(
-            "bias", Parameter(torch.empty(out_features, **factory)) if bias else None
+            "bias",
+            Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None,
         )
         self.reset_parameters()
 
