@@ -1,0 +1,220 @@
+"""Optimizer: the parameter groups, per-parameter state and checkpoint format.
+
+An optimizer owns a list of parameter groups (dicts holding ``"params"`` and every
+option, so one model can train its parts with different learning rates) and a
+``state`` dict keyed by parameter (momentum buffers, moment estimates).
+``state_dict()`` writes both in ``torch.optim``'s format, with parameters replaced
+by their position, so checkpoints move between nograd and PyTorch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nograd.nn.module import Parameter
+
+ParamGroup = dict[str, Any]
+ParamsT = Iterable[Parameter] | Iterable[ParamGroup]
+StateDict = dict[str, Any]
+
+
+class Optimizer:
+    """Base class of every optimizer: subclasses implement ``step``.
+
+    Args:
+        params: the parameters to optimize (``model.parameters()``), or a list of
+            dicts, one per group, each with ``"params"`` and any option to override.
+        defaults: every option with its default value, used where a group is silent.
+
+    Attributes:
+        param_groups: list of dicts, each with ``"params"`` and every option.
+        state: per-parameter dict of tensors, filled lazily by ``step``.
+    """
+
+    def __init__(self, params: ParamsT, defaults: Mapping[str, Any]) -> None:
+        self.defaults: dict[str, Any] = dict(defaults)
+        self._check_options(self.defaults)
+        self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[ParamGroup] = []
+
+        if isinstance(params, (Parameter, Tensor)):
+            raise TypeError(
+                f"{self._name}: expected an iterable of Parameters or of dicts, "
+                f"got a single {type(params).__name__}; pass [param] or model.parameters()"
+            )
+        if isinstance(params, set):
+            raise TypeError(
+                f"{self._name}: expected parameters in an ordered collection, got a set"
+            )
+        groups: list[Any] = list(params)
+        if not groups:
+            raise ValueError(f"{self._name}: got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    @property
+    def _name(self) -> str:
+        return type(self).__name__
+
+    # ----------------------------------------------------------------- groups
+    def add_param_group(self, param_group: ParamGroup) -> None:
+        """Add a group of parameters, with options falling back to ``defaults``.
+
+        Raises:
+            TypeError: if the group is not a dict or holds something other than
+                Parameters (a set is refused too: its order changes between runs).
+            ValueError: if a parameter appears twice, or an option is invalid.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(
+                f"{self._name}: expected a param group dict, got {type(param_group).__name__}"
+            )
+        if "params" not in param_group:
+            raise ValueError(f"{self._name}: param group has no 'params' key")
+        params = param_group["params"]
+        if isinstance(params, set):
+            raise TypeError(
+                f"{self._name}: expected parameters in an ordered collection, got a set"
+            )
+        params = [params] if isinstance(params, Parameter) else list(params)
+        for param in params:
+            if not isinstance(param, Parameter):
+                raise TypeError(
+                    f"{self._name}: expected nograd.nn.Parameter objects, "
+                    f"got {type(param).__name__}"
+                )
+        if len(set(params)) != len(params):
+            raise ValueError(f"{self._name}: a parameter group holds the same parameter twice")
+        for group in self.param_groups:
+            if not set(group["params"]).isdisjoint(params):
+                raise ValueError(f"{self._name}: a parameter appears in more than one group")
+
+        group = {**self.defaults, **param_group, "params": params}
+        self._check_options(group)
+        self.param_groups.append(group)
+
+    def _check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise ValueError for an invalid option; each optimizer checks its own."""
+
+    def _require(self, ok: bool, option: str, expected: str, value: object) -> None:
+        if not ok:
+            raise ValueError(f"{self._name}: expected {option} {expected}, got {value!r}")
+
+    def _require_non_negative(self, options: Mapping[str, Any], *names: str) -> None:
+        for name in names:
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(
+                    f"{self._name}: expected {name} to be a number, got {type(value).__name__}"
+                )
+            self._require(value >= 0, name, ">= 0", value)  # NaN fails too
+
+    # ------------------------------------------------------------------ steps
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every gradient: to ``None`` (the default) or to zeros in place."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if set_to_none:
+                    param.grad = None
+                elif param.grad is not None:
+                    param.grad.zero_()
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Update every parameter that has a gradient (``grad is None``: skipped).
+
+        Args:
+            closure: optional; recomputes the loss (forward and backward) and
+                returns it, for optimizers that evaluate the loss more than once.
+        """
+        raise NotImplementedError(f"{self._name} must implement step()")
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> StateDict:
+        """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
+
+        Indices count parameters across groups in order, as ``torch.optim`` does.
+        State tensors are shared with the optimizer, not copied.
+        """
+        index: dict[Parameter, int] = {}
+        param_groups = []
+        for group in self.param_groups:
+            packed = {key: value for key, value in group.items() if key != "params"}
+            packed["params"] = [index.setdefault(p, len(index)) for p in group["params"]]
+            param_groups.append(packed)
+        state = {index[p]: dict(entry) for p, entry in self.state.items() if p in index}
+        return {"state": state, "param_groups": param_groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a checkpoint made by ``state_dict`` (ours or ``torch.optim``'s).
+
+        State tensors are copied onto each parameter's device, floating ones cast to
+        its dtype; ``"step"`` keeps its own dtype and device, as in PyTorch.
+
+        Raises:
+            ValueError: naming the group or parameter whose count or shape differs;
+                nothing is changed then.
+        """
+        if "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(
+                f"{self._name}.load_state_dict: expected keys 'state' and 'param_groups', "
+                f"got {sorted(state_dict)}"
+            )
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{self._name}.load_state_dict: expected {len(self.param_groups)} parameter "
+                f"groups, got {len(saved_groups)}"
+            )
+        by_index: dict[Any, Parameter] = {}
+        for i, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=True)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"{self._name}.load_state_dict: expected {len(group['params'])} "
+                    f"parameters in group {i}, got {len(saved['params'])}"
+                )
+            by_index.update(zip(saved["params"], group["params"], strict=True))
+
+        state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
+        for index, entry in state_dict["state"].items():
+            if index not in by_index:
+                raise ValueError(
+                    f"{self._name}.load_state_dict: state entry {index!r} belongs to no "
+                    f"parameter of param_groups"
+                )
+            param = by_index[index]
+            state[param] = {key: self._copy_state(param, index, key, v) for key, v in entry.items()}
+
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups, strict=True):
+            options = {key: copy.deepcopy(v) for key, v in saved.items() if key != "params"}
+            new_group = {**self.defaults, **options, "params": group["params"]}
+            self._check_options(new_group)
+            new_groups.append(new_group)
+        self.param_groups = new_groups
+        self.state = state
+
+    def _copy_state(self, param: Parameter, index: Any, key: str, value: Any) -> Any:
+        if not isinstance(value, Tensor):
+            return copy.deepcopy(value)
+        if key == "step":  # the step counter lives on the CPU in its own dtype
+            return value.clone()
+        if value.shape != param.shape:
+            raise ValueError(
+                f"{self._name}.load_state_dict: expected state {key!r} of parameter {index} "
+                f"to have shape {tuple(param.shape)}, got {tuple(value.shape)}"
+            )
+        dtype = param.dtype if param.data.is_floating_point() else None
+        return value.to(device=param.device, dtype=dtype, copy=True)
+
+
+def scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim gives its ``step`` counters: float64 only if that is the default."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32

@@ -1,0 +1,395 @@
+"""Optimizers against torch.optim: same gradients in, same trajectories and checkpoints out."""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from nograd.nn import Parameter
+from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from tests.oracle import assert_close
+
+SHAPES = [(3, 4), (4,), (2, 1, 3)]
+TWINS: dict[type[Optimizer], Callable[..., torch.optim.Optimizer]] = {
+    SGD: torch.optim.SGD,
+    Adam: torch.optim.Adam,
+    AdamW: torch.optim.AdamW,
+    RMSprop: torch.optim.RMSprop,
+}
+CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
+    (SGD, {}),
+    (SGD, {"lr": 0.1}),
+    (SGD, {"lr": 0.1, "momentum": 0.9}),
+    (SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.3}),
+    (SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    (SGD, {"lr": 0.1, "weight_decay": 0.1}),
+    (SGD, {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.1, "nesterov": True}),
+    (SGD, {"lr": 0.1, "maximize": True}),
+    (SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.05, "maximize": True}),
+    (Adam, {}),
+    (Adam, {"lr": 0.05}),
+    (Adam, {"lr": 0.05, "weight_decay": 0.1}),
+    (Adam, {"lr": 0.05, "amsgrad": True}),
+    (Adam, {"lr": 0.05, "maximize": True}),
+    (Adam, {"lr": 0.05, "betas": (0.5, 0.8), "eps": 1e-3}),
+    (Adam, {"lr": 0.05, "amsgrad": True, "weight_decay": 0.1, "maximize": True}),
+    (AdamW, {}),
+    (AdamW, {"lr": 0.05, "weight_decay": 0.5}),
+    (AdamW, {"lr": 0.05, "amsgrad": True}),
+    (AdamW, {"lr": 0.05, "amsgrad": True, "weight_decay": 0.1, "maximize": True}),
+    (RMSprop, {}),
+    (RMSprop, {"centered": True}),
+    (RMSprop, {"momentum": 0.9}),
+    (RMSprop, {"centered": True, "momentum": 0.5}),
+    (RMSprop, {"weight_decay": 0.1}),
+    (RMSprop, {"maximize": True}),
+    (RMSprop, {"alpha": 0.5, "eps": 1e-4}),
+    (RMSprop, {"centered": True, "momentum": 0.9, "weight_decay": 0.1, "maximize": True}),
+]
+IDS = [f"{cls.__name__}-{kwargs}" for cls, kwargs in CASES]
+# One override per optimizer for a first group that differs from the second.
+GROUP_OPTIONS: dict[type[Optimizer], dict[str, Any]] = {
+    SGD: {"lr": 0.3, "momentum": 0.9, "nesterov": True, "dampening": 0.0},
+    Adam: {"lr": 0.2, "amsgrad": True, "betas": (0.8, 0.9)},
+    AdamW: {"lr": 0.2, "weight_decay": 0.3},
+    RMSprop: {"lr": 0.05, "centered": True, "momentum": 0.5},
+}
+
+
+class Twins:
+    """Our optimizer and torch's on identical parameters, fed identical gradients."""
+
+    def __init__(
+        self,
+        cls: type[Optimizer],
+        kwargs: dict[str, Any],
+        dtype: torch.dtype = torch.float64,
+        groups: bool = False,
+        seed: int = 0,
+    ) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        values = [torch.randn(shape, generator=gen, dtype=dtype) for shape in SHAPES]
+        self.ours = [Parameter(v.clone()) for v in values]
+        self.ref = [v.clone().requires_grad_() for v in values]
+        self.opt = cls(self._arrange(self.ours, cls, groups), **kwargs)
+        self.ref_opt = TWINS[cls](self._arrange(self.ref, cls, groups), **kwargs)
+        self.gen = torch.Generator().manual_seed(seed + 1)
+        self.steps = 0
+
+    @staticmethod
+    def _arrange(params: list[Any], cls: type[Optimizer], groups: bool) -> list[Any]:
+        if not groups:
+            return params
+        return [{"params": params[:1], **GROUP_OPTIONS[cls]}, {"params": params[1:]}]
+
+    def step(self, count: int = 1) -> None:
+        for _ in range(count):
+            for i, (p, t) in enumerate(zip(self.ours, self.ref, strict=True)):
+                if i == 1 and self.steps % 3 == 1:  # parameter 1 gets no gradient now and then
+                    p.grad, t.grad = None, None
+                else:
+                    g = torch.randn(p.shape, generator=self.gen, dtype=p.dtype)
+                    p.grad, t.grad = g.clone(), g.clone()
+            self.opt.step()
+            self.ref_opt.step()
+            self.steps += 1
+
+    def assert_same_params(self) -> None:
+        for p, t in zip(self.ours, self.ref, strict=True):
+            assert_close(p.data, t.detach())
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_100_steps_match_torch_in_float64(cls: type[Optimizer], kwargs: dict[str, Any]) -> None:
+    twins = Twins(cls, kwargs)
+    twins.step(100)
+    twins.assert_same_params()
+    assert not torch.equal(twins.ours[0].data, Twins(cls, kwargs).ours[0].data)  # it moved
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_param_groups_with_different_options_match_torch(cls: type[Optimizer]) -> None:
+    twins = Twins(cls, {"lr": 0.01}, groups=True)
+    twins.step(100)
+    twins.assert_same_params()
+    assert twins.opt.param_groups[0]["lr"] != twins.opt.param_groups[1]["lr"]
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_float32_matches_torch(cls: type[Optimizer]) -> None:
+    twins = Twins(cls, {"lr": 0.01, "weight_decay": 0.1}, dtype=torch.float32)
+    twins.step(50)
+    twins.assert_same_params()
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_step_leaves_grad_untouched(cls: type[Optimizer], kwargs: dict[str, Any]) -> None:
+    twins = Twins(cls, kwargs)
+    twins.step(3)  # later steps use the momentum buffers; all grads are set after step 3
+    grads = [_grad_of(p).clone() for p in twins.ours]
+    twins.opt.step()
+    assert all(torch.equal(_grad_of(p), g) for p, g in zip(twins.ours, grads, strict=True))
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_parameter_without_grad_is_skipped(cls: type[Optimizer]) -> None:
+    used, unused = Parameter(torch.ones(3)), Parameter(torch.ones(3))
+    opt = cls([used, unused], lr=0.1)
+    used.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(unused.data, torch.ones(3))
+    assert not torch.equal(used.data, torch.ones(3))
+    assert unused not in opt.state
+
+
+def test_step_returns_the_closure_loss() -> None:
+    p = Parameter(torch.ones(2))
+    calls = []
+
+    def closure() -> float:
+        calls.append(1)
+        p.grad = torch.ones(2)
+        return 3.5
+
+    assert SGD([p], lr=0.1).step(closure) == 3.5
+    assert calls == [1]
+    assert torch.equal(p.data, torch.full((2,), 0.9))
+
+
+# ------------------------------------------------------------------ state_dict
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_state_dict_has_torch_structure_and_values(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    twins = Twins(cls, kwargs, groups=True)
+    twins.step(5)
+    ours, ref = twins.opt.state_dict(), twins.ref_opt.state_dict()
+    assert ours.keys() == ref.keys() == {"state", "param_groups"}
+    assert ours["state"].keys() == ref["state"].keys()
+    for index, entry in ours["state"].items():
+        assert entry.keys() == ref["state"][index].keys()
+        for key, value in entry.items():
+            expected = ref["state"][index][key]
+            assert value.dtype == expected.dtype and value.shape == expected.shape
+            assert_close(value, expected)
+    for group, ref_group in zip(ours["param_groups"], ref["param_groups"], strict=True):
+        assert group.keys() <= ref_group.keys()
+        assert group == {key: ref_group[key] for key in group}
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_state_dict_round_trip_continues_exactly(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    straight = Twins(cls, kwargs, groups=True)
+    straight.step(15)
+
+    first = Twins(cls, kwargs, groups=True)
+    first.step(7)
+    buffer = io.BytesIO()
+    torch.save(first.opt.state_dict(), buffer)  # through a file, as a checkpoint goes
+    resumed = Twins(cls, kwargs, groups=True)
+    for p, q in zip(resumed.ours, first.ours, strict=True):
+        p.data = q.data.clone()
+    buffer.seek(0)
+    resumed.opt.load_state_dict(torch.load(buffer))
+    resumed.gen, resumed.steps = first.gen, first.steps
+    resumed.step(8)
+    for p, q in zip(resumed.ours, straight.ours, strict=True):
+        assert torch.equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_checkpoints_move_between_nograd_and_torch(cls: type[Optimizer]) -> None:
+    twins = Twins(cls, {"lr": 0.01}, groups=True)
+    twins.step(6)
+    ours_saved, ref_saved = twins.opt.state_dict(), twins.ref_opt.state_dict()
+    twins.ref_opt.load_state_dict(copy.deepcopy(ours_saved))  # torch shares what it loads
+    twins.opt.load_state_dict(ref_saved)
+    twins.step(10)
+    twins.assert_same_params()
+
+
+def test_load_state_dict_copies_and_casts_to_the_params() -> None:
+    p64 = Parameter(torch.randn(3, dtype=torch.float64))
+    saved_opt = Adam([p64])
+    p64.grad = torch.randn(3, dtype=torch.float64)
+    saved_opt.step()
+    saved = saved_opt.state_dict()
+
+    p32 = Parameter(torch.randn(3, dtype=torch.float32))
+    opt = Adam([p32])
+    opt.load_state_dict(saved)
+    state = opt.state[p32]
+    assert state["exp_avg"].dtype == torch.float32
+    assert state["step"].dtype == saved["state"][0]["step"].dtype  # step keeps its dtype
+    torch.testing.assert_close(state["exp_avg"], saved["state"][0]["exp_avg"].float())
+    state["step"].add_(1)
+    state["exp_avg"].add_(1)
+    assert saved["state"][0]["step"].item() == 1  # loaded state is a copy
+    assert not torch.equal(saved["state"][0]["exp_avg"].float(), state["exp_avg"])
+
+
+def test_adamw_stays_decoupled_after_loading_an_adam_checkpoint() -> None:
+    p = Parameter(torch.ones(2))
+    opt = AdamW([p])
+    opt.load_state_dict(Adam([Parameter(torch.ones(2))]).state_dict())
+    assert opt.param_groups[0]["decoupled_weight_decay"] is True
+
+
+def _momentum_state_dict(*shapes: tuple[int, ...]) -> dict[str, Any]:
+    params = [Parameter(torch.ones(shape)) for shape in shapes]
+    opt = SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.ones(p.shape)
+    opt.step()
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("saved", "match"),
+    [
+        ({"state": {}}, r"SGD.load_state_dict: expected keys 'state' and 'param_groups'"),
+        (
+            {"state": {}, "param_groups": [{"params": [0]}, {"params": [1]}]},
+            r"SGD.load_state_dict: expected 1 parameter groups, got 2",
+        ),
+        (
+            _momentum_state_dict((3, 4)),
+            r"SGD.load_state_dict: expected 2 parameters in group 0, got 1",
+        ),
+        (
+            _momentum_state_dict((3, 4), (2, 2)),
+            r"SGD.load_state_dict: expected state 'momentum_buffer' of parameter 1 to have "
+            r"shape \(5,\), got \(2, 2\)",
+        ),
+        (
+            {**_momentum_state_dict((3, 4), (5,)), "state": {7: {}}},
+            r"SGD.load_state_dict: state entry 7 belongs to no parameter",
+        ),
+    ],
+)
+def test_load_state_dict_errors(saved: dict[str, Any], match: str) -> None:
+    params = [Parameter(torch.zeros(3, 4)), Parameter(torch.zeros(5))]
+    opt = SGD(params, lr=0.5)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(saved)
+    assert opt.param_groups[0]["lr"] == 0.5 and not opt.state  # nothing changed
+
+
+# ------------------------------------------------------------------ zero_grad
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad(set_to_none: bool) -> None:
+    with_grad, without = Parameter(torch.ones(2, 3)), Parameter(torch.ones(4))
+    grad = torch.ones(2, 3)
+    with_grad.grad = grad
+    SGD([with_grad, without]).zero_grad(set_to_none=set_to_none)
+    assert without.grad is None
+    if set_to_none:
+        assert with_grad.grad is None
+    else:
+        assert with_grad.grad is grad and torch.equal(grad, torch.zeros(2, 3))
+
+
+def test_zero_grad_defaults_to_none() -> None:
+    p = Parameter(torch.ones(2))
+    p.grad = torch.ones(2)
+    Adam([p]).zero_grad()
+    assert p.grad is None
+
+
+# ----------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (SGD, {"lr": -0.1}, r"SGD: expected lr >= 0, got -0.1"),
+        (SGD, {"lr": float("nan")}, r"SGD: expected lr >= 0, got nan"),
+        (SGD, {"momentum": -0.5}, r"SGD: expected momentum >= 0, got -0.5"),
+        (SGD, {"weight_decay": -1e-3}, r"SGD: expected weight_decay >= 0, got -0.001"),
+        (
+            SGD,
+            {"nesterov": True},
+            r"SGD: nesterov=True expects momentum > 0 and dampening == 0, "
+            r"got momentum=0, dampening=0",
+        ),
+        (
+            SGD,
+            {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+            r"got momentum=0.9, dampening=0.1",
+        ),
+        (Adam, {"lr": -1.0}, r"Adam: expected lr >= 0, got -1.0"),
+        (Adam, {"eps": -1e-8}, r"Adam: expected eps >= 0, got -1e-08"),
+        (Adam, {"weight_decay": -0.1}, r"Adam: expected weight_decay >= 0, got -0.1"),
+        (Adam, {"betas": (1.0, 0.999)}, r"Adam: expected betas\[0\] in \[0, 1\), got 1.0"),
+        (Adam, {"betas": (0.9, -0.1)}, r"Adam: expected betas\[1\] in \[0, 1\), got -0.1"),
+        (Adam, {"betas": (0.9,)}, r"Adam: expected betas to be a pair, got \(0.9,\)"),
+        (AdamW, {"weight_decay": -0.1}, r"AdamW: expected weight_decay >= 0, got -0.1"),
+        (AdamW, {"betas": (0.9, 1.0)}, r"AdamW: expected betas\[1\] in \[0, 1\), got 1.0"),
+        (RMSprop, {"lr": -0.01}, r"RMSprop: expected lr >= 0, got -0.01"),
+        (RMSprop, {"alpha": -0.1}, r"RMSprop: expected alpha >= 0, got -0.1"),
+        (RMSprop, {"eps": -1.0}, r"RMSprop: expected eps >= 0, got -1.0"),
+        (RMSprop, {"momentum": -0.9}, r"RMSprop: expected momentum >= 0, got -0.9"),
+        (RMSprop, {"weight_decay": -2}, r"RMSprop: expected weight_decay >= 0, got -2"),
+    ],
+)
+def test_invalid_options_raise(cls: type[Optimizer], kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cls([Parameter(torch.ones(2))], **kwargs)
+    with pytest.raises(ValueError, match=match):  # in a param group too
+        cls([{"params": [Parameter(torch.ones(2))], **kwargs}])
+
+
+def test_option_of_wrong_type_raises() -> None:
+    with pytest.raises(TypeError, match=r"SGD: expected lr to be a number, got str"):
+        SGD([Parameter(torch.ones(2))], lr="0.1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_empty_parameter_list_raises(cls: type[Optimizer]) -> None:
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: got an empty parameter list"):
+        cls([])
+
+
+def test_duplicate_parameters_raise() -> None:
+    p, q = Parameter(torch.ones(2)), Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match=r"SGD: a parameter group holds the same parameter twice"):
+        SGD([p, q, p])
+    with pytest.raises(ValueError, match=r"Adam: a parameter appears in more than one group"):
+        Adam([{"params": [p]}, {"params": [q, p]}])
+    opt = SGD([p])
+    with pytest.raises(ValueError, match=r"SGD: a parameter appears in more than one group"):
+        opt.add_param_group({"params": [p]})
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ([torch.ones(2)], r"SGD: expected nograd.nn.Parameter objects, got Tensor"),
+        (Parameter(torch.ones(2)), r"SGD: expected an iterable .* got a single Parameter"),
+        ({Parameter(torch.ones(2))}, r"SGD: expected parameters in an ordered collection"),
+    ],
+)
+def test_params_of_wrong_type_raise(params: Any, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        SGD(params)
+
+
+def test_add_param_group_fills_defaults_and_trains_the_new_group() -> None:
+    first, second = Parameter(torch.ones(2)), Parameter(torch.ones(3))
+    opt = SGD([first], lr=0.1, momentum=0.9)
+    opt.add_param_group({"params": second, "lr": 0.5})
+    assert opt.param_groups[1]["momentum"] == 0.9 and opt.param_groups[1]["lr"] == 0.5
+    second.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(second.data, torch.full((3,), 0.5))
+
+
+def _grad_of(p: Parameter) -> Tensor:
+    assert p.grad is not None
+    return p.grad
