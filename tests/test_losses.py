@@ -1,0 +1,376 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor
+
+from nograd.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
+from tests.oracle import tolerance
+
+DTYPES = [torch.float64, torch.float32]
+REDUCTIONS = ["mean", "sum", "none"]
+ELEMENTWISE = [
+    (MSELoss, torch.nn.MSELoss),
+    (L1Loss, torch.nn.L1Loss),
+    (BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss),
+]
+LOSSES = [MSELoss, L1Loss, BCEWithLogitsLoss, CrossEntropyLoss]
+
+seeds = st.integers(0, 2**32 - 1)
+# None: backward() as the training loop calls it; a number: a 0-dim grad_output
+scales = st.sampled_from([None, 3.0, -0.5])
+
+
+def close(actual: Tensor, expected: Tensor) -> None:
+    # NaN only where torch has NaN too: "mean" over rows that are all ignored is 0/0
+    torch.testing.assert_close(actual, expected, equal_nan=True, **tolerance(expected.dtype))
+
+
+def compare(
+    ours: Loss, ref: torch.nn.Module, pred: Tensor, target: Tensor, scale: float | None
+) -> None:
+    """Loss value and dL/dpred of ``ours`` against ``ref`` run by torch.autograd."""
+    loss = ours(pred, target)
+    if ours.reduction == "none":
+        grad_output: Tensor | None = torch.randn(loss.shape, dtype=pred.dtype)
+    else:
+        grad_output = None if scale is None else torch.tensor(scale, dtype=pred.dtype)
+    pred_ref = pred.clone().requires_grad_()
+    with torch.enable_grad():
+        loss_ref = ref(pred_ref, target)
+        loss_ref.backward(grad_output)
+    assert loss.shape == loss_ref.shape
+    close(loss, loss_ref.detach())
+    assert pred_ref.grad is not None
+    close(ours.backward(grad_output), pred_ref.grad)
+
+
+# ------------------------------------------------------------------ oracle tests
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("ours_cls", "ref_cls"), ELEMENTWISE)
+@given(
+    shape=st.lists(st.integers(1, 5), max_size=3),
+    reduction=st.sampled_from(REDUCTIONS),
+    scale=scales,
+    hard_labels=st.booleans(),
+    seed=seeds,
+)
+def test_elementwise_loss_matches_torch(
+    dtype: torch.dtype,
+    ours_cls: type[Loss],
+    ref_cls: type[torch.nn.Module],
+    shape: list[int],
+    reduction: str,
+    scale: float | None,
+    hard_labels: bool,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    pred = 3 * torch.randn(shape, generator=gen, dtype=dtype)
+    target = torch.rand(shape, generator=gen, dtype=dtype)  # probabilities, for BCE
+    if hard_labels:
+        target = target.round()
+    compare(ours_cls(reduction), ref_cls(reduction=reduction), pred, target, scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(
+    n=st.integers(1, 6),
+    c=st.integers(1, 5),
+    per_class=st.booleans(),
+    reduction=st.sampled_from(REDUCTIONS),
+    scale=scales,
+    seed=seeds,
+)
+def test_bce_with_pos_weight_matches_torch(
+    dtype: torch.dtype,
+    n: int,
+    c: int,
+    per_class: bool,
+    reduction: str,
+    scale: float | None,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    pred = 3 * torch.randn(n, c, generator=gen, dtype=dtype)
+    target = torch.rand(n, c, generator=gen, dtype=dtype).round()
+    pos_weight = 3 * torch.rand(c if per_class else (), generator=gen, dtype=dtype)
+    ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight)
+    ref = torch.nn.BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight)
+    compare(ours, ref, pred, target, scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(
+    n=st.integers(1, 9),
+    c=st.sampled_from([1, 2, 3, 5, 7]),
+    reduction=st.sampled_from(REDUCTIONS),
+    label_smoothing=st.sampled_from([0.0, 0.1, 1.0]) | st.floats(0.0, 1.0),
+    weighted=st.booleans(),
+    ignore=st.sampled_from(["nothing", "-100", "a class"]),
+    scale=scales,
+    seed=seeds,
+)
+def test_cross_entropy_matches_torch(
+    dtype: torch.dtype,
+    n: int,
+    c: int,
+    reduction: str,
+    label_smoothing: float,
+    weighted: bool,
+    ignore: str,
+    scale: float | None,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(n, c, generator=gen, dtype=dtype)
+    target = torch.randint(0, c, (n,), generator=gen)
+    options: dict[str, Any] = {"label_smoothing": label_smoothing}
+    if weighted:
+        options["weight"] = torch.rand(c, generator=gen, dtype=dtype) + 0.1
+    if ignore == "-100":
+        dropped = torch.rand(n, generator=gen) < 0.4
+        target = target.masked_fill(dropped, -100)
+    elif ignore == "a class":
+        options["ignore_index"] = c - 1
+    ours = CrossEntropyLoss(reduction, **options)
+    ref = torch.nn.CrossEntropyLoss(reduction=reduction, **options)
+    compare(ours, ref, logits, target, scale)
+
+
+def test_cross_entropy_all_rows_ignored_gives_nan_loss_and_zero_gradient() -> None:
+    logits = torch.randn(3, 4, dtype=torch.float64)
+    target = torch.full((3,), -100)
+    for options in [{}, {"label_smoothing": 0.2, "weight": torch.rand(4, dtype=torch.float64)}]:
+        compare(
+            CrossEntropyLoss(**options), torch.nn.CrossEntropyLoss(**options), logits, target, None
+        )
+    loss_fn = CrossEntropyLoss()
+    assert loss_fn(logits, target).isnan()
+    assert torch.equal(loss_fn.backward(), torch.zeros_like(logits))
+
+
+@pytest.mark.parametrize("n", [1, 300])  # a long target is range-checked on the device
+def test_cross_entropy_large_batch_with_ignored_rows(n: int) -> None:
+    logits = torch.randn(n, 4, dtype=torch.float64)
+    target = torch.randint(0, 4, (n,)).masked_fill(torch.rand(n) < 0.3, -100)
+    target[0] = -100
+    options: dict[str, Any] = {"label_smoothing": 0.2}
+    compare(CrossEntropyLoss(**options), torch.nn.CrossEntropyLoss(**options), logits, target, None)
+    with pytest.raises(ValueError, match=r"C=4.*got values in \[\d, 4\]"):
+        CrossEntropyLoss()(logits, target.masked_fill(target == -100, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_cross_entropy_accepts_any_integer_target_dtype(dtype: torch.dtype) -> None:
+    logits = torch.randn(5, 3, dtype=torch.float64)
+    target = torch.tensor([0, 2, 1, 1, 0])
+    ours, ref = CrossEntropyLoss("sum"), CrossEntropyLoss("sum")
+    close(ours(logits, target.to(dtype)), ref(logits, target))
+    close(ours.backward(), ref.backward())
+
+
+# --------------------------------------------------------- gradient scaling
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss_cls", LOSSES)
+def test_zero_dim_grad_output_scales_the_gradient(loss_cls: type[Loss], reduction: str) -> None:
+    pred = torch.randn(4, 3, dtype=torch.float64)
+    target = torch.tensor([0, 2, 1, 1]) if loss_cls is CrossEntropyLoss else torch.rand_like(pred)
+    loss_fn = loss_cls(reduction)
+    loss_fn(pred, target)
+    once = loss_fn.backward()
+    assert once.abs().sum() > 0
+    close(loss_fn.backward(torch.tensor(3.0, dtype=torch.float64)), 3 * once)
+
+
+# ------------------------------------------------------------ extreme inputs
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("pos_weight", [None, 2.5])
+def test_bce_with_logits_is_finite_at_1000(
+    dtype: torch.dtype, reduction: str, pos_weight: float | None
+) -> None:
+    logits = torch.tensor([1000.0, -1000.0, 1000.0, -1000.0, 0.0, 1000.0], dtype=dtype)
+    target = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.5, 0.3], dtype=dtype)
+    weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=dtype)
+    ours = BCEWithLogitsLoss(reduction, pos_weight=weight)
+    loss = ours(logits, target)
+    assert loss.isfinite().all()
+    assert ours.backward(torch.ones_like(loss)).isfinite().all()
+    ref = torch.nn.BCEWithLogitsLoss(reduction=reduction, pos_weight=weight)
+    compare(ours, ref, logits, target, None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_is_finite_at_1000(
+    dtype: torch.dtype, reduction: str, label_smoothing: float
+) -> None:
+    logits = torch.tensor(
+        [[1000.0, -1000.0, 0.0], [-1000.0, -1000.0, 1000.0], [1000.0, 1000.0, -1000.0]],
+        dtype=dtype,
+    )
+    target = torch.tensor([1, 2, 0])
+    ours = CrossEntropyLoss(reduction, label_smoothing)
+    loss = ours(logits, target)
+    assert loss.isfinite().all()
+    assert ours.backward(torch.ones_like(loss)).isfinite().all()
+    ref = torch.nn.CrossEntropyLoss(reduction=reduction, label_smoothing=label_smoothing)
+    compare(ours, ref, logits, target, None)
+
+
+def test_l1_gradient_is_zero_where_pred_equals_target() -> None:
+    pred = torch.tensor([1.0, 2.0, 3.0, -1.0], dtype=torch.float64)
+    target = torch.tensor([1.0, 0.0, 3.0, 0.0], dtype=torch.float64)
+    loss_fn = L1Loss("sum")
+    loss_fn(pred, target)
+    assert torch.equal(loss_fn.backward(), torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64))
+    compare(L1Loss(), torch.nn.L1Loss(), pred, target, None)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_empty_batch_gives_an_empty_gradient(reduction: str) -> None:
+    logits = torch.randn(0, 3, dtype=torch.float64)
+    cases: list[tuple[Loss, torch.nn.Module, Tensor]] = [
+        (MSELoss(reduction), torch.nn.MSELoss(reduction=reduction), torch.randn(0, 3).double()),
+        (
+            CrossEntropyLoss(reduction),
+            torch.nn.CrossEntropyLoss(reduction=reduction),
+            torch.zeros(0, dtype=torch.long),
+        ),
+    ]
+    for ours, ref, target in cases:
+        compare(ours, ref, logits, target, None)
+
+
+# ------------------------------------------------------------ buffers, repr
+def test_weights_are_buffers_named_as_in_torch() -> None:
+    weight = torch.rand(3)
+    ours, ref = CrossEntropyLoss(weight=weight), torch.nn.CrossEntropyLoss(weight=weight)
+    assert ours.state_dict().keys() == ref.state_dict().keys() == {"weight"}
+    bce = BCEWithLogitsLoss(pos_weight=weight)
+    assert (
+        bce.state_dict().keys() == torch.nn.BCEWithLogitsLoss(pos_weight=weight).state_dict().keys()
+    )
+    ours.to(torch.float64)
+    assert ours.weight is not None and ours.weight.dtype == torch.float64
+    assert MSELoss().state_dict() == {}
+
+
+def test_repr() -> None:
+    assert repr(MSELoss()) == "MSELoss(reduction='mean')"
+    assert repr(CrossEntropyLoss("sum", 0.1, ignore_index=0)) == (
+        "CrossEntropyLoss(reduction='sum', ignore_index=0, label_smoothing=0.1)"
+    )
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize("loss_cls", LOSSES)
+def test_unknown_reduction(loss_cls: type[Loss]) -> None:
+    name = loss_cls.__name__
+    with pytest.raises(ValueError, match=rf"{name}: expected reduction in .*'none'.*got 'avg'"):
+        loss_cls("avg")
+
+
+@pytest.mark.parametrize("loss_cls", LOSSES)
+def test_backward_before_forward(loss_cls: type[Loss]) -> None:
+    with pytest.raises(RuntimeError, match=rf"{loss_cls.__name__}\(.*before forward"):
+        loss_cls().backward()
+
+
+@pytest.mark.parametrize("loss_cls", [MSELoss, L1Loss, BCEWithLogitsLoss])
+def test_no_silent_broadcasting(loss_cls: type[Loss]) -> None:
+    name = loss_cls.__name__
+    message = rf"{name}\(reduction='mean'\): expected target of shape \(4, 1\).*got \(4,\)"
+    with pytest.raises(ValueError, match=message):
+        loss_cls()(torch.randn(4, 1), torch.randn(4))
+
+
+@pytest.mark.parametrize("loss_cls", [MSELoss, L1Loss, BCEWithLogitsLoss])
+def test_target_dtype_must_match_pred(loss_cls: type[Loss]) -> None:
+    match = r"floating pred and target of one dtype, got pred torch.float32 and target torch.%s"
+    with pytest.raises(TypeError, match=match % "float64"):
+        loss_cls()(torch.randn(3), torch.randn(3, dtype=torch.float64))
+    with pytest.raises(TypeError, match=match % "int64"):
+        loss_cls()(torch.randn(3), torch.tensor([0, 1, 1]))
+    with pytest.raises(TypeError, match=r"got pred torch.int64 and target torch.int64"):
+        loss_cls()(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 1]))
+
+
+def test_grad_output_checks() -> None:
+    loss_fn = MSELoss("none")
+    loss_fn(torch.randn(4, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"MSELoss.*grad_output of shape \(4, 2\).*got \(4,\)"):
+        loss_fn.backward(torch.randn(4))
+    with pytest.raises(ValueError, match=r"MSELoss.*grad_output of shape \(4, 2\).*got None"):
+        loss_fn.backward()
+    ce = CrossEntropyLoss()
+    ce(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss.*0-dim grad_output, got shape \(4,\)"):
+        ce.backward(torch.ones(4))
+
+
+def test_bce_pos_weight_errors() -> None:
+    pred, target = torch.randn(4, 3), torch.rand(4, 3)
+    with pytest.raises(ValueError, match=r"pos_weight of shape \(2,\).*pred's shape \(4, 3\)"):
+        BCEWithLogitsLoss(pos_weight=torch.ones(2))(pred, target)
+    with pytest.raises(ValueError, match=r"pos_weight of shape \(2, 4, 3\)"):
+        BCEWithLogitsLoss(pos_weight=torch.ones(2, 4, 3))(pred, target)
+    with pytest.raises(TypeError, match=r"pos_weight of dtype torch.float32.*got torch.float64"):
+        BCEWithLogitsLoss(pos_weight=torch.ones(3, dtype=torch.float64))(pred, target)
+    with pytest.raises(TypeError, match=r"BCEWithLogitsLoss: pos_weight must be a Tensor, got \["):
+        BCEWithLogitsLoss(pos_weight=[1.0, 2.0])  # type: ignore[arg-type]
+
+
+def test_cross_entropy_shape_and_dtype_errors() -> None:
+    ce = CrossEntropyLoss()
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss\(.*\(N, C\), got \(4,\)"):
+        ce(torch.randn(4), torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss\(.*\(N, C\), got \(2, 3, 4\)"):
+        ce(torch.randn(2, 3, 4), torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match=r"CrossEntropyLoss\(.*integer dtype.*got torch.float32"):
+        ce(torch.randn(4, 3), torch.tensor([0.0, 1.0, 2.0, 0.0]))
+    with pytest.raises(
+        TypeError, match=r"CrossEntropyLoss\(.*floating pred \(logits\), got torch.int64"
+    ):
+        ce(torch.tensor([[0, 1]]), torch.tensor([0]))
+    with pytest.raises(TypeError, match=r"integer dtype.*got torch.bool"):
+        ce(torch.randn(2, 3), torch.tensor([True, False]))
+    with pytest.raises(
+        ValueError, match=r"CrossEntropyLoss\(.*target of shape \(4,\), got \(4, 1\)"
+    ):
+        ce(torch.randn(4, 3), torch.tensor([[0], [1], [2], [0]]))
+
+
+def test_cross_entropy_target_out_of_range() -> None:
+    ce = CrossEntropyLoss()
+    with pytest.raises(ValueError, match=r"values in \[0, 3\) for C=3.*got values in \[0, 3\]"):
+        ce(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"values in \[0, 3\) for C=3.*got values in \[-1, 2\]"):
+        ce(torch.randn(4, 3), torch.tensor([0, -1, 2, 2]))
+    # ignored rows are left out of the range, others are still checked
+    with pytest.raises(ValueError, match=r"C=3.*got values in \[1, 5\]"):
+        ce(torch.randn(3, 3), torch.tensor([-100, 5, 1]))
+    with pytest.raises(ValueError, match=r"C=1.*got values in \[1, 1\]"):
+        CrossEntropyLoss(ignore_index=0)(torch.randn(3, 1), torch.tensor([0, 1, 0]))
+
+
+def test_cross_entropy_option_errors() -> None:
+    with pytest.raises(ValueError, match=r"CrossEntropyLoss: expected label_smoothing in \[0, 1\]"):
+        CrossEntropyLoss(label_smoothing=1.5)
+    with pytest.raises(
+        ValueError, match=r"CrossEntropyLoss: expected weight of shape \(C,\), got \(2, 2\)"
+    ):
+        CrossEntropyLoss(weight=torch.ones(2, 2))
+    with pytest.raises(TypeError, match=r"CrossEntropyLoss: weight must be a Tensor, got \[1"):
+        CrossEntropyLoss(weight=[1.0, 2.0])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"weight of shape \(3,\) for C=3 classes, got \(2,\)"):
+        CrossEntropyLoss(weight=torch.ones(2))(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(TypeError, match=r"weight of dtype torch.float64.*got torch.float32"):
+        weighted = CrossEntropyLoss(weight=torch.ones(3))
+        weighted(torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0]))
