@@ -1,21 +1,32 @@
 """Layers, activations, losses and containers, each with a hand-written backward."""
 
 from nograd.nn import init
+from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from nograd.nn.container import Sequential
+from nograd.nn.dropout import Dropout
 from nograd.nn.linear import Linear
 from nograd.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
 from nograd.nn.module import NO_INPUT_GRAD, Module, Parameter
 
 __all__ = [
+    "ELU",
+    "GELU",
     "NO_INPUT_GRAD",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "Dropout",
+    "Identity",
     "L1Loss",
+    "LeakyReLU",
     "Linear",
     "Loss",
     "MSELoss",
     "Module",
     "Parameter",
+    "ReLU",
     "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
     "init",
 ]

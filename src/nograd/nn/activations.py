@@ -1,0 +1,292 @@
+"""Activation functions, each with its derivative written out by hand.
+
+Where the derivative can be read off the output (ReLU, Tanh, Sigmoid, Softmax), the
+forward saves y instead of x: the next layer keeps y alive anyway, so x can be freed.
+Derivatives at the kinks follow PyTorch: ReLU'(0) = 0, LeakyReLU'(0) = negative_slope,
+ELU'(0) = alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nograd.nn.module import Module
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)  # the tanh approximation of GELU
+_KAPPA = 0.044715
+_K3 = _SQRT_2_OVER_PI * _KAPPA  # the coefficient of x^3 in u
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
+
+
+def _inplace_repr(inplace: bool, first: bool = False) -> str:
+    """The ``inplace`` part of ``extra_repr``, shown only when True, as in PyTorch."""
+    if not inplace:
+        return ""
+    return "inplace=True" if first else ", inplace=True"
+
+
+class ReLU(Module):
+    """Rectified linear unit, y = max(0, x), applied elementwise.
+
+    Args:
+        inplace: overwrite the input with the output, as ``torch.nn.ReLU`` does.
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._y = torch.relu_(x) if self.inplace else torch.relu(x)  # y > 0 exactly where x > 0
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = self._saved("_y")
+        self._check_grad_output(grad_output, y)
+        return grad_output * (y > 0)  # dL/dx = dL/dy * 1[x > 0]
+
+    def extra_repr(self) -> str:
+        return _inplace_repr(self.inplace, first=True)
+
+
+class Tanh(Module):
+    """Hyperbolic tangent, y = tanh(x), applied elementwise.
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._y = torch.tanh(x)  # the backward needs only the output
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = self._saved("_y")
+        self._check_grad_output(grad_output, y)
+        return torch.addcmul(grad_output, grad_output * y, y, value=-1)  # dL/dx = dL/dy * (1 - y^2)
+
+
+class Sigmoid(Module):
+    """Logistic sigmoid, y = 1 / (1 + exp(-x)), applied elementwise.
+
+    ``torch.sigmoid`` never evaluates exp of a large positive number, so inputs of
+    +-1000 give 0 and 1, not NaN.
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._y = torch.sigmoid(x)  # the backward needs only the output
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = self._saved("_y")
+        self._check_grad_output(grad_output, y)
+        grad_y = grad_output * y
+        return torch.addcmul(grad_y, grad_y, y, value=-1)  # dL/dx = dL/dy * y (1 - y)
+
+
+class LeakyReLU(Module):
+    """Leaky rectifier, y = x if x > 0 else negative_slope * x, applied elementwise.
+
+    Args:
+        negative_slope: the slope for x <= 0.
+        inplace: overwrite the input with the output. The backward then recovers the
+            sign of x from y, which needs negative_slope >= 0 (as in PyTorch).
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    def __init__(self, negative_slope: float = 1e-2, inplace: bool = False) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        slope = self.negative_slope
+        # y = max(x, slope x) for slope <= 1, min(x, slope x) for slope > 1: no mask needed
+        pick = torch.maximum if slope <= 1 else torch.minimum
+        if self.inplace:
+            self._x = None  # overwritten below; the backward reads the sign of x off y
+            self._y = pick(x, x * slope, out=x)
+        else:
+            self._x = x
+            self._y = pick(x, x * slope)
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = self._saved("_y")
+        self._check_grad_output(grad_output, y)
+        slope = self.negative_slope
+        x = self.__dict__.get("_x")
+        if x is None and slope < 0:
+            raise RuntimeError(
+                f"{self._describe()}: the in-place forward lost the sign of x; "
+                f"backward needs negative_slope >= 0, got {slope}"
+            )
+        sign_of_x = y if x is None else x  # y > 0 exactly where x > 0 when slope >= 0
+        # dL/dx = dL/dy * (1 if x > 0 else negative_slope)
+        return torch.where(sign_of_x > 0, grad_output, grad_output * slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}{_inplace_repr(self.inplace)}"
+
+
+class ELU(Module):
+    """Exponential linear unit, y = x if x > 0 else alpha * (exp(x) - 1), elementwise.
+
+    Args:
+        alpha: the value y tends to as x -> -inf is -alpha.
+        inplace: overwrite the input with the output. The backward then uses
+            alpha * exp(x) = y + alpha, and needs alpha >= 0 (as in PyTorch).
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        # y = max(0, x) + alpha (exp(min(0, x)) - 1); exp never sees a positive number
+        negative_part = torch.expm1(torch.clamp(x, max=0))
+        if self.inplace:
+            self._x = None
+            self._y = torch.relu_(x).add_(negative_part, alpha=self.alpha)
+        else:
+            self._x = x  # alpha * exp(x) is more accurate than y + alpha for x << 0
+            self._y = torch.add(torch.relu(x), negative_part, alpha=self.alpha)
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = self._saved("_y")
+        self._check_grad_output(grad_output, y)
+        alpha = self.alpha
+        x = self.__dict__.get("_x")
+        if x is not None:
+            # dL/dx = dL/dy * (1 if x > 0 else alpha exp(x))
+            return torch.where(x > 0, grad_output, torch.exp(x).mul_(grad_output).mul_(alpha))
+        if alpha < 0:
+            raise RuntimeError(
+                f"{self._describe()}: the in-place forward lost the sign of x; "
+                f"backward needs alpha >= 0, got {alpha}"
+            )
+        # dL/dx = dL/dy * (1 if x > 0 else y + alpha)
+        return torch.where(y > 0, grad_output, grad_output * (y + alpha))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}{_inplace_repr(self.inplace)}"
+
+
+class GELU(Module):
+    """Gaussian error linear unit, y = x * Phi(x), with Phi the standard normal CDF.
+
+    With ``approximate="tanh"``, Phi(x) is replaced by
+    0.5 * (1 + tanh(u)) with u = sqrt(2/pi) * (x + 0.044715 x^3), as in PyTorch.
+
+    Args:
+        approximate: ``"none"`` for the exact CDF, ``"tanh"`` for the approximation.
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: expected approximate 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.approximate == "tanh":
+            # 0.5 (1 + tanh(u)) = sigmoid(2u): one kernel, and no 1 + tanh cancellation
+            self._two_u = torch.addcmul(x * (2 * _SQRT_2_OVER_PI), x * x, x, value=2 * _K3)
+            self._cdf = torch.sigmoid(self._two_u)
+        else:
+            self._cdf = torch.special.ndtr(x)  # Phi(x), accurate in the lower tail too
+        self._x = x
+        return x * self._cdf
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        x = self._saved("_x")
+        cdf = self._saved("_cdf")
+        self._check_grad_output(grad_output, x)
+        if self.approximate == "tanh":
+            two_u = self._saved("_two_u")
+            # x du/dx = sqrt(2/pi) (x + 3 * 0.044715 x^3) = 3/2 (2u - 4/3 sqrt(2/pi) x)
+            two_thirds_x_du = torch.add(two_u, x, alpha=-4 / 3 * _SQRT_2_OVER_PI)
+            cdf_survival = torch.addcmul(cdf, cdf, cdf, value=-1)  # Phi (1 - Phi)
+            # dy/dx = Phi + x dPhi/dx, with dPhi/dx = d sigmoid(2u)/dx = 2 Phi (1 - Phi) du/dx
+            slope = torch.addcmul(cdf, two_thirds_x_du, cdf_survival, value=3)
+        else:
+            gauss = torch.mul(x, x).mul_(-0.5).exp_()  # exp(-x^2 / 2) = sqrt(2 pi) phi(x)
+            slope = torch.addcmul(cdf, x, gauss, value=_INV_SQRT_2PI)  # dy/dx = Phi(x) + x phi(x)
+        return grad_output * slope  # dL/dx = dL/dy * dy/dx
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+class Softmax(Module):
+    """Softmax along ``dim``, y_i = exp(x_i) / sum_j exp(x_j).
+
+    ``torch.softmax`` subtracts the maximum first, so inputs of +-1000 stay finite.
+
+    Args:
+        dim: the dimension that sums to 1 (the last one by default).
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._y = torch.softmax(x, self.dim)  # the backward needs only the output
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = self._saved("_y")
+        self._check_grad_output(grad_output, y)
+        grad_y = grad_output * y
+        # dL/dx_i = y_i (dL/dy_i - sum_j dL/dy_j y_j)
+        return torch.addcmul(grad_y, y, grad_y.sum(self.dim, keepdim=True), value=-1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Identity(Module):
+    """Identity map, y = x; a placeholder that passes its input through untouched.
+
+    Args:
+        *args: ignored, as in PyTorch, so that any layer can be swapped for it.
+        **kwargs: ignored likewise.
+
+    Shape:
+        input: (*) -> output: (*), the same tensor
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._y = x  # kept only to check the shape of grad_output
+        return x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self._check_grad_output(grad_output, self._saved("_y"))
+        return grad_output  # dL/dx = dL/dy

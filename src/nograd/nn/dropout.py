@@ -1,0 +1,61 @@
+"""Inverted dropout: zero random elements while training, do nothing at evaluation."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nograd.nn.module import Module
+
+
+class Dropout(Module):
+    """Inverted dropout, y = x * m / (1 - p) with m ~ Bernoulli(1 - p) per element.
+
+    Only in training mode: each element is zeroed with probability p and the survivors
+    are scaled by 1 / (1 - p), so that E[y] = x and evaluation can be the identity.
+    The mask is drawn as ``torch.nn.Dropout`` draws it, so with the same seed both
+    drop the same elements.
+
+    Args:
+        p: probability of zeroing an element, in [0, 1).
+        inplace: overwrite the input with the output, as ``torch.nn.Dropout`` does.
+        generator: the random generator the mask is drawn from, for seedable,
+            reproducible masks; None draws from torch's global generator.
+
+    Shape:
+        input: (*) -> output: (*), same shape
+    """
+
+    _mask: Tensor | None
+
+    def __init__(
+        self, p: float = 0.5, inplace: bool = False, *, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        if not isinstance(inplace, bool):  # catches Dropout(p, generator) given positionally
+            raise TypeError(f"Dropout: expected inplace to be a bool, got {type(inplace).__name__}")
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: expected p in [0, 1), got {p}")
+        self.p = p
+        self.inplace = inplace
+        self.generator = generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            self._mask = None  # the identity; torch draws no random numbers here either
+            self._y = x
+            return x
+        keep = 1 - self.p
+        scaled_mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator).div_(keep)
+        self._mask = scaled_mask  # m / (1 - p): each entry 0 or 1 / (1 - p)
+        self._y = x.mul_(scaled_mask) if self.inplace else x * scaled_mask
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self._check_grad_output(grad_output, self._saved("_y"))
+        if self._mask is None:
+            return grad_output  # dL/dx = dL/dy
+        return grad_output * self._mask  # dL/dx = dL/dy * m / (1 - p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}"

@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from nograd.nn.module import Module
+from tests.oracle import assert_close, compare_module
+
+DTYPES = [torch.float64, torch.float32]
+SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=3)  # 1-D to 3-D, size-1 dims included
+SEEDS = st.integers(0, 2**31 - 1)
+
+Pair = Callable[[], tuple[Module, torch.nn.Module]]
+
+# Modules without free parameters, and the torch.nn twin of each.
+PLAIN: dict[str, Pair] = {
+    "ReLU": lambda: (ReLU(), torch.nn.ReLU()),
+    "Tanh": lambda: (Tanh(), torch.nn.Tanh()),
+    "Sigmoid": lambda: (Sigmoid(), torch.nn.Sigmoid()),
+    "GELU-none": lambda: (GELU(), torch.nn.GELU()),
+    "GELU-tanh": lambda: (GELU("tanh"), torch.nn.GELU("tanh")),
+    "Identity": lambda: (Identity(), torch.nn.Identity()),
+}
+# Everything, including in-place variants; in-place twins are applied to a non-leaf.
+ALL: dict[str, Pair] = {
+    **PLAIN,
+    "ReLU-inplace": lambda: (ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+    "LeakyReLU": lambda: (LeakyReLU(0.2), torch.nn.LeakyReLU(0.2)),
+    "LeakyReLU-inplace": lambda: (LeakyReLU(0.2, True), torch.nn.LeakyReLU(0.2, True)),
+    "ELU": lambda: (ELU(0.7), torch.nn.ELU(0.7)),
+    "ELU-inplace": lambda: (ELU(0.7, True), torch.nn.ELU(0.7, True)),
+    "ELU-2.5": lambda: (ELU(2.5), torch.nn.ELU(2.5)),
+    "Softmax-last": lambda: (Softmax(), torch.nn.Softmax(dim=-1)),
+    "Softmax-0": lambda: (Softmax(0), torch.nn.Softmax(dim=0)),
+}
+
+
+def compare(
+    ours: Module, ref: torch.nn.Module, x: torch.Tensor, g: torch.Tensor | None = None
+) -> None:
+    """compare_module, or for an in-place module: same outputs, same dL/dx, same tensor."""
+    if not getattr(ours, "inplace", False):
+        compare_module(ours, ref, x, g)
+        return
+    g = torch.randn_like(x) if g is None else g
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = ref(leaf * 1)  # torch refuses in-place ops on a leaf that requires grad
+        y_ref.backward(g)
+    x_ours = x.clone()
+    y = ours(x_ours)
+    assert y is x_ours, "an in-place module must return its input, overwritten"
+    assert_close(y, y_ref.detach())
+    assert leaf.grad is not None
+    assert_close(ours.backward(g), leaf.grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(PLAIN))
+@given(shape=SHAPES, seed=SEEDS)
+def test_activation_matches_torch(
+    name: str, dtype: torch.dtype, shape: list[int], seed: int
+) -> None:
+    torch.manual_seed(seed)
+    ours, ref = PLAIN[name]()
+    compare_module(ours, ref, torch.randn(shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(shape=SHAPES, seed=SEEDS, slope=st.floats(-3, 3), inplace=st.booleans())
+def test_leaky_relu_matches_torch(
+    dtype: torch.dtype, shape: list[int], seed: int, slope: float, inplace: bool
+) -> None:
+    torch.manual_seed(seed)
+    slope = abs(slope) if inplace else slope  # torch's in-place backward needs slope >= 0
+    compare(
+        LeakyReLU(slope, inplace),
+        torch.nn.LeakyReLU(slope, inplace),
+        torch.randn(shape, dtype=dtype),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(shape=SHAPES, seed=SEEDS, alpha=st.floats(-2, 3), inplace=st.booleans())
+def test_elu_matches_torch(
+    dtype: torch.dtype, shape: list[int], seed: int, alpha: float, inplace: bool
+) -> None:
+    torch.manual_seed(seed)
+    alpha = abs(alpha) if inplace else alpha  # torch's in-place backward needs alpha >= 0
+    compare(ELU(alpha, inplace), torch.nn.ELU(alpha, inplace), torch.randn(shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(shape=SHAPES, seed=SEEDS, dim_index=st.integers(0, 5))
+def test_softmax_matches_torch_over_every_dim(
+    dtype: torch.dtype, shape: list[int], seed: int, dim_index: int
+) -> None:
+    torch.manual_seed(seed)
+    dim = dim_index % (2 * len(shape)) - len(shape)  # negative and non-negative dims
+    compare_module(Softmax(dim), torch.nn.Softmax(dim=dim), torch.randn(shape, dtype=dtype))
+    out = Softmax(dim)(torch.randn(shape, dtype=dtype))
+    assert_close(out.sum(dim), torch.ones_like(out.sum(dim)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(shape=SHAPES, seed=SEEDS)
+def test_inplace_relu_matches_torch(dtype: torch.dtype, shape: list[int], seed: int) -> None:
+    torch.manual_seed(seed)
+    compare(ReLU(inplace=True), torch.nn.ReLU(inplace=True), torch.randn(shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(ALL))
+def test_kinks_match_torch(name: str, dtype: torch.dtype) -> None:
+    x = torch.tensor([-1.0, -0.0, 0.0, 0.0, 2.0], dtype=dtype)
+    g = torch.arange(1.0, 6.0, dtype=dtype)
+    compare(*ALL[name](), x, g)
+
+
+def test_derivatives_at_zero_follow_torch_conventions() -> None:
+    zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    for module, slope_at_zero in [
+        (ReLU(), 0.0),
+        (ReLU(inplace=True), 0.0),
+        (LeakyReLU(0.3), 0.3),
+        (LeakyReLU(0.3, inplace=True), 0.3),
+        (ELU(1.5), 1.5),
+        (ELU(1.5, inplace=True), 1.5),
+    ]:
+        module(zero.clone())
+        assert module.backward(one).item() == slope_at_zero, module
+
+
+EXTREME = [[-1000.0, -1.0, 0.0, 1.0, 1000.0], [1000.0, 1000.0, -1000.0, 0.5, -1000.0]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "name",
+    ["Sigmoid", "Tanh", "GELU-none", "GELU-tanh", "ELU", "ELU-2.5", "Softmax-last", "Softmax-0"],
+)
+def test_inputs_of_1000_stay_finite_and_match_torch(name: str, dtype: torch.dtype) -> None:
+    x = torch.tensor(EXTREME, dtype=dtype)
+    g = torch.randn(x.shape, dtype=dtype)
+    ours, ref = ALL[name]()
+    y = ours(x)
+    grad_input = ours.backward(g)
+    assert torch.isfinite(y).all() and torch.isfinite(grad_input).all()
+    compare(ours, ref, x, g)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_backward_before_forward_names_the_module(name: str) -> None:
+    ours, _ = ALL[name]()
+    prefix = re.escape(f"{type(ours).__name__}({ours.extra_repr()})")
+    with pytest.raises(RuntimeError, match=prefix + r": backward\(\) called before forward\(\)"):
+        ours.backward(torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_grad_output_of_wrong_shape(name: str) -> None:
+    ours, _ = ALL[name]()
+    ours(torch.randn(2, 3))
+    prefix = re.escape(type(ours).__name__)
+    with pytest.raises(ValueError, match=prefix + r".*grad_output of shape \(2, 3\), got \(3, 2\)"):
+        ours.backward(torch.randn(3, 2))
+
+
+def test_gelu_rejects_an_unknown_approximation() -> None:
+    with pytest.raises(ValueError, match=r"GELU: expected approximate 'none' or 'tanh', got 'erf'"):
+        GELU("erf")
+
+
+@pytest.mark.parametrize("module", [LeakyReLU(-0.5, inplace=True), ELU(-1.0, inplace=True)])
+def test_inplace_backward_with_a_negative_slope_is_refused(module: Module) -> None:
+    module(torch.randn(4))  # the forward works, as in torch; the sign of x is lost
+    with pytest.raises(RuntimeError, match=r"inplace=True\): .*lost the sign of x.*got -"):
+        module.backward(torch.ones(4))
+
+
+@pytest.mark.parametrize("module", [ReLU(), Tanh(), Sigmoid(), Softmax(1)])
+def test_output_is_saved_instead_of_input(module: Module) -> None:
+    x = torch.randn(3, 4)
+    y = module(x)
+    saved = [value for value in vars(module).values() if isinstance(value, torch.Tensor)]
+    assert any(value is y for value in saved)
+    assert not any(value is x for value in saved)
+
+
+def test_a_second_forward_replaces_the_saved_state() -> None:
+    module = ELU(0.5)
+    module(torch.full((3,), -1.0, dtype=torch.float64))
+    module(torch.full((3,), 2.0, dtype=torch.float64))
+    ones = torch.ones(3, dtype=torch.float64)
+    assert_close(module.backward(ones), ones)  # the slope at x = 2, not at x = -1
+
+
+@pytest.mark.parametrize(
+    ("ours", "ref"),
+    [
+        (ReLU(), torch.nn.ReLU()),
+        (ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+        (Tanh(), torch.nn.Tanh()),
+        (Sigmoid(), torch.nn.Sigmoid()),
+        (LeakyReLU(), torch.nn.LeakyReLU()),
+        (LeakyReLU(0.2, inplace=True), torch.nn.LeakyReLU(0.2, inplace=True)),
+        (LeakyReLU(negative_slope=1), torch.nn.LeakyReLU(negative_slope=1)),
+        (ELU(), torch.nn.ELU()),
+        (ELU(alpha=2, inplace=True), torch.nn.ELU(alpha=2, inplace=True)),
+        (GELU(), torch.nn.GELU()),
+        (GELU(approximate="tanh"), torch.nn.GELU(approximate="tanh")),
+        (Softmax(), torch.nn.Softmax(dim=-1)),
+        (Softmax(dim=1), torch.nn.Softmax(dim=1)),
+        (Identity(), torch.nn.Identity()),
+        (Identity(3, unused="ignored"), torch.nn.Identity(3, unused="ignored")),
+    ],
+    ids=repr,
+)
+def test_repr_matches_torch(ours: Module, ref: torch.nn.Module) -> None:
+    assert repr(ours) == repr(ref)
+
+
+def test_hyperparameters_keep_torch_attribute_names() -> None:
+    assert LeakyReLU(0.2, inplace=True).negative_slope == 0.2
+    assert ELU(alpha=0.5).alpha == 0.5
+    assert GELU("tanh").approximate == "tanh"
+    assert Softmax(dim=0).dim == 0
+    assert ReLU(inplace=True).inplace and ELU(inplace=True).inplace
+    assert not LeakyReLU().inplace

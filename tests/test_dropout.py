@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nograd.nn.dropout import Dropout
+from tests.oracle import assert_close
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def nonzero_input(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Entries of magnitude >= 0.5, so a zero in the output can only mean 'dropped'."""
+    x = torch.randn(*shape, dtype=dtype)
+    return x.sign() * (x.abs() + 0.5)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, math.nan])
+def test_p_outside_0_1_is_rejected(p: float) -> None:
+    with pytest.raises(ValueError, match=rf"Dropout: expected p in \[0, 1\), got {p}"):
+        Dropout(p)
+
+
+def test_p_zero_is_accepted_and_is_the_identity() -> None:
+    dropout = Dropout(0.0)
+    x = torch.randn(4, 5)
+    g = torch.randn(4, 5)
+    assert torch.equal(dropout(x), x)
+    assert torch.equal(dropout.backward(g), g)
+
+
+def test_generator_passed_positionally_is_caught() -> None:
+    with pytest.raises(TypeError, match="Dropout: expected inplace to be a bool, got Generator"):
+        Dropout(0.5, torch.Generator())  # type: ignore[arg-type]
+
+
+def test_eval_mode_is_the_identity_forward_and_backward() -> None:
+    dropout = Dropout(0.9)
+    dropout.eval()
+    x = torch.randn(3, 7)
+    g = torch.randn(3, 7)
+    assert torch.equal(dropout(x), x)
+    assert torch.equal(dropout.backward(g), g)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.75, 0.875])
+def test_each_output_is_zero_or_exactly_x_over_1_minus_p(p: float) -> None:
+    # 1 - p is a power of two here, so x / (1 - p) has no rounding to blur "exactly"
+    x = nonzero_input(50, 40)
+    y = Dropout(p, generator=seeded(0))(x)
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept] / (1 - p))
+    assert 0 < kept.sum() < x.numel()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@given(p=st.floats(0.05, 0.95), seed=st.integers(0, 2**31 - 1))
+def test_kept_outputs_are_scaled_by_1_over_1_minus_p(
+    dtype: torch.dtype, p: float, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    x = nonzero_input(6, 9, dtype=dtype)
+    y = Dropout(p)(x)
+    kept = y != 0
+    assert_close(y[kept], x[kept] / (1 - p))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_about_p_of_the_entries_are_dropped_and_the_mean_is_kept(p: float) -> None:
+    n = 200_000
+    x = torch.rand(n, dtype=torch.float64) + 1.0
+    y = Dropout(p, generator=seeded(1))(x)
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - p) < 6 * math.sqrt(p * (1 - p) / n)
+    # Var(y) <= E[x^2] p / (1 - p) <= 4 p / (1 - p): six standard errors of the mean
+    assert abs(y.mean().item() - x.mean().item()) < 6 * math.sqrt(4 * p / (1 - p) / n)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_backward_applies_the_forward_mask(p: float) -> None:
+    dropout = Dropout(p, generator=seeded(2))
+    x = nonzero_input(30, 20)
+    g = torch.randn(30, 20, dtype=torch.float64)
+    kept = dropout(x) != 0  # the mask, read off the output
+    expected = torch.where(kept, g / (1 - p), torch.zeros_like(g))
+    assert_close(dropout.backward(g), expected)
+    assert_close(dropout.backward(g), expected)  # the mask is kept, not redrawn
+
+
+def test_same_seed_same_mask_different_seed_different_mask() -> None:
+    x = nonzero_input(1000)
+    first = Dropout(0.5, generator=seeded(7))(x) != 0
+    again = Dropout(0.5, generator=seeded(7))(x) != 0
+    other = Dropout(0.5, generator=seeded(8))(x) != 0
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_a_generator_advances_so_successive_masks_differ() -> None:
+    dropout = Dropout(0.5, generator=seeded(3))
+    x = nonzero_input(1000)
+    assert not torch.equal(dropout(x) != 0, dropout(x) != 0)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_global_generator_draws_the_same_mask_as_torch(p: float) -> None:
+    x = torch.randn(8, 16, dtype=torch.float64)
+    torch.manual_seed(11)
+    ours = Dropout(p)(x)
+    torch.manual_seed(11)
+    ref = torch.nn.Dropout(p)(x)
+    assert torch.equal(ours, ref)
+
+
+def test_inplace_overwrites_the_input() -> None:
+    x = nonzero_input(10, 10)
+    original = x.clone()
+    y = Dropout(0.5, inplace=True, generator=seeded(4))(x)
+    assert y is x
+    kept = x != 0
+    assert torch.equal(x[kept], original[kept] * 2)
+
+
+def test_backward_before_forward() -> None:
+    with pytest.raises(RuntimeError, match=r"Dropout\(p=0.5, inplace=False\): backward\(\) called"):
+        Dropout().backward(torch.ones(2))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_grad_output_of_wrong_shape(training: bool) -> None:
+    dropout = Dropout(0.5).train(training)
+    dropout(torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"Dropout.*grad_output of shape \(4, 2\), got \(2, 4\)"):
+        dropout.backward(torch.randn(2, 4))
+
+
+def test_repr_and_attributes_match_torch() -> None:
+    generator = seeded(0)
+    dropout = Dropout(0.25, generator=generator)
+    assert repr(dropout) == repr(torch.nn.Dropout(0.25))
+    assert repr(Dropout(0.1, inplace=True)) == repr(torch.nn.Dropout(0.1, inplace=True))
+    assert dropout.p == 0.25
+    assert dropout.generator is generator
