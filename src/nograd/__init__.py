@@ -1,6 +1,26 @@
-"""nograd: a deep-learning framework whose every backward pass is written by hand."""
+"""nograd: a deep-learning framework whose every backward pass is written by hand.
 
-from nograd import nn, optim
+The core (``nograd.nn``, ``nograd.optim``, ``nograd.gradcheck``, ``nograd.data``)
+needs only torch. ``nograd.save`` and ``nograd.load`` need safetensors and are
+imported on first use.
+"""
 
-__all__ = ["nn", "optim"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nograd import data, nn, optim
+
+if TYPE_CHECKING:
+    from nograd.io import load, save
+
+__all__ = ["data", "load", "nn", "optim", "save"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in {"save", "load"}:
+        from nograd import io
+
+        return getattr(io, name)
+    raise AttributeError(f"module 'nograd' has no attribute {name!r}")

@@ -1,0 +1,199 @@
+"""Architectures as JSON: describe a model as a tree, and rebuild it from an allow-list.
+
+``architecture(model)`` turns a Sequential of nograd layers into a JSON-able tree;
+``build(tree)`` constructs it again. ``build`` never imports or instantiates anything
+outside ``ALLOWED``: each node's type is looked up there, each argument is type- and
+range-checked, and the depth, module count and parameter count are bounded before a
+single tensor is allocated. Checkpoints (``nograd.io``) store the tree in their metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from nograd.nn.container import Sequential
+from nograd.nn.dropout import Dropout
+from nograd.nn.linear import Linear
+from nograd.nn.module import Module
+
+MAX_FEATURES = 2**20  # per Linear side
+MAX_PARAMETERS = 2**28  # in the whole model: 1 GiB of float32
+MAX_DEPTH = 32  # nested Sequentials
+MAX_MODULES = 10_000
+
+# ------------------------------------------------------------- argument checks
+Check = Callable[[str, Any], Any]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _integer(low: int, high: int) -> Check:
+    def check(where: str, value: Any) -> Any:
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(f"{where}: expected an integer in [{low}, {high}], got {_show(value)}")
+        return value
+
+    return check
+
+
+def _real(low: float, high: float, *, high_included: bool = True) -> Check:
+    interval = f"[{low}, {high}" + ("]" if high_included else ")")
+
+    def check(where: str, value: Any) -> Any:
+        finite = type(value) in (int, float) and math.isfinite(value)
+        if not (finite and low <= value <= high and (high_included or value < high)):
+            raise ValueError(f"{where}: expected a number in {interval}, got {_show(value)}")
+        return value
+
+    return check
+
+
+def _one_of(*options: Any) -> Check:
+    def check(where: str, value: Any) -> Any:
+        if not any(type(value) is type(option) and value == option for option in options):
+            raise ValueError(f"{where}: expected one of {list(options)}, got {_show(value)}")
+        return value
+
+    return check
+
+
+# ------------------------------------------------------------------ allow-list
+FLAG = _one_of(True, False)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One allowed leaf type: its class, checked constructor arguments, parameter count."""
+
+    cls: type[Module]
+    args: dict[str, Check] = field(default_factory=dict)
+    extract: Callable[[Any], dict[str, Any]] | None = None  # default: getattr per arg
+    parameter_count: Callable[[Mapping[str, Any]], int] = lambda args: 0
+    takes_device: bool = False
+
+
+ALLOWED: dict[str, Kind] = {
+    "Linear": Kind(
+        Linear,
+        {
+            "in_features": _integer(0, MAX_FEATURES),
+            "out_features": _integer(0, MAX_FEATURES),
+            "bias": FLAG,
+        },
+        extract=lambda m: {
+            "in_features": m.in_features,
+            "out_features": m.out_features,
+            "bias": m.bias is not None,
+        },
+        parameter_count=lambda a: a["out_features"] * (a["in_features"] + int(a["bias"])),
+        takes_device=True,
+    ),
+    "ReLU": Kind(ReLU, {"inplace": FLAG}),
+    "Tanh": Kind(Tanh),
+    "Sigmoid": Kind(Sigmoid),
+    "Identity": Kind(Identity),
+    "LeakyReLU": Kind(LeakyReLU, {"negative_slope": _real(-1e6, 1e6), "inplace": FLAG}),
+    "ELU": Kind(ELU, {"alpha": _real(-1e6, 1e6), "inplace": FLAG}),
+    "GELU": Kind(GELU, {"approximate": _one_of("none", "tanh")}),
+    "Softmax": Kind(Softmax, {"dim": _integer(-64, 63)}),
+    # A Dropout's own generator is run-time state, not architecture: it is not saved.
+    "Dropout": Kind(Dropout, {"p": _real(0.0, 1.0, high_included=False), "inplace": FLAG}),
+}
+
+
+def architecture(model: Module) -> dict[str, Any]:
+    """The model as a JSON-able tree that ``build`` turns back into the same model.
+
+    ``{"type": "Sequential", "children": [...]}`` for a Sequential,
+    ``{"type": name, "args": {constructor arguments}}`` for an allowed leaf.
+
+    Raises:
+        TypeError: naming a module whose type is not in the allow-list.
+    """
+    if type(model) is Sequential:
+        return {"type": "Sequential", "children": [architecture(child) for child in model]}
+    name = type(model).__name__
+    kind = ALLOWED.get(name)
+    if kind is None or type(model) is not kind.cls or model._modules:
+        raise TypeError(
+            f"nograd.io: cannot describe a {type(model).__module__}.{type(model).__qualname__}; "
+            f"checkpoints support Sequential and {sorted(ALLOWED)}"
+        )
+    args = kind.extract(model) if kind.extract else {a: getattr(model, a) for a in kind.args}
+    return {"type": name, "args": args}
+
+
+def build(
+    arch: Mapping[str, Any],
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Module:
+    """Construct the model that ``arch`` (from ``architecture``) describes.
+
+    Every node is checked first (allowed type, exact argument names, argument
+    types and ranges, depth <= MAX_DEPTH, at most MAX_MODULES modules and
+    MAX_PARAMETERS parameters); only then is anything allocated. Parameters are
+    freshly initialised from the global generator, as the constructors do.
+
+    Raises:
+        ValueError: naming the node and what was wrong with it.
+    """
+    budget = {"modules": 0, "parameters": 0}
+    _check_node(arch, "architecture", 0, budget)
+    return _construct(arch, device, dtype)
+
+
+def _check_node(node: Any, where: str, depth: int, budget: dict[str, int]) -> None:
+    if not isinstance(node, Mapping):
+        raise ValueError(f"{where}: expected an object, got {_show(node)}")
+    budget["modules"] += 1
+    if depth > MAX_DEPTH or budget["modules"] > MAX_MODULES:
+        raise ValueError(f"{where}: deeper than {MAX_DEPTH} or more than {MAX_MODULES} modules")
+    name = node.get("type")
+    if name == "Sequential":
+        _check_keys(node, {"type", "children"}, where)
+        children = node["children"]
+        if not isinstance(children, list):
+            raise ValueError(f"{where}.children: expected a list, got {_show(children)}")
+        for i, child in enumerate(children):
+            _check_node(child, f"{where}.children[{i}]", depth + 1, budget)
+        return
+    if not isinstance(name, str) or name not in ALLOWED:
+        raise ValueError(
+            f"{where}.type: {_show(name)} is not an allowed module type "
+            f"(Sequential, {', '.join(sorted(ALLOWED))})"
+        )
+    _check_keys(node, {"type", "args"}, where)
+    kind, args = ALLOWED[name], node["args"]
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{where}.args: expected an object, got {_show(args)}")
+    _check_keys(args, set(kind.args), f"{where}.args ({name})")
+    for arg, check in kind.args.items():
+        check(f"{where}.args.{arg}", args[arg])
+    budget["parameters"] += kind.parameter_count(args)
+    if budget["parameters"] > MAX_PARAMETERS:
+        raise ValueError(f"{where}: the model would exceed {MAX_PARAMETERS} parameters")
+
+
+def _check_keys(node: Mapping[str, Any], expected: set[str], where: str) -> None:
+    if set(node) != expected:
+        raise ValueError(f"{where}: expected keys {sorted(expected)}, got {sorted(node)}")
+
+
+def _construct(
+    node: Mapping[str, Any], device: torch.device | str | None, dtype: torch.dtype | None
+) -> Module:
+    if node["type"] == "Sequential":
+        return Sequential(*(_construct(child, device, dtype) for child in node["children"]))
+    kind = ALLOWED[node["type"]]
+    extra = {"device": device, "dtype": dtype} if kind.takes_device else {}
+    return kind.cls(**node["args"], **extra)

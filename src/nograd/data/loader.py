@@ -1,0 +1,150 @@
+"""DataLoader: cut a dataset into mini-batches, in order or in a fresh random order each epoch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from nograd.data.datasets import TensorDataset
+
+# The fast path cuts this many batches at a time with one torch.split call, which
+# costs less per batch than a Python slice and keeps at most this many views alive.
+BATCHES_PER_SPLIT = 256
+
+
+class Dataset(Protocol):
+    """Anything with a length whose items are tuples (of tensors or numbers)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sequence[Any]: ...
+
+
+class DataLoader:
+    """Yield mini-batches (tuples of tensors) covering every sample once per epoch.
+
+    Each ``iter(loader)`` is one epoch. With ``shuffle=True`` the epoch visits the
+    samples in the order ``torch.randperm(n, generator=generator)``, drawn afresh at
+    every epoch, so a seeded generator reproduces the whole sequence of epochs.
+
+    A ``TensorDataset`` is batched with tensor slices (views when not shuffling, one
+    gather per tensor per epoch when shuffling); any other dataset is indexed sample
+    by sample and the fields are stacked, which is slower.
+
+    Args:
+        dataset: a ``TensorDataset``, or any object with ``__len__`` and a
+            ``__getitem__`` that returns a tuple of tensors or numbers.
+        batch_size: samples per batch; the last batch may be smaller.
+        shuffle: draw a new random order at each epoch.
+        drop_last: drop the last batch when it holds fewer than ``batch_size`` samples.
+        generator: source of the permutations (the global generator when None).
+
+    Shape:
+        each dataset tensor: (n, *) -> each batch tensor: (batch_size, *), the last
+        one (min(batch_size, n mod batch_size or batch_size), *).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(
+                f"DataLoader: expected a dataset with __len__ and __getitem__, "
+                f"got {type(dataset).__name__}"
+            )
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError(
+                f"DataLoader: expected an integer batch_size, got {type(batch_size).__name__}"
+            )
+        if batch_size <= 0:
+            raise ValueError(f"DataLoader: expected batch_size >= 1, got {batch_size}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"DataLoader: expected a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if len(dataset) == 0:
+            raise ValueError("DataLoader: the dataset is empty (0 samples)")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = generator
+
+    def __len__(self) -> int:
+        """The number of batches in one epoch."""
+        n = len(self.dataset)
+        if self.drop_last:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        usable = len(self) * self.batch_size if self.drop_last else n
+        if isinstance(self.dataset, TensorDataset):
+            return self._tensor_batches(self.dataset.tensors, order, usable)
+        return self._generic_batches(order, usable)
+
+    def _tensor_batches(
+        self, tensors: tuple[Tensor, ...], order: Tensor | None, usable: int
+    ) -> Iterator[tuple[Tensor, ...]]:
+        if order is not None:
+            tensors = tuple(tensor[order] for tensor in tensors)  # one gather per epoch
+        step = self.batch_size * BATCHES_PER_SPLIT
+        for start in range(0, usable, step):
+            stop = min(start + step, usable)
+            columns = [torch.split(tensor[start:stop], self.batch_size) for tensor in tensors]
+            yield from zip(*columns, strict=True)
+
+    def _generic_batches(self, order: Tensor | None, usable: int) -> Iterator[tuple[Tensor, ...]]:
+        indices = order.tolist() if order is not None else list(range(len(self.dataset)))
+        for start in range(0, usable, self.batch_size):
+            batch_indices = indices[start : start + self.batch_size]
+            yield _collate([self.dataset[index] for index in batch_indices], batch_indices)
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+        )
+
+
+def _collate(samples: list[Sequence[Any]], indices: list[int]) -> tuple[Tensor, ...]:
+    """Stack field j of every sample into batch tensor j."""
+    first = samples[0]
+    if not isinstance(first, (tuple, list)):
+        raise TypeError(
+            f"DataLoader: expected dataset items to be tuples, got {type(first).__name__} "
+            f"at index {indices[0]}"
+        )
+    for sample, index in zip(samples, indices, strict=True):
+        if not isinstance(sample, (tuple, list)) or len(sample) != len(first):
+            raise ValueError(
+                f"DataLoader: expected every item to be a tuple of {len(first)} fields, "
+                f"got {sample!r} at index {index}"
+            )
+    batch = []
+    for field, values in enumerate(zip(*samples, strict=True)):
+        if all(isinstance(value, Tensor) for value in values):
+            shapes = {tuple(value.shape) for value in values}
+            if len(shapes) != 1:
+                raise ValueError(
+                    f"DataLoader: field {field} has different shapes {sorted(shapes)} "
+                    f"within the batch of indices {indices}"
+                )
+            batch.append(torch.stack(values))
+        elif all(isinstance(value, (bool, int, float)) for value in values):
+            batch.append(torch.tensor(values))
+        else:
+            kinds = sorted({type(value).__name__ for value in values})
+            raise TypeError(f"DataLoader: field {field} must hold tensors or numbers, got {kinds}")
+    return tuple(batch)

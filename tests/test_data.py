@@ -1,0 +1,308 @@
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nograd.data import DataLoader, TensorDataset, disk, moons, spirals, xor
+
+TASKS: dict[str, Callable[..., TensorDataset]] = {"xor": xor, "moons": moons, "spirals": spirals}
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ TensorDataset
+def test_tensor_dataset_indexes_every_tensor() -> None:
+    x, y = torch.randn(5, 3), torch.arange(5)
+    dataset = TensorDataset(x, y)
+    assert len(dataset) == 5
+    assert dataset.tensors == (x, y)
+    sample = dataset[3]
+    assert isinstance(sample, tuple)
+    assert torch.equal(sample[0], x[3])
+    assert int(sample[1]) == 3
+
+
+def test_tensor_dataset_errors() -> None:
+    with pytest.raises(ValueError, match=r"\[5, 4\]"):
+        TensorDataset(torch.zeros(5, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match="at least one tensor"):
+        TensorDataset()
+    with pytest.raises(TypeError, match="list"):
+        TensorDataset(torch.zeros(3), [1, 2, 3])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="0-dimensional"):
+        TensorDataset(torch.tensor(1.0))
+
+
+# ----------------------------------------------------------------------- the disk
+def test_disk_labels_follow_the_formula_for_every_point() -> None:
+    dataset = disk(2000, generator=seeded(0))
+    x, y = dataset.tensors
+    assert x.shape == (2000, 2) and x.dtype == torch.float32
+    assert y.shape == (2000,) and y.dtype == torch.int64
+    assert bool(((x >= 0) & (x <= 1)).all())
+    radius_squared = 1 / (2 * math.pi)
+    for (px, py), label in zip(x.tolist(), y.tolist(), strict=True):
+        inside = (px - 0.5) ** 2 + (py - 0.5) ** 2 < radius_squared
+        assert label == int(inside)
+
+
+def test_disk_covers_half_the_square() -> None:
+    _, y = disk(200_000, generator=seeded(1)).tensors
+    # The standard error of the fraction is 0.5 / sqrt(200000) ~ 0.0011.
+    assert abs(y.double().mean().item() - 0.5) < 0.01
+    assert set(y.unique().tolist()) == {0, 1}
+
+
+def test_disk_is_reproducible_from_a_seed_and_from_the_global_generator() -> None:
+    assert torch.equal(disk(50, seeded(3)).tensors[0], disk(50, seeded(3)).tensors[0])
+    assert not torch.equal(disk(50, seeded(3)).tensors[0], disk(50, seeded(4)).tensors[0])
+    torch.manual_seed(7)
+    first = disk(20).tensors[0]
+    torch.manual_seed(7)
+    assert torch.equal(first, disk(20).tensors[0])
+
+
+# ------------------------------------------------------------ xor, moons, spirals
+@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 100, 101])
+def test_task_shapes_dtypes_and_balance(name: str, n: int) -> None:
+    x, y = TASKS[name](n, generator=seeded(n)).tensors
+    assert x.shape == (n, 2) and x.dtype == torch.float32
+    assert y.shape == (n,) and y.dtype == torch.int64
+    assert bool(((y == 0) | (y == 1)).all())
+    ones = int(y.sum())
+    assert abs(ones - (n - ones)) <= 1
+    assert bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_reproducible_from_a_seed_and_different_across_seeds(name: str) -> None:
+    task = TASKS[name]
+    a, b, c = (
+        task(64, generator=seeded(5)),
+        task(64, generator=seeded(5)),
+        task(64, generator=seeded(6)),
+    )
+    assert torch.equal(a.tensors[0], b.tensors[0]) and torch.equal(a.tensors[1], b.tensors[1])
+    assert not torch.equal(a.tensors[0], c.tensors[0])
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_samples_are_shuffled(name: str) -> None:
+    _, y = TASKS[name](200, generator=seeded(8)).tensors
+    assert not torch.equal(y, torch.sort(y).values)  # not all 0s then all 1s
+
+
+def test_xor_without_noise_sits_on_the_corners_with_the_xor_label() -> None:
+    x, y = xor(41, noise=0.0, generator=seeded(2)).tensors
+    assert bool((x.abs() == 1).all())
+    expected = (x[:, 0] > 0).long() ^ (x[:, 1] > 0).long()
+    assert torch.equal(y, expected)
+    assert len({tuple(point) for point in x.tolist()}) == 4
+
+
+def test_xor_labels_match_quadrants_with_small_noise() -> None:
+    x, y = xor(500, noise=0.1, generator=seeded(3)).tensors
+    expected = (x[:, 0] > 0).long() ^ (x[:, 1] > 0).long()
+    assert torch.equal(y, expected)  # the nearest axis is 10 standard deviations away
+
+
+def test_moons_without_noise_lie_on_two_half_circles() -> None:
+    x, y = moons(101, noise=0.0, generator=seeded(4)).tensors
+    outer, inner = x[y == 0].double(), x[y == 1].double()
+    torch.testing.assert_close(outer.pow(2).sum(1), torch.ones(len(outer), dtype=torch.float64))
+    assert bool((outer[:, 1] >= -1e-6).all())
+    centre = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(
+        (inner - centre).pow(2).sum(1), torch.ones(len(inner), dtype=torch.float64)
+    )
+    assert bool((inner[:, 1] <= 0.5 + 1e-6).all())
+    assert len(outer) == 50 and len(inner) == 51
+
+
+def test_spirals_without_noise_follow_their_arm() -> None:
+    x, y = spirals(300, noise=0.0, generator=seeded(5)).tensors
+    x = x.double()
+    r = x.norm(dim=1)
+    assert bool((r <= 1 + 1e-6).all())
+    theta = 3 * math.pi * r + math.pi * y
+    expected = r.unsqueeze(1) * torch.stack([theta.cos(), theta.sin()], dim=1)
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_noise_has_the_requested_scale(name: str) -> None:
+    clean = TASKS[name](4000, noise=0.0, generator=seeded(9)).tensors[0]
+    noisy = TASKS[name](4000, noise=0.3, generator=seeded(9)).tensors[0]
+    # Same seed, same draws before the noise: the difference is the noise itself.
+    assert abs((noisy - clean).std().item() - 0.3) < 0.02
+
+
+@pytest.mark.parametrize("name", ["disk", *sorted(TASKS)])
+def test_task_argument_errors(name: str) -> None:
+    task: Callable[..., Any] = disk if name == "disk" else TASKS[name]
+    for n in (0, -3):
+        with pytest.raises(ValueError, match=rf"{name}: expected n >= 1, got {n}"):
+            task(n)
+    for n in (2.5, True, "10"):
+        with pytest.raises(TypeError, match=f"{name}: expected an integer n"):
+            task(n)
+    with pytest.raises(TypeError, match=rf"{name}: expected a torch\.Generator"):
+        task(10, generator=0)
+    if name == "disk":
+        return
+    for noise in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match=f"{name}: expected a finite noise >= 0"):
+            task(10, noise=noise)
+    with pytest.raises(TypeError, match=f"{name}: expected a real noise"):
+        task(10, noise="0.1")
+
+
+# --------------------------------------------------------------------- DataLoader
+def numbered(n: int) -> TensorDataset:
+    """Sample i is (i, -i as float, [i, i]), so a batch shows which samples it holds."""
+    index = torch.arange(n)
+    return TensorDataset(index, -index.double(), index.unsqueeze(1).repeat(1, 2))
+
+
+def epoch_indices(loader: DataLoader, batch_size: int, drop_last: bool) -> list[int]:
+    seen: list[int] = []
+    batches = list(loader)
+    assert len(batches) == len(loader)
+    for position, (index, negative, pair) in enumerate(batches):
+        last = position == len(batches) - 1
+        assert len(index) == batch_size or (last and not drop_last and len(index) < batch_size)
+        assert torch.equal(negative, -index.double())  # the fields stay paired
+        assert torch.equal(pair, index.unsqueeze(1).repeat(1, 2))
+        seen.extend(index.tolist())
+    return seen
+
+
+@given(
+    n=st.integers(1, 40),
+    batch_size=st.integers(1, 45),
+    shuffle=st.booleans(),
+    drop_last=st.booleans(),
+)
+def test_loader_covers_each_sample_once_per_epoch(
+    n: int, batch_size: int, shuffle: bool, drop_last: bool
+) -> None:
+    loader = DataLoader(numbered(n), batch_size, shuffle, drop_last, generator=seeded(n))
+    expected_len = n // batch_size if drop_last else math.ceil(n / batch_size)
+    assert len(loader) == expected_len
+    for _ in range(2):
+        seen = epoch_indices(loader, batch_size, drop_last)
+        assert len(seen) == len(set(seen))
+        if drop_last:
+            assert len(seen) == expected_len * batch_size and set(seen) <= set(range(n))
+        else:
+            assert sorted(seen) == list(range(n))
+        if not shuffle:
+            assert seen == list(range(len(seen)))
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(12, 4), (13, 4), (7, 1), (300, 1), (600, 1)])
+def test_loader_batch_counts(n: int, batch_size: int) -> None:
+    for drop_last in (False, True):
+        loader = DataLoader(numbered(n), batch_size, shuffle=True, drop_last=drop_last)
+        seen = epoch_indices(loader, batch_size, drop_last)
+        assert len(seen) == (n // batch_size * batch_size if drop_last else n)
+
+
+def test_loader_shuffle_is_reproducible_and_new_each_epoch() -> None:
+    n = 50
+
+    def orders(seed: int) -> list[list[int]]:
+        loader = DataLoader(numbered(n), 8, shuffle=True, generator=seeded(seed))
+        return [epoch_indices(loader, 8, False) for _ in range(3)]
+
+    first = orders(11)
+    assert first == orders(11)
+    assert first != orders(12)
+    assert first[0] != first[1] != first[2]
+    assert first[0] == torch.randperm(n, generator=seeded(11)).tolist()
+
+
+def test_loader_without_shuffle_yields_views() -> None:
+    x = torch.randn(10, 3)
+    batch = next(iter(DataLoader(TensorDataset(x), batch_size=4)))[0]
+    batch[0, 0] = 123.0
+    assert x[0, 0] == 123.0
+
+
+class SquaresDataset:
+    """A generic dataset: item i is (tensor [i, i^2] as float, label i mod 3)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.tensor([index, index**2], dtype=torch.float32), index % 3
+
+
+@pytest.mark.parametrize(("shuffle", "drop_last"), [(False, False), (True, False), (True, True)])
+def test_generic_dataset_matches_the_tensor_path(shuffle: bool, drop_last: bool) -> None:
+    n = 23
+    index = torch.arange(n)
+    twin = TensorDataset(torch.stack([index, index**2], dim=1).float(), index % 3)
+    generic = DataLoader(SquaresDataset(n), 5, shuffle, drop_last, seeded(0))
+    fast = DataLoader(twin, 5, shuffle, drop_last, seeded(0))
+    assert len(generic) == len(fast)
+    for _ in range(2):
+        pairs = list(zip(generic, fast, strict=True))
+        assert len(pairs) == len(fast)
+        for ours, expected in pairs:
+            assert len(ours) == 2
+            assert torch.equal(ours[0], expected[0]) and ours[0].dtype == torch.float32
+            assert torch.equal(ours[1], expected[1]) and ours[1].dtype == torch.int64
+
+
+def test_a_list_of_tuples_is_a_dataset() -> None:
+    samples = [(torch.full((2,), float(i)), float(i) / 2) for i in range(5)]
+    batches = list(DataLoader(samples, batch_size=2))
+    assert [len(batch[0]) for batch in batches] == [2, 2, 1]
+    assert torch.equal(batches[1][1], torch.tensor([1.0, 1.5]))
+
+
+def test_loader_argument_errors() -> None:
+    dataset = numbered(4)
+    for batch_size in (0, -2):
+        with pytest.raises(ValueError, match=f"expected batch_size >= 1, got {batch_size}"):
+            DataLoader(dataset, batch_size)
+    for batch_size in (1.5, True):
+        with pytest.raises(TypeError, match="expected an integer batch_size"):
+            DataLoader(dataset, batch_size)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        DataLoader(TensorDataset(torch.empty(0, 2)))
+    with pytest.raises(ValueError, match="empty"):
+        DataLoader([])
+    for not_a_dataset in (42, object(), None):
+        with pytest.raises(TypeError, match="expected a dataset with __len__ and __getitem__"):
+            DataLoader(not_a_dataset)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"torch\.Generator"):
+        DataLoader(dataset, generator=1)  # type: ignore[arg-type]
+
+
+def test_generic_dataset_item_errors() -> None:
+    with pytest.raises(TypeError, match="expected dataset items to be tuples, got Tensor"):
+        next(iter(DataLoader([torch.zeros(2), torch.zeros(2)], batch_size=2)))
+    ragged = [(torch.zeros(2),), (torch.zeros(3),)]
+    with pytest.raises(ValueError, match="field 0 has different shapes"):
+        next(iter(DataLoader(ragged, batch_size=2)))
+    uneven = [(torch.zeros(2), 1), (torch.zeros(2),)]
+    with pytest.raises(ValueError, match="tuple of 2 fields"):
+        next(iter(DataLoader(uneven, batch_size=2)))
+    words = [(torch.zeros(2), "a"), (torch.zeros(2), "b")]
+    with pytest.raises(TypeError, match=r"field 1 must hold tensors or numbers, got \['str'\]"):
+        next(iter(DataLoader(words, batch_size=2)))
