@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nograd import data, nn, optim
+from nograd.gradcheck import GradcheckResult, gradcheck
 
 if TYPE_CHECKING:
     from nograd.io import load, save
 
-__all__ = ["data", "load", "nn", "optim", "save"]
+__all__ = ["GradcheckResult", "data", "gradcheck", "load", "nn", "optim", "save"]
 __version__ = "0.1.0"
 
 

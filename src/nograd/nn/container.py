@@ -67,9 +67,12 @@ class Sequential(Module):
     def __getitem__(self, index: slice) -> Sequential: ...
 
     def __getitem__(self, index: int | slice) -> Module | Sequential:
-        modules = list(self._modules.values())
         if isinstance(index, slice):
-            return Sequential(*modules[index])
+            sliced = Sequential()
+            for name, module in list(self._modules.items())[index]:
+                sliced.add_module(name, module)  # keep the names, as torch does
+            return sliced
+        modules = list(self._modules.values())
         if not -len(modules) <= index < len(modules):
             raise IndexError(f"Sequential: index {index} out of range for {len(modules)} modules")
         return modules[index]

@@ -15,7 +15,17 @@ from torch import Tensor
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The gain that keeps activations' variance steady through ``nonlinearity``."""
-    if nonlinearity in {"linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d"}:
+    if nonlinearity in {
+        "linear",
+        "identity",
+        "sigmoid",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+    }:
         return 1.0
     if nonlinearity == "tanh":
         return 5.0 / 3

@@ -128,6 +128,9 @@ class Module:
 
     # ------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
+        if type(value) is Tensor and name not in self._buffers and name not in self._parameters:
+            object.__setattr__(self, name, value)  # the common case: forward saving a tensor
+            return
         if isinstance(value, Parameter):
             self._modules.pop(name, None)
             self._parameters[name] = value
@@ -138,8 +141,15 @@ class Module:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"{self._describe()}: buffer {name!r} must be a Tensor")
             self._buffers[name] = value
-        elif value is None and name in self._parameters:
+        elif name in self._parameters:
+            if value is not None:
+                raise TypeError(
+                    f"{self._describe()}: cannot assign {type(value).__name__} to parameter "
+                    f"{name!r} (Parameter or None expected)"
+                )
             self._parameters[name] = None  # an absent optional parameter, e.g. bias=False
+        elif value is None and name in self._modules:
+            del self._modules[name]
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -169,13 +179,19 @@ class Module:
         setattr(self, name, module)
 
     # ---------------------------------------------------------------- traversal
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """Yield ``(name, module)`` for this module and every descendant, once each."""
+    def named_modules(
+        self, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, module)`` for this module and every descendant.
+
+        A module reachable under several names is yielded once, unless
+        ``remove_duplicate`` is False (``state_dict`` lists every name, as torch does).
+        """
         seen: set[int] = set()
         stack: list[tuple[str, Module]] = [(prefix, self)]
         while stack:
             name, module = stack.pop()
-            if id(module) in seen:
+            if remove_duplicate and id(module) in seen:
                 continue
             seen.add(id(module))
             yield name, module
@@ -284,7 +300,7 @@ class Module:
         The tensors share storage with the module, as in PyTorch.
         """
         state: OrderedDict[str, Tensor] = OrderedDict()
-        for module_name, module in self.named_modules():
+        for module_name, module in self.named_modules(remove_duplicate=False):
             dot = f"{module_name}." if module_name else ""
             for name, param in module._parameters.items():
                 if param is not None:
@@ -329,13 +345,12 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = [
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        lines += [
             f"({name}): " + repr(child).replace("\n", "\n  ")
             for name, child in self._modules.items()
         ]
-        if not lines:
-            return self._describe()
-        body = "\n  ".join(lines)
-        extra = self.extra_repr()
-        head = f"{type(self).__name__}({extra}" + ("\n  " if not extra else ",\n  ")
-        return head + body + "\n)"
+        if not self._modules and len(lines) <= 1:
+            return f"{type(self).__name__}({extra})"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"

@@ -1,0 +1,182 @@
+"""Sequential: the container API and the reverse-order chain rule, against torch.nn.Sequential."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor
+
+from nograd.nn import NO_INPUT_GRAD, Linear, Module, Sequential
+from tests.oracle import assert_close, compare_module
+
+
+class Scale(Module):
+    """y = c x, recording the order of its calls in a shared log."""
+
+    def __init__(self, c: float, log: list[str], name: str) -> None:
+        super().__init__()
+        self.c, self.log, self.name = c, log, name
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.log.append(f"forward {self.name}")
+        return self.c * x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        self.log.append(f"backward {self.name}")
+        return self.c * grad_output  # dL/dx = c dL/dy
+
+
+def three_linears() -> Sequential:
+    return Sequential(Linear(2, 3), Linear(3, 4), Linear(4, 1))
+
+
+# ------------------------------------------------------------------ container
+def test_indexing_positive_and_negative() -> None:
+    model = three_linears()
+    layers = list(model._modules.values())
+    assert model[0] is layers[0]
+    assert model[2] is layers[2]
+    assert model[-1] is layers[2]
+    assert model[-3] is layers[0]
+
+
+@pytest.mark.parametrize("index", [3, -4, 100])
+def test_index_out_of_range_raises_a_clear_index_error(index: int) -> None:
+    with pytest.raises(IndexError, match=rf"Sequential: index {index} out of range for 3 modules"):
+        three_linears()[index]
+
+
+def test_slicing_returns_a_sequential_of_the_same_modules() -> None:
+    model = three_linears()
+    tail = model[1:]
+    assert isinstance(tail, Sequential)
+    assert len(tail) == 2
+    assert tail[0] is model[1] and tail[1] is model[2]
+    assert len(model[::2]) == 2 and model[::2][1] is model[2]
+    assert len(model[5:]) == 0
+    x = torch.randn(4, 3)
+    assert torch.equal(tail(x), model[2](model[1](x)))
+
+
+def test_slice_keeps_child_names_as_torch() -> None:
+    model = three_linears()
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    assert list(model[1:].state_dict()) == list(ref[1:].state_dict())
+
+
+def test_len_and_iteration_follow_insertion_order() -> None:
+    a, b = Linear(2, 2), Linear(2, 2)
+    model = Sequential(a, b)
+    assert len(model) == 2
+    assert list(model) == [a, b]
+    assert len(Sequential()) == 0
+    assert [name for name, _ in model.named_children()] == ["0", "1"]
+
+
+def test_append_names_the_next_child_and_returns_self() -> None:
+    model = Sequential(Linear(2, 3))
+    assert model.append(Linear(3, 1)) is model
+    assert len(model) == 2
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+
+
+@pytest.mark.parametrize("bad", [torch.nn.Linear(2, 2), lambda x: x, 3])
+def test_append_and_constructor_reject_non_modules(bad: object) -> None:
+    with pytest.raises(TypeError, match=r"Sequential: expected a Module, got \w+"):
+        Sequential(Linear(2, 2)).append(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Sequential: expected a Module"):
+        Sequential(bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the oracle
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@given(
+    widths=st.lists(st.integers(1, 6), min_size=2, max_size=5),
+    batch=st.integers(1, 8),
+    bias=st.booleans(),
+)
+def test_linear_stack_matches_torch_sequential(
+    dtype: torch.dtype, widths: list[int], batch: int, bias: bool
+) -> None:
+    pairs = list(itertools.pairwise(widths))
+    ours = Sequential(*[Linear(i, o, bias=bias, dtype=dtype) for i, o in pairs])
+    ref = torch.nn.Sequential(*[torch.nn.Linear(i, o, bias=bias, dtype=dtype) for i, o in pairs])
+    compare_module(ours, ref, torch.randn(batch, widths[0], dtype=dtype))
+
+
+def test_empty_sequential_is_the_identity() -> None:
+    x = torch.randn(3, 2)
+    model = Sequential()
+    assert torch.equal(model(x), x)
+    assert torch.equal(model.backward(x), x)
+
+
+# ---------------------------------------------------------- needs_input_grad
+def test_needs_input_grad_false_reaches_the_first_child_only() -> None:
+    model = three_linears()
+    assert model.needs_input_grad
+    model.needs_input_grad = False
+    assert not model.needs_input_grad
+    assert not model[0].needs_input_grad
+    assert model[1].needs_input_grad and model[2].needs_input_grad
+    Sequential().needs_input_grad = False  # nothing to tell, and no error
+
+
+def test_needs_input_grad_false_keeps_parameter_gradients() -> None:
+    full = three_linears().to(torch.float64)
+    skipping = three_linears().to(torch.float64)
+    skipping.load_state_dict(full.state_dict())
+    skipping.needs_input_grad = False
+    x = torch.randn(5, 2, dtype=torch.float64)
+    g = torch.randn(5, 1, dtype=torch.float64)
+    full(x)
+    skipping(x)
+    assert full.backward(g).shape == x.shape
+    assert skipping.backward(g) is NO_INPUT_GRAD
+    pairs = zip(full.named_parameters(), skipping.named_parameters(), strict=True)
+    for (name, p_full), (_, p_skip) in pairs:
+        assert p_full.grad is not None and p_skip.grad is not None, name
+        assert torch.equal(p_full.grad, p_skip.grad), name
+
+
+# -------------------------------------------------------------- chain rule
+def test_backward_runs_the_children_in_reverse_order() -> None:
+    log: list[str] = []
+    model = Sequential(Scale(2.0, log, "a"), Scale(3.0, log, "b"), Scale(-1.0, log, "c"))
+    x = torch.randn(4)
+    assert_close(model(x), -6.0 * x)
+    g = torch.randn(4)
+    assert_close(model.backward(g), -6.0 * g)  # dL/dx = 2 * 3 * (-1) * g
+    assert log == [
+        "forward a",
+        "forward b",
+        "forward c",
+        "backward c",
+        "backward b",
+        "backward a",
+    ]
+
+
+def test_chain_rule_through_a_custom_module_and_a_linear() -> None:
+    log: list[str] = []
+    layer = Linear(3, 2, dtype=torch.float64)
+    model = Sequential(Scale(2.0, log, "in"), layer, Scale(2.0, log, "out"))
+    ref = torch.nn.Linear(3, 2, dtype=torch.float64)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 3, dtype=torch.float64)
+    g = torch.randn(4, 2, dtype=torch.float64)
+    x_ref = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = 2.0 * ref(2.0 * x_ref)
+        y_ref.backward(g)
+    assert_close(model(x), y_ref.detach())
+    assert x_ref.grad is not None and ref.weight.grad is not None and ref.bias.grad is not None
+    assert_close(model.backward(g), x_ref.grad)
+    assert layer.weight.grad is not None and layer.bias is not None
+    assert_close(layer.weight.grad, ref.weight.grad)
+    assert layer.bias.grad is not None
+    assert_close(layer.bias.grad, ref.bias.grad)

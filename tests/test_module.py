@@ -1,0 +1,340 @@
+"""The Module and Parameter contract, checked against torch.nn.Module where they overlap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from nograd.nn import Linear, Module, Parameter, Sequential
+from tests.oracle import assert_close, compare_module
+
+
+def nested_pair() -> tuple[Sequential, torch.nn.Sequential]:
+    """The same nested architecture in both frameworks (weights not yet shared)."""
+    ours = Sequential(
+        Linear(3, 4),
+        Linear(4, 5, bias=False),
+        Sequential(Linear(5, 2), Linear(2, 2), Sequential(Linear(2, 1))),
+    )
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(3, 4),
+        torch.nn.Linear(4, 5, bias=False),
+        torch.nn.Sequential(
+            torch.nn.Linear(5, 2), torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 1))
+        ),
+    )
+    return ours, ref
+
+
+class TwoLayer(Module):
+    """A user-written model: two named Linear children, not a Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = Linear(3, 5)
+        self.head = Linear(5, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return self.encoder.backward(self.head.backward(grad_output))
+
+
+class TorchTwoLayer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Linear(3, 5)
+        self.head = torch.nn.Linear(5, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.head(self.encoder(x))
+        return out
+
+
+class WithBuffers(Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = Linear(2, 2)
+        self.register_buffer("running_mean", torch.zeros(2))
+        self.register_buffer("num_batches", torch.tensor(0, dtype=torch.int64))
+        self.register_buffer("scratch", torch.ones(2), persistent=False)
+
+
+class TorchWithBuffers(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 2)
+        self.register_buffer("running_mean", torch.zeros(2))
+        self.register_buffer("num_batches", torch.tensor(0, dtype=torch.int64))
+        self.register_buffer("scratch", torch.ones(2), persistent=False)
+
+
+# ------------------------------------------------------------------ state_dict
+def test_state_dict_keys_and_layouts_match_torch_for_nested_sequentials() -> None:
+    ours, ref = nested_pair()
+    ours_state, ref_state = ours.state_dict(), ref.state_dict()
+    assert list(ours_state) == list(ref_state)
+    assert "0.weight" in ours_state and "2.1.bias" in ours_state and "2.2.0.weight" in ours_state
+    for key, tensor in ours_state.items():
+        assert tensor.shape == ref_state[key].shape, key
+        assert tensor.dtype == ref_state[key].dtype, key
+
+
+def test_state_dict_shares_storage_with_the_parameters() -> None:
+    layer = Linear(2, 3)
+    layer.state_dict()["weight"].fill_(7.0)
+    assert torch.equal(layer.weight.data, torch.full((3, 2), 7.0))
+
+
+def test_weights_move_both_ways_and_give_identical_outputs() -> None:
+    ours, ref = nested_pair()
+    x = torch.randn(6, 3)
+    ref.load_state_dict(ours.state_dict())
+    assert torch.equal(ours(x), ref(x))
+
+    ours2, ref2 = nested_pair()
+    ours2.load_state_dict(ref2.state_dict())
+    assert torch.equal(ours2(x), ref2(x))
+    for key, tensor in ours2.state_dict().items():
+        assert torch.equal(tensor, ref2.state_dict()[key])
+
+
+def test_load_state_dict_copies_values_not_references() -> None:
+    source, target = Linear(2, 2), Linear(2, 2)
+    target.load_state_dict(source.state_dict())
+    source.weight.data.add_(1.0)
+    assert not torch.equal(source.weight.data, target.weight.data)
+
+
+def test_load_state_dict_names_missing_and_unexpected_keys() -> None:
+    ours, _ = nested_pair()
+    state = dict(ours.state_dict())
+    del state["2.1.bias"]
+    state["2.9.weight"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match=r"missing keys \['2\.1\.bias'\]") as info:
+        ours.load_state_dict(state)
+    assert "unexpected keys ['2.9.weight']" in str(info.value)
+
+
+def test_load_state_dict_strict_false_returns_the_keys() -> None:
+    ours, _ = nested_pair()
+    before = ours.state_dict()["0.weight"].clone()
+    state = {key: torch.zeros_like(t) for key, t in ours.state_dict().items()}
+    del state["1.weight"]
+    state["extra"] = torch.zeros(3)
+    result = ours.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["1.weight"]
+    assert result.unexpected_keys == ["extra"]
+    assert not torch.equal(before, ours.state_dict()["0.weight"])
+    assert torch.equal(ours.state_dict()["0.weight"], torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_load_state_dict_names_shape_mismatches_and_changes_nothing(strict: bool) -> None:
+    layer = Linear(2, 3)
+    before = layer.weight.data.clone()
+    state = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
+    with pytest.raises(RuntimeError, match=r"weight: expected shape \(3, 2\), got \(3, 4\)"):
+        layer.load_state_dict(state, strict=strict)
+    assert torch.equal(layer.weight.data, before)
+
+
+def test_state_dict_of_a_shared_parameter_appears_once_in_named_parameters() -> None:
+    shared = Linear(3, 3)
+    ours = Sequential(shared, Linear(3, 3), shared)
+    ref_shared = torch.nn.Linear(3, 3)
+    ref = torch.nn.Sequential(ref_shared, torch.nn.Linear(3, 3), ref_shared)
+    names = [name for name, _ in ours.named_parameters()]
+    assert names == [name for name, _ in ref.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert len(list(ours.parameters())) == 4
+
+
+def test_state_dict_of_a_shared_module_lists_every_name_as_torch() -> None:
+    shared = Linear(3, 3)
+    ours = Sequential(shared, Linear(3, 3), shared)
+    ref_shared = torch.nn.Linear(3, 3)
+    ref = torch.nn.Sequential(ref_shared, torch.nn.Linear(3, 3), ref_shared)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ours.load_state_dict(ref.state_dict())
+
+
+# ------------------------------------------------------------ buffers, dtypes
+def test_buffers_persistent_and_not_match_torch_state_dict() -> None:
+    ours, ref = WithBuffers(), TorchWithBuffers()
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert "scratch" not in ours.state_dict()
+    assert [name for name, _ in ours.named_buffers()] == [n for n, _ in ref.named_buffers()]
+    ours.load_state_dict(ref.state_dict())
+
+
+def test_to_casts_floating_buffers_but_not_integer_ones() -> None:
+    module = WithBuffers()
+    assert module.to(torch.float64) is module
+    assert module.running_mean.dtype == torch.float64
+    assert module.scratch.dtype == torch.float64
+    assert module.num_batches.dtype == torch.int64
+    assert module.state_dict()["running_mean"].dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda m: m.to(torch.float64),
+        lambda m: m.to(dtype=torch.float64),
+        lambda m: m.to("cpu", torch.float64),
+        lambda m: m.double(),
+    ],
+    ids=["positional", "keyword", "device-and-dtype", "double"],
+)
+def test_to_float64_casts_parameters_and_gradients(convert) -> None:  # type: ignore[no-untyped-def]
+    model = Sequential(Linear(3, 2), Sequential(Linear(2, 2)))
+    model(torch.randn(4, 3))
+    model.backward(torch.randn(4, 2))
+    weight_before = model[0].weight.data.clone()  # type: ignore[union-attr]
+    assert convert(model) is model
+    for name, param in model.named_parameters():
+        assert param.dtype == torch.float64, name
+        assert param.grad is not None and param.grad.dtype == torch.float64, name
+    assert torch.equal(model[0].weight.data, weight_before.double())  # type: ignore[union-attr]
+    y = model(torch.randn(4, 3, dtype=torch.float64))
+    assert y.dtype == torch.float64
+
+
+def test_float_casts_back_and_to_cpu_keeps_dtype() -> None:
+    model = Linear(2, 2, dtype=torch.float64)
+    model.to("cpu")
+    assert model.weight.dtype == torch.float64
+    assert model.to(torch.device("cpu")).weight.device.type == "cpu"
+    model.float()
+    assert model.weight.dtype == torch.float32
+
+
+def test_to_rejects_an_integer_dtype() -> None:
+    with pytest.raises(TypeError, match=r"Linear\.to: expected a floating dtype, got torch.int64"):
+        Linear(2, 2).to(torch.int64)
+
+
+# ---------------------------------------------------------- modes, gradients
+def test_train_and_eval_reach_every_descendant() -> None:
+    ours, ref = nested_pair()
+    assert ours.eval() is ours
+    assert all(not m.training for m in ours.modules())
+    assert len(list(ours.modules())) == len(list(ref.modules())) == 8
+    ours.train()
+    assert all(m.training for m in ours.modules())
+    ours.train(False)
+    assert not ours[2][2][0].training  # type: ignore[index]
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_zero_grad(set_to_none: bool) -> None:
+    model = Sequential(Linear(3, 2), Linear(2, 2))
+    model(torch.randn(4, 3))
+    model.backward(torch.randn(4, 2))
+    grads = [p.grad for p in model.parameters()]
+    model.zero_grad(set_to_none=set_to_none)
+    for param, grad in zip(model.parameters(), grads, strict=True):
+        if set_to_none:
+            assert param.grad is None
+        else:
+            assert param.grad is grad  # cleared in place, so optimizer buffers stay valid
+            assert param.grad is not None and torch.equal(param.grad, torch.zeros_like(grad))
+
+
+def test_zero_grad_defaults_to_none_as_torch() -> None:
+    layer = Linear(2, 2)
+    layer(torch.randn(1, 2))
+    layer.backward(torch.randn(1, 2))
+    layer.zero_grad()
+    assert layer.weight.grad is None
+
+
+# ------------------------------------------------------------------- Parameter
+def test_parameter_rejects_non_tensors() -> None:
+    with pytest.raises(TypeError, match=r"Parameter: expected a torch\.Tensor, got list"):
+        Parameter([1.0, 2.0])  # type: ignore[arg-type]
+
+
+def test_parameter_accumulate_grad_stores_then_adds() -> None:
+    param = Parameter(torch.zeros(3))
+    first = torch.tensor([1.0, 2.0, 3.0])
+    param.accumulate_grad(first)
+    assert param.grad is first
+    param.accumulate_grad(torch.tensor([1.0, 1.0, 1.0]))
+    assert param.grad is not None
+    assert torch.equal(param.grad, torch.tensor([2.0, 3.0, 4.0]))
+    assert param.shape == (3,) and param.numel() == 3 and param.dtype == torch.float32
+
+
+def test_assigning_a_parameter_or_module_registers_it() -> None:
+    module = Module()
+    module.w = Parameter(torch.zeros(2))
+    module.child = Linear(2, 1)
+    assert [name for name, _ in module.named_parameters()] == ["w", "child.weight", "child.bias"]
+    del module.child
+    assert [name for name, _ in module.named_parameters()] == ["w"]
+
+
+def test_assigning_a_tensor_over_a_parameter_raises() -> None:
+    layer = Linear(2, 2)
+    with pytest.raises(TypeError, match="weight"):
+        layer.weight = torch.zeros(2, 2)  # type: ignore[assignment]
+
+
+def test_assigning_none_over_a_child_module_removes_its_parameters() -> None:
+    ours, ref = TwoLayer(), TorchTwoLayer()
+    ours.head = None  # type: ignore[assignment]
+    ref.head = None  # type: ignore[assignment]
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ["encoder.weight", "encoder.bias"]
+
+
+# ---------------------------------------------------------- contract, repr
+def test_user_module_with_two_children_matches_torch() -> None:
+    ours, ref = TwoLayer().to(torch.float64), TorchTwoLayer().to(torch.float64)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert [n for n, _ in ours.named_children()] == ["encoder", "head"]
+    compare_module(ours, ref, torch.randn(7, 3, dtype=torch.float64))
+
+
+def test_user_module_round_trips_through_torch_state_dict() -> None:
+    ours, ref = TwoLayer(), TorchTwoLayer()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3)
+    assert_close(ours(x), ref(x))
+
+
+def test_repr_of_nested_sequential_equals_torch() -> None:
+    ours, ref = nested_pair()
+    assert repr(ours) == repr(ref)
+    assert repr(Sequential()) == repr(torch.nn.Sequential())
+
+
+def test_repr_with_extra_repr_and_children_equals_torch() -> None:
+    class Ours(TwoLayer):
+        def extra_repr(self) -> str:
+            return "k=3"
+
+    class Ref(TorchTwoLayer):
+        def extra_repr(self) -> str:
+            return "k=3"
+
+    assert repr(Ours()).replace("Ours", "X") == repr(Ref()).replace("Ref", "X")
+
+
+def test_base_module_forward_and_backward_are_abstract() -> None:
+    with pytest.raises(NotImplementedError, match="Module must implement forward"):
+        Module()(torch.zeros(1))
+    with pytest.raises(NotImplementedError, match="Module must implement backward"):
+        Module().backward(torch.zeros(1))
+
+
+def test_saved_and_grad_output_checks_name_the_module() -> None:
+    layer = Linear(2, 3)
+    with pytest.raises(RuntimeError, match=r"Linear\(in_features=2.*before forward"):
+        layer._saved("_x")
+    with pytest.raises(ValueError, match=r"Linear\(.*expected grad_output of shape \(4, 3\)"):
+        layer._check_grad_output(torch.zeros(4, 2), torch.zeros(4, 3))
