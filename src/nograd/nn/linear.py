@@ -68,38 +68,38 @@ class Linear(Module):
                 f"{self._describe()}: expected input of shape (N, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
-        x2d = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        self._x = x2d  # the backward needs the input for dL/dW
-        weight = self.weight.data
+        self._x = x  # the backward needs the input for dL/dW
+        flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # (N, in)
         if self.bias is None:
-            y = torch.mm(x2d, weight.t())  # y = x W^T
+            y = torch.mm(flat, self.weight.data.t())  # y = x W^T
         else:
-            y = torch.addmm(self.bias.data, x2d, weight.t())  # y = b + x W^T
-        self._y_shape = (*x.shape[:-1], self.out_features)
-        return y if x.dim() == 2 else y.reshape(self._y_shape)
+            y = torch.addmm(self.bias.data, flat, self.weight.data.t())  # y = b + x W^T
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x = self._saved("_x")
-        if grad_output.shape != self._y_shape:
+        if grad_output.shape != (*x.shape[:-1], self.out_features):
             raise ValueError(
-                f"{self._describe()}: expected grad_output of shape {self._y_shape}, "
-                f"got {tuple(grad_output.shape)}"
+                f"{self._describe()}: expected grad_output of shape "
+                f"{(*x.shape[:-1], self.out_features)}, got {tuple(grad_output.shape)}"
             )
-        g = grad_output.reshape(-1, self.out_features)  # (N, out)
-        weight = self.weight
+        g = grad_output  # dL/dy, (N, out)
+        if x.dim() != 2:
+            x, g = x.reshape(-1, self.in_features), g.reshape(-1, self.out_features)
+        weight, bias = self.weight, self.bias
         if weight.grad is None:
             weight.grad = torch.mm(g.t(), x)  # dL/dW = g^T x
         else:
             weight.grad.addmm_(g.t(), x)  # dL/dW += g^T x
-        if self.bias is not None:
-            if self.bias.grad is None:
-                self.bias.grad = g.sum(0)  # dL/db = sum_n g_n
+        if bias is not None:
+            if bias.grad is None:
+                bias.grad = g.sum(0)  # dL/db = sum_n g_n
             else:
-                self.bias.grad.add_(g.sum(0))  # dL/db += sum_n g_n
+                bias.grad.add_(g.sum(0))  # dL/db += sum_n g_n
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
         grad_input = torch.mm(g, weight.data)  # dL/dx = g W
-        return grad_input.reshape(*self._y_shape[:-1], self.in_features)
+        return grad_input if grad_output.dim() == 2 else grad_input.reshape(self._x.shape)
 
     def extra_repr(self) -> str:
         return (

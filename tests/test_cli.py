@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import pytest
+
+import nograd.cli
+from nograd.cli import PRESETS, build_parser, config_from, main
+
+SHORT = ["--epochs", "3", "--rounds", "2", "--n-train", "60", "--n-test", "50"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    out = tmp_path_factory.mktemp("run")
+    return out, main(["train", *SHORT, "--seed", "4", "--out", str(out), "--quiet"])
+
+
+def test_train_writes_every_file(short_run: tuple[Path, int]) -> None:
+    out, code = short_run
+    assert code == 0
+    names = {"metrics.json", "loss.png", "accuracy.png", "boundary.png", "model.safetensors"}
+    assert names <= {path.name for path in out.iterdir()}
+
+
+@pytest.mark.parametrize("name", ["loss.png", "accuracy.png", "boundary.png"])
+def test_figures_are_valid_pngs(short_run: tuple[Path, int], name: str) -> None:
+    path = short_run[0] / name
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_metrics_hold_what_they_claim(short_run: tuple[Path, int]) -> None:
+    metrics = json.loads((short_run[0] / "metrics.json").read_text())
+    config = metrics["config"]
+    assert (config["epochs"], config["rounds"], config["seed"], config["task"]) == (3, 2, 4, "disk")
+    rounds = metrics["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert len({r["seed"] for r in rounds}) == 2  # fresh data and weights per round
+    for r in rounds:
+        assert all(len(values) == 3 for values in r["history"].values())
+        assert 0 <= r["test_acc"] <= 1
+    summary = metrics["summary"]
+    test_pct = [100 * r["test_acc"] for r in rounds]
+    assert summary["test_acc_pct"]["mean"] == pytest.approx(statistics.mean(test_pct))
+    assert summary["test_acc_pct"]["std"] == pytest.approx(statistics.stdev(test_pct))
+    assert summary["test_error_pct"]["mean"] == pytest.approx(100 - statistics.mean(test_pct))
+    train_err = [100 * (1 - r["train_acc"]) for r in rounds]
+    assert summary["train_error_pct"]["mean"] == pytest.approx(statistics.mean(train_err))
+
+
+def test_evaluate_reproduces_the_saved_rounds_accuracy(
+    short_run: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last round's training set is the first draw of its seed: same data, same model."""
+    out = short_run[0]
+    last = json.loads((out / "metrics.json").read_text())["rounds"][-1]
+    capsys.readouterr()
+    args = ["evaluate", str(out / "model.safetensors"), "--task", "disk", "--n", "60"]
+    assert main([*args, "--seed", str(last["seed"])]) == 0
+    printed = capsys.readouterr().out
+    assert f"accuracy {100 * last['train_acc']:.2f}%" in printed
+
+
+def test_standardized_inputs_are_folded_into_the_saved_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --standardize the model trains on (x - mean) / std, but saves for raw x."""
+    sizes = ["--n-train", "200", "--n-test", "200", "--epochs", "20", "--rounds", "1"]
+    assert main(["train", *sizes, "--standardize", "--out", str(tmp_path), "--quiet"]) == 0
+    record = json.loads((tmp_path / "metrics.json").read_text())["rounds"][0]
+    assert record["input_std"] != [1.0, 1.0]
+    assert record["test_acc"] > 0.8  # a model worth checking
+    # the last epoch measured the unfolded model on standardized test data
+    assert record["test_acc"] == pytest.approx(record["history"]["test_acc"][-1], abs=0.011)
+    seed = str(record["seed"])
+    args = ["evaluate", str(tmp_path / "model.safetensors"), "--n", "200", "--seed", seed]
+    assert main(args) == 0
+    assert f"accuracy {100 * record['train_acc']:.2f}%" in capsys.readouterr().out
+
+
+def test_train_prints_a_table_and_mean_std(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *SHORT, "--task", "xor", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["round", "train"]
+    assert [line.split()[0] for line in lines[1:3]] == ["1", "2"]
+    assert "±" in out and "test error" in out
+
+
+def test_the_default_folder_is_runs_timestamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *SHORT, "--rounds", "1", "--quiet"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name[:8].isdigit() and (run / "metrics.json").is_file()
+
+
+def test_quiet_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", *SHORT, "--rounds", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    "options", [["--loss", "bce"], ["--preset", "seed", "--activation", "tanh"]]
+)
+def test_other_losses_and_presets_run(tmp_path: Path, options: list[str]) -> None:
+    assert (
+        main(["train", *SHORT, "--rounds", "1", *options, "--out", str(tmp_path), "--quiet"]) == 0
+    )
+    config = json.loads((tmp_path / "metrics.json").read_text())["config"]
+    assert (
+        config["loss"] == options[1] if options[0] == "--loss" else config["activation"] == "tanh"
+    )
+
+
+def test_explicit_options_override_a_preset() -> None:
+    args = build_parser().parse_args(["train", "--preset", "seed", "--lr", "0.05"])
+    config = config_from(args)
+    assert config.lr == 0.05
+    assert (config.loss, config.optimizer) == (
+        PRESETS["seed"]["loss"],
+        PRESETS["seed"]["optimizer"],
+    )
+    default = config_from(build_parser().parse_args(["train"]))
+    assert (default.task, default.hidden, default.rounds) == ("disk", (25, 25, 25), 10)
+
+
+def test_gradcheck_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "Linear",
+        "GELU",
+        "Dropout",
+        "Sequential",
+        "CrossEntropyLoss",
+        "BCEWithLogitsLoss",
+    ):
+        assert name in out
+    assert "FAIL" not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--lr", "-1"],
+        ["train", "--hidden", "a,b"],
+        ["train", "--hidden", "25,0"],
+        ["train", "--task", "nope"],
+        ["train", "--epochs", "0"],
+        ["train", "--momentum", "nan"],
+        ["train", "--device", "nonsense"],
+        ["train", "--optimizer", "adam", "--momentum", "0.9"],
+        ["train", "--standardize", "--n-train", "1"],
+        ["evaluate", "no/such/model.safetensors"],
+        ["fly"],
+        [],
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nograd: error: ")
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_a_library_value_error_is_one_line_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_fit(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("fit: something the user can fix")
+
+    monkeypatch.setattr(nograd.cli, "fit", broken_fit)
+    assert main(["train", *SHORT, "--out", str(tmp_path), "--quiet"]) == 2
+    assert capsys.readouterr().err == "nograd: error: fit: something the user can fix\n"
+
+
+def test_python_dash_m_nograd_is_the_same_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nograd", "train", "--hidden", "a,b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.startswith("nograd: error: argument --hidden") and done.stderr.count("\n") == 1
+    )

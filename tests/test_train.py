@@ -1,0 +1,314 @@
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from nograd.data import DataLoader, TensorDataset, disk, xor
+from nograd.nn import Linear, Module, Sequential
+from nograd.nn.activations import ReLU, Tanh
+from nograd.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from nograd.optim import SGD, Adam, AdamW
+from nograd.optim.lr_scheduler import CosineAnnealingLR
+from nograd.train import History, evaluate, fit, one_hot, predict_classes, target_for
+from tests.oracle import assert_close
+
+
+def small_net(outputs: int = 2, dtype: torch.dtype = torch.float32) -> Sequential:
+    return Sequential(Linear(2, 8), Tanh(), Linear(8, 8), ReLU(), Linear(8, outputs)).to(
+        dtype=dtype
+    )
+
+
+def test_fit_returns_one_entry_per_epoch() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = small_net()
+    history = fit(
+        model, CrossEntropyLoss(), Adam(model.parameters(), lr=1e-2), disk(50, g), disk(30, g),
+        epochs=3, batch_size=16, generator=g, progress=False,
+    )  # fmt: skip
+    assert isinstance(history, History)
+    lists = history.to_dict()
+    assert set(lists) >= {"train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+    assert all(len(values) == 3 for values in lists.values())
+    assert all(0 <= acc <= 1 for acc in history.train_acc + history.test_acc)
+
+
+def test_fit_without_test_data_leaves_test_lists_empty() -> None:
+    model = small_net()
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        SGD(model.parameters(), lr=0.1),
+        disk(20),
+        epochs=2,
+        progress=False,
+    )
+    assert len(history.train_loss) == 2 and history.test_loss == [] and history.test_acc == []
+
+
+def test_training_reduces_the_loss_on_xor() -> None:
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    model = small_net()
+    history = fit(
+        model, CrossEntropyLoss(), Adam(model.parameters(), lr=2e-2), xor(200, generator=g),
+        epochs=30, batch_size=20, generator=g, progress=False,
+    )  # fmt: skip
+    assert history.train_loss[-1] < 0.2 * history.train_loss[0]
+    assert history.train_acc[-1] > 0.95
+
+
+def test_progress_false_prints_nothing_and_true_draws_a_bar(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = disk(40, torch.Generator().manual_seed(2))
+    model = small_net()
+    fit(
+        model,
+        CrossEntropyLoss(),
+        SGD(model.parameters(), lr=0.1),
+        data,
+        data,
+        epochs=2,
+        progress=False,
+    )
+    assert capsys.readouterr() == ("", "")
+    fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), data, epochs=2, progress=True)
+    assert "epoch" in capsys.readouterr().err
+
+
+def _identity_classifier() -> Linear:
+    layer = Linear(2, 2)
+    layer.weight.data.copy_(torch.eye(2))
+    assert layer.bias is not None
+    layer.bias.data.zero_()
+    return layer
+
+
+def test_evaluate_on_a_hand_made_case() -> None:
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
+    y = torch.tensor([0, 1, 1, 1])  # the third point is misclassified: argmax is 0
+    loss, accuracy = evaluate(
+        _identity_classifier(), CrossEntropyLoss(), TensorDataset(x, y), batch_size=3
+    )
+    expected_loss = (
+        sum(
+            math.log(math.exp(a) + math.exp(b)) - (a, b)[label]
+            for (a, b), label in zip(x.tolist(), y.tolist(), strict=True)
+        )
+        / 4
+    )
+    assert accuracy == 0.75
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_evaluate_single_output_uses_the_sign_of_the_logit() -> None:
+    layer = Linear(2, 1)
+    layer.weight.data.copy_(torch.tensor([[1.0, -1.0]]))
+    assert layer.bias is not None
+    layer.bias.data.zero_()
+    x = torch.tensor([[2.0, 1.0], [1.0, 2.0], [3.0, 0.0], [0.0, 1.0], [5.0, 4.0]])
+    y = torch.tensor([1, 0, 0, 0, 1])  # logits 1, -1, 3, -1, 1: the third is wrong
+    _, accuracy = evaluate(layer, BCEWithLogitsLoss(), TensorDataset(x, y))
+    assert accuracy == 0.8
+
+
+def test_evaluate_restores_the_training_mode() -> None:
+    model = small_net()
+    model.train()
+    evaluate(model, CrossEntropyLoss(), disk(10))
+    assert model.training
+    model.eval()
+    evaluate(model, CrossEntropyLoss(), disk(10))
+    assert not model.training
+
+
+def test_targets_follow_the_loss() -> None:
+    y = torch.tensor([1, 0, 1])
+    assert target_for(CrossEntropyLoss(), 2, torch.float32) is None
+    mse = target_for(MSELoss(), 2, torch.float64)
+    assert mse is not None
+    assert torch.equal(
+        mse(y), torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    )
+    bce = target_for(BCEWithLogitsLoss(), 1, torch.float32)
+    assert bce is not None
+    assert torch.equal(bce(y), torch.tensor([[1.0], [0.0], [1.0]]))
+    assert torch.equal(
+        one_hot(torch.tensor([2]), 3, torch.float32), torch.tensor([[0.0, 0.0, 1.0]])
+    )
+    assert torch.equal(
+        predict_classes(torch.tensor([[0.2], [0.7]]), MSELoss()), torch.tensor([0, 1])
+    )
+    assert torch.equal(predict_classes(torch.tensor([[-0.2], [0.3]])), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 2, "batch_size": 0}, "batch_size"),
+        ({"epochs": 2.5}, "epochs"),
+    ],
+)
+def test_fit_rejects_bad_settings(kwargs: dict[str, Any], message: str) -> None:
+    model = small_net()
+    with pytest.raises(ValueError, match=message):
+        fit(
+            model,
+            CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            disk(10),
+            progress=False,
+            **kwargs,
+        )
+
+
+def test_fit_names_both_sizes_on_a_feature_mismatch() -> None:
+    model = small_net()
+    data = TensorDataset(torch.randn(10, 3), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"has 3 features per sample.*expects 2 features"):
+        fit(
+            model,
+            CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            data,
+            epochs=1,
+            progress=False,
+        )
+
+
+def test_fit_rejects_labels_the_model_cannot_output() -> None:
+    model = small_net()
+    data = TensorDataset(torch.randn(10, 2), torch.arange(10) % 3)
+    with pytest.raises(ValueError, match=r"labels in \[0, 2\].*2 output"):
+        fit(
+            model,
+            CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            data,
+            epochs=1,
+            progress=False,
+        )
+
+
+def test_fit_rejects_a_summed_loss() -> None:
+    model = small_net()
+    with pytest.raises(ValueError, match=r"reduction='mean'.*MSELoss"):
+        fit(model, MSELoss(reduction="sum"), SGD(model.parameters(), lr=0.1), disk(10), epochs=1)
+
+
+def test_fit_takes_a_dataloader_but_not_a_second_batch_size() -> None:
+    model = small_net()
+    loader = DataLoader(disk(30), batch_size=8, shuffle=True)
+    optimizer = SGD(model.parameters(), lr=0.1)
+    history = fit(model, CrossEntropyLoss(), optimizer, loader, epochs=2, progress=False)
+    assert len(history.train_loss) == 2
+    with pytest.raises(ValueError, match=r"batch_size=16 disagrees.*batch_size=8"):
+        fit(model, CrossEntropyLoss(), optimizer, loader, epochs=1, batch_size=16)
+
+
+def test_fit_restores_needs_input_grad() -> None:
+    model = small_net()
+    fit(
+        model,
+        CrossEntropyLoss(),
+        SGD(model.parameters(), lr=0.1),
+        disk(10),
+        epochs=1,
+        progress=False,
+    )
+    assert model.needs_input_grad
+
+
+# ---------------------------------------------------------------- the whole-run oracle
+def _torch_twin(ours: Module, outputs: int) -> torch.nn.Sequential:
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+        torch.nn.Linear(8, outputs),
+    ).to(torch.float64)  # fmt: skip
+    twin.load_state_dict(ours.state_dict())
+    return twin
+
+
+F = torch.nn.functional
+
+
+def _ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, y, label_smoothing=0.1)
+
+
+def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(out, F.one_hot(y, 2).double())
+
+
+def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(out, y.double().unsqueeze(1))
+
+
+CASES = {
+    # name: (outputs, our loss, torch's loss of (output, y), our optimizer, torch's, interval)
+    "adam+ce+cosine/step": (
+        2, lambda: CrossEntropyLoss(label_smoothing=0.1), _ce,
+        lambda p: Adam(p, lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2), "step",
+    ),
+    "sgd+mse+cosine/epoch": (
+        2, MSELoss, _mse,
+        lambda p: SGD(p, lr=0.1, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), "epoch",
+    ),
+    "adamw+bce": (
+        1, BCEWithLogitsLoss, _bce,
+        lambda p: AdamW(p, lr=1e-2), lambda p: torch.optim.AdamW(p, lr=1e-2), None,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_whole_training_run_matches_torch(case: str) -> None:
+    outputs, make_loss, torch_loss, make_opt, make_torch_opt, interval = CASES[case]
+    epochs, batch_size, seed = 4, 16, 3
+    data = disk(70, torch.Generator().manual_seed(seed))  # 70 = 4 batches of 16 + one of 6
+    model = small_net(outputs, torch.float64)
+    twin = _torch_twin(model, outputs)
+    optimizer, torch_optimizer = make_opt(model.parameters()), make_torch_opt(twin.parameters())
+    steps = epochs * math.ceil(70 / batch_size) if interval == "step" else epochs
+    scheduler = CosineAnnealingLR(optimizer, T_max=steps) if interval else None
+    torch_scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=steps)
+        if interval
+        else None
+    )
+
+    loader = DataLoader(
+        data, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
+    fit(
+        model, make_loss(), optimizer, loader, epochs=epochs, scheduler=scheduler,
+        scheduler_interval=interval or "epoch", progress=False,
+    )  # fmt: skip
+
+    same_order = DataLoader(
+        data, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
+    with torch.enable_grad():
+        for _ in range(epochs):
+            for x, y in same_order:
+                torch_optimizer.zero_grad()
+                torch_loss(twin(x.double()), y).backward()
+                torch_optimizer.step()
+                if torch_scheduler is not None and interval == "step":
+                    torch_scheduler.step()
+            if torch_scheduler is not None and interval == "epoch":
+                torch_scheduler.step()
+
+    ours = model.state_dict()
+    for name, value in twin.state_dict().items():
+        assert_close(ours[name], value)
+    initial = _torch_twin(
+        small_net(outputs, torch.float64), outputs
+    )  # a fresh draw, not the trained one
+    assert not torch.allclose(ours["0.weight"], initial.state_dict()["0.weight"])
