@@ -10,8 +10,9 @@ from typing import Any
 import matplotlib.image
 import pytest
 
-import nograd.cli
-from nograd.cli import PRESETS, build_parser, config_from, main
+import nograd.experiment
+from nograd.cli import build_parser, config_from, main
+from nograd.experiment import PRESETS
 
 SHORT = ["--epochs", "3", "--rounds", "2", "--n-train", "60", "--n-test", "50"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -185,7 +186,7 @@ def test_a_library_value_error_is_one_line_too(
     def broken_fit(*args: Any, **kwargs: Any) -> None:
         raise ValueError("fit: something the user can fix")
 
-    monkeypatch.setattr(nograd.cli, "fit", broken_fit)
+    monkeypatch.setattr(nograd.experiment, "fit", broken_fit)
     assert main(["train", *SHORT, "--out", str(tmp_path), "--quiet"]) == 2
     assert capsys.readouterr().err == "nograd: error: fit: something the user can fix\n"
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from nograd.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
+from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
 from tests.oracle import tolerance
 
 DTYPES = [torch.float64, torch.float32]

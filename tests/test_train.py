@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from nograd.data import DataLoader, TensorDataset, disk, xor
-from nograd.nn import Linear, Module, Sequential
+from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, Linear, Module, MSELoss, Sequential
 from nograd.nn.activations import ReLU, Tanh
-from nograd.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from nograd.optim import SGD, Adam, AdamW
 from nograd.optim.lr_scheduler import CosineAnnealingLR
-from nograd.train import History, evaluate, fit, one_hot, predict_classes, target_for
+from nograd.targets import one_hot, predict_classes, target_for
+from nograd.train import History, evaluate, fit
 from tests.oracle import assert_close
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from nograd.nn.module import Module
-from nograd.train import History, predict_classes
+from nograd.targets import predict_classes
+from nograd.train import History
 
 FIGSIZE = (5.0, 4.0)
 DPI = 100

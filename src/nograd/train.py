@@ -8,15 +8,13 @@ One step is the whole of backpropagation in five lines::
     model.backward(loss_fn.backward())       # dL/d(output), then the chain rule in reverse
     optimizer.step()                         # theta -= lr * (a function of dL/dtheta)
 
-Datasets hold class indices y. ``target_for(loss_fn, n_outputs)`` turns them into
-what the loss compares with (one-hot rows for MSE, floats for BCE), and
-``predict_classes`` turns outputs back into class indices for the accuracy.
+Datasets hold class indices y; ``nograd.targets`` turns them into what the loss
+compares with, and the outputs back into class indices for the accuracy.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -25,12 +23,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nograd.data import DataLoader
-from nograd.nn.losses import BCEWithLogitsLoss, L1Loss, Loss, MSELoss
+from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler
+from nograd.targets import TargetTransform, predict_classes, target_for
 
-TargetTransform = Callable[[Tensor], Tensor]
 Data = Any  # a dataset of (x, y) pairs (TensorDataset) or a DataLoader over one
 
 
@@ -52,33 +50,6 @@ class History:
 
     def to_dict(self) -> dict[str, list[float]]:
         return asdict(self)
-
-
-def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
-    """Row n is e_{y_n}: 1 in column y_n, 0 elsewhere.  Shape: (N,) -> (N, num_classes)."""
-    return (y.unsqueeze(1) == torch.arange(num_classes, device=y.device)).to(dtype)
-
-
-def target_for(loss_fn: Loss, n_outputs: int, dtype: torch.dtype) -> TargetTransform | None:
-    """How class indices become targets for ``loss_fn``; None keeps them (cross-entropy).
-
-    MSE and L1 regress one-hot rows (or y itself with one output); BCE with one output
-    takes y as a float of shape (N, 1), with several outputs one-hot rows.
-    """
-    if not isinstance(loss_fn, (MSELoss, L1Loss, BCEWithLogitsLoss)):
-        return None
-    if n_outputs == 1:
-        return lambda y: y.to(dtype).unsqueeze(1)
-    return lambda y: one_hot(y, n_outputs, dtype)
-
-
-def predict_classes(output: Tensor, loss_fn: Module | None = None) -> Tensor:
-    """Class indices: argmax over several outputs; for one output, logit > 0 (BCE or
-    no loss given) or value > 0.5 (a regression loss on 0/1 targets)."""
-    if output.dim() == 2 and output.shape[1] > 1:
-        return output.argmax(1)
-    threshold = 0.5 if isinstance(loss_fn, (MSELoss, L1Loss)) else 0.0
-    return (output.reshape(-1) > threshold).long()
 
 
 def fit(

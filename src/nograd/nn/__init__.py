@@ -3,9 +3,10 @@
 from nograd.nn import init
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from nograd.nn.container import Sequential
+from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
 from nograd.nn.linear import Linear
-from nograd.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
+from nograd.nn.losses import BCEWithLogitsLoss, L1Loss, Loss, MSELoss
 from nograd.nn.module import NO_INPUT_GRAD, Module, Parameter
 
 __all__ = [

@@ -51,7 +51,8 @@ class ReLU(Module):
         y = self._saved("_y")
         self._check_grad_output(grad_output, y)
         # dL/dx = dL/dy * 1[y > 0], in one fused kernel instead of a compare and a multiply
-        return torch.ops.aten.threshold_backward(grad_output, y, 0)
+        grad_input: Tensor = torch.ops.aten.threshold_backward(grad_output, y, 0)
+        return grad_input
 
     def extra_repr(self) -> str:
         return _inplace_repr(self.inplace, first=True)

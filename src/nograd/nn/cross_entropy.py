@@ -1,0 +1,161 @@
+"""Cross-entropy of logits against class indices: the classifier's loss.
+
+The forward keeps log p = log_softmax(z), and the backward is the softmax minus the
+target distribution, dl_n/dz_n = (sum_c q_nc) p_n - q_n, which is p_n - q_n when q_n
+sums to 1. Label smoothing, class weights and ``ignore_index`` change only q and the
+mean's denominator; the reductions and the upstream gradient come from ``Loss``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nograd.nn.losses import Loss
+
+
+class CrossEntropyLoss(Loss):
+    """Cross-entropy of logits z against class indices y, l_n = -sum_c q_nc log p_nc.
+
+    p_n = softmax(z_n) and q_n is the target distribution: with label smoothing e,
+    q_nc = (1 - e) [c = y_n] + e / C (torch's definition). With class weights w,
+    q_nc = (1 - e) w_c [c = y_n] + e w_c / C, and "mean" divides by sum_n w_{y_n}.
+    Rows whose target is ``ignore_index`` contribute neither loss nor gradient, and
+    "mean" averages over the other rows. log p = z - logsumexp(z) is computed shifted
+    by max(z), so it stays exact for logits of any size. Class-probability targets
+    (float (N, C)) are not supported.
+
+    Args:
+        reduction: "mean" (the default), "sum" or "none".
+        label_smoothing: e in [0, 1].
+        weight: class weights w of shape (C,) and pred's dtype, a buffer as in torch.
+        ignore_index: a target value whose rows are skipped.
+
+    Shape:
+        pred: (N, C) logits, target: (N,) integers in [0, C) -> loss: () or (N,).
+    """
+
+    weight: Tensor | None
+    _q: Tensor | None
+    _ignored: Tensor | None
+
+    def __init__(
+        self,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        *,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__(reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(
+                f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}"
+            )
+        self._register_weight("weight", weight)
+        if weight is not None and weight.dim() != 1:
+            raise ValueError(
+                f"CrossEntropyLoss: expected weight of shape (C,), got {tuple(weight.shape)}"
+            )
+        self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        z, y, w, e = pred, target, self.weight, self.label_smoothing
+        kept = self._check_classes(z, y)  # None when no row is ignored
+        c = z.shape[1]
+        y_col = (y if kept is None else torch.where(kept, y, 0)).long().unsqueeze(1)
+        # log p = z - logsumexp(z), which torch computes as (z - max) - log sum exp(z - max):
+        # one fused kernel, and no cancellation between two numbers near 1000 in float32
+        log_p = torch.log_softmax(z, dim=1)
+        q = row_weight = None
+        if w is None and kept is None:  # q_n = (1 - e) onehot(y_n) + e / C, never built
+            loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
+            if e > 0:
+                loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
+        else:
+            kept_f = torch.ones_like(log_p[:, 0]) if kept is None else kept.to(z.dtype)
+            row_weight = kept_f if w is None else w[y_col.squeeze(1)] * kept_f  # w_{y_n}
+            q = torch.outer(kept_f, z.new_ones(c) if w is None else w).mul_(e / c)  # e w_c / C
+            q.scatter_add_(1, y_col, ((1 - e) * row_weight).unsqueeze(1))  # + (1 - e) w_{y_n}
+            loss = (q * log_p).sum(1).neg()  # -sum_c q_nc log p_nc
+        self._log_p, self._y_col, self._q = log_p, y_col, q
+        self._ignored = None if kept is None else kept.logical_not().unsqueeze(1)
+        return self._reduce(loss, None if row_weight is None else row_weight.sum())
+
+    def backward(self, grad_output: Tensor | None = None) -> Tensor:
+        log_p, y_col, q = self._saved("_log_p"), self._saved("_y_col"), self._q
+        g = self._upstream(grad_output)
+        if isinstance(g, Tensor) and g.dim() == 1:
+            g = g.unsqueeze(1)  # one upstream gradient per row
+        e, c = self.label_smoothing, log_p.shape[1]
+        grad = torch.exp(log_p)  # p = softmax(z)
+        if q is None:  # sum_c q_nc = 1, so dl_n/dz_n = p_n - q_n
+            if e > 0:
+                grad.sub_(e / c)  # dl_n/dz_nc -= e / C
+            grad.scatter_(1, y_col, -(1 - e), reduce="add")  # dl_n/dz_{n,y_n} -= 1 - e
+        else:
+            grad.mul_(q.sum(1, keepdim=True)).sub_(q)  # dl_n/dz_n = (sum_c q_nc) p_n - q_n
+        grad = self._chain(grad, g)  # dL/dz = g * dl/dz
+        if self._ignored is not None:  # exactly 0, even when "mean" divided by 0 (as torch)
+            grad.masked_fill_(self._ignored, 0.0)
+        return grad
+
+    def _check_classes(self, z: Tensor, y: Tensor) -> Tensor | None:
+        """Validate logits and class indices; return the mask of kept rows, if any is not."""
+        if z.dim() != 2:
+            raise ValueError(
+                f"{self._describe()}: expected pred of shape (N, C), got {tuple(z.shape)}"
+            )
+        if not z.is_floating_point():
+            raise TypeError(f"{self._describe()}: expected floating pred (logits), got {z.dtype}")
+        n, c = z.shape
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(
+                f"{self._describe()}: expected target of an integer dtype (class indices), "
+                f"got {y.dtype}"
+            )
+        if y.shape != (n,):
+            raise ValueError(
+                f"{self._describe()}: expected target of shape ({n},), got {tuple(y.shape)}"
+            )
+        if self.weight is not None:
+            if self.weight.shape != (c,):
+                raise ValueError(
+                    f"{self._describe()}: expected weight of shape ({c},) for C={c} classes, "
+                    f"got {tuple(self.weight.shape)}"
+                )
+            self._check_dtype("weight", self.weight, z)
+        if n == 0:
+            return None
+        low, high = _value_range(y)
+        kept = None
+        if low <= self.ignore_index <= high:  # some row may be ignored
+            kept = y != self.ignore_index
+            y_kept = y[kept]
+            low, high = _value_range(y_kept) if y_kept.numel() else (0, 0)
+        if low < 0 or high >= c:
+            raise ValueError(
+                f"{self._describe()}: expected target values in [0, {c}) for C={c} classes, "
+                f"got values in [{low}, {high}]"
+            )
+        return kept
+
+    def extra_repr(self) -> str:
+        extra = super().extra_repr()
+        if self.weight is not None:
+            extra += ", weight=..."
+        if self.ignore_index != -100:
+            extra += f", ignore_index={self.ignore_index}"
+        if self.label_smoothing != 0.0:
+            extra += f", label_smoothing={self.label_smoothing}"
+        return extra
+
+
+def _value_range(y: Tensor) -> tuple[int, int]:
+    """(min, max) of a non-empty 1-D integer tensor, as Python ints."""
+    if y.numel() <= 256:  # a short list is quicker to read than to reduce
+        values: list[int] = y.tolist()
+        return min(values), max(values)
+    low, high = torch.aminmax(y)
+    return int(low), int(high)

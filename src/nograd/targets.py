@@ -1,0 +1,46 @@
+"""Between class indices and tensors: what the loss compares with, and what was predicted.
+
+Datasets hold class indices y. ``target_for(loss_fn, n_outputs, dtype)`` says how y
+becomes the loss's target (one-hot rows for MSE, floats for BCE, y itself for
+cross-entropy), and ``predict_classes`` turns the network's outputs back into class
+indices, by the decision rule that fits the loss, for the accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from nograd.nn.losses import BCEWithLogitsLoss, L1Loss, Loss, MSELoss
+from nograd.nn.module import Module
+
+TargetTransform = Callable[[Tensor], Tensor]
+
+
+def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    """Row n is e_{y_n}: 1 in column y_n, 0 elsewhere.  Shape: (N,) -> (N, num_classes)."""
+    return (y.unsqueeze(1) == torch.arange(num_classes, device=y.device)).to(dtype)
+
+
+def target_for(loss_fn: Loss, n_outputs: int, dtype: torch.dtype) -> TargetTransform | None:
+    """How class indices become targets for ``loss_fn``; None keeps them (cross-entropy).
+
+    MSE and L1 regress one-hot rows (or y itself with one output); BCE with one output
+    takes y as a float of shape (N, 1), with several outputs one-hot rows.
+    """
+    if not isinstance(loss_fn, (MSELoss, L1Loss, BCEWithLogitsLoss)):
+        return None
+    if n_outputs == 1:
+        return lambda y: y.to(dtype).unsqueeze(1)
+    return lambda y: one_hot(y, n_outputs, dtype)
+
+
+def predict_classes(output: Tensor, loss_fn: Module | None = None) -> Tensor:
+    """Class indices: argmax over several outputs; for one output, logit > 0 (BCE or
+    no loss given) or value > 0.5 (a regression loss on 0/1 targets)."""
+    if output.dim() == 2 and output.shape[1] > 1:
+        return output.argmax(1)
+    threshold = 0.5 if isinstance(loss_fn, (MSELoss, L1Loss)) else 0.0
+    return (output.reshape(-1) > threshold).long()
