@@ -393,3 +393,105 @@ def test_add_param_group_fills_defaults_and_trains_the_new_group() -> None:
 def _grad_of(p: Parameter) -> Tensor:
     assert p.grad is not None
     return p.grad
+
+
+# ------------------------------------------------------- multi-tensor steps, counters
+def _race(
+    cls: type[Optimizer],
+    kwargs: dict[str, Any],
+    values: list[Tensor],
+    steps: int,
+    skip: Callable[[int, int], bool] = lambda step, i: False,
+) -> tuple[list[Parameter], list[Tensor], Optimizer]:
+    """Ours and torch's from the same values and gradients; ``skip(step, i)``: no grad."""
+    ours = [Parameter(v.clone()) for v in values]
+    ref = [v.clone().requires_grad_() for v in values]
+    opt, ref_opt = cls(ours, **kwargs), TWINS[cls](ref, **kwargs)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(steps):
+        for i, (p, t) in enumerate(zip(ours, ref, strict=True)):
+            g = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+            p.grad, t.grad = (None, None) if skip(step, i) else (g.clone(), g.clone())
+        opt.step()
+        ref_opt.step()
+    return ours, ref, opt
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_parameter_whose_first_gradient_comes_late_matches_torch(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    values = [torch.randn(shape, dtype=torch.float64) for shape in SHAPES]
+    # parameter 1 starts (momentum buffer = g, t = 1) while the others are at step 4
+    ours, ref, _ = _race(cls, kwargs, values, 20, skip=lambda step, i: i == 1 and step < 4)
+    for p, t in zip(ours, ref, strict=True):
+        assert_close(p.data, t.detach())
+    assert not torch.equal(ours[1].data, values[1])
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_group_without_any_gradient_is_left_alone(cls: type[Optimizer]) -> None:
+    trained, idle = Parameter(torch.ones(3)), Parameter(torch.ones(2, 2))
+    opt = cls([{"params": [trained]}, {"params": [idle]}], lr=0.1)
+    trained.grad = torch.ones(3)
+    opt.step()
+    assert not torch.equal(trained.data, torch.ones(3))
+    assert torch.equal(idle.data, torch.ones(2, 2)) and idle not in opt.state
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_float32_and_float64_in_one_group_match_torch(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    dtypes = [torch.float32, torch.float64, torch.float32]
+    values = [torch.randn(s, dtype=d) for s, d in zip(SHAPES, dtypes, strict=True)]
+    ours, ref, _ = _race(cls, kwargs, values, 30)
+    for p, t in zip(ours, ref, strict=True):
+        assert p.dtype == t.dtype
+        assert_close(p.data, t.detach())  # float64 to 1e-10: no constant rounded to float32
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_bfloat16_steps_match_torch_bit_for_bit(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    values = [torch.randn(shape).to(torch.bfloat16) for shape in SHAPES]
+    ours, ref, _ = _race(cls, kwargs, values, 20, skip=lambda step, i: i == 2 and step % 3 == 1)
+    for p, t in zip(ours, ref, strict=True):  # any other rounding of a constant shows here
+        torch.testing.assert_close(p.data, t.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop])
+def test_step_counter_is_a_number_written_as_torchs_tensor(
+    cls: type[Optimizer], default_dtype: torch.dtype
+) -> None:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default_dtype)  # torch's step is float64 then
+    try:
+        twins = Twins(cls, {"lr": 0.01})
+        twins.step(5)  # parameter 1 skips steps 1 and 4: its count differs
+        ours, ref = twins.opt.state_dict()["state"], twins.ref_opt.state_dict()["state"]
+    finally:
+        torch.set_default_dtype(previous)
+    for index, entry in ours.items():
+        step, ref_step = entry["step"], ref[index]["step"]
+        assert step.dtype == ref_step.dtype == default_dtype
+        assert step.shape == () and step.device.type == "cpu"
+        assert torch.equal(step, ref_step)
+    assert ours[0]["step"].item() == 5 and ours[1]["step"].item() == 3
+    assert all(isinstance(state["step"], float) for state in twins.opt.state.values())
+
+
+@pytest.mark.parametrize("cls", [Adam, RMSprop])
+def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
+    twins = Twins(cls, {"lr": 0.01})
+    twins.step(3)
+    twins.opt.load_state_dict(copy.deepcopy(twins.ref_opt.state_dict()))
+    loaded = twins.opt.state_dict()["state"][0]["step"]
+    assert loaded.dtype == torch.float32 and loaded.item() == 3  # shown as it came in
+    twins.step(2)
+    twins.assert_same_params()
+    counted = twins.opt.state_dict()["state"][0]["step"]
+    assert torch.equal(counted, twins.ref_opt.state_dict()["state"][0]["step"])
+    assert counted.item() == 5 and counted.dtype == torch.float32

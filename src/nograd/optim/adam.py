@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from nograd.optim.optimizer import Optimizer, ParamsT, scalar_dtype
+from nograd.nn.module import Parameter
+from nograd.optim.optimizer import Optimizer, ParamsT, foreach_scalar
 
 
 class Adam(Optimizer):
@@ -24,8 +25,11 @@ class Adam(Optimizer):
         v_max = max(v_max, v); v = v_max        if amsgrad
         p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-    State per parameter: ``step`` (t, a 0-dim CPU tensor, as torch keeps it),
-    ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with amsgrad, ``max_exp_avg_sq``.
+    Each line runs once per param group, on all its parameters together.
+
+    State per parameter: ``step`` (t, a Python float; a 0-dim CPU tensor in
+    ``state_dict()``, as torch writes it), ``exp_avg`` (m), ``exp_avg_sq`` (v) and,
+    with amsgrad, ``max_exp_avg_sq``.
 
     Args:
         params: parameters, or dicts defining parameter groups.
@@ -37,6 +41,8 @@ class Adam(Optimizer):
         maximize: ascend the objective instead of descending it.
         decoupled_weight_decay: decay p directly instead of adding to g (AdamW).
     """
+
+    scalar_state = frozenset({"step"})
 
     def __init__(
         self,
@@ -73,43 +79,52 @@ class Adam(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            params, p, g = self._with_grads(group)  # p, g, m, v: one tensor per parameter
+            if not params:
+                continue
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
-            amsgrad, maximize = group["amsgrad"], group["maximize"]
-            for param in group["params"]:
-                g = param.grad
-                if g is None:
-                    continue
-                p = param.data
-                state = self.state[param]
-                if not state:
-                    state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = torch.zeros_like(
-                            p, memory_format=torch.preserve_format
-                        )
-                t = state["step"].add_(1).item()  # t = t + 1
-                if maximize:
-                    g = -g
-                if weight_decay != 0:
-                    if decoupled:
-                        p.mul_(1 - lr * weight_decay)  # p = p * (1 - lr * wd)
-                    else:
-                        g = g.add(p, alpha=weight_decay)  # g + wd * p, param.grad intact
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v = beta2*v + (1-beta2)*g^2
-                if amsgrad:
-                    v_max = state["max_exp_avg_sq"]
-                    torch.maximum(v_max, v, out=v_max)  # v_max = max(v_max, v)
-                    v = v_max
-                step_size = lr / (1 - beta1**t)
-                bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-                denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps)  # sqrt(v_hat) + eps
-                p.addcdiv_(m, denom, value=-step_size)  # p -= lr * m_hat / denom
+            weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
+            states = [self._state_of(param, amsgrad) for param in params]
+            for state in states:
+                state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
+            t = [state["step"] for state in states]
+            if group["maximize"]:
+                g = torch._foreach_neg(g)  # g = -g (new tensors: param.grad stays intact)
+            if weight_decay != 0:
+                if group["decoupled_weight_decay"]:
+                    decay = foreach_scalar(1 - lr * weight_decay, p)
+                    torch._foreach_mul_(p, decay)  # p = p * (1 - lr * wd)
+                else:
+                    g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            m = [state["exp_avg"] for state in states]
+            v = [state["exp_avg_sq"] for state in states]
+            torch._foreach_lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
+            torch._foreach_mul_(v, foreach_scalar(beta2, v))  # v = beta2 * v
+            torch._foreach_addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+            if amsgrad:
+                v_max = [state["max_exp_avg_sq"] for state in states]
+                torch._foreach_maximum_(v_max, v)  # v_max = max(v_max, v)
+                v = v_max
+            bias_correction2_sqrt = [(1 - beta2**t_i) ** 0.5 for t_i in t]
+            minus_step_size = [-lr / (1 - beta1**t_i) for t_i in t]
+            denom = torch._foreach_sqrt(v)  # d = sqrt(v)
+            torch._foreach_div_(denom, bias_correction2_sqrt)  # d = d / sqrt(1 - beta2^t)
+            torch._foreach_add_(denom, foreach_scalar(eps, denom), alpha=1)  # d = d + eps
+            torch._foreach_addcdiv_(p, m, denom, minus_step_size)  # p = p - lr/(1-beta1^t) * m/d
         return loss
+
+    def _state_of(self, param: Parameter, amsgrad: bool) -> dict[str, Any]:
+        """The parameter's state, created at its first step: t = 0 and zero moments."""
+        state = self.state[param]
+        if not state:
+            state["step"] = 0.0
+            state["exp_avg"] = torch.zeros_like(param.data, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param.data, memory_format=torch.preserve_format)
+            if amsgrad:
+                state["max_exp_avg_sq"] = torch.zeros_like(
+                    param.data, memory_format=torch.preserve_format
+                )
+        return state
 
 
 class AdamW(Adam):

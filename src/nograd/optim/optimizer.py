@@ -5,6 +5,10 @@ option, so one model can train its parts with different learning rates) and a
 ``state`` dict keyed by parameter (momentum buffers, moment estimates).
 ``state_dict()`` writes both in ``torch.optim``'s format, with parameters replaced
 by their position, so checkpoints move between nograd and PyTorch.
+
+Counters such as Adam's ``step`` are kept as Python numbers (a tensor would cost an
+``add_`` and an ``.item()`` per parameter per step, and a GPU sync); ``state_dict()``
+writes them as the 0-dim CPU tensors torch writes.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -22,6 +26,7 @@ from nograd.nn.module import Parameter
 ParamGroup = dict[str, Any]
 ParamsT = Iterable[Parameter] | Iterable[ParamGroup]
 StateDict = dict[str, Any]
+TensorList = list[Tensor] | tuple[Tensor, ...]  # what torch's _foreach_* ops take and return
 
 
 class Optimizer:
@@ -34,8 +39,12 @@ class Optimizer:
 
     Attributes:
         param_groups: list of dicts, each with ``"params"`` and every option.
-        state: per-parameter dict of tensors, filled lazily by ``step``.
+        state: per-parameter dict of tensors (and the counters named in
+            ``scalar_state``), filled lazily by ``step``.
     """
+
+    scalar_state: ClassVar[frozenset[str]] = frozenset()
+    """State keys held as Python numbers here and as 0-dim tensors in ``state_dict``."""
 
     def __init__(self, params: ParamsT, defaults: Mapping[str, Any]) -> None:
         self.defaults: dict[str, Any] = dict(defaults)
@@ -136,12 +145,24 @@ class Optimizer:
         """
         raise NotImplementedError(f"{self._name} must implement step()")
 
+    @staticmethod
+    def _with_grads(group: ParamGroup) -> tuple[list[Parameter], list[Tensor], TensorList]:
+        """The group's parameters that have a gradient, their values p and gradients g.
+
+        ``step`` updates these lists all at once with torch's ``_foreach_*`` ops: one
+        call per formula for the whole group instead of one per parameter.
+        """
+        params = [param for param in group["params"] if param.grad is not None]
+        grads = [param.grad for param in group["params"] if param.grad is not None]
+        return params, [param.data for param in params], grads
+
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> StateDict:
         """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
 
         Indices count parameters across groups in order, as ``torch.optim`` does.
-        State tensors are shared with the optimizer, not copied.
+        State tensors are shared with the optimizer, not copied; counters in
+        ``scalar_state`` become new 0-dim CPU tensors, as torch stores them.
         """
         index: dict[Parameter, int] = {}
         param_groups = []
@@ -149,14 +170,23 @@ class Optimizer:
             packed = {key: value for key, value in group.items() if key != "params"}
             packed["params"] = [index.setdefault(p, len(index)) for p in group["params"]]
             param_groups.append(packed)
-        state = {index[p]: dict(entry) for p, entry in self.state.items() if p in index}
+        state = {index[p]: self._pack(entry) for p, entry in self.state.items() if p in index}
         return {"state": state, "param_groups": param_groups}
+
+    def _pack(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """One parameter's state as torch writes it: counters as 0-dim tensors."""
+        packed = dict(entry)
+        for key in self.scalar_state & packed.keys():
+            if not isinstance(packed[key], Tensor):  # a tensor if loaded and not stepped since
+                packed[key] = torch.tensor(packed[key], dtype=scalar_dtype())
+        return packed
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a checkpoint made by ``state_dict`` (ours or ``torch.optim``'s).
 
         State tensors are copied onto each parameter's device, floating ones cast to
-        its dtype; ``"step"`` keeps its own dtype and device, as in PyTorch.
+        its dtype; a counter in ``scalar_state`` (``"step"``) is copied as it is, a
+        0-dim tensor or a number, and ``step`` reads either.
 
         Raises:
             ValueError: naming the group or parameter whose count or shape differs;
@@ -204,7 +234,7 @@ class Optimizer:
     def _copy_state(self, param: Parameter, index: Any, key: str, value: Any) -> Any:
         if not isinstance(value, Tensor):
             return copy.deepcopy(value)
-        if key == "step":  # the step counter lives on the CPU in its own dtype
+        if key in self.scalar_state:  # a counter, read back into a number at the next step
             return value.clone()
         if value.shape != param.shape:
             raise ValueError(
@@ -213,6 +243,21 @@ class Optimizer:
             )
         dtype = param.dtype if param.data.is_floating_point() else None
         return value.to(device=param.device, dtype=dtype, copy=True)
+
+
+def foreach_scalar(value: float, tensors: TensorList) -> Tensor:
+    """``value`` as a 0-dim tensor for torch's ``_foreach_*`` ops: same arithmetic, faster.
+
+    On the CPU those ops loop over the tensors in C++ and turn a Python number into
+    a tensor again for each one (about 1 us apiece); this tensor is made once. It is
+    float64 if any tensor is float64, else float32, so the value rounds to each
+    tensor's precision exactly as the number would, and it sits on the device of the
+    first tensor, as the ops require. Give ``_foreach_add_`` ``alpha=1`` along with
+    it: without, torch reads a 0-dim tensor as a Python number again.
+    """
+    float64 = any(tensor.dtype == torch.float64 for tensor in tensors)
+    dtype = torch.float64 if float64 else torch.float32
+    return torch.full((), value, dtype=dtype, device=tensors[0].device)
 
 
 def scalar_dtype() -> torch.dtype:

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from nograd.optim.optimizer import Optimizer, ParamsT, scalar_dtype
+from nograd.nn.module import Parameter
+from nograd.optim.optimizer import Optimizer, ParamsT, foreach_scalar
 
 
 class RMSprop(Optimizer):
@@ -29,9 +30,11 @@ class RMSprop(Optimizer):
         else:
             p = p - lr * g / d
 
-    State per parameter: ``step`` (a 0-dim CPU tensor, kept as torch keeps it),
-    ``square_avg`` (v), ``momentum_buffer`` (b) when momentum > 0 and
-    ``grad_avg`` (a) when centered.
+    Each line runs once per param group, on all its parameters together.
+
+    State per parameter: ``step`` (a Python float; a 0-dim CPU tensor in
+    ``state_dict()``, as torch writes it), ``square_avg`` (v), ``momentum_buffer``
+    (b) when momentum > 0 and ``grad_avg`` (a) when centered.
 
     Args:
         params: parameters, or dicts defining parameter groups.
@@ -44,6 +47,8 @@ class RMSprop(Optimizer):
             second moment.
         maximize: ascend the objective instead of descending it.
     """
+
+    scalar_state = frozenset({"step"})
 
     def __init__(
         self,
@@ -74,42 +79,50 @@ class RMSprop(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            params, p, g = self._with_grads(group)  # p, g, v, a, b, d: one tensor per parameter
+            if not params:
+                continue
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-            weight_decay, mu = group["weight_decay"], group["momentum"]
-            centered, maximize = group["centered"], group["maximize"]
-            for param in group["params"]:
-                g = param.grad
-                if g is None:
-                    continue
-                p = param.data
-                state = self.state[param]
-                if not state:
-                    state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if mu > 0:
-                        state["momentum_buffer"] = torch.zeros_like(
-                            p, memory_format=torch.preserve_format
-                        )
-                    if centered:
-                        state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"].add_(1)  # unused by the update; kept for torch's checkpoints
-                if maximize:
-                    g = -g
-                if weight_decay != 0:
-                    g = g.add(p, alpha=weight_decay)  # g + wd * p, param.grad intact
-                v = state["square_avg"]
-                v.mul_(alpha).addcmul_(g, g, value=1 - alpha)  # v = alpha*v + (1-alpha)*g^2
-                if centered:
-                    a = state["grad_avg"]
-                    a.lerp_(g, 1 - alpha)  # a = a + (1 - alpha) * (g - a)
-                    d = v.addcmul(a, a, value=-1).sqrt_()  # sqrt(v - a^2)
-                else:
-                    d = v.sqrt()
-                d.add_(eps)  # d = d + eps
-                if mu > 0:
-                    b = state["momentum_buffer"]
-                    b.mul_(mu).addcdiv_(g, d)  # b = mu*b + g/d
-                    p.add_(b, alpha=-lr)  # p -= lr * b
-                else:
-                    p.addcdiv_(g, d, value=-lr)  # p -= lr * g/d
+            weight_decay, mu, centered = group["weight_decay"], group["momentum"], group["centered"]
+            states = [self._state_of(param, mu, centered) for param in params]
+            for state in states:  # unused by the update; counted for torch's checkpoints
+                state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
+            if group["maximize"]:
+                g = torch._foreach_neg(g)  # g = -g (new tensors: param.grad stays intact)
+            if weight_decay != 0:
+                g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            v = [state["square_avg"] for state in states]
+            torch._foreach_mul_(v, foreach_scalar(alpha, v))  # v = alpha * v
+            torch._foreach_addcmul_(v, g, g, value=1 - alpha)  # v = v + (1 - alpha) * g * g
+            if centered:
+                a = [state["grad_avg"] for state in states]
+                torch._foreach_lerp_(a, g, 1 - alpha)  # a = a + (1 - alpha) * (g - a)
+                d = torch._foreach_addcmul(v, a, a, value=-1)  # d = v - a * a
+                torch._foreach_sqrt_(d)  # d = sqrt(d)
+            else:
+                d = torch._foreach_sqrt(v)  # d = sqrt(v)
+            torch._foreach_add_(d, foreach_scalar(eps, d), alpha=1)  # d = d + eps
+            if mu > 0:
+                b = [state["momentum_buffer"] for state in states]
+                torch._foreach_mul_(b, foreach_scalar(mu, b))  # b = mu * b
+                torch._foreach_addcdiv_(b, g, d)  # b = b + g / d
+                torch._foreach_add_(p, b, alpha=-lr)  # p = p - lr * b
+            else:
+                torch._foreach_addcdiv_(p, g, d, value=-lr)  # p = p - lr * g / d
         return loss
+
+    def _state_of(self, param: Parameter, mu: float, centered: bool) -> dict[str, Any]:
+        """The parameter's state, created at its first step: t = 0 and zero averages."""
+        state = self.state[param]
+        if not state:
+            state["step"] = 0.0
+            state["square_avg"] = torch.zeros_like(param.data, memory_format=torch.preserve_format)
+            if mu > 0:
+                state["momentum_buffer"] = torch.zeros_like(
+                    param.data, memory_format=torch.preserve_format
+                )
+            if centered:
+                state["grad_avg"] = torch.zeros_like(
+                    param.data, memory_format=torch.preserve_format
+                )
+        return state

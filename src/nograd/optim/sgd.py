@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nograd.optim.optimizer import Optimizer, ParamsT
+import torch
+from torch import Tensor
+
+from nograd.nn.module import Parameter
+from nograd.optim.optimizer import Optimizer, ParamsT, TensorList, foreach_scalar
 
 
 class SGD(Optimizer):
@@ -20,6 +24,8 @@ class SGD(Optimizer):
             b = momentum * b + (1 - dampening) * g    on later steps
             g = g + momentum * b                if nesterov, else  g = b
         p = p - lr * g
+
+    Each line runs once per param group, on all its parameters together.
 
     State per parameter: ``momentum_buffer`` (b), only when momentum != 0.
 
@@ -67,25 +73,34 @@ class SGD(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            params, p, g = self._with_grads(group)  # p, g: one tensor per parameter
+            if not params:
+                continue
             lr, mu = group["lr"], group["momentum"]
             dampening, weight_decay = group["dampening"], group["weight_decay"]
-            nesterov, maximize = group["nesterov"], group["maximize"]
-            for param in group["params"]:
-                g = param.grad
-                if g is None:
-                    continue
-                p = param.data
-                if maximize:
-                    g = -g
-                if weight_decay != 0:
-                    g = g.add(p, alpha=weight_decay)  # g + wd * p, leaving param.grad intact
-                if mu != 0:
-                    state = self.state[param]
-                    b = state.get("momentum_buffer")
-                    if b is None:
-                        b = state["momentum_buffer"] = g.clone()  # b = g
-                    else:
-                        b.mul_(mu).add_(g, alpha=1 - dampening)  # b = mu*b + (1-dampening)*g
-                    g = g.add(b, alpha=mu) if nesterov else b  # g + mu*b  or  b
-                p.add_(g, alpha=-lr)  # p -= lr * g
+            if group["maximize"]:
+                g = torch._foreach_neg(g)  # g = -g (new tensors: param.grad stays intact)
+            if weight_decay != 0:
+                g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            if mu != 0:
+                b = self._momentum_buffers(params, g, mu, dampening)
+                nesterov = group["nesterov"]
+                g = torch._foreach_add(g, b, alpha=mu) if nesterov else b  # g + mu * b  or  b
+            torch._foreach_add_(p, g, alpha=-lr)  # p = p - lr * g
         return loss
+
+    def _momentum_buffers(
+        self, params: list[Parameter], g: TensorList, mu: float, dampening: float
+    ) -> list[Tensor]:
+        """Each parameter's buffer b: a copy of g on its first step, then updated in place."""
+        states = [self.state[param] for param in params]
+        seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
+        if seen:
+            b_seen = [states[i]["momentum_buffer"] for i in seen]
+            g_seen = [g[i] for i in seen]
+            torch._foreach_mul_(b_seen, foreach_scalar(mu, b_seen))  # b = mu * b
+            torch._foreach_add_(b_seen, g_seen, alpha=1 - dampening)  # b = b + (1 - damp) * g
+        for state, g_i in zip(states, g, strict=True):
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = g_i.clone()  # b = g, on the first step
+        return [state["momentum_buffer"] for state in states]
