@@ -61,27 +61,40 @@ class CrossEntropyLoss(Loss):
         self.ignore_index = ignore_index
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        z, y, w, e = pred, target, self.weight, self.label_smoothing
-        kept = self._check_classes(z, y)  # None when no row is ignored
-        c = z.shape[1]
-        y_col = (y if kept is None else torch.where(kept, y, 0)).long().unsqueeze(1)
+        z, y, e = pred, target, self.label_smoothing
+        self._check_shapes(z, y)
         # log p = z - logsumexp(z), which torch computes as (z - max) - log sum exp(z - max):
         # one fused kernel, and no cancellation between two numbers near 1000 in float32
         log_p = torch.log_softmax(z, dim=1)
-        q = row_weight = None
-        if w is None and kept is None:  # q_n = (1 - e) onehot(y_n) + e / C, never built
-            loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
+        self._log_p = log_p
+        if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < z.shape[1]:
+            # The common case: every row counts once. gather raises for any target outside
+            # [0, C), an ignored row included, so the targets need no separate reading here.
+            y_col = (y if y.dtype == torch.int64 else y.long()).unsqueeze(1)
+            try:
+                log_p_y = log_p.gather(1, y_col).squeeze(1)  # log p_{n,y_n}
+            except RuntimeError:
+                return self._forward_general(log_p, y)  # it explains a bad target
+            self._y_col, self._q, self._ignored = y_col, None, None
+            loss = log_p_y.neg()  # -log p_{n,y_n}
             if e > 0:
                 loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
-        else:
-            kept_f = torch.ones_like(log_p[:, 0]) if kept is None else kept.to(z.dtype)
-            row_weight = kept_f if w is None else w[y_col.squeeze(1)] * kept_f  # w_{y_n}
-            q = torch.outer(kept_f, z.new_ones(c) if w is None else w).mul_(e / c)  # e w_c / C
-            q.scatter_add_(1, y_col, ((1 - e) * row_weight).unsqueeze(1))  # + (1 - e) w_{y_n}
-            loss = (q * log_p).sum(1).neg()  # -sum_c q_nc log p_nc
-        self._log_p, self._y_col, self._q = log_p, y_col, q
+            return self._reduce(loss)
+        return self._forward_general(log_p, y)
+
+    def _forward_general(self, log_p: Tensor, y: Tensor) -> Tensor:
+        """Class weights and ignored rows: build q_n and take -sum_c q_nc log p_nc."""
+        w, e, c = self.weight, self.label_smoothing, log_p.shape[1]
+        kept = self._kept_rows(y, c)  # None when no row is ignored
+        y_col = (y if kept is None else torch.where(kept, y, 0)).long().unsqueeze(1)
+        kept_f = torch.ones_like(log_p[:, 0]) if kept is None else kept.to(log_p.dtype)
+        row_weight = kept_f if w is None else w[y_col.squeeze(1)] * kept_f  # w_{y_n}
+        q = torch.outer(kept_f, log_p.new_ones(c) if w is None else w).mul_(e / c)  # e w_c / C
+        q.scatter_add_(1, y_col, ((1 - e) * row_weight).unsqueeze(1))  # + (1 - e) w_{y_n}
+        loss = (q * log_p).sum(1).neg()  # -sum_c q_nc log p_nc
+        self._y_col, self._q = y_col, q
         self._ignored = None if kept is None else kept.logical_not().unsqueeze(1)
-        return self._reduce(loss, None if row_weight is None else row_weight.sum())
+        return self._reduce(loss, row_weight.sum())
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         log_p, y_col, q = self._saved("_log_p"), self._saved("_y_col"), self._q
@@ -101,8 +114,8 @@ class CrossEntropyLoss(Loss):
             grad.masked_fill_(self._ignored, 0.0)
         return grad
 
-    def _check_classes(self, z: Tensor, y: Tensor) -> Tensor | None:
-        """Validate logits and class indices; return the mask of kept rows, if any is not."""
+    def _check_shapes(self, z: Tensor, y: Tensor) -> None:
+        """Validate the logits' and targets' shapes and dtypes (their values come later)."""
         if z.dim() != 2:
             raise ValueError(
                 f"{self._describe()}: expected pred of shape (N, C), got {tuple(z.shape)}"
@@ -126,7 +139,17 @@ class CrossEntropyLoss(Loss):
                     f"got {tuple(self.weight.shape)}"
                 )
             self._check_dtype("weight", self.weight, z)
-        if n == 0:
+
+    def _kept_rows(self, y: Tensor, c: int) -> Tensor | None:
+        """The mask of rows whose target is not ``ignore_index`` (None: all are kept).
+
+        On the CPU the targets are read, to explain any outside [0, C). On a GPU that
+        read would stall the device, so the mask is always built and torch's own
+        kernels assert on a bad index.
+        """
+        if not y.is_cpu:
+            return y != self.ignore_index
+        if y.numel() == 0:
             return None
         low, high = _value_range(y)
         kept = None

@@ -1,0 +1,127 @@
+"""Helpers shared by the benchmark scripts: the machine header, timing, tables, memory.
+
+Benchmarks print numbers and ratios; they never assert on time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+
+def cpu_model() -> str:
+    """The processor's name as /proc/cpuinfo gives it (or platform's guess elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask), which can be fewer than the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def machine_lines(device: torch.device) -> list[str]:
+    """Markdown lines naming the machine, the software and the date of a run."""
+    lines = [
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, {usable_cores()} usable",
+        f"- torch {torch.__version__}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}",
+    ]
+    if device.type == "cuda":
+        lines.append(f"- GPU: {torch.cuda.get_device_name(device)}")
+    return lines
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """A function that waits for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_call(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Wall-clock seconds of ``fn()``, with the device drained before and after."""
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Lines of a GitHub markdown table; numeric-looking columns are right-aligned."""
+
+    def numeric(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    align = [
+        "---:" if rows and all(numeric(row[i]) for row in rows) else "---"
+        for i in range(len(header))
+    ]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _status_kib(field: str) -> float | None:
+    """A memory line of /proc/self/status (VmRSS, VmHWM), in KiB; None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux: write 5 to clear_refs); False if it can't."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def rss_mib() -> float:
+    """Resident memory now (falls back to the peak where /proc is missing)."""
+    kib = _status_kib("VmRSS")
+    return peak_rss_mib() if kib is None else kib / 1024
+
+
+def peak_rss_since_reset_mib() -> float:
+    """Peak resident memory since ``reset_peak_rss`` (VmHWM), else since the start."""
+    kib = _status_kib("VmHWM")
+    return peak_rss_mib() if kib is None else kib / 1024

@@ -1,0 +1,619 @@
+"""nograd against PyTorch: one training run written three ways, timed interleaved.
+
+The variants start from the same weights, see the same batches in the same order and
+do the same work per step (forward, the loss value, every parameter gradient, the
+update); only the first layer's dL/d(input) is skipped where a variant allows it.
+
+- **nograd**, the public API as a user writes it::
+
+      model = nograd.nn.Sequential(Linear, ReLU, ..., Linear)
+      model.needs_input_grad = False        # documented opt-in: nobody wants dL/d(data)
+      with torch.inference_mode():          # nograd never needs autograd; a user turns it off
+          for x, y in batches:
+              optimizer.zero_grad()
+              loss = loss_fn(model(x), y)
+              model.backward(loss_fn.backward())
+              optimizer.step()
+
+- **PyTorch**, idiomatic: torch.nn, autograd and torch.optim (zero_grad, backward,
+  step) with the optimizer's defaults, i.e. whatever implementation torch picks for
+  the device (the single-tensor for-loop on the CPU).
+- **minimal**, the practical limit of any torch-based framework: raw torch ops under
+  ``torch.inference_mode()``, no classes, weights as plain tensors. Forward by addmm
+  and relu_; the loss value by log_softmax and nll_loss; dL/dz = (softmax - onehot)/N
+  from the same log_softmax; backward by mm, sum and threshold_backward (ReLU's mask in
+  one kernel), no dL/d(input) for the first layer; SGD and Adam written out with the
+  arithmetic of torch's single-tensor path, made lean where the values stay the same:
+  SGD's new momentum buffer is built in the fresh gradient's memory (one kernel), and
+  scalars that torch passes as Python numbers are 0-dim tensors made once.
+
+Cases: the reference net 2-25-25-25-2 on 1000 points of the disk task (one epoch is
+the unit; batch 1, 10, 100, 1000) and an MLP 784-1024-1024-10 at batch 256 on random
+data (20 steps are the unit); SGD (lr 0.05, momentum 0.9) and Adam (lr 1e-3); CE loss.
+
+Timing: each chunk runs enough epochs to last >= 25 ms; the variants take turns
+(A, B, C, A, B, C, ...) so machine noise hits them alike; a row reports the median
+time per step and, for each ratio, the median of the per-repetition ratios.
+Checking: each row runs a separate float64 copy of all three for a few steps and
+requires every parameter to agree with PyTorch's to 1e-10 ("params equal"); the
+float32 gap after the timed runs (thousands of steps, so chaotic drift) is shown too.
+Memory (when the MLP runs): the peak of a few MLP steps, per variant, in a fresh
+process on the CPU (peak RSS) or in process on CUDA (max_memory_allocated).
+Targets (nograd/PyTorch, nograd/minimal) apply to the 1-thread rows of the reference
+net and to every MLP row. Exit code 1 if any row's parameters disagree.
+
+Usage: python benchmarks/vs_torch.py [--quick] [--repeats N] [--cases ref,mlp]
+       [--threads 1,2] [--optimizers sgd,adam] [--batches 1,10] [--out FILE]
+       [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import nograd
+import nograd.nn
+import nograd.optim
+from _common import (
+    machine_lines,
+    markdown_table,
+    median,
+    peak_rss_since_reset_mib,
+    reset_peak_rss,
+    rss_mib,
+    synchronizer,
+    time_call,
+)
+
+Batch = tuple[Tensor, Tensor]
+VARIANTS = ("nograd", "PyTorch", "minimal")
+RATIOS = (("nograd", "PyTorch"), ("nograd", "minimal"), ("minimal", "PyTorch"))
+OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.05, "momentum": 0.9}), "adam": ("Adam", {"lr": 1e-3})}
+REF_POINTS = 1000
+# (case, batch) -> (nograd/PyTorch, nograd/minimal) ceilings; "ref" ones hold at 1 thread
+TARGETS = {
+    ("ref", 1): (0.30, 1.25),
+    ("ref", 10): (0.30, 1.25),
+    ("ref", 100): (0.36, 1.25),
+    ("ref", 1000): (0.68, 1.15),
+    ("mlp", 256): (0.97, 1.10),
+}
+CHECK_STEPS = {"ref": 20, "mlp": 3}  # float64 steps of the equality check
+CHECK_TOLERANCE = 1e-10
+MEMORY_STEPS = 3
+
+
+class Case(NamedTuple):
+    title: str
+    sizes: tuple[int, ...]
+    batches: tuple[int, ...]
+
+
+CASES = {
+    "ref": Case("ref 2-25-25-25-2", (2, 25, 25, 25, 2), (1, 10, 100, 1000)),
+    "mlp": Case("MLP 784-1024-1024-10", (784, 1024, 1024, 10), (256,)),
+}
+
+
+class Variant(NamedTuple):
+    train: Callable[[Sequence[Batch], int], None]  # (batches, epochs) -> None
+    parameters: Callable[[], list[Tensor]]  # in state_dict order
+
+
+# ------------------------------------------------------------------------ data, weights
+def disk_points(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    try:
+        from nograd.data import disk
+    except ImportError:  # x ~ U([0,1]^2), y = [|x - 1/2|^2 < 1/(2 pi)]
+        x = torch.rand(n, 2, generator=generator)
+        return x, (((x.double() - 0.5) ** 2).sum(1) < 1 / (2 * math.pi)).long()
+    x, y = disk(n, generator=generator).tensors
+    return x, y
+
+
+def make_batches(
+    case: str, batch: int, mlp_steps: int, device: torch.device, dtype: torch.dtype
+) -> list[Batch]:
+    """One epoch: the disk task in order, or ``mlp_steps`` random MLP batches."""
+    generator = torch.Generator().manual_seed(1)
+    if case == "ref":
+        x, y = disk_points(REF_POINTS, generator)
+        pairs = [(x[i : i + batch], y[i : i + batch]) for i in range(0, REF_POINTS, batch)]
+    else:
+        d_in, d_out = CASES[case].sizes[0], CASES[case].sizes[-1]
+        pairs = [
+            (
+                torch.randn(batch, d_in, generator=generator),
+                torch.randint(0, d_out, (batch,), generator=generator),
+            )
+            for _ in range(mlp_steps)
+        ]
+    return [(x.to(device, dtype).contiguous(), y.to(device)) for x, y in pairs]
+
+
+def torch_mlp(sizes: Sequence[int]) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    for d_in, d_out in itertools.pairwise(sizes):
+        layers += [torch.nn.Linear(d_in, d_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def nograd_mlp(sizes: Sequence[int]) -> nograd.nn.Sequential:
+    layers: list[nograd.nn.Module] = []
+    for d_in, d_out in itertools.pairwise(sizes):
+        layers += [nograd.nn.Linear(d_in, d_out), nograd.nn.ReLU()]
+    return nograd.nn.Sequential(*layers[:-1])
+
+
+def initial_state(sizes: Sequence[int]) -> dict[str, Tensor]:
+    """torch.nn's default initialisation from seed 0; keys "0.weight", "0.bias", ..."""
+    torch.manual_seed(0)
+    return {key: t.detach().clone() for key, t in torch_mlp(sizes).state_dict().items()}
+
+
+# ---------------------------------------------------------------------------- variants
+def nograd_variant(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Variant:
+    model = nograd_mlp(sizes).to(device, dtype)
+    model.load_state_dict(init)
+    model.needs_input_grad = False
+    loss_fn = nograd.nn.CrossEntropyLoss()
+    name, options = OPTIMIZERS[optimizer]
+    opt = getattr(nograd.optim, name)(model.parameters(), **options)
+
+    def train(batches: Sequence[Batch], epochs: int) -> None:
+        with torch.inference_mode():
+            for _ in range(epochs):
+                for x, y in batches:
+                    opt.zero_grad()
+                    loss_fn(model(x), y)  # the loss value, which a user would log
+                    model.backward(loss_fn.backward())
+                    opt.step()
+
+    return Variant(train, lambda: list(model.state_dict().values()))
+
+
+def torch_variant(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Variant:
+    model = torch_mlp(sizes).to(device, dtype)
+    model.load_state_dict(init)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    name, options = OPTIMIZERS[optimizer]
+    opt = getattr(torch.optim, name)(model.parameters(), **options)
+
+    def train(batches: Sequence[Batch], epochs: int) -> None:
+        with torch.enable_grad():
+            for _ in range(epochs):
+                for x, y in batches:
+                    opt.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    opt.step()
+
+    return Variant(train, lambda: [t.detach() for t in model.state_dict().values()])
+
+
+def minimal_sgd(params: list[Tensor], lr: float, momentum: float) -> Callable[[list[Tensor]], None]:
+    """b = g on the first step, then b = mu b + g; p -= lr b (torch's single-tensor SGD).
+
+    Each step's gradients are fresh tensors, so the new buffer is built in g's memory
+    (g += mu b) and the old one dropped: one kernel instead of mul_ and add_.
+    """
+    buffers: list[Tensor | None] = [None] * len(params)
+
+    def update(grads: list[Tensor]) -> None:
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            b = buffers[i]
+            buffers[i] = b = g if b is None else g.add_(b, alpha=momentum)  # b = g + mu b
+            p.add_(b, alpha=-lr)  # p -= lr b
+
+    return update
+
+
+def minimal_adam(
+    params: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+) -> Callable[[list[Tensor]], None]:
+    """torch's single-tensor Adam, op for op (no weight decay, no amsgrad).
+
+    Scalars that torch passes as Python floats to mul_, div_ and add_ are 0-dim tensors
+    here: the same values, without the per-op conversion of a Python number.
+    """
+    beta1, beta2 = betas
+    exp_avgs: list[Tensor] = []  # m and v, made at the first step as torch makes them
+    exp_avg_sqs: list[Tensor] = []
+    beta2_t, eps_t, bias_correction2_sqrt = (
+        torch.full((), value, dtype=params[0].dtype, device=params[0].device)
+        for value in (beta2, eps, 1.0)
+    )
+    step = 0
+
+    def update(grads: list[Tensor]) -> None:
+        nonlocal step
+        if step == 0:
+            exp_avgs.extend(torch.zeros_like(p) for p in params)
+            exp_avg_sqs.extend(torch.zeros_like(p) for p in params)
+        step += 1
+        step_size = lr / (1 - beta1**step)
+        bias_correction2_sqrt.fill_((1 - beta2**step) ** 0.5)
+        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+            m.lerp_(g, 1 - beta1)  # m = beta1 m + (1 - beta1) g
+            v.mul_(beta2_t).addcmul_(g, g, value=1 - beta2)  # v = beta2 v + (1 - beta2) g^2
+            denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps_t)  # sqrt(v_hat) + eps
+            p.addcdiv_(m, denom, value=-step_size)  # p -= lr m_hat / denom
+
+    return update
+
+
+def minimal_variant(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Variant:
+    with torch.inference_mode():
+        params = [t.to(device, dtype, copy=True) for t in init.values()]  # W_1, b_1, W_2, ...
+        _, options = OPTIMIZERS[optimizer]
+        if optimizer == "sgd":
+            update = minimal_sgd(params, options["lr"], options["momentum"])
+        else:
+            update = minimal_adam(params, options["lr"])
+        weights_t = [W.t() for W in params[0::2]]  # views: in-place updates show through
+    weights, biases = params[0::2], params[1::2]
+    hidden = list(zip(weights_t[:-1], biases[:-1], strict=True))
+    last = len(weights) - 1
+    threshold_backward = torch.ops.aten.threshold_backward.default  # dL/da * [a > 0]
+    minus_ones: dict[int, Tensor] = {}  # (N, 1) of -1 per batch size, made once
+    inverse_n: dict[int, Tensor] = {}  # 1/N as a 0-dim tensor (a Python float costs more)
+
+    def step(x: Tensor, y: Tensor) -> None:
+        activations = [x]  # a_0 = x, a_l = relu(a_{l-1} W_l^T + b_l)
+        for W_t, b in hidden:
+            activations.append(torch.addmm(b, activations[-1], W_t).relu_())
+        z = torch.addmm(biases[last], activations[-1], weights_t[last])
+        log_p = torch.log_softmax(z, 1)
+        F.nll_loss(log_p, y)  # the loss value, as the other variants compute it
+        n = y.shape[0]
+        minus_one = minus_ones.get(n)
+        if minus_one is None:
+            minus_one = minus_ones[n] = torch.full((n, 1), -1.0, dtype=z.dtype, device=z.device)
+            inverse_n[n] = torch.full((), 1 / n, dtype=z.dtype, device=z.device)
+        g = torch.exp(log_p).scatter_add_(1, y.unsqueeze(1), minus_one)  # p - onehot(y)
+        if n > 1:
+            g.mul_(inverse_n[n])  # dL/dz = (p - onehot(y)) / N
+        grads: list[Tensor] = [x] * len(params)  # placeholders, all overwritten below
+        for layer in range(last, -1, -1):
+            a = activations[layer]
+            grads[2 * layer] = torch.mm(g.t(), a)  # dL/dW = g^T a
+            grads[2 * layer + 1] = g.sum(0)  # dL/db = sum_n g_n
+            if layer > 0:  # dL/da_{l-1} = (g W) * [a_{l-1} > 0]
+                g = threshold_backward(torch.mm(g, weights[layer]), a, 0)
+        update(grads)
+
+    def train(batches: Sequence[Batch], epochs: int) -> None:
+        with torch.inference_mode():
+            for _ in range(epochs):
+                for x, y in batches:
+                    step(x, y)
+
+    return Variant(train, lambda: params)
+
+
+BUILDERS = {"nograd": nograd_variant, "PyTorch": torch_variant, "minimal": minimal_variant}
+
+
+def max_difference(ours: list[Tensor], reference: list[Tensor]) -> float:
+    """max |a - b| over every parameter; NaN if any difference is NaN."""
+    gaps = [
+        float((a.double() - b.double()).abs().max()) for a, b in zip(ours, reference, strict=True)
+    ]
+    return math.nan if any(math.isnan(gap) for gap in gaps) else max(gaps)
+
+
+# ------------------------------------------------------------------------------- rows
+@dataclass
+class Settings:
+    repeats: int
+    min_chunk_s: float  # each timed chunk runs at least this long
+    mlp_steps: int  # steps in one MLP "epoch"
+    device: torch.device
+
+
+@dataclass
+class Row:
+    case: str
+    threads: int
+    optimizer: str
+    batch: int
+    seconds: dict[str, list[float]]  # per timed chunk, in the order they ran
+    steps: int  # training steps in one chunk
+    gap_float64: float  # the equality check: max |param - PyTorch's| after CHECK_STEPS
+    gap_float32: float  # the same after the timed runs (information: float32 drifts)
+
+    @property
+    def equal(self) -> bool:
+        return self.gap_float64 <= CHECK_TOLERANCE  # False for NaN too
+
+    def us_per_step(self, name: str) -> float:
+        return median(self.seconds[name]) / self.steps * 1e6
+
+    def ratio(self, name: str, other: str) -> float:
+        """Median of the per-repetition ratios: a load burst slows both sides of a pair."""
+        pairs = zip(self.seconds[name], self.seconds[other], strict=True)
+        return median([mine / theirs for mine, theirs in pairs])
+
+
+def check_float64(case: str, optimizer: str, batch: int, settings: Settings) -> float:
+    """Train float64 twins for CHECK_STEPS steps; the largest gap of any parameter to PyTorch."""
+    sizes, device = CASES[case].sizes, settings.device
+    init = {key: t.double() for key, t in initial_state(sizes).items()}
+    steps = CHECK_STEPS[case]
+    batches = make_batches(case, batch, steps, device, torch.float64)[:steps]
+    epochs = math.ceil(steps / len(batches))  # batch 1000: the one batch, again and again
+    variants = {
+        name: BUILDERS[name](sizes, init, optimizer, device, torch.float64) for name in VARIANTS
+    }
+    for variant in variants.values():
+        variant.train(batches, epochs)
+    reference = variants["PyTorch"].parameters()
+    return max(
+        max_difference(variants[name].parameters(), reference) for name in ("nograd", "minimal")
+    )
+
+
+def run_row(case: str, threads: int, optimizer: str, batch: int, settings: Settings) -> Row:
+    """Time the three variants interleaved on one (case, threads, optimizer, batch)."""
+    torch.set_num_threads(threads)
+    sizes, sync = CASES[case].sizes, synchronizer(settings.device)
+    init = initial_state(sizes)
+    batches = make_batches(case, batch, settings.mlp_steps, settings.device, torch.float32)
+    variants = {
+        name: BUILDERS[name](sizes, init, optimizer, settings.device, torch.float32)
+        for name in VARIANTS
+    }
+
+    def chunk(name: str, epochs: int) -> float:
+        return time_call(lambda: variants[name].train(batches, epochs), sync)
+
+    warmup = min(chunk(name, 1) for name in VARIANTS)  # also sizes the chunks
+    epochs = max(1, math.ceil(settings.min_chunk_s / max(warmup, 1e-9)))
+    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(settings.repeats):
+        for name in VARIANTS:  # interleaved: A, B, C, A, B, C, ...
+            seconds[name].append(chunk(name, epochs))
+    reference = variants["PyTorch"].parameters()
+    gap32 = max(
+        max_difference(variants[name].parameters(), reference) for name in ("nograd", "minimal")
+    )
+    gap64 = check_float64(case, optimizer, batch, settings)
+    return Row(case, threads, optimizer, batch, seconds, epochs * len(batches), gap64, gap32)
+
+
+# ----------------------------------------------------------------------------- memory
+def memory_child(variant: str, optimizer: str, device: torch.device) -> dict[str, float]:
+    """Memory of MEMORY_STEPS MLP training steps, above what the model and data hold."""
+    tiny = (2, 2, 2)  # one step on a tiny net first: lazy imports and set-up stay out
+    tiny_batch = (torch.zeros(1, 2, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    BUILDERS[variant](tiny, initial_state(tiny), optimizer, device, torch.float32).train(
+        [tiny_batch], 1
+    )
+    sizes = CASES["mlp"].sizes
+    batches = make_batches("mlp", 256, MEMORY_STEPS, device, torch.float32)
+    trainer = BUILDERS[variant](sizes, initial_state(sizes), optimizer, device, torch.float32)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
+        trainer.train(batches, 1)
+        torch.cuda.synchronize(device)
+        return {"before": before, "peak": torch.cuda.max_memory_allocated(device) / 2**20}
+    reset = reset_peak_rss()
+    before = rss_mib()
+    trainer.train(batches, 1)
+    return {"before": before, "peak": peak_rss_since_reset_mib(), "reset": float(reset)}
+
+
+def measure_memory(optimizers: Sequence[str], threads: int, settings: Settings) -> list[str]:
+    """A table of peak memory per variant, each measured in a fresh process on the CPU."""
+    rows, peak_was_reset = [], True
+    for optimizer in optimizers:
+        for name in VARIANTS:
+            if settings.device.type == "cuda":
+                result = memory_child(name, optimizer, settings.device)
+            else:
+                argv = ["--memory-child", f"{name},{optimizer}", "--threads", str(threads)]
+                done = subprocess.run(
+                    [sys.executable, __file__, *argv], capture_output=True, text=True, check=True
+                )
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                peak_was_reset = peak_was_reset and bool(result["reset"])
+            rows.append(
+                [
+                    name,
+                    optimizer,
+                    f"{result['peak']:.1f}",
+                    f"{result['peak'] - result['before']:.1f}",
+                ]
+            )
+    if settings.device.type == "cuda":
+        how = "torch.cuda.max_memory_allocated, in process"
+    else:
+        how = "peak RSS of a fresh process per variant, " + (
+            "VmHWM reset after set-up" if peak_was_reset else "since start: no clear_refs here"
+        )
+    header = ["variant", "optimizer", "peak (MiB)", "training above model + data (MiB)"]
+    title = f"Peak memory, MLP 784-1024-1024-10, batch 256, {MEMORY_STEPS} steps ({how}):"
+    return [title, "", *markdown_table(header, rows)]
+
+
+# ------------------------------------------------------------------------------ table
+def target_cell(ratio: float, target: float | None) -> str:
+    if target is None:
+        return "—"
+    return f"≤ {target:.2f} {'✓' if ratio <= target else '✗'}"
+
+
+def format_us(us: float) -> str:
+    return f"{us:.1f}" if us < 1000 else f"{us:.0f}"
+
+
+def results_table(rows: Sequence[Row]) -> list[str]:
+    header = [
+        "case", "threads", "optimizer", "batch", "nograd (us/step)", "PyTorch (us/step)",
+        "minimal (us/step)", "nograd/PyTorch", "target", "nograd/minimal", "target",
+        "minimal/PyTorch", "params equal", "max Δ float64", "float32 drift after timing",
+    ]  # fmt: skip
+    cells = []
+    for row in rows:
+        ours, theirs, least = (row.ratio(*pair) for pair in RATIOS)
+        targets = TARGETS.get((row.case, row.batch))
+        if row.case == "ref" and row.threads != 1:
+            targets = None
+        cells.append([
+            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch),
+            *(format_us(row.us_per_step(name)) for name in VARIANTS),
+            f"{ours:.2f}", target_cell(ours, targets and targets[0]),
+            f"{theirs:.2f}", target_cell(theirs, targets and targets[1]),
+            f"{least:.2f}", "✓" if row.equal else "✗",
+            f"{row.gap_float64:.1e}", f"{row.gap_float32:.1e}",
+        ])  # fmt: skip
+    return markdown_table(header, cells)
+
+
+# ------------------------------------------------------------------------------- main
+def positive_ints(text: str) -> list[int]:
+    """Parse "1,2" for --threads, --batches and the like."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2, got {text!r}")
+    return values
+
+
+def names_among(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = text.split(",")
+        if not all(value in allowed for value in values):
+            raise argparse.ArgumentTypeError(f"expected names among {list(allowed)}, got {text!r}")
+        return values
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few, short repetitions")
+    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per variant (7)")
+    parser.add_argument("--cases", type=names_among(list(CASES)), default=list(CASES))
+    parser.add_argument("--threads", type=positive_ints, default=[1, 2])
+    parser.add_argument(
+        "--optimizers", type=names_among(list(OPTIMIZERS)), default=list(OPTIMIZERS)
+    )
+    parser.add_argument("--batches", type=positive_ints, default=None, help="ref-net batch sizes")
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row], list[str]]:
+    """Run every requested row; return them with the report's markdown lines."""
+    quick = args.quick
+    settings = Settings(
+        repeats=args.repeats or (2 if quick else 7),
+        min_chunk_s=0.002 if quick else 0.025,
+        mlp_steps=4 if quick else 20,
+        device=device,
+    )
+    rows = []
+    for case in args.cases:
+        batches = args.batches if case == "ref" and args.batches else CASES[case].batches
+        for threads in args.threads:
+            for optimizer in args.optimizers:
+                for batch in batches:
+                    row = run_row(case, threads, optimizer, batch, settings)
+                    rows.append(row)
+                    timing = ", ".join(f"{n} {row.us_per_step(n):.1f}" for n in VARIANTS)
+                    print(f"{case} threads={threads} {optimizer} batch={batch}: {timing} us/step",
+                          file=sys.stderr)  # fmt: skip
+    steps = f"one epoch of {REF_POINTS} points (ref), {settings.mlp_steps} steps (MLP)"
+    lines = [
+        "# nograd vs PyTorch: training speed",
+        "",
+        *machine_lines(device),
+        f"- device {device}; unit: {steps}; median of {settings.repeats} interleaved chunks "
+        f"of >= {settings.min_chunk_s * 1000:.0f} ms per variant",
+        "",
+        *results_table(rows),
+        "",
+        f"- us/step: the median of {settings.repeats} chunks. A ratio is the median of the "
+        "per-repetition ratios (the variants run back to back, so a burst of load slows both "
+        "sides of a pair); below 1, the left one is faster.",
+        "- target: the lead's ceilings; they hold for the 1-thread ref rows and every MLP row.",
+        f"- params equal: nograd and minimal agree with PyTorch to {CHECK_TOLERANCE:.0e} in every "
+        f"parameter after {CHECK_STEPS['ref']} (ref) or {CHECK_STEPS['mlp']} (MLP) float64 steps "
+        "from the same weights on the same batches; max Δ float64 is that gap. The float32 "
+        "drift, after thousands of timed steps, is information only: rounding differences "
+        "grow chaotically there (one ReLU crossing zero on one side suffices).",
+    ]
+    if "mlp" in args.cases:
+        lines += ["", *measure_memory(args.optimizers, max(args.threads), settings)]
+    return rows, lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; exit code 1 if any row's parameters disagree, 2 on bad arguments."""
+    args = build_parser().parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("vs_torch: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    threads_before = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):  # leave the caller's generator alone
+            if args.memory_child:
+                torch.set_num_threads(max(args.threads))
+                variant, optimizer = args.memory_child.split(",")
+                print(json.dumps(memory_child(variant, optimizer, device)))
+                return 0
+            rows, lines = benchmark(args, device)
+    finally:
+        torch.set_num_threads(threads_before)
+    text = "\n".join(lines)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    disagree = [row for row in rows if not row.equal]
+    if disagree:
+        print(f"vs_torch: parameters disagree in {len(disagree)} row(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Smoke test of benchmarks/vs_torch.py: its quickest run, its table, its equality check.
+
+Nothing here looks at a timing; the script's numbers are for people to read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from torch import Tensor
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+QUICK = ["--quick", "--cases", "ref", "--batches", "1000", "--threads", "1"]
+EQUAL_COLUMN = 12  # "params equal", counting from 0 after the leading "|"
+
+
+@pytest.fixture(scope="module")
+def vs_torch() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling _common
+    try:
+        yield importlib.import_module("vs_torch")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of each data row of the results table."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("| ref ") or line.startswith("| MLP ")
+    ]
+
+
+def test_quick_run_prints_every_row_and_the_params_agree(
+    vs_torch: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "table.md"
+    threads_before = torch.get_num_threads()
+
+    assert vs_torch.main([*QUICK, "--out", str(out)]) == 0
+
+    written = out.read_text()
+    assert written.strip() in capsys.readouterr().out
+    assert "| case | threads | optimizer | batch | nograd (us/step) |" in written
+    assert "CPU: " in written and f"torch {torch.__version__}" in written
+    rows = table_rows(written)
+    assert [(row[2], row[3]) for row in rows] == [("sgd", "1000"), ("adam", "1000")]
+    for row in rows:
+        assert row[1] == "1"
+        assert all(float(cell) > 0 for cell in row[4:8])  # three timings and a ratio
+        assert row[EQUAL_COLUMN] == "✓"
+        assert float(row[EQUAL_COLUMN + 1]) <= 1e-10  # the float64 gap behind the ✓
+    assert torch.get_num_threads() == threads_before
+
+
+def test_a_wrong_update_is_caught(
+    vs_torch: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    honest = vs_torch.minimal_sgd
+
+    def off_by_one_percent(
+        params: list[Tensor], lr: float, momentum: float
+    ) -> Callable[[list[Tensor]], None]:
+        return honest(params, lr * 1.01, momentum)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(vs_torch, "minimal_sgd", off_by_one_percent)
+
+    assert vs_torch.main([*QUICK, "--optimizers", "sgd"]) == 1
+
+    captured = capsys.readouterr()
+    (row,) = table_rows(captured.out)
+    assert row[EQUAL_COLUMN] == "✗"
+    assert "parameters disagree in 1 row" in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--cases", "resnet"], ["--threads", "0"], ["--batches", "ten"], ["--device", "tpu"]],
+)
+def test_bad_arguments_exit_with_code_2(vs_torch: ModuleType, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        vs_torch.main(argv)
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="would run the whole benchmark on the GPU")
+def test_cuda_without_a_gpu_exits_with_code_2(
+    vs_torch: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert vs_torch.main(["--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
