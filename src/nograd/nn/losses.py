@@ -29,9 +29,7 @@ class Loss(Module):
         reduction: "mean" (the default), "sum" or "none".
     """
 
-    _loss_shape: torch.Size
-    _loss_dtype: torch.dtype
-    _denominator: float | Tensor
+    _denominator: Tensor | None
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -52,9 +50,8 @@ class Loss(Module):
 
     def _reduce(self, loss: Tensor, denominator: Tensor | None = None) -> Tensor:
         """Reduce per-element losses; "mean" divides by ``denominator`` (default: count)."""
-        self._loss_shape, self._loss_dtype = loss.shape, loss.dtype
-        # an empty batch has an empty gradient, so its n only has to avoid 1/0
-        self._denominator = max(loss.numel(), 1) if denominator is None else denominator
+        self._l = loss  # per-element losses l_i: backward needs their shape and dtype
+        self._denominator = denominator
         if self.reduction == "none":
             return loss
         if self.reduction == "sum":
@@ -63,23 +60,26 @@ class Loss(Module):
 
     def _upstream(self, grad_output: Tensor | None) -> float | Tensor:
         """dL/dl_i: the gradient each per-element loss receives from the reduction."""
+        loss = self._saved("_l")
         if self.reduction == "none":
-            if grad_output is None or grad_output.shape != self._loss_shape:
+            if grad_output is None or grad_output.shape != loss.shape:
                 got = None if grad_output is None else tuple(grad_output.shape)
                 raise ValueError(
                     f"{self._describe()}: expected grad_output of shape "
-                    f"{tuple(self._loss_shape)} (the unreduced loss), got {got}"
+                    f"{tuple(loss.shape)} (the unreduced loss), got {got}"
                 )
-            return grad_output.to(self._loss_dtype)  # dL/dl_i = g_i
+            return grad_output.to(loss.dtype)  # dL/dl_i = g_i
         if grad_output is not None and grad_output.dim() != 0:
             raise ValueError(
                 f"{self._describe()}: expected a 0-dim grad_output, "
                 f"got shape {tuple(grad_output.shape)}"
             )
-        scale = 1.0 if grad_output is None else grad_output.to(self._loss_dtype)
+        scale = 1.0 if grad_output is None else grad_output.to(loss.dtype)
         if self.reduction == "sum":
             return scale  # dL/dl_i = g
-        return scale / self._denominator  # dL/dl_i = g / n
+        # an empty batch has an empty gradient, so its n only has to avoid 1/0
+        n = max(loss.numel(), 1) if self._denominator is None else self._denominator
+        return scale / n  # dL/dl_i = g / n
 
     @staticmethod
     def _chain(local: Tensor, g: float | Tensor) -> Tensor:

@@ -128,7 +128,12 @@ class Module:
 
     # ------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
-        if type(value) is Tensor and name not in self._buffers and name not in self._parameters:
+        if not (
+            isinstance(value, (Parameter, Module))
+            or name in self._parameters
+            or name in self._buffers
+            or name in self._modules
+        ):
             object.__setattr__(self, name, value)  # the common case: forward saving a tensor
             return
         if isinstance(value, Parameter):
@@ -148,8 +153,13 @@ class Module:
                     f"{name!r} (Parameter or None expected)"
                 )
             self._parameters[name] = None  # an absent optional parameter, e.g. bias=False
-        elif value is None and name in self._modules:
-            del self._modules[name]
+        elif value is None:
+            del self._modules[name]  # a child set to None is no longer a child
+        else:
+            raise TypeError(
+                f"{self._describe()}: cannot assign {type(value).__name__} to child module "
+                f"{name!r} (Module or None expected)"
+            )
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
