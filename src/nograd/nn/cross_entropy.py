@@ -80,6 +80,16 @@ class CrossEntropyLoss(Loss):
             if e > 0:
                 loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
             return self._reduce(loss)
+        if self.weight is None and not z.is_cpu:
+            # On a GPU the targets are never read (that would stall the device): ignored
+            # rows gather class 0 and are then masked out of the loss and its gradient.
+            kept = y != self.ignore_index  # the rows that count
+            y_col = torch.where(kept, y, 0).long().unsqueeze(1)
+            loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
+            if e > 0:
+                loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
+            self._y_col, self._q, self._ignored = y_col, None, kept.logical_not().unsqueeze(1)
+            return self._reduce(torch.where(kept, loss, 0.0), kept.sum().to(z.dtype))
         return self._forward_general(log_p, y)
 
     def _forward_general(self, log_p: Tensor, y: Tensor) -> Tensor:

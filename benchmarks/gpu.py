@@ -1,0 +1,723 @@
+"""Training speed on a GPU: PyTorch, minimal raw ops and nograd, each eager and as a CUDA graph.
+
+Six variants train the same MLP (ReLU between Linear layers, cross-entropy loss, float32)
+from the same weights on the same batches:
+
+- **PyTorch**: torch.nn, autograd and torch.optim with their CUDA defaults (foreach).
+  Its CUDA graph is torch's documented whole-network recipe: eager warm-up steps on a
+  side stream, ``zero_grad(set_to_none=True)``, then forward, ``backward`` and ``step``
+  captured with ``torch.cuda.graph`` (Adam with ``capturable=True``).
+- **minimal**: raw torch ops, weights as plain tensors, the backward written out (addmm,
+  mm, sum, threshold_backward) and the update as ``_foreach_*`` ops: the practical
+  limit of any torch-based framework. Captured the same way.
+- **nograd**: the public API (``model.backward(loss_fn.backward())``) under
+  ``torch.inference_mode()``; its graph is ``nograd.cuda_graph.GraphedTrainStep``.
+
+Every graph variant takes its first 3 steps eagerly and captures at the 4th, so N calls
+are N training steps for all six. Each graphed step copies its batch into the static
+buffers (that copy is timed). Networks: 2-25-25-25-2 at batch 100, 784-1024-1024-10 at
+batch 256, 1024-4096-4096-4096-1024 at batch 8192 (1024 classes). SGD (lr 0.05,
+momentum 0.9) first, then Adam (lr 1e-3) rows while the time budget lasts.
+
+Timing: per variant, chunks of up to 200 steps (>= 10) between two
+``torch.cuda.synchronize()``; the variants take turns, chunk by chunk, over several
+repetitions, and a cell is the median time per step. Check: before timing, every
+variant trains 8 steps and its parameters must match PyTorch eager's to rtol 1e-4
+(atol 1e-5); the row's last column says ✓ or names who differs.
+
+Usage: python benchmarks/gpu.py [--out FILE] [--quick] [--check-only]
+       [--networks tiny,mlp,wide] [--optimizers sgd,adam] [--repeats N] [--budget-s S]
+Without CUDA it prints one line and exits 0. Exit code 1 if a check fails or a cell errs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+
+try:
+    import nograd
+except ImportError:  # a bare checkout: use its src/
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import nograd
+import nograd.nn
+import nograd.optim
+
+Batch = tuple[Tensor, Tensor]
+VARIANTS = (
+    "PyTorch eager",
+    "PyTorch CUDA graph",
+    "minimal eager",
+    "minimal CUDA graph",
+    "nograd eager",
+    "nograd CUDA graph",
+)
+OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.05, "momentum": 0.9}), "adam": ("Adam", {"lr": 1e-3})}
+WARMUP = 3  # eager steps of a graph variant before its capture
+CHECK_STEPS = 8
+CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-5
+CHECK_OFF = 1e-3  # fraction of elements allowed off: a ReLU at 0 can flip in float32
+N_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class Network:
+    title: str
+    sizes: tuple[int, ...]
+    batch: int
+    # targets (nograd/PyTorch eager, nograd/PyTorch graph) for the SGD rows
+    targets: tuple[float, float]
+
+
+NETWORKS = {
+    "tiny": Network("2-25-25-25-2", (2, 25, 25, 25, 2), 100, (0.40, 0.85)),
+    "mlp": Network("784-1024-1024-10", (784, 1024, 1024, 10), 256, (0.40, 0.85)),
+    "wide": Network("1024-4096x3-1024", (1024, 4096, 4096, 4096, 1024), 8192, (1.00, 1.00)),
+}
+
+
+@dataclass
+class Variant:
+    step: Callable[[Tensor, Tensor], object]
+    parameters: Callable[[], list[Tensor]]  # W_1, b_1, W_2, ... in state_dict order
+    mode: Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+@dataclass
+class Cell:
+    us: list[float] = field(default_factory=list)  # per repetition, microseconds per step
+    steps: int = 0  # per timed chunk
+    error: str | None = None
+    gap: float | None = None  # max |a - b| / (atol + rtol |b|) against PyTorch eager
+    off: float | None = None  # the fraction of elements where that exceeds 1
+    ops: int | None = None  # aten ops of one eager step (views and allocations excluded)
+    note: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.us) if self.us and self.error is None else None
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    repeats: int
+    chunk_s: float  # aim of a timed chunk
+    min_steps: int
+    max_steps: int
+    check_only: bool
+    budget_s: float
+    max_batch: int | None
+    start: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------- counting ops
+NO_WORK = {"empty", "empty_like", "empty_strided", "_local_scalar_dense"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts aten ops that do work on the device: views and bare allocations excluded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if not func.is_view and func._schema.name.split("::")[-1] not in NO_WORK:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+# ------------------------------------------------------------------ the variants
+def torch_mlp(sizes: Sequence[int], device: torch.device) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    for d_in, d_out in itertools.pairwise(sizes):
+        layers += [torch.nn.Linear(d_in, d_out, device=device), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+class WholeStepGraph:
+    """torch's whole-network capture recipe, made lazy so that N calls are N steps.
+
+    The first ``WARMUP`` calls run ``prepare(); body(x, y)`` eagerly on a side stream;
+    the next runs ``prepare()`` and captures ``body`` on static copies of the batch;
+    every call from then on copies its batch in and replays. ``dry=True`` (no CUDA)
+    runs ``prepare(); body(static x, static y)`` instead of each replay.
+    """
+
+    def __init__(
+        self,
+        body: Callable[[Tensor, Tensor], object],
+        prepare: Callable[[], object],
+        example: Batch,
+        dry: bool,
+    ) -> None:
+        self.body, self.prepare, self.dry = body, prepare, dry
+        self.x, self.y = (t.clone() for t in example)
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, x: Tensor, y: Tensor) -> None:
+        self.calls += 1
+        if self.calls <= WARMUP:
+            if self.dry:
+                self.prepare()
+                self.body(x, y)
+                return
+            side, current = torch.cuda.Stream(), torch.cuda.current_stream()
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                self.prepare()
+                self.body(x, y)
+            current.wait_stream(side)
+            return
+        self.x.copy_(x)
+        self.y.copy_(y)
+        if self.dry:
+            self.prepare()
+            self.body(self.x, self.y)
+            return
+        if self.graph is None:
+            self.prepare()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.body(self.x, self.y)
+        self.graph.replay()
+
+
+def build_torch(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    example: Batch,
+    graphed: bool,
+) -> Variant:
+    model = torch_mlp(sizes, device)
+    model.load_state_dict(init)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    name, options = OPTIMIZERS[optimizer]
+    if name == "Adam" and graphed and device.type == "cuda":
+        options = {**options, "capturable": True}  # t on the device, as a graph needs
+    opt = getattr(torch.optim, name)(model.parameters(), **options)
+
+    def body(x: Tensor, y: Tensor) -> None:
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    def zero_grad() -> None:
+        opt.zero_grad(set_to_none=True)
+
+    if graphed:
+        graph = WholeStepGraph(body, zero_grad, example, dry=device.type != "cuda")
+        step: Callable[[Tensor, Tensor], object] = graph
+    else:
+
+        def step(x: Tensor, y: Tensor) -> None:
+            zero_grad()
+            body(x, y)
+
+    return Variant(step, lambda: [p.detach() for p in model.parameters()], torch.enable_grad)
+
+
+class MinimalSGD:
+    """b = g on the first step, then b = mu b + g; p -= lr b (torch's SGD, foreach)."""
+
+    def __init__(self, params: list[Tensor], lr: float, momentum: float) -> None:
+        self.params, self.lr, self.momentum = params, lr, momentum
+        self.buffers: list[Tensor] | None = None
+
+    def __call__(self, grads: list[Tensor]) -> None:
+        if self.buffers is None:
+            self.buffers = list(grads)  # b = g: fresh tensors every step, no copy needed
+        else:
+            torch._foreach_mul_(self.buffers, self.momentum)  # b = mu b
+            torch._foreach_add_(self.buffers, grads)  # b = b + g
+        torch._foreach_add_(self.params, self.buffers, alpha=-self.lr)  # p -= lr b
+
+
+class MinimalAdam:
+    """torch's foreach Adam; t and the bias corrections on the device when capturable."""
+
+    def __init__(self, params: list[Tensor], lr: float, capturable: bool) -> None:
+        self.params, self.lr, self.capturable = params, lr, capturable
+        self.beta1, self.beta2, self.eps = 0.9, 0.999, 1e-8
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t: float | Tensor = torch.zeros((), device=params[0].device) if capturable else 0.0
+
+    def __call__(self, grads: list[Tensor]) -> None:
+        beta1, beta2 = self.beta1, self.beta2
+        torch._foreach_lerp_(self.m, grads, 1 - beta1)  # m = beta1 m + (1 - beta1) g
+        torch._foreach_mul_(self.v, beta2)  # v = beta2 v
+        torch._foreach_addcmul_(self.v, grads, grads, value=1 - beta2)  # v += (1 - beta2) g^2
+        denom = torch._foreach_sqrt(self.v)
+        if isinstance(self.t, Tensor):
+            self.t.add_(1)
+            torch._foreach_div_(denom, torch.sqrt(1 - torch.pow(beta2, self.t)))
+            torch._foreach_add_(denom, self.eps)
+            torch._foreach_div_(denom, torch.pow(beta1, self.t).sub_(1).reciprocal_() * self.lr)
+            torch._foreach_addcdiv_(self.params, self.m, denom)  # p -= lr m_hat / (...)
+        else:
+            self.t += 1
+            torch._foreach_div_(denom, (1 - beta2**self.t) ** 0.5)
+            torch._foreach_add_(denom, self.eps)
+            step_size = self.lr / (1 - beta1**self.t)
+            torch._foreach_addcdiv_(self.params, self.m, denom, value=-step_size)
+
+
+def build_minimal(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    example: Batch,
+    graphed: bool,
+) -> Variant:
+    params = [t.to(device, copy=True) for t in init.values()]  # W_1, b_1, W_2, ...
+    _, options = OPTIMIZERS[optimizer]
+    update = (
+        MinimalSGD(params, **options)
+        if optimizer == "sgd"
+        else MinimalAdam(params, options["lr"], capturable=graphed)
+    )
+    weights, biases = params[0::2], params[1::2]
+    last = len(weights) - 1
+    threshold_backward = torch.ops.aten.threshold_backward.default  # dL/da * [a > 0]
+    n = example[0].shape[0]
+    minus_one = torch.full((n, 1), -1.0, device=device)
+
+    def step(x: Tensor, y: Tensor) -> None:
+        activations = [x]  # a_l = relu(a_{l-1} W_l^T + b_l)
+        for W, b in zip(weights[:last], biases[:last], strict=True):
+            activations.append(torch.addmm(b, activations[-1], W.t()).relu_())
+        log_p = torch.log_softmax(torch.addmm(biases[last], activations[-1], weights[last].t()), 1)
+        F.nll_loss(log_p, y)  # the loss value, which the other variants compute too
+        g = torch.exp(log_p).scatter_add_(1, y.unsqueeze(1), minus_one).mul_(1 / n)  # dL/dz
+        grads: list[Tensor] = [x] * len(params)
+        for layer in range(last, -1, -1):
+            a = activations[layer]
+            grads[2 * layer] = torch.mm(g.t(), a)  # dL/dW = g^T a
+            grads[2 * layer + 1] = g.sum(0)  # dL/db = sum_n g_n
+            if layer > 0:  # dL/da_{l-1} = (g W) * [a_{l-1} > 0]
+                g = threshold_backward(torch.mm(g, weights[layer]), a, 0)
+        update(grads)
+
+    if graphed:
+        step = WholeStepGraph(step, lambda: None, example, dry=device.type != "cuda")  # type: ignore[assignment]
+    return Variant(step, lambda: params, torch.inference_mode)
+
+
+def build_nograd(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    example: Batch,
+    graphed: bool,
+) -> Variant:
+    layers: list[nograd.nn.Module] = []
+    for d_in, d_out in itertools.pairwise(sizes):
+        layers += [nograd.nn.Linear(d_in, d_out, device=device), nograd.nn.ReLU()]
+    model = nograd.nn.Sequential(*layers[:-1])
+    model.load_state_dict(init)
+    model.needs_input_grad = False
+    loss_fn = nograd.nn.CrossEntropyLoss()
+    name, options = OPTIMIZERS[optimizer]
+    opt = getattr(nograd.optim, name)(model.parameters(), **options)
+    parameters = lambda: list(model.state_dict().values())  # noqa: E731
+    if graphed:
+        from nograd.cuda_graph import GraphedTrainStep
+
+        return Variant(
+            GraphedTrainStep(model, loss_fn, opt, *example), parameters, torch.inference_mode
+        )
+
+    def step(x: Tensor, y: Tensor) -> None:
+        opt.zero_grad()
+        loss_fn(model(x), y)  # the loss value, which a user would log
+        model.backward(loss_fn.backward())
+        opt.step()
+
+    return Variant(step, parameters, torch.inference_mode)
+
+
+BUILDERS = {
+    "PyTorch eager": (build_torch, False),
+    "PyTorch CUDA graph": (build_torch, True),
+    "minimal eager": (build_minimal, False),
+    "minimal CUDA graph": (build_minimal, True),
+    "nograd eager": (build_nograd, False),
+    "nograd CUDA graph": (build_nograd, True),
+}
+
+
+# ----------------------------------------------------------------------- a row
+def describe(error: BaseException) -> str:
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    text = " ".join(str(error).split())[:300]
+    return f"{type(error).__name__}: {text} ({Path(where.filename).name}:{where.lineno})"
+
+
+def make_data(network: Network, batch: int, device: torch.device) -> list[Batch]:
+    generator = torch.Generator(device=device).manual_seed(1)
+    d_in, classes = network.sizes[0], network.sizes[-1]
+    return [
+        (
+            torch.randn(batch, d_in, generator=generator, device=device),
+            torch.randint(0, classes, (batch,), generator=generator, device=device),
+        )
+        for _ in range(N_BATCHES)
+    ]
+
+
+def relative_gap(ours: list[Tensor], reference: list[Tensor]) -> tuple[float, float]:
+    """(max, fraction > 1) of |a - b| / (atol + rtol |b|) over every element; NaN counts as off."""
+    gaps = torch.cat(
+        [
+            ((a - b).abs() / (CHECK_ATOL + CHECK_RTOL * b.abs())).flatten().nan_to_num(float("inf"))
+            for a, b in zip(ours, reference, strict=True)
+        ]
+    )
+    return float(gaps.max()), float((gaps > 1).double().mean())
+
+
+def timed_chunk(variant: Variant, data: list[Batch], steps: int, device: torch.device) -> float:
+    """Microseconds per step over ``steps`` steps, the device drained before and after."""
+    with variant.mode():
+        sync(device)
+        start = time.perf_counter()
+        for i in range(steps):
+            variant.step(*data[i % len(data)])
+        sync(device)
+    return (time.perf_counter() - start) / steps * 1e6
+
+
+def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, Cell]:
+    device = settings.device
+    batch = min(network.batch, settings.max_batch or network.batch)
+    torch.manual_seed(0)
+    init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
+    data = make_data(network, batch, device)
+    cells = {name: Cell() for name in VARIANTS}
+    variants: dict[str, Variant] = {}
+    for name, (builder, graphed) in BUILDERS.items():
+        if name == "nograd CUDA graph" and device.type != "cuda":
+            cells[name].note = "n/a (CPU)"  # GraphedTrainStep refuses CPU tensors
+            continue
+        try:
+            variants[name] = builder(network.sizes, init, optimizer, device, data[0], graphed)
+            if graphed and device.type != "cuda" and not name.startswith("nograd"):
+                cells[name].note = "dry run (no CUDA)"
+        except Exception as error:
+            cells[name].error = f"build: {describe(error)}"
+
+    trained: dict[str, list[Tensor]] = {}
+    for name, variant in list(variants.items()):
+        try:
+            with variant.mode():
+                for i in range(CHECK_STEPS):
+                    variant.step(*data[i % N_BATCHES])
+            sync(device)
+            trained[name] = [p.detach().float().clone() for p in variant.parameters()]
+        except Exception as error:
+            cells[name].error = f"check: {describe(error)}"
+            del variants[name]
+            continue
+        if "graph" not in name:  # one more step, its ops counted (for information only)
+            try:
+                with variant.mode(), OpCounter() as counter:
+                    variant.step(*data[0])
+                sync(device)
+                cells[name].ops = counter.count
+            except Exception as error:
+                log(f"  counting the ops of {name} failed: {describe(error)}")
+    reference = trained.get("PyTorch eager")
+    for name, params in trained.items():
+        if reference is not None:
+            cells[name].gap, cells[name].off = relative_gap(params, reference)
+    del trained
+    log(
+        "  checked: "
+        + ", ".join(
+            f"{name} "
+            + (
+                "ERR"
+                if cells[name].error
+                else "n/a"
+                if cells[name].gap is None
+                else f"max {cells[name].gap:.2g} off {cells[name].off:.1e}"
+            )
+            for name in VARIANTS
+        )
+    )
+    if settings.check_only:
+        return cells
+
+    steps: dict[str, int] = {}
+    for name, variant in list(variants.items()):  # calibrate: one short untimed chunk
+        try:
+            us = timed_chunk(variant, data, settings.min_steps, device)
+            aim = round(settings.chunk_s * 1e6 / max(us, 1e-3))
+            steps[name] = min(settings.max_steps, max(settings.min_steps, aim))
+            cells[name].steps = steps[name]
+        except Exception as error:
+            cells[name].error = f"time: {describe(error)}"
+            del variants[name]
+    names = list(variants)
+    for repeat in range(settings.repeats):
+        order = names[repeat % max(len(names), 1) :] + names[: repeat % max(len(names), 1)]
+        for name in order:
+            if name not in variants:
+                continue
+            try:
+                cells[name].us.append(timed_chunk(variants[name], data, steps[name], device))
+            except Exception as error:
+                cells[name].error = f"time: {describe(error)}"
+                del variants[name]
+        if settings.elapsed() > settings.budget_s + 60:
+            log(f"  over budget: stopping after {repeat + 1} repetitions")
+            break
+    return cells
+
+
+# ---------------------------------------------------------------------- report
+def ratio(cells: dict[str, Cell], ours: str, theirs: str) -> float | None:
+    a, b = cells[ours].median, cells[theirs].median
+    return None if a is None or b is None else a / b
+
+
+def format_cell(cell: Cell) -> str:
+    if cell.error:
+        return "error"
+    if cell.median is None:
+        return cell.note or "—"
+    text = f"{cell.median:.1f}" if cell.median < 1000 else f"{cell.median:.0f}"
+    return text + (" (dry)" if cell.note else "")
+
+
+def check_failed(cell: Cell) -> bool:
+    return cell.off is not None and not cell.off <= CHECK_OFF
+
+
+def check_mark(cells: dict[str, Cell]) -> str:
+    if cells["PyTorch eager"].gap is None:
+        return "— (no reference)"
+    bad = [f"{name} {cell.off:.1%} off" for name, cell in cells.items() if check_failed(cell)]
+    return "✓" if not bad else "✗ " + "; ".join(bad)
+
+
+def target_cell(value: float | None, target: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" + (
+        "" if target is None else f" (≤ {target:.2f} {'✓' if value <= target else '✗'})"
+    )
+
+
+def report(rows: list[dict[str, Any]], header_lines: list[str], settings: Settings) -> list[str]:
+    header = [
+        "network",
+        "batch",
+        "optimizer",
+        *VARIANTS,
+        "nograd/PyTorch eager",
+        "nograd/PyTorch graph",
+        "check",
+    ]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 3 + ["---:"] * (len(VARIANTS) + 2) + ["---"]) + "|",
+    ]
+    errors, ops = [], []
+    for row in rows:
+        cells, network = row["cells"], NETWORKS[row["network"]]
+        targets = network.targets if row["optimizer"] == "sgd" else (None, None)
+        eager = ratio(cells, "nograd eager", "PyTorch eager")
+        graph = ratio(cells, "nograd CUDA graph", "PyTorch CUDA graph")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    network.title,
+                    str(row["batch"]),
+                    row["optimizer"],
+                    *(format_cell(cells[n]) for n in VARIANTS),
+                    target_cell(eager, targets[0]),
+                    target_cell(graph, targets[1]),
+                    check_mark(cells),
+                ]
+            )
+            + " |"
+        )
+        errors += [
+            f"- {network.title} {row['optimizer']}, {n}: {c.error}"
+            for n, c in cells.items()
+            if c.error
+        ]
+        counts = ", ".join(f"{n} {c.ops}" for n, c in cells.items() if c.ops is not None)
+        ops.append(f"- {network.title} {row['optimizer']}: {counts}")
+    return [
+        "# Training step time on the GPU (microseconds per step, float32)",
+        "",
+        *header_lines,
+        f"- median of {settings.repeats} interleaved chunks of {settings.min_steps}-"
+        f"{settings.max_steps} steps per cell; cross-entropy loss; targets apply to SGD rows",
+        "",
+        *lines,
+        "",
+        f"check: after {CHECK_STEPS} identical steps ({WARMUP} eager, then graphed), every "
+        f"variant's parameters equal PyTorch eager's to rtol {CHECK_RTOL:g}, atol {CHECK_ATOL:g}, "
+        f"but for at most {CHECK_OFF:.1%} of the elements (a ReLU input at 0 flips with a tiny "
+        "change of the weights, and Adam turns the tiny gradient it lets through into a full "
+        "step).",
+        "",
+        "aten ops per eager step (views and bare allocations excluded):",
+        *ops,
+        *(["", "errors:", *errors] if errors else []),
+    ]
+
+
+def environment(device: torch.device) -> tuple[list[str], dict[str, Any]]:
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "device": str(device),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(
+            gpu=props.name,
+            sms=props.multi_processor_count,
+            memory_gib=round(props.total_memory / 2**30, 1),
+        )
+    lines = [
+        f"- {info.get('gpu', 'CPU (dry run of the graph variants)')}; torch {info['torch']}, "
+        f"CUDA {info['cuda']}, Python {info['python']}; {info['date']}",
+        f"- TF32 matmul: {info['tf32_matmul']} (float32 matmul precision "
+        f"'{info['float32_matmul_precision']}')",
+    ]
+    return lines, info
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def names(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+        def parse(text: str) -> list[str]:
+            values = text.split(",")
+            if not all(value in allowed for value in values):
+                raise argparse.ArgumentTypeError(
+                    f"expected names among {list(allowed)}, got {text!r}"
+                )
+            return values
+
+        return parse
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--out", type=Path, help="write the markdown here, and JSON beside it")
+    parser.add_argument("--quick", action="store_true", help="a fast sanity run")
+    parser.add_argument("--check-only", action="store_true", help="only the correctness checks")
+    parser.add_argument("--networks", type=names(list(NETWORKS)), default=list(NETWORKS))
+    parser.add_argument("--optimizers", type=names(list(OPTIMIZERS)), default=list(OPTIMIZERS))
+    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per cell (5)")
+    parser.add_argument("--budget-s", type=float, default=200.0, help="start no row after this")
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: debugging
+    parser.add_argument("--max-batch", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        log(f"gpu.py: no CUDA device here (torch {torch.__version__}); nothing to measure")
+        return 0
+    settings = Settings(
+        device=device,
+        repeats=args.repeats or (2 if args.quick else 5),
+        chunk_s=0.02 if args.quick else 0.25,
+        min_steps=3 if args.quick else 10,
+        max_steps=20 if args.quick else 200,
+        check_only=args.check_only,
+        budget_s=args.budget_s,
+        max_batch=args.max_batch,
+    )
+    header_lines, info = environment(device)
+    for line in header_lines:
+        log(line)
+    rows: list[dict[str, Any]] = []
+    skipped = []
+    for optimizer in args.optimizers:
+        for key in args.networks:
+            network = NETWORKS[key]
+            if settings.elapsed() > settings.budget_s:
+                skipped.append(f"{network.title} {optimizer}")
+                continue
+            batch = min(network.batch, settings.max_batch or network.batch)
+            log(f"{network.title} batch {batch} {optimizer} ({settings.elapsed():.0f} s)")
+            cells = run_row(network, optimizer, settings)
+            rows.append({"network": key, "optimizer": optimizer, "cells": cells, "batch": batch})
+            log("  us/step: " + ", ".join(f"{n} {format_cell(c)}" for n, c in cells.items()))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    lines = report(rows, header_lines, settings)
+    if skipped:
+        lines += ["", f"skipped (time budget {settings.budget_s:.0f} s): {', '.join(skipped)}"]
+    lines += ["", f"total {settings.elapsed():.0f} s"]
+    log("\n".join(["", *lines]))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        payload = {
+            "environment": info,
+            "settings": {k: str(v) for k, v in vars(settings).items()},
+            "rows": [
+                {
+                    **row,
+                    "cells": {
+                        n: {**vars(c), "median_us": c.median} for n, c in row["cells"].items()
+                    },
+                }
+                for row in rows
+            ],
+            "skipped": skipped,
+        }
+        args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    failed = any(c.error or check_failed(c) for r in rows for c in r["cells"].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""One whole training step recorded as a CUDA graph and replayed with a single launch.
+
+Why: a GPU runs kernels that the CPU launches one at a time. For a small network each
+kernel needs a few microseconds of GPU time, but launching it from Python (the
+interpreter, torch's dispatcher, the driver) costs more, so the GPU waits for the CPU.
+A CUDA graph records the kernels of one step once, with the memory addresses they read
+and write (*capture*), and then launches the whole recording with one call (*replay*):
+the CPU's cost per step no longer grows with the number of kernels.
+
+What a recording implies, and how ``GraphedTrainStep`` deals with it:
+
+- **Fixed addresses.** Every replay reads the same input tensors, so each batch is first
+  copied into static input and target buffers, and every replay writes the same loss
+  tensor. Tensors made during the capture (activations, the loss, the gradients) come
+  from memory reserved for the graph, at addresses every replay reuses. Tensors made
+  before it (parameters, optimizer state) are used in place: warm-up steps create them
+  all, since a buffer that an optimizer makes on its first step would otherwise be made
+  once, at the capture, and never again.
+- **Fixed shapes.** A batch must have the example's shape; a training loop drops the
+  last, partial batch of an epoch (or runs it without the graph).
+- **Only GPU work is recorded.** Python runs once, during the capture: a Python number
+  computed then (the learning rate, Adam's bias correction 1 - beta1^t) is frozen into
+  the graph. So Adam's step count t lives on the GPU here (``capturable_adam_step``), and
+  a changed learning rate (a scheduler) or a changed train/eval mode triggers a new capture.
+- **No host synchronisation.** Reading a value on the CPU (``.item()``, ``.tolist()``,
+  ``int(t)``, an ``if`` on a tensor) waits for the GPU, which a capture cannot do: nothing
+  has run yet. The last warm-up step runs with torch's sync debug mode set to "error",
+  so such a read is reported, with its traceback, before any capture is attempted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from nograd.nn.losses import Loss
+from nograd.nn.module import Module, Parameter
+from nograd.optim import SGD, Adam, Optimizer
+
+
+class GraphedTrainStep:
+    """``loss = step(x, y)``: zero_grad, forward, loss, backward and update as one CUDA graph.
+
+    The first ``warmup`` calls run the step eagerly on a side stream (they create the
+    gradients, the momentum buffers and Adam's moments, and load the GPU libraries); the
+    next call captures the step, and every later call copies the batch into the static
+    buffers and replays it. The warm-up calls are real training steps on the batches
+    they are given, so N calls train exactly as N eager steps would. The step::
+
+        optimizer.zero_grad(set_to_none=True)     # the backward writes fresh gradients
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        optimizer.step()                          # Adam: capturable_adam_step instead
+
+    Supports ``SGD`` (every option), ``Adam`` and ``AdamW``. The graph is captured again
+    whenever a param group's options (a scheduler's lr) or a module's training mode
+    differ from the capture's; that costs milliseconds, so schedule per epoch, not per
+    step. Sets ``model.needs_input_grad = False``: nobody wants dL/d(data).
+
+    Clearing gradients to None at the capture (torch's recipe) lets the backward store
+    dL/dW = g^T x directly, where zeroing them in place would cost one more kernel per
+    parameter and an accumulation per bias, every step.
+
+    Do not replace parameters or optimizer state between calls (``model.to``,
+    ``optimizer.load_state_dict``): the graph keeps the old tensors; and do not take
+    eager steps in between (Adam's t on the device would fall behind). Build a new step.
+
+    Args:
+        model: the network, on a CUDA device.
+        loss_fn: a nograd loss with reduction "mean" or "sum" (a scalar loss).
+        optimizer: an SGD, Adam or AdamW over (some of) the model's parameters.
+        example_input: a batch of inputs: fixes the shape, dtype and device of each batch.
+        example_target: a batch of targets, likewise.
+        warmup: eager steps before the capture (>= 1).
+
+    Shape:
+        x: the example input's shape, y: the example target's -> loss: (). The returned
+        loss and ``output`` are overwritten by the next call: ``.clone()`` them to keep.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: Loss,
+        optimizer: Optimizer,
+        example_input: Tensor,
+        example_target: Tensor,
+        warmup: int = 3,
+    ) -> None:
+        _check_arguments(model, loss_fn, optimizer, example_input, example_target, warmup)
+        _require_cuda(example_input, "example_input")
+        _require_cuda(example_target, "example_target")
+        for name, param in model.named_parameters():
+            if param.device != example_input.device:
+                raise ValueError(
+                    f"GraphedTrainStep: expected the model on {example_input.device} (the "
+                    f"example_input's device), got parameter {name!r} on {param.device}"
+                )
+        self.model, self.loss_fn, self.optimizer, self.warmup = model, loss_fn, optimizer, warmup
+        self.captures = 0  # how many times the step was captured (1 + re-captures)
+        model.needs_input_grad = False
+        self._modules = [*model.modules(), loss_fn]
+        self._x = example_input.detach().clone()  # the static buffers every replay reads
+        self._y = example_target.detach().clone()
+        self._calls = 0
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._captured_settings: object = None
+        self._loss = self._output = torch.empty(0)
+        self._adam_t: list[Tensor] = []  # Adam: t per param group, on the device
+        self._adam_params: list[Parameter] = []  # whose Python state["step"] mirrors t
+
+    @property
+    def output(self) -> Tensor:
+        """The model's output for the last batch (overwritten by the next call)."""
+        return self._output
+
+    @property
+    def input_shape(self) -> torch.Size:
+        """The shape every input batch must have (the example's)."""
+        return self._x.shape
+
+    @property
+    def target_shape(self) -> torch.Size:
+        """The shape every target batch must have (the example's)."""
+        return self._y.shape
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        """Train on one batch; return the loss as a 0-dim device tensor (no host sync)."""
+        _check_batch(x, self._x, "input")
+        _check_batch(y, self._y, "target")
+        self._calls += 1
+        if self._calls <= self.warmup:
+            return self._warmup_step(x, y, check_syncs=self._calls == self.warmup)
+        settings = self._settings()
+        if self._graph is None or settings != self._captured_settings:
+            self._capture(settings)
+        assert self._graph is not None
+        self._x.copy_(x)
+        self._y.copy_(y)
+        self._graph.replay()
+        for param in self._adam_params:  # the replay advanced t on the device; so do we
+            state = self.optimizer.state[param]
+            state["step"] = float(state["step"]) + 1
+        return self._loss
+
+    # ------------------------------------------------------------------ internals
+    def _step(self, x: Tensor, y: Tensor, capturable: bool) -> tuple[Tensor, Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        output = self.model(x)
+        loss = self.loss_fn(output, y)
+        self.model.backward(self.loss_fn.backward())
+        if capturable and isinstance(self.optimizer, Adam):
+            capturable_adam_step(self.optimizer, self._adam_t)
+        else:
+            self.optimizer.step()
+        return loss, output
+
+    def _warmup_step(self, x: Tensor, y: Tensor, check_syncs: bool) -> Tensor:
+        """An eager step on a side stream, as torch's capture recipe asks."""
+        current = torch.cuda.current_stream(x.device)
+        side = torch.cuda.Stream(x.device)  # type: ignore[no-untyped-call]
+        side.wait_stream(current)
+        previous_mode = torch.cuda.get_sync_debug_mode()
+        try:
+            with torch.cuda.stream(side):
+                if check_syncs:  # any host sync raises here, before the capture would fail
+                    torch.cuda.set_sync_debug_mode("error")
+                self._loss, self._output = self._step(x, y, capturable=False)
+        except RuntimeError as error:
+            if "synchroniz" not in str(error):
+                raise
+            raise RuntimeError(
+                "GraphedTrainStep: the training step waits for the GPU (a host sync such as "
+                ".item() or .tolist()), which a CUDA graph cannot capture; see the traceback "
+                f"above for where. torch said: {error}"
+            ) from error
+        finally:
+            torch.cuda.set_sync_debug_mode(previous_mode)
+        current.wait_stream(side)
+        return self._loss
+
+    def _capture(self, settings: object) -> None:
+        self._graph = None  # release the previous recording and what it allocated
+        self._loss = self._output = torch.empty(0)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._adam_t, self._adam_params = [], []
+        if isinstance(self.optimizer, Adam):
+            self._adam_t = adam_step_counts(self.optimizer)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._loss, self._output = self._step(self._x, self._y, capturable=True)
+        if isinstance(self.optimizer, Adam):  # those the captured step updates
+            groups = self.optimizer.param_groups
+            self._adam_params = [
+                p for group in groups for p in group["params"] if p.grad is not None
+            ]
+        self._graph, self._captured_settings = graph, settings
+        self.captures += 1
+
+    def _settings(self) -> object:
+        """Everything Python-side that the graph freezes: group options, training modes."""
+        groups = [
+            [(key, value) for key, value in group.items() if key != "params"]
+            for group in self.optimizer.param_groups
+        ]
+        return groups, [module.training for module in self._modules]
+
+
+def adam_step_counts(optimizer: Adam) -> list[Tensor]:
+    """Adam's t per param group, as 0-dim float64 tensors on the group's device.
+
+    Read from ``state["step"]`` of the parameters that have state, not from which ones
+    have a gradient now: a ``zero_grad()`` between two calls must change nothing.
+
+    Raises:
+        ValueError: if the parameters of one group have taken different numbers of steps.
+    """
+    counts = []
+    for i, group in enumerate(optimizer.param_groups):
+        params = [param for param in group["params"] if optimizer.state.get(param)]
+        steps = {float(optimizer.state[param]["step"]) for param in params}
+        if len(steps) > 1:
+            raise ValueError(
+                f"GraphedTrainStep: expected every parameter of param_groups[{i}] to have "
+                f"taken the same number of steps, got step counts {sorted(steps)}"
+            )
+        device = params[0].device if params else group["params"][0].device
+        counts.append(
+            torch.tensor(steps.pop() if steps else 0.0, dtype=torch.float64, device=device)
+        )
+    return counts
+
+
+def capturable_adam_step(optimizer: Adam, steps: Sequence[Tensor]) -> None:
+    """``optimizer.step()`` for Adam/AdamW with t on the device, so a graph can replay it.
+
+    The update is ``Adam.step``'s (see its docstring); only the step count t, the bias
+    corrections and the step size s = lr / (1 - beta1^t) are tensors, computed on the
+    device in float64, where ``Adam.step`` computes them as Python floats that a capture
+    would freeze. The last line is rearranged (as in ``torch.optim.Adam(capturable=True)``)
+    because ``addcdiv_`` takes its factor as a Python number only::
+
+        p - s m / d  =  p + m / (d / -s),   d = sqrt(v) / sqrt(1 - beta2^t) + eps
+
+    ``state["step"]`` (a Python float) is left alone: a graph replays tensor work only,
+    so whoever replays advances it (``GraphedTrainStep`` does, after every replay).
+
+    Args:
+        optimizer: an Adam or AdamW whose state exists (after at least one eager step).
+        steps: t of each param group before this step (``adam_step_counts``), advanced
+            in place.
+    """
+    for group, t in zip(optimizer.param_groups, steps, strict=True):
+        params = [param for param in group["params"] if param.grad is not None]
+        if not params:
+            continue
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
+        states = [optimizer.state[param] for param in params]
+        if not all(states):
+            raise ValueError(
+                f"GraphedTrainStep: a parameter has a gradient but no {type(optimizer).__name__}"
+                " state; every parameter must take part in the warm-up steps"
+            )
+        p = [param.data for param in params]
+        g = [param.grad for param in params if param.grad is not None]
+        m = [state["exp_avg"] for state in states]
+        v = [state["exp_avg_sq"] for state in states]
+        if group["maximize"]:
+            g = list(torch._foreach_neg(g))  # g = -g
+        if weight_decay != 0:
+            if group["decoupled_weight_decay"]:
+                torch._foreach_mul_(p, 1 - lr * weight_decay)  # p = p * (1 - lr * wd)
+            else:
+                g = list(torch._foreach_add(g, p, alpha=weight_decay))  # g = g + wd * p
+        torch._foreach_lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
+        torch._foreach_mul_(v, beta2)  # v = beta2 * v
+        torch._foreach_addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+        if amsgrad:
+            v_max = [state["max_exp_avg_sq"] for state in states]
+            torch._foreach_maximum_(v_max, v)  # v_max = max(v_max, v)
+            v = v_max
+        t.add_(1)  # t = t + 1, on the device
+        if lr == 0:
+            continue  # s = 0: p stays as it is (d / -s would divide by zero)
+        dtype = p[0].dtype
+        bias_correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, t)).to(dtype)  # sqrt(1 - beta2^t)
+        minus_s = torch.reciprocal(1 - torch.pow(beta1, t)).mul_(-lr).to(dtype)  # -lr/(1-beta1^t)
+        denom = torch._foreach_sqrt(v)  # sqrt(v)
+        torch._foreach_div_(denom, bias_correction2_sqrt)  # sqrt(v) / sqrt(1 - beta2^t)
+        torch._foreach_add_(denom, eps)  # d = ... + eps
+        torch._foreach_div_(denom, minus_s)  # d / -s
+        torch._foreach_addcdiv_(p, m, denom)  # p = p + m / (d / -s) = p - s m / d
+
+
+# ---------------------------------------------------------------------- checks
+def _check_arguments(
+    model: Module, loss_fn: Loss, optimizer: Optimizer, x: Tensor, y: Tensor, warmup: int
+) -> None:
+    for name, value in (("model", model), ("loss_fn", loss_fn)):
+        if not isinstance(value, Module):
+            raise TypeError(
+                f"GraphedTrainStep: expected {name} to be a nograd Module, "
+                f"got {type(value).__name__}"
+            )
+    if type(optimizer) is not SGD and not isinstance(optimizer, Adam):
+        raise TypeError(
+            "GraphedTrainStep: expected an SGD, Adam or AdamW optimizer (the ones whose "
+            f"step a graph can replay), got {type(optimizer).__name__}"
+        )
+    for name, tensor in (("example_input", x), ("example_target", y)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"GraphedTrainStep: expected {name} to be a Tensor, got {type(tensor).__name__}"
+            )
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+        raise ValueError(
+            "GraphedTrainStep: expected warmup to be an int >= 1 (the eager steps that "
+            f"create gradients and optimizer state before the capture), got {warmup!r}"
+        )
+    if getattr(loss_fn, "reduction", "mean") == "none":
+        raise ValueError(
+            f"GraphedTrainStep: expected a scalar loss, got {loss_fn._describe()} "
+            "(reduction='none')"
+        )
+    for module in model.modules():
+        if getattr(module, "generator", None) is not None:
+            raise ValueError(
+                f"GraphedTrainStep: {module._describe()} draws from its own torch.Generator, "
+                "which a CUDA graph does not advance; use generator=None (torch's default "
+                "CUDA generator is graph-safe)"
+            )
+
+
+def _require_cuda(tensor: Tensor, name: str) -> None:
+    if tensor.device.type != "cuda":
+        raise ValueError(
+            f"GraphedTrainStep: CUDA graphs need CUDA tensors, got {name} on "
+            f"{tensor.device}; train on the CPU without it, or move model and data to 'cuda'"
+        )
+
+
+def _check_batch(batch: Tensor, static: Tensor, name: str) -> None:
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"GraphedTrainStep: expected the {name} to be a Tensor, got {batch!r}")
+    if batch.shape != static.shape:
+        raise ValueError(
+            f"GraphedTrainStep: expected {name} of shape {tuple(static.shape)} (the example's: "
+            f"a graph replays fixed shapes, so drop the last partial batch), "
+            f"got {tuple(batch.shape)}"
+        )
+    if batch.dtype != static.dtype or batch.device != static.device:
+        raise TypeError(
+            f"GraphedTrainStep: expected {name} of dtype {static.dtype} on {static.device} "
+            f"(the example's), got {batch.dtype} on {batch.device}"
+        )

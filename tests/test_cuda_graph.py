@@ -1,0 +1,488 @@
+"""GraphedTrainStep: N graphed steps train exactly as N eager steps.
+
+Without a GPU the CUDA graph is emulated (``FakeCuda``): a dispatch mode records every
+aten op of the capture, undoes what the capture wrote, and a replay re-runs the recorded
+ops on the recorded tensors. Python code therefore runs once, at the capture, and Python
+numbers are frozen, as on a GPU, so these tests catch what a real graph would get wrong
+(Adam's step count, a changed lr). Host reads (.item(), .tolist()) raise during capture.
+The tests marked ``cuda`` run the real thing and skip without a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+import nograd.cuda_graph
+from nograd.cuda_graph import GraphedTrainStep, adam_step_counts, capturable_adam_step
+from nograd.nn import (
+    CrossEntropyLoss,
+    Dropout,
+    Linear,
+    Module,
+    MSELoss,
+    Parameter,
+    ReLU,
+    Sequential,
+    Tanh,
+)
+from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from nograd.optim.lr_scheduler import StepLR
+from tests.oracle import tolerance
+
+HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+OPTIMIZERS: list[tuple[type[Optimizer], dict[str, Any]]] = [
+    (SGD, {"lr": 0.1}),
+    (SGD, {"lr": 0.1, "momentum": 0.9}),
+    (SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.05}),
+    (SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True, "maximize": True}),
+    (Adam, {"lr": 0.01}),
+    (Adam, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True}),
+    (Adam, {"lr": 0.0}),
+    (AdamW, {"lr": 0.01, "betas": (0.5, 0.8), "eps": 1e-3}),
+]
+IDS = [f"{cls.__name__}-{options}" for cls, options in OPTIMIZERS]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+# ------------------------------------------------------------------ the emulator
+class _Capture(TorchDispatchMode):
+    """Record each op, and keep what a mutating op overwrote so the capture can undo it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] = []
+        self.overwritten: list[tuple[Tensor, Tensor]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in HOST_READS:
+            raise RuntimeError(f"operation not permitted when stream is capturing ({func})")
+        for i, argument in enumerate(func._schema.arguments):
+            if argument.alias_info is not None and argument.alias_info.is_write:
+                value = args[i] if i < len(args) else kwargs.get(argument.name)
+                for tensor in tree_leaves(value):
+                    if isinstance(tensor, Tensor):
+                        self.overwritten.append((tensor, tensor.clone()))
+        out = func(*args, **kwargs)
+        if not func.is_view:  # a view aliases memory that is recorded already
+            self.ops.append((func, args, kwargs, out))
+        return out
+
+
+class _FakeGraph:
+    def __init__(self) -> None:
+        self.ops: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] = []
+
+    def replay(self) -> None:
+        for func, args, kwargs, out in self.ops:
+            result = func(*args, **kwargs)
+            if func._schema.is_mutable:
+                continue  # it wrote into the recorded tensors itself
+            for static, fresh in zip(tree_leaves(out), tree_leaves(result), strict=True):
+                if isinstance(static, Tensor):
+                    static.copy_(fresh)  # an out-of-place op writes to its fixed address
+
+
+class _FakeStream:
+    def wait_stream(self, other: object) -> None:
+        pass
+
+
+def _refuse_tolist(self: Tensor) -> Any:
+    raise RuntimeError("called a synchronizing CUDA operation (tolist)")
+
+
+class _SyncCheck(TorchDispatchMode):
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in HOST_READS:
+            raise RuntimeError(f"called a synchronizing CUDA operation ({func})")
+        return func(*args, **(kwargs or {}))
+
+
+class FakeCuda:
+    """Stands in for torch.cuda's streams, graphs and sync debug mode on the CPU."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.sync_check: _SyncCheck | None = None
+        for name, value in {
+            "CUDAGraph": _FakeGraph,
+            "graph": self.graph,
+            "Stream": lambda device=None: _FakeStream(),
+            "current_stream": lambda device=None: _FakeStream(),
+            "stream": lambda stream: contextlib.nullcontext(),
+            "get_sync_debug_mode": lambda: 0,
+            "set_sync_debug_mode": self.set_sync_debug_mode,
+        }.items():
+            monkeypatch.setattr(torch.cuda, name, value)
+        monkeypatch.setattr(nograd.cuda_graph, "_require_cuda", lambda tensor, name: None)
+        self.tolist = Tensor.tolist
+        monkeypatch.setattr(Tensor, "tolist", Tensor.tolist)  # restored after each test
+
+    @contextlib.contextmanager
+    def graph(self, graph: _FakeGraph) -> Iterator[None]:
+        capture = _Capture()
+        Tensor.tolist = _refuse_tolist  # type: ignore[method-assign]
+        try:
+            with capture:
+                yield
+        finally:
+            Tensor.tolist = self.tolist  # type: ignore[method-assign]
+            for tensor, before in reversed(capture.overwritten):
+                tensor.copy_(before)  # a capture records work; it runs none
+        graph.ops = capture.ops
+
+    def set_sync_debug_mode(self, mode: int | str) -> None:
+        if mode == "error" and self.sync_check is None:
+            self.sync_check = _SyncCheck()
+            self.sync_check.__enter__()
+            Tensor.tolist = _refuse_tolist  # type: ignore[method-assign]
+        elif mode != "error" and self.sync_check is not None:
+            self.sync_check.__exit__(None, None, None)
+            self.sync_check = None
+            Tensor.tolist = self.tolist  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
+    return FakeCuda(monkeypatch)
+
+
+# ---------------------------------------------------------------------- helpers
+def make_model(dtype: torch.dtype = torch.float64, seed: int = 0) -> Sequential:
+    torch.manual_seed(seed)
+    return Sequential(Linear(4, 8), ReLU(), Linear(8, 8), Tanh(), Linear(8, 3)).to(dtype)
+
+
+def make_batches(n: int, dtype: torch.dtype, classes: bool = False) -> list[tuple[Tensor, Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(n):
+        x = torch.randn(6, 4, generator=generator, dtype=dtype)
+        y = (
+            torch.randint(0, 3, (6,), generator=generator)
+            if classes
+            else torch.randn(6, 3, generator=generator, dtype=dtype)
+        )
+        batches.append((x, y))
+    return batches
+
+
+def eager_losses(
+    model: Module,
+    loss_fn: Module,
+    optimizer: Optimizer,
+    batches: list[tuple[Tensor, Tensor]],
+    after_step: Callable[[], None] = lambda: None,
+) -> list[Tensor]:
+    losses = []
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        after_step()
+        losses.append(loss.clone())
+    return losses
+
+
+def assert_same_training(ours: Module, reference: Module) -> None:
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.data, q.data, **tolerance(p.dtype), msg=name)
+
+
+# ---------------------------------------------------------------- CPU: arguments
+def test_refuses_cpu_tensors() -> None:
+    model = make_model()
+    x, y = make_batches(1, torch.float64)[0]
+    with pytest.raises(ValueError, match="CUDA graphs need CUDA tensors, got example_input on cpu"):
+        GraphedTrainStep(model, MSELoss(), SGD(model.parameters()), x, y)
+
+
+def test_validates_arguments() -> None:
+    model = make_model()
+    x, y = make_batches(1, torch.float64)[0]
+    sgd = SGD(model.parameters())
+    with pytest.raises(TypeError, match="expected model to be a nograd Module"):
+        GraphedTrainStep(torch.nn.Linear(4, 3), MSELoss(), sgd, x, y)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expected an SGD, Adam or AdamW optimizer"):
+        GraphedTrainStep(model, MSELoss(), RMSprop(model.parameters()), x, y)
+    with pytest.raises(TypeError, match="expected example_target to be a Tensor"):
+        GraphedTrainStep(model, MSELoss(), sgd, x, [1, 2])  # type: ignore[arg-type]
+    for warmup in (0, True, 2.0):
+        with pytest.raises(ValueError, match="expected warmup to be an int >= 1"):
+            GraphedTrainStep(model, MSELoss(), sgd, x, y, warmup=warmup)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reduction='none'"):
+        GraphedTrainStep(model, MSELoss(reduction="none"), sgd, x, y)
+    dropping = Sequential(Linear(4, 3), Dropout(0.5, generator=torch.Generator()))
+    with pytest.raises(ValueError, match=r"Dropout\(p=0.5.*own torch.Generator"):
+        GraphedTrainStep(dropping, MSELoss(), SGD(dropping.parameters()), x, y)
+
+
+def test_refuses_a_model_on_another_device(fake_cuda: FakeCuda) -> None:
+    model = make_model()
+    x, y = (t.to("meta") for t in make_batches(1, torch.float64)[0])
+    with pytest.raises(ValueError, match=r"expected the model on meta.*'0\.weight' on cpu"):
+        GraphedTrainStep(model, MSELoss(), SGD(model.parameters()), x, y)
+
+
+def test_batches_must_match_the_example(fake_cuda: FakeCuda) -> None:
+    model = make_model()
+    x, y = make_batches(1, torch.float64)[0]
+    step = GraphedTrainStep(model, MSELoss(), SGD(model.parameters()), x, y)
+    with pytest.raises(ValueError, match=r"input of shape \(6, 4\).*partial batch.*got \(5, 4\)"):
+        step(x[:5], y[:5])
+    with pytest.raises(ValueError, match=r"target of shape \(6, 3\).*got \(6, 2\)"):
+        step(x, y[:, :2])
+    with pytest.raises(TypeError, match=r"input of dtype torch\.float64.*got torch\.float32"):
+        step(x.float(), y)
+    assert model.needs_input_grad is False  # set by the constructor: nobody wants dL/dx
+    assert (step.input_shape, step.target_shape) == ((6, 4), (6, 3))
+
+
+# ----------------------------------------------------- CPU: the emulated graph
+@pytest.mark.parametrize(("cls", "options"), OPTIMIZERS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_graphed_steps_train_as_eager_steps(
+    fake_cuda: FakeCuda, cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype
+) -> None:
+    model, reference = make_model(dtype), make_model(dtype)
+    batches = make_batches(20, dtype)
+    step = GraphedTrainStep(model, MSELoss(), cls(model.parameters(), **options), *batches[0])
+    losses = [step(x, y).clone() for x, y in batches]
+    expected = eager_losses(reference, MSELoss(), cls(reference.parameters(), **options), batches)
+    assert step.captures == 1
+    assert_same_training(model, reference)
+    torch.testing.assert_close(torch.stack(losses), torch.stack(expected), **tolerance(dtype))
+    assert step.output.shape == (6, 3)
+
+
+def test_the_emulator_freezes_python_numbers(
+    fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain Adam.step in a graph replays the bias correction of its capture: wrong."""
+    monkeypatch.setattr(
+        nograd.cuda_graph, "capturable_adam_step", lambda optimizer, steps: optimizer.step()
+    )
+    model, reference = make_model(), make_model()
+    batches = make_batches(20, torch.float64)
+    step = GraphedTrainStep(model, MSELoss(), Adam(model.parameters(), lr=0.01), *batches[0])
+    for x, y in batches:
+        step(x, y)
+    eager_losses(reference, MSELoss(), Adam(reference.parameters(), lr=0.01), batches)
+    with pytest.raises(AssertionError):
+        assert_same_training(model, reference)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_a_scheduler_triggers_a_new_capture(fake_cuda: FakeCuda, cls: type[Optimizer]) -> None:
+    model, reference = make_model(), make_model()
+    batches = make_batches(20, torch.float64)
+    optimizer, reference_optimizer = (
+        cls(model.parameters(), lr=0.1),
+        cls(reference.parameters(), lr=0.1),
+    )
+    scheduler, reference_scheduler = StepLR(optimizer, 4, 0.5), StepLR(reference_optimizer, 4, 0.5)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0])
+    for x, y in batches:
+        step(x, y)
+        scheduler.step()
+    eager_losses(reference, MSELoss(), reference_optimizer, batches, reference_scheduler.step)
+    assert step.captures == 5  # the first at call 4, then a new lr at calls 5, 9, 13 and 17
+    assert_same_training(model, reference)
+    if cls is Adam:  # the Python step count followed the device's
+        assert {state["step"] for state in optimizer.state.values()} == {20.0}
+
+
+def test_a_mode_change_triggers_a_new_capture(fake_cuda: FakeCuda) -> None:
+    model = make_model()
+    batches = make_batches(6, torch.float64)
+    step = GraphedTrainStep(
+        model, MSELoss(), SGD(model.parameters(), lr=0.1), *batches[0], warmup=1
+    )
+    for i, (x, y) in enumerate(batches):
+        model.train(i < 4)
+        step(x, y)
+    assert step.captures == 2
+
+
+def test_a_host_sync_is_reported_before_the_capture(fake_cuda: FakeCuda) -> None:
+    class Peeking(Module):
+        def forward(self, x: Tensor) -> Tensor:
+            self.largest = float(x.max())  # a host sync
+            return x
+
+        def backward(self, grad_output: Tensor) -> Tensor:
+            return grad_output
+
+    model = Sequential(Linear(4, 3), Peeking()).to(torch.float64)
+    x, y = make_batches(1, torch.float64)[0]
+    step = GraphedTrainStep(model, MSELoss(), SGD(model.parameters()), x, y, warmup=2)
+    step(x, y)  # the first warm-up step does not check
+    with pytest.raises(RuntimeError, match=r"waits for the GPU.*cannot capture"):
+        step(x, y)
+
+
+# ----------------------------------------------- CPU: capturable Adam, host syncs
+@pytest.mark.parametrize(
+    "options", [{}, {"weight_decay": 0.1, "amsgrad": True}, {"maximize": True, "lr": 0.1}]
+)
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_capturable_adam_matches_torch(options: dict[str, Any], decoupled: bool) -> None:
+    torch.manual_seed(0)
+    p = torch.randn(5, 3, dtype=torch.float64)
+    grads = [torch.randn(5, 3, dtype=torch.float64) for _ in range(12)]
+    ours = Parameter(p.clone())
+    twin = p.clone().requires_grad_()
+    cls, twin_cls = (AdamW, torch.optim.AdamW) if decoupled else (Adam, torch.optim.Adam)
+    optimizer, twin_optimizer = cls([ours], **options), twin_cls([twin], **options)
+    for g in grads[:2]:  # eager steps first: they create the state
+        ours.grad, twin.grad = g.clone(), g.clone()
+        optimizer.step()
+        twin_optimizer.step()
+    steps = adam_step_counts(optimizer)
+    for g in grads[2:]:
+        ours.grad, twin.grad = g.clone(), g.clone()
+        capturable_adam_step(optimizer, steps)
+        twin_optimizer.step()
+    torch.testing.assert_close(ours.data, twin.detach(), rtol=1e-10, atol=1e-12)
+    assert float(steps[0]) == 12
+
+
+def test_adam_step_counts_refuses_uneven_groups() -> None:
+    first, second = Parameter(torch.zeros(2)), Parameter(torch.zeros(2))
+    optimizer = Adam([first, second])
+    first.grad = torch.ones(2)
+    optimizer.step()
+    second.grad = torch.ones(2)
+    with pytest.raises(ValueError, match="has a gradient but no Adam state"):
+        capturable_adam_step(optimizer, adam_step_counts(optimizer))
+    optimizer.step()
+    with pytest.raises(ValueError, match=r"same number of steps, got step counts \[1.0, 2.0\]"):
+        adam_step_counts(optimizer)
+
+
+def test_a_zero_grad_between_calls_changes_nothing(fake_cuda: FakeCuda) -> None:
+    model, reference = make_model(), make_model()
+    batches = make_batches(12, torch.float64)
+    optimizer, reference_optimizer = Adam(model.parameters()), Adam(reference.parameters())
+    scheduler, reference_scheduler = StepLR(optimizer, 5), StepLR(reference_optimizer, 5)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0])
+    for x, y in batches:
+        step(x, y)
+        optimizer.zero_grad()  # before each re-capture too
+        scheduler.step()
+    eager_losses(reference, MSELoss(), reference_optimizer, batches, reference_scheduler.step)
+    assert step.captures == 3
+    assert_same_training(model, reference)
+
+
+def _step_on_meta(loss_fn: Module, optimizer_cls: type[Optimizer], classes: bool) -> None:
+    """One training step on the meta device, where any read of a value raises."""
+    model = Sequential(Linear(300, 8), ReLU(), Linear(8, 3)).to("meta")
+    x = torch.empty(300, 300, device="meta")
+    y = (
+        torch.empty(300, dtype=torch.long, device="meta")
+        if classes
+        else torch.empty(300, 3, device="meta")
+    )
+    optimizer = optimizer_cls(model.parameters())
+    for _ in range(2):
+        optimizer.zero_grad(set_to_none=False)
+        loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+    if isinstance(optimizer, Adam):
+        capturable_adam_step(optimizer, adam_step_counts(optimizer))
+
+
+@pytest.mark.parametrize("optimizer_cls", [SGD, Adam])
+def test_the_step_reads_no_values_on_the_host(optimizer_cls: type[Optimizer]) -> None:
+    _step_on_meta(MSELoss(), optimizer_cls, classes=False)
+
+
+def test_cross_entropy_reads_no_values_on_the_host() -> None:
+    _step_on_meta(CrossEntropyLoss(), SGD, classes=True)
+
+
+# ---------------------------------------------------------- GPU: the real thing
+def _graphed_vs_eager(
+    cls: type[Optimizer],
+    options: dict[str, Any],
+    dtype: torch.dtype,
+    loss_fn: Module,
+    classes: bool = False,
+    schedule: bool = False,
+) -> GraphedTrainStep:
+    model, reference = make_model(dtype).to("cuda"), make_model(dtype).to("cuda")
+    batches = [(x.cuda(), y.cuda()) for x, y in make_batches(20, dtype, classes)]
+    optimizer, reference_optimizer = (
+        cls(model.parameters(), **options),
+        cls(reference.parameters(), **options),
+    )
+    scheduler, reference_scheduler = StepLR(optimizer, 5, 0.5), StepLR(reference_optimizer, 5, 0.5)
+    step = GraphedTrainStep(model, loss_fn, optimizer, *batches[0])
+    losses = []
+    for x, y in batches:
+        losses.append(step(x, y).clone())
+        if schedule:
+            scheduler.step()
+    after = reference_scheduler.step if schedule else lambda: None
+    expected = eager_losses(reference, copy.deepcopy(loss_fn), reference_optimizer, batches, after)
+    torch.cuda.synchronize()
+    assert_same_training(model, reference)
+    torch.testing.assert_close(torch.stack(losses), torch.stack(expected), **tolerance(dtype))
+    return step
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [(SGD, {"lr": 0.1, "momentum": 0.9}), (Adam, {"lr": 0.01}), (AdamW, {"amsgrad": True})],
+)
+def test_cuda_graphed_steps_train_as_eager_steps(
+    cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype
+) -> None:
+    step = _graphed_vs_eager(cls, options, dtype, MSELoss())
+    assert step.captures == 1
+
+
+@cuda
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_cuda_scheduler_recaptures(cls: type[Optimizer]) -> None:
+    step = _graphed_vs_eager(cls, {"lr": 0.1}, torch.float32, MSELoss(), schedule=True)
+    assert step.captures == 4  # calls 4 (first capture), 6, 11 and 16 (new lr)
+
+
+@cuda
+def test_cuda_cross_entropy() -> None:
+    _graphed_vs_eager(SGD, {"lr": 0.1, "momentum": 0.9}, torch.float32, CrossEntropyLoss(), True)
+
+
+@cuda
+def test_cuda_host_sync_is_reported_before_the_capture() -> None:
+    class Peeking(Module):
+        def forward(self, x: Tensor) -> Tensor:
+            self.largest = float(x.max())  # a host sync
+            return x
+
+        def backward(self, grad_output: Tensor) -> Tensor:
+            return grad_output
+
+    model = Sequential(Linear(4, 3), Peeking()).to("cuda")
+    x, y = (t.float().cuda() for t in make_batches(1, torch.float32)[0])
+    step = GraphedTrainStep(model, MSELoss(), SGD(model.parameters()), x, y, warmup=2)
+    step(x, y)
+    with pytest.raises(RuntimeError, match=r"waits for the GPU.*cannot capture"):
+        step(x, y)
+    assert torch.cuda.get_sync_debug_mode() == 0  # put back
