@@ -1,0 +1,93 @@
+"""The same oracle comparisons on a GPU; skipped where CUDA is absent (as on CI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nograd import data, nn, optim
+from nograd.train import fit
+from tests.oracle import compare_module
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("ours", "ref"),
+    [
+        (lambda: nn.Linear(5, 3), lambda: torch.nn.Linear(5, 3)),
+        (nn.ReLU, torch.nn.ReLU),
+        (nn.Tanh, torch.nn.Tanh),
+        (nn.Sigmoid, torch.nn.Sigmoid),
+        (nn.GELU, torch.nn.GELU),
+        (nn.ELU, torch.nn.ELU),
+        (lambda: nn.Softmax(dim=1), lambda: torch.nn.Softmax(dim=1)),
+    ],
+)
+def test_modules_match_autograd_on_cuda(ours: object, ref: object) -> None:
+    ours_module, ref_module = ours().to(CUDA, torch.float64), ref().to(CUDA, torch.float64)  # type: ignore[operator]
+    compare_module(ours_module, ref_module, torch.randn(7, 5, dtype=torch.float64, device=CUDA))
+
+
+@pytest.mark.parametrize("ignore", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_cross_entropy_on_cuda_reads_no_targets_and_matches_torch(
+    ignore: bool, smoothing: float
+) -> None:
+    z = torch.randn(9, 4, dtype=torch.float64, device=CUDA)
+    y = torch.randint(0, 4, (9,), device=CUDA)
+    if ignore:
+        y[::3] = -100
+    ours = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    ref = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)
+    z_ref = z.clone().requires_grad_()
+    with torch.enable_grad():
+        loss_ref = ref(z_ref, y)
+        loss_ref.backward()
+    torch.cuda.set_sync_debug_mode("error")  # any host read of the targets raises
+    try:
+        loss = ours(z, y)
+        grad = ours.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(loss, loss_ref.detach(), rtol=1e-10, atol=1e-12)
+    assert z_ref.grad is not None
+    torch.testing.assert_close(grad, z_ref.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop"])
+def test_optimizers_match_torch_on_cuda(name: str) -> None:
+    options = {"SGD": {"lr": 0.1, "momentum": 0.9, "nesterov": True}}.get(name, {"lr": 1e-2})
+    shapes = [(25, 2), (25,), (2, 25), (2,)]
+    init = [torch.randn(s, dtype=torch.float64, device=CUDA) for s in shapes]
+    ours = [nn.Parameter(t.clone()) for t in init]
+    ref = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = getattr(optim, name)(ours, **options)
+    opt_ref = getattr(torch.optim, name)(ref, **options)
+    for _ in range(20):
+        grads = [torch.randn_like(t) for t in init]
+        for p, q, g in zip(ours, ref, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        opt_ref.step()
+    for p, q in zip(ours, ref, strict=True):
+        torch.testing.assert_close(p.data, q.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_fit_trains_on_cuda() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2)).to(CUDA)
+    loss_fn = nn.CrossEntropyLoss()
+    history = fit(
+        model,
+        loss_fn,
+        optim.Adam(model.parameters(), lr=1e-2),
+        data.disk(512),
+        data.disk(256),
+        epochs=5,
+        batch_size=64,
+        progress=False,
+        device=CUDA,
+    )
+    assert history.test_acc[-1] > 0.7
