@@ -11,6 +11,7 @@ import matplotlib.image
 import pytest
 
 import nograd.experiment
+from nograd import io
 from nograd.cli import build_parser, config_from, main
 from nograd.experiment import PRESETS
 
@@ -28,7 +29,17 @@ def test_train_writes_every_file(short_run: tuple[Path, int]) -> None:
     out, code = short_run
     assert code == 0
     names = {"metrics.json", "loss.png", "accuracy.png", "boundary.png", "model.safetensors"}
-    assert names <= {path.name for path in out.iterdir()}
+    assert {path.name for path in out.iterdir()} == names | {"checkpoint.safetensors"}
+
+
+def test_the_checkpoint_is_the_last_rounds_finished_state(short_run: tuple[Path, int]) -> None:
+    out, _ = short_run
+    training = json.loads(io._read(out / "checkpoint.safetensors", None, "").header["training"])
+    assert (training["epoch"], training["step"]) == (3, 0)
+    state = io.load_checkpoint(out / "checkpoint.safetensors").metadata["experiment"]
+    assert state["round"] == 1 and len(state["records"]) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert state["records"][0] == metrics["rounds"][0]
 
 
 @pytest.mark.parametrize("name", ["loss.png", "accuracy.png", "boundary.png"])

@@ -3,8 +3,10 @@
 ``nograd train`` with no arguments runs the reference experiment of
 ``nograd.experiment``: the disk task, the 2-25-25-25-2 network and the defaults in
 ``PRESETS["default"]``, for 10 rounds. The CLI stays thin: it parses, builds a
-``TrainConfig`` and calls ``run_rounds``; bad arguments print one line on stderr and
-exit with code 2.
+``TrainConfig`` and calls ``run_rounds``; bad arguments (and a run that diverges) print
+one line on stderr and exit with code 2. Training writes ``checkpoint.safetensors``
+into the run's folder; Ctrl-C saves one and exits with code 130, and
+``nograd train --resume PATH`` continues the run exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -19,22 +21,27 @@ from typing import Any
 
 import torch
 
+from nograd.commands import UsageError, evaluate_command, gradcheck_command
+from nograd.config import MAX_SAMPLES, check_size
 from nograd.experiment import (
     ACTIVATIONS,
+    CHECKPOINT_FILE,
     LOSSES,
     OPTIMIZERS,
     PRESETS,
     SCHEDULES,
     TASKS,
     TrainConfig,
+    read_resume,
     run_rounds,
-    saved_model_accuracy,
 )
-from nograd.nn import Linear, Module, Sequential, activations, cross_entropy, losses
+from nograd.guards import DivergenceError, TrainingInterrupted
 
-
-class UsageError(Exception):
-    """A mistake of the user's: reported as one line, exit code 2."""
+EXIT_USAGE = 2  # a mistake of the user's, reported in one line
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+# Each write costs about 1.5 ms (two fsyncs), a reference epoch about 8 ms; Ctrl-C saves
+# at once anyway, so the periodic write only bounds what a crash (kill -9, power) loses.
+CHECKPOINT_EVERY = 20
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +56,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _sample_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} samples, got {text!r}")
     return value
 
 
@@ -85,13 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        default="default",
         help="seed: the original course setup (SGD, MSE); options override it",
     )
     options: list[tuple[str, dict[str, Any]]] = [
         ("--task", {"choices": sorted(TASKS)}),
-        ("--n-train", {"type": _positive_int}),
-        ("--n-test", {"type": _positive_int}),
+        ("--n-train", {"type": _sample_count}),
+        ("--n-test", {"type": _sample_count}),
         ("--hidden", {"type": _hidden, "metavar": "W1,W2,..."}),
         ("--activation", {"choices": sorted(ACTIVATIONS)}),
         ("--loss", {"choices": LOSSES}),
@@ -121,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    train.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=CHECKPOINT_EVERY,
+        metavar="N",
+        help=f"epochs between two writes of OUT/{CHECKPOINT_FILE} (default: {CHECKPOINT_EVERY})",
+    )
+    train.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="continue the run whose checkpoint is PATH, with its options, in its folder",
+    )
     ev = commands.add_parser("evaluate", help="accuracy of a saved model on fresh data")
     ev.add_argument("path", type=Path)
     ev.add_argument("--task", choices=sorted(TASKS), default="disk")
@@ -132,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the preset, then every option given explicitly."""
-    values: dict[str, Any] = {**asdict(TrainConfig()), **PRESETS[args.preset]}
+    """Defaults, then the preset, then every option given explicitly; or the resumed run's."""
+    if getattr(args, "resume", None) is not None:
+        return _resumed_config(args)
+    values: dict[str, Any] = {**asdict(TrainConfig()), **PRESETS[args.preset or "default"]}
     for f in fields(TrainConfig):
         given = getattr(args, f.name, None)
         if given is not None:
@@ -155,6 +183,28 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         raise UsageError(f"argument --device: unknown device {config.device!r}") from None
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"argument --device: {config.device} is not available on this machine")
+    try:
+        check_size(config, "argument --hidden")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return config
+
+
+def _resumed_config(args: argparse.Namespace) -> TrainConfig:
+    given = [f.name for f in fields(TrainConfig) if getattr(args, f.name, None) is not None]
+    given += ["preset"] if args.preset is not None else []
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UsageError(
+            f"argument --resume: the run's options come from its checkpoint; drop {flag}"
+        )
+    if not args.resume.is_file():
+        raise UsageError(f"argument --resume: no such file {str(args.resume)!r}")
+    config = read_resume(args.resume).config  # a ValueError names what is wrong with the file
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"argument --resume: the run trained on {config.device}, not available here"
+        )
     return config
 
 
@@ -166,63 +216,10 @@ def _default_out() -> Path:
     return out
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
-    """Accuracy of a saved model on ``n`` fresh points drawn with ``seed``."""
-    if not args.path.is_file():
-        raise UsageError(f"argument path: no such file {str(args.path)!r}")
-    accuracy = saved_model_accuracy(args.path, args.task, args.n, args.seed)
-    where = f"{args.n} fresh {args.task} points (seed {args.seed})"
-    print(f"{args.path}: accuracy {100 * accuracy:.2f}% on {where}")
-    return 0
-
-
-def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
-    """Every module and loss of nograd.nn, on small random float64 inputs."""
-    from nograd.nn.dropout import Dropout
-
-    g = torch.Generator().manual_seed(seed)
-    x, pred = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(2))
-    target = torch.rand(4, 3, generator=g, dtype=torch.float64)
-    labels = torch.randint(0, 3, (4,), generator=g)
-    torch.manual_seed(seed)  # the layers' initial weights
-    smoothing = 0.1
-    return [
-        ("Linear(3, 2)", Linear(3, 2), (x,)),
-        *[(f"{cls.__name__}()", cls(), (x,)) for cls in ACTIVATIONS.values()],
-        ("Softmax(dim=1)", activations.Softmax(dim=1), (x,)),
-        ("Identity()", activations.Identity(), (x,)),
-        ("Dropout(p=0.5)", Dropout(p=0.5), (x,)),
-        ("Sequential(Linear, Tanh, Linear)",
-         Sequential(Linear(3, 5), activations.Tanh(), Linear(5, 2)), (x,)),
-        ("MSELoss()", losses.MSELoss(), (pred, target)),
-        ("L1Loss()", losses.L1Loss(), (pred, target)),
-        ("BCEWithLogitsLoss()", losses.BCEWithLogitsLoss(), (pred, target)),
-        ("CrossEntropyLoss()", cross_entropy.CrossEntropyLoss(), (pred, labels)),
-        (f"CrossEntropyLoss(label_smoothing={smoothing})",
-         cross_entropy.CrossEntropyLoss(label_smoothing=smoothing), (pred, labels)),
-    ]  # fmt: skip
-
-
-def gradcheck_command(args: argparse.Namespace) -> int:
-    """One line per module: the worst |analytic - numeric| and pass/fail; exit 1 on a failure."""
-    from nograd.gradcheck import gradcheck
-
-    cases = gradcheck_cases(args.seed)
-    width = max(len(name) for name, _, _ in cases)
-    print(f"{'module':<{width}}  {'max abs error':>13}  result")
-    all_ok = True
-    for name, module, inputs in cases:
-        result = gradcheck(module, *inputs)
-        error = max((check.max_abs_error for check in result.checks), default=0.0)
-        all_ok &= result.ok
-        print(f"{name:<{width}}  {error:>13.3e}  {'pass' if result.ok else 'FAIL'}")
-    print("all passed" if all_ok else "some checks FAILED")
-    return 0 if all_ok else 1
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``nograd`` with ``argv`` (default: sys.argv[1:]); return the exit code."""
     threads = torch.get_num_threads()
+    out: Path | None = None
     try:
         args = build_parser().parse_args(argv)
         if args.command == "evaluate":
@@ -230,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gradcheck":
             return gradcheck_command(args)
         config = config_from(args)
-        out = args.out or _default_out()
+        out = args.out or (args.resume.parent if args.resume else _default_out())
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -238,12 +235,32 @@ def main(argv: list[str] | None = None) -> int:
                 f"argument --out: cannot create {str(out)!r}: {error.strerror}"
             ) from None
         torch.set_num_threads(1)  # a 25-wide network: more threads cost more than they give
-        run_rounds(config, out, quiet=args.quiet)
+        run_rounds(config, out, args.quiet, args.checkpoint_every, args.resume)
         return 0
-    except (UsageError, ValueError) as error:
+    except (UsageError, ValueError, DivergenceError) as error:
         print(f"nograd: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt as interrupt:
+        _report_interrupt(interrupt, out)
+        return EXIT_INTERRUPTED
     except SystemExit as exit:  # --help
         return exit.code if isinstance(exit.code, int) else 0
     finally:
         torch.set_num_threads(threads)
+
+
+def _report_interrupt(interrupt: KeyboardInterrupt, out: Path | None) -> None:
+    """One line on stderr: where the checkpoint is and how to resume from it."""
+    if isinstance(interrupt, TrainingInterrupted):
+        checkpoint = interrupt.checkpoint
+    else:  # Ctrl-C between two rounds, or while writing the figures
+        candidate = None if out is None else out / CHECKPOINT_FILE
+        checkpoint = candidate if candidate is not None and candidate.is_file() else None
+    if checkpoint is None:
+        print("nograd: interrupted before the first checkpoint was written", file=sys.stderr)
+    else:
+        print(
+            f"interrupted: checkpoint saved to {checkpoint} "
+            f"(resume with: nograd train --resume {checkpoint})",
+            file=sys.stderr,
+        )

@@ -3,17 +3,22 @@
 The disk task (1000 train and 1000 test points, fresh each round), the 2-25-25-25-2
 network and the defaults in ``PRESETS["default"]``, for 10 rounds, each with fresh
 data and a fresh initialisation seeded by ``1000 * seed + round``. ``TrainConfig``
-names every choice; ``build_model``, ``build_loss`` and ``build_optimizer`` turn it
-into objects; ``train_round`` runs one round through ``nograd.train.fit``, and
-``run_rounds`` runs them all and writes metrics.json, the figures and the last model.
+(``nograd.config``) names every choice; ``build_model``, ``build_loss`` and
+``build_optimizer`` turn it into objects; ``train_round`` runs one round through
+``nograd.train.fit``, and ``run_rounds`` runs them all and writes metrics.json, the
+figures and the last model.
+
+Every round writes ``checkpoint.safetensors`` into the output folder (a training
+checkpoint, ``nograd.checkpoint``, whose metadata also holds the config, the round and
+the finished rounds' records), so ``run_rounds(..., resume_from=path)`` continues an
+interrupted run: the unfinished round, then the remaining ones, ending with the
+metrics.json an uninterrupted run writes, timings aside.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -22,103 +27,32 @@ from typing import Any
 import torch
 
 from nograd import io
-from nograd.data import TensorDataset, disk, moons, spirals, xor
-from nograd.nn import Linear, Module, Sequential, activations
-from nograd.nn.cross_entropy import CrossEntropyLoss
-from nograd.nn.losses import BCEWithLogitsLoss, Loss, MSELoss
-from nograd.optim import SGD, Adam, AdamW, RMSprop
+from nograd.config import (
+    ACTIVATIONS,
+    LOSSES,
+    OPTIMIZERS,
+    PRESETS,
+    SCHEDULES,
+    TASKS,
+    TrainConfig,
+    build_loss,
+    build_model,
+    build_optimizer,
+)
+from nograd.data import TensorDataset
+from nograd.nn import Linear, Sequential
+from nograd.nn.losses import Loss
 from nograd.optim.lr_scheduler import CosineAnnealingLR
+from nograd.resume import read_resume
 from nograd.targets import predict_classes
 from nograd.train import History, evaluate, fit
 
-TASKS: dict[str, Callable[..., TensorDataset]] = {
-    "disk": disk,
-    "xor": xor,
-    "moons": moons,
-    "spirals": spirals,
-}
-ACTIVATIONS = {
-    "relu": activations.ReLU,
-    "tanh": activations.Tanh,
-    "sigmoid": activations.Sigmoid,
-    "leaky_relu": activations.LeakyReLU,
-    "elu": activations.ELU,
-    "gelu": activations.GELU,
-}
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
-LOSSES = ("ce", "mse", "bce")
-SCHEDULES = ("cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Everything one ``nograd train`` run depends on; written to metrics.json.
-
-    The defaults are the reference experiment, chosen by measurement: GELU hidden
-    layers, cross-entropy, Adam at lr 0.01 decayed to 0 by a per-epoch cosine, batches
-    of 32, 60 epochs. The cosine matters most (a constant lr gave 97.4% +- 1.5 against
-    99.5% +- 0.3); centring the inputs, label smoothing and weight decay gained nothing.
-    ``weight_decay=None`` means the optimizer's own default (0.01 for AdamW, else 0).
-    ``standardize`` feeds (x - mean) / std with the training set's statistics, and
-    folds them into the first layer after training, so the saved model takes raw x.
-    """
-
-    task: str = "disk"
-    n_train: int = 1000
-    n_test: int = 1000
-    hidden: tuple[int, ...] = (25, 25, 25)
-    activation: str = "gelu"
-    loss: str = "ce"
-    label_smoothing: float = 0.0
-    optimizer: str = "adam"
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float | None = None
-    schedule: str = "cosine"
-    batch_size: int = 32
-    epochs: int = 60
-    rounds: int = 10
-    seed: int = 0
-    standardize: bool = False
-    device: str = "cpu"
-
-
-# "default" is the reference experiment. "seed" is the original course setup: plain
-# SGD (lr 0.1, batches of 10, no schedule) on the MSE to one-hot targets, ReLU, and
-# inputs standardized by the training set's mean and std, as the course's practicals
-# did (raw inputs in [0, 1]^2 gave 94.5% +- 2.2 with the same settings).
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "seed": {
-        "activation": "relu", "loss": "mse", "optimizer": "sgd", "lr": 0.1,
-        "schedule": "constant", "batch_size": 10, "standardize": True,
-    },
-}  # fmt: skip
-
-
-def build_model(config: TrainConfig) -> Sequential:
-    """2 -> hidden... -> outputs (1 for BCE, else 2), the activation after each hidden layer."""
-    widths = [2, *config.hidden]
-    layers: list[Module] = []
-    for width_in, width_out in itertools.pairwise(widths):
-        layers += [Linear(width_in, width_out), ACTIVATIONS[config.activation]()]
-    layers.append(Linear(widths[-1], 1 if config.loss == "bce" else 2))
-    return Sequential(*layers)
-
-
-def build_loss(config: TrainConfig) -> Loss:
-    """The loss named by ``config.loss``: "ce" (with label smoothing), "mse" or "bce"."""
-    if config.loss == "ce":
-        return CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    return MSELoss() if config.loss == "mse" else BCEWithLogitsLoss()
-
-
-def build_optimizer(config: TrainConfig, model: Module) -> Any:
-    """The optimizer named by ``config.optimizer``, over ``model.parameters()``."""
-    options: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
-    if config.optimizer in ("sgd", "rmsprop"):
-        options["momentum"] = config.momentum
-    return OPTIMIZERS[config.optimizer](model.parameters(), **options)
+__all__ = [
+    "ACTIVATIONS", "CHECKPOINT_FILE", "LOSSES", "OPTIMIZERS", "PRESETS", "SCHEDULES", "TASKS",
+    "Round", "TrainConfig", "build_loss", "build_model", "build_optimizer", "read_resume",
+    "run_rounds", "saved_model_accuracy", "train_round",
+]  # fmt: skip
+CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 def _scaled(data: TensorDataset, mean: torch.Tensor, std: torch.Tensor) -> TensorDataset:
@@ -149,8 +83,21 @@ class Round:
     test_data: TensorDataset
 
 
-def train_round(config: TrainConfig, index: int, progress: bool) -> Round:
-    """Fresh data and weights from seed 1000 * seed + index; fit; measure the final model."""
+def train_round(
+    config: TrainConfig,
+    index: int,
+    progress: bool,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 1,
+    state: dict[str, Any] | None = None,
+    resume_from: Path | None = None,
+) -> Round:
+    """Fresh data and weights from seed 1000 * seed + index; fit; measure the final model.
+
+    With ``checkpoint``, ``fit`` writes a training checkpoint there every
+    ``checkpoint_every`` epochs, with ``state`` (the run's config, round and finished
+    records) in its metadata; ``resume_from`` continues the round from such a file.
+    """
     round_seed = 1000 * config.seed + index
     generator = torch.Generator().manual_seed(round_seed)
     train_data = TASKS[config.task](config.n_train, generator=generator)
@@ -166,11 +113,14 @@ def train_round(config: TrainConfig, index: int, progress: bool) -> Round:
     mean, std = x_train.mean(0), x_train.std(0)
     if not config.standardize:
         mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    metadata = {"task": config.task, "loss": config.loss, "experiment": state}
     start = time.perf_counter()
     history = fit(
         model, loss_fn, optimizer, _scaled(train_data, mean, std), _scaled(test_data, mean, std),
         epochs=config.epochs, batch_size=config.batch_size, scheduler=scheduler,
         generator=generator, progress=progress, desc=f"round {index + 1}/{config.rounds}",
+        checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
+        checkpoint_metadata=metadata if checkpoint else None, resume_from=resume_from,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     _fold_standardization(model, mean, std)  # the saved model takes raw inputs
@@ -184,21 +134,42 @@ def train_round(config: TrainConfig, index: int, progress: bool) -> Round:
     return Round(record, history, model, loss_fn, test_data)
 
 
-def run_rounds(config: TrainConfig, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Train ``config.rounds`` fresh models on fresh data; write every file into ``out``."""
+def run_rounds(
+    config: TrainConfig,
+    out: Path,
+    quiet: bool = False,
+    checkpoint_every: int = 1,
+    resume_from: Path | None = None,
+) -> dict[str, Any]:
+    """Train ``config.rounds`` fresh models on fresh data; write every file into ``out``.
+
+    ``out/checkpoint.safetensors`` is rewritten every ``checkpoint_every`` epochs;
+    ``resume_from`` (such a file, written with this same ``config``) skips the rounds it
+    records as finished and continues the one it was written in.
+    """
     from nograd import plots  # matplotlib loads only when figures are drawn
 
     say = (lambda *_: None) if quiet else print
+    records: list[dict[str, Any]] = []
+    if resume_from is not None:
+        resume = read_resume(resume_from)
+        if resume.config != config:
+            raise ValueError(f"resume: {resume_from} was written by another config")
+        records = resume.records
     say(f"{'round':>5}  {'train error':>11}  {'test error':>10}  {'seconds':>7}")
-    results = []
-    for index in range(config.rounds):
-        result = train_round(config, index, progress=not quiet)
-        r = result.record
-        train_error, test_error = 100 * (1 - r["train_acc"]), 100 * (1 - r["test_acc"])
-        say(f"{index + 1:>5}  {train_error:>10.2f}%  {test_error:>9.2f}%  {r['seconds']:>7.1f}")
-        results.append(result)
+    for r in records:
+        _say_round(say, r)
+    checkpoint = out / CHECKPOINT_FILE
+    first = len(records)
+    for index in range(first, config.rounds):
+        state = {"config": asdict(config), "round": index, "records": records}
+        resume_this = resume_from if index == first else None
+        last = train_round(
+            config, index, not quiet, checkpoint, checkpoint_every, state, resume_this
+        )
+        records = [*records, last.record]
+        _say_round(say, last.record)
 
-    records = [result.record for result in results]
     summary = {
         f"{split}_{kind}_pct": _mean_std(
             [100 * (r[f"{split}_acc"] if kind == "acc" else 1 - r[f"{split}_acc"]) for r in records]
@@ -210,12 +181,12 @@ def run_rounds(config: TrainConfig, out: Path, quiet: bool = False) -> dict[str,
                        ("test_acc_pct", "test accuracy")]:  # fmt: skip
         say(f"{label:>15}: {summary[key]['mean']:.2f}% ± {summary[key]['std']:.2f}")
 
-    last = results[-1]
     io.save(
         last.model, out / "model.safetensors", metadata={"task": config.task, "loss": config.loss}
     )
-    plots.plot_curves([result.history for result in results], "loss", out / "loss.png")
-    plots.plot_curves([result.history for result in results], "acc", out / "accuracy.png")
+    histories = [History(**r["history"]) for r in records]
+    plots.plot_curves(histories, "loss", out / "loss.png")
+    plots.plot_curves(histories, "acc", out / "accuracy.png")
     classify = partial(predict_classes, loss_fn=last.loss_fn)
     plots.plot_boundary(last.model, last.test_data, out / "boundary.png", classify=classify)
     metrics = {
@@ -227,8 +198,16 @@ def run_rounds(config: TrainConfig, out: Path, quiet: bool = False) -> dict[str,
         "rounds": records,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    say(f"wrote {out}/: metrics.json, loss.png, accuracy.png, boundary.png, model.safetensors")
+    say(
+        f"wrote {out}/: metrics.json, loss.png, accuracy.png, boundary.png, model.safetensors, "
+        f"{CHECKPOINT_FILE}"
+    )
     return metrics
+
+
+def _say_round(say: Any, r: dict[str, Any]) -> None:
+    train_error, test_error = 100 * (1 - r["train_acc"]), 100 * (1 - r["test_acc"])
+    say(f"{r['round'] + 1:>5}  {train_error:>10.2f}%  {test_error:>9.2f}%  {r['seconds']:>7.1f}")
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:

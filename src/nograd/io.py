@@ -7,19 +7,20 @@ Layout of the file:
         ``architecture`` (the model as a JSON tree, see ``nograd.architecture``),
         ``optimizer`` (its class, param_groups, non-tensor state and the model key
         of each of its parameters, as JSON) and ``metadata`` (the caller's dict).
+    A training checkpoint (``nograd.checkpoint``) adds ``training.*`` tensors and a
+    ``training`` entry; ``load`` ignores them, ``nograd.resume`` reads them.
 
 Loading never runs code from the file: safetensors holds raw tensors only, and the
 model is rebuilt by ``nograd.architecture.build`` from an allow-list of types whose
 arguments are checked one by one, with bounds on sizes, depth and parameter count,
-before anything is allocated. Writing is atomic: a crash leaves the old file or the new
-one, never half of one.
+before anything is allocated. Writing is atomic (``nograd.safefile``): a crash leaves
+the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -33,9 +34,11 @@ from nograd.architecture import (
     build,
 )
 from nograd.nn.module import Module
+from nograd.safefile import atomic_write, encode
 
 FORMAT = "nograd"
 FORMAT_VERSION = 1
+TRAINING_PREFIX = "training."  # tensors of a training checkpoint (nograd.checkpoint)
 OPTIMIZER_KEYS = {"class", "param_groups", "state", "param_keys"}
 PathLike = str | os.PathLike[str]
 
@@ -80,27 +83,40 @@ def save(
         ValueError: if ``optimizer`` holds a parameter that is not in ``model``, or
             layers share a parameter (the architecture cannot say so).
     """
+    header = model_header(model)
+    tensors = {f"model.{key}": tensor for key, tensor in model.state_dict().items()}
+    if metadata is not None:
+        header["metadata"] = metadata_json(metadata)
+    if optimizer is not None:
+        optimizer_tensors, header["optimizer"] = pack_optimizer(model, optimizer)
+        tensors.update(optimizer_tensors)
+    try:
+        data = encode(tensors, header)
+    except ValueError as error:
+        raise ValueError(f"nograd.io.save: {error}") from None
+    atomic_write(path, data)
+
+
+def model_header(model: Module) -> dict[str, str]:
+    """The metadata entries that say what ``model`` is, once it is known to rebuild.
+
+    Raises:
+        TypeError, ValueError: as ``save`` does for a model it cannot describe.
+    """
     arch = architecture(model)
     _check_rebuilds(model, arch)
-    tensors = {f"model.{key}": tensor for key, tensor in model.state_dict().items()}
-    header = {
+    return {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "architecture": json.dumps(arch),
     }
-    if metadata is not None:
-        if not isinstance(metadata, Mapping):
-            raise TypeError(f"nograd.io.save: expected a dict of metadata, got {_show(metadata)}")
-        header["metadata"] = _to_json("metadata", dict(metadata))
-    if optimizer is not None:
-        optimizer_tensors, header["optimizer"] = _pack_optimizer(model, optimizer)
-        tensors.update(optimizer_tensors)
-    tensors = {key: tensor.detach().to("cpu").contiguous() for key, tensor in tensors.items()}
-    try:
-        data = safetensors.torch.save(tensors, metadata=header)
-    except Exception as error:  # safetensors' own error types are not public
-        raise ValueError(f"nograd.io.save: safetensors refused the tensors: {error}") from None
-    _atomic_write(os.fspath(path), data)
+
+
+def metadata_json(metadata: Mapping[str, Any]) -> str:
+    """The caller's metadata as the JSON text ``save`` stores."""
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"nograd.io.save: expected a dict of metadata, got {_show(metadata)}")
+    return _to_json("metadata", dict(metadata))
 
 
 def _check_rebuilds(model: Module, arch: dict[str, Any]) -> None:
@@ -124,7 +140,8 @@ def _to_json(what: str, value: Any) -> str:
         raise TypeError(f"nograd.io.save: {what} must be JSON-serialisable: {error}") from None
 
 
-def _pack_optimizer(model: Module, optimizer: SupportsStateDict) -> tuple[dict[str, Tensor], str]:
+def pack_optimizer(model: Module, optimizer: SupportsStateDict) -> tuple[dict[str, Tensor], str]:
+    """The optimizer's state tensors (by file key) and the JSON of everything else."""
     key_of = {id(param): key for key, param in model.named_parameters()}
     param_keys = []
     for group in optimizer.param_groups:
@@ -153,33 +170,6 @@ def _pack_optimizer(model: Module, optimizer: SupportsStateDict) -> tuple[dict[s
     return tensors, _to_json("the optimizer's state", packed)
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    try:  # make the rename itself durable; not every platform can open a directory
-        directory_descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory_descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(directory_descriptor)
-
-
 # -------------------------------------------------------------------- reading
 class _Contents(NamedTuple):
     model: Module
@@ -187,6 +177,8 @@ class _Contents(NamedTuple):
     optimizer_class: str | None
     param_keys: list[str]  # the model key of each optimizer parameter, in order
     metadata: dict[str, Any]
+    header: dict[str, str]  # the file's raw metadata entries
+    training: dict[str, Tensor]  # a training checkpoint's tensors, without the prefix, on the CPU
 
 
 def load(
@@ -232,6 +224,8 @@ def _read(path: PathLike, map_location: torch.device | str | None, where: str) -
             data = file.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: no such file") from None
+    except OSError as error:  # a directory, no permission
+        raise ValueError(f"{where}: cannot read it ({error.strerror})") from None
     try:
         tensors = safetensors.torch.load(data)
     except Exception as error:  # safetensors' own error types are not public
@@ -251,12 +245,14 @@ def _read(path: PathLike, map_location: torch.device | str | None, where: str) -
         raise ValueError(f"{where}: {error}") from None
 
     device = torch.device("cpu" if map_location is None else map_location)
-    model_tensors, optimizer_tensors = {}, {}
+    model_tensors, optimizer_tensors, training = {}, {}, {}
     for key, tensor in tensors.items():
         if key.startswith("model."):
             model_tensors[key.removeprefix("model.")] = tensor.to(device)
         elif key.startswith("optimizer.state."):
             optimizer_tensors[key.removeprefix("optimizer.state.")] = tensor.to(device)
+        elif key.startswith(TRAINING_PREFIX):
+            training[key.removeprefix(TRAINING_PREFIX)] = tensor
         else:
             raise ValueError(f"{where}: unexpected tensor {_show(key)}")
     _attach(model, model_tensors, where)
@@ -267,10 +263,10 @@ def _read(path: PathLike, map_location: torch.device | str | None, where: str) -
     if "optimizer" not in header:
         if optimizer_tensors:
             raise ValueError(f"{where}: optimizer tensors but no optimizer metadata")
-        return _Contents(model, None, None, [], metadata)
+        return _Contents(model, None, None, [], metadata, header, training)
     packed = _from_json(header, "optimizer", where)
     state, param_keys = _unpack_optimizer(packed, optimizer_tensors, model, where)
-    return _Contents(model, state, packed["class"], param_keys, metadata)
+    return _Contents(model, state, packed["class"], param_keys, metadata, header, training)
 
 
 def _from_json(header: Mapping[str, str], key: str, where: str) -> Any:

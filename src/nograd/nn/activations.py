@@ -257,7 +257,14 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
-        self._y = torch.softmax(x, self.dim)  # the backward needs only the output
+        try:
+            self._y = torch.softmax(x, self.dim)  # the backward needs only the output
+        except IndexError:  # checked only after torch refused: free when nothing fails
+            rank = max(x.dim(), 1)
+            raise ValueError(
+                f"{self._describe()}: expected dim in [{-rank}, {rank - 1}] for input of "
+                f"shape {tuple(x.shape)}, got {self.dim}"
+            ) from None
         return self._y
 
     def backward(self, grad_output: Tensor) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from torch import Tensor
@@ -41,6 +42,13 @@ class Linear(Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        try:  # anything an index can be (int, numpy integers), as torch.nn.Linear takes
+            in_features, out_features = operator.index(in_features), operator.index(out_features)
+        except TypeError:
+            raise TypeError(
+                f"Linear: expected integer sizes, got in_features={in_features!r}, "
+                f"out_features={out_features!r}"
+            ) from None
         if in_features < 0 or out_features < 0:
             raise ValueError(
                 f"Linear: expected non-negative sizes, got in_features={in_features}, "
@@ -70,11 +78,29 @@ class Linear(Module):
             )
         self._x = x  # the backward needs the input for dL/dW
         flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # (N, in)
-        if self.bias is None:
-            y = torch.mm(flat, self.weight.data.t())  # y = x W^T
-        else:
-            y = torch.addmm(self.bias.data, flat, self.weight.data.t())  # y = b + x W^T
+        try:
+            if self.bias is None:
+                y = torch.mm(flat, self.weight.data.t())  # y = x W^T
+            else:
+                y = torch.addmm(self.bias.data, flat, self.weight.data.t())  # y = b + x W^T
+        except RuntimeError as error:  # free when nothing fails: check only after torch refused
+            raise self._mismatch(x) or error from None
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
+
+    def _mismatch(self, x: Tensor) -> Exception | None:
+        """The clear error for an input of another dtype or device than the weights."""
+        weight = self.weight.data
+        if x.dtype != weight.dtype:
+            return TypeError(
+                f"{self._describe()}: expected input of dtype {weight.dtype} (the weights'), "
+                f"got {x.dtype}; convert the input or the model with .to()"
+            )
+        if x.device != weight.device:
+            return RuntimeError(
+                f"{self._describe()}: expected input on {weight.device} (where the weights "
+                f"are), got {x.device}; move the input or the model with .to()"
+            )
+        return None
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x = self._saved("_x")

@@ -1,0 +1,69 @@
+"""The ``nograd evaluate`` and ``nograd gradcheck`` commands (``nograd.cli`` parses them)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+
+from nograd.experiment import ACTIVATIONS, saved_model_accuracy
+from nograd.nn import Linear, Module, Sequential, activations, cross_entropy, losses
+
+
+class UsageError(Exception):
+    """A mistake of the user's: reported as one line, exit code 2."""
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Accuracy of a saved model on ``n`` fresh points drawn with ``seed``."""
+    if not args.path.is_file():
+        raise UsageError(f"argument path: no such file {str(args.path)!r}")
+    accuracy = saved_model_accuracy(args.path, args.task, args.n, args.seed)
+    where = f"{args.n} fresh {args.task} points (seed {args.seed})"
+    print(f"{args.path}: accuracy {100 * accuracy:.2f}% on {where}")
+    return 0
+
+
+def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
+    """Every module and loss of nograd.nn, on small random float64 inputs."""
+    from nograd.nn.dropout import Dropout
+
+    g = torch.Generator().manual_seed(seed)
+    x, pred = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    target = torch.rand(4, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (4,), generator=g)
+    torch.manual_seed(seed)  # the layers' initial weights
+    smoothing = 0.1
+    return [
+        ("Linear(3, 2)", Linear(3, 2), (x,)),
+        *[(f"{cls.__name__}()", cls(), (x,)) for cls in ACTIVATIONS.values()],
+        ("Softmax(dim=1)", activations.Softmax(dim=1), (x,)),
+        ("Identity()", activations.Identity(), (x,)),
+        ("Dropout(p=0.5)", Dropout(p=0.5), (x,)),
+        ("Sequential(Linear, Tanh, Linear)",
+         Sequential(Linear(3, 5), activations.Tanh(), Linear(5, 2)), (x,)),
+        ("MSELoss()", losses.MSELoss(), (pred, target)),
+        ("L1Loss()", losses.L1Loss(), (pred, target)),
+        ("BCEWithLogitsLoss()", losses.BCEWithLogitsLoss(), (pred, target)),
+        ("CrossEntropyLoss()", cross_entropy.CrossEntropyLoss(), (pred, labels)),
+        (f"CrossEntropyLoss(label_smoothing={smoothing})",
+         cross_entropy.CrossEntropyLoss(label_smoothing=smoothing), (pred, labels)),
+    ]  # fmt: skip
+
+
+def gradcheck_command(args: argparse.Namespace) -> int:
+    """One line per module: the worst |analytic - numeric| and pass/fail; exit 1 on a failure."""
+    from nograd.gradcheck import gradcheck
+
+    cases = gradcheck_cases(args.seed)
+    width = max(len(name) for name, _, _ in cases)
+    print(f"{'module':<{width}}  {'max abs error':>13}  result")
+    all_ok = True
+    for name, module, inputs in cases:
+        result = gradcheck(module, *inputs)
+        error = max((check.max_abs_error for check in result.checks), default=0.0)
+        all_ok &= result.ok
+        print(f"{name:<{width}}  {error:>13.3e}  {'pass' if result.ok else 'FAIL'}")
+    print("all passed" if all_ok else "some checks FAILED")
+    return 0 if all_ok else 1

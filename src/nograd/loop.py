@@ -1,0 +1,146 @@
+"""One epoch of ``fit``: the training step, and what happens between steps and epochs.
+
+Between two steps the loop may stop: at a non-finite loss (``nograd.guards``), or at
+Ctrl-C, after saving a checkpoint where the model, the optimizer and the generators
+agree. At the end of an epoch it steps the scheduler, measures the test data, and
+writes a checkpoint (``nograd.checkpoint``) every ``every`` epochs, never one holding
+a non-finite parameter.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from nograd.checkpoint import CheckpointWriter, Progress, capture_rng, generators, restore_rng
+from nograd.data import DataLoader
+from nograd.guards import InterruptGuard, TrainingInterrupted, all_finite, loss_watch
+from nograd.metrics import History, _evaluate
+from nograd.nn.losses import Loss
+from nograd.nn.module import Module
+from nograd.optim import Optimizer
+from nograd.optim.lr_scheduler import LRScheduler
+from nograd.targets import TargetTransform, predict_classes
+
+
+class EpochLoop:
+    """The state of one ``fit``: what each epoch reads and what it leaves behind.
+
+    ``fit`` sets ``writer`` (and ``every``) to checkpoint, ``history`` and ``last_good``
+    when it resumes, and calls ``run_epoch`` once per epoch.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        loss_fn: Loss,
+        optimizer: Optimizer,
+        scheduler: LRScheduler | None,
+        scheduler_interval: str,
+        loader: DataLoader,
+        test_loader: DataLoader | None,
+        target_transform: TargetTransform | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        epochs: int,
+    ) -> None:
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.scheduler, self.per_step = scheduler, scheduler_interval == "step"
+        self.loader, self.test_loader, self.target_transform = loader, test_loader, target_transform
+        self.device, self.dtype, self.epochs = device, dtype, epochs
+        self.named = generators(model, loader.generator if loader.shuffle else None)
+        self.watch = loss_watch(optimizer, device)
+        self.writer: CheckpointWriter | None = None
+        self.every = 1
+        self.guard = InterruptGuard()
+        self.last_good: Path | None = None  # a checkpoint to resume from
+        self.history = History()
+
+    def run_epoch(self, epoch: int, resumed: Progress | None) -> None:
+        """Train epoch ``epoch`` (from 0), from its start or from where ``resumed`` stopped."""
+        model, loss_fn, optimizer, loader = self.model, self.loss_fn, self.optimizer, self.loader
+        device, dtype, transform, watch = self.device, self.dtype, self.target_transform, self.watch
+        scheduler = self.scheduler if self.per_step else None
+        guard, history = self.guard, self.history
+        start_time = time.perf_counter()
+        if resumed is not None and resumed.step > 0:  # replay the shuffle, skip the done steps
+            rng_epoch = resumed.rng_epoch
+            restore_rng(rng_epoch, self.named, device)
+            batches = iter(loader)
+            restore_rng(resumed.rng, self.named, device)
+            batches = itertools.islice(batches, resumed.step, None)
+            first, seen = resumed.step, resumed.seen
+            loss_sum = resumed.loss_sum.to(device=device, dtype=dtype)
+            correct = resumed.correct.to(device)
+        else:
+            rng_epoch = capture_rng(self.named, device) if self.writer else {}
+            history.lr.append(_current_lr(optimizer))
+            batches, first, seen = iter(loader), 0, 0
+            loss_sum = torch.zeros((), device=device, dtype=dtype)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+        watch.start_epoch(epoch + 1, len(loader))
+        model.train()
+        for step, (x, y) in enumerate(batches, first):
+            x, y = x.to(device=device, dtype=dtype), y.to(device)
+            target = y if transform is None else transform(y)
+            optimizer.zero_grad()
+            output = model(x)  # each layer saves what its backward needs
+            loss = loss_fn(output, target)
+            watch.check(loss, step)  # stops before a non-finite loss reaches the weights
+            model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            n = len(y)
+            loss_sum.add_(loss, alpha=n)  # kept as tensors: no device sync per step
+            correct.add_((predict_classes(output, loss_fn) == y).sum())
+            seen += n
+            if guard.requested:  # Ctrl-C: save between two steps, where all agrees
+                done = Progress(epoch, step + 1, seen, loss_sum, correct, history.to_dict(),
+                                capture_rng(self.named, device), rng_epoch)  # fmt: skip
+                self.save(done, step + 1)
+        watch.flush()
+        if self.scheduler is not None and not self.per_step:
+            self.scheduler.step()
+        history.train_loss.append(float(loss_sum) / seen)
+        history.train_acc.append(int(correct) / seen)
+        if self.test_loader is not None:
+            test_loss, test_acc = _evaluate(
+                model, loss_fn, self.test_loader, transform, device, dtype
+            )
+            history.test_loss.append(test_loss)
+            history.test_acc.append(test_acc)
+        history.seconds.append(time.perf_counter() - start_time)
+        if self.writer is not None and (
+            (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs or guard.requested
+        ):
+            zero = torch.zeros(())
+            done = Progress(epoch + 1, 0, 0, zero, zero.long(), history.to_dict(),
+                            capture_rng(self.named, device))  # fmt: skip
+            self.save(done, len(loader))
+
+    def save(self, progress: Progress, step: int) -> None:
+        """Write ``progress`` unless a parameter is no longer finite; raise on Ctrl-C."""
+        assert self.writer is not None
+        self.watch.flush()  # on a GPU the losses since the last read are not checked yet
+        if not all_finite(p.data for p in self.model.parameters()):
+            raise self.watch.error(step, math.nan, "a parameter")
+        self.writer.write(self.model, self.optimizer, self.scheduler, progress)
+        self.last_good = self.watch.checkpoint = self.writer.path
+        if self.guard.requested:
+            raise TrainingInterrupted(self.writer.path, saved_now=True)
+
+    def postfix(self) -> dict[str, str]:
+        history = self.history
+        postfix = {"loss": f"{history.train_loss[-1]:.4f}", "acc": f"{history.train_acc[-1]:.3f}"}
+        if history.test_acc:
+            postfix["test_acc"] = f"{history.test_acc[-1]:.3f}"
+        return postfix
+
+
+def _current_lr(optimizer: Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])

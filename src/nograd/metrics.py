@@ -1,0 +1,81 @@
+"""Measuring a model: ``History`` (per-epoch figures of a ``fit``) and ``evaluate``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from nograd.data import DataLoader
+from nograd.data_checks import as_loader, check_data
+from nograd.nn.losses import Loss
+from nograd.nn.module import Module
+from nograd.targets import TargetTransform, predict_classes, target_for
+
+Data = Any  # a dataset of (x, y) pairs (TensorDataset) or a DataLoader over one
+
+
+@dataclass
+class History:
+    """Per-epoch figures of one ``fit``: list index e is epoch e + 1.
+
+    ``train_*`` are running means over the epoch's batches (train mode, as the
+    weights moved); ``test_*`` are measured after the epoch in eval mode and stay
+    empty without test data. Accuracies are fractions in [0, 1].
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+
+def evaluate(
+    model: Module,
+    loss_fn: Loss,
+    data: Data,
+    batch_size: int = 1024,
+    target_transform: TargetTransform | None = None,
+) -> tuple[float, float]:
+    """Mean loss and accuracy (a fraction) of ``model`` on ``data``, in eval mode.
+
+    The model's training/eval mode is restored afterwards.
+    """
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    dtype = params[0].dtype if params else torch.get_default_dtype()
+    loader = as_loader(data, batch_size, False, None, "evaluate: data")
+    n_outputs = check_data(model, loader, "evaluate: data", device, dtype)
+    if target_transform is None:
+        target_transform = target_for(loss_fn, n_outputs, dtype)
+    return _evaluate(model, loss_fn, loader, target_transform, device, dtype)
+
+
+def _evaluate(
+    model: Module,
+    loss_fn: Loss,
+    loader: DataLoader,
+    target_transform: TargetTransform | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[float, float]:
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=dtype)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in loader:
+        x, y = x.to(device=device, dtype=dtype), y.to(device)
+        output = model(x)
+        target = y if target_transform is None else target_transform(y)
+        loss_sum += loss_fn(output, target) * len(y)
+        correct += (predict_classes(output, loss_fn) == y).sum()
+        seen += len(y)
+    model.train(was_training)
+    return float(loss_sum) / seen, int(correct) / seen

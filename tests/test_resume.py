@@ -1,0 +1,253 @@
+"""Exact resume: a run stopped anywhere and resumed ends bit-identical to one that never stopped.
+
+Every test trains the same run twice: once straight through, once stopped (at an
+epoch boundary, by a deferred Ctrl-C between two steps, or by a KeyboardInterrupt
+raised from inside a step) and resumed from its checkpoint by fresh objects. The
+parameters, the optimizer's state, the scheduler's and the History must be equal to
+the bit (History's timings aside).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from nograd.cli import main
+from nograd.data import DataLoader, disk
+from nograd.nn import Linear, Module, Sequential
+from nograd.nn.activations import GELU
+from nograd.nn.cross_entropy import CrossEntropyLoss
+from nograd.nn.dropout import Dropout
+from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from nograd.optim.lr_scheduler import CosineAnnealingLR
+from nograd.train import History, TrainingInterrupted, fit
+
+EPOCHS = 5
+OPTIMIZERS: dict[str, Callable[[Module], Optimizer]] = {
+    "sgd_nesterov": lambda m: SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda m: Adam(m.parameters(), lr=0.01),
+    "adamw": lambda m: AdamW(m.parameters(), lr=0.01),
+    "rmsprop": lambda m: RMSprop(m.parameters(), lr=0.005, momentum=0.5),
+}
+in_main_thread = threading.current_thread() is threading.main_thread()
+
+
+class Run:
+    """One seeded run: data, a model with dropout, an optimizer and a scheduler."""
+
+    def __init__(self, optimizer: str = "adam", interval: str = "epoch", loader: bool = False):
+        generator = torch.Generator().manual_seed(7)
+        self.train, self.test = disk(90, generator=generator), disk(40, generator=generator)
+        torch.manual_seed(11)
+        self.model = Sequential(Linear(2, 12), GELU(), Dropout(0.2), Linear(12, 2))
+        self.optimizer = OPTIMIZERS[optimizer](self.model)
+        steps = EPOCHS * 6 if interval == "step" else EPOCHS
+        self.scheduler = CosineAnnealingLR(self.optimizer, T_max=steps)
+        self.interval, self.generator = interval, generator
+        self.data: Any = self.train
+        if loader:  # a DataLoader that draws its shuffle from the global generator
+            self.data = DataLoader(self.train, batch_size=16, shuffle=True)
+
+    def fit(self, **options: Any) -> History:
+        return fit(
+            self.model, CrossEntropyLoss(), self.optimizer, self.data, self.test,
+            epochs=options.pop("epochs", EPOCHS),
+            batch_size=None if isinstance(self.data, DataLoader) else 16,
+            scheduler=self.scheduler, scheduler_interval=self.interval,  # type: ignore[arg-type]
+            generator=self.generator, progress=False, **options,
+        )  # fmt: skip
+
+
+def assert_same(a: Run, b: Run, history_a: History, history_b: History) -> None:
+    for (name, p), q in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(p.data, q.data), name
+    state_a, state_b = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert state_a["param_groups"] == state_b["param_groups"]
+    for index, entry in state_a["state"].items():
+        for key, value in entry.items():
+            other = state_b["state"][index][key]
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (index, key)
+    assert a.scheduler.state_dict() == b.scheduler.state_dict()
+    da, db = history_a.to_dict(), history_b.to_dict()
+    del da["seconds"], db["seconds"]
+    assert da == db
+
+
+def step_hook(monkeypatch: pytest.MonkeyPatch, optimizer: Optimizer, at: int, action: Any) -> None:
+    """Run ``action`` just before the ``at``-th call of ``optimizer.step``."""
+    original, calls = optimizer.step, [0]
+
+    def step(*args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == at:
+            action()
+        return original(*args)
+
+    monkeypatch.setattr(optimizer, "step", step)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("interval", ["epoch", "step"])
+def test_resume_at_an_epoch_boundary_is_exact(
+    tmp_path: Path, optimizer: str, interval: str
+) -> None:
+    straight = Run(optimizer, interval)
+    history = straight.fit()
+
+    first = Run(optimizer, interval)
+    first.fit(epochs=2, checkpoint_path=tmp_path / "c.safetensors")  # as if killed after epoch 2
+    resumed = Run(optimizer, interval)
+    torch.manual_seed(12345)  # whatever the global generator holds now is overwritten
+    history_resumed = resumed.fit(resume_from=tmp_path / "c.safetensors")
+    assert len(history_resumed.train_loss) == EPOCHS
+    assert_same(straight, resumed, history, history_resumed)
+
+
+@pytest.mark.skipif(not in_main_thread, reason="signal handlers live in the main thread")
+@pytest.mark.parametrize("at_step", [1, 9, 12, 17])  # first step; mid-epoch; epoch ends (6 steps)
+@pytest.mark.parametrize("loader", [False, True])
+def test_a_deferred_ctrl_c_saves_between_two_steps_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_step: int, loader: bool
+) -> None:
+    straight = Run(loader=loader)
+    history = straight.fit()
+
+    path = tmp_path / "c.safetensors"
+    stopped = Run(loader=loader)
+    step_hook(monkeypatch, stopped.optimizer, at_step, lambda: signal.raise_signal(signal.SIGINT))
+    with pytest.raises(TrainingInterrupted) as info:
+        stopped.fit(checkpoint_path=path, checkpoint_every=100)
+    assert info.value.checkpoint == path and info.value.saved_now
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+
+    resumed = Run(loader=loader)
+    history_resumed = resumed.fit(resume_from=path, checkpoint_path=path)
+    assert_same(straight, resumed, history, history_resumed)
+
+
+def test_a_keyboard_interrupt_from_inside_a_step_falls_back_to_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = Run("sgd_nesterov")
+    history = straight.fit()
+
+    path = tmp_path / "c.safetensors"
+    stopped = Run("sgd_nesterov")
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt  # mid-step: this state cannot be trusted, so it is not saved
+
+    step_hook(monkeypatch, stopped.optimizer, 6 * 3 + 2, interrupt)  # in epoch 4
+    with pytest.raises(TrainingInterrupted) as info:
+        stopped.fit(checkpoint_path=path, checkpoint_every=2)
+    assert info.value.checkpoint == path and not info.value.saved_now
+
+    resumed = Run("sgd_nesterov")
+    history_resumed = resumed.fit(resume_from=path)  # from the end of epoch 2
+    assert_same(straight, resumed, history, history_resumed)
+
+
+def test_an_interrupt_before_any_checkpoint_names_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Run()
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    step_hook(monkeypatch, run.optimizer, 2, interrupt)
+    with pytest.raises(TrainingInterrupted) as info:
+        run.fit()
+    assert info.value.checkpoint is None
+
+
+def test_resuming_a_finished_run_trains_nothing_and_a_shorter_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    done = Run()
+    history = done.fit(checkpoint_path=tmp_path / "c.safetensors")
+    again = Run()
+    assert again.fit(resume_from=tmp_path / "c.safetensors").train_loss == history.train_loss
+    with pytest.raises(ValueError, match="is past epoch 5, epochs=3"):
+        Run().fit(resume_from=tmp_path / "c.safetensors", epochs=3)
+
+
+def test_resume_with_other_generators_is_refused(tmp_path: Path) -> None:
+    Run().fit(epochs=1, checkpoint_path=tmp_path / "c.safetensors")
+    other = Run()
+    with pytest.raises(ValueError, match="this run draws from"):
+        fit(other.model, CrossEntropyLoss(), other.optimizer, other.train, epochs=3,
+            scheduler=other.scheduler, shuffle=False, progress=False,
+            resume_from=tmp_path / "c.safetensors")  # fmt: skip
+
+
+# ------------------------------------------------------------ the experiment
+SHORT = ["--epochs", "4", "--rounds", "3", "--n-train", "60", "--n-test", "40", "--quiet"]
+
+
+def metrics_without_timings(out: Path) -> dict[str, Any]:
+    metrics = json.loads((out / "metrics.json").read_text())
+    for record in metrics["rounds"]:
+        del record["seconds"], record["history"]["seconds"]
+    return metrics
+
+
+@pytest.mark.skipif(not in_main_thread, reason="signal handlers live in the main thread")
+@pytest.mark.parametrize("how", ["ctrl_c", "raised"])
+def test_nograd_train_resume_writes_the_metrics_of_an_uninterrupted_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    how: str,
+) -> None:
+    assert main(["train", *SHORT, "--preset", "seed", "--out", str(tmp_path / "straight")]) == 0
+
+    def stop() -> None:
+        if how == "ctrl_c":
+            signal.raise_signal(signal.SIGINT)
+        else:
+            raise KeyboardInterrupt
+
+    original, calls = SGD.step, [0]
+
+    def step(self: SGD, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 6 * 4 + 6 * 2 + 3:  # round 2, epoch 3, step 3 (6 batches of 10)
+            stop()
+        return original(self, *args)
+
+    monkeypatch.setattr(SGD, "step", step)
+    out = tmp_path / "stopped"
+    capsys.readouterr()
+    argv = ["train", *SHORT, "--preset", "seed", "--out", str(out), "--checkpoint-every", "2"]
+    assert main(argv) == 130
+    checkpoint = out / "checkpoint.safetensors"
+    assert capsys.readouterr().err == (
+        f"interrupted: checkpoint saved to {checkpoint} "
+        f"(resume with: nograd train --resume {checkpoint})\n"
+    )
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(checkpoint), "--quiet"]) == 0
+    assert metrics_without_timings(out) == metrics_without_timings(tmp_path / "straight")
+
+
+def test_resume_refuses_other_options_and_model_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *SHORT, "--rounds", "1", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    assert main(["train", "--resume", str(checkpoint), "--lr", "0.5"]) == 2
+    assert capsys.readouterr().err == (
+        "nograd: error: argument --resume: the run's options come from its checkpoint; drop --lr\n"
+    )
+    assert main(["train", "--resume", str(tmp_path / "model.safetensors")]) == 2
+    assert capsys.readouterr().err == (
+        f"nograd: error: resume: {tmp_path / 'model.safetensors'}: not a checkpoint of "
+        "nograd train (no experiment state)\n"
+    )
