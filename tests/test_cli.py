@@ -176,6 +176,8 @@ def test_gradcheck_passes(capsys: pytest.CaptureFixture[str]) -> None:
         ["train", "--device", "nonsense"],
         ["train", "--optimizer", "adam", "--momentum", "0.9"],
         ["train", "--standardize", "--n-train", "1"],
+        ["train", "--cuda-graph"],
+        ["train", "--cuda-graph", "--device", "cuda", "--optimizer", "rmsprop"],
         ["evaluate", "no/such/model.safetensors"],
         ["fly"],
         [],

@@ -91,3 +91,48 @@ def test_fit_trains_on_cuda() -> None:
         device=CUDA,
     )
     assert history.test_acc[-1] > 0.7
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_fit_with_cuda_graph_trains_as_eager_fit(name: str) -> None:
+    results = []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2)).to(CUDA, torch.float64)
+        options = {"lr": 0.05, "momentum": 0.9} if name == "SGD" else {"lr": 1e-2}
+        optimizer = getattr(optim, name)(model.parameters(), **options)
+        fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            data.disk(512, generator=torch.Generator().manual_seed(1)),
+            epochs=3,
+            batch_size=64,  # divides 512: no batch is dropped
+            generator=torch.Generator().manual_seed(2),
+            progress=False,
+            cuda_graph=graphed,
+        )
+        results.append([p.data.clone() for p in model.parameters()])
+    for eager, graphed_param in zip(*results, strict=True):
+        torch.testing.assert_close(graphed_param, eager, rtol=1e-9, atol=1e-12)
+
+
+def test_cli_trains_with_cuda_graph(tmp_path: object) -> None:
+    from nograd.cli import main
+
+    code = main(
+        [
+            "train",
+            "--device",
+            "cuda",
+            "--cuda-graph",
+            "--rounds",
+            "1",
+            "--epochs",
+            "3",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0

@@ -312,3 +312,17 @@ def test_a_whole_training_run_matches_torch(case: str) -> None:
         small_net(outputs, torch.float64), outputs
     )  # a fresh draw, not the trained one
     assert not torch.allclose(ours["0.weight"], initial.state_dict()["0.weight"])
+
+
+def test_fit_with_cuda_graph_needs_a_cuda_device() -> None:
+    model = Sequential(Linear(2, 4), ReLU(), Linear(4, 2))
+    with pytest.raises(ValueError, match=r"cuda_graph=True needs a CUDA device, got cpu"):
+        fit(
+            model,
+            CrossEntropyLoss(),
+            SGD(model.parameters(), lr=0.1),
+            disk(64),
+            epochs=1,
+            cuda_graph=True,
+            progress=False,
+        )

@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="(x - mean) / std of the training set (seed preset: on)",
     )
+    train.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        default=None,
+        help="replay each training step as one CUDA graph (needs --device cuda; sgd, adam "
+        "or adamw; the last, partial batch of each epoch is dropped)",
+    )
     train.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or table")
     train.add_argument(
@@ -183,6 +190,12 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         raise UsageError(f"argument --device: unknown device {config.device!r}") from None
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"argument --device: {config.device} is not available on this machine")
+    if config.cuda_graph and not config.device.startswith("cuda"):
+        raise UsageError("argument --cuda-graph: needs --device cuda")
+    if config.cuda_graph and config.optimizer not in ("sgd", "adam", "adamw"):
+        raise UsageError(
+            f"argument --cuda-graph: supports sgd, adam and adamw, not {config.optimizer}"
+        )
     try:
         check_size(config, "argument --hidden")
     except ValueError as error:

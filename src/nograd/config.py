@@ -77,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     standardize: bool = False
     device: str = "cpu"
+    cuda_graph: bool = False
 
 
 # "default" is the reference experiment. "seed" is the original course setup: plain
@@ -169,6 +170,7 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "seed": _integer(-(2**62), 2**62),
     "standardize": _one_of(True, False),
     "device": _device,
+    "cuda_graph": _one_of(True, False),
 }
 
 

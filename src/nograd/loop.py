@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from nograd.checkpoint import CheckpointWriter, Progress, capture_rng, generators, restore_rng
+from nograd.cuda_graph import GraphedTrainStep
 from nograd.data import DataLoader
 from nograd.guards import InterruptGuard, TrainingInterrupted, all_finite, loss_watch
 from nograd.metrics import History, _evaluate
@@ -59,6 +60,8 @@ class EpochLoop:
         self.guard = InterruptGuard()
         self.last_good: Path | None = None  # a checkpoint to resume from
         self.history = History()
+        self.cuda_graph = False  # replay each step as one CUDA graph (fit's cuda_graph)
+        self.graphed: GraphedTrainStep | None = None
 
     def run_epoch(self, epoch: int, resumed: Progress | None) -> None:
         """Train epoch ``epoch`` (from 0), from its start or from where ``resumed`` stopped."""
@@ -87,12 +90,21 @@ class EpochLoop:
         for step, (x, y) in enumerate(batches, first):
             x, y = x.to(device=device, dtype=dtype), y.to(device)
             target = y if transform is None else transform(y)
-            optimizer.zero_grad()
-            output = model(x)  # each layer saves what its backward needs
-            loss = loss_fn(output, target)
-            watch.check(loss, step)  # stops before a non-finite loss reaches the weights
-            model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
-            optimizer.step()
+            if self.cuda_graph:
+                if self.graphed is None:
+                    self.graphed = GraphedTrainStep(model, loss_fn, optimizer, x, target)
+                if x.shape != self.graphed.input_shape:
+                    continue  # a graph replays one shape: the last, partial batch is dropped
+                loss = self.graphed(x, target)  # the five lines below, replayed at once
+                output = self.graphed.output
+                watch.check(loss, step)
+            else:
+                optimizer.zero_grad()
+                output = model(x)  # each layer saves what its backward needs
+                loss = loss_fn(output, target)
+                watch.check(loss, step)  # stops before a non-finite loss reaches the weights
+                model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
+                optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             n = len(y)

@@ -63,6 +63,7 @@ def fit(
     checkpoint_every: int = 1,
     checkpoint_metadata: dict[str, Any] | None = None,
     resume_from: str | os.PathLike[str] | None = None,
+    cuda_graph: bool = False,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_data``; return the History.
 
@@ -90,6 +91,11 @@ def fit(
         checkpoint_metadata: JSON-able values stored in every checkpoint.
         resume_from: a checkpoint written by ``fit`` for this same model, optimizer,
             scheduler and data; training goes on exactly where it stopped.
+        cuda_graph: replay each training step as one CUDA graph
+            (``nograd.cuda_graph.GraphedTrainStep``): needs a CUDA device and SGD, Adam
+            or AdamW; every batch must have the first batch's shape, so the last,
+            partial batch of each epoch is dropped. A per-step scheduler makes it
+            capture the graph again at every step: schedule per epoch.
 
     Raises:
         ValueError: for epochs, batch_size or checkpoint_every < 1, an empty dataset,
@@ -104,6 +110,10 @@ def fit(
             raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
     if getattr(loss_fn, "reduction", "mean") != "mean":
         raise ValueError(f"fit: expected a loss with reduction='mean', got {loss_fn._describe()}")
+    if cuda_graph and torch.device(device or _device_of(model)).type != "cuda":
+        raise ValueError(
+            f"fit: cuda_graph=True needs a CUDA device, got {device or _device_of(model)}"
+        )
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(
             f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
@@ -119,6 +129,11 @@ def fit(
         if test_data is None
         else as_loader(test_data, batch_size, False, None, "fit: test_data")
     )
+    if cuda_graph and len(train_loader.dataset) < train_loader.batch_size:
+        raise ValueError(
+            f"fit: cuda_graph=True drops partial batches, and the {len(train_loader.dataset)} "
+            f"training samples make none of batch_size={train_loader.batch_size}"
+        )
     n_outputs = check_data(model, train_loader, "fit: train_data", device, dtype)
     if test_loader is not None:
         check_data(model, test_loader, "fit: test_data", device, dtype)
@@ -127,6 +142,7 @@ def fit(
 
     loop = EpochLoop(model, loss_fn, optimizer, scheduler, scheduler_interval, train_loader,
                  test_loader, target_transform, device, dtype, epochs)  # fmt: skip
+    loop.cuda_graph = cuda_graph
     if checkpoint_path is not None:
         loop.writer = CheckpointWriter(checkpoint_path, model, scheduler, checkpoint_metadata)
         loop.every = checkpoint_every
@@ -166,3 +182,7 @@ def fit(
         bar.close()
         model.needs_input_grad = previous_needs_input_grad
     return loop.history
+
+
+def _device_of(model: Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
