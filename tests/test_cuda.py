@@ -75,22 +75,28 @@ def test_optimizers_match_torch_on_cuda(name: str) -> None:
         torch.testing.assert_close(p.data, q.detach(), rtol=1e-10, atol=1e-12)
 
 
-def test_fit_trains_on_cuda() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2)).to(CUDA)
-    loss_fn = nn.CrossEntropyLoss()
-    history = fit(
-        model,
-        loss_fn,
-        optim.Adam(model.parameters(), lr=1e-2),
-        data.disk(512),
-        data.disk(256),
-        epochs=5,
-        batch_size=64,
-        progress=False,
-        device=CUDA,
-    )
-    assert history.test_acc[-1] > 0.7
+def test_fit_on_cuda_trains_as_on_the_cpu() -> None:
+    finals = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2)).to(torch.float64)
+        history = fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optim.Adam(model.parameters(), lr=1e-2),
+            data.disk(512, generator=torch.Generator().manual_seed(1)),
+            data.disk(256, generator=torch.Generator().manual_seed(2)),
+            epochs=5,
+            batch_size=64,
+            generator=torch.Generator().manual_seed(3),
+            progress=False,
+            device=device,
+        )
+        finals.append(([p.data.cpu() for p in model.parameters()], history.test_acc))
+    (cpu_params, cpu_acc), (cuda_params, cuda_acc) = finals
+    assert cuda_acc == cpu_acc
+    for on_cpu, on_cuda in zip(cpu_params, cuda_params, strict=True):
+        torch.testing.assert_close(on_cuda, on_cpu, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
