@@ -1,0 +1,80 @@
+"""The reference network trained for 50 mini-batch steps, by nograd and by torch.nn +
+torch.optim from the same weights on the same batches, ends with the same parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from nograd import nn, optim
+from nograd.data import DataLoader, disk
+
+OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {"lr": 0.1}),
+    "sgd-momentum-nesterov-wd": (
+        "SGD",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+    ),
+    "adam": ("Adam", {"lr": 1e-2}),
+    "adam-amsgrad-wd": ("Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 1e-2}),
+    "adamw": ("AdamW", {"lr": 1e-2}),
+    "rmsprop-centered-momentum": ("RMSprop", {"lr": 1e-3, "momentum": 0.5, "centered": True}),
+}
+LOSSES: dict[str, tuple[Callable[[], nn.Loss], Callable[[], torch.nn.Module]]] = {
+    "ce": (nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss),
+    "mse": (nn.MSELoss, torch.nn.MSELoss),
+}
+
+
+def reference_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(2, 25), nn.ReLU(), nn.Linear(25, 25), nn.ReLU(),
+        nn.Linear(25, 25), nn.ReLU(), nn.Linear(25, 2),
+    ).to(torch.float64)  # fmt: skip
+
+
+@pytest.mark.parametrize("loss_name", list(LOSSES))
+@pytest.mark.parametrize("optimizer_name", list(OPTIMIZERS))
+def test_fifty_steps_of_the_reference_network_match_torch(
+    optimizer_name: str, loss_name: str
+) -> None:
+    torch.manual_seed(0)
+    ours = reference_net()
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 25), torch.nn.ReLU(), torch.nn.Linear(25, 25), torch.nn.ReLU(),
+        torch.nn.Linear(25, 25), torch.nn.ReLU(), torch.nn.Linear(25, 2),
+    ).to(torch.float64)  # fmt: skip
+    twin.load_state_dict(ours.state_dict())
+    initial = ours.state_dict()["0.weight"].clone()
+    name, options = OPTIMIZERS[optimizer_name]
+    optimizer = getattr(optim, name)(ours.parameters(), **options)
+    torch_optimizer = getattr(torch.optim, name)(twin.parameters(), **options)
+    make_loss, make_torch_loss = LOSSES[loss_name]
+    loss_fn, torch_loss_fn = make_loss(), make_torch_loss()
+
+    train = disk(500, generator=torch.Generator().manual_seed(1))
+    loader = DataLoader(
+        train, batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(2)
+    )
+    for x, y in loader:  # 50 mini-batches
+        x = x.double()
+        target = y if loss_name == "ce" else torch.nn.functional.one_hot(y, 2).double()
+        optimizer.zero_grad()
+        loss = loss_fn(ours(x), target)
+        ours.backward(loss_fn.backward())
+        optimizer.step()
+
+        torch_optimizer.zero_grad()
+        with torch.enable_grad():
+            torch_loss = torch_loss_fn(twin(x), target)
+            torch_loss.backward()
+        torch_optimizer.step()
+        torch.testing.assert_close(loss, torch_loss.detach(), rtol=1e-9, atol=1e-12)
+
+    assert len(loader) == 50
+    for key, value in twin.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(ours.state_dict()["0.weight"], initial)  # it did train
