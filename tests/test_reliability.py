@@ -144,9 +144,11 @@ def test_a_non_finite_parameter_is_never_written(
     assert json.loads(io._read(path, None, "").header["training"])["epoch"] == 1
 
 
-def test_nograd_train_reports_divergence_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_nograd_train_reports_divergence_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["train", "--lr", "1e6", "--optimizer", "sgd", "--loss", "mse", "--rounds", "1",
-            "--n-train", "50", "--n-test", "20", "--quiet"]  # fmt: skip
+            "--n-train", "50", "--n-test", "20", "--quiet", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("nograd: error: fit: the loss became") and err.count("\n") == 1
