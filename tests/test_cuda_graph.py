@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import nograd.cuda_graph
-from nograd.cuda_graph import GraphedTrainStep, adam_step_counts, capturable_adam_step
+from nograd.cuda_graph import GraphedTrainStep
 from nograd.nn import (
     CrossEntropyLoss,
     Dropout,
@@ -35,6 +35,7 @@ from nograd.nn import (
     Tanh,
 )
 from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 from nograd.optim.lr_scheduler import StepLR
 from tests.oracle import tolerance
 

@@ -30,14 +30,13 @@ What a recording implies, and how ``GraphedTrainStep`` deals with it:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module, Parameter
 from nograd.optim import SGD, Adam, Optimizer
+from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 
 
 class GraphedTrainStep:
@@ -206,93 +205,6 @@ class GraphedTrainStep:
             for group in self.optimizer.param_groups
         ]
         return groups, [module.training for module in self._modules]
-
-
-def adam_step_counts(optimizer: Adam) -> list[Tensor]:
-    """Adam's t per param group, as 0-dim float64 tensors on the group's device.
-
-    Read from ``state["step"]`` of the parameters that have state, not from which ones
-    have a gradient now: a ``zero_grad()`` between two calls must change nothing.
-
-    Raises:
-        ValueError: if the parameters of one group have taken different numbers of steps.
-    """
-    counts = []
-    for i, group in enumerate(optimizer.param_groups):
-        params = [param for param in group["params"] if optimizer.state.get(param)]
-        steps = {float(optimizer.state[param]["step"]) for param in params}
-        if len(steps) > 1:
-            raise ValueError(
-                f"GraphedTrainStep: expected every parameter of param_groups[{i}] to have "
-                f"taken the same number of steps, got step counts {sorted(steps)}"
-            )
-        device = params[0].device if params else group["params"][0].device
-        counts.append(
-            torch.tensor(steps.pop() if steps else 0.0, dtype=torch.float64, device=device)
-        )
-    return counts
-
-
-def capturable_adam_step(optimizer: Adam, steps: Sequence[Tensor]) -> None:
-    """``optimizer.step()`` for Adam/AdamW with t on the device, so a graph can replay it.
-
-    The update is ``Adam.step``'s (see its docstring); only the step count t, the bias
-    corrections and the step size s = lr / (1 - beta1^t) are tensors, computed on the
-    device in float64, where ``Adam.step`` computes them as Python floats that a capture
-    would freeze. The last line is rearranged (as in ``torch.optim.Adam(capturable=True)``)
-    because ``addcdiv_`` takes its factor as a Python number only::
-
-        p - s m / d  =  p + m / (d / -s),   d = sqrt(v) / sqrt(1 - beta2^t) + eps
-
-    ``state["step"]`` (a Python float) is left alone: a graph replays tensor work only,
-    so whoever replays advances it (``GraphedTrainStep`` does, after every replay).
-
-    Args:
-        optimizer: an Adam or AdamW whose state exists (after at least one eager step).
-        steps: t of each param group before this step (``adam_step_counts``), advanced
-            in place.
-    """
-    for group, t in zip(optimizer.param_groups, steps, strict=True):
-        params = [param for param in group["params"] if param.grad is not None]
-        if not params:
-            continue
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
-        states = [optimizer.state[param] for param in params]
-        if not all(states):
-            raise ValueError(
-                f"GraphedTrainStep: a parameter has a gradient but no {type(optimizer).__name__}"
-                " state; every parameter must take part in the warm-up steps"
-            )
-        p = [param.data for param in params]
-        g = [param.grad for param in params if param.grad is not None]
-        m = [state["exp_avg"] for state in states]
-        v = [state["exp_avg_sq"] for state in states]
-        if group["maximize"]:
-            g = list(torch._foreach_neg(g))  # g = -g
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                torch._foreach_mul_(p, 1 - lr * weight_decay)  # p = p * (1 - lr * wd)
-            else:
-                g = list(torch._foreach_add(g, p, alpha=weight_decay))  # g = g + wd * p
-        torch._foreach_lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
-        torch._foreach_mul_(v, beta2)  # v = beta2 * v
-        torch._foreach_addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
-        if amsgrad:
-            v_max = [state["max_exp_avg_sq"] for state in states]
-            torch._foreach_maximum_(v_max, v)  # v_max = max(v_max, v)
-            v = v_max
-        t.add_(1)  # t = t + 1, on the device
-        if lr == 0:
-            continue  # s = 0: p stays as it is (d / -s would divide by zero)
-        dtype = p[0].dtype
-        bias_correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, t)).to(dtype)  # sqrt(1 - beta2^t)
-        minus_s = torch.reciprocal(1 - torch.pow(beta1, t)).mul_(-lr).to(dtype)  # -lr/(1-beta1^t)
-        denom = torch._foreach_sqrt(v)  # sqrt(v)
-        torch._foreach_div_(denom, bias_correction2_sqrt)  # sqrt(v) / sqrt(1 - beta2^t)
-        torch._foreach_add_(denom, eps)  # d = ... + eps
-        torch._foreach_div_(denom, minus_s)  # d / -s
-        torch._foreach_addcdiv_(p, m, denom)  # p = p + m / (d / -s) = p - s m / d
 
 
 # ---------------------------------------------------------------------- checks
