@@ -1,27 +1,29 @@
 """nograd: a deep-learning framework whose every backward pass is written by hand.
 
 The core (``nograd.nn``, ``nograd.optim``, ``nograd.gradcheck``, ``nograd.data``)
-needs only torch. ``nograd.save`` and ``nograd.load`` need safetensors and are
-imported on first use.
+needs only torch. ``nograd.train`` (tqdm), ``nograd.save`` and ``nograd.load``
+(safetensors) are imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from nograd import data, nn, optim
 from nograd.gradcheck import GradcheckResult, gradcheck
 
 if TYPE_CHECKING:
+    from nograd import train
     from nograd.io import load, save
 
-__all__ = ["GradcheckResult", "data", "gradcheck", "load", "nn", "optim", "save"]
+__all__ = ["GradcheckResult", "data", "gradcheck", "load", "nn", "optim", "save", "train"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     if name in {"save", "load"}:
-        from nograd import io
-
-        return getattr(io, name)
+        return getattr(importlib.import_module("nograd.io"), name)
+    if name == "train":
+        return importlib.import_module("nograd.train")
     raise AttributeError(f"module 'nograd' has no attribute {name!r}")
