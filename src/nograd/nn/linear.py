@@ -71,21 +71,26 @@ class Linear(Module):
             init.uniform_(self.bias.data, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            return self._forward_any_shape(x)
+        self._x = x  # the backward needs the input for dL/dW
+        try:
+            if self.bias is None:
+                return torch.mm(x, self.weight.data.t())  # y = x W^T
+            return torch.addmm(self.bias.data, x, self.weight.data.t())  # y = b + x W^T
+        except RuntimeError as error:  # free when nothing fails: check only after torch refused
+            raise self._mismatch(x) or error from None
+
+    def _forward_any_shape(self, x: Tensor) -> Tensor:
+        """(*, in_features) -> (*, out_features): the same map on the rows of x."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{self._describe()}: expected input of shape (N, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
-        self._x = x  # the backward needs the input for dL/dW
-        flat = x if x.dim() == 2 else x.reshape(-1, self.in_features)  # (N, in)
-        try:
-            if self.bias is None:
-                y = torch.mm(flat, self.weight.data.t())  # y = x W^T
-            else:
-                y = torch.addmm(self.bias.data, flat, self.weight.data.t())  # y = b + x W^T
-        except RuntimeError as error:  # free when nothing fails: check only after torch refused
-            raise self._mismatch(x) or error from None
-        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
+        y = self.forward(x.reshape(-1, self.in_features))
+        self._x = x  # backward flattens it again
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def _mismatch(self, x: Tensor) -> Exception | None:
         """The clear error for an input of another dtype or device than the weights."""
@@ -104,7 +109,7 @@ class Linear(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x = self._saved("_x")
-        if grad_output.shape != (*x.shape[:-1], self.out_features):
+        if grad_output.shape[:-1] != x.shape[:-1] or grad_output.shape[-1] != self.out_features:
             raise ValueError(
                 f"{self._describe()}: expected grad_output of shape "
                 f"{(*x.shape[:-1], self.out_features)}, got {tuple(grad_output.shape)}"
