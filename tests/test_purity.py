@@ -228,7 +228,7 @@ ALLOWED_SNIPPET = textwrap.dedent(
     from torch import Tensor
 
     from nograd.nn import Module
-    from nograd.nn.module import Parameter
+    from nograd.nn.parameter import Parameter
 
     # torch.nn.Linear would call x.requires_grad_(); we never do
     def step(model: Module, loss_fn: Module, x: Tensor, y: Tensor) -> Tensor:

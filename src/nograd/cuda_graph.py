@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from nograd.nn.losses import Loss
-from nograd.nn.module import Module, Parameter
+from nograd.nn.module import Module
+from nograd.nn.parameter import Parameter
 from nograd.optim import SGD, Adam, Optimizer
 from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 

@@ -7,7 +7,8 @@ from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
 from nograd.nn.linear import Linear
 from nograd.nn.losses import BCEWithLogitsLoss, L1Loss, Loss, MSELoss
-from nograd.nn.module import NO_INPUT_GRAD, Module, Parameter
+from nograd.nn.module import NO_INPUT_GRAD, Module
+from nograd.nn.parameter import Parameter
 
 __all__ = [
     "ELU",

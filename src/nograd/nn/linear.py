@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from nograd.nn import init
-from nograd.nn.module import NO_INPUT_GRAD, Module, Parameter
+from nograd.nn.module import NO_INPUT_GRAD, Module
+from nograd.nn.parameter import Parameter
 
 
 class Linear(Module):

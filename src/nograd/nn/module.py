@@ -1,4 +1,4 @@
-"""Parameter and Module: the contract every layer in nograd follows.
+"""Module: the contract every layer in nograd follows.
 
 A module is a function with a memory. ``forward(x)`` computes the output and saves
 exactly what the derivative needs; ``backward(grad_output)`` receives dL/d(output),
@@ -16,49 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-
-class Parameter:
-    """A trainable tensor: ``data`` holds its value, ``grad`` holds dL/d(data).
-
-    Gradients accumulate: every backward pass adds into ``grad``, so a weight used
-    twice receives both contributions, and ``zero_grad`` clears it between steps.
-
-    Args:
-        data: the initial value; the parameter keeps this tensor (no copy).
-    """
-
-    __slots__ = ("data", "grad")
-
-    def __init__(self, data: Tensor) -> None:
-        if not isinstance(data, Tensor):
-            raise TypeError(f"Parameter: expected a torch.Tensor, got {type(data).__name__}")
-        self.data: Tensor = data
-        self.grad: Tensor | None = None
-
-    def accumulate_grad(self, grad: Tensor) -> None:
-        """Add ``grad`` into ``self.grad``; the first gradient is stored as it is."""
-        if self.grad is None:
-            self.grad = grad  # callers hand over a tensor they will not reuse
-        else:
-            self.grad.add_(grad)
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.data.shape
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.data.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.data.device
-
-    def numel(self) -> int:
-        return self.data.numel()
-
-    def __repr__(self) -> str:
-        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+from nograd.nn.parameter import Parameter
 
 
 class _IncompatibleKeys(NamedTuple):

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nograd.nn.module import Parameter
+from nograd.nn.parameter import Parameter
 from nograd.optim.optimizer import Optimizer, ParamsT, foreach_scalar
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nograd.nn.module import Parameter
+from nograd.nn.parameter import Parameter
 from nograd.optim.optimizer import Optimizer, ParamsT, TensorList, foreach_scalar
 
 
