@@ -13,7 +13,7 @@ import pytest
 import nograd.experiment
 from nograd import io
 from nograd.cli import build_parser, config_from, main
-from nograd.experiment import PRESETS
+from nograd.config import PRESETS
 
 SHORT = ["--epochs", "3", "--rounds", "2", "--n-train", "60", "--n-test", "50"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

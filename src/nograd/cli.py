@@ -22,20 +22,20 @@ from typing import Any
 import torch
 
 from nograd.commands import UsageError, evaluate_command, gradcheck_command
-from nograd.config import MAX_SAMPLES, check_size
-from nograd.experiment import (
+from nograd.config import (
     ACTIVATIONS,
-    CHECKPOINT_FILE,
     LOSSES,
+    MAX_SAMPLES,
     OPTIMIZERS,
     PRESETS,
     SCHEDULES,
     TASKS,
     TrainConfig,
-    read_resume,
-    run_rounds,
+    check_size,
 )
+from nograd.experiment import CHECKPOINT_FILE, run_rounds
 from nograd.guards import DivergenceError, TrainingInterrupted
+from nograd.resume import read_resume
 
 EXIT_USAGE = 2  # a mistake of the user's, reported in one line
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C

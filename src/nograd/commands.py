@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from nograd.experiment import ACTIVATIONS, saved_model_accuracy
+from nograd.config import ACTIVATIONS
+from nograd.experiment import saved_model_accuracy
 from nograd.nn import Linear, Module, Sequential, activations, cross_entropy, losses
 
 

@@ -27,18 +27,7 @@ from typing import Any
 import torch
 
 from nograd import io
-from nograd.config import (
-    ACTIVATIONS,
-    LOSSES,
-    OPTIMIZERS,
-    PRESETS,
-    SCHEDULES,
-    TASKS,
-    TrainConfig,
-    build_loss,
-    build_model,
-    build_optimizer,
-)
+from nograd.config import TASKS, TrainConfig, build_loss, build_model, build_optimizer
 from nograd.data import TensorDataset
 from nograd.nn import Linear, Sequential
 from nograd.nn.losses import Loss
@@ -47,11 +36,7 @@ from nograd.resume import read_resume
 from nograd.targets import predict_classes
 from nograd.train import History, evaluate, fit
 
-__all__ = [
-    "ACTIVATIONS", "CHECKPOINT_FILE", "LOSSES", "OPTIMIZERS", "PRESETS", "SCHEDULES", "TASKS",
-    "Round", "TrainConfig", "build_loss", "build_model", "build_optimizer", "read_resume",
-    "run_rounds", "saved_model_accuracy", "train_round",
-]  # fmt: skip
+__all__ = ["CHECKPOINT_FILE", "Round", "run_rounds", "saved_model_accuracy", "train_round"]
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
