@@ -16,17 +16,42 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
 from nograd.nn.parameter import Parameter
+from nograd.optim.flat import FlatGroup, can_flatten
 
 ParamGroup = dict[str, Any]
 ParamsT = Iterable[Parameter] | Iterable[ParamGroup]
 StateDict = dict[str, Any]
 TensorList = list[Tensor] | tuple[Tensor, ...]  # what torch's _foreach_* ops take and return
+
+
+class GroupTensors(NamedTuple):
+    """One param group's tensors for one step, as lists for torch's ``_foreach_*`` ops.
+
+    Each list has one tensor per parameter, or, when ``flat`` is set, a single flat
+    tensor for the whole group.
+    """
+
+    params: list[Parameter]  # the parameters that have a gradient
+    p: TensorList  # their values
+    g: TensorList  # their gradients
+    flat: FlatGroup | None
+
+    def state(self, states: list[dict[str, Any]], key: str) -> TensorList:
+        """``state[key]`` of each parameter, or the flat buffer behind them all."""
+        if self.flat is None:
+            return [state[key] for state in states]
+        return [self.flat.state(states, key)]
+
+    def counters(self, states: list[dict[str, Any]], key: str) -> list[Any]:
+        """A counter such as Adam's t per tensor of the lists (flat: one for all)."""
+        values = [state[key] for state in states]
+        return values if self.flat is None else values[:1]
 
 
 class Optimizer:
@@ -51,6 +76,8 @@ class Optimizer:
         self._check_options(self.defaults)
         self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[ParamGroup] = []
+        self._flat: dict[int, FlatGroup] = {}  # by id(group["params"]); see _flat_group
+        self._scalars: dict[tuple[float, bool, torch.device], Tensor] = {}  # see _scalar
 
         if isinstance(params, (Parameter, Tensor)):
             raise TypeError(
@@ -145,16 +172,52 @@ class Optimizer:
         """
         raise NotImplementedError(f"{self._name} must implement step()")
 
-    @staticmethod
-    def _with_grads(group: ParamGroup) -> tuple[list[Parameter], list[Tensor], TensorList]:
+    def _with_grads(self, group: ParamGroup) -> GroupTensors:
         """The group's parameters that have a gradient, their values p and gradients g.
 
         ``step`` updates these lists all at once with torch's ``_foreach_*`` ops: one
-        call per formula for the whole group instead of one per parameter.
+        call per formula for the whole group instead of one per parameter. When every
+        parameter has a gradient and ``can_flatten`` allows, each list holds a single
+        flat tensor with the whole group (``nograd.optim.flat``), so each call is one
+        kernel.
         """
         params = [param for param in group["params"] if param.grad is not None]
         grads = [param.grad for param in group["params"] if param.grad is not None]
-        return params, [param.data for param in params], grads
+        flat = self._flat_group(group, params)
+        if flat is None:
+            return GroupTensors(params, [param.data for param in params], grads, None)
+        return GroupTensors(params, [flat.data], [flat.gather_grads(grads)], flat)
+
+    def _flat_group(self, group: ParamGroup, params: list[Parameter]) -> FlatGroup | None:
+        """The group's ``FlatGroup``, flattened (again) if needed; None if it cannot be."""
+        key = id(group["params"])  # the list lives as long as the group: the id stays its own
+        flat = self._flat.get(key)
+        if flat is not None and flat.current and flat.holds(params):
+            return flat
+        states = [self.state.get(param, {}) for param in params]  # reading adds no entries
+        if (
+            len(params) != len(group["params"])
+            or not params
+            or not can_flatten(params, states, self.scalar_state, previous=flat)
+        ):
+            if flat is not None:  # a step tensor by tensor changes state: check before reuse
+                flat.current = False
+            return None
+        if flat is None or not flat.holds(params):
+            flat = self._flat[key] = FlatGroup(params)
+        flat.current = True
+        return flat
+
+    def _scalar(self, value: float, tensors: TensorList) -> Tensor:
+        """``foreach_scalar(value, tensors)``, made once per value, dtype and device."""
+        float64 = any(tensor.dtype == torch.float64 for tensor in tensors)
+        key = (value, float64, tensors[0].device)
+        scalar = self._scalars.get(key)
+        if scalar is None:
+            if len(self._scalars) >= 64:  # a scheduled value (AdamW's 1 - lr * wd) changes often
+                self._scalars.clear()
+            scalar = self._scalars[key] = foreach_scalar(value, tensors)
+        return scalar
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> StateDict:
@@ -230,6 +293,7 @@ class Optimizer:
             new_groups.append(new_group)
         self.param_groups = new_groups
         self.state = state
+        self._flat.clear()  # the loaded counters may differ between parameters
 
     def _copy_state(self, param: Parameter, index: Any, key: str, value: Any) -> Any:
         if not isinstance(value, Tensor):

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nograd.nn.parameter import Parameter
-from nograd.optim.optimizer import Optimizer, ParamsT, foreach_scalar
+from nograd.optim.optimizer import Optimizer, ParamsT
 
 
 class RMSprop(Optimizer):
@@ -79,7 +79,8 @@ class RMSprop(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            params, p, g = self._with_grads(group)  # p, g, v, a, b, d: one tensor per parameter
+            tensors = self._with_grads(group)  # p, g, v, a, b, d: one per parameter, or one flat
+            params, p, g = tensors.params, tensors.p, tensors.g
             if not params:
                 continue
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
@@ -91,20 +92,20 @@ class RMSprop(Optimizer):
                 g = torch._foreach_neg(g)  # g = -g (new tensors: param.grad stays intact)
             if weight_decay != 0:
                 g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
-            v = [state["square_avg"] for state in states]
-            torch._foreach_mul_(v, foreach_scalar(alpha, v))  # v = alpha * v
+            v = tensors.state(states, "square_avg")
+            torch._foreach_mul_(v, self._scalar(alpha, v))  # v = alpha * v
             torch._foreach_addcmul_(v, g, g, value=1 - alpha)  # v = v + (1 - alpha) * g * g
             if centered:
-                a = [state["grad_avg"] for state in states]
+                a = tensors.state(states, "grad_avg")
                 torch._foreach_lerp_(a, g, 1 - alpha)  # a = a + (1 - alpha) * (g - a)
                 d = torch._foreach_addcmul(v, a, a, value=-1)  # d = v - a * a
                 torch._foreach_sqrt_(d)  # d = sqrt(d)
             else:
                 d = torch._foreach_sqrt(v)  # d = sqrt(v)
-            torch._foreach_add_(d, foreach_scalar(eps, d), alpha=1)  # d = d + eps
+            torch._foreach_add_(d, self._scalar(eps, d), alpha=1)  # d = d + eps
             if mu > 0:
-                b = [state["momentum_buffer"] for state in states]
-                torch._foreach_mul_(b, foreach_scalar(mu, b))  # b = mu * b
+                b = tensors.state(states, "momentum_buffer")
+                torch._foreach_mul_(b, self._scalar(mu, b))  # b = mu * b
                 torch._foreach_addcdiv_(b, g, d)  # b = b + g / d
                 torch._foreach_add_(p, b, alpha=-lr)  # p = p - lr * b
             else:

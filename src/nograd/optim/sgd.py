@@ -6,10 +6,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from nograd.nn.parameter import Parameter
-from nograd.optim.optimizer import Optimizer, ParamsT, TensorList, foreach_scalar
+from nograd.optim.optimizer import (
+    GroupTensors,
+    Optimizer,
+    ParamsT,
+    TensorList,
+)
 
 
 class SGD(Optimizer):
@@ -73,7 +76,8 @@ class SGD(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            params, p, g = self._with_grads(group)  # p, g: one tensor per parameter
+            tensors = self._with_grads(group)  # p, g: one tensor per parameter, or one flat
+            params, p, g = tensors.params, tensors.p, tensors.g
             if not params:
                 continue
             lr, mu = group["lr"], group["momentum"]
@@ -83,22 +87,29 @@ class SGD(Optimizer):
             if weight_decay != 0:
                 g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
             if mu != 0:
-                b = self._momentum_buffers(params, g, mu, dampening)
+                b = self._momentum_buffers(tensors, g, mu, dampening)
                 nesterov = group["nesterov"]
                 g = torch._foreach_add(g, b, alpha=mu) if nesterov else b  # g + mu * b  or  b
             torch._foreach_add_(p, g, alpha=-lr)  # p = p - lr * g
         return loss
 
     def _momentum_buffers(
-        self, params: list[Parameter], g: TensorList, mu: float, dampening: float
-    ) -> list[Tensor]:
+        self, tensors: GroupTensors, g: TensorList, mu: float, dampening: float
+    ) -> TensorList:
         """Each parameter's buffer b: a copy of g on its first step, then updated in place."""
-        states = [self.state[param] for param in params]
+        states = [self.state[param] for param in tensors.params]
+        if tensors.flat is not None:  # the parameters share one history: all seen or none
+            if "momentum_buffer" not in states[0]:
+                return [tensors.flat.new_state(states, "momentum_buffer", g[0].clone())]  # b = g
+            b = tensors.state(states, "momentum_buffer")
+            torch._foreach_mul_(b, self._scalar(mu, b))  # b = mu * b
+            torch._foreach_add_(b, g, alpha=1 - dampening)  # b = b + (1 - damp) * g
+            return b
         seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
         if seen:
             b_seen = [states[i]["momentum_buffer"] for i in seen]
             g_seen = [g[i] for i in seen]
-            torch._foreach_mul_(b_seen, foreach_scalar(mu, b_seen))  # b = mu * b
+            torch._foreach_mul_(b_seen, self._scalar(mu, b_seen))  # b = mu * b
             torch._foreach_add_(b_seen, g_seen, alpha=1 - dampening)  # b = b + (1 - damp) * g
         for state, g_i in zip(states, g, strict=True):
             if "momentum_buffer" not in state:

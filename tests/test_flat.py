@@ -1,0 +1,161 @@
+"""Flat param groups (nograd.optim.flat): one buffer per group, torch's numbers bit for bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from nograd.nn import Parameter
+from nograd.optim import SGD, Adam, Optimizer
+from nograd.optim.flat import FLAT_MAX_NUMEL, FlatGroup
+from tests.test_optim import CASES, IDS, SHAPES, TWINS
+
+
+def _storages(params: list[Parameter]) -> set[int]:
+    return {param.data.untyped_storage().data_ptr() for param in params}
+
+
+def _pair(
+    cls: type[Optimizer], kwargs: dict[str, Any], dtype: torch.dtype = torch.float32
+) -> tuple[list[Parameter], list[Tensor], Optimizer, torch.optim.Optimizer]:
+    gen = torch.Generator().manual_seed(0)
+    values = [torch.randn(shape, generator=gen, dtype=dtype) for shape in SHAPES]
+    ours = [Parameter(v.clone()) for v in values]
+    ref = [v.clone().requires_grad_() for v in values]
+    return ours, ref, cls(ours, **kwargs), TWINS[cls](ref, **kwargs)
+
+
+def _step_both(
+    ours: list[Parameter], ref: list[Tensor], opt: Optimizer, ref_opt: Any, gen: torch.Generator
+) -> None:
+    for p, t in zip(ours, ref, strict=True):
+        g = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+        p.grad, t.grad = g.clone(), g.clone()
+    opt.step()
+    ref_opt.step()
+
+
+def _assert_equal(ours: list[Parameter], ref: list[Tensor]) -> None:
+    for p, t in zip(ours, ref, strict=True):
+        torch.testing.assert_close(p.data, t.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_flat_steps_match_torch_bit_for_bit(cls: type[Optimizer], kwargs: dict[str, Any]) -> None:
+    ours, ref, opt, ref_opt = _pair(cls, kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    assert len(_storages(ours)) == 1  # the group was flattened: one buffer for all
+    _assert_equal(ours, ref)
+
+
+def test_parameters_and_state_become_views_with_their_own_shapes() -> None:
+    ours, _, opt, _ = _pair(Adam, {"lr": 0.1})
+    for p in ours:
+        p.grad = torch.ones(p.shape)
+    opt.step()
+    flat = next(iter(opt._flat.values()))
+    assert flat.data.shape == (sum(p.numel() for p in ours),)
+    for p, shape in zip(ours, SHAPES, strict=True):
+        assert p.shape == shape and p.data.is_contiguous()
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert opt.state[p][key].shape == shape
+    saved = opt.state_dict()["state"]
+    assert [saved[i]["exp_avg"].shape for i in range(len(SHAPES))] == SHAPES
+
+
+def test_a_replaced_param_data_is_flattened_again() -> None:
+    ours, ref, opt, ref_opt = _pair(SGD, {"lr": 0.1, "momentum": 0.9})
+    gen = torch.Generator().manual_seed(1)
+    _step_both(ours, ref, opt, ref_opt, gen)
+    new = torch.full(SHAPES[0], 0.5)
+    ours[0].data, ref[0].data = new.clone(), new.clone()  # as a user (or model.to) might
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+    assert len(_storages(ours)) == 1
+
+
+def test_loaded_state_is_adopted_and_training_continues_exactly() -> None:
+    ours, ref, opt, ref_opt = _pair(Adam, {"lr": 0.05, "amsgrad": True})
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    opt.load_state_dict(ref_opt.state_dict())  # fresh tensors, not views of the flat buffers
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+
+
+def test_parameters_with_different_histories_step_tensor_by_tensor() -> None:
+    ours, ref, opt, ref_opt = _pair(Adam, {"lr": 0.05})
+    gen = torch.Generator().manual_seed(1)
+    ours[1].grad, ref[1].grad = None, None  # parameter 1 sits out the first step
+    for p, t in [(ours[0], ref[0]), (ours[2], ref[2])]:
+        g = torch.randn(p.shape, generator=gen)
+        p.grad, t.grad = g.clone(), g.clone()
+    opt.step()
+    ref_opt.step()
+    for _ in range(4):  # t differs between parameters now: no flat group
+        _step_both(ours, ref, opt, ref_opt, gen)
+    assert len(_storages(ours)) == len(ours)  # never flattened
+    _assert_equal(ours, ref)
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_a_step_without_every_gradient_goes_tensor_by_tensor_then_flat_again(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    ours, ref, opt, ref_opt = _pair(cls, kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(12):
+        _step_both(ours, ref, opt, ref_opt, gen)
+        if step % 4 == 1:  # parameter 1 gets no gradient at the next step
+            ours[1].grad, ref[1].grad = None, None
+            opt.step()
+            ref_opt.step()
+    _assert_equal(ours, ref)
+    if cls is not SGD:  # SGD: every history is the same (no counter)
+        return
+    assert len(_storages(ours)) == 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param(
+            [Parameter(torch.zeros(FLAT_MAX_NUMEL)), Parameter(torch.zeros(1))], id="too-large"
+        ),
+        pytest.param([Parameter(torch.zeros(3)), Parameter(torch.zeros(3).double())], id="dtypes"),
+        pytest.param(
+            [Parameter(t) for t in torch.zeros(2, 3).unbind()], id="one-storage"
+        ),  # flattening would stop them sharing memory
+    ],
+)
+def test_groups_that_cannot_share_one_buffer_are_left_as_they_are(
+    params: list[Parameter],
+) -> None:
+    data = [p.data for p in params]
+    opt = SGD(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones(p.shape, dtype=p.dtype)
+    opt.step()
+    assert not opt._flat
+    assert all(p.data is d for p, d in zip(params, data, strict=True))
+
+
+def test_flat_group_views_and_gather() -> None:
+    params = [Parameter(torch.arange(6.0).view(2, 3)), Parameter(torch.tensor([7.0]))]
+    flat = FlatGroup(params)
+    assert torch.equal(flat.data, torch.tensor([0.0, 1, 2, 3, 4, 5, 7]))
+    assert flat.holds(params) and not flat.holds(params[::-1])
+    flat.data.add_(1)  # the parameters see what the optimizer writes
+    assert torch.equal(params[1].data, torch.tensor([8.0]))
+    grads = [torch.full((2, 3), 2.0), torch.tensor([3.0])]
+    assert torch.equal(flat.gather_grads(grads), torch.tensor([2.0] * 6 + [3.0]))
+    params[0].data = torch.zeros(2, 3)
+    assert not flat.holds(params)
