@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
+from nograd.nn.losses import filled
 from tests.oracle import tolerance
 
 DTYPES = [torch.float64, torch.float32]
@@ -231,6 +232,34 @@ def test_l1_gradient_is_zero_where_pred_equals_target() -> None:
     loss_fn(pred, target)
     assert torch.equal(loss_fn.backward(), torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64))
     compare(L1Loss(), torch.nn.L1Loss(), pred, target, None)
+
+
+# ------------------------------------------------- the quick paths, bit for bit
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1000, 4099])
+def test_cross_entropy_mean_rounds_as_the_mean_of_the_rows(dtype: torch.dtype, n: int) -> None:
+    """The quick "mean", sum / (-N), has the bits of neg().mean(), as before it."""
+    logits = 3 * torch.randn(n, 5, dtype=dtype)
+    target = torch.randint(0, 5, (n,))
+    log_p = torch.log_softmax(logits, 1)
+    expected = log_p.gather(1, target.unsqueeze(1)).squeeze(1).neg().mean()
+    assert torch.equal(CrossEntropyLoss()(logits, target), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, *DTYPES])
+def test_the_mean_scale_rounds_as_a_python_float(dtype: torch.dtype) -> None:
+    """dL/dz = (s(z) - y) / N: the 1/N made once as a tensor changes no bit."""
+    pred, target = 3 * torch.randn(3, 7).to(dtype), torch.rand(3, 7).round().to(dtype)
+    loss_fn = BCEWithLogitsLoss()
+    loss_fn(pred, target)
+    assert torch.equal(loss_fn.backward(), (torch.sigmoid(pred) - target) * (1 / 21))
+
+
+def test_constants_made_in_inference_mode_are_normal_tensors() -> None:
+    with torch.inference_mode():
+        constant = filled(-0.375, (3, 1), torch.float64)
+    assert not constant.is_inference() and constant.device.type == "cpu"
+    assert filled(-0.375, (3, 1), torch.float64) is constant  # made once
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

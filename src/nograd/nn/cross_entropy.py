@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nograd.nn.losses import Loss
+from nograd.nn.losses import EXACT_SCALAR_DTYPES, Loss, filled
 
 
 class CrossEntropyLoss(Loss):
@@ -62,21 +62,26 @@ class CrossEntropyLoss(Loss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         z, y, e = pred, target, self.label_smoothing
-        self._check_shapes(z, y)
+        n, c = self._check_shapes(z, y)
         # log p = z - logsumexp(z), which torch computes as (z - max) - log sum exp(z - max):
         # one fused kernel, and no cancellation between two numbers near 1000 in float32
-        log_p = torch.log_softmax(z, dim=1)
+        log_p = torch.log_softmax(z, 1)
         self._log_p = log_p
-        if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < z.shape[1]:
+        if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < c:
             # The common case: every row counts once. gather raises for any target outside
             # [0, C), an ignored row included, so the targets need no separate reading here.
             y_col = (y if y.dtype == torch.int64 else y.long()).unsqueeze(1)
             try:
-                log_p_y = log_p.gather(1, y_col).squeeze(1)  # log p_{n,y_n}
+                log_p_y = log_p.gather(1, y_col)  # log p_{n,y_n}, shape (N, 1)
             except RuntimeError:
                 return self._forward_general(log_p, y)  # it explains a bad target
             self._y_col, self._q, self._ignored = y_col, None, None
-            loss = log_p_y.neg()  # -log p_{n,y_n}
+            if e == 0 and self.reduction == "mean" and z.dtype in EXACT_SCALAR_DTYPES:
+                # L = mean_n -log p_{n,y_n} = (sum_n log p_{n,y_n}) / (-N), in two ops with -N
+                # made once; negating is exact, so this has the very bits of neg().mean()
+                self._l, self._denominator = log_p_y, None  # backward needs only N and dtype
+                return log_p_y.sum().div_(filled(-float(n), (), z.dtype))
+            loss = log_p_y.squeeze(1).neg()  # -log p_{n,y_n}
             if e > 0:
                 loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
             return self._reduce(loss)
@@ -111,12 +116,16 @@ class CrossEntropyLoss(Loss):
         g = self._upstream(grad_output)
         if isinstance(g, Tensor) and g.dim() == 1:
             g = g.unsqueeze(1)  # one upstream gradient per row
-        e, c = self.label_smoothing, log_p.shape[1]
+        e = self.label_smoothing
         grad = torch.exp(log_p)  # p = softmax(z)
         if q is None:  # sum_c q_nc = 1, so dl_n/dz_n = p_n - q_n
             if e > 0:
-                grad.sub_(e / c)  # dl_n/dz_nc -= e / C
-            grad.scatter_(1, y_col, -(1 - e), reduce="add")  # dl_n/dz_{n,y_n} -= 1 - e
+                grad.sub_(e / log_p.shape[1])  # dl_n/dz_nc -= e / C
+            if grad.is_cpu:  # -(1 - e) as a tensor made once: quicker than a Python number
+                minus = filled(e - 1, (y_col.shape[0], 1), grad.dtype)
+                grad.scatter_add_(1, y_col, minus)  # dl_n/dz_{n,y_n} -= 1 - e
+            else:
+                grad.scatter_(1, y_col, -(1 - e), reduce="add")  # dl_n/dz_{n,y_n} -= 1 - e
         else:
             grad.mul_(q.sum(1, keepdim=True)).sub_(q)  # dl_n/dz_n = (sum_c q_nc) p_n - q_n
         grad = self._chain(grad, g)  # dL/dz = g * dl/dz
@@ -124,8 +133,11 @@ class CrossEntropyLoss(Loss):
             grad.masked_fill_(self._ignored, 0.0)
         return grad
 
-    def _check_shapes(self, z: Tensor, y: Tensor) -> None:
-        """Validate the logits' and targets' shapes and dtypes (their values come later)."""
+    def _check_shapes(self, z: Tensor, y: Tensor) -> tuple[int, int]:
+        """Validate the logits' and targets' shapes and dtypes (their values come later).
+
+        Returns (N, C).
+        """
         if z.dim() != 2:
             raise ValueError(
                 f"{self._describe()}: expected pred of shape (N, C), got {tuple(z.shape)}"
@@ -133,7 +145,9 @@ class CrossEntropyLoss(Loss):
         if not z.is_floating_point():
             raise TypeError(f"{self._describe()}: expected floating pred (logits), got {z.dtype}")
         n, c = z.shape
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        if y.dtype != torch.int64 and (  # int64, the usual dtype, needs no further test
+            y.is_floating_point() or y.is_complex() or y.dtype == torch.bool
+        ):
             raise TypeError(
                 f"{self._describe()}: expected target of an integer dtype (class indices), "
                 f"got {y.dtype}"
@@ -149,6 +163,7 @@ class CrossEntropyLoss(Loss):
                     f"got {tuple(self.weight.shape)}"
                 )
             self._check_dtype("weight", self.weight, z)
+        return n, c
 
     def _kept_rows(self, y: Tensor, c: int) -> Tensor | None:
         """The mask of rows whose target is not ``ignore_index`` (None: all are kept).

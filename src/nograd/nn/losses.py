@@ -10,12 +10,28 @@ which takes class indices instead, lives in ``nograd.nn.cross_entropy``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 from nograd.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
+# Dtypes in which a 0-dim tensor c of the same dtype stands in for a Python number c
+# bit for bit (and sum / N rounds as mean): float16 and bfloat16 compute both in float32.
+EXACT_SCALAR_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def filled(value: float, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A CPU tensor of ``shape`` full of ``value``, made once and never written to.
+
+    torch takes a tensor operand faster than a Python number, which it would first
+    wrap in a fresh tensor of its own: a microsecond on a tiny batch.
+    """
+    with torch.inference_mode(False):  # a normal tensor, usable in and out of that mode
+        return torch.full(shape, value, dtype=dtype, device="cpu")
 
 
 class Loss(Module):
@@ -84,8 +100,11 @@ class Loss(Module):
     @staticmethod
     def _chain(local: Tensor, g: float | Tensor) -> Tensor:
         """dL/dpred = dL/dl * dl/dpred, in place on ``local`` (a fresh tensor)."""
-        if isinstance(g, float) and g == 1.0:
-            return local  # a batch of one under "mean", or "sum": nothing to scale
+        if isinstance(g, float):
+            if g == 1.0:
+                return local  # a batch of one under "mean", or "sum": nothing to scale
+            if local.is_cpu and local.dtype in EXACT_SCALAR_DTYPES:
+                return local.mul_(filled(g, (), local.dtype))  # g as a 0-dim tensor, same bits
         return local.mul_(g)
 
     def _check_pair(self, pred: Tensor, target: Tensor) -> None:
