@@ -87,5 +87,28 @@ def test_linear_skips_input_grad_when_told() -> None:
     assert layer.weight.grad is not None
 
 
+def test_linear_follows_its_weight_when_updated_or_rebound() -> None:
+    """The forward keeps a view of W^T: in-place updates show through it, and a new
+    weight.data (``to()``, an optimizer's flat buffer) is viewed afresh."""
+    layer = Linear(3, 2, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+
+    def expected() -> torch.Tensor:
+        assert layer.bias is not None
+        return torch.addmm(layer.bias.data, x, layer.weight.data.t())
+
+    assert torch.equal(layer(x), expected())
+    layer.weight.data.mul_(2)  # an optimizer step, in place
+    assert torch.equal(layer(x), expected())
+    flat = torch.zeros(9, dtype=torch.float64)
+    flat[:6].copy_(layer.weight.data.flatten())
+    layer.weight.data = flat[:6].view(2, 3)  # rebound to a view of one flat buffer
+    flat.add_(1)
+    assert torch.equal(layer(x), expected())
+    layer.to(torch.float32)
+    x = x.float()
+    assert torch.equal(layer(x), expected())
+
+
 def test_linear_repr() -> None:
     assert repr(Linear(2, 3, bias=False)) == "Linear(in_features=2, out_features=3, bias=False)"

@@ -33,6 +33,8 @@ class Linear(Module):
     """
 
     bias: Parameter | None
+    _weight_data: Tensor | None = None  # the weight.data that _weight_t views
+    _weight_t: Tensor
 
     def __init__(
         self,
@@ -75,10 +77,13 @@ class Linear(Module):
         if x.dim() != 2 or x.shape[1] != self.in_features:
             return self._forward_any_shape(x)
         self._x = x  # the backward needs the input for dL/dW
+        weight = self.weight.data
+        if weight is not self._weight_data:  # new data (to(), an optimizer's flat buffer): re-view
+            self._weight_data, self._weight_t = weight, weight.t()  # W^T, a view: updates show
         try:
             if self.bias is None:
-                return torch.mm(x, self.weight.data.t())  # y = x W^T
-            return torch.addmm(self.bias.data, x, self.weight.data.t())  # y = b + x W^T
+                return torch.mm(x, self._weight_t)  # y = x W^T
+            return torch.addmm(self.bias.data, x, self._weight_t)  # y = b + x W^T
         except RuntimeError as error:  # free when nothing fails: check only after torch refused
             raise self._mismatch(x) or error from None
 
@@ -110,13 +115,15 @@ class Linear(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x = self._saved("_x")
-        if grad_output.shape[:-1] != x.shape[:-1] or grad_output.shape[-1] != self.out_features:
+        flat = x.dim() == 2  # else (*, in_features), flattened to rows as in the forward
+        expected = (x.shape[0], self.out_features) if flat else (*x.shape[:-1], self.out_features)
+        if grad_output.shape != expected:
             raise ValueError(
-                f"{self._describe()}: expected grad_output of shape "
-                f"{(*x.shape[:-1], self.out_features)}, got {tuple(grad_output.shape)}"
+                f"{self._describe()}: expected grad_output of shape {expected}, "
+                f"got {tuple(grad_output.shape)}"
             )
         g = grad_output  # dL/dy, (N, out)
-        if x.dim() != 2:
+        if not flat:
             x, g = x.reshape(-1, self.in_features), g.reshape(-1, self.out_features)
         weight, bias = self.weight, self.bias
         if weight.grad is None:
@@ -131,7 +138,7 @@ class Linear(Module):
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
         grad_input = torch.mm(g, weight.data)  # dL/dx = g W
-        return grad_input if grad_output.dim() == 2 else grad_input.reshape(self._x.shape)
+        return grad_input if flat else grad_input.reshape(self._x.shape)
 
     def extra_repr(self) -> str:
         return (
