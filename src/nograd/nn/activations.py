@@ -20,6 +20,8 @@ _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)  # the tanh approximation of GELU
 _KAPPA = 0.044715
 _K3 = _SQRT_2_OVER_PI * _KAPPA  # the coefficient of x^3 in u
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
+# dL/dy * 1[y > threshold] in one kernel; looked up once, as torch.ops resolves names slowly
+_threshold_backward = torch.ops.aten.threshold_backward.default
 
 
 def _inplace_repr(inplace: bool, first: bool = False) -> str:
@@ -44,14 +46,15 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        self._y = torch.relu_(x) if self.inplace else torch.relu(x)  # y > 0 exactly where x > 0
-        return self._y
+        y = x.relu_() if self.inplace else x.relu()  # y > 0 exactly where x > 0
+        self._y = y
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = self._saved("_y")
         self._check_grad_output(grad_output, y)
         # dL/dx = dL/dy * 1[y > 0], in one fused kernel instead of a compare and a multiply
-        grad_input: Tensor = torch.ops.aten.threshold_backward(grad_output, y, 0)
+        grad_input: Tensor = _threshold_backward(grad_output, y, 0)
         return grad_input
 
     def extra_repr(self) -> str:
