@@ -159,3 +159,21 @@ def test_flat_group_views_and_gather() -> None:
     assert torch.equal(flat.gather_grads(grads), torch.tensor([2.0] * 6 + [3.0]))
     params[0].data = torch.zeros(2, 3)
     assert not flat.holds(params)
+
+
+def test_a_group_flattened_in_inference_mode_still_steps_outside_it() -> None:
+    """The buffers are normal tensors: in-place updates outside that mode are allowed."""
+    ours, _, opt, _ = _pair(Adam, {"lr": 0.1})
+    for p in ours:
+        p.grad = torch.ones(p.shape)
+    with torch.inference_mode():
+        opt.step()
+    assert len(_storages(ours)) == 1
+    assert not any(p.data.is_inference() for p in ours)
+    assert not any(
+        t.is_inference()
+        for state in opt.state.values()
+        for t in state.values()
+        if isinstance(t, Tensor)
+    )
+    opt.step()

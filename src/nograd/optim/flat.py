@@ -97,11 +97,12 @@ class FlatGroup:
     def __init__(self, params: Sequence[Parameter]) -> None:
         self.params = list(params)
         self._shapes = [param.data.shape for param in params]
-        self.data = torch.cat([param.data.reshape(-1) for param in params])
+        with torch.inference_mode(False):  # normal tensors, updatable in and out of that mode
+            self.data = torch.cat([param.data.reshape(-1) for param in params])
+            self.grad = torch.empty_like(self.data)
         self._data_views = self._split(self.data)
         for param, view in zip(params, self._data_views, strict=True):
             param.data = view
-        self.grad = torch.empty_like(self.data)
         self._grad_views = self._split(self.grad)
         self._state: dict[str, tuple[Tensor, list[Tensor]]] = {}  # key -> (flat, views)
         self.current = True  # False once a step went tensor by tensor (the optimizer's flag)
@@ -139,12 +140,15 @@ class FlatGroup:
         tensors = [state[key] for state in states]
         flat, views = self._state.get(key, (None, None))
         if flat is None or views is None or not all(map(operator.is_, tensors, views)):
-            flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+            with torch.inference_mode(False):
+                flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
             flat = self._adopt(states, key, flat)
         return flat
 
-    def new_state(self, states: Sequence[dict[str, Any]], key: str, flat: Tensor) -> Tensor:
-        """Store ``flat`` as the buffer behind ``state[key]``; returns it."""
+    def new_state(self, states: Sequence[dict[str, Any]], key: str, value: Tensor) -> Tensor:
+        """A copy of the flat ``value`` as the buffer behind ``state[key]``; returns it."""
+        with torch.inference_mode(False):
+            flat = value.clone()
         return self._adopt(states, key, flat)
 
     def _adopt(self, states: Sequence[dict[str, Any]], key: str, flat: Tensor) -> Tensor:

@@ -100,7 +100,7 @@ class SGD(Optimizer):
         states = [self.state[param] for param in tensors.params]
         if tensors.flat is not None:  # the parameters share one history: all seen or none
             if "momentum_buffer" not in states[0]:
-                return [tensors.flat.new_state(states, "momentum_buffer", g[0].clone())]  # b = g
+                return [tensors.flat.new_state(states, "momentum_buffer", g[0])]  # b = g, a copy
             b = tensors.state(states, "momentum_buffer")
             torch._foreach_mul_(b, self._scalar(mu, b))  # b = mu * b
             torch._foreach_add_(b, g, alpha=1 - dampening)  # b = b + (1 - damp) * g
