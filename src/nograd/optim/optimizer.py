@@ -209,7 +209,13 @@ class Optimizer:
         return flat
 
     def _scalar(self, value: float, tensors: TensorList) -> Tensor:
-        """``foreach_scalar(value, tensors)``, made once per value, dtype and device."""
+        """``foreach_scalar(value, tensors)``, made once per value, dtype and device.
+
+        While a CUDA graph is being captured it is made afresh instead, in the graph's
+        own memory: the graph keeps the address, and the cache may let go of a tensor.
+        """
+        if tensors[0].is_cuda and torch.cuda.is_current_stream_capturing():
+            return foreach_scalar(value, tensors)
         float64 = any(tensor.dtype == torch.float64 for tensor in tensors)
         key = (value, float64, tensors[0].device)
         scalar = self._scalars.get(key)
