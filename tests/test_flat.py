@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import Tensor
 
 from nograd.nn import Parameter
@@ -177,3 +180,34 @@ def test_a_group_flattened_in_inference_mode_still_steps_outside_it() -> None:
         if isinstance(t, Tensor)
     )
     opt.step()
+
+
+# One event of a training run, applied alike to ours and torch's: (kind, parameter index).
+EVENTS = st.tuples(st.sampled_from(["step", "skip", "rebind", "reload"]), st.integers(0, 2))
+
+
+@given(
+    case=st.sampled_from(CASES),
+    events=st.lists(EVENTS, min_size=1, max_size=12),
+)
+def test_any_mix_of_steps_rebinding_and_reloading_matches_torch_bit_for_bit(
+    case: tuple[type[Optimizer], dict[str, Any]], events: list[tuple[str, int]]
+) -> None:
+    """Flattening, falling back and flattening again never change a single bit."""
+    cls, kwargs = case
+    ours, ref, opt, ref_opt = _pair(cls, kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for kind, i in events:
+        if kind == "rebind":  # param.data replaced, as model.to() or a user does
+            value = torch.randn(SHAPES[i], generator=gen)
+            ours[i].data, ref[i].data = value.clone(), value.clone()
+            continue
+        if kind == "reload":  # a checkpoint of torch's, with fresh state tensors
+            opt.load_state_dict(copy.deepcopy(ref_opt.state_dict()))
+            continue
+        for j, (p, t) in enumerate(zip(ours, ref, strict=True)):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, t.grad = (None, None) if kind == "skip" and j == i else (g, g.clone())
+        opt.step()
+        ref_opt.step()
+    _assert_equal(ours, ref)
