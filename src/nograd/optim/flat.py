@@ -138,12 +138,12 @@ class FlatGroup:
         copied into a new buffer, and each ``state[key]`` becomes a view of it.
         """
         tensors = [state[key] for state in states]
-        flat, views = self._state.get(key, (None, None))
-        if flat is None or views is None or not all(map(operator.is_, tensors, views)):
-            with torch.inference_mode(False):
-                flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
-            flat = self._adopt(states, key, flat)
-        return flat
+        held = self._state.get(key)  # (flat, views) from the last step, if any
+        if held is not None and all(map(operator.is_, tensors, held[1])):
+            return held[0]
+        with torch.inference_mode(False):
+            flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+        return self._adopt(states, key, flat)
 
     def new_state(self, states: Sequence[dict[str, Any]], key: str, value: Tensor) -> Tensor:
         """A copy of the flat ``value`` as the buffer behind ``state[key]``; returns it."""
