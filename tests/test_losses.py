@@ -155,6 +155,19 @@ def test_cross_entropy_all_rows_ignored_gives_nan_loss_and_zero_gradient() -> No
     assert torch.equal(loss_fn.backward(), torch.zeros_like(logits))
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_backward_finds_rows_the_quick_forward_skipped(reduction: str) -> None:
+    """nll_loss skips an ignored row silently; the backward must zero it, every call."""
+    logits = torch.randn(5, 3, dtype=torch.float64)
+    target = torch.tensor([0, -100, 2, 1, -100])
+    ours = CrossEntropyLoss(reduction)
+    compare(ours, torch.nn.CrossEntropyLoss(reduction=reduction), logits, target, 2.0)
+    grad_output = torch.ones(5, dtype=torch.float64) if reduction == "none" else None
+    grad = ours.backward(grad_output)
+    assert torch.equal(grad[[1, 4]], torch.zeros(2, 3, dtype=torch.float64))
+    assert torch.equal(ours.backward(grad_output), grad)  # the second call agrees
+
+
 @pytest.mark.parametrize("n", [1, 300])  # a long target is range-checked on the device
 def test_cross_entropy_large_batch_with_ignored_rows(n: int) -> None:
     logits = torch.randn(n, 4, dtype=torch.float64)
@@ -235,15 +248,20 @@ def test_l1_gradient_is_zero_where_pred_equals_target() -> None:
 
 
 # ------------------------------------------------- the quick paths, bit for bit
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, *DTYPES])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("n", [1, 2, 7, 100, 1000, 4099])
-def test_cross_entropy_mean_rounds_as_the_mean_of_the_rows(dtype: torch.dtype, n: int) -> None:
-    """The quick "mean", sum / (-N), has the bits of neg().mean(), as before it."""
+def test_cross_entropy_value_has_the_bits_of_torch(
+    dtype: torch.dtype, reduction: str, n: int
+) -> None:
+    """The loss value is torch's to the last bit, ignored rows or not, in any reduction."""
     logits = 3 * torch.randn(n, 5, dtype=dtype)
     target = torch.randint(0, 5, (n,))
-    log_p = torch.log_softmax(logits, 1)
-    expected = log_p.gather(1, target.unsqueeze(1)).squeeze(1).neg().mean()
-    assert torch.equal(CrossEntropyLoss()(logits, target), expected)
+    ignored = target.masked_fill(torch.rand(n) < 0.3, -100)
+    for y in (target, ignored):
+        ours = CrossEntropyLoss(reduction)(logits, y)
+        theirs = torch.nn.functional.cross_entropy(logits, y, reduction=reduction)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)  # all ignored: NaN
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, *DTYPES])

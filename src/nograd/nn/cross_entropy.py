@@ -11,7 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nograd.nn.losses import EXACT_SCALAR_DTYPES, Loss, filled
+from nograd.nn.losses import Loss, filled
+
+# torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
+_nll_loss_forward = torch.ops.aten.nll_loss_forward.default
+_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
 
 
 class CrossEntropyLoss(Loss):
@@ -68,22 +72,16 @@ class CrossEntropyLoss(Loss):
         log_p = torch.log_softmax(z, 1)
         self._log_p = log_p
         if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < c:
-            # The common case: every row counts once. gather raises for any target outside
-            # [0, C), an ignored row included, so the targets need no separate reading here.
-            y_col = (y if y.dtype == torch.int64 else y.long()).unsqueeze(1)
+            # The common case: every row counts once, or is ignored by a target outside [0, C)
+            y = y if y.dtype == torch.int64 else y.long()
+            self._y_col, self._q, self._ignored = y.unsqueeze(1), None, None
             try:
-                log_p_y = log_p.gather(1, y_col)  # log p_{n,y_n}, shape (N, 1)
-            except RuntimeError:
-                return self._forward_general(log_p, y)  # it explains a bad target
-            self._y_col, self._q, self._ignored = y_col, None, None
-            if e == 0 and self.reduction == "mean" and z.dtype in EXACT_SCALAR_DTYPES:
-                # L = mean_n -log p_{n,y_n} = (sum_n log p_{n,y_n}) / (-N), in two ops with -N
-                # made once; negating is exact, so this has the very bits of neg().mean()
-                self._l, self._denominator = log_p_y, None  # backward needs only N and dtype
-                return log_p_y.sum().div_(filled(-float(n), (), z.dtype))
-            loss = log_p_y.squeeze(1).neg()  # -log p_{n,y_n}
-            if e > 0:
-                loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
+                if e == 0:
+                    return self._negative_log_likelihood(log_p, y, n)
+                loss = log_p.gather(1, self._y_col).squeeze(1).neg()  # -log p_{n,y_n}
+            except (RuntimeError, IndexError):  # a target outside [0, C), or an ignored row
+                return self._forward_general(log_p, y)  # it skips ignored rows, explains the rest
+            loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
             return self._reduce(loss)
         if self.weight is None and not z.is_cpu:
             # On a GPU the targets are never read (that would stall the device): ignored
@@ -111,6 +109,20 @@ class CrossEntropyLoss(Loss):
         self._ignored = None if kept is None else kept.logical_not().unsqueeze(1)
         return self._reduce(loss, row_weight.sum())
 
+    def _negative_log_likelihood(self, log_p: Tensor, y: Tensor, n: int) -> Tensor:
+        """l_n = -log p_{n,y_n}, reduced; rows whose target is ``ignore_index`` count for nothing.
+
+        ATen's ``nll_loss_forward`` does the gather, the sum and the division in one
+        kernel, in the order torch's own CrossEntropyLoss does, so the value has its very
+        bits. It skips an ignored row silently; ``backward`` notices such a row when
+        ``scatter_add_`` refuses its index, and then takes the general path.
+        """
+        reduction = _REDUCTION_CODES[self.reduction]
+        loss: Tensor = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)[0]
+        self._l = loss  # backward needs its dtype, and under "none" its shape
+        self._denominator = max(n, 1) if self.reduction == "mean" else None  # mean_n = sum_n / N
+        return loss
+
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         log_p, y_col, q = self._saved("_log_p"), self._saved("_y_col"), self._q
         g = self._upstream(grad_output)
@@ -123,7 +135,11 @@ class CrossEntropyLoss(Loss):
                 grad.sub_(e / log_p.shape[1])  # dl_n/dz_nc -= e / C
             if grad.is_cpu:  # -(1 - e) as a tensor made once: quicker than a Python number
                 minus = filled(e - 1, (y_col.shape[0], 1), grad.dtype)
-                grad.scatter_add_(1, y_col, minus)  # dl_n/dz_{n,y_n} -= 1 - e
+                try:
+                    grad.scatter_add_(1, y_col, minus)  # dl_n/dz_{n,y_n} -= 1 - e
+                except RuntimeError:  # a row's target is ignore_index: nll_loss skipped it
+                    self._forward_general(log_p, y_col.squeeze(1))  # q and the mask of kept rows
+                    return self.backward(grad_output)
             else:
                 grad.scatter_(1, y_col, -(1 - e), reduce="add")  # dl_n/dz_{n,y_n} -= 1 - e
         else:

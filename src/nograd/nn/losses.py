@@ -45,7 +45,7 @@ class Loss(Module):
         reduction: "mean" (the default), "sum" or "none".
     """
 
-    _denominator: Tensor | None
+    _denominator: Tensor | int | None  # what "mean" divided by, when not the count of l_i
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
