@@ -74,32 +74,39 @@ class Linear(Module):
             init.uniform_(self.bias.data, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            return self._forward_any_shape(x)
-        self._x = x  # the backward needs the input for dL/dW
         weight = self.weight.data
         if weight is not self._weight_data:  # new data (to(), an optimizer's flat buffer): re-view
             self._weight_data, self._weight_t = weight, weight.t()  # W^T, a view: updates show
-        try:
+        try:  # torch checks x's shape, dtype and device; ours run only after it refused
             if self.bias is None:
-                return torch.mm(x, self._weight_t)  # y = x W^T
-            return torch.addmm(self.bias.data, x, self._weight_t)  # y = b + x W^T
-        except RuntimeError as error:  # free when nothing fails: check only after torch refused
+                y = torch.mm(x, self._weight_t)  # y = x W^T
+            else:
+                y = torch.addmm(self.bias.data, x, self._weight_t)  # y = b + x W^T
+        except RuntimeError as error:
+            if x.dim() != 2:
+                return self._forward_any_shape(x)
             raise self._mismatch(x) or error from None
+        self._x = x  # the backward needs the input for dL/dW
+        return y
 
     def _forward_any_shape(self, x: Tensor) -> Tensor:
         """(*, in_features) -> (*, out_features): the same map on the rows of x."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"{self._describe()}: expected input of shape (N, {self.in_features}), "
-                f"got {tuple(x.shape)}"
-            )
+            raise self._wrong_shape(x)
         y = self.forward(x.reshape(-1, self.in_features))
         self._x = x  # backward flattens it again
         return y.reshape(*x.shape[:-1], self.out_features)
 
+    def _wrong_shape(self, x: Tensor) -> ValueError:
+        return ValueError(
+            f"{self._describe()}: expected input of shape (N, {self.in_features}), "
+            f"got {tuple(x.shape)}"
+        )
+
     def _mismatch(self, x: Tensor) -> Exception | None:
-        """The clear error for an input of another dtype or device than the weights."""
+        """The clear error for a matrix input of the wrong width, dtype or device."""
+        if x.shape[1] != self.in_features:
+            return self._wrong_shape(x)
         weight = self.weight.data
         if x.dtype != weight.dtype:
             return TypeError(
