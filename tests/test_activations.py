@@ -188,7 +188,7 @@ def test_inplace_backward_with_a_negative_slope_is_refused(module: Module) -> No
 def test_output_is_saved_instead_of_input(module: Module) -> None:
     x = torch.randn(3, 4)
     y = module(x)
-    saved = [value for value in vars(module).values() if isinstance(value, torch.Tensor)]
+    saved = [value for value in module.saved.values() if isinstance(value, torch.Tensor)]
     assert any(value is y for value in saved)
     assert not any(value is x for value in saved)
 

@@ -65,11 +65,12 @@ class GlobalNoise(Module):
     """y = 2 m x with a mask m drawn from the global RNG at every forward."""
 
     def forward(self, x: Tensor) -> Tensor:
-        self._m = (torch.rand(x.shape, dtype=x.dtype) > 0.5).to(x.dtype)
-        return 2 * self._m * x
+        m = (torch.rand(x.shape, dtype=x.dtype) > 0.5).to(x.dtype)
+        self.saved["m"] = m
+        return 2 * m * x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        return 2 * self._saved("_m") * grad_output  # dL/dx = 2 m g
+        return 2 * self._saved("m") * grad_output  # dL/dx = 2 m g
 
 
 class OwnNoise(Module):
@@ -81,11 +82,12 @@ class OwnNoise(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         u = torch.rand(x.shape, generator=self.generator, dtype=x.dtype)
-        self._m = (u > 0.5).to(x.dtype)
-        return 2 * self._m * x
+        m = (u > 0.5).to(x.dtype)
+        self.saved["m"] = m
+        return 2 * m * x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        return 2 * self._saved("_m") * grad_output  # dL/dx = 2 m g
+        return 2 * self._saved("m") * grad_output  # dL/dx = 2 m g
 
 
 class RecordsDtype(Linear):

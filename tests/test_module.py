@@ -335,6 +335,6 @@ def test_base_module_forward_and_backward_are_abstract() -> None:
 def test_saved_and_grad_output_checks_name_the_module() -> None:
     layer = Linear(2, 3)
     with pytest.raises(RuntimeError, match=r"Linear\(in_features=2.*before forward"):
-        layer._saved("_x")
+        layer._saved("x")
     with pytest.raises(ValueError, match=r"Linear\(.*expected grad_output of shape \(4, 3\)"):
         layer._check_grad_output(torch.zeros(4, 2), torch.zeros(4, 3))

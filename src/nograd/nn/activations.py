@@ -47,11 +47,11 @@ class ReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = x.relu_() if self.inplace else x.relu()  # y > 0 exactly where x > 0
-        self._y = y
+        self.saved["y"] = y
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("_y")
+        y = self._saved("y")
         self._check_grad_output(grad_output, y)
         # dL/dx = dL/dy * 1[y > 0], in one fused kernel instead of a compare and a multiply
         grad_input: Tensor = _threshold_backward(grad_output, y, 0)
@@ -69,11 +69,12 @@ class Tanh(Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        self._y = torch.tanh(x)  # the backward needs only the output
-        return self._y
+        y = torch.tanh(x)
+        self.saved["y"] = y  # the backward needs only the output
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("_y")
+        y = self._saved("y")
         self._check_grad_output(grad_output, y)
         return torch.addcmul(grad_output, grad_output * y, y, value=-1)  # dL/dx = dL/dy * (1 - y^2)
 
@@ -89,11 +90,12 @@ class Sigmoid(Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        self._y = torch.sigmoid(x)  # the backward needs only the output
-        return self._y
+        y = torch.sigmoid(x)
+        self.saved["y"] = y  # the backward needs only the output
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("_y")
+        y = self._saved("y")
         self._check_grad_output(grad_output, y)
         grad_y = grad_output * y
         return torch.addcmul(grad_y, grad_y, y, value=-1)  # dL/dx = dL/dy * y (1 - y)
@@ -121,18 +123,19 @@ class LeakyReLU(Module):
         # y = max(x, slope x) for slope <= 1, min(x, slope x) for slope > 1: no mask needed
         pick = torch.maximum if slope <= 1 else torch.minimum
         if self.inplace:
-            self._x = None  # overwritten below; the backward reads the sign of x off y
-            self._y = pick(x, x * slope, out=x)
+            y = pick(x, x * slope, out=x)
+            self.saved["x"] = None  # overwritten; the backward reads the sign of x off y
         else:
-            self._x = x
-            self._y = pick(x, x * slope)
-        return self._y
+            y = pick(x, x * slope)
+            self.saved["x"] = x
+        self.saved["y"] = y
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("_y")
+        y = self._saved("y")
         self._check_grad_output(grad_output, y)
         slope = self.negative_slope
-        x = self.__dict__.get("_x")
+        x = self.saved["x"]
         if x is None and slope < 0:
             raise RuntimeError(
                 f"{self._describe()}: the in-place forward lost the sign of x; "
@@ -167,18 +170,19 @@ class ELU(Module):
         # y = max(0, x) + alpha (exp(min(0, x)) - 1); exp never sees a positive number
         negative_part = torch.expm1(torch.clamp(x, max=0))
         if self.inplace:
-            self._x = None
-            self._y = torch.relu_(x).add_(negative_part, alpha=self.alpha)
+            y = torch.relu_(x).add_(negative_part, alpha=self.alpha)
+            self.saved["x"] = None
         else:
-            self._x = x  # alpha * exp(x) is more accurate than y + alpha for x << 0
-            self._y = torch.add(torch.relu(x), negative_part, alpha=self.alpha)
-        return self._y
+            y = torch.add(torch.relu(x), negative_part, alpha=self.alpha)
+            self.saved["x"] = x  # alpha * exp(x) is more accurate than y + alpha for x << 0
+        self.saved["y"] = y
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("_y")
+        y = self._saved("y")
         self._check_grad_output(grad_output, y)
         alpha = self.alpha
-        x = self.__dict__.get("_x")
+        x = self.saved["x"]
         if x is not None:
             # dL/dx = dL/dy * (1 if x > 0 else alpha exp(x))
             return torch.where(x > 0, grad_output, torch.exp(x).mul_(grad_output).mul_(alpha))
@@ -216,19 +220,20 @@ class GELU(Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.approximate == "tanh":
             # 0.5 (1 + tanh(u)) = sigmoid(2u): one kernel, and no 1 + tanh cancellation
-            self._two_u = torch.addcmul(x * (2 * _SQRT_2_OVER_PI), x * x, x, value=2 * _K3)
-            self._cdf = torch.sigmoid(self._two_u)
+            two_u = torch.addcmul(x * (2 * _SQRT_2_OVER_PI), x * x, x, value=2 * _K3)
+            cdf = torch.sigmoid(two_u)
+            self.saved["two_u"] = two_u
         else:
-            self._cdf = torch.special.ndtr(x)  # Phi(x), accurate in the lower tail too
-        self._x = x
-        return x * self._cdf
+            cdf = torch.special.ndtr(x)  # Phi(x), accurate in the lower tail too
+        self.saved["x"], self.saved["cdf"] = x, cdf
+        return x * cdf
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = self._saved("_x")
-        cdf = self._saved("_cdf")
+        x = self._saved("x")
+        cdf = self._saved("cdf")
         self._check_grad_output(grad_output, x)
         if self.approximate == "tanh":
-            two_u = self._saved("_two_u")
+            two_u = self._saved("two_u")
             # x du/dx = sqrt(2/pi) (x + 3 * 0.044715 x^3) = 3/2 (2u - 4/3 sqrt(2/pi) x)
             two_thirds_x_du = torch.add(two_u, x, alpha=-4 / 3 * _SQRT_2_OVER_PI)
             cdf_survival = torch.addcmul(cdf, cdf, cdf, value=-1)  # Phi (1 - Phi)
@@ -261,17 +266,18 @@ class Softmax(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         try:
-            self._y = torch.softmax(x, self.dim)  # the backward needs only the output
+            y = torch.softmax(x, self.dim)
         except IndexError:  # checked only after torch refused: free when nothing fails
             rank = max(x.dim(), 1)
             raise ValueError(
                 f"{self._describe()}: expected dim in [{-rank}, {rank - 1}] for input of "
                 f"shape {tuple(x.shape)}, got {self.dim}"
             ) from None
-        return self._y
+        self.saved["y"] = y  # the backward needs only the output
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("_y")
+        y = self._saved("y")
         self._check_grad_output(grad_output, y)
         grad_y = grad_output * y
         # dL/dx_i = y_i (dL/dy_i - sum_j dL/dy_j y_j)
@@ -296,9 +302,9 @@ class Identity(Module):
         super().__init__()
 
     def forward(self, x: Tensor) -> Tensor:
-        self._y = x  # kept only to check the shape of grad_output
+        self.saved["y"] = x  # kept only to check the shape of grad_output
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        self._check_grad_output(grad_output, self._saved("_y"))
+        self._check_grad_output(grad_output, self._saved("y"))
         return grad_output  # dL/dx = dL/dy

@@ -40,8 +40,6 @@ class CrossEntropyLoss(Loss):
     """
 
     weight: Tensor | None
-    _q: Tensor | None
-    _ignored: Tensor | None
 
     def __init__(
         self,
@@ -70,15 +68,16 @@ class CrossEntropyLoss(Loss):
         # log p = z - logsumexp(z), which torch computes as (z - max) - log sum exp(z - max):
         # one fused kernel, and no cancellation between two numbers near 1000 in float32
         log_p = torch.log_softmax(z, 1)
-        self._log_p = log_p
+        self.saved["log_p"] = log_p
         if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < c:
             # The common case: every row counts once, or is ignored by a target outside [0, C)
             y = y if y.dtype == torch.int64 else y.long()
-            self._y_col, self._q, self._ignored = y.unsqueeze(1), None, None
+            y_col = y.unsqueeze(1)
+            self.saved["y_col"], self.saved["q"], self.saved["ignored"] = y_col, None, None
             try:
                 if e == 0:
                     return self._negative_log_likelihood(log_p, y, n)
-                loss = log_p.gather(1, self._y_col).squeeze(1).neg()  # -log p_{n,y_n}
+                loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
             except (RuntimeError, IndexError):  # a target outside [0, C), or an ignored row
                 return self._forward_general(log_p, y)  # it skips ignored rows, explains the rest
             loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
@@ -91,7 +90,8 @@ class CrossEntropyLoss(Loss):
             loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
             if e > 0:
                 loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
-            self._y_col, self._q, self._ignored = y_col, None, kept.logical_not().unsqueeze(1)
+            self.saved["y_col"], self.saved["q"] = y_col, None
+            self.saved["ignored"] = kept.logical_not().unsqueeze(1)
             return self._reduce(torch.where(kept, loss, 0.0), kept.sum().to(z.dtype))
         return self._forward_general(log_p, y)
 
@@ -105,8 +105,8 @@ class CrossEntropyLoss(Loss):
         q = torch.outer(kept_f, log_p.new_ones(c) if w is None else w).mul_(e / c)  # e w_c / C
         q.scatter_add_(1, y_col, ((1 - e) * row_weight).unsqueeze(1))  # + (1 - e) w_{y_n}
         loss = (q * log_p).sum(1).neg()  # -sum_c q_nc log p_nc
-        self._y_col, self._q = y_col, q
-        self._ignored = None if kept is None else kept.logical_not().unsqueeze(1)
+        self.saved["y_col"], self.saved["q"] = y_col, q
+        self.saved["ignored"] = None if kept is None else kept.logical_not().unsqueeze(1)
         return self._reduce(loss, row_weight.sum())
 
     def _negative_log_likelihood(self, log_p: Tensor, y: Tensor, n: int) -> Tensor:
@@ -119,12 +119,12 @@ class CrossEntropyLoss(Loss):
         """
         reduction = _REDUCTION_CODES[self.reduction]
         loss: Tensor = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)[0]
-        self._l = loss  # backward needs its dtype, and under "none" its shape
-        self._denominator = max(n, 1) if self.reduction == "mean" else None  # mean_n = sum_n / N
+        self.saved["l"] = loss  # backward needs its dtype, and under "none" its shape
+        self.saved["denominator"] = max(n, 1) if self.reduction == "mean" else None  # sum_n / N
         return loss
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        log_p, y_col, q = self._saved("_log_p"), self._saved("_y_col"), self._q
+        log_p, y_col, q = self._saved("log_p"), self._saved("y_col"), self.saved["q"]
         g = self._upstream(grad_output)
         if isinstance(g, Tensor) and g.dim() == 1:
             g = g.unsqueeze(1)  # one upstream gradient per row
@@ -145,8 +145,9 @@ class CrossEntropyLoss(Loss):
         else:
             grad.mul_(q.sum(1, keepdim=True)).sub_(q)  # dl_n/dz_n = (sum_c q_nc) p_n - q_n
         grad = self._chain(grad, g)  # dL/dz = g * dl/dz
-        if self._ignored is not None:  # exactly 0, even when "mean" divided by 0 (as torch)
-            grad.masked_fill_(self._ignored, 0.0)
+        ignored = self.saved["ignored"]
+        if ignored is not None:  # exactly 0, even when "mean" divided by 0 (as torch)
+            grad.masked_fill_(ignored, 0.0)
         return grad
 
     def _check_shapes(self, z: Tensor, y: Tensor) -> tuple[int, int]:

@@ -42,20 +42,22 @@ class Dropout(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
-            self._mask = None  # the identity; torch draws no random numbers here either
-            self._y = x
+            self.saved["mask"] = None  # the identity; torch draws no random numbers here either
+            self.saved["y"] = x
             return x
         keep = 1 - self.p
         scaled_mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator).div_(keep)
-        self._mask = scaled_mask  # m / (1 - p): each entry 0 or 1 / (1 - p)
-        self._y = x.mul_(scaled_mask) if self.inplace else x * scaled_mask
-        return self._y
+        y = x.mul_(scaled_mask) if self.inplace else x * scaled_mask
+        self.saved["mask"] = scaled_mask  # m / (1 - p): each entry 0 or 1 / (1 - p)
+        self.saved["y"] = y
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        self._check_grad_output(grad_output, self._saved("_y"))
-        if self._mask is None:
+        self._check_grad_output(grad_output, self._saved("y"))
+        mask: Tensor | None = self.saved["mask"]
+        if mask is None:
             return grad_output  # dL/dx = dL/dy
-        return grad_output * self._mask  # dL/dx = dL/dy * m / (1 - p)
+        return grad_output * mask  # dL/dx = dL/dy * m / (1 - p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

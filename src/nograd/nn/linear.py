@@ -86,7 +86,7 @@ class Linear(Module):
             if x.dim() != 2:
                 return self._forward_any_shape(x)
             raise self._mismatch(x) or error from None
-        self._x = x  # the backward needs the input for dL/dW
+        self.saved["x"] = x  # the backward needs the input for dL/dW
         return y
 
     def _forward_any_shape(self, x: Tensor) -> Tensor:
@@ -94,7 +94,7 @@ class Linear(Module):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise self._wrong_shape(x)
         y = self.forward(x.reshape(-1, self.in_features))
-        self._x = x  # backward flattens it again
+        self.saved["x"] = x  # backward flattens it again
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def _wrong_shape(self, x: Tensor) -> ValueError:
@@ -121,7 +121,7 @@ class Linear(Module):
         return None
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = self._saved("_x")
+        x = self._saved("x")
         flat = x.dim() == 2  # else (*, in_features), flattened to rows as in the forward
         expected = (x.shape[0], self.out_features) if flat else (*x.shape[:-1], self.out_features)
         if grad_output.shape != expected:
@@ -145,7 +145,7 @@ class Linear(Module):
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
         grad_input = torch.mm(g, weight.data)  # dL/dx = g W
-        return grad_input if flat else grad_input.reshape(self._x.shape)
+        return grad_input if flat else grad_input.reshape(*expected[:-1], self.in_features)
 
     def extra_repr(self) -> str:
         return (

@@ -45,8 +45,6 @@ class Loss(Module):
         reduction: "mean" (the default), "sum" or "none".
     """
 
-    _denominator: Tensor | int | None  # what "mean" divided by, when not the count of l_i
-
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         if reduction not in REDUCTIONS:
@@ -66,8 +64,8 @@ class Loss(Module):
 
     def _reduce(self, loss: Tensor, denominator: Tensor | None = None) -> Tensor:
         """Reduce per-element losses; "mean" divides by ``denominator`` (default: count)."""
-        self._l = loss  # per-element losses l_i: backward needs their shape and dtype
-        self._denominator = denominator
+        self.saved["l"] = loss  # per-element losses l_i: backward needs their shape and dtype
+        self.saved["denominator"] = denominator
         if self.reduction == "none":
             return loss
         if self.reduction == "sum":
@@ -76,7 +74,7 @@ class Loss(Module):
 
     def _upstream(self, grad_output: Tensor | None) -> float | Tensor:
         """dL/dl_i: the gradient each per-element loss receives from the reduction."""
-        loss = self._saved("_l")
+        loss = self._saved("l")
         if self.reduction == "none":
             if grad_output is None or grad_output.shape != loss.shape:
                 got = None if grad_output is None else tuple(grad_output.shape)
@@ -93,8 +91,9 @@ class Loss(Module):
         scale = 1.0 if grad_output is None else grad_output.to(loss.dtype)
         if self.reduction == "sum":
             return scale  # dL/dl_i = g
-        # an empty batch has an empty gradient, so its n only has to avoid 1/0
-        n = max(loss.numel(), 1) if self._denominator is None else self._denominator
+        n: Tensor | int | None = self.saved["denominator"]  # None: the count of l_i
+        if n is None:
+            n = max(loss.numel(), 1)  # an empty batch has an empty gradient: n only avoids 1/0
         return scale / n  # dL/dl_i = g / n
 
     @staticmethod
@@ -148,11 +147,11 @@ class MSELoss(Loss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         self._check_pair(pred, target)
         diff = pred - target
-        self._diff = diff  # the backward needs only pred - target
+        self.saved["diff"] = diff  # the backward needs only pred - target
         return self._reduce(diff * diff)
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        diff = self._saved("_diff")
+        diff = self._saved("diff")
         g = self._upstream(grad_output)
         return diff * (2 * g)  # dL/dpred = g * 2 (pred - target)
 
@@ -169,11 +168,11 @@ class L1Loss(Loss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         self._check_pair(pred, target)
         diff = pred - target
-        self._diff = diff  # the backward needs only the sign of pred - target
+        self.saved["diff"] = diff  # the backward needs only the sign of pred - target
         return self._reduce(diff.abs())
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        diff = self._saved("_diff")
+        diff = self._saved("diff")
         g = self._upstream(grad_output)
         return self._chain(torch.sign(diff), g)  # dL/dpred = g * sign(pred - target)
 
@@ -203,7 +202,7 @@ class BCEWithLogitsLoss(Loss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         self._check_pair(pred, target)
         z, y, p = pred, target, self.pos_weight
-        self._z, self._y = z, y  # the backward needs s(z) and y
+        self.saved["z"], self.saved["y"] = z, y  # the backward needs s(z) and y
         if p is None:
             # logaddexp(z, 0) = max(z, 0) + log1p(exp(-|z|)), computed in one stable kernel
             return self._reduce(torch.addcmul(torch.logaddexp(z, z.new_zeros(())), z, y, value=-1))
@@ -215,16 +214,16 @@ class BCEWithLogitsLoss(Loss):
             )
         self._check_dtype("pos_weight", p, z)
         weight = (p - 1) * y + 1  # 1 + (p - 1) y
-        self._weight = weight
+        self.saved["weight"] = weight
         softplus_neg_z = torch.logaddexp(-z, z.new_zeros(()))  # log(1 + exp(-z)), stable
         return self._reduce((1 - y) * z + weight * softplus_neg_z)
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        z, y = self._saved("_z"), self._saved("_y")
+        z, y = self._saved("z"), self._saved("y")
         g = self._upstream(grad_output)
         if self.pos_weight is None:
             return self._chain(torch.sigmoid(z) - y, g)  # dL/dz = g (s(z) - y)
-        weight = self._saved("_weight")
+        weight = self._saved("weight")
         # dL/dz = g ((1 + (p - 1) y) s(z) - p y)
         return self._chain(weight * torch.sigmoid(z) - self.pos_weight * y, g)
 

@@ -1,8 +1,9 @@
 """Module: the contract every layer in nograd follows.
 
-A module is a function with a memory. ``forward(x)`` computes the output and saves
-exactly what the derivative needs; ``backward(grad_output)`` receives dL/d(output),
-adds dL/d(parameter) into each parameter's ``.grad`` and returns dL/d(input).
+A module is a function with a memory. ``forward(x)`` computes the output and keeps
+exactly what the derivative needs in ``self.saved``; ``backward(grad_output)``
+receives dL/d(output), adds dL/d(parameter) into each parameter's ``.grad`` and
+returns dL/d(input).
 Chaining these calls in reverse order is the whole of backpropagation
 (see docs/design.md).
 """
@@ -37,12 +38,16 @@ class Module:
 
     Attributes:
         training: True in training mode (the default), False after ``eval()``.
+        saved: what ``forward`` keeps for ``backward``, by name (``saved["x"] = x``).
+            A plain dict, so saving costs nothing: assigning to the module itself
+            would go through the registration in ``__setattr__`` at every call.
         needs_input_grad: when set to False (by ``Sequential`` for its first layer,
             say), ``backward`` may skip dL/d(input) and return ``NO_INPUT_GRAD``;
             parameter gradients are accumulated either way.
     """
 
     training: bool
+    saved: dict[str, Any]
     needs_input_grad: bool = True
     _parameters: OrderedDict[str, Parameter | None]
     _buffers: OrderedDict[str, Tensor | None]
@@ -54,6 +59,7 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        self.saved = {}
         self.training = True
 
     # ----------------------------------------------------------- the contract
@@ -67,8 +73,8 @@ class Module:
         return self.forward(*args)
 
     def _saved(self, name: str) -> Tensor:
-        """Return a tensor that ``forward`` saved, or explain that it never ran."""
-        value = self.__dict__.get(name)
+        """Return ``saved[name]``, or explain that ``forward`` never ran."""
+        value = self.saved.get(name)
         if value is None:
             raise RuntimeError(f"{self._describe()}: backward() called before forward()")
         return value  # type: ignore[no-any-return]
