@@ -64,23 +64,28 @@ class CrossEntropyLoss(Loss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         z, y, e = pred, target, self.label_smoothing
-        n, c = self._check_shapes(z, y)
+        quick = self.weight is None and z.is_cpu and y.dtype == torch.int64
+        if quick and e == 0 and self.ignore_index < 0:  # the usual case: any row counts once
+            try:  # torch's kernels check every shape and target; ours run only if they refused
+                return self._negative_log_likelihood(torch.log_softmax(z, 1), y)
+            except (RuntimeError, IndexError):
+                pass  # the checks below say what was wrong
+        c = self._check_shapes(z, y)
         # log p = z - logsumexp(z), which torch computes as (z - max) - log sum exp(z - max):
         # one fused kernel, and no cancellation between two numbers near 1000 in float32
         log_p = torch.log_softmax(z, 1)
-        self.saved["log_p"] = log_p
         if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < c:
-            # The common case: every row counts once, or is ignored by a target outside [0, C)
+            # Every row counts once, or is ignored by a target outside [0, C)
             y = y if y.dtype == torch.int64 else y.long()
             y_col = y.unsqueeze(1)
-            self.saved["y_col"], self.saved["q"], self.saved["ignored"] = y_col, None, None
             try:
                 if e == 0:
-                    return self._negative_log_likelihood(log_p, y, n)
+                    return self._negative_log_likelihood(log_p, y)
                 loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
             except (RuntimeError, IndexError):  # a target outside [0, C), or an ignored row
                 return self._forward_general(log_p, y)  # it skips ignored rows, explains the rest
             loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
+            self._save(log_p, y_col)
             return self._reduce(loss)
         if self.weight is None and not z.is_cpu:
             # On a GPU the targets are never read (that would stall the device): ignored
@@ -90,8 +95,7 @@ class CrossEntropyLoss(Loss):
             loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
             if e > 0:
                 loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
-            self.saved["y_col"], self.saved["q"] = y_col, None
-            self.saved["ignored"] = kept.logical_not().unsqueeze(1)
+            self._save(log_p, y_col, ignored=kept.logical_not().unsqueeze(1))
             return self._reduce(torch.where(kept, loss, 0.0), kept.sum().to(z.dtype))
         return self._forward_general(log_p, y)
 
@@ -105,11 +109,10 @@ class CrossEntropyLoss(Loss):
         q = torch.outer(kept_f, log_p.new_ones(c) if w is None else w).mul_(e / c)  # e w_c / C
         q.scatter_add_(1, y_col, ((1 - e) * row_weight).unsqueeze(1))  # + (1 - e) w_{y_n}
         loss = (q * log_p).sum(1).neg()  # -sum_c q_nc log p_nc
-        self.saved["y_col"], self.saved["q"] = y_col, q
-        self.saved["ignored"] = None if kept is None else kept.logical_not().unsqueeze(1)
+        self._save(log_p, y_col, q, None if kept is None else kept.logical_not().unsqueeze(1))
         return self._reduce(loss, row_weight.sum())
 
-    def _negative_log_likelihood(self, log_p: Tensor, y: Tensor, n: int) -> Tensor:
+    def _negative_log_likelihood(self, log_p: Tensor, y: Tensor) -> Tensor:
         """l_n = -log p_{n,y_n}, reduced; rows whose target is ``ignore_index`` count for nothing.
 
         ATen's ``nll_loss_forward`` does the gather, the sum and the division in one
@@ -119,9 +122,22 @@ class CrossEntropyLoss(Loss):
         """
         reduction = _REDUCTION_CODES[self.reduction]
         loss: Tensor = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)[0]
+        self._save(log_p, y.unsqueeze(1))
         self.saved["l"] = loss  # backward needs its dtype, and under "none" its shape
+        n = y.shape[0]
         self.saved["denominator"] = max(n, 1) if self.reduction == "mean" else None  # sum_n / N
         return loss
+
+    def _save(
+        self, log_p: Tensor, y_col: Tensor, q: Tensor | None = None, ignored: Tensor | None = None
+    ) -> None:
+        """Keep what backward needs: log p, the targets as a column (N, 1), and q.
+
+        q is None when it is y's one-hot, smoothed by e; ``ignored``, the mask of the
+        rows that count for nothing, is None when every row counts.
+        """
+        saved = self.saved
+        saved["log_p"], saved["y_col"], saved["q"], saved["ignored"] = log_p, y_col, q, ignored
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         log_p, y_col, q = self._saved("log_p"), self._saved("y_col"), self.saved["q"]
@@ -150,10 +166,10 @@ class CrossEntropyLoss(Loss):
             grad.masked_fill_(ignored, 0.0)
         return grad
 
-    def _check_shapes(self, z: Tensor, y: Tensor) -> tuple[int, int]:
+    def _check_shapes(self, z: Tensor, y: Tensor) -> int:
         """Validate the logits' and targets' shapes and dtypes (their values come later).
 
-        Returns (N, C).
+        Returns C, the number of classes.
         """
         if z.dim() != 2:
             raise ValueError(
@@ -180,7 +196,7 @@ class CrossEntropyLoss(Loss):
                     f"got {tuple(self.weight.shape)}"
                 )
             self._check_dtype("weight", self.weight, z)
-        return n, c
+        return c
 
     def _kept_rows(self, y: Tensor, c: int) -> Tensor | None:
         """The mask of rows whose target is not ``ignore_index`` (None: all are kept).
