@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from nograd.nn.parameter import Parameter
+from nograd.optim import foreach
 from nograd.optim.optimizer import Optimizer, ParamsT
 
 
@@ -90,27 +91,27 @@ class Adam(Optimizer):
                 state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
             t = tensors.counters(states, "step")
             if group["maximize"]:
-                g = torch._foreach_neg(g)  # g = -g (new tensors: param.grad stays intact)
+                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
             if weight_decay != 0:
                 if group["decoupled_weight_decay"]:
                     decay = self._scalar(1 - lr * weight_decay, p)
-                    torch._foreach_mul_(p, decay)  # p = p * (1 - lr * wd)
+                    foreach.mul_(p, decay)  # p = p * (1 - lr * wd)
                 else:
-                    g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+                    g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
-            torch._foreach_lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
-            torch._foreach_mul_(v, self._scalar(beta2, v))  # v = beta2 * v
-            torch._foreach_addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+            foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
+            foreach.mul_(v, self._scalar(beta2, v))  # v = beta2 * v
+            foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
             if amsgrad:
                 v_max = tensors.state(states, "max_exp_avg_sq")
-                torch._foreach_maximum_(v_max, v)  # v_max = max(v_max, v)
+                foreach.maximum_(v_max, v)  # v_max = max(v_max, v)
                 v = v_max
             bias_correction2_sqrt = [(1 - beta2**t_i) ** 0.5 for t_i in t]
             minus_step_size = [-lr / (1 - beta1**t_i) for t_i in t]
-            denom = torch._foreach_sqrt(v)  # d = sqrt(v)
-            torch._foreach_div_(denom, bias_correction2_sqrt)  # d = d / sqrt(1 - beta2^t)
-            torch._foreach_add_(denom, self._scalar(eps, denom), alpha=1)  # d = d + eps
-            torch._foreach_addcdiv_(p, m, denom, minus_step_size)  # p = p - lr/(1-beta1^t) * m/d
+            denom = foreach.sqrt(v)  # d = sqrt(v)
+            foreach.div_(denom, bias_correction2_sqrt)  # d = d / sqrt(1 - beta2^t)
+            foreach.add_scalar_(denom, self._scalar(eps, denom))  # d = d + eps
+            foreach.addcdiv_(p, m, denom, minus_step_size)  # p = p - lr/(1-beta1^t) * m/d
         return loss
 
     def _state_of(self, param: Parameter, amsgrad: bool) -> dict[str, Any]:

@@ -23,11 +23,11 @@ from torch import Tensor
 
 from nograd.nn.parameter import Parameter
 from nograd.optim.flat import FlatGroup, can_flatten
+from nograd.optim.foreach import TensorList, foreach_scalar
 
 ParamGroup = dict[str, Any]
 ParamsT = Iterable[Parameter] | Iterable[ParamGroup]
 StateDict = dict[str, Any]
-TensorList = list[Tensor] | tuple[Tensor, ...]  # what torch's _foreach_* ops take and return
 
 
 class GroupTensors(NamedTuple):
@@ -313,21 +313,6 @@ class Optimizer:
             )
         dtype = param.dtype if param.data.is_floating_point() else None
         return value.to(device=param.device, dtype=dtype, copy=True)
-
-
-def foreach_scalar(value: float, tensors: TensorList) -> Tensor:
-    """``value`` as a 0-dim tensor for torch's ``_foreach_*`` ops: same arithmetic, faster.
-
-    On the CPU those ops loop over the tensors in C++ and turn a Python number into
-    a tensor again for each one (about 1 us apiece); this tensor is made once. It is
-    float64 if any tensor is float64, else float32, so the value rounds to each
-    tensor's precision exactly as the number would, and it sits on the device of the
-    first tensor, as the ops require. Give ``_foreach_add_`` ``alpha=1`` along with
-    it: without, torch reads a 0-dim tensor as a Python number again.
-    """
-    float64 = any(tensor.dtype == torch.float64 for tensor in tensors)
-    dtype = torch.float64 if float64 else torch.float32
-    return torch.full((), value, dtype=dtype, device=tensors[0].device)
 
 
 def scalar_dtype() -> torch.dtype:

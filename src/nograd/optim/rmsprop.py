@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from nograd.nn.parameter import Parameter
+from nograd.optim import foreach
 from nograd.optim.optimizer import Optimizer, ParamsT
 
 
@@ -89,27 +90,27 @@ class RMSprop(Optimizer):
             for state in states:  # unused by the update; counted for torch's checkpoints
                 state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
             if group["maximize"]:
-                g = torch._foreach_neg(g)  # g = -g (new tensors: param.grad stays intact)
+                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
             if weight_decay != 0:
-                g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+                g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
             v = tensors.state(states, "square_avg")
-            torch._foreach_mul_(v, self._scalar(alpha, v))  # v = alpha * v
-            torch._foreach_addcmul_(v, g, g, value=1 - alpha)  # v = v + (1 - alpha) * g * g
+            foreach.mul_(v, self._scalar(alpha, v))  # v = alpha * v
+            foreach.addcmul_(v, g, g, value=1 - alpha)  # v = v + (1 - alpha) * g * g
             if centered:
                 a = tensors.state(states, "grad_avg")
-                torch._foreach_lerp_(a, g, 1 - alpha)  # a = a + (1 - alpha) * (g - a)
-                d = torch._foreach_addcmul(v, a, a, value=-1)  # d = v - a * a
-                torch._foreach_sqrt_(d)  # d = sqrt(d)
+                foreach.lerp_(a, g, 1 - alpha)  # a = a + (1 - alpha) * (g - a)
+                d = foreach.addcmul(v, a, a, value=-1)  # d = v - a * a
+                foreach.sqrt_(d)  # d = sqrt(d)
             else:
-                d = torch._foreach_sqrt(v)  # d = sqrt(v)
-            torch._foreach_add_(d, self._scalar(eps, d), alpha=1)  # d = d + eps
+                d = foreach.sqrt(v)  # d = sqrt(v)
+            foreach.add_scalar_(d, self._scalar(eps, d))  # d = d + eps
             if mu > 0:
                 b = tensors.state(states, "momentum_buffer")
-                torch._foreach_mul_(b, self._scalar(mu, b))  # b = mu * b
-                torch._foreach_addcdiv_(b, g, d)  # b = b + g / d
-                torch._foreach_add_(p, b, alpha=-lr)  # p = p - lr * b
+                foreach.mul_(b, self._scalar(mu, b))  # b = mu * b
+                foreach.addcdiv_(b, g, d)  # b = b + g / d
+                foreach.add_(p, b, alpha=-lr)  # p = p - lr * b
             else:
-                torch._foreach_addcdiv_(p, g, d, value=-lr)  # p = p - lr * g / d
+                foreach.addcdiv_(p, g, d, value=-lr)  # p = p - lr * g / d
         return loss
 
     def _state_of(self, param: Parameter, mu: float, centered: bool) -> dict[str, Any]:

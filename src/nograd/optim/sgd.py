@@ -5,14 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
-
-from nograd.optim.optimizer import (
-    GroupTensors,
-    Optimizer,
-    ParamsT,
-    TensorList,
-)
+from nograd.optim import foreach
+from nograd.optim.foreach import TensorList
+from nograd.optim.optimizer import GroupTensors, Optimizer, ParamsT
 
 
 class SGD(Optimizer):
@@ -83,14 +78,14 @@ class SGD(Optimizer):
             lr, mu = group["lr"], group["momentum"]
             dampening, weight_decay = group["dampening"], group["weight_decay"]
             if group["maximize"]:
-                g = torch._foreach_neg(g)  # g = -g (new tensors: param.grad stays intact)
+                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
             if weight_decay != 0:
-                g = torch._foreach_add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+                g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
             if mu != 0:
                 b = self._momentum_buffers(tensors, g, mu, dampening)
                 nesterov = group["nesterov"]
-                g = torch._foreach_add(g, b, alpha=mu) if nesterov else b  # g + mu * b  or  b
-            torch._foreach_add_(p, g, alpha=-lr)  # p = p - lr * g
+                g = foreach.add(g, b, alpha=mu) if nesterov else b  # g + mu * b  or  b
+            foreach.add_(p, g, alpha=-lr)  # p = p - lr * g
         return loss
 
     def _momentum_buffers(
@@ -102,15 +97,15 @@ class SGD(Optimizer):
             if "momentum_buffer" not in states[0]:
                 return [tensors.flat.new_state(states, "momentum_buffer", g[0])]  # b = g, a copy
             b = tensors.state(states, "momentum_buffer")
-            torch._foreach_mul_(b, self._scalar(mu, b))  # b = mu * b
-            torch._foreach_add_(b, g, alpha=1 - dampening)  # b = b + (1 - damp) * g
+            foreach.mul_(b, self._scalar(mu, b))  # b = mu * b
+            foreach.add_(b, g, alpha=1 - dampening)  # b = b + (1 - damp) * g
             return b
         seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
         if seen:
             b_seen = [states[i]["momentum_buffer"] for i in seen]
             g_seen = [g[i] for i in seen]
-            torch._foreach_mul_(b_seen, self._scalar(mu, b_seen))  # b = mu * b
-            torch._foreach_add_(b_seen, g_seen, alpha=1 - dampening)  # b = b + (1 - damp) * g
+            foreach.mul_(b_seen, self._scalar(mu, b_seen))  # b = mu * b
+            foreach.add_(b_seen, g_seen, alpha=1 - dampening)  # b = b + (1 - damp) * g
         for state, g_i in zip(states, g, strict=True):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = g_i.clone()  # b = g, on the first step

@@ -1,0 +1,157 @@
+"""One line of an update rule, applied to every tensor of a param group in one call.
+
+An optimizer's ``step`` reads like the textbook rule, ``v = beta2 * v`` and so on,
+because each line runs on lists: the group's values p, gradients g and states. Here,
+torch's ``_foreach_*`` ops do the work; on a GPU they also fuse a list into a few
+kernels.
+
+On the CPU those ops are a C++ loop that calls the single-tensor op on each tensor,
+and the loop costs up to 1 µs per call on its own. A flat group
+(``nograd.optim.flat``) is a list of one tensor, so for it each function below calls
+the single-tensor op directly: the same kernel, the same bits, without the loop.
+GPU lists always go through ``_foreach_*``, whose fused kernels torch.optim uses too.
+
+Scalars: ``foreach_scalar`` turns a number into the 0-dim tensor these ops take
+fastest; a list of numbers gives each tensor its own (Adam's bias correction, where
+the tensors' step counts differ).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+TensorList = list[Tensor] | tuple[Tensor, ...]  # what torch's _foreach_* ops take and return
+Scalars = float | list[float]  # one number for every tensor, or one number each
+
+
+def foreach_scalar(value: float, tensors: TensorList) -> Tensor:
+    """``value`` as a 0-dim tensor for torch's ``_foreach_*`` ops: same arithmetic, faster.
+
+    On the CPU those ops loop over the tensors in C++ and turn a Python number into
+    a tensor again for each one (about 1 us apiece); this tensor is made once. It is
+    float64 if any tensor is float64, else float32, so the value rounds to each
+    tensor's precision exactly as the number would, and it sits on the device of the
+    first tensor, as the ops require.
+    """
+    float64 = any(tensor.dtype == torch.float64 for tensor in tensors)
+    dtype = torch.float64 if float64 else torch.float32
+    return torch.full((), value, dtype=dtype, device=tensors[0].device)
+
+
+def _alone(tensors: TensorList) -> Tensor | None:
+    """The tensor of a one-tensor CPU list (a flat group), else None."""
+    if len(tensors) == 1 and tensors[0].is_cpu:
+        return tensors[0]
+    return None
+
+
+def neg(xs: TensorList) -> TensorList:
+    """-x, as new tensors."""
+    x = _alone(xs)
+    return [x.neg()] if x is not None else torch._foreach_neg(xs)
+
+
+def add(xs: TensorList, ys: TensorList, alpha: float) -> TensorList:
+    """x + alpha * y, as new tensors."""
+    x = _alone(xs)
+    if x is not None:
+        return [torch.add(x, ys[0], alpha=alpha)]
+    return torch._foreach_add(xs, ys, alpha=alpha)
+
+
+def add_(xs: TensorList, ys: TensorList, alpha: float = 1) -> None:
+    """x += alpha * y."""
+    x = _alone(xs)
+    if x is not None:
+        x.add_(ys[0], alpha=alpha)
+    else:
+        torch._foreach_add_(xs, ys, alpha=alpha)
+
+
+def add_scalar_(xs: TensorList, c: Tensor) -> None:
+    """x += c, for a 0-dim c from ``foreach_scalar``."""
+    x = _alone(xs)
+    if x is not None:
+        x.add_(c)
+    else:  # alpha=1 keeps c a tensor: without it, torch reads it back into a number
+        torch._foreach_add_(xs, c, alpha=1)
+
+
+def mul_(xs: TensorList, c: Tensor) -> None:
+    """x *= c, for a 0-dim c from ``foreach_scalar``."""
+    x = _alone(xs)
+    if x is not None:
+        x.mul_(c)
+    else:
+        torch._foreach_mul_(xs, c)
+
+
+def div_(xs: TensorList, cs: list[float]) -> None:
+    """x_i /= c_i."""
+    x = _alone(xs)
+    if x is not None:
+        x.div_(cs[0])
+    else:
+        torch._foreach_div_(xs, cs)
+
+
+def lerp_(xs: TensorList, ys: TensorList, weight: float) -> None:
+    """x += weight * (y - x)."""
+    x = _alone(xs)
+    if x is not None:
+        x.lerp_(ys[0], weight)
+    else:
+        torch._foreach_lerp_(xs, ys, weight)
+
+
+def addcmul(xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> TensorList:
+    """x + value * y * z, as new tensors."""
+    x = _alone(xs)
+    if x is not None:
+        return [torch.addcmul(x, ys[0], zs[0], value=value)]
+    return torch._foreach_addcmul(xs, ys, zs, value=value)
+
+
+def addcmul_(xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> None:
+    """x += value * y * z."""
+    x = _alone(xs)
+    if x is not None:
+        x.addcmul_(ys[0], zs[0], value=value)
+    else:
+        torch._foreach_addcmul_(xs, ys, zs, value=value)
+
+
+def addcdiv_(xs: TensorList, ys: TensorList, zs: TensorList, value: Scalars = 1.0) -> None:
+    """x += value * y / z, with one value for all or one value each."""
+    x = _alone(xs)
+    if x is not None:
+        x.addcdiv_(ys[0], zs[0], value=value[0] if isinstance(value, list) else value)
+    elif isinstance(value, list):
+        torch._foreach_addcdiv_(xs, ys, zs, value)
+    else:
+        torch._foreach_addcdiv_(xs, ys, zs, value=value)
+
+
+def maximum_(xs: TensorList, ys: TensorList) -> None:
+    """x = max(x, y), elementwise."""
+    x = _alone(xs)
+    if x is not None:
+        torch.maximum(x, ys[0], out=x)
+    else:
+        torch._foreach_maximum_(xs, ys)
+
+
+def sqrt(xs: TensorList) -> TensorList:
+    """sqrt(x), as new tensors."""
+    x = _alone(xs)
+    return [x.sqrt()] if x is not None else torch._foreach_sqrt(xs)
+
+
+def sqrt_(xs: TensorList) -> None:
+    """x = sqrt(x)."""
+    x = _alone(xs)
+    if x is not None:
+        x.sqrt_()
+    else:
+        torch._foreach_sqrt_(xs)
