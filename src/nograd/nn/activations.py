@@ -124,7 +124,7 @@ class LeakyReLU(Module):
         pick = torch.maximum if slope <= 1 else torch.minimum
         if self.inplace:
             y = pick(x, x * slope, out=x)
-            self.saved["x"] = None  # overwritten; the backward reads the sign of x off y
+            self.saved["x"] = None  # x was overwritten: the backward reads its sign off y
         else:
             y = pick(x, x * slope)
             self.saved["x"] = x

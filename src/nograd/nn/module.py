@@ -39,8 +39,8 @@ class Module:
     Attributes:
         training: True in training mode (the default), False after ``eval()``.
         saved: what ``forward`` keeps for ``backward``, by name (``saved["x"] = x``).
-            A plain dict, so saving costs nothing: assigning to the module itself
-            would go through the registration in ``__setattr__`` at every call.
+            A plain dict: assigning to the module itself would run the registration
+            in ``__setattr__`` at every call, a large share of a small network's step.
         needs_input_grad: when set to False (by ``Sequential`` for its first layer,
             say), ``backward`` may skip dL/d(input) and return ``NO_INPUT_GRAD``;
             parameter gradients are accumulated either way.
