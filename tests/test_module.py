@@ -336,5 +336,8 @@ def test_saved_and_grad_output_checks_name_the_module() -> None:
     layer = Linear(2, 3)
     with pytest.raises(RuntimeError, match=r"Linear\(in_features=2.*before forward"):
         layer._saved("x")
+    with pytest.raises(RuntimeError, match=r"Linear\(in_features=2.*before forward"):
+        layer.backward(torch.zeros(4, 3))
+    layer(torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"Linear\(.*expected grad_output of shape \(4, 3\)"):
-        layer._check_grad_output(torch.zeros(4, 2), torch.zeros(4, 3))
+        layer.backward(torch.zeros(4, 2))

@@ -51,8 +51,9 @@ class ReLU(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("y")
-        self._check_grad_output(grad_output, y)
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         # dL/dx = dL/dy * 1[y > 0], in one fused kernel instead of a compare and a multiply
         grad_input: Tensor = _threshold_backward(grad_output, y, 0)
         return grad_input
@@ -74,8 +75,9 @@ class Tanh(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("y")
-        self._check_grad_output(grad_output, y)
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         return torch.addcmul(grad_output, grad_output * y, y, value=-1)  # dL/dx = dL/dy * (1 - y^2)
 
 
@@ -95,8 +97,9 @@ class Sigmoid(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("y")
-        self._check_grad_output(grad_output, y)
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         grad_y = grad_output * y
         return torch.addcmul(grad_y, grad_y, y, value=-1)  # dL/dx = dL/dy * y (1 - y)
 
@@ -132,8 +135,9 @@ class LeakyReLU(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("y")
-        self._check_grad_output(grad_output, y)
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         slope = self.negative_slope
         x = self.saved["x"]
         if x is None and slope < 0:
@@ -179,8 +183,9 @@ class ELU(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("y")
-        self._check_grad_output(grad_output, y)
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         alpha = self.alpha
         x = self.saved["x"]
         if x is not None:
@@ -229,11 +234,12 @@ class GELU(Module):
         return x * cdf
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = self._saved("x")
-        cdf = self._saved("cdf")
-        self._check_grad_output(grad_output, x)
+        x = self.saved.get("x")
+        if x is None or grad_output.shape != x.shape:
+            raise self._backward_error(grad_output, x)
+        cdf = self.saved["cdf"]
         if self.approximate == "tanh":
-            two_u = self._saved("two_u")
+            two_u = self.saved["two_u"]
             # x du/dx = sqrt(2/pi) (x + 3 * 0.044715 x^3) = 3/2 (2u - 4/3 sqrt(2/pi) x)
             two_thirds_x_du = torch.add(two_u, x, alpha=-4 / 3 * _SQRT_2_OVER_PI)
             cdf_survival = torch.addcmul(cdf, cdf, cdf, value=-1)  # Phi (1 - Phi)
@@ -277,8 +283,9 @@ class Softmax(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved("y")
-        self._check_grad_output(grad_output, y)
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         grad_y = grad_output * y
         # dL/dx_i = y_i (dL/dy_i - sum_j dL/dy_j y_j)
         return torch.addcmul(grad_y, y, grad_y.sum(self.dim, keepdim=True), value=-1)
@@ -306,5 +313,7 @@ class Identity(Module):
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        self._check_grad_output(grad_output, self._saved("y"))
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         return grad_output  # dL/dx = dL/dy

@@ -53,7 +53,9 @@ class Dropout(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        self._check_grad_output(grad_output, self._saved("y"))
+        y = self.saved.get("y")
+        if y is None or grad_output.shape != y.shape:
+            raise self._backward_error(grad_output, y)
         mask: Tensor | None = self.saved["mask"]
         if mask is None:
             return grad_output  # dL/dx = dL/dy

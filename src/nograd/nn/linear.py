@@ -121,17 +121,9 @@ class Linear(Module):
         return None
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = self._saved("x")
-        flat = x.dim() == 2  # else (*, in_features), flattened to rows as in the forward
-        expected = (x.shape[0], self.out_features) if flat else (*x.shape[:-1], self.out_features)
-        if grad_output.shape != expected:
-            raise ValueError(
-                f"{self._describe()}: expected grad_output of shape {expected}, "
-                f"got {tuple(grad_output.shape)}"
-            )
-        g = grad_output  # dL/dy, (N, out)
-        if not flat:
-            x, g = x.reshape(-1, self.in_features), g.reshape(-1, self.out_features)
+        x, g = self.saved.get("x"), grad_output  # x: (N, in), g = dL/dy: (N, out)
+        if x is None or x.dim() != 2 or g.shape != (x.shape[0], self.out_features):
+            x, g = self._rows(grad_output, x)  # an input of shape (*, in_features); or an error
         weight, bias = self.weight, self.bias
         if weight.grad is None:
             weight.grad = torch.mm(g.t(), x)  # dL/dW = g^T x
@@ -145,7 +137,22 @@ class Linear(Module):
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
         grad_input = torch.mm(g, weight.data)  # dL/dx = g W
-        return grad_input if flat else grad_input.reshape(*expected[:-1], self.in_features)
+        if g is not grad_output:  # the input had other leading dimensions: give dL/dx its shape
+            grad_input = grad_input.reshape(*grad_output.shape[:-1], self.in_features)
+        return grad_input
+
+    def _rows(self, grad_output: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x and dL/dy as rows, for an input of shape (*, in_features).
+
+        Raises for a backward that cannot run: no forward yet, or dL/dy not of the
+        output's shape.
+        """
+        if x is None:
+            raise self._backward_error(grad_output, None)
+        expected = (*x.shape[:-1], self.out_features)
+        if x.dim() == 2 or grad_output.shape != expected:
+            raise self._backward_error(grad_output, expected)
+        return x.reshape(-1, self.in_features), grad_output.reshape(-1, self.out_features)
 
     def extra_repr(self) -> str:
         return (
