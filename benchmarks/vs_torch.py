@@ -32,8 +32,10 @@ the unit; batch 1, 10, 100, 1000) and an MLP 784-1024-1024-10 at batch 256 on ra
 data (20 steps are the unit); SGD (lr 0.05, momentum 0.9) and Adam (lr 1e-3); CE loss.
 
 Timing: each chunk runs enough epochs to last >= 25 ms; the variants take turns
-(A, B, C, A, B, C, ...) so machine noise hits them alike; a row reports the median
-time per step and, for each ratio, the median of the per-repetition ratios.
+(A, B, C, then B, C, A, then C, A, B, ...) so machine noise hits them alike and
+each runs first, second and third equally often (a variant's place in the turn
+moves its time by 1-2% on this machine); a row reports the median time per step and,
+for each ratio, the median of the per-repetition ratios.
 Checking: each row runs a separate float64 copy of all three for a few steps and
 requires every parameter to agree with PyTorch's to 1e-10 ("params equal"); the
 float32 gap after the timed runs (thousands of steps, so chaotic drift) is shown too.
@@ -401,8 +403,9 @@ def run_row(case: str, threads: int, optimizer: str, batch: int, settings: Setti
     warmup = min(chunk(name, 1) for name in VARIANTS)  # also sizes the chunks
     epochs = max(1, math.ceil(settings.min_chunk_s / max(warmup, 1e-9)))
     seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(settings.repeats):
-        for name in VARIANTS:  # interleaved: A, B, C, A, B, C, ...
+    for repeat in range(settings.repeats):
+        shift = repeat % len(VARIANTS)  # A, B, C, then B, C, A, ...: each runs in each place
+        for name in VARIANTS[shift:] + VARIANTS[:shift]:
             seconds[name].append(chunk(name, epochs))
     reference = variants["PyTorch"].parameters()
     gap32 = max(
@@ -528,7 +531,7 @@ def names_among(allowed: Sequence[str]) -> Callable[[str], list[str]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few, short repetitions")
-    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per variant (7)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per variant (9)")
     parser.add_argument("--cases", type=names_among(list(CASES)), default=list(CASES))
     parser.add_argument("--threads", type=positive_ints, default=[1, 2])
     parser.add_argument(
@@ -545,7 +548,7 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
     """Run every requested row; return them with the report's markdown lines."""
     quick = args.quick
     settings = Settings(
-        repeats=args.repeats or (2 if quick else 7),
+        repeats=args.repeats or (3 if quick else 9),
         min_chunk_s=0.002 if quick else 0.025,
         mlp_steps=4 if quick else 20,
         device=device,
