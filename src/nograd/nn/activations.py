@@ -51,9 +51,7 @@ class ReLU(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        y = self._saved_for(grad_output, "y")
         # dL/dx = dL/dy * 1[y > 0], in one fused kernel instead of a compare and a multiply
         grad_input: Tensor = _threshold_backward(grad_output, y, 0)
         return grad_input
@@ -75,9 +73,7 @@ class Tanh(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        y = self._saved_for(grad_output, "y")
         return torch.addcmul(grad_output, grad_output * y, y, value=-1)  # dL/dx = dL/dy * (1 - y^2)
 
 
@@ -97,9 +93,7 @@ class Sigmoid(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        y = self._saved_for(grad_output, "y")
         grad_y = grad_output * y
         return torch.addcmul(grad_y, grad_y, y, value=-1)  # dL/dx = dL/dy * y (1 - y)
 
@@ -135,9 +129,7 @@ class LeakyReLU(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        y = self._saved_for(grad_output, "y")
         slope = self.negative_slope
         x = self.saved["x"]
         if x is None and slope < 0:
@@ -183,9 +175,7 @@ class ELU(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        y = self._saved_for(grad_output, "y")
         alpha = self.alpha
         x = self.saved["x"]
         if x is not None:
@@ -234,9 +224,7 @@ class GELU(Module):
         return x * cdf
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = self.saved.get("x")
-        if x is None or grad_output.shape != x.shape:
-            raise self._backward_error(grad_output, x)
+        x = self._saved_for(grad_output, "x")
         cdf = self.saved["cdf"]
         if self.approximate == "tanh":
             two_u = self.saved["two_u"]
@@ -283,9 +271,7 @@ class Softmax(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        y = self._saved_for(grad_output, "y")
         grad_y = grad_output * y
         # dL/dx_i = y_i (dL/dy_i - sum_j dL/dy_j y_j)
         return torch.addcmul(grad_y, y, grad_y.sum(self.dim, keepdim=True), value=-1)
@@ -313,7 +299,5 @@ class Identity(Module):
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        self._saved_for(grad_output, "y")  # only checks the shape of grad_output
         return grad_output  # dL/dx = dL/dy

@@ -53,9 +53,7 @@ class Dropout(Module):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self.saved.get("y")
-        if y is None or grad_output.shape != y.shape:
-            raise self._backward_error(grad_output, y)
+        self._saved_for(grad_output, "y")  # checks the shape of grad_output
         mask: Tensor | None = self.saved["mask"]
         if mask is None:
             return grad_output  # dL/dx = dL/dy
