@@ -25,8 +25,12 @@ repetitions, and a cell is the median time per step. Check: before timing, every
 variant trains 8 steps and its parameters must match PyTorch eager's to rtol 1e-4
 (atol 1e-5); the row's last column says ✓ or names who differs.
 
-Usage: python benchmarks/gpu.py [--out FILE] [--quick] [--check-only]
+Usage: python benchmarks/gpu.py [--out FILE] [--quick] [--check-only] [--profile]
        [--networks tiny,mlp,wide] [--optimizers sgd,adam] [--repeats N] [--budget-s S]
+
+``--profile`` adds, after the table, a torch.profiler view of one eager step of the
+minimal loop and of nograd on the first network and optimizer named: the ops that
+take the host's time, and how often a step waits for the device.
 Without CUDA it prints one line and exits 0. Exit code 1 if a check fails or a cell errs.
 """
 
@@ -544,6 +548,65 @@ def target_cell(value: float | None, target: float | None) -> str:
     )
 
 
+PROFILED = ("minimal eager", "nograd eager")
+PROFILE_STEPS = 20
+SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "aten::item")
+
+
+def profile_eager(network: Network, optimizer: str, settings: Settings) -> list[str]:
+    """Where an eager step spends its host time: torch.profiler over a few steps.
+
+    For the minimal loop and nograd, side by side: the top aten ops by self CPU time
+    per step, and how often a step waits for the device (synchronize, copy, item).
+    Information for whoever closes the eager gap; nothing here is a target.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    device = settings.device
+    batch = min(network.batch, settings.max_batch or network.batch)
+    torch.manual_seed(0)
+    init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
+    data = make_data(network, batch, device)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    lines = [
+        f"Host time of one eager step, {network.title} batch {batch} {optimizer} "
+        f"(torch.profiler over {PROFILE_STEPS} steps):"
+    ]
+    for name in PROFILED:
+        builder, graphed = BUILDERS[name]
+        variant = builder(network.sizes, init, optimizer, device, data[0], graphed)
+        with variant.mode():
+            for i in range(WARMUP):
+                variant.step(*data[i % len(data)])
+            sync(device)
+            with profile(activities=activities) as prof:
+                start = time.perf_counter()
+                for i in range(PROFILE_STEPS):
+                    variant.step(*data[i % len(data)])
+                sync(device)
+                wall = (time.perf_counter() - start) / PROFILE_STEPS * 1e6
+        events = prof.key_averages()
+        waits = {key: 0 for key in SYNC_EVENTS}
+        for event in events:
+            if event.key in waits:
+                waits[event.key] = event.count
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+        lines.append(
+            f"- {name}: {wall:.0f} us per step under the profiler; per step, "
+            + ", ".join(f"{k} {v / PROFILE_STEPS:g}" for k, v in waits.items())
+        )
+        lines.append(
+            "  top self CPU (us per step, calls per step): "
+            + "; ".join(
+                f"{e.key} {e.self_cpu_time_total / PROFILE_STEPS:.1f} ({e.count / PROFILE_STEPS:g})"
+                for e in top
+            )
+        )
+    return lines
+
+
 def report(rows: list[dict[str, Any]], header_lines: list[str], settings: Settings) -> list[str]:
     header = [
         "network",
@@ -649,6 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="write the markdown here, and JSON beside it")
     parser.add_argument("--quick", action="store_true", help="a fast sanity run")
     parser.add_argument("--check-only", action="store_true", help="only the correctness checks")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the table, where an eager step's host time goes",
+    )
     parser.add_argument("--networks", type=names(list(NETWORKS)), default=list(NETWORKS))
     parser.add_argument("--optimizers", type=names(list(OPTIMIZERS)), default=list(OPTIMIZERS))
     parser.add_argument("--repeats", type=int, default=None, help="timed chunks per cell (5)")
@@ -693,6 +761,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     lines = report(rows, header_lines, settings)
+    if args.profile:
+        network = NETWORKS[args.networks[0]]
+        lines += ["", *profile_eager(network, args.optimizers[0], settings)]
     if skipped:
         lines += ["", f"skipped (time budget {settings.budget_s:.0f} s): {', '.join(skipped)}"]
     lines += ["", f"total {settings.elapsed():.0f} s"]

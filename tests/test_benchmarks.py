@@ -96,3 +96,26 @@ def test_cuda_without_a_gpu_exits_with_code_2(
 ) -> None:
     assert vs_torch.main(["--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def gpu_script() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("gpu")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_gpu_script_dry_run_on_the_cpu_checks_and_profiles(
+    gpu_script: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gpu.py's CPU dry run (a debugging aid): its checks pass and --profile reports."""
+    argv = ["--device", "cpu", "--quick", "--networks", "tiny", "--optimizers", "sgd"]
+    assert gpu_script.main([*argv, "--profile"]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("| 2-25-25-25-2 | 100 | sgd |")]
+    assert row.endswith("| ✓ |")  # every variant agrees with PyTorch eager after 8 steps
+    for name in ("minimal eager", "nograd eager"):
+        assert f"- {name}: " in out and "cudaStreamSynchronize 0" in out
+    assert "aten::addmm" in out
