@@ -49,7 +49,9 @@ def _alone(tensors: TensorList) -> Tensor | None:
 def neg(xs: TensorList) -> TensorList:
     """-x, as new tensors."""
     x = _alone(xs)
-    return [x.neg()] if x is not None else torch._foreach_neg(xs)
+    if x is not None:
+        return [x.neg()]
+    return torch._foreach_neg(xs)
 
 
 def add(xs: TensorList, ys: TensorList, alpha: float) -> TensorList:
@@ -145,7 +147,9 @@ def maximum_(xs: TensorList, ys: TensorList) -> None:
 def sqrt(xs: TensorList) -> TensorList:
     """sqrt(x), as new tensors."""
     x = _alone(xs)
-    return [x.sqrt()] if x is not None else torch._foreach_sqrt(xs)
+    if x is not None:
+        return [x.sqrt()]
+    return torch._foreach_sqrt(xs)
 
 
 def sqrt_(xs: TensorList) -> None:
