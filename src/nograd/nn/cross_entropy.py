@@ -8,14 +8,28 @@ mean's denominator; the reductions and the upstream gradient come from ``Loss``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
-from nograd.nn.losses import Loss, filled
+from nograd.nn.losses import EXACT_SCALAR_DTYPES, Loss, filled
 
 # torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
+
+
+@functools.lru_cache(maxsize=64)
+def _one_hot_constants(n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | float]:
+    """-1 as an (N, 1) column, to subtract y's one-hot, and 1/N for the mean: made once.
+
+    1/N is a 0-dim tensor where it has a Python number's bits (float32, float64); in
+    half precision it stays the number, which torch multiplies in float32.
+    """
+    inverse_n = 1 / max(n, 1)
+    scale = filled(inverse_n, (), dtype) if dtype in EXACT_SCALAR_DTYPES else inverse_n
+    return filled(-1.0, (n, 1), dtype), scale
 
 
 class CrossEntropyLoss(Loss):
@@ -77,25 +91,24 @@ class CrossEntropyLoss(Loss):
         if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < c:
             # Every row counts once, or is ignored by a target outside [0, C)
             y = y if y.dtype == torch.int64 else y.long()
-            y_col = y.unsqueeze(1)
             try:
                 if e == 0:
                     return self._negative_log_likelihood(log_p, y)
-                loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
+                loss = log_p.gather(1, y.unsqueeze(1)).squeeze(1).neg()  # -log p_{n,y_n}
             except (RuntimeError, IndexError):  # a target outside [0, C), or an ignored row
                 return self._forward_general(log_p, y)  # it skips ignored rows, explains the rest
             loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
-            self._save(log_p, y_col)
+            self._save(log_p, y)
             return self._reduce(loss)
         if self.weight is None and not z.is_cpu:
             # On a GPU the targets are never read (that would stall the device): ignored
             # rows gather class 0 and are then masked out of the loss and its gradient.
             kept = y != self.ignore_index  # the rows that count
-            y_col = torch.where(kept, y, 0).long().unsqueeze(1)
-            loss = log_p.gather(1, y_col).squeeze(1).neg()  # -log p_{n,y_n}
+            y = torch.where(kept, y, 0).long()
+            loss = log_p.gather(1, y.unsqueeze(1)).squeeze(1).neg()  # -log p_{n,y_n}
             if e > 0:
                 loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
-            self._save(log_p, y_col, ignored=kept.logical_not().unsqueeze(1))
+            self._save(log_p, y, ignored=kept.logical_not().unsqueeze(1))
             return self._reduce(torch.where(kept, loss, 0.0), kept.sum().to(z.dtype))
         return self._forward_general(log_p, y)
 
@@ -103,13 +116,14 @@ class CrossEntropyLoss(Loss):
         """Class weights and ignored rows: build q_n and take -sum_c q_nc log p_nc."""
         w, e, c = self.weight, self.label_smoothing, log_p.shape[1]
         kept = self._kept_rows(y, c)  # None when no row is ignored
-        y_col = (y if kept is None else torch.where(kept, y, 0)).long().unsqueeze(1)
+        y = (y if kept is None else torch.where(kept, y, 0)).long()
+        y_col = y.unsqueeze(1)
         kept_f = torch.ones_like(log_p[:, 0]) if kept is None else kept.to(log_p.dtype)
-        row_weight = kept_f if w is None else w[y_col.squeeze(1)] * kept_f  # w_{y_n}
+        row_weight = kept_f if w is None else w[y] * kept_f  # w_{y_n}
         q = torch.outer(kept_f, log_p.new_ones(c) if w is None else w).mul_(e / c)  # e w_c / C
         q.scatter_add_(1, y_col, ((1 - e) * row_weight).unsqueeze(1))  # + (1 - e) w_{y_n}
         loss = (q * log_p).sum(1).neg()  # -sum_c q_nc log p_nc
-        self._save(log_p, y_col, q, None if kept is None else kept.logical_not().unsqueeze(1))
+        self._save(log_p, y, q, None if kept is None else kept.logical_not().unsqueeze(1))
         return self._reduce(loss, row_weight.sum())
 
     def _negative_log_likelihood(self, log_p: Tensor, y: Tensor) -> Tensor:
@@ -122,46 +136,55 @@ class CrossEntropyLoss(Loss):
         """
         reduction = _REDUCTION_CODES[self.reduction]
         loss: Tensor = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)[0]
-        self._save(log_p, y.unsqueeze(1))
-        self.saved["l"] = loss  # backward needs its dtype, and under "none" its shape
-        n = y.shape[0]
-        self.saved["denominator"] = max(n, 1) if self.reduction == "mean" else None  # sum_n / N
+        self._save(log_p, y)
+        saved = self.saved
+        saved["l"] = loss  # backward needs its dtype, and under "none" its shape
+        saved["denominator"] = max(y.shape[0], 1) if self.reduction == "mean" else None  # sum_n / N
+        saved["usual"] = True  # q is y's one-hot, unless nll_loss skipped a row
         return loss
 
     def _save(
-        self, log_p: Tensor, y_col: Tensor, q: Tensor | None = None, ignored: Tensor | None = None
+        self, log_p: Tensor, y: Tensor, q: Tensor | None = None, ignored: Tensor | None = None
     ) -> None:
-        """Keep what backward needs: log p, the targets as a column (N, 1), and q.
+        """Keep what backward needs: log p, the targets y (int64, shape (N,)), and q.
 
         q is None when it is y's one-hot, smoothed by e; ``ignored``, the mask of the
         rows that count for nothing, is None when every row counts.
         """
         saved = self.saved
-        saved["log_p"], saved["y_col"], saved["q"], saved["ignored"] = log_p, y_col, q, ignored
+        saved["log_p"], saved["y"], saved["q"], saved["ignored"] = log_p, y, q, ignored
+        saved["usual"] = False
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        log_p, y_col, q = self._saved("log_p"), self._saved("y_col"), self.saved["q"]
-        g = self._upstream(grad_output)
-        if isinstance(g, Tensor) and g.dim() == 1:
-            g = g.unsqueeze(1)  # one upstream gradient per row
-        e = self.label_smoothing
+        log_p = self._saved("log_p")
+        saved = self.saved
+        y, q, e = saved["y"], saved["q"], self.label_smoothing
         grad = torch.exp(log_p)  # p = softmax(z)
-        if q is None:  # sum_c q_nc = 1, so dl_n/dz_n = p_n - q_n
+        if saved["usual"]:  # after nll_loss: dl_n/dz_n = p_n - onehot(y_n)
+            n = y.shape[0]
+            minus_one, inverse_n = _one_hot_constants(n, grad.dtype)
+            try:
+                grad.scatter_add_(1, y.unsqueeze(1), minus_one)  # dl_n/dz_{n,y_n} -= 1
+            except RuntimeError:  # a row's target is ignore_index, which nll_loss skipped
+                self._forward_general(log_p, y)  # q and the mask of the kept rows
+                return self.backward(grad_output)
+            if grad_output is None and self.reduction == "mean":  # loss_fn.backward()
+                return grad.mul_(inverse_n) if n > 1 else grad  # dL/dz = dl/dz / N
+        elif q is None:  # sum_c q_nc = 1, so dl_n/dz_n = p_n - q_n
             if e > 0:
                 grad.sub_(e / log_p.shape[1])  # dl_n/dz_nc -= e / C
             if grad.is_cpu:  # -(1 - e) as a tensor made once: quicker than a Python number
-                minus = filled(e - 1, (y_col.shape[0], 1), grad.dtype)
-                try:
-                    grad.scatter_add_(1, y_col, minus)  # dl_n/dz_{n,y_n} -= 1 - e
-                except RuntimeError:  # a row's target is ignore_index: nll_loss skipped it
-                    self._forward_general(log_p, y_col.squeeze(1))  # q and the mask of kept rows
-                    return self.backward(grad_output)
+                minus = filled(e - 1, (y.shape[0], 1), grad.dtype)
+                grad.scatter_add_(1, y.unsqueeze(1), minus)  # dl_n/dz_{n,y_n} -= 1 - e
             else:
-                grad.scatter_(1, y_col, -(1 - e), reduce="add")  # dl_n/dz_{n,y_n} -= 1 - e
+                grad.scatter_(1, y.unsqueeze(1), -(1 - e), reduce="add")  # dl/dz_{n,y_n} -= 1 - e
         else:
             grad.mul_(q.sum(1, keepdim=True)).sub_(q)  # dl_n/dz_n = (sum_c q_nc) p_n - q_n
+        g = self._upstream(grad_output)
+        if isinstance(g, Tensor) and g.dim() == 1:
+            g = g.unsqueeze(1)  # one upstream gradient per row
         grad = self._chain(grad, g)  # dL/dz = g * dl/dz
-        ignored = self.saved["ignored"]
+        ignored = saved["ignored"]
         if ignored is not None:  # exactly 0, even when "mean" divided by 0 (as torch)
             grad.masked_fill_(ignored, 0.0)
         return grad
