@@ -273,6 +273,17 @@ def test_the_mean_scale_rounds_as_a_python_float(dtype: torch.dtype) -> None:
     assert torch.equal(loss_fn.backward(), (torch.sigmoid(pred) - target) * (1 / 21))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, *DTYPES])
+@pytest.mark.parametrize("n", [1, 5])
+def test_cross_entropy_mean_scale_rounds_as_a_python_float(dtype: torch.dtype, n: int) -> None:
+    """dL/dz = (p - onehot(y)) / N: the cached 1/N changes no bit, in any precision."""
+    logits, target = (3 * torch.randn(n, 4)).to(dtype), torch.tensor([0, 3, 1, 1, 2][:n])
+    loss_fn = CrossEntropyLoss()
+    loss_fn(logits, target)
+    onehot = torch.nn.functional.one_hot(target, 4).to(dtype)
+    assert torch.equal(loss_fn.backward(), (torch.log_softmax(logits, 1).exp() - onehot) * (1 / n))
+
+
 def test_constants_made_in_inference_mode_are_normal_tensors() -> None:
     with torch.inference_mode():
         constant = filled(-0.375, (3, 1), torch.float64)
