@@ -168,6 +168,35 @@ def test_cross_entropy_backward_finds_rows_the_quick_forward_skipped(reduction: 
     assert torch.equal(ours.backward(grad_output), grad)  # the second call agrees
 
 
+class AsIfOnGPU(Tensor):
+    """A CPU tensor that says it is not on the CPU: runs a loss's GPU branch on CI."""
+
+    @property
+    def is_cpu(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_gpu_branch_matches_torch(reduction: str, label_smoothing: float) -> None:
+    """The branch that never reads the targets (ignored rows masked on the device)."""
+    logits = torch.randn(6, 4, dtype=torch.float64)
+    target = torch.tensor([0, 3, -100, 1, 2, -100])
+    ours = CrossEntropyLoss(reduction, label_smoothing)
+    loss = ours(logits.as_subclass(AsIfOnGPU), target.as_subclass(AsIfOnGPU))
+    assert ours.saved["ignored"] is not None  # the masked branch ran, not the CPU one
+    pred = logits.clone().requires_grad_()
+    ref_fn = torch.nn.CrossEntropyLoss(reduction=reduction, label_smoothing=label_smoothing)
+    with torch.enable_grad():
+        expected = ref_fn(pred, target)
+    grad_output = torch.randn(6, dtype=torch.float64) if reduction == "none" else None
+    expected.backward(grad_output)
+    close(loss.as_subclass(Tensor), expected.detach())
+    upstream = None if grad_output is None else grad_output.as_subclass(AsIfOnGPU)
+    assert pred.grad is not None
+    close(ours.backward(upstream).as_subclass(Tensor), pred.grad)
+
+
 @pytest.mark.parametrize("n", [1, 300])  # a long target is range-checked on the device
 def test_cross_entropy_large_batch_with_ignored_rows(n: int) -> None:
     logits = torch.randn(n, 4, dtype=torch.float64)
