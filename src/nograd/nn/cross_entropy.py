@@ -4,6 +4,10 @@ The forward keeps log p = log_softmax(z), and the backward is the softmax minus 
 target distribution, dl_n/dz_n = (sum_c q_nc) p_n - q_n, which is p_n - q_n when q_n
 sums to 1. Label smoothing, class weights and ``ignore_index`` change only q and the
 mean's denominator; the reductions and the upstream gradient come from ``Loss``.
+
+The usual case (CPU, no class weights, no smoothing) has a short road: the value from
+ATen's ``nll_loss_forward``, with torch's very bits, and the gradient straight as
+(p_n - onehot(y_n)) / N. Everything else builds q.
 """
 
 from __future__ import annotations
