@@ -9,7 +9,7 @@ On the CPU those ops are a C++ loop that calls the single-tensor op on each tens
 and the loop costs up to 1 µs per call on its own. A flat group
 (``nograd.optim.flat``) is a list of one tensor, so for it each function below calls
 the single-tensor op directly: the same kernel, the same bits, without the loop.
-GPU lists always go through ``_foreach_*``, whose fused kernels torch.optim uses too.
+GPU lists always go through ``_foreach_*``, whose fused kernels PyTorch's optimizers use too.
 
 Scalars: ``foreach_scalar`` turns a number into the 0-dim tensor these ops take
 fastest; a list of numbers gives each tensor its own (Adam's bias correction, where
