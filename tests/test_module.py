@@ -341,3 +341,30 @@ def test_saved_and_grad_output_checks_name_the_module() -> None:
     layer(torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"Linear\(.*expected grad_output of shape \(4, 3\)"):
         layer.backward(torch.zeros(4, 2))
+
+
+class Square(Module):
+    """y = x ** 2: the custom module of docs/design.md ("Adding a layer"), as written there."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.saved["x"] = x  # dy/dx = 2x needs x
+        return x * x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        x = self._saved_for(grad_output, "x")  # raises if forward never ran
+        return grad_output * 2 * x  # dL/dx = dL/dy * 2x
+
+
+def test_the_documented_custom_module_matches_autograd_and_explains_misuse() -> None:
+    x = torch.randn(3, 4, dtype=torch.float64)
+    g = torch.randn(3, 4, dtype=torch.float64)
+    ref = x.clone().requires_grad_()
+    with torch.enable_grad():
+        (ref * ref).backward(g)
+    layer = Square()
+    assert torch.equal(layer(x), x * x)
+    assert ref.grad is not None and torch.allclose(layer.backward(g), ref.grad)
+    with pytest.raises(ValueError, match=r"Square\(\): expected grad_output of shape \(3, 4\)"):
+        layer.backward(g[:2])
+    with pytest.raises(RuntimeError, match=r"Square\(\): backward\(\) called before forward\(\)"):
+        Square().backward(g)
