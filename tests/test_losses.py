@@ -7,6 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
 from nograd.nn.losses import filled
@@ -178,23 +179,64 @@ class AsIfOnGPU(Tensor):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
-def test_cross_entropy_gpu_branch_matches_torch(reduction: str, label_smoothing: float) -> None:
+@pytest.mark.parametrize(
+    ("ignore_index", "target"),
+    [
+        (-100, [0, 3, -100, 1, 2, -100]),  # the default, outside [0, C)
+        (2, [0, 3, 2, 1, 2, 1]),  # a class, which nll_loss skips as well
+        (-100, [-100] * 6),  # every row ignored: "mean" is 0/0 = NaN, the gradient 0
+    ],
+)
+def test_cross_entropy_gpu_branch_matches_torch(
+    reduction: str, label_smoothing: float, ignore_index: int, target: list[int]
+) -> None:
     """The branch that never reads the targets (ignored rows masked on the device)."""
     logits = torch.randn(6, 4, dtype=torch.float64)
-    target = torch.tensor([0, 3, -100, 1, 2, -100])
-    ours = CrossEntropyLoss(reduction, label_smoothing)
-    loss = ours(logits.as_subclass(AsIfOnGPU), target.as_subclass(AsIfOnGPU))
+    y = torch.tensor(target)
+    ours = CrossEntropyLoss(reduction, label_smoothing, ignore_index=ignore_index)
+    loss = ours(logits.as_subclass(AsIfOnGPU), y.as_subclass(AsIfOnGPU))
     assert ours.saved["ignored"] is not None  # the masked branch ran, not the CPU one
     pred = logits.clone().requires_grad_()
-    ref_fn = torch.nn.CrossEntropyLoss(reduction=reduction, label_smoothing=label_smoothing)
+    ref_fn = torch.nn.CrossEntropyLoss(
+        reduction=reduction, label_smoothing=label_smoothing, ignore_index=ignore_index
+    )
     with torch.enable_grad():
-        expected = ref_fn(pred, target)
+        expected = ref_fn(pred, y)
     grad_output = torch.randn(6, dtype=torch.float64) if reduction == "none" else None
     expected.backward(grad_output)
     close(loss.as_subclass(Tensor), expected.detach())
     upstream = None if grad_output is None else grad_output.as_subclass(AsIfOnGPU)
     assert pred.grad is not None
     close(ours.backward(upstream).as_subclass(Tensor), pred.grad)
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the aten ops that run, views excluded: on a GPU, one launch each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if not func.is_view:
+            self.names.append(func._schema.name.split("::")[-1])
+        return func(*args, **(kwargs or {}))
+
+
+def test_cross_entropy_on_a_device_takes_nine_ops() -> None:
+    """A small network's GPU step costs about one kernel launch per op, so count them.
+
+    The meta device, like a GPU, is not the CPU: the forward is log_softmax, nll_loss
+    and the mask of ignored rows (2 ops), the backward p - onehot(y), times 1/N, masked
+    (5 ops). The earlier gather, where and sum took 19.
+    """
+    logits = torch.empty(100, 2, device="meta")
+    target = torch.empty(100, dtype=torch.long, device="meta")
+    loss_fn = CrossEntropyLoss()
+    with OpNames() as ops:
+        loss_fn(logits, target)
+        loss_fn.backward()
+    assert len(ops.names) <= 9, ops.names
 
 
 @pytest.mark.parametrize("n", [1, 300])  # a long target is range-checked on the device

@@ -5,9 +5,10 @@ target distribution, dl_n/dz_n = (sum_c q_nc) p_n - q_n, which is p_n - q_n when
 sums to 1. Label smoothing, class weights and ``ignore_index`` change only q and the
 mean's denominator; the reductions and the upstream gradient come from ``Loss``.
 
-The usual case (CPU, no class weights, no smoothing) has a short road: the value from
+The usual case (no class weights, no smoothing) has a short road: the value from
 ATen's ``nll_loss_forward``, with torch's very bits, and the gradient straight as
-(p_n - onehot(y_n)) / N. Everything else builds q.
+(p_n - onehot(y_n)) / N, with the rows of ``ignore_index`` masked on a GPU. Everything
+else builds q.
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ class CrossEntropyLoss(Loss):
         if self.weight is None and not z.is_cpu:
             # On a GPU the targets are never read (that would stall the device): ignored
             # rows gather class 0 and are then masked out of the loss and its gradient.
+            y = y if y.dtype == torch.int64 else y.long()
+            if e == 0:
+                return self._negative_log_likelihood(log_p, y)  # it masks ignored rows too
             kept = y != self.ignore_index  # the rows that count
-            y = torch.where(kept, y, 0).long()
+            y = torch.where(kept, y, 0)
             loss = log_p.gather(1, y.unsqueeze(1)).squeeze(1).neg()  # -log p_{n,y_n}
             if e > 0:
                 loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
@@ -135,16 +139,24 @@ class CrossEntropyLoss(Loss):
 
         ATen's ``nll_loss_forward`` does the gather, the sum and the division in one
         kernel, in the order torch's own CrossEntropyLoss does, so the value has its very
-        bits. It skips an ignored row silently; ``backward`` notices such a row when
-        ``scatter_add_`` refuses its index, and then takes the general path.
+        bits. It skips an ignored row silently. On the CPU, ``backward`` notices such a
+        row when ``scatter_add_`` refuses its index, and then takes the general path; on
+        a GPU the ignored rows are masked here, as reading the targets would stall it.
         """
         reduction = _REDUCTION_CODES[self.reduction]
-        loss: Tensor = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)[0]
-        self._save(log_p, y)
+        loss: Tensor
+        loss, kept_count = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)
+        if log_p.is_cpu:
+            self._save(log_p, y)
+            denominator: Tensor | int = max(y.shape[0], 1)  # "mean" is sum_n / N
+        else:  # on a GPU, mask the ignored rows on the device: finding them would stall it
+            ignored = y == self.ignore_index
+            self._save(log_p, y.masked_fill(ignored, 0), ignored=ignored.unsqueeze(1))
+            denominator = kept_count  # under "mean", the number of rows that count
         saved = self.saved
         saved["l"] = loss  # backward needs its dtype, and under "none" its shape
-        saved["denominator"] = max(y.shape[0], 1) if self.reduction == "mean" else None  # sum_n / N
-        saved["usual"] = True  # q is y's one-hot, unless nll_loss skipped a row
+        saved["denominator"] = denominator if self.reduction == "mean" else None
+        saved["usual"] = log_p.is_cpu  # q is y's one-hot, unless nll_loss skipped a row
         return loss
 
     def _save(

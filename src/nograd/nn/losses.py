@@ -94,6 +94,8 @@ class Loss(Module):
         n: Tensor | int | None = self.saved["denominator"]  # None: the count of l_i
         if n is None:
             n = max(loss.numel(), 1)  # an empty batch has an empty gradient: n only avoids 1/0
+        if isinstance(n, Tensor) and grad_output is None:
+            return n.reciprocal()  # dL/dl_i = 1 / n: one kernel, where 1.0 / n makes two
         return scale / n  # dL/dl_i = g / n
 
     @staticmethod
