@@ -27,11 +27,15 @@ variant trains 8 steps and its parameters must match PyTorch eager's to rtol 1e-
 
 Usage: python benchmarks/gpu.py [--out FILE] [--quick] [--check-only] [--profile]
        [--networks tiny,mlp,wide] [--optimizers sgd,adam] [--repeats N] [--budget-s S]
+       python benchmarks/gpu.py --count-ops [--networks ...] [--optimizers ...]
 
 ``--profile`` adds, after the table, a torch.profiler view of one eager step of the
 minimal loop and of nograd on the first network and optimizer named: the ops that
-take the host's time, and how often a step waits for the device.
-Without CUDA it prints one line and exits 0. Exit code 1 if a check fails or a cell errs.
+take the host's time, and how often a step waits for the device. ``--count-ops``
+needs no GPU: it counts each eager variant's aten ops per step on the meta device,
+where nograd takes its GPU code paths.
+Without CUDA (and without ``--count-ops``) it prints one line and exits 0. Exit code 1
+if a check fails or a cell errs.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ except ImportError:  # a bare checkout: use its src/
     import nograd
 import nograd.nn
 import nograd.optim
+from _common import markdown_table
 
 Batch = tuple[Tensor, Tensor]
 VARIANTS = (
@@ -145,7 +150,14 @@ def sync(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------- counting ops
-NO_WORK = {"empty", "empty_like", "empty_strided", "_local_scalar_dense"}
+NO_WORK = {  # bare allocations, host reads, profiler marks (torch.optim's step has two)
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "_local_scalar_dense",
+    "_record_function_enter_new",
+    "_record_function_exit",
+}
 
 
 class OpCounter(TorchDispatchMode):
@@ -232,6 +244,8 @@ def build_torch(
     name, options = OPTIMIZERS[optimizer]
     if name == "Adam" and graphed and device.type == "cuda":
         options = {**options, "capturable": True}  # t on the device, as a graph needs
+    if device.type == "meta":
+        options = {**options, "foreach": True}  # torch's default on CUDA, counted on meta
     opt = getattr(torch.optim, name)(model.parameters(), **options)
 
     def body(x: Tensor, y: Tensor) -> None:
@@ -553,6 +567,44 @@ PROFILE_STEPS = 20
 SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "aten::item")
 
 
+def count_ops_on_meta(networks: Sequence[str], optimizers: Sequence[str]) -> list[str]:
+    """The aten ops of one eager step of each variant, counted without a GPU.
+
+    Tensors on the meta device have shapes but no values, and, like CUDA tensors, are
+    not on the CPU, so nograd takes its GPU code paths. On a GPU, each op counted is
+    at least one kernel launch: the host's cost of a small network's eager step, and
+    the device's of its graph.
+    """
+    device = torch.device("meta")
+    names = ("PyTorch eager", "minimal eager", "nograd eager")
+    rows = []
+    for optimizer in optimizers:
+        for key in networks:
+            network = NETWORKS[key]
+            init = dict(torch_mlp(network.sizes, device).state_dict())
+            example = (
+                torch.empty(network.batch, network.sizes[0], device=device),
+                torch.empty(network.batch, dtype=torch.long, device=device),
+            )
+            counts = []
+            for name in names:
+                builder, graphed = BUILDERS[name]
+                variant = builder(network.sizes, init, optimizer, device, example, graphed)
+                with variant.mode():
+                    for _ in range(2):  # past the first step, which creates the state
+                        variant.step(*example)
+                    with OpCounter() as counter:
+                        variant.step(*example)
+                counts.append(str(counter.count))
+            rows.append([network.title, str(network.batch), optimizer, *counts])
+    return [
+        "aten ops per eager step, counted on the meta device (views, bare allocations "
+        "and profiler marks excluded):",
+        "",
+        *markdown_table(["network", "batch", "optimizer", *names], rows),
+    ]
+
+
 def profile_eager(network: Network, optimizer: str, settings: Settings) -> list[str]:
     """Where an eager step spends its host time: torch.profiler over a few steps.
 
@@ -717,6 +769,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after the table, where an eager step's host time goes",
     )
+    parser.add_argument(
+        "--count-ops",
+        action="store_true",
+        help="only count each variant's aten ops per eager step, on the meta device (no GPU)",
+    )
     parser.add_argument("--networks", type=names(list(NETWORKS)), default=list(NETWORKS))
     parser.add_argument("--optimizers", type=names(list(OPTIMIZERS)), default=list(OPTIMIZERS))
     parser.add_argument("--repeats", type=int, default=None, help="timed chunks per cell (5)")
@@ -728,6 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.count_ops:
+        log("\n".join(count_ops_on_meta(args.networks, args.optimizers)))
+        return 0
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         log(f"gpu.py: no CUDA device here (torch {torch.__version__}); nothing to measure")

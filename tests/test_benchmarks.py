@@ -119,3 +119,15 @@ def test_gpu_script_dry_run_on_the_cpu_checks_and_profiles(
     for name in ("minimal eager", "nograd eager"):
         assert f"- {name}: " in out and "cudaStreamSynchronize 0" in out
     assert "aten::addmm" in out
+
+
+def test_gpu_script_counts_ops_on_the_meta_device(
+    gpu_script: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--count-ops needs no GPU: one row per network and optimizer, a count per variant."""
+    assert gpu_script.main(["--count-ops", "--networks", "tiny", "--optimizers", "sgd,adam"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2-25")]
+    assert len(rows) == 2
+    for row in rows:
+        counts = [int(cell) for cell in row.strip("| ").split(" | ")[3:]]
+        assert len(counts) == 3 and all(count > 20 for count in counts)  # 4 addmm, 7 mm, ...
