@@ -107,15 +107,14 @@ class CrossEntropyLoss(Loss):
             return self._reduce(loss)
         if self.weight is None and not z.is_cpu:
             # On a GPU the targets are never read (that would stall the device): ignored
-            # rows gather class 0 and are then masked out of the loss and its gradient.
+            # rows are masked out of the loss and its gradient instead.
             y = y if y.dtype == torch.int64 else y.long()
             if e == 0:
-                return self._negative_log_likelihood(log_p, y)  # it masks ignored rows too
+                return self._negative_log_likelihood(log_p, y)
             kept = y != self.ignore_index  # the rows that count
-            y = torch.where(kept, y, 0)
+            y = torch.where(kept, y, 0)  # an ignored row gathers class 0, masked out below
             loss = log_p.gather(1, y.unsqueeze(1)).squeeze(1).neg()  # -log p_{n,y_n}
-            if e > 0:
-                loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
+            loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
             self._save(log_p, y, ignored=kept.logical_not().unsqueeze(1))
             return self._reduce(torch.where(kept, loss, 0.0), kept.sum().to(z.dtype))
         return self._forward_general(log_p, y)
