@@ -226,9 +226,10 @@ class OpNames(TorchDispatchMode):
 def test_cross_entropy_on_a_device_takes_nine_ops() -> None:
     """A small network's GPU step costs about one kernel launch per op, so count them.
 
-    The meta device, like a GPU, is not the CPU: the forward is log_softmax, nll_loss
-    and the mask of ignored rows (2 ops), the backward p - onehot(y), times 1/N, masked
-    (5 ops). The earlier gather, where and sum took 19.
+    The meta device, like a GPU, is not the CPU, so the loss takes its GPU branch: the
+    forward is log_softmax, nll_loss, and the mask of ignored rows with the targets made
+    safe (2 ops); the backward is p - onehot(y), times 1 / (rows kept), masked (5 ops).
+    The earlier gather, where and sums took 19.
     """
     logits = torch.empty(100, 2, device="meta")
     target = torch.empty(100, dtype=torch.long, device="meta")
