@@ -93,7 +93,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nograd", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="nograd", description=__doc__.splitlines()[0].replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train and test over several rounds")
     train.add_argument(
