@@ -95,9 +95,10 @@ def train_round(
     cosine = config.schedule == "cosine"
     scheduler = CosineAnnealingLR(optimizer, T_max=config.epochs) if cosine else None
     x_train = train_data.tensors[0]
-    mean, std = x_train.mean(0), x_train.std(0)
-    if not config.standardize:
-        mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    if config.standardize:  # (x - mean) / std; the CLI asks for 2 points at least
+        mean, std = x_train.mean(0), x_train.std(0)
+    else:  # the identity
+        mean, std = torch.zeros_like(x_train[0]), torch.ones_like(x_train[0])
     metadata = {"task": config.task, "loss": config.loss, "experiment": state}
     start = time.perf_counter()
     history = fit(
