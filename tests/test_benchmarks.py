@@ -131,3 +131,21 @@ def test_gpu_script_counts_ops_on_the_meta_device(
     for row in rows:
         counts = [int(cell) for cell in row.strip("| ").split(" | ")[3:]]
         assert len(counts) == 3 and all(count > 20 for count in counts)  # 4 addmm, 7 mm, ...
+
+
+def test_threads_script_times_both_counts_and_names_the_choice(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """benchmarks/threads.py: a row per width and batch, with what `nograd train` picks."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        threads_script = importlib.import_module("threads")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    before = torch.get_num_threads()
+    argv = ["--widths", "16,512", "--batches", "8", "--repeats", "1"]
+    assert threads_script.main(argv) == 0
+    assert torch.get_num_threads() == before  # the script leaves torch's setting as it was
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()]
+    picks = {row[0].strip("| "): row[-1].strip("| ") for row in rows if row[0][2:].isdigit()}
+    assert picks == {"16": "1", "512": str(before)}  # 8 x 512^2 = 2^21 multiply-adds

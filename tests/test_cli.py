@@ -9,11 +9,12 @@ from typing import Any
 
 import matplotlib.image
 import pytest
+import torch
 
 import nograd.experiment
 from nograd import io
-from nograd.cli import build_parser, config_from, main
-from nograd.config import PRESETS
+from nograd.cli import build_parser, config_from, main, threads_for
+from nograd.config import PRESETS, TrainConfig
 
 SHORT = ["--epochs", "3", "--rounds", "2", "--n-train", "60", "--n-test", "50"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,6 +68,7 @@ def test_metrics_hold_what_they_claim(short_run: tuple[Path, int]) -> None:
     assert summary["test_error_pct"]["mean"] == pytest.approx(100 - statistics.mean(test_pct))
     train_err = [100 * (1 - r["train_acc"]) for r in rounds]
     assert summary["train_error_pct"]["mean"] == pytest.approx(statistics.mean(train_err))
+    assert metrics["threads"] == 1  # a 25-wide network trains on one thread
 
 
 def test_evaluate_reproduces_the_saved_rounds_accuracy(
@@ -177,6 +179,7 @@ def test_gradcheck_passes(capsys: pytest.CaptureFixture[str]) -> None:
         ["train", "--optimizer", "adam", "--momentum", "0.9"],
         ["train", "--standardize", "--n-train", "1"],
         ["train", "--cuda-graph"],
+        ["train", "--threads", "0"],
         ["train", "--cuda-graph", "--device", "cuda", "--optimizer", "rmsprop"],
         ["evaluate", "no/such/model.safetensors"],
         ["fly"],
@@ -191,6 +194,31 @@ def test_bad_arguments_give_one_line_and_exit_2(
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("nograd: error: ")
     assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize(
+    ("hidden", "batch", "expected"),
+    [
+        ((25, 25, 25), 32, 1),  # the reference network: 20,000 multiply-adds a layer
+        ((), 32, 1),  # no hidden layer at all
+        ((128,), 32, 1),  # 2^19
+        ((64,), 256, 8),  # 2^20: threads from here on
+        ((512, 512), 32, 8),
+        ((25, 200), 32, 8),  # the widest layer counts
+    ],
+)
+def test_small_networks_train_on_one_thread(
+    hidden: tuple[int, ...], batch: int, expected: int
+) -> None:
+    assert threads_for(TrainConfig(hidden=hidden, batch_size=batch), default=8) == expected
+
+
+def test_the_threads_option_is_used_recorded_and_undone(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    argv = ["train", *SHORT, "--rounds", "1", "--threads", "2", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["threads"] == 2
+    assert torch.get_num_threads() == before
 
 
 def test_a_library_value_error_is_one_line_too(

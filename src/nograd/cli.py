@@ -42,6 +42,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 # Each write costs about 1.5 ms (two fsyncs), a reference epoch about 8 ms; Ctrl-C saves
 # at once anyway, so the periodic write only bounds what a crash (kill -9, power) loses.
 CHECKPOINT_EVERY = 20
+# Below this many multiply-adds in the widest hidden layer's matmul (batch x width x width),
+# a step's ops are too small to share among threads: one is faster (benchmarks/threads.py)
+ONE_THREAD_MAX_MACS = 2**20
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay each training step as one CUDA graph (needs --device cuda; sgd, adam "
         "or adamw; the last, partial batch of each epoch is dropped)",
     )
+    train.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="CPU threads (default: 1 for a small network, where more cost more than they "
+        f"give; else torch's default, {torch.get_num_threads()} here)",
+    )
     train.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or table")
     train.add_argument(
@@ -221,6 +231,19 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+def threads_for(config: TrainConfig, default: int) -> int:
+    """The CPU threads to train with: 1 for a small network, else ``default`` (torch's).
+
+    A step of the 25-wide reference network is a few dozen tiny ops; splitting each
+    among threads costs more in hand-offs than it saves, so one thread is fastest. The
+    size that counts is the widest hidden layer's matmul, batch x width x width
+    multiply-adds: below ``ONE_THREAD_MAX_MACS``, one thread.
+    """
+    widest = max(config.hidden, default=0)
+    small = config.batch_size * widest * widest < ONE_THREAD_MAX_MACS
+    return 1 if small else default
+
+
 def _default_out() -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out, suffix = Path("runs") / stamp, 1
@@ -247,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(
                 f"argument --out: cannot create {str(out)!r}: {error.strerror}"
             ) from None
-        torch.set_num_threads(1)  # a 25-wide network: more threads cost more than they give
+        torch.set_num_threads(args.threads or threads_for(config, threads))
         run_rounds(config, out, args.quiet, args.checkpoint_every, args.resume)
         return 0
     except (UsageError, ValueError, DivergenceError) as error:

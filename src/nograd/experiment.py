@@ -181,6 +181,7 @@ def run_rounds(
         "std": "sample standard deviation over rounds (n - 1 in the denominator)",
         "accuracy": "fractions in [0, 1] per round and per epoch; *_pct in percent",
         "saved_model": {"file": "model.safetensors", "round": config.rounds - 1, "which": "last"},
+        "threads": torch.get_num_threads(),  # the bits of a CPU run depend on it
         "summary": summary,
         "rounds": records,
     }
