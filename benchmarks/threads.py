@@ -3,10 +3,9 @@
 `nograd train` picks its thread count from the network (``nograd.cli.threads_for``):
 one thread when the widest hidden layer's matmul, batch x width x width multiply-adds,
 is below ``ONE_THREAD_MAX_MACS``, else torch's default. This script measures where
-that line should be. Each row is the command's
-default network (3 hidden layers of one width, GELU, cross-entropy, Adam at lr 0.01)
-training on the disk task at one batch size, the same model timed with both thread
-counts.
+that line should be. Each row is the command's default network (3 hidden layers of
+one width, GELU, cross-entropy, Adam at lr 0.01) training on the disk task at one
+batch size, the same model timed with both thread counts.
 
 Timing: chunks of >= 25 ms of training steps; the two thread counts take turns, chunk
 by chunk (the first one alternating), and a row gives the median time per step of each
