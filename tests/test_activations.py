@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import mpmath
 import pytest
 import torch
 from hypothesis import given
@@ -170,6 +171,30 @@ def test_grad_output_of_wrong_shape(name: str) -> None:
     prefix = re.escape(type(ours).__name__)
     with pytest.raises(ValueError, match=prefix + r".*grad_output of shape \(2, 3\), got \(3, 2\)"):
         ours.backward(torch.randn(3, 2))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "points", "rtol"),
+    [
+        (torch.float32, [-12.0, -10.0, -8.0, -6.0, -4.0, -2.0], 2e-5),
+        (torch.float64, [-37.0, -30.0, -20.0, -10.0, -5.0, -2.0], 1e-12),
+    ],
+)
+def test_gelu_is_accurate_in_the_lower_tail(
+    dtype: torch.dtype, points: list[float], rtol: float
+) -> None:
+    """y = x Phi(x) and dy/dx = Phi(x) + x phi(x) where Phi is tiny, against 50 digits.
+
+    (1 + erf(x / sqrt 2)) / 2 rounds Phi to 0 below x = -6 in float32 (-9 in float64).
+    """
+    mpmath.mp.dps = 50
+    y_exact = [float(v * mpmath.ncdf(v)) for v in points]
+    slope_exact = [float(mpmath.ncdf(v) + v * mpmath.npdf(v)) for v in points]
+    gelu = GELU()
+    y = gelu(torch.tensor(points, dtype=dtype))
+    slope = gelu.backward(torch.ones(len(points), dtype=dtype))
+    exact = torch.tensor([y_exact, slope_exact], dtype=torch.float64)
+    torch.testing.assert_close(torch.stack([y, slope]).double(), exact, rtol=rtol, atol=0)
 
 
 def test_gelu_rejects_an_unknown_approximation() -> None:
