@@ -326,3 +326,54 @@ def test_fit_with_cuda_graph_needs_a_cuda_device() -> None:
             cuda_graph=True,
             progress=False,
         )
+
+
+class _RecordsMode(Module):
+    """y = x; notes whether each forward ran under torch.inference_mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(torch.is_inference_mode_enabled())
+        return x
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output  # dL/dx = dL/dy
+
+
+def test_fit_steps_under_inference_mode() -> None:
+    """No op of a step pays for autograd's bookkeeping: training runs in inference mode."""
+    recorder = _RecordsMode()
+    model = Sequential(Linear(2, 8), ReLU(), recorder, Linear(8, 2))
+    fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), disk(40), disk(20),
+        epochs=2, batch_size=10, progress=False)  # fmt: skip
+    epochs = recorder.modes[2:]  # after the checks of both datasets: 2 x (4 steps + 2 tests)
+    assert len(epochs) == 2 * (4 + 2) and all(epochs)
+    assert not torch.is_inference_mode_enabled()
+
+
+@pytest.mark.parametrize("width", [8, 300])  # one flat buffer per group; tensor by tensor
+@pytest.mark.parametrize(
+    ("optimizer_cls", "options"), [(SGD, {"lr": 0.1, "momentum": 0.9}), (Adam, {"lr": 1e-2})]
+)
+def test_after_fit_training_goes_on_outside_inference_mode(
+    width: int, optimizer_cls: type[SGD] | type[Adam], options: dict[str, Any]
+) -> None:
+    """Gradients and optimizer state made in fit are normal tensors: they update in place."""
+    model = Sequential(Linear(2, width), ReLU(), Linear(width, width), ReLU(), Linear(width, 2))
+    optimizer = optimizer_cls(model.parameters(), **options)
+    data = disk(40)
+    fit(model, CrossEntropyLoss(), optimizer, data, epochs=1, batch_size=20, progress=False)
+    tensors = [p.grad for p in model.parameters()] + [
+        v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)
+    ]
+    assert tensors and not any(t is None or t.is_inference() for t in tensors)
+    x, y = data.tensors
+    loss_fn = CrossEntropyLoss()
+    optimizer.zero_grad(set_to_none=False)  # zeroes the gradients in place
+    loss_fn(model(x), y)
+    model.backward(loss_fn.backward())  # adds into them
+    optimizer.step()  # updates the state in place
+    assert all(torch.isfinite(p.data).all() for p in model.parameters())

@@ -164,7 +164,8 @@ def fit(
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False, unit="epoch",
                initial=start, total=epochs)  # fmt: skip
     try:
-        with loop.guard:
+        # No autograd bookkeeping in any op (nograd needs none): about 10% of a small step
+        with loop.guard, torch.inference_mode():
             for epoch in bar:
                 loop.run_epoch(epoch, resumed if epoch == start and resumed else None)
                 bar.set_postfix(loop.postfix(), refresh=False)
@@ -176,12 +177,31 @@ def fit(
         raise TrainingInterrupted(loop.last_good, saved_now=False) from None
     except DivergenceError:
         if isinstance(loop.watch, DeferredLossWatch) and loop.last_good is not None:
+            _leave_inference_mode(model, optimizer)  # restore_last copies into their state
             restore_last(loop.last_good, model, optimizer, device)  # the steps after it ran on
         raise
     finally:
         bar.close()
         model.needs_input_grad = previous_needs_input_grad
+        _leave_inference_mode(model, optimizer)
     return loop.history
+
+
+def _leave_inference_mode(model: Module, optimizer: Optimizer) -> None:
+    """Make the tensors that training made and that outlive ``fit`` normal tensors.
+
+    Under ``torch.inference_mode`` every tensor an op creates is an inference tensor,
+    which torch refuses to update in place outside that mode. Two kinds outlive
+    ``fit``: the gradients (a later ``backward`` adds into them) and optimizer state
+    made at the first step (a later ``step`` updates it). Their clones are normal.
+    """
+    for param in model.parameters():
+        if param.grad is not None and param.grad.is_inference():
+            param.grad = param.grad.clone()
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.is_inference():
+                state[key] = value.clone()
 
 
 def _device_of(model: Module) -> torch.device:
