@@ -343,7 +343,7 @@ class _RecordsMode(Module):
         return grad_output  # dL/dx = dL/dy
 
 
-def test_fit_steps_under_inference_mode() -> None:
+def test_fit_and_evaluate_run_under_inference_mode() -> None:
     """No op of a step pays for autograd's bookkeeping: training runs in inference mode."""
     recorder = _RecordsMode()
     model = Sequential(Linear(2, 8), ReLU(), recorder, Linear(8, 2))
@@ -352,6 +352,8 @@ def test_fit_steps_under_inference_mode() -> None:
     epochs = recorder.modes[2:]  # after the checks of both datasets: 2 x (4 steps + 2 tests)
     assert len(epochs) == 2 * (4 + 2) and all(epochs)
     assert not torch.is_inference_mode_enabled()
+    evaluate(model, CrossEntropyLoss(), disk(20))  # on its own, too
+    assert recorder.modes[-1] and not torch.is_inference_mode_enabled()
 
 
 @pytest.mark.parametrize("width", [8, 300])  # one flat buffer per group; tensor by tensor

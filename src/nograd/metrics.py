@@ -67,15 +67,16 @@ def _evaluate(
 ) -> tuple[float, float]:
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=dtype)
-    correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for x, y in loader:
-        x, y = x.to(device=device, dtype=dtype), y.to(device)
-        output = model(x)
-        target = y if target_transform is None else target_transform(y)
-        loss_sum += loss_fn(output, target) * len(y)
-        correct += (predict_classes(output, loss_fn) == y).sum()
-        seen += len(y)
+    with torch.inference_mode():  # no autograd bookkeeping: nothing here outlives the call
+        loss_sum = torch.zeros((), device=device, dtype=dtype)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for x, y in loader:
+            x, y = x.to(device=device, dtype=dtype), y.to(device)
+            output = model(x)
+            target = y if target_transform is None else target_transform(y)
+            loss_sum += loss_fn(output, target) * len(y)
+            correct += (predict_classes(output, loss_fn) == y).sum()
+            seen += len(y)
     model.train(was_training)
     return float(loss_sum) / seen, int(correct) / seen
