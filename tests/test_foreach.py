@@ -31,6 +31,11 @@ CASES: list[tuple[str, Callable[[Lists], Any], Callable[[Lists], Any]]] = [
         lambda t: torch._foreach_add_(t[0], t[1], alpha=-0.05),
     ),
     (
+        "add_ alpha 1",  # left out of the call: x + 1 * y must still be torch's x + 1.0 * y
+        lambda t: foreach.add_(t[0], t[1], alpha=1.0),
+        lambda t: torch._foreach_add_(t[0], t[1], alpha=1.0),
+    ),
+    (
         "add_scalar_",
         lambda t: foreach.add_scalar_(t[0], foreach.foreach_scalar(1e-8, t[0])),
         lambda t: torch._foreach_add_(t[0], 1e-8),

@@ -63,10 +63,18 @@ def add(xs: TensorList, ys: TensorList, alpha: float) -> TensorList:
 
 
 def add_(xs: TensorList, ys: TensorList, alpha: float = 1) -> None:
-    """x += alpha * y."""
+    """x += alpha * y.
+
+    alpha = 1 is left out of the call: x + 1 * y is x + y exactly, and passing the
+    number costs torch a conversion (0.3 us of a 0.65 us add_ on a small flat group).
+    """
     x = _alone(xs)
-    if x is not None:
+    if x is not None and alpha == 1:
+        x.add_(ys[0])
+    elif x is not None:
         x.add_(ys[0], alpha=alpha)
+    elif alpha == 1:
+        torch._foreach_add_(xs, ys)
     else:
         torch._foreach_add_(xs, ys, alpha=alpha)
 
