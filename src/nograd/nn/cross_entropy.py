@@ -7,8 +7,8 @@ mean's denominator; the reductions and the upstream gradient come from ``Loss``.
 
 The usual case (no class weights, no smoothing) has a short road: the value from
 ATen's ``nll_loss_forward``, with torch's very bits, and the gradient straight as
-(p_n - onehot(y_n)) / N, with the rows of ``ignore_index`` masked on a GPU. Everything
-else builds q.
+(p_n - onehot(y_n)) / N on the CPU; on a GPU, torch's own two backward kernels, which
+skip the rows of ``ignore_index`` without reading the targets. Everything else builds q.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from nograd.nn.losses import EXACT_SCALAR_DTYPES, Loss, filled
 
 # torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
+# and the two kernels of its gradient that torch's autograd runs (see _backward_on_device)
+_nll_loss_backward = torch.ops.aten.nll_loss_backward.default
+_log_softmax_backward_data = torch.ops.aten._log_softmax_backward_data.default
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
 
 
@@ -138,24 +141,23 @@ class CrossEntropyLoss(Loss):
 
         ATen's ``nll_loss_forward`` does the gather, the sum and the division in one
         kernel, in the order torch's own CrossEntropyLoss does, so the value has its very
-        bits. It skips an ignored row silently. On the CPU, ``backward`` notices such a
-        row when ``scatter_add_`` refuses its index, and then takes the general path; on
-        a GPU the ignored rows are masked here, as reading the targets would stall it.
+        bits. It skips an ignored row silently, and also returns the number of rows it
+        kept. On the CPU, ``backward`` notices an ignored row when ``scatter_add_``
+        refuses its index, and then takes the general path. On a GPU, where reading the
+        targets would stall the device, ``backward`` runs the two kernels of torch's own
+        backward, which skip ignored rows as the forward did (``_backward_on_device``).
         """
         reduction = _REDUCTION_CODES[self.reduction]
         loss: Tensor
         loss, kept_count = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)
-        if log_p.is_cpu:
-            self._save(log_p, y)
-            denominator: Tensor | int = max(y.shape[0], 1)  # "mean" is sum_n / N
-        else:  # on a GPU, mask the ignored rows on the device: finding them would stall it
-            ignored = y == self.ignore_index
-            self._save(log_p, y.masked_fill(ignored, 0), ignored=ignored.unsqueeze(1))
-            denominator = kept_count  # under "mean", the number of rows that count
+        self._save(log_p, y)
         saved = self.saved
         saved["l"] = loss  # backward needs its dtype, and under "none" its shape
-        saved["denominator"] = denominator if self.reduction == "mean" else None
-        saved["usual"] = log_p.is_cpu  # q is y's one-hot, unless nll_loss skipped a row
+        if log_p.is_cpu:
+            saved["denominator"] = max(y.shape[0], 1) if self.reduction == "mean" else None
+            saved["usual"] = True  # q is y's one-hot, unless nll_loss skipped a row
+        else:
+            saved["kept_count"] = kept_count  # under "mean", the denominator: rows that count
         return loss
 
     def _save(
@@ -168,12 +170,14 @@ class CrossEntropyLoss(Loss):
         """
         saved = self.saved
         saved["log_p"], saved["y"], saved["q"], saved["ignored"] = log_p, y, q, ignored
-        saved["usual"] = False
+        saved["usual"], saved["kept_count"] = False, None
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         log_p = self._saved("log_p")
         saved = self.saved
         y, q, e = saved["y"], saved["q"], self.label_smoothing
+        if saved["kept_count"] is not None:  # the usual case on a GPU
+            return self._backward_on_device(log_p, y, saved["kept_count"], grad_output)
         grad = torch.exp(log_p)  # p = softmax(z)
         if saved["usual"]:  # after nll_loss: dl_n/dz_n = p_n - onehot(y_n)
             n = y.shape[0]
@@ -202,6 +206,27 @@ class CrossEntropyLoss(Loss):
         ignored = saved["ignored"]
         if ignored is not None:  # exactly 0, even when "mean" divided by 0 (as torch)
             grad.masked_fill_(ignored, 0.0)
+        return grad
+
+    def _backward_on_device(
+        self, log_p: Tensor, y: Tensor, kept_count: Tensor, grad_output: Tensor | None
+    ) -> Tensor:
+        """dL/dz after ``nll_loss_forward`` on a GPU, by the two kernels torch's autograd runs.
+
+        ``nll_loss_backward`` puts -g / (rows kept) under "mean" (-g under "sum", -g_n
+        under "none") at each kept row's target and 0 everywhere else, ignored rows
+        included; ``_log_softmax_backward_data`` chains that through log p = z -
+        logsumexp(z). Neither reads a target on the host, and the gradient has torch's
+        very bits. Four launches (with dL/dl = 1 for ``backward()``), where building
+        p - onehot(y) and masking the ignored rows took seven.
+        """
+        g = self._checked_grad_output(grad_output)
+        g = log_p.new_ones(()) if g is None else g  # dL/dl, as a tensor on the device
+        reduction = _REDUCTION_CODES[self.reduction]
+        # dL/dlog p_nc = -g [c = y_n] [y_n != ignore_index] (/ kept_count under "mean")
+        grad_log_p = _nll_loss_backward(g, log_p, y, None, reduction, self.ignore_index, kept_count)
+        # dL/dz_nc = dL/dlog p_nc - p_nc sum_k dL/dlog p_nk
+        grad: Tensor = _log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
         return grad
 
     def _check_shapes(self, z: Tensor, y: Tensor) -> int:

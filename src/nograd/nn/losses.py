@@ -72,8 +72,8 @@ class Loss(Module):
             return loss.sum()
         return loss.mean() if denominator is None else loss.sum() / denominator
 
-    def _upstream(self, grad_output: Tensor | None) -> float | Tensor:
-        """dL/dl_i: the gradient each per-element loss receives from the reduction."""
+    def _checked_grad_output(self, grad_output: Tensor | None) -> Tensor | None:
+        """dL/d(loss) in the loss's dtype (None: 1), once its shape is known to be right."""
         loss = self._saved("l")
         if self.reduction == "none":
             if grad_output is None or grad_output.shape != loss.shape:
@@ -82,13 +82,21 @@ class Loss(Module):
                     f"{self._describe()}: expected grad_output of shape "
                     f"{tuple(loss.shape)} (the unreduced loss), got {got}"
                 )
-            return grad_output.to(loss.dtype)  # dL/dl_i = g_i
-        if grad_output is not None and grad_output.dim() != 0:
+        elif grad_output is not None and grad_output.dim() != 0:
             raise ValueError(
                 f"{self._describe()}: expected a 0-dim grad_output, "
                 f"got shape {tuple(grad_output.shape)}"
             )
-        scale = 1.0 if grad_output is None else grad_output.to(loss.dtype)
+        return None if grad_output is None else grad_output.to(loss.dtype)
+
+    def _upstream(self, grad_output: Tensor | None) -> float | Tensor:
+        """dL/dl_i: the gradient each per-element loss receives from the reduction."""
+        grad_output = self._checked_grad_output(grad_output)
+        if self.reduction == "none":
+            assert grad_output is not None  # checked above
+            return grad_output  # dL/dl_i = g_i
+        loss = self._saved("l")
+        scale = 1.0 if grad_output is None else grad_output
         if self.reduction == "sum":
             return scale  # dL/dl_i = g
         n: Tensor | int | None = self.saved["denominator"]  # None: the count of l_i
