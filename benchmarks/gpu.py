@@ -7,9 +7,10 @@ from the same weights on the same batches:
   Its CUDA graph is torch's documented whole-network recipe: eager warm-up steps on a
   side stream, ``zero_grad(set_to_none=True)``, then forward, ``backward`` and ``step``
   captured with ``torch.cuda.graph`` (Adam with ``capturable=True``).
-- **minimal**: raw torch ops, weights as plain tensors, the backward written out (addmm,
-  mm, sum, threshold_backward) and the update as ``_foreach_*`` ops: the practical
-  limit of any torch-based framework. Captured the same way.
+- **minimal**: raw torch ops, weights as plain tensors, the forward by
+  ``_addmm_activation`` (bias and ReLU fused into the matrix product) and addmm, the
+  backward written out (mm, sum, threshold_backward) and the update as ``_foreach_*``
+  ops: the practical limit of any torch-based framework. Captured the same way.
 - **nograd**: the public API (``model.backward(loss_fn.backward())``) under
   ``torch.inference_mode()``; its graph is ``nograd.cuda_graph.GraphedTrainStep``.
 
@@ -337,7 +338,7 @@ def build_minimal(
     def step(x: Tensor, y: Tensor) -> None:
         activations = [x]  # a_l = relu(a_{l-1} W_l^T + b_l)
         for W, b in zip(weights[:last], biases[:last], strict=True):
-            activations.append(torch.addmm(b, activations[-1], W.t()).relu_())
+            activations.append(torch._addmm_activation(b, activations[-1], W.t()))
         log_p = torch.log_softmax(torch.addmm(biases[last], activations[-1], weights[last].t()), 1)
         F.nll_loss(log_p, y)  # the loss value, which the other variants compute too
         g = torch.exp(log_p).scatter_add_(1, y.unsqueeze(1), minus_one).mul_(1 / n)  # dL/dz

@@ -19,8 +19,9 @@ update); only the first layer's dL/d(input) is skipped where a variant allows it
   step) with the optimizer's defaults, i.e. whatever implementation torch picks for
   the device (the single-tensor for-loop on the CPU).
 - **minimal**, the practical limit of any torch-based framework: raw torch ops under
-  ``torch.inference_mode()``, no classes, weights as plain tensors. Forward by addmm
-  and relu_; the loss value by log_softmax and nll_loss; dL/dz = (softmax - onehot)/N
+  ``torch.inference_mode()``, no classes, weights as plain tensors. Forward by
+  ``_addmm_activation`` (relu(b + x W^T) in one op) and addmm for the last layer; the
+  loss value by log_softmax and nll_loss; dL/dz = (softmax - onehot)/N
   from the same log_softmax; backward by mm, sum and threshold_backward (ReLU's mask in
   one kernel), no dL/d(input) for the first layer; SGD and Adam written out with the
   arithmetic of torch's single-tensor path, made lean where the values stay the same:
@@ -294,7 +295,7 @@ def minimal_variant(
     def step(x: Tensor, y: Tensor) -> None:
         activations = [x]  # a_0 = x, a_l = relu(a_{l-1} W_l^T + b_l)
         for W_t, b in hidden:
-            activations.append(torch.addmm(b, activations[-1], W_t).relu_())
+            activations.append(torch._addmm_activation(b, activations[-1], W_t))
         z = torch.addmm(biases[last], activations[-1], weights_t[last])
         log_p = torch.log_softmax(z, 1)
         F.nll_loss(log_p, y)  # the loss value, as the other variants compute it

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from nograd.nn import NO_INPUT_GRAD, Linear, Module, Sequential
+from nograd.nn import NO_INPUT_GRAD, Linear, Module, ReLU, Sequential, Tanh
 from tests.oracle import assert_close, compare_module
 
 
@@ -180,3 +183,99 @@ def test_chain_rule_through_a_custom_module_and_a_linear() -> None:
     assert_close(layer.weight.grad, ref.weight.grad)
     assert layer.bias.grad is not None
     assert_close(layer.bias.grad, ref.bias.grad)
+
+
+# ------------------------------------------------ Linear then ReLU, fused in the forward
+class ChildOps(TorchDispatchMode):
+    """The aten ops a forward runs (views excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if not func.is_view:
+            self.names.append(func._schema.name.split("::")[-1])
+        return func(*args, **(kwargs or {}))
+
+
+class PlainLinear(Linear):
+    """A subclass, which Sequential never fuses: the unfused twin of a model."""
+
+
+def mlp(linear: type[Linear], dtype: torch.dtype) -> Sequential:
+    torch.manual_seed(0)
+    return Sequential(
+        linear(3, 5, dtype=dtype), ReLU(), linear(5, 4, dtype=dtype), ReLU(inplace=True),
+        linear(4, 2, dtype=dtype),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_then_relu_runs_as_one_op_with_the_same_bits(dtype: torch.dtype) -> None:
+    fused, plain = mlp(Linear, dtype), mlp(PlainLinear, dtype)
+    x = torch.randn(7, 3, dtype=dtype)
+    with ChildOps() as ops:
+        y = fused(x)
+    assert ops.names == ["_addmm_activation", "_addmm_activation", "addmm"]
+    assert torch.equal(y, plain(x))
+    grad_output = torch.randn(7, 2, dtype=dtype)
+    assert torch.equal(fused.backward(grad_output), plain.backward(grad_output))
+    for ours, theirs in zip(fused.parameters(), plain.parameters(), strict=True):
+        assert ours.grad is not None and theirs.grad is not None
+        assert torch.equal(ours.grad, theirs.grad)
+
+
+def test_fused_model_matches_torch() -> None:
+    model = mlp(Linear, torch.float64)
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4), torch.nn.ReLU(),
+        torch.nn.Linear(4, 2),
+    ).double()  # fmt: skip
+    compare_module(model, ref, torch.randn(6, 3, dtype=torch.float64))
+
+
+def test_a_new_child_is_used_at_once() -> None:
+    first, last = Linear(2, 3), Linear(3, 1)
+    model = Sequential(first, ReLU())
+    x = torch.randn(4, 2)
+    model(x)  # the first forward plans the steps
+    model.append(last)
+    assert model(x).shape == (4, 1)
+    setattr(model, "1", Tanh())  # the ReLU replaced: Linear then Tanh, nothing fused
+    with ChildOps() as ops:
+        y = model(x)
+    assert "tanh" in ops.names and "_addmm_activation" not in ops.names
+    assert_close(y, last(torch.tanh(first(x))))
+
+
+@pytest.mark.parametrize(
+    ("first", "x"),
+    [
+        (Linear(3, 4, bias=False), torch.randn(5, 3)),  # no bias: nothing to fuse with
+        (Linear(3, 4), torch.randn(2, 5, 3)),  # not a matrix: Linear takes (*, in)
+    ],
+)
+def test_the_two_forwards_run_where_the_fused_op_cannot(first: Linear, x: Tensor) -> None:
+    model = Sequential(first, ReLU())
+    ref = torch.nn.Sequential(torch.nn.Linear(3, 4, bias=first.bias is not None), torch.nn.ReLU())
+    compare_module(model, ref, x)
+
+
+def test_a_wrong_input_still_gets_the_linear_error() -> None:
+    model = Sequential(Linear(3, 4), ReLU())
+    with pytest.raises(TypeError, match=r"expected input of dtype torch.float32"):
+        model(torch.randn(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3\), got \(5, 2\)"):
+        model(torch.randn(5, 2))
+
+
+def test_a_copy_runs_its_own_modules() -> None:
+    model = Sequential(Linear(2, 3), ReLU(), Linear(3, 1))
+    x = torch.randn(4, 2)
+    y = model(x)
+    twin = copy.deepcopy(model)
+    for param in twin.parameters():
+        param.data.zero_()
+    assert torch.equal(model(x), y)  # the original's plan still runs the original
+    assert not torch.equal(twin(x), y)

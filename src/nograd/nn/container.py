@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import overload
+from typing import Any, overload
 
 from torch import Tensor
 
+from nograd.nn.activations import ReLU
+from nograd.nn.linear import Linear
 from nograd.nn.module import Module
+
+Plan = list[Module | tuple[Linear, ReLU]]  # forward's steps: a module, or a Linear and its ReLU
 
 
 class Sequential(Module):
@@ -20,14 +24,28 @@ class Sequential(Module):
     dL/d(input) (a training loop never does), which saves the first layer's largest
     matrix product; ``fit`` does this for you.
 
+    A ``Linear`` followed by a ``ReLU`` runs its forward as one op (``Linear.forward_relu``),
+    with the same numbers; both modules still save what their backward needs, so
+    ``backward`` runs module by module as ever.
+
     Shape:
         input: whatever the first module takes -> output: whatever the last returns.
     """
+
+    _plan: Plan | None = None  # forward's steps, made from the children when first needed
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
         for module in modules:
             self.append(module)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        object.__setattr__(self, "_plan", None)  # the children may have changed: plan again
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        object.__setattr__(self, "_plan", None)
 
     def append(self, module: Module) -> Sequential:
         if not isinstance(module, Module):
@@ -45,9 +63,30 @@ class Sequential(Module):
             next(iter(self._modules.values())).needs_input_grad = value
 
     def forward(self, x: Tensor) -> Tensor:
-        for module in self._modules.values():
-            x = module.forward(x)
+        plan = self._plan if self._plan is not None else self._make_plan()
+        for step in plan:  # a pair is relu(linear(x)), in one op where it can be
+            x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
         return x
+
+    def _make_plan(self) -> Plan:
+        """Pair each Linear with the ReLU right after it (exactly these classes).
+
+        A subclass may override ``forward``, so only the classes themselves are fused.
+        """
+        modules = list(self._modules.values())
+        plan: Plan = []
+        i = 0
+        while i < len(modules):
+            module = modules[i]
+            following = modules[i + 1] if i + 1 < len(modules) else None
+            if type(module) is Linear and type(following) is ReLU:
+                plan.append((module, following))
+                i += 2
+            else:
+                plan.append(module)
+                i += 1
+        object.__setattr__(self, "_plan", plan)
+        return plan
 
     def backward(self, grad_output: Tensor) -> Tensor:
         for module in reversed(self._modules.values()):
@@ -76,3 +115,12 @@ class Sequential(Module):
         if not -len(modules) <= index < len(modules):
             raise IndexError(f"Sequential: index {index} out of range for {len(modules)} modules")
         return modules[index]
+
+
+def _linear_relu(linear: Linear, relu: ReLU, x: Tensor) -> Tensor:
+    """y = relu(linear(x)); each module saves what its own backward needs."""
+    y = linear.forward_relu(x)  # saves x for the Linear
+    if y is None:  # no bias, or an input the fused op refuses: the two forwards
+        return relu.forward(linear.forward(x))
+    relu.saved["y"] = y  # what ReLU.forward saves: its output, for the mask 1[y > 0]
+    return y

@@ -74,9 +74,8 @@ class Linear(Module):
             init.uniform_(self.bias.data, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight.data
-        if weight is not self._weight_data:  # new data (to(), an optimizer's flat buffer): re-view
-            self._weight_data, self._weight_t = weight, weight.t()  # W^T, a view: updates show
+        if self.weight.data is not self._weight_data:
+            self._view_weight()
         try:  # torch checks x's shape, dtype and device; ours run only after it refused
             if self.bias is None:
                 y = torch.mm(x, self._weight_t)  # y = x W^T
@@ -88,6 +87,33 @@ class Linear(Module):
             raise self._mismatch(x) or error from None
         self.saved["x"] = x  # the backward needs the input for dL/dW
         return y
+
+    def forward_relu(self, x: Tensor) -> Tensor | None:
+        """relu(x W^T + b) in one op, or None (nothing done) where only ``forward`` can run.
+
+        ``Sequential`` calls this for a Linear that a ReLU follows. torch's
+        ``_addmm_activation`` adds the bias and clamps at 0 as part of the matrix
+        product: one kernel launch instead of two on a GPU, and on the CPU addmm then
+        relu in place, the very numbers of ``forward`` followed by ``ReLU``. Like
+        ``forward``, it saves x. It returns None without a bias, for an input that is
+        not a matrix, and where torch refuses the input: the caller then runs the two
+        forwards, which explain any error.
+        """
+        if self.bias is None or x.dim() != 2:
+            return None
+        if self.weight.data is not self._weight_data:
+            self._view_weight()
+        try:
+            y = torch._addmm_activation(self.bias.data, x, self._weight_t)  # max(0, b + x W^T)
+        except RuntimeError:
+            return None
+        self.saved["x"] = x  # the backward needs the input for dL/dW
+        return y
+
+    def _view_weight(self) -> None:
+        """Keep W^T as a view of the current weight.data (new after to(), or a flat buffer)."""
+        weight = self.weight.data
+        self._weight_data, self._weight_t = weight, weight.t()  # a view: updates show through
 
     def _forward_any_shape(self, x: Tensor) -> Tensor:
         """(*, in_features) -> (*, out_features): the same map on the rows of x."""
