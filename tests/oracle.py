@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nograd.nn import Module
 
@@ -52,3 +53,16 @@ def compare_module(
 def _grad(t: Tensor) -> Tensor:
     assert t.grad is not None
     return t.grad
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the aten ops that run, views excluded: on a GPU, one launch each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if not func.is_view:
+            self.names.append(func._schema.name.split("::")[-1])
+        return func(*args, **(kwargs or {}))

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from nograd.nn import NO_INPUT_GRAD, Linear, Module, ReLU, Sequential, Tanh
-from tests.oracle import assert_close, compare_module
+from tests.oracle import OpNames, assert_close, compare_module
 
 
 class Scale(Module):
@@ -186,19 +184,6 @@ def test_chain_rule_through_a_custom_module_and_a_linear() -> None:
 
 
 # ------------------------------------------------ Linear then ReLU, fused in the forward
-class ChildOps(TorchDispatchMode):
-    """The aten ops a forward runs (views excluded)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if not func.is_view:
-            self.names.append(func._schema.name.split("::")[-1])
-        return func(*args, **(kwargs or {}))
-
-
 class PlainLinear(Linear):
     """A subclass, which Sequential never fuses: the unfused twin of a model."""
 
@@ -215,7 +200,7 @@ def mlp(linear: type[Linear], dtype: torch.dtype) -> Sequential:
 def test_linear_then_relu_runs_as_one_op_with_the_same_bits(dtype: torch.dtype) -> None:
     fused, plain = mlp(Linear, dtype), mlp(PlainLinear, dtype)
     x = torch.randn(7, 3, dtype=dtype)
-    with ChildOps() as ops:
+    with OpNames() as ops:
         y = fused(x)
     assert ops.names == ["_addmm_activation", "_addmm_activation", "addmm"]
     assert torch.equal(y, plain(x))
@@ -243,7 +228,7 @@ def test_a_new_child_is_used_at_once() -> None:
     model.append(last)
     assert model(x).shape == (4, 1)
     setattr(model, "1", Tanh())  # the ReLU replaced: Linear then Tanh, nothing fused
-    with ChildOps() as ops:
+    with OpNames() as ops:
         y = model(x)
     assert "tanh" in ops.names and "_addmm_activation" not in ops.names
     assert_close(y, last(torch.tanh(first(x))))

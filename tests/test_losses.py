@@ -7,11 +7,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
 from nograd.nn.losses import filled
-from tests.oracle import tolerance
+from tests.oracle import OpNames, tolerance
 
 DTYPES = [torch.float64, torch.float32]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -219,19 +218,6 @@ def test_cross_entropy_gpu_branch_matches_torch(
     close(grad, pred.grad)
     if label_smoothing == 0:
         assert torch.equal(grad, pred.grad)  # torch's kernels, torch's bits
-
-
-class OpNames(TorchDispatchMode):
-    """The names of the aten ops that run, views excluded: on a GPU, one launch each."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if not func.is_view:
-            self.names.append(func._schema.name.split("::")[-1])
-        return func(*args, **(kwargs or {}))
 
 
 def test_cross_entropy_on_a_device_takes_five_ops() -> None:
