@@ -30,6 +30,14 @@ def test_modules_match_autograd_on_cuda(ours: object, ref: object) -> None:
     compare_module(ours_module, ref_module, torch.randn(7, 5, dtype=torch.float64, device=CUDA))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sequential_fused_linear_relu_matches_autograd_on_cuda(dtype: torch.dtype) -> None:
+    """Linear then ReLU run as one cuBLAS call with its epilogue (_addmm_activation)."""
+    ours = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).to(CUDA, dtype)
+    ref = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    compare_module(ours, ref.to(CUDA, dtype), torch.randn(64, 5, dtype=dtype, device=CUDA))
+
+
 @pytest.mark.parametrize("ignore", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_cross_entropy_on_cuda_reads_no_targets_and_matches_torch(
