@@ -152,6 +152,7 @@ def test_targets_follow_the_loss() -> None:
         ({"epochs": 0}, "epochs"),
         ({"epochs": 2, "batch_size": 0}, "batch_size"),
         ({"epochs": 2.5}, "epochs"),
+        ({"epochs": 2, "test_batch_size": 0}, "test_batch_size"),
     ],
 )
 def test_fit_rejects_bad_settings(kwargs: dict[str, Any], message: str) -> None:
@@ -348,12 +349,30 @@ def test_fit_and_evaluate_run_under_inference_mode() -> None:
     recorder = _RecordsMode()
     model = Sequential(Linear(2, 8), ReLU(), recorder, Linear(8, 2))
     fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), disk(40), disk(20),
-        epochs=2, batch_size=10, progress=False)  # fmt: skip
+        epochs=2, batch_size=10, test_batch_size=10, progress=False)  # fmt: skip
     epochs = recorder.modes[2:]  # after the checks of both datasets: 2 x (4 steps + 2 tests)
     assert len(epochs) == 2 * (4 + 2) and all(epochs)
     assert not torch.is_inference_mode_enabled()
     evaluate(model, CrossEntropyLoss(), disk(20))  # on its own, too
     assert recorder.modes[-1] and not torch.is_inference_mode_enabled()
+
+
+@pytest.mark.parametrize(("test_batch_size", "batches"), [(None, 1), (7, 3)])
+def test_fit_measures_test_data_in_its_own_batches(
+    test_batch_size: int | None, batches: int
+) -> None:
+    """Test data is measured in batches of 1024 (or test_batch_size), not batch_size:
+    so the last epoch's figures are evaluate()'s to the bit, at a fraction of the calls."""
+    recorder = _RecordsMode()
+    model = Sequential(Linear(2, 8), ReLU(), recorder, Linear(8, 2))
+    options = {} if test_batch_size is None else {"test_batch_size": test_batch_size}
+    test = disk(20, generator=torch.Generator().manual_seed(1))
+    history = fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), disk(40), test,
+                  epochs=1, batch_size=5, progress=False, **options)  # fmt: skip
+    assert len(recorder.modes) == 2 + 8 + batches  # the checks, 8 steps, the test batches
+    if test_batch_size is None:
+        loss, acc = evaluate(model, CrossEntropyLoss(), test)
+        assert (history.test_loss[-1], history.test_acc[-1]) == (loss, acc)
 
 
 @pytest.mark.parametrize("width", [8, 300])  # one flat buffer per group; tensor by tensor
