@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
-from nograd.nn.losses import filled
+from nograd.nn.constants import filled
 from tests.oracle import OpNames, tolerance
 
 DTYPES = [torch.float64, torch.float32]

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nograd.nn.constants import scalar
 from nograd.nn.module import Module
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)  # the tanh approximation of GELU
@@ -181,14 +182,15 @@ class ELU(Module):
         x = self.saved["x"]
         if x is not None:
             # dL/dx = dL/dy * (1 if x > 0 else alpha exp(x))
-            return torch.where(x > 0, grad_output, torch.exp(x).mul_(grad_output).mul_(alpha))
+            alpha_exp_x = torch.exp(x).mul_(scalar(alpha, x))
+            return torch.where(x > 0, grad_output, alpha_exp_x.mul_(grad_output))
         if alpha < 0:
             raise RuntimeError(
                 f"{self._describe()}: the in-place forward lost the sign of x; "
                 f"backward needs alpha >= 0, got {alpha}"
             )
         # dL/dx = dL/dy * (1 if x > 0 else y + alpha)
-        return torch.where(y > 0, grad_output, grad_output * (y + alpha))
+        return torch.where(y > 0, grad_output, grad_output * (y + scalar(alpha, y)))
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}{_inplace_repr(self.inplace)}"
@@ -218,13 +220,13 @@ class GELU(Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.approximate == "tanh":
             # 0.5 (1 + tanh(u)) = sigmoid(2u): one kernel, and no 1 + tanh cancellation
-            two_u = torch.addcmul(x * (2 * _SQRT_2_OVER_PI), x * x, x, value=2 * _K3)
+            two_u = torch.addcmul(x * scalar(2 * _SQRT_2_OVER_PI, x), x * x, x, value=2 * _K3)
             cdf = torch.sigmoid(two_u)
             self.saved["two_u"] = two_u
         else:
             # Phi(x) = erfc(-x / sqrt 2) / 2 keeps its relative accuracy in the lower tail, where
             # (1 + erf(x / sqrt 2)) / 2 (torch.special.ndtr, torch's GELU) cancels to 0
-            cdf = torch.erfc(x * _MINUS_SQRT_HALF).mul_(0.5)
+            cdf = torch.erfc(x * scalar(_MINUS_SQRT_HALF, x)).mul_(scalar(0.5, x))
         self.saved["x"], self.saved["cdf"] = x, cdf
         return x * cdf
 
@@ -239,7 +241,8 @@ class GELU(Module):
             # dy/dx = Phi + x dPhi/dx, with dPhi/dx = d sigmoid(2u)/dx = 2 Phi (1 - Phi) du/dx
             slope = torch.addcmul(cdf, two_thirds_x_du, cdf_survival, value=3)
         else:
-            gauss = torch.mul(x, x).mul_(-0.5).exp_()  # exp(-x^2 / 2) = sqrt(2 pi) phi(x)
+            minus_half_x2 = torch.mul(x, x).mul_(scalar(-0.5, x))  # -x^2 / 2
+            gauss = minus_half_x2.exp_()  # exp(-x^2 / 2) = sqrt(2 pi) phi(x)
             slope = torch.addcmul(cdf, x, gauss, value=_INV_SQRT_2PI)  # dy/dx = Phi(x) + x phi(x)
         return grad_output * slope  # dL/dx = dL/dy * dy/dx
 

@@ -18,7 +18,8 @@ import functools
 import torch
 from torch import Tensor
 
-from nograd.nn.losses import EXACT_SCALAR_DTYPES, Loss, filled
+from nograd.nn.constants import EXACT_SCALAR_DTYPES, filled
+from nograd.nn.losses import Loss
 
 # torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default

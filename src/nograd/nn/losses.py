@@ -10,28 +10,13 @@ which takes class indices instead, lives in ``nograd.nn.cross_entropy``.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
+from nograd.nn.constants import scalar
 from nograd.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
-# Dtypes in which a 0-dim tensor c of the same dtype stands in for a Python number c
-# bit for bit (and sum / N rounds as mean): float16 and bfloat16 compute both in float32.
-EXACT_SCALAR_DTYPES = (torch.float32, torch.float64)
-
-
-@functools.lru_cache(maxsize=64)
-def filled(value: float, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """A CPU tensor of ``shape`` full of ``value``, made once and never written to.
-
-    torch takes a tensor operand faster than a Python number, which it would first
-    wrap in a fresh tensor of its own: a microsecond on a tiny batch.
-    """
-    with torch.inference_mode(False):  # a normal tensor, usable in and out of that mode
-        return torch.full(shape, value, dtype=dtype, device="cpu")
 
 
 class Loss(Module):
@@ -112,8 +97,7 @@ class Loss(Module):
         if isinstance(g, float):
             if g == 1.0:
                 return local  # a batch of one under "mean", or "sum": nothing to scale
-            if local.is_cpu and local.dtype in EXACT_SCALAR_DTYPES:
-                return local.mul_(filled(g, (), local.dtype))  # g as a 0-dim tensor, same bits
+            return local.mul_(scalar(g, local))  # a cached 0-dim tensor where exact
         return local.mul_(g)
 
     def _check_pair(self, pred: Tensor, target: Tensor) -> None:
@@ -163,7 +147,8 @@ class MSELoss(Loss):
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         diff = self._saved("diff")
         g = self._upstream(grad_output)
-        return diff * (2 * g)  # dL/dpred = g * 2 (pred - target)
+        two_g = scalar(2 * g, diff) if isinstance(g, float) else 2 * g
+        return diff * two_g  # dL/dpred = g * 2 (pred - target)
 
 
 class L1Loss(Loss):
