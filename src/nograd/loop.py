@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from nograd.checkpoint import CheckpointWriter, Progress, capture_rng, generators, restore_rng
 from nograd.cuda_graph import GraphedTrainStep
@@ -87,6 +88,8 @@ class EpochLoop:
             correct = torch.zeros((), device=device, dtype=torch.long)
         watch.start_epoch(epoch + 1, len(loader))
         model.train()
+        predicted: list[Tensor] = []  # each step's predicted classes and labels, compared
+        labels: list[Tensor] = []  # once per epoch: one op a step instead of four
         for step, (x, y) in enumerate(batches, first):
             x, y = x.to(device=device, dtype=dtype), y.to(device)
             target = y if transform is None else transform(y)
@@ -107,11 +110,13 @@ class EpochLoop:
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            n = len(y)
+            n = y.shape[0]
             loss_sum.add_(loss, alpha=n)  # kept as tensors: no device sync per step
-            correct.add_((predict_classes(output, loss_fn) == y).sum())
+            predicted.append(predict_classes(output, loss_fn))
+            labels.append(y)
             seen += n
             if guard.requested:  # Ctrl-C: save between two steps, where all agrees
+                correct = _add_hits(correct, predicted, labels)
                 done = Progress(epoch, step + 1, seen, loss_sum, correct, history.to_dict(),
                                 capture_rng(self.named, device), rng_epoch)  # fmt: skip
                 self.save(done, step + 1)
@@ -119,7 +124,7 @@ class EpochLoop:
         if self.scheduler is not None and not self.per_step:
             self.scheduler.step()
         history.train_loss.append(float(loss_sum) / seen)
-        history.train_acc.append(int(correct) / seen)
+        history.train_acc.append(int(_add_hits(correct, predicted, labels)) / seen)
         if self.test_loader is not None:
             test_loss, test_acc = _evaluate(
                 model, loss_fn, self.test_loader, transform, device, dtype
@@ -152,6 +157,15 @@ class EpochLoop:
         if history.test_acc:
             postfix["test_acc"] = f"{history.test_acc[-1]:.3f}"
         return postfix
+
+
+def _add_hits(correct: Tensor, predicted: list[Tensor], labels: list[Tensor]) -> Tensor:
+    """``correct`` plus the predictions that equal their labels; empties both lists."""
+    if predicted:
+        correct = correct + (torch.cat(predicted) == torch.cat(labels)).sum()
+        predicted.clear()
+        labels.clear()
+    return correct
 
 
 def _current_lr(optimizer: Optimizer) -> float:
