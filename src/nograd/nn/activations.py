@@ -182,8 +182,8 @@ class ELU(Module):
         x = self.saved["x"]
         if x is not None:
             # dL/dx = dL/dy * (1 if x > 0 else alpha exp(x))
-            alpha_exp_x = torch.exp(x).mul_(scalar(alpha, x))
-            return torch.where(x > 0, grad_output, alpha_exp_x.mul_(grad_output))
+            negative = torch.exp(x).mul_(grad_output).mul_(scalar(alpha, x))
+            return torch.where(x > 0, grad_output, negative)
         if alpha < 0:
             raise RuntimeError(
                 f"{self._describe()}: the in-place forward lost the sign of x; "
