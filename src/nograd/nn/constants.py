@@ -31,3 +31,23 @@ def scalar(value: float, like: Tensor) -> Tensor | float:
     if like.is_cpu and like.dtype in EXACT_SCALAR_DTYPES:
         return filled(value, (), like.dtype)
     return value
+
+
+_ONES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def one_like(like: Tensor) -> Tensor:
+    """1 as a 0-dim tensor on ``like``'s device and of its dtype, made once for each.
+
+    On a GPU that saves a kernel launch per use. During a CUDA graph capture a new
+    tensor is not kept: its memory belongs to the graph and goes with it. A capture
+    reuses the one made before it (by its warm-up steps), or makes its own.
+    """
+    key = (like.device, like.dtype)
+    one = _ONES.get(key)
+    if one is None:
+        with torch.inference_mode(False):  # a normal tensor, usable in and out of that mode
+            one = torch.ones((), device=like.device, dtype=like.dtype)
+        if not (like.is_cuda and torch.cuda.is_current_stream_capturing()):
+            _ONES[key] = one
+    return one

@@ -18,7 +18,7 @@ import functools
 import torch
 from torch import Tensor
 
-from nograd.nn.constants import EXACT_SCALAR_DTYPES, filled
+from nograd.nn.constants import EXACT_SCALAR_DTYPES, filled, one_like
 from nograd.nn.losses import Loss
 
 # torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
@@ -218,11 +218,11 @@ class CrossEntropyLoss(Loss):
         under "none") at each kept row's target and 0 everywhere else, ignored rows
         included; ``_log_softmax_backward_data`` chains that through log p = z -
         logsumexp(z). Neither reads a target on the host, and the gradient has torch's
-        very bits. Four launches (with dL/dl = 1 for ``backward()``), where building
-        p - onehot(y) and masking the ignored rows took seven.
+        very bits. Three launches (dL/dl = 1 for ``backward()`` is made once), where
+        building p - onehot(y) and masking the ignored rows took seven.
         """
         g = self._checked_grad_output(grad_output)
-        g = log_p.new_ones(()) if g is None else g  # dL/dl, as a tensor on the device
+        g = one_like(log_p) if g is None else g  # dL/dl, as a tensor on the device
         reduction = _REDUCTION_CODES[self.reduction]
         # dL/dlog p_nc = -g [c = y_n] [y_n != ignore_index] (/ kept_count under "mean")
         grad_log_p = _nll_loss_backward(g, log_p, y, None, reduction, self.ignore_index, kept_count)
