@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
-from nograd.nn.constants import filled, one_like
 from tests.oracle import OpNames, tolerance
 
 DTYPES = [torch.float64, torch.float32]
@@ -356,18 +355,6 @@ def test_cross_entropy_mean_scale_rounds_as_a_python_float(dtype: torch.dtype, n
     loss_fn(logits, target)
     onehot = torch.nn.functional.one_hot(target, 4).to(dtype)
     assert torch.equal(loss_fn.backward(), (torch.log_softmax(logits, 1).exp() - onehot) * (1 / n))
-
-
-def test_constants_made_in_inference_mode_are_normal_tensors() -> None:
-    with torch.inference_mode():
-        constant = filled(-0.375, (3, 1), torch.float64)
-        like = torch.empty(2, dtype=torch.float16, device="meta")
-        one = one_like(like)
-    assert not constant.is_inference() and constant.device.type == "cpu"
-    assert filled(-0.375, (3, 1), torch.float64) is constant  # made once
-    assert not one.is_inference() and one.shape == () and one.dtype == torch.float16
-    assert one.device.type == "meta" and one_like(like) is one  # made once
-    assert torch.equal(one_like(torch.zeros(3, dtype=torch.float64)), torch.tensor(1.0).double())
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
