@@ -23,9 +23,9 @@ from nograd.nn.losses import Loss
 
 # torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
-# and the two kernels of its gradient that torch's autograd runs (see _backward_on_device)
+# and the first of the two kernels of its gradient that torch's autograd runs (the second,
+# torch._log_softmax_backward_data, has a binding of its own; see _backward_on_device)
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default
-_log_softmax_backward_data = torch.ops.aten._log_softmax_backward_data.default
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
 
 
@@ -227,7 +227,7 @@ class CrossEntropyLoss(Loss):
         # dL/dlog p_nc = -g [c = y_n] [y_n != ignore_index] (/ kept_count under "mean")
         grad_log_p = _nll_loss_backward(g, log_p, y, None, reduction, self.ignore_index, kept_count)
         # dL/dz_nc = dL/dlog p_nc - p_nc sum_k dL/dlog p_nk
-        grad: Tensor = _log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
+        grad: Tensor = torch._log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
         return grad
 
     def _check_shapes(self, z: Tensor, y: Tensor) -> int:
