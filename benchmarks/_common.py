@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: the machine header, timing, tables, memory.
+"""Helpers shared by the benchmark scripts: the machine header, timing, tables, memory,
+and the backward pass of the minimal loop.
 
 Benchmarks print numbers and ratios; they never assert on time.
 """
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 
 def cpu_model() -> str:
@@ -125,3 +127,24 @@ def peak_rss_since_reset_mib() -> float:
     """Peak resident memory since ``reset_peak_rss`` (VmHWM), else since the start."""
     kib = _status_kib("VmHWM")
     return peak_rss_mib() if kib is None else kib / 1024
+
+
+# --------------------------------------------------------------- the minimal loop
+_threshold_backward = torch.ops.aten.threshold_backward.default  # dL/da * [a > 0]
+
+
+def minimal_backward(g: Tensor, activations: list[Tensor], weights: list[Tensor]) -> list[Tensor]:
+    """The minimal loop's backward through its Linear + ReLU layers, as raw torch ops.
+
+    ``g`` is dL/dz of the last layer, ``activations[l]`` the input of layer l + 1 (x
+    first), ``weights[l]`` its W of shape (out, in). Returns [dW_1, db_1, dW_2, ...];
+    the first layer's dL/dx is never computed.
+    """
+    grads: list[Tensor] = [g] * (2 * len(weights))  # placeholders, all overwritten below
+    for layer in range(len(weights) - 1, -1, -1):
+        a = activations[layer]
+        grads[2 * layer] = torch.mm(g.t(), a)  # dL/dW = g^T a
+        grads[2 * layer + 1] = g.sum(0)  # dL/db = sum_n g_n
+        if layer > 0:  # dL/da_{l-1} = (g W) * [a_{l-1} > 0]
+            g = _threshold_backward(torch.mm(g, weights[layer]), a, 0)
+    return grads

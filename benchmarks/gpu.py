@@ -68,7 +68,7 @@ except ImportError:  # a bare checkout: use its src/
     import nograd
 import nograd.nn
 import nograd.optim
-from _common import markdown_table
+from _common import markdown_table, minimal_backward
 
 Batch = tuple[Tensor, Tensor]
 VARIANTS = (
@@ -331,7 +331,6 @@ def build_minimal(
     )
     weights, biases = params[0::2], params[1::2]
     last = len(weights) - 1
-    threshold_backward = torch.ops.aten.threshold_backward.default  # dL/da * [a > 0]
     n = example[0].shape[0]
     minus_one = torch.full((n, 1), -1.0, device=device)
 
@@ -342,14 +341,7 @@ def build_minimal(
         log_p = torch.log_softmax(torch.addmm(biases[last], activations[-1], weights[last].t()), 1)
         F.nll_loss(log_p, y)  # the loss value, which the other variants compute too
         g = torch.exp(log_p).scatter_add_(1, y.unsqueeze(1), minus_one).mul_(1 / n)  # dL/dz
-        grads: list[Tensor] = [x] * len(params)
-        for layer in range(last, -1, -1):
-            a = activations[layer]
-            grads[2 * layer] = torch.mm(g.t(), a)  # dL/dW = g^T a
-            grads[2 * layer + 1] = g.sum(0)  # dL/db = sum_n g_n
-            if layer > 0:  # dL/da_{l-1} = (g W) * [a_{l-1} > 0]
-                g = threshold_backward(torch.mm(g, weights[layer]), a, 0)
-        update(grads)
+        update(minimal_backward(g, activations, weights))
 
     if graphed:
         step = WholeStepGraph(step, lambda: None, example, dry=device.type != "cuda")  # type: ignore[assignment]

@@ -74,6 +74,7 @@ from _common import (
     machine_lines,
     markdown_table,
     median,
+    minimal_backward,
     peak_rss_since_reset_mib,
     reset_peak_rss,
     rss_mib,
@@ -288,7 +289,6 @@ def minimal_variant(
     weights, biases = params[0::2], params[1::2]
     hidden = list(zip(weights_t[:-1], biases[:-1], strict=True))
     last = len(weights) - 1
-    threshold_backward = torch.ops.aten.threshold_backward.default  # dL/da * [a > 0]
     minus_ones: dict[int, Tensor] = {}  # (N, 1) of -1 per batch size, made once
     inverse_n: dict[int, Tensor] = {}  # 1/N as a 0-dim tensor (a Python float costs more)
 
@@ -307,14 +307,7 @@ def minimal_variant(
         g = torch.exp(log_p).scatter_add_(1, y.unsqueeze(1), minus_one)  # p - onehot(y)
         if n > 1:
             g.mul_(inverse_n[n])  # dL/dz = (p - onehot(y)) / N
-        grads: list[Tensor] = [x] * len(params)  # placeholders, all overwritten below
-        for layer in range(last, -1, -1):
-            a = activations[layer]
-            grads[2 * layer] = torch.mm(g.t(), a)  # dL/dW = g^T a
-            grads[2 * layer + 1] = g.sum(0)  # dL/db = sum_n g_n
-            if layer > 0:  # dL/da_{l-1} = (g W) * [a_{l-1} > 0]
-                g = threshold_backward(torch.mm(g, weights[layer]), a, 0)
-        update(grads)
+        update(minimal_backward(g, activations, weights))
 
     def train(batches: Sequence[Batch], epochs: int) -> None:
         with torch.inference_mode():
