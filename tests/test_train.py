@@ -22,6 +22,13 @@ def small_net(outputs: int = 2, dtype: torch.dtype = torch.float32) -> Sequentia
     )
 
 
+def fit_once(model: Module, train_data: Any, test_data: Any = None, **options: Any) -> History:
+    """``fit`` as most tests here call it: cross-entropy, SGD at lr 0.1, one epoch, no bar."""
+    options = {"epochs": 1, "progress": False, **options}
+    optimizer = SGD(model.parameters(), lr=0.1)
+    return fit(model, CrossEntropyLoss(), optimizer, train_data, test_data, **options)
+
+
 def test_fit_returns_one_entry_per_epoch() -> None:
     g = torch.Generator().manual_seed(0)
     model = small_net()
@@ -38,14 +45,7 @@ def test_fit_returns_one_entry_per_epoch() -> None:
 
 def test_fit_without_test_data_leaves_test_lists_empty() -> None:
     model = small_net()
-    history = fit(
-        model,
-        CrossEntropyLoss(),
-        SGD(model.parameters(), lr=0.1),
-        disk(20),
-        epochs=2,
-        progress=False,
-    )
+    history = fit_once(model, disk(20), epochs=2)
     assert len(history.train_loss) == 2 and history.test_loss == [] and history.test_acc == []
 
 
@@ -158,42 +158,21 @@ def test_targets_follow_the_loss() -> None:
 def test_fit_rejects_bad_settings(kwargs: dict[str, Any], message: str) -> None:
     model = small_net()
     with pytest.raises(ValueError, match=message):
-        fit(
-            model,
-            CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            disk(10),
-            progress=False,
-            **kwargs,
-        )
+        fit_once(model, disk(10), **kwargs)
 
 
 def test_fit_names_both_sizes_on_a_feature_mismatch() -> None:
     model = small_net()
     data = TensorDataset(torch.randn(10, 3), torch.zeros(10, dtype=torch.long))
     with pytest.raises(ValueError, match=r"has 3 features per sample.*expects 2 features"):
-        fit(
-            model,
-            CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            data,
-            epochs=1,
-            progress=False,
-        )
+        fit_once(model, data)
 
 
 def test_fit_rejects_labels_the_model_cannot_output() -> None:
     model = small_net()
     data = TensorDataset(torch.randn(10, 2), torch.arange(10) % 3)
     with pytest.raises(ValueError, match=r"labels in \[0, 2\].*2 output"):
-        fit(
-            model,
-            CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            data,
-            epochs=1,
-            progress=False,
-        )
+        fit_once(model, data)
 
 
 def test_fit_rejects_a_summed_loss() -> None:
@@ -214,14 +193,7 @@ def test_fit_takes_a_dataloader_but_not_a_second_batch_size() -> None:
 
 def test_fit_restores_needs_input_grad() -> None:
     model = small_net()
-    fit(
-        model,
-        CrossEntropyLoss(),
-        SGD(model.parameters(), lr=0.1),
-        disk(10),
-        epochs=1,
-        progress=False,
-    )
+    fit_once(model, disk(10))
     assert model.needs_input_grad
 
 
@@ -318,15 +290,7 @@ def test_a_whole_training_run_matches_torch(case: str) -> None:
 def test_fit_with_cuda_graph_needs_a_cuda_device() -> None:
     model = Sequential(Linear(2, 4), ReLU(), Linear(4, 2))
     with pytest.raises(ValueError, match=r"cuda_graph=True needs a CUDA device, got cpu"):
-        fit(
-            model,
-            CrossEntropyLoss(),
-            SGD(model.parameters(), lr=0.1),
-            disk(64),
-            epochs=1,
-            cuda_graph=True,
-            progress=False,
-        )
+        fit_once(model, disk(64), cuda_graph=True)
 
 
 class _RecordsMode(Module):
@@ -348,8 +312,7 @@ def test_fit_and_evaluate_run_under_inference_mode() -> None:
     """No op of a step pays for autograd's bookkeeping: training runs in inference mode."""
     recorder = _RecordsMode()
     model = Sequential(Linear(2, 8), ReLU(), recorder, Linear(8, 2))
-    fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), disk(40), disk(20),
-        epochs=2, batch_size=10, test_batch_size=10, progress=False)  # fmt: skip
+    fit_once(model, disk(40), disk(20), epochs=2, batch_size=10, test_batch_size=10)
     epochs = recorder.modes[2:]  # after the checks of both datasets: 2 x (4 steps + 2 tests)
     assert len(epochs) == 2 * (4 + 2) and all(epochs)
     assert not torch.is_inference_mode_enabled()
@@ -367,8 +330,7 @@ def test_fit_measures_test_data_in_its_own_batches(
     model = Sequential(Linear(2, 8), ReLU(), recorder, Linear(8, 2))
     options = {} if test_batch_size is None else {"test_batch_size": test_batch_size}
     test = disk(20, generator=torch.Generator().manual_seed(1))
-    history = fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), disk(40), test,
-                  epochs=1, batch_size=5, progress=False, **options)  # fmt: skip
+    history = fit_once(model, disk(40), test, batch_size=5, **options)
     assert len(recorder.modes) == 2 + 8 + batches  # the checks, 8 steps, the test batches
     if test_batch_size is None:
         loss, acc = evaluate(model, CrossEntropyLoss(), test)
