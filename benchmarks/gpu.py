@@ -23,8 +23,9 @@ momentum 0.9) first, then Adam (lr 1e-3) rows while the time budget lasts.
 Timing: per variant, chunks of up to 200 steps (>= 10) between two
 ``torch.cuda.synchronize()``; the variants take turns, chunk by chunk, over several
 repetitions, and a cell is the median time per step. Check: before timing, every
-variant trains 8 steps and its parameters must match PyTorch eager's to rtol 1e-4
-(atol 1e-5); the row's last column says ✓ or names who differs.
+variant, built in float64 from the same weights, trains 8 steps and its parameters must
+match PyTorch eager's to rtol 1e-8 (atol 1e-10); the row's last column says ✓ or names
+who differs. The timing runs in float32.
 
 Usage: python benchmarks/gpu.py [--out FILE] [--quick] [--check-only] [--profile]
        [--networks tiny,mlp,wide] [--optimizers sgd,adam] [--repeats N] [--budget-s S]
@@ -82,8 +83,13 @@ VARIANTS = (
 OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.05, "momentum": 0.9}), "adam": ("Adam", {"lr": 1e-3})}
 WARMUP = 3  # eager steps of a graph variant before its capture
 CHECK_STEPS = 8
-CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-5
-CHECK_OFF = 1e-3  # fraction of elements allowed off: a ReLU at 0 can flip in float32
+# The check runs in float64 (torch's default dtype too, so that graph-ready "capturable"
+# Adam keeps its step count t in float64, as nograd does): in float32, the last bits of a
+# bias correction 1 - beta2^t move the weights enough to flip a few ReLUs at 0, and Adam,
+# which divides each gradient by its own size, turns a flip into whole steps apart.
+CHECK_DTYPE = torch.float64
+CHECK_RTOL, CHECK_ATOL = 1e-8, 1e-10
+CHECK_OFF = 1e-3  # fraction of elements allowed off, in case a ReLU input sits at 0
 N_BATCHES = 4
 
 
@@ -175,10 +181,12 @@ class OpCounter(TorchDispatchMode):
 
 
 # ------------------------------------------------------------------ the variants
-def torch_mlp(sizes: Sequence[int], device: torch.device) -> torch.nn.Sequential:
+def torch_mlp(
+    sizes: Sequence[int], device: torch.device, dtype: torch.dtype | None = None
+) -> torch.nn.Sequential:
     layers: list[torch.nn.Module] = []
     for d_in, d_out in itertools.pairwise(sizes):
-        layers += [torch.nn.Linear(d_in, d_out, device=device), torch.nn.ReLU()]
+        layers += [torch.nn.Linear(d_in, d_out, device=device, dtype=dtype), torch.nn.ReLU()]
     return torch.nn.Sequential(*layers[:-1])
 
 
@@ -239,7 +247,7 @@ def build_torch(
     example: Batch,
     graphed: bool,
 ) -> Variant:
-    model = torch_mlp(sizes, device)
+    model = torch_mlp(sizes, device, example[0].dtype)
     model.load_state_dict(init)
     loss_fn = torch.nn.CrossEntropyLoss()
     name, options = OPTIMIZERS[optimizer]
@@ -332,7 +340,7 @@ def build_minimal(
     weights, biases = params[0::2], params[1::2]
     last = len(weights) - 1
     n = example[0].shape[0]
-    minus_one = torch.full((n, 1), -1.0, device=device)
+    minus_one = torch.full((n, 1), -1.0, device=device, dtype=example[0].dtype)
 
     def step(x: Tensor, y: Tensor) -> None:
         activations = [x]  # a_l = relu(a_{l-1} W_l^T + b_l)
@@ -358,7 +366,10 @@ def build_nograd(
 ) -> Variant:
     layers: list[nograd.nn.Module] = []
     for d_in, d_out in itertools.pairwise(sizes):
-        layers += [nograd.nn.Linear(d_in, d_out, device=device), nograd.nn.ReLU()]
+        layers += [
+            nograd.nn.Linear(d_in, d_out, device=device, dtype=example[0].dtype),
+            nograd.nn.ReLU(),
+        ]
     model = nograd.nn.Sequential(*layers[:-1])
     model.load_state_dict(init)
     model.needs_input_grad = False
@@ -433,25 +444,54 @@ def timed_chunk(variant: Variant, data: list[Batch], steps: int, device: torch.d
     return (time.perf_counter() - start) / steps * 1e6
 
 
-def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, Cell]:
+def build_variants(
+    network: Network,
+    optimizer: str,
+    init: dict[str, Tensor],
+    example: Batch,
+    cells: dict[str, Cell],
+    settings: Settings,
+) -> dict[str, Variant]:
+    """Every variant that builds, from the same weights; a build error goes to its cell."""
     device = settings.device
-    batch = min(network.batch, settings.max_batch or network.batch)
-    torch.manual_seed(0)
-    init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
-    data = make_data(network, batch, device)
-    cells = {name: Cell() for name in VARIANTS}
     variants: dict[str, Variant] = {}
     for name, (builder, graphed) in BUILDERS.items():
+        if cells[name].error:  # it failed the check: not timed
+            continue
         if name == "nograd CUDA graph" and device.type != "cuda":
             cells[name].note = "n/a (CPU)"  # GraphedTrainStep refuses CPU tensors
             continue
         try:
-            variants[name] = builder(network.sizes, init, optimizer, device, data[0], graphed)
+            variants[name] = builder(network.sizes, init, optimizer, device, example, graphed)
             if graphed and device.type != "cuda" and not name.startswith("nograd"):
                 cells[name].note = "dry run (no CUDA)"
         except Exception as error:
             cells[name].error = f"build: {describe(error)}"
+    return variants
 
+
+def check(
+    network: Network,
+    optimizer: str,
+    init: dict[str, Tensor],
+    data: list[Batch],
+    cells: dict[str, Cell],
+    settings: Settings,
+) -> None:
+    """Train each variant CHECK_STEPS steps in float64; note its gap to PyTorch eager.
+
+    Also counts each eager variant's ops in one more step. A variant that errs gets the
+    error in its cell (and no time).
+    """
+    device = settings.device
+    init = {key: t.to(CHECK_DTYPE) for key, t in init.items()}
+    data = [(x.to(CHECK_DTYPE), y) for x, y in data]
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(CHECK_DTYPE)  # Adam's t, where a variant keeps it on the device
+    try:
+        variants = build_variants(network, optimizer, init, data[0], cells, settings)
+    finally:
+        torch.set_default_dtype(default_dtype)
     trained: dict[str, list[Tensor]] = {}
     for name, variant in list(variants.items()):
         try:
@@ -459,7 +499,7 @@ def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, C
                 for i in range(CHECK_STEPS):
                     variant.step(*data[i % N_BATCHES])
             sync(device)
-            trained[name] = [p.detach().float().clone() for p in variant.parameters()]
+            trained[name] = [p.detach().clone() for p in variant.parameters()]
         except Exception as error:
             cells[name].error = f"check: {describe(error)}"
             del variants[name]
@@ -491,9 +531,19 @@ def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, C
             for name in VARIANTS
         )
     )
+
+
+def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, Cell]:
+    device = settings.device
+    batch = min(network.batch, settings.max_batch or network.batch)
+    torch.manual_seed(0)
+    init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
+    data = make_data(network, batch, device)
+    cells = {name: Cell() for name in VARIANTS}
+    check(network, optimizer, init, data, cells, settings)
     if settings.check_only:
         return cells
-
+    variants = build_variants(network, optimizer, init, data[0], cells, settings)
     steps: dict[str, int] = {}
     for name, variant in list(variants.items()):  # calibrate: one short untimed chunk
         try:
@@ -703,11 +753,12 @@ def report(rows: list[dict[str, Any]], header_lines: list[str], settings: Settin
         "",
         *lines,
         "",
-        f"check: after {CHECK_STEPS} identical steps ({WARMUP} eager, then graphed), every "
-        f"variant's parameters equal PyTorch eager's to rtol {CHECK_RTOL:g}, atol {CHECK_ATOL:g}, "
-        f"but for at most {CHECK_OFF:.1%} of the elements (a ReLU input at 0 flips with a tiny "
-        "change of the weights, and Adam turns the tiny gradient it lets through into a full "
-        "step).",
+        f"check: each variant, built again in {str(CHECK_DTYPE).removeprefix('torch.')}, trains "
+        f"{CHECK_STEPS} identical steps ({WARMUP} eager, then graphed); its parameters equal "
+        f"PyTorch eager's to rtol {CHECK_RTOL:g}, atol {CHECK_ATOL:g}, but for at most "
+        f"{CHECK_OFF:.1%} of the elements. float64, because in float32 a difference in the last "
+        "bits (capturable Adam's float32 step count) flips a few ReLUs at 0, and Adam, which "
+        "divides each gradient by its own size, turns a flip into whole steps apart.",
         "",
         "aten ops per eager step (views and bare allocations excluded):",
         *ops,

@@ -55,11 +55,23 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 # ------------------------------------------------------------------ the emulator
-class _Capture(TorchDispatchMode):
-    """Record each op, and keep what a mutating op overwrote so the capture can undo it."""
+class _FakeStream:
+    def __init__(self, fake: FakeCuda, name: str) -> None:
+        self.fake, self.name, self.device = fake, name, None
 
-    def __init__(self) -> None:
+    def wait_stream(self, other: _FakeStream) -> None:
+        self.fake.timeline.append(f"{self.name} waits for {other.name}")
+
+
+class _Capture(TorchDispatchMode):
+    """Record each op, and keep what a mutating op overwrote so the capture can undo it.
+
+    ``timeline`` gets "<stream>: <op>" for each op, and the streams' waits, in order.
+    """
+
+    def __init__(self, fake: FakeCuda) -> None:
         super().__init__()
+        self.fake = fake
         self.ops: list[tuple[Any, tuple[Any, ...], dict[str, Any], Any]] = []
         self.overwritten: list[tuple[Tensor, Tensor]] = []
 
@@ -76,6 +88,7 @@ class _Capture(TorchDispatchMode):
         out = func(*args, **kwargs)
         if not func.is_view:  # a view aliases memory that is recorded already
             self.ops.append((func, args, kwargs, out))
+            self.fake.timeline.append(f"{self.fake.active.name}: {func.overloadpacket.__name__}")
         return out
 
 
@@ -91,11 +104,6 @@ class _FakeGraph:
             for static, fresh in zip(tree_leaves(out), tree_leaves(result), strict=True):
                 if isinstance(static, Tensor):
                     static.copy_(fresh)  # an out-of-place op writes to its fixed address
-
-
-class _FakeStream:
-    def wait_stream(self, other: object) -> None:
-        pass
 
 
 def _refuse_tolist(self: Tensor) -> Any:
@@ -115,23 +123,40 @@ class FakeCuda:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.monkeypatch = monkeypatch
         self.sync_check: _SyncCheck | None = None
+        self.timeline: list[str] = []  # what the last capture ran where, and the waits
+        self.active = self.default = _FakeStream(self, "main")
         for name, value in {
             "CUDAGraph": _FakeGraph,
             "graph": self.graph,
-            "Stream": lambda device=None: _FakeStream(),
-            "current_stream": lambda device=None: _FakeStream(),
-            "stream": lambda stream: contextlib.nullcontext(),
+            "Stream": lambda device=None: _FakeStream(self, "side"),
+            "current_stream": lambda device=None: self.active,
+            "stream": self.stream,
             "get_sync_debug_mode": lambda: 0,
             "set_sync_debug_mode": self.set_sync_debug_mode,
         }.items():
             monkeypatch.setattr(torch.cuda, name, value)
+        monkeypatch.setattr(
+            Tensor, "record_stream", lambda t, stream: self.record_stream(t, stream)
+        )
         monkeypatch.setattr(nograd.cuda_graph, "_require_cuda", lambda tensor, name: None)
         self.tolist = Tensor.tolist
         monkeypatch.setattr(Tensor, "tolist", Tensor.tolist)  # restored after each test
 
     @contextlib.contextmanager
+    def stream(self, stream: _FakeStream) -> Iterator[None]:
+        previous, self.active = self.active, stream
+        try:
+            yield
+        finally:
+            self.active = previous
+
+    def record_stream(self, tensor: Tensor, stream: _FakeStream) -> None:
+        self.timeline.append(f"a tensor {tuple(tensor.shape)} is marked in use by {stream.name}")
+
+    @contextlib.contextmanager
     def graph(self, graph: _FakeGraph) -> Iterator[None]:
-        capture = _Capture()
+        self.timeline = []
+        capture = _Capture(self)
         Tensor.tolist = _refuse_tolist  # type: ignore[method-assign]
         try:
             with capture:
@@ -265,6 +290,34 @@ def test_graphed_steps_train_as_eager_steps(
     assert_same_training(model, reference)
     torch.testing.assert_close(torch.stack(losses), torch.stack(expected), **tolerance(dtype))
     assert step.output.shape == (6, 3)
+
+
+def test_the_capture_runs_parameter_gradients_on_a_side_stream(fake_cuda: FakeCuda) -> None:
+    """Each Linear forks dL/dW, dL/db to the side stream; the update waits for the join."""
+    model = make_model()
+    batches = make_batches(4, torch.float64)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0])
+    for x, y in batches:  # 3 warm-up steps on one stream, then the capture
+        step(x, y)
+    timeline = fake_cuda.timeline
+    side_ops = [entry for entry in timeline if entry.startswith("side:")]
+    assert side_ops == ["side: mm", "side: sum"] * 3  # the 3 Linears, last one first
+    forks = [i for i, entry in enumerate(timeline) if entry == "side waits for main"]
+    assert len(forks) == 3
+    for fork in forks:  # the fork, then g and x marked in use, then dL/dW and dL/db
+        assert timeline[fork + 1].endswith("marked in use by side")
+        assert timeline[fork + 2].endswith("marked in use by side")
+        assert timeline[fork + 3 : fork + 5] == ["side: mm", "side: sum"]
+    assert timeline.count("main waits for side") == 1
+    join = timeline.index("main waits for side")
+    last_side = max(i for i, entry in enumerate(timeline) if entry.startswith("side:"))
+    assert join > last_side
+    update = timeline[join + 1 :]
+    assert update and all(entry.startswith("main:") for entry in update)
+    assert [e for e in timeline[:join] if "foreach" in e or e.endswith("_")] == []  # no update yet
+    # the warm-up and eager steps use one stream: nothing forks outside the capture
+    assert nograd.nn.grad_stream.side is None
 
 
 def test_the_emulator_freezes_python_numbers(
@@ -468,6 +521,36 @@ def test_cuda_scheduler_recaptures(cls: type[Optimizer]) -> None:
 @cuda
 def test_cuda_cross_entropy() -> None:
     _graphed_vs_eager(SGD, {"lr": 0.1, "momentum": 0.9}, torch.float32, CrossEntropyLoss(), True)
+
+
+@cuda
+def test_cuda_side_stream_gradients_are_joined_before_the_update() -> None:
+    """Wide layers make each dL/dW long enough that a missing fork or join would show."""
+    torch.manual_seed(0)
+    model = Sequential(Linear(256, 2048), ReLU(), Linear(2048, 2048), ReLU(), Linear(2048, 10))
+    model = model.to("cuda", torch.float64)
+    reference = copy.deepcopy(model)
+    generator = torch.Generator(device="cuda").manual_seed(1)
+    batches = [
+        (
+            torch.randn(1024, 256, generator=generator, device="cuda", dtype=torch.float64),
+            torch.randint(0, 10, (1024,), generator=generator, device="cuda"),
+        )
+        for _ in range(8)
+    ]
+    options = {"lr": 0.05, "momentum": 0.9}
+    step = GraphedTrainStep(
+        model, CrossEntropyLoss(), SGD(model.parameters(), **options), *batches[0]
+    )
+    losses = [step(x, y).clone() for x, y in batches]
+    expected = eager_losses(
+        reference, CrossEntropyLoss(), SGD(reference.parameters(), **options), batches
+    )
+    torch.cuda.synchronize()
+    assert_same_training(model, reference)
+    torch.testing.assert_close(
+        torch.stack(losses), torch.stack(expected), **tolerance(torch.float64)
+    )
 
 
 @cuda

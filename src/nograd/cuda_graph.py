@@ -22,6 +22,9 @@ What a recording implies, and how ``GraphedTrainStep`` deals with it:
   computed then (the learning rate, Adam's bias correction 1 - beta1^t) is frozen into
   the graph. So Adam's step count t lives on the GPU here (``capturable_adam_step``), and
   a changed learning rate (a scheduler) or a changed train/eval mode triggers a new capture.
+- **Two branches.** The capture computes the parameter gradients on a second stream
+  (``nograd.nn.grad_stream``), so the graph runs each layer's dL/dW and dL/db beside the
+  chain of dL/dx that the layers below wait for, and joins the two before the update.
 - **No host synchronisation.** Reading a value on the CPU (``.item()``, ``.tolist()``,
   ``int(t)``, an ``if`` on a tensor) waits for the GPU, which a capture cannot do: nothing
   has run yet. The last warm-up step runs with torch's sync debug mode set to "error",
@@ -33,6 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nograd.nn.grad_stream import parameter_grads_on_side_stream
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.nn.parameter import Parameter
@@ -51,7 +55,7 @@ class GraphedTrainStep:
 
         optimizer.zero_grad(set_to_none=True)     # the backward writes fresh gradients
         loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward())        # captured: dL/dW, dL/db on a side stream
         optimizer.step()                          # Adam: capturable_adam_step instead
 
     Supports ``SGD`` (every option), ``Adam`` and ``AdamW``. The graph is captured again
@@ -150,7 +154,11 @@ class GraphedTrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         output = self.model(x)
         loss = self.loss_fn(output, y)
-        self.model.backward(self.loss_fn.backward())
+        if capturable:  # in the capture: dL/dW and dL/db on a second branch of the graph
+            with parameter_grads_on_side_stream(x.device):
+                self.model.backward(self.loss_fn.backward())
+        else:
+            self.model.backward(self.loss_fn.backward())
         if capturable and isinstance(self.optimizer, Adam):
             capturable_adam_step(self.optimizer, self._adam_t)
         else:

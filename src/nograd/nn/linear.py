@@ -8,7 +8,7 @@ import operator
 import torch
 from torch import Tensor
 
-from nograd.nn import init
+from nograd.nn import grad_stream, init
 from nograd.nn.module import NO_INPUT_GRAD, Module
 from nograd.nn.parameter import Parameter
 
@@ -150,6 +150,21 @@ class Linear(Module):
         x, g = self.saved.get("x"), grad_output  # x: (N, in), g = dL/dy: (N, out)
         if x is None or x.dim() != 2 or g.shape != (x.shape[0], self.out_features):
             x, g = self._rows(grad_output, x)  # an input of shape (*, in_features); or an error
+        stream = grad_stream.side  # None, except in a CUDA graph capture (see grad_stream)
+        if stream is None:
+            self._accumulate_grads(g, x)
+        else:
+            with grad_stream.branch(stream, g, x):
+                self._accumulate_grads(g, x)
+        if not self.needs_input_grad:
+            return NO_INPUT_GRAD
+        grad_input = torch.mm(g, self.weight.data)  # dL/dx = g W
+        if g is not grad_output:  # the input had other leading dimensions: give dL/dx its shape
+            grad_input = grad_input.reshape(*grad_output.shape[:-1], self.in_features)
+        return grad_input
+
+    def _accumulate_grads(self, g: Tensor, x: Tensor) -> None:
+        """Add dL/dW and dL/db, for dL/dy = g (N, out) and input x (N, in), into .grad."""
         weight, bias = self.weight, self.bias
         if weight.grad is None:
             weight.grad = torch.mm(g.t(), x)  # dL/dW = g^T x
@@ -160,12 +175,6 @@ class Linear(Module):
                 bias.grad = g.sum(0)  # dL/db = sum_n g_n
             else:
                 bias.grad.add_(g.sum(0))  # dL/db += sum_n g_n
-        if not self.needs_input_grad:
-            return NO_INPUT_GRAD
-        grad_input = torch.mm(g, weight.data)  # dL/dx = g W
-        if g is not grad_output:  # the input had other leading dimensions: give dL/dx its shape
-            grad_input = grad_input.reshape(*grad_output.shape[:-1], self.in_features)
-        return grad_input
 
     def _rows(self, grad_output: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
         """x and dL/dy as rows, for an input of shape (*, in_features).
