@@ -483,15 +483,26 @@ def check(
     Also counts each eager variant's ops in one more step. A variant that errs gets the
     error in its cell (and no time).
     """
-    device = settings.device
     init = {key: t.to(CHECK_DTYPE) for key, t in init.items()}
     data = [(x.to(CHECK_DTYPE), y) for x, y in data]
     default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(CHECK_DTYPE)  # Adam's t, where a variant keeps it on the device
+    torch.set_default_dtype(CHECK_DTYPE)  # Adam's t, made at the first step, on the device
     try:
-        variants = build_variants(network, optimizer, init, data[0], cells, settings)
+        _check_variants(network, optimizer, init, data, cells, settings)
     finally:
         torch.set_default_dtype(default_dtype)
+
+
+def _check_variants(
+    network: Network,
+    optimizer: str,
+    init: dict[str, Tensor],
+    data: list[Batch],
+    cells: dict[str, Cell],
+    settings: Settings,
+) -> None:
+    device = settings.device
+    variants = build_variants(network, optimizer, init, data[0], cells, settings)
     trained: dict[str, list[Tensor]] = {}
     for name, variant in list(variants.items()):
         try:

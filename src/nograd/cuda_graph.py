@@ -150,15 +150,19 @@ class GraphedTrainStep:
         return self._loss
 
     # ------------------------------------------------------------------ internals
-    def _step(self, x: Tensor, y: Tensor, capturable: bool) -> tuple[Tensor, Tensor]:
+    def _step(
+        self, x: Tensor, y: Tensor, grad_stream: torch.cuda.Stream | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One training step; with ``grad_stream`` (the capture), dL/dW and dL/db go there."""
         self.optimizer.zero_grad(set_to_none=True)
         output = self.model(x)
         loss = self.loss_fn(output, y)
-        if capturable:  # in the capture: dL/dW and dL/db on a second branch of the graph
-            with parameter_grads_on_side_stream(x.device):
-                self.model.backward(self.loss_fn.backward())
-        else:
+        if grad_stream is None:
             self.model.backward(self.loss_fn.backward())
+        else:
+            with parameter_grads_on_side_stream(grad_stream):
+                self.model.backward(self.loss_fn.backward())
+        capturable = grad_stream is not None
         if capturable and isinstance(self.optimizer, Adam):
             capturable_adam_step(self.optimizer, self._adam_t)
         else:
@@ -175,7 +179,7 @@ class GraphedTrainStep:
             with torch.cuda.stream(side):
                 if check_syncs:  # any host sync raises here, before the capture would fail
                     torch.cuda.set_sync_debug_mode("error")
-                self._loss, self._output = self._step(x, y, capturable=False)
+                self._loss, self._output = self._step(x, y)
         except RuntimeError as error:
             if "synchroniz" not in str(error):
                 raise
@@ -196,9 +200,10 @@ class GraphedTrainStep:
         self._adam_t, self._adam_params = [], []
         if isinstance(self.optimizer, Adam):
             self._adam_t = adam_step_counts(self.optimizer)
+        grad_stream = torch.cuda.Stream(self._x.device)  # type: ignore[no-untyped-call]
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._loss, self._output = self._step(self._x, self._y, capturable=True)
+            self._loss, self._output = self._step(self._x, self._y, grad_stream)
         if isinstance(self.optimizer, Adam):  # those the captured step updates
             groups = self.optimizer.param_groups
             self._adam_params = [

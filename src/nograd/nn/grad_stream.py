@@ -12,13 +12,19 @@ waits for the current one) and the join (the current stream waits for the side) 
 edges of the graph and cost nothing per replay. An eager step keeps one stream: there
 the CPU's launches set the pace, not the GPU, and each fork would add work on the CPU.
 
+What the capture runs::
+
+    with parameter_grads_on_side_stream(stream):   # layers put dL/dW, dL/db on stream
+        model.backward(loss_fn.backward())
+    optimizer.step()                               # after the join
+
 How a layer takes part (``Linear.backward`` does)::
 
-    side = grad_stream.side  # None, except inside parameter_grads_on_side_stream()
-    if side is None:
+    stream = grad_stream.side  # None, except inside parameter_grads_on_side_stream()
+    if stream is None:
         self._accumulate_grads(g, x)
     else:
-        with grad_stream.branch(side, g, x):  # the tensors the side stream reads
+        with grad_stream.branch(stream, g, x):  # g and x: the tensors the branch reads
             self._accumulate_grads(g, x)
 """
 
@@ -35,20 +41,20 @@ side: torch.cuda.Stream | None = None
 
 
 @contextlib.contextmanager
-def parameter_grads_on_side_stream(device: torch.device) -> Iterator[None]:
-    """Within the block, layers compute parameter gradients on a side stream.
+def parameter_grads_on_side_stream(stream: torch.cuda.Stream) -> Iterator[None]:
+    """Within the block, layers compute parameter gradients on ``stream``.
 
-    On exit the current stream waits for the side stream (the join), so whatever comes
-    next on it, the optimizer's update, sees every gradient.
+    On exit the current stream waits for ``stream`` (the join), so whatever comes next
+    on it, the optimizer's update, sees every gradient.
     """
     global side
-    current = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    current = torch.cuda.current_stream(stream.device)
+    side = stream
     try:
         yield
     finally:
-        current.wait_stream(side)  # join: the update starts after the last dL/dW
         side = None
+        current.wait_stream(stream)  # join: the update starts after the last dL/dW
 
 
 @contextlib.contextmanager
