@@ -11,9 +11,9 @@ and the loop costs up to 1 µs per call on its own. A flat group
 the single-tensor op directly: the same kernel, the same bits, without the loop.
 GPU lists always go through ``_foreach_*``, whose fused kernels PyTorch's optimizers use too.
 
-Scalars: ``foreach_scalar`` turns a number into the 0-dim tensor these ops take
-fastest; a list of numbers gives each tensor its own (Adam's bias correction, where
-the tensors' step counts differ).
+Scalars: on the CPU, ``foreach_scalar`` turns a number into the 0-dim tensor these
+ops take fastest (on a GPU the number itself is as fast); a list of numbers gives
+each tensor its own (Adam's bias correction, where the tensors' step counts differ).
 """
 
 from __future__ import annotations
@@ -79,17 +79,19 @@ def add_(xs: TensorList, ys: TensorList, alpha: float = 1) -> None:
         torch._foreach_add_(xs, ys, alpha=alpha)
 
 
-def add_scalar_(xs: TensorList, c: Tensor) -> None:
-    """x += c, for a 0-dim c from ``foreach_scalar``."""
+def add_scalar_(xs: TensorList, c: Tensor | float) -> None:
+    """x += c, for a number c or a 0-dim c from ``foreach_scalar``."""
     x = _alone(xs)
     if x is not None:
         x.add_(c)
-    else:  # alpha=1 keeps c a tensor: without it, torch reads it back into a number
+    elif isinstance(c, Tensor):  # alpha=1 keeps c a tensor: without it, torch reads it back
         torch._foreach_add_(xs, c, alpha=1)
+    else:
+        torch._foreach_add_(xs, c)
 
 
-def mul_(xs: TensorList, c: Tensor) -> None:
-    """x *= c, for a 0-dim c from ``foreach_scalar``."""
+def mul_(xs: TensorList, c: Tensor | float) -> None:
+    """x *= c, for a number c or a 0-dim c from ``foreach_scalar``."""
     x = _alone(xs)
     if x is not None:
         x.mul_(c)

@@ -208,14 +208,15 @@ class Optimizer:
         flat.current = True
         return flat
 
-    def _scalar(self, value: float, tensors: TensorList) -> Tensor:
-        """``foreach_scalar(value, tensors)``, made once per value, dtype and device.
+    def _scalar(self, value: float, tensors: TensorList) -> Tensor | float:
+        """``value`` for a ``foreach`` op on ``tensors``, in the form it runs fastest in.
 
-        While a CUDA graph is being captured it is made afresh instead, in the graph's
-        own memory: the graph keeps the address, and the cache may let go of a tensor.
+        On the CPU: ``foreach_scalar(value, tensors)``, made once per value and dtype.
+        On a GPU: the number itself, which the kernel takes as an argument, as torch's
+        own optimizers pass it (a graph capture freezes it, like the learning rate).
         """
-        if tensors[0].is_cuda and torch.cuda.is_current_stream_capturing():
-            return foreach_scalar(value, tensors)
+        if not tensors[0].is_cpu:
+            return value
         float64 = any(tensor.dtype == torch.float64 for tensor in tensors)
         key = (value, float64, tensors[0].device)
         scalar = self._scalars.get(key)
