@@ -52,7 +52,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -470,6 +470,17 @@ def build_variants(
     return variants
 
 
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype is ``dtype`` within the block."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def check(
     network: Network,
     optimizer: str,
@@ -483,65 +494,50 @@ def check(
     Also counts each eager variant's ops in one more step. A variant that errs gets the
     error in its cell (and no time).
     """
+    device = settings.device
     init = {key: t.to(CHECK_DTYPE) for key, t in init.items()}
     data = [(x.to(CHECK_DTYPE), y) for x, y in data]
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(CHECK_DTYPE)  # Adam's t, made at the first step, on the device
-    try:
-        _check_variants(network, optimizer, init, data, cells, settings)
-    finally:
-        torch.set_default_dtype(default_dtype)
-
-
-def _check_variants(
-    network: Network,
-    optimizer: str,
-    init: dict[str, Tensor],
-    data: list[Batch],
-    cells: dict[str, Cell],
-    settings: Settings,
-) -> None:
-    device = settings.device
-    variants = build_variants(network, optimizer, init, data[0], cells, settings)
-    trained: dict[str, list[Tensor]] = {}
-    for name, variant in list(variants.items()):
-        try:
-            with variant.mode():
-                for i in range(CHECK_STEPS):
-                    variant.step(*data[i % N_BATCHES])
-            sync(device)
-            trained[name] = [p.detach().clone() for p in variant.parameters()]
-        except Exception as error:
-            cells[name].error = f"check: {describe(error)}"
-            del variants[name]
-            continue
-        if "graph" not in name:  # one more step, its ops counted (for information only)
+    with default_dtype(CHECK_DTYPE):  # Adam's t too, made at its first step on the device
+        variants = build_variants(network, optimizer, init, data[0], cells, settings)
+        trained: dict[str, list[Tensor]] = {}
+        for name, variant in list(variants.items()):
             try:
-                with variant.mode(), OpCounter() as counter:
-                    variant.step(*data[0])
+                with variant.mode():
+                    for i in range(CHECK_STEPS):
+                        variant.step(*data[i % N_BATCHES])
                 sync(device)
-                cells[name].ops = counter.count
+                trained[name] = [p.detach().clone() for p in variant.parameters()]
             except Exception as error:
-                log(f"  counting the ops of {name} failed: {describe(error)}")
-    reference = trained.get("PyTorch eager")
-    for name, params in trained.items():
-        if reference is not None:
-            cells[name].gap, cells[name].off = relative_gap(params, reference)
-    del trained
-    log(
-        "  checked: "
-        + ", ".join(
-            f"{name} "
-            + (
-                "ERR"
-                if cells[name].error
-                else "n/a"
-                if cells[name].gap is None
-                else f"max {cells[name].gap:.2g} off {cells[name].off:.1e}"
+                cells[name].error = f"check: {describe(error)}"
+                del variants[name]
+                continue
+            if "graph" not in name:  # one more step, its ops counted (for information only)
+                try:
+                    with variant.mode(), OpCounter() as counter:
+                        variant.step(*data[0])
+                    sync(device)
+                    cells[name].ops = counter.count
+                except Exception as error:
+                    log(f"  counting the ops of {name} failed: {describe(error)}")
+        reference = trained.get("PyTorch eager")
+        for name, params in trained.items():
+            if reference is not None:
+                cells[name].gap, cells[name].off = relative_gap(params, reference)
+        del trained
+        log(
+            "  checked: "
+            + ", ".join(
+                f"{name} "
+                + (
+                    "ERR"
+                    if cells[name].error
+                    else "n/a"
+                    if cells[name].gap is None
+                    else f"max {cells[name].gap:.2g} off {cells[name].off:.1e}"
+                )
+                for name in VARIANTS
             )
-            for name in VARIANTS
         )
-    )
 
 
 def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, Cell]:
