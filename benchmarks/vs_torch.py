@@ -40,10 +40,18 @@ for each ratio, the median of the per-repetition ratios.
 Checking: each row runs a separate float64 copy of all three for a few steps and
 requires every parameter to agree with PyTorch's to 1e-10 ("params equal"); the
 float32 gap after the timed runs (thousands of steps, so chaotic drift) is shown too.
+
+A fourth variant on the CPU MLP rows, **nograd+oneDNN**, is nograd with
+``nograd.set_cpu_matmul("onednn")``: its large float32 products run in oneDNN instead
+of torch's BLAS, faster on CPUs where MKL does not use AVX-512 (AMD's). Its numbers are
+not PyTorch's bits, so its check is in float32: after a few steps, its parameters may
+stray from PyTorch's float64 run at most ONEDNN_ERROR_RATIO times as far as PyTorch's
+own float32 run does. It has a table of its own, below the main one.
 Memory (when the MLP runs): the peak of a few MLP steps, per variant, in a fresh
 process on the CPU (peak RSS) or in process on CUDA (max_memory_allocated).
 Targets (nograd/PyTorch, nograd/minimal) apply to the 1-thread rows of the reference
-net and to every MLP row. Exit code 1 if any row's parameters disagree.
+net and to every MLP row. Exit code 1 if any row's parameters disagree (or
+nograd+oneDNN's stray too far).
 
 Usage: python benchmarks/vs_torch.py [--quick] [--repeats N] [--cases ref,mlp]
        [--threads 1,2] [--optimizers sgd,adam] [--batches 1,10] [--out FILE]
@@ -84,6 +92,7 @@ from _common import (
 
 Batch = tuple[Tensor, Tensor]
 VARIANTS = ("nograd", "PyTorch", "minimal")
+ONEDNN = "nograd+oneDNN"  # a fourth variant, on CPU MLP rows: nograd.set_cpu_matmul("onednn")
 RATIOS = (("nograd", "PyTorch"), ("nograd", "minimal"), ("minimal", "PyTorch"))
 OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.05, "momentum": 0.9}), "adam": ("Adam", {"lr": 1e-3})}
 REF_POINTS = 1000
@@ -97,6 +106,9 @@ TARGETS = {
 }
 CHECK_STEPS = {"ref": 20, "mlp": 3}  # float64 steps of the equality check
 CHECK_TOLERANCE = 1e-10
+# nograd+oneDNN's float32 parameters after CHECK_STEPS steps may be at most this many times
+# farther from the float64 trajectory than PyTorch's float32 ones are (1.0 to 1.6 measured)
+ONEDNN_ERROR_RATIO = 4.0
 MEMORY_STEPS = 3
 
 
@@ -318,7 +330,47 @@ def minimal_variant(
     return Variant(train, lambda: params)
 
 
-BUILDERS = {"nograd": nograd_variant, "PyTorch": torch_variant, "minimal": minimal_variant}
+def nograd_onednn_variant(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Variant:
+    """nograd as above, its products by oneDNN: ``nograd.set_cpu_matmul("onednn")``.
+
+    A user sets the switch once; here it is set around each chunk of training and set
+    back after it, because the switch is global and the other variants run in between.
+    """
+    variant = nograd_variant(sizes, init, optimizer, device, dtype)
+
+    def train(batches: Sequence[Batch], epochs: int) -> None:
+        nograd.set_cpu_matmul("onednn")
+        try:
+            variant.train(batches, epochs)
+        finally:
+            nograd.set_cpu_matmul("blas")
+
+    return Variant(train, variant.parameters)
+
+
+BUILDERS = {
+    "nograd": nograd_variant,
+    "PyTorch": torch_variant,
+    "minimal": minimal_variant,
+    ONEDNN: nograd_onednn_variant,
+}
+
+
+def variants_for(case: str, device: torch.device) -> tuple[str, ...]:
+    """The three variants, and nograd+oneDNN where it changes something: CPU MLP rows.
+
+    The reference net's products are all below ``ONEDNN_MIN_MACS``, so there it would be
+    nograd itself; on a GPU the switch does nothing.
+    """
+    if case == "mlp" and device.type == "cpu" and nograd.nn.matmul.onednn_available():
+        return (*VARIANTS, ONEDNN)
+    return VARIANTS
 
 
 def max_difference(ours: list[Tensor], reference: list[Tensor]) -> float:
@@ -348,10 +400,16 @@ class Row:
     steps: int  # training steps in one chunk
     gap_float64: float  # the equality check: max |param - PyTorch's| after CHECK_STEPS
     gap_float32: float  # the same after the timed runs (information: float32 drifts)
+    onednn_error_ratio: float | None = None  # see check_onednn; None: no nograd+oneDNN here
 
     @property
     def equal(self) -> bool:
         return self.gap_float64 <= CHECK_TOLERANCE  # False for NaN too
+
+    @property
+    def onednn_close(self) -> bool:
+        ratio = self.onednn_error_ratio
+        return ratio is None or ratio <= ONEDNN_ERROR_RATIO  # False for NaN too
 
     def us_per_step(self, name: str) -> float:
         return median(self.seconds[name]) / self.steps * 1e6
@@ -380,33 +438,61 @@ def check_float64(case: str, optimizer: str, batch: int, settings: Settings) -> 
     )
 
 
+def check_onednn(optimizer: str, settings: Settings) -> float:
+    """How far nograd+oneDNN's float32 MLP strays from the exact run, over PyTorch's own stray.
+
+    oneDNN has no float64 products, so ``check_float64`` runs nograd+oneDNN's fallback
+    (torch's). Here the same CHECK_STEPS run in float32 by PyTorch and by nograd+oneDNN,
+    and each one's largest gap to PyTorch in float64 is measured: a wrong product (a
+    bias left out, a transposed operand) would be orders of magnitude farther than
+    float32 rounding, and oneDNN's other summation order is not.
+    """
+    sizes, device = CASES["mlp"].sizes, settings.device
+    init = initial_state(sizes)
+    steps = CHECK_STEPS["mlp"]
+    batches = make_batches("mlp", 256, steps, device, torch.float32)
+    exact = BUILDERS["PyTorch"](
+        sizes, {key: t.double() for key, t in init.items()}, optimizer, device, torch.float64
+    )
+    exact.train([(x.double(), y) for x, y in batches], 1)
+    gaps = {}
+    for name in ("PyTorch", ONEDNN):
+        variant = BUILDERS[name](sizes, init, optimizer, device, torch.float32)
+        variant.train(batches, 1)
+        gaps[name] = max_difference(variant.parameters(), exact.parameters())
+    return gaps[ONEDNN] / gaps["PyTorch"]
+
+
 def run_row(case: str, threads: int, optimizer: str, batch: int, settings: Settings) -> Row:
-    """Time the three variants interleaved on one (case, threads, optimizer, batch)."""
+    """Time the variants interleaved on one (case, threads, optimizer, batch)."""
     torch.set_num_threads(threads)
     sizes, sync = CASES[case].sizes, synchronizer(settings.device)
     init = initial_state(sizes)
     batches = make_batches(case, batch, settings.mlp_steps, settings.device, torch.float32)
+    names = variants_for(case, settings.device)
     variants = {
         name: BUILDERS[name](sizes, init, optimizer, settings.device, torch.float32)
-        for name in VARIANTS
+        for name in names
     }
 
     def chunk(name: str, epochs: int) -> float:
         return time_call(lambda: variants[name].train(batches, epochs), sync)
 
-    warmup = min(chunk(name, 1) for name in VARIANTS)  # also sizes the chunks
+    warmup = min(chunk(name, 1) for name in names)  # also sizes the chunks
     epochs = max(1, math.ceil(settings.min_chunk_s / max(warmup, 1e-9)))
-    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(settings.repeats):
-        shift = repeat % len(VARIANTS)  # A, B, C, then B, C, A, ...: each runs in each place
-        for name in VARIANTS[shift:] + VARIANTS[:shift]:
+        shift = repeat % len(names)  # A, B, C, then B, C, A, ...: each runs in each place
+        for name in names[shift:] + names[:shift]:
             seconds[name].append(chunk(name, epochs))
     reference = variants["PyTorch"].parameters()
     gap32 = max(
         max_difference(variants[name].parameters(), reference) for name in ("nograd", "minimal")
     )
     gap64 = check_float64(case, optimizer, batch, settings)
-    return Row(case, threads, optimizer, batch, seconds, epochs * len(batches), gap64, gap32)
+    onednn = check_onednn(optimizer, settings) if ONEDNN in names else None
+    steps = epochs * len(batches)
+    return Row(case, threads, optimizer, batch, seconds, steps, gap64, gap32, onednn)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -437,7 +523,7 @@ def measure_memory(optimizers: Sequence[str], threads: int, settings: Settings) 
     """A table of peak memory per variant, each measured in a fresh process on the CPU."""
     rows, peak_was_reset = [], True
     for optimizer in optimizers:
-        for name in VARIANTS:
+        for name in variants_for("mlp", settings.device):
             if settings.device.type == "cuda":
                 result = memory_child(name, optimizer, settings.device)
             else:
@@ -500,6 +586,40 @@ def results_table(rows: Sequence[Row]) -> list[str]:
     return markdown_table(header, cells)
 
 
+def onednn_table(rows: Sequence[Row]) -> list[str]:
+    """nograd+oneDNN against the others, on the rows that timed it (CPU MLP rows)."""
+    header = [
+        "case", "threads", "optimizer", "batch", f"{ONEDNN} (us/step)", "/ PyTorch", "target",
+        "/ minimal", "/ nograd", "float32 error / PyTorch's", "close",
+    ]  # fmt: skip
+    cells = []
+    for row in rows:
+        if row.onednn_error_ratio is None:
+            continue
+        to_torch = row.ratio(ONEDNN, "PyTorch")
+        targets = TARGETS.get((row.case, row.batch))
+        cells.append([
+            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch),
+            format_us(row.us_per_step(ONEDNN)),
+            f"{to_torch:.2f}", target_cell(to_torch, targets and targets[0]),
+            f"{row.ratio(ONEDNN, 'minimal'):.2f}", f"{row.ratio(ONEDNN, 'nograd'):.2f}",
+            f"{row.onednn_error_ratio:.2f}", "✓" if row.onednn_close else "✗",
+        ])  # fmt: skip
+    if not cells:
+        return []
+    return [
+        f'With nograd.set_cpu_matmul("onednn") ({ONEDNN}, timed in the same interleaved turns):',
+        "",
+        *markdown_table(header, cells),
+        "",
+        f"- float32 error / PyTorch's: after {CHECK_STEPS['mlp']} float32 steps, the largest gap "
+        f"of {ONEDNN}'s parameters to PyTorch's float64 run, over the same gap of PyTorch's "
+        f"float32 run; close: at most {ONEDNN_ERROR_RATIO:.0f}. oneDNN sums its products in "
+        "another order than MKL, so its float32 numbers are not PyTorch's bits (float64, which "
+        "the check above runs, stays with torch's products).",
+    ]
+
+
 # ------------------------------------------------------------------------------- main
 def positive_ints(text: str) -> list[int]:
     """Parse "1,2" for --threads, --batches and the like."""
@@ -555,7 +675,7 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
                 for batch in batches:
                     row = run_row(case, threads, optimizer, batch, settings)
                     rows.append(row)
-                    timing = ", ".join(f"{n} {row.us_per_step(n):.1f}" for n in VARIANTS)
+                    timing = ", ".join(f"{n} {row.us_per_step(n):.1f}" for n in row.seconds)
                     print(f"{case} threads={threads} {optimizer} batch={batch}: {timing} us/step",
                           file=sys.stderr)  # fmt: skip
     steps = f"one epoch of {REF_POINTS} points (ref), {settings.mlp_steps} steps (MLP)"
@@ -578,6 +698,9 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
         "drift, after thousands of timed steps, is information only: rounding differences "
         "grow chaotically there (one ReLU crossing zero on one side suffices).",
     ]
+    extra = onednn_table(rows)
+    if extra:
+        lines += ["", *extra]
     if "mlp" in args.cases:
         lines += ["", *measure_memory(args.optimizers, max(args.threads), settings)]
     return rows, lines
@@ -608,6 +731,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     disagree = [row for row in rows if not row.equal]
     if disagree:
         print(f"vs_torch: parameters disagree in {len(disagree)} row(s)", file=sys.stderr)
+    strays = [row for row in rows if not row.onednn_close]
+    if strays:
+        print(f"vs_torch: {ONEDNN} strays too far in {len(strays)} row(s)", file=sys.stderr)
+    if disagree or strays:
         return 1
     return 0
 

@@ -12,12 +12,24 @@ from typing import TYPE_CHECKING, Any
 
 from nograd import data, nn, optim
 from nograd.gradcheck import GradcheckResult, gradcheck
+from nograd.nn.matmul import get_cpu_matmul, set_cpu_matmul
 
 if TYPE_CHECKING:
     from nograd import train
     from nograd.io import load, save
 
-__all__ = ["GradcheckResult", "data", "gradcheck", "load", "nn", "optim", "save", "train"]
+__all__ = [
+    "GradcheckResult",
+    "data",
+    "get_cpu_matmul",
+    "gradcheck",
+    "load",
+    "nn",
+    "optim",
+    "save",
+    "set_cpu_matmul",
+    "train",
+]
 __version__ = "0.1.0"
 
 

@@ -8,7 +8,7 @@ import operator
 import torch
 from torch import Tensor
 
-from nograd.nn import grad_stream, init
+from nograd.nn import grad_stream, init, matmul
 from nograd.nn.module import NO_INPUT_GRAD, Module
 from nograd.nn.parameter import Parameter
 
@@ -19,6 +19,10 @@ class Linear(Module):
     Initialised as ``torch.nn.Linear``: W and b uniform in [-1/sqrt(in), 1/sqrt(in)],
     drawn from the global generator in the same order, so the same seed gives the
     same weights in both frameworks.
+
+    The products go through ``nograd.nn.matmul``: torch's ``addmm`` and ``mm``, as
+    torch.nn.Linear calls them, unless ``nograd.set_cpu_matmul("onednn")`` sends the
+    large float32 ones on the CPU to oneDNN.
 
     Args:
         in_features: size of each input sample.
@@ -78,9 +82,9 @@ class Linear(Module):
             self._view_weight()
         try:  # torch checks x's shape, dtype and device; ours run only after it refused
             if self.bias is None:
-                y = torch.mm(x, self._weight_t)  # y = x W^T
+                y = matmul.mm(x, self._weight_t)  # y = x W^T
             else:
-                y = torch.addmm(self.bias.data, x, self._weight_t)  # y = b + x W^T
+                y = matmul.addmm(self.bias.data, x, self._weight_t)  # y = b + x W^T
         except RuntimeError as error:
             if x.dim() != 2:
                 return self._forward_any_shape(x)
@@ -92,9 +96,10 @@ class Linear(Module):
         """relu(x W^T + b) in one op, or None (nothing done) where only ``forward`` can run.
 
         ``Sequential`` calls this for a Linear that a ReLU follows. torch's
-        ``_addmm_activation`` adds the bias and clamps at 0 as part of the matrix
-        product: one kernel launch instead of two on a GPU, and on the CPU addmm then
-        relu in place, the very numbers of ``forward`` followed by ``ReLU``. Like
+        ``_addmm_activation`` (``matmul.addmm_relu``) adds the bias and clamps at 0 as
+        part of the matrix product: one kernel launch instead of two on a GPU, and on
+        the CPU addmm then relu in place, the very numbers of ``forward`` followed by
+        ``ReLU``. Like
         ``forward``, it saves x. It returns None without a bias, for an input that is
         not a matrix, and where torch refuses the input: the caller then runs the two
         forwards, which explain any error.
@@ -104,7 +109,7 @@ class Linear(Module):
         if self.weight.data is not self._weight_data:
             self._view_weight()
         try:
-            y = torch._addmm_activation(self.bias.data, x, self._weight_t)  # max(0, b + x W^T)
+            y = matmul.addmm_relu(self.bias.data, x, self._weight_t)  # max(0, b + x W^T)
         except RuntimeError:
             return None
         self.saved["x"] = x  # the backward needs the input for dL/dW
@@ -158,7 +163,7 @@ class Linear(Module):
                 self._accumulate_grads(g, x)
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
-        grad_input = torch.mm(g, self.weight.data)  # dL/dx = g W
+        grad_input = matmul.mm(g, self.weight.data)  # dL/dx = g W
         if g is not grad_output:  # the input had other leading dimensions: give dL/dx its shape
             grad_input = grad_input.reshape(*grad_output.shape[:-1], self.in_features)
         return grad_input
@@ -167,9 +172,9 @@ class Linear(Module):
         """Add dL/dW and dL/db, for dL/dy = g (N, out) and input x (N, in), into .grad."""
         weight, bias = self.weight, self.bias
         if weight.grad is None:
-            weight.grad = torch.mm(g.t(), x)  # dL/dW = g^T x
+            weight.grad = matmul.mm(g.t(), x)  # dL/dW = g^T x
         else:
-            weight.grad.addmm_(g.t(), x)  # dL/dW += g^T x
+            matmul.addmm_(weight.grad, g.t(), x)  # dL/dW += g^T x
         if bias is not None:
             if bias.grad is None:
                 bias.grad = g.sum(0)  # dL/db = sum_n g_n
