@@ -20,8 +20,14 @@ def tolerance(dtype: torch.dtype) -> dict[str, float]:
     return {"rtol": 1e-5, "atol": 1e-6}
 
 
-def assert_close(actual: Tensor, expected: Tensor, dtype: torch.dtype | None = None) -> None:
-    torch.testing.assert_close(actual, expected, **tolerance(dtype or expected.dtype))
+def assert_close(
+    actual: Tensor,
+    expected: Tensor,
+    dtype: torch.dtype | None = None,
+    tol: dict[str, float] | None = None,
+) -> None:
+    """Within ``tolerance(dtype)``, or within ``tol`` where a test names its own."""
+    torch.testing.assert_close(actual, expected, **(tol or tolerance(dtype or expected.dtype)))
 
 
 def compare_module(
@@ -29,8 +35,12 @@ def compare_module(
     ref: torch.nn.Module,
     x: Tensor,
     grad_output: Tensor | None = None,
+    tol: dict[str, float] | None = None,
 ) -> None:
-    """Copy our weights into ``ref``, then compare output, dL/dx and every dL/dparam."""
+    """Copy our weights into ``ref``, then compare output, dL/dx and every dL/dparam.
+
+    ``tol``: rtol and atol for every comparison, instead of those of x's dtype.
+    """
     if ours.state_dict():
         ref.load_state_dict(ours.state_dict())
     x_ref = x.detach().clone().requires_grad_()
@@ -40,14 +50,14 @@ def compare_module(
         y_ref.backward(g)
 
     y = ours(x)
-    assert_close(y, y_ref.detach())
-    assert_close(ours.backward(g), _grad(x_ref))
+    assert_close(y, y_ref.detach(), tol=tol)
+    assert_close(ours.backward(g), _grad(x_ref), tol=tol)
     ours_params = dict(ours.named_parameters())
     ref_params: dict[str, Any] = dict(ref.named_parameters())
     assert ours_params.keys() == ref_params.keys()
     for name, param in ours_params.items():
         assert param.grad is not None, f"{name} got no gradient"
-        assert_close(param.grad, ref_params[name].grad)
+        assert_close(param.grad, ref_params[name].grad, tol=tol)
 
 
 def _grad(t: Tensor) -> Tensor:

@@ -15,6 +15,9 @@ import pytest
 import torch
 from torch import Tensor
 
+import nograd
+from nograd.nn import matmul
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 QUICK = ["--quick", "--cases", "ref", "--batches", "1000", "--threads", "1"]
 EQUAL_COLUMN = 12  # "params equal", counting from 0 after the leading "|"
@@ -78,6 +81,58 @@ def test_a_wrong_update_is_caught(
     (row,) = table_rows(captured.out)
     assert row[EQUAL_COLUMN] == "✗"
     assert "parameters disagree in 1 row" in captured.err
+
+
+needs_onednn = pytest.mark.skipif(
+    not matmul.onednn_available(), reason="this torch build has no oneDNN linear op"
+)
+SMALL_MLP = ["--quick", "--cases", "mlp", "--threads", "1", "--optimizers", "sgd"]
+
+
+@pytest.fixture
+def small_mlp(vs_torch: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLP rows on 256-256-256-10 (products still above ONEDNN_MIN_MACS), no memory table."""
+    monkeypatch.setitem(
+        vs_torch.CASES, "mlp", vs_torch.Case("MLP small", (256, 256, 256, 10), (256,))
+    )
+    monkeypatch.setattr(vs_torch, "measure_memory", lambda *args: [])
+
+
+@needs_onednn
+@pytest.mark.usefixtures("small_mlp")
+def test_cpu_mlp_rows_time_nograd_with_onednn_and_check_it_in_float32(
+    vs_torch: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert vs_torch.main(SMALL_MLP) == 0
+
+    out = capsys.readouterr().out
+    assert 'With nograd.set_cpu_matmul("onednn")' in out
+    main_row, onednn_row = table_rows(out)
+    assert main_row[EQUAL_COLUMN] == "✓"
+    assert float(onednn_row[4]) > 0  # its us/step
+    assert float(onednn_row[-2]) <= vs_torch.ONEDNN_ERROR_RATIO and onednn_row[-1] == "✓"
+    assert nograd.get_cpu_matmul() == "blas"  # the variant sets the switch back
+
+
+@needs_onednn
+@pytest.mark.usefixtures("small_mlp")
+def test_a_wrong_onednn_product_is_caught(
+    vs_torch: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    honest = matmul._linear
+
+    def without_bias(a: Tensor, c: Tensor, bias: Tensor | None, activation: str) -> Tensor:
+        return honest(a, c, None, activation)
+
+    monkeypatch.setattr(matmul, "_linear", without_bias)
+
+    assert vs_torch.main(SMALL_MLP) == 1
+
+    captured = capsys.readouterr()
+    main_row, onednn_row = table_rows(captured.out)
+    assert main_row[EQUAL_COLUMN] == "✓"  # float64 stays with torch's products
+    assert onednn_row[-1] == "✗"
+    assert "nograd+oneDNN strays too far in 1 row" in captured.err
 
 
 @pytest.mark.parametrize(
