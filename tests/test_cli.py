@@ -15,6 +15,7 @@ import nograd.experiment
 from nograd import io
 from nograd.cli import build_parser, config_from, main, threads_for
 from nograd.config import PRESETS, TrainConfig
+from nograd.nn import matmul
 
 SHORT = ["--epochs", "3", "--rounds", "2", "--n-train", "60", "--n-test", "50"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -219,6 +220,36 @@ def test_the_threads_option_is_used_recorded_and_undone(tmp_path: Path) -> None:
     assert main(argv) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["threads"] == 2
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not matmul.onednn_available(), reason="this torch build has no oneDNN")
+def test_the_cpu_matmul_option_is_used_recorded_and_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    honest_fit = nograd.experiment.fit
+
+    def fit_noting_the_backend(*args: Any, **kwargs: Any) -> Any:
+        seen.append(nograd.get_cpu_matmul())
+        return honest_fit(*args, **kwargs)
+
+    monkeypatch.setattr(nograd.experiment, "fit", fit_noting_the_backend)
+    argv = ["train", *SHORT, "--rounds", "1", "--cpu-matmul", "onednn"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
+    assert seen == ["onednn"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["cpu_matmul"] == "onednn"
+    assert nograd.get_cpu_matmul() == "blas"
+
+
+def test_cpu_matmul_onednn_without_onednn_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(matmul, "onednn_available", lambda: False)
+    argv = ["train", *SHORT, "--cpu-matmul", "onednn", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nograd: error: argument --cpu-matmul:") and "no oneDNN" in err
+    assert err.count("\n") == 1
 
 
 def test_a_library_value_error_is_one_line_too(

@@ -35,6 +35,7 @@ from nograd.config import (
 )
 from nograd.experiment import CHECKPOINT_FILE, run_rounds
 from nograd.guards import DivergenceError, TrainingInterrupted
+from nograd.nn.matmul import CpuMatmul, get_cpu_matmul, set_cpu_matmul
 from nograd.resume import read_resume
 
 EXIT_USAGE = 2  # a mistake of the user's, reported in one line
@@ -149,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads (default: 1 for a small network, where more cost more than they "
         f"give; else torch's default, {torch.get_num_threads()} here)",
     )
+    train.add_argument(
+        "--cpu-matmul",
+        choices=["blas", "onednn"],
+        default="blas",
+        help="who computes the large float32 products on the CPU: blas, PyTorch's numbers to "
+        "the bit (default); onednn, about twice as fast where the BLAS lacks AVX-512 "
+        "(AMD CPUs) and no longer PyTorch's bits (see nograd.set_cpu_matmul)",
+    )
     train.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or table")
     train.add_argument(
@@ -254,7 +263,7 @@ def _default_out() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``nograd`` with ``argv`` (default: sys.argv[1:]); return the exit code."""
-    threads = torch.get_num_threads()
+    threads, cpu_matmul = torch.get_num_threads(), get_cpu_matmul()
     out: Path | None = None
     try:
         args = build_parser().parse_args(argv)
@@ -271,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"argument --out: cannot create {str(out)!r}: {error.strerror}"
             ) from None
         torch.set_num_threads(args.threads or threads_for(config, threads))
+        _set_cpu_matmul(args.cpu_matmul)
         run_rounds(config, out, args.quiet, args.checkpoint_every, args.resume)
         return 0
     except (UsageError, ValueError, DivergenceError) as error:
@@ -283,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         return exit.code if isinstance(exit.code, int) else 0
     finally:
         torch.set_num_threads(threads)
+        set_cpu_matmul(cpu_matmul)
+
+
+def _set_cpu_matmul(backend: CpuMatmul) -> None:
+    try:
+        set_cpu_matmul(backend)
+    except RuntimeError as error:  # no oneDNN in this torch
+        raise UsageError(f"argument --cpu-matmul: {error}") from None
 
 
 def _report_interrupt(interrupt: KeyboardInterrupt, out: Path | None) -> None:

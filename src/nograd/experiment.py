@@ -31,6 +31,7 @@ from nograd.config import TASKS, TrainConfig, build_loss, build_model, build_opt
 from nograd.data import TensorDataset
 from nograd.nn import Linear, Sequential
 from nograd.nn.losses import Loss
+from nograd.nn.matmul import get_cpu_matmul
 from nograd.optim.lr_scheduler import CosineAnnealingLR
 from nograd.resume import read_resume
 from nograd.targets import predict_classes
@@ -182,6 +183,7 @@ def run_rounds(
         "accuracy": "fractions in [0, 1] per round and per epoch; *_pct in percent",
         "saved_model": {"file": "model.safetensors", "round": config.rounds - 1, "which": "last"},
         "threads": torch.get_num_threads(),  # the bits of a CPU run depend on it
+        "cpu_matmul": get_cpu_matmul(),  # and on who computes its products
         "summary": summary,
         "rounds": records,
     }
