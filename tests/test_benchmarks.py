@@ -204,3 +204,26 @@ def test_threads_script_times_both_counts_and_names_the_choice(
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()]
     picks = {row[0].strip("| "): row[-1].strip("| ") for row in rows if row[0][2:].isdigit()}
     assert picks == {"16": "1", "512": str(before)}  # 8 x 512^2 = 2^21 multiply-adds
+
+
+@needs_onednn
+def test_matmul_script_times_each_product_both_ways(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """benchmarks/matmul.py: a row per product, with where "onednn" sends it."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        matmul_script = importlib.import_module("matmul")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    before = torch.get_num_threads()
+    out = tmp_path / "matmul.md"
+    argv = ["--shapes", "64x256x256,32x64x64", "--threads", "1", "--repeats", "1"]
+    assert matmul_script.main([*argv, "--out", str(out)]) == 0
+    rows = [line.strip("| ").split(" | ") for line in out.read_text().splitlines()]
+    rows = [row for row in rows if row[0] in {"64x256x256", "32x64x64"}]
+    assert [row[2] for row in rows] == ["y = b + x W^T", "dL/dW = g^T x", "dL/dx = g W"] * 2
+    assert all(float(cell) > 0 for row in rows for cell in row[4:9])
+    assert [row[-1] for row in rows] == ["oneDNN"] * 3 + ["BLAS"] * 3  # 2^22 and 2^17 MACs
+    assert out.read_text().strip() in capsys.readouterr().out
+    assert torch.get_num_threads() == before
