@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nograd
 from nograd.nn import Linear, ReLU, Sequential, matmul
@@ -209,3 +211,42 @@ def test_onednn_training_strays_from_the_exact_run_no_more_than_torch_float32() 
 
     ours_gap, torch_gap = gap(ours.state_dict()), gap(ref.state_dict())
     assert torch_gap > 0 and ours_gap <= 4 * torch_gap, (ours_gap, torch_gap)
+
+
+@needs_onednn
+@given(
+    n=st.sampled_from([1, 3, 64, 200]),
+    k=st.sampled_from([7, 256, 1000]),
+    m=st.sampled_from([5, 256, 300]),
+)
+def test_each_onednn_product_matches_torch_and_goes_where_its_size_says(
+    n: int, k: int, m: int
+) -> None:
+    generator = torch.Generator().manual_seed(n * k * m)
+    a, c = torch.randn(n, k, generator=generator), torch.randn(k, m, generator=generator)
+    bias, out = torch.randn(m, generator=generator), torch.randn(n, m, generator=generator)
+    tol = {"rtol": 1e-5, "atol": 1e-6 * k**0.5 * 4}  # sums of k products of N(0, 1) numbers
+    nograd.set_cpu_matmul("onednn")
+    with OpNames() as ops:
+        results = [
+            matmul.mm(a, c),
+            matmul.addmm(bias, a, c),
+            matmul.addmm_relu(bias, a, c),
+            matmul.addmm_(out.clone(), a, c),
+        ]
+    expected = [a @ c, bias + a @ c, (bias + a @ c).relu(), out + a @ c]
+    for result, reference in zip(results, expected, strict=True):
+        assert_close(result, reference, tol=tol)
+    on_onednn = n * k * m >= matmul.ONEDNN_MIN_MACS
+    assert ops.names.count(ONEDNN_OP) == (4 if on_onednn else 0)
+
+
+@needs_onednn
+def test_a_bias_that_is_not_a_vector_stays_with_torch() -> None:
+    """oneDNN adds a bias vector; addmm's general b (here a full matrix) goes to torch."""
+    a, c = torch.randn(BATCH, WIDTH), torch.randn(WIDTH, WIDTH)
+    b = torch.randn(BATCH, WIDTH)
+    nograd.set_cpu_matmul("onednn")
+    names = op_names(lambda: matmul.addmm(b, a, c))
+    assert ONEDNN_OP not in names
+    assert torch.equal(matmul.addmm(b, a, c), torch.addmm(b, a, c))
