@@ -39,8 +39,9 @@ Product = Callable[[Tensor, Tensor], Tensor]  # (a, c) -> a c
 BiasedProduct = Callable[[Tensor, Tensor, Tensor], Tensor]  # (b, a, c) -> b + a c
 
 # Below this many multiply-adds (rows x inner x columns), oneDNN's fixed cost per call
-# outweighs its speed: at 64 x 256 x 256 (2^22) it takes 0.6 of MKL's time on one core
-# of an AMD EPYC, and about as long as MKL at 128 x 128 x 128 on two cores.
+# eats its speed. A layer's three products at 64 x 256 x 256 (2^22) take 0.66 of MKL's
+# time on one core of an AMD EPYC and 0.90 on two; at 128 x 128 x 128 (2^21), 0.81 and
+# 1.14 (benchmarks/matmul.py).
 ONEDNN_MIN_MACS = 1 << 22
 
 _backend: CpuMatmul = "blas"
