@@ -13,6 +13,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -65,6 +66,30 @@ def time_call(fn: Callable[[], object], sync: Callable[[], None]) -> float:
     fn()
     sync()
     return time.perf_counter() - start
+
+
+def time_calls(fn: Callable[[], object], calls: int) -> float:
+    """Wall-clock seconds of ``calls`` calls of ``fn()`` in a row, on the CPU."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - start
+
+
+def calls_per_chunk(fn: Callable[[], object], chunk_s: float) -> int:
+    """The fewest calls (a power of 2) of ``fn`` that last at least ``chunk_s`` seconds."""
+    calls = 1
+    while time_calls(fn, calls) < chunk_s:
+        calls *= 2
+    return calls
+
+
+def print_report(lines: Sequence[str], out: Path | None) -> None:
+    """Print a script's markdown report, and write it to ``out`` as well when given."""
+    text = "\n".join(lines)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
 
 
 def median(values: Sequence[float]) -> float:

@@ -33,7 +33,7 @@ try:
 except ImportError:  # a bare checkout: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from nograd.nn import matmul
-from _common import machine_lines, markdown_table, median, time_call
+from _common import calls_per_chunk, machine_lines, markdown_table, median, print_report, time_calls
 
 CHUNK_S = 0.02
 # the MLP's two big layers, the reference net at batch 1000, and shapes around the line
@@ -63,35 +63,18 @@ def products(batch: int, d_in: int, d_out: int) -> dict[str, tuple[Callable[[], 
     }
 
 
-def run(product: Callable[[], Tensor], calls: int) -> float:
-    """Seconds that ``calls`` calls of ``product`` take."""
-    return time_call(functools.partial(_repeat, product, calls), lambda: None)
-
-
-def _repeat(product: Callable[[], Tensor], calls: int) -> None:
-    for _ in range(calls):
-        product()
-
-
-def calls_per_chunk(product: Callable[[], Tensor]) -> int:
-    calls = 1
-    while run(product, calls) < CHUNK_S:
-        calls *= 2
-    return calls
-
-
 def measure(
     blas: Callable[[], Tensor], onednn: Callable[[], Tensor], repeats: int
 ) -> tuple[float, float, float]:
     """Median us per call of each, and the median of the per-turn ratios oneDNN / BLAS."""
-    calls = calls_per_chunk(blas)
+    calls = calls_per_chunk(blas, CHUNK_S)
     times: dict[str, list[float]] = {"blas": [], "onednn": []}
     ratios = []
     for turn in range(repeats):
         chunk = {}
         order = ("blas", "onednn") if turn % 2 == 0 else ("onednn", "blas")
         for name in order:
-            chunk[name] = run(blas if name == "blas" else onednn, calls)
+            chunk[name] = time_calls(blas if name == "blas" else onednn, calls)
             times[name].append(chunk[name] / calls * 1e6)
         ratios.append(chunk["onednn"] / chunk["blas"])
     return median(times["blas"]), median(times["onednn"]), median(ratios)
@@ -142,9 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "oneDNN / BLAS", "BLAS GFLOP/s", "oneDNN GFLOP/s", '"onednn" sends it to',
     ]  # fmt: skip
     lines = [*machine_lines(torch.device("cpu")), "", *markdown_table(header, rows)]
-    print("\n".join(lines))
-    if args.out is not None:
-        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print_report(lines, args.out)
     return 0
 
 

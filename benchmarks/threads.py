@@ -18,7 +18,6 @@ Usage: python benchmarks/threads.py [--widths 25,64,128,256,512] [--batches 32,2
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ try:
 except ImportError:  # a bare checkout: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from nograd.cli import threads_for
-from _common import machine_lines, markdown_table, median, time_call
+from _common import calls_per_chunk, machine_lines, markdown_table, median, print_report, time_calls
 from nograd.config import TASKS, TrainConfig, build_loss, build_model, build_optimizer
 
 CHUNK_S = 0.025  # each timed chunk lasts at least this long
@@ -60,29 +59,11 @@ def make_step(width: int, batch: int) -> Callable[[], None]:
     return step
 
 
-def run(step: Callable[[], None], steps: int) -> float:
-    """Seconds that ``steps`` calls of ``step`` take."""
-    return time_call(functools.partial(_repeat, step, steps), lambda: None)
-
-
-def _repeat(step: Callable[[], None], steps: int) -> None:
-    for _ in range(steps):
-        step()
-
-
-def steps_per_chunk(step: Callable[[], None]) -> int:
-    """Enough steps for one chunk to last ``CHUNK_S`` at one thread, the slower side."""
-    steps = 1
-    while run(step, steps) < CHUNK_S:
-        steps *= 2
-    return steps
-
-
 def measure(width: int, batch: int, threads: int, repeats: int) -> list[str]:
     """A table row: us/step at 1 thread and at ``threads``, and their ratio."""
     step = make_step(width, batch)
     torch.set_num_threads(1)
-    steps = steps_per_chunk(step)
+    steps = calls_per_chunk(step, CHUNK_S)  # at one thread, the slower side
     times: dict[int, list[float]] = {1: [], threads: []}
     ratios = []
     for turn in range(repeats):
@@ -90,7 +71,7 @@ def measure(width: int, batch: int, threads: int, repeats: int) -> list[str]:
         chunk = {}
         for count in order:
             torch.set_num_threads(count)
-            chunk[count] = run(step, steps)
+            chunk[count] = time_calls(step, steps)
             times[count].append(chunk[count] / steps * 1e6)
         ratios.append(chunk[threads] / chunk[1])
     ratio = median(ratios)
@@ -140,9 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "`nograd train` uses",
     ]
     lines += markdown_table(header, rows)
-    print("\n".join(lines))
-    if args.out is not None:
-        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print_report(lines, args.out)
     return 0
 
 

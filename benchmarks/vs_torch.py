@@ -61,6 +61,7 @@ Usage: python benchmarks/vs_torch.py [--quick] [--repeats N] [--cases ref,mlp]
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -84,11 +85,13 @@ from _common import (
     median,
     minimal_backward,
     peak_rss_since_reset_mib,
+    print_report,
     reset_peak_rss,
     rss_mib,
     synchronizer,
     time_call,
 )
+from nograd.nn.matmul import CpuMatmul
 
 Batch = tuple[Tensor, Tensor]
 VARIANTS = ("nograd", "PyTorch", "minimal")
@@ -187,7 +190,14 @@ def nograd_variant(
     optimizer: str,
     device: torch.device,
     dtype: torch.dtype,
+    cpu_matmul: CpuMatmul = "blas",
 ) -> Variant:
+    """nograd's training loop; with cpu_matmul="onednn", its products by oneDNN (nograd+oneDNN).
+
+    A user sets ``nograd.set_cpu_matmul`` once; here the switch is set around each chunk
+    of training and set back after it, because it is global and the other variants run
+    in between.
+    """
     model = nograd_mlp(sizes).to(device, dtype)
     model.load_state_dict(init)
     model.needs_input_grad = False
@@ -196,13 +206,17 @@ def nograd_variant(
     opt = getattr(nograd.optim, name)(model.parameters(), **options)
 
     def train(batches: Sequence[Batch], epochs: int) -> None:
-        with torch.inference_mode():
-            for _ in range(epochs):
-                for x, y in batches:
-                    opt.zero_grad()
-                    loss_fn(model(x), y)  # the loss value, which a user would log
-                    model.backward(loss_fn.backward())
-                    opt.step()
+        nograd.set_cpu_matmul(cpu_matmul)
+        try:
+            with torch.inference_mode():
+                for _ in range(epochs):
+                    for x, y in batches:
+                        opt.zero_grad()
+                        loss_fn(model(x), y)  # the loss value, which a user would log
+                        model.backward(loss_fn.backward())
+                        opt.step()
+        finally:
+            nograd.set_cpu_matmul("blas")
 
     return Variant(train, lambda: list(model.state_dict().values()))
 
@@ -330,35 +344,11 @@ def minimal_variant(
     return Variant(train, lambda: params)
 
 
-def nograd_onednn_variant(
-    sizes: Sequence[int],
-    init: dict[str, Tensor],
-    optimizer: str,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> Variant:
-    """nograd as above, its products by oneDNN: ``nograd.set_cpu_matmul("onednn")``.
-
-    A user sets the switch once; here it is set around each chunk of training and set
-    back after it, because the switch is global and the other variants run in between.
-    """
-    variant = nograd_variant(sizes, init, optimizer, device, dtype)
-
-    def train(batches: Sequence[Batch], epochs: int) -> None:
-        nograd.set_cpu_matmul("onednn")
-        try:
-            variant.train(batches, epochs)
-        finally:
-            nograd.set_cpu_matmul("blas")
-
-    return Variant(train, variant.parameters)
-
-
 BUILDERS = {
     "nograd": nograd_variant,
     "PyTorch": torch_variant,
     "minimal": minimal_variant,
-    ONEDNN: nograd_onednn_variant,
+    ONEDNN: functools.partial(nograd_variant, cpu_matmul="onednn"),
 }
 
 
@@ -724,10 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows, lines = benchmark(args, device)
     finally:
         torch.set_num_threads(threads_before)
-    text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    print_report(lines, args.out)
     disagree = [row for row in rows if not row.equal]
     if disagree:
         print(f"vs_torch: parameters disagree in {len(disagree)} row(s)", file=sys.stderr)

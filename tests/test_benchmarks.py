@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -23,13 +23,18 @@ QUICK = ["--quick", "--cases", "ref", "--batches", "1000", "--threads", "1"]
 EQUAL_COLUMN = 12  # "params equal", counting from 0 after the leading "|"
 
 
-@pytest.fixture(scope="module")
-def vs_torch() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling _common
+def import_script(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module (it imports its sibling _common)."""
+    sys.path.insert(0, str(BENCHMARKS))
     try:
-        yield importlib.import_module("vs_torch")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def vs_torch() -> ModuleType:
+    return import_script("vs_torch")
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -154,12 +159,8 @@ def test_cuda_without_a_gpu_exits_with_code_2(
 
 
 @pytest.fixture(scope="module")
-def gpu_script() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("gpu")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def gpu_script() -> ModuleType:
+    return import_script("gpu")
 
 
 def test_gpu_script_dry_run_on_the_cpu_checks_and_profiles(
@@ -192,11 +193,7 @@ def test_threads_script_times_both_counts_and_names_the_choice(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """benchmarks/threads.py: a row per width and batch, with what `nograd train` picks."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        threads_script = importlib.import_module("threads")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    threads_script = import_script("threads")
     before = torch.get_num_threads()
     argv = ["--widths", "16,512", "--batches", "8", "--repeats", "1"]
     assert threads_script.main(argv) == 0
@@ -211,11 +208,7 @@ def test_matmul_script_times_each_product_both_ways(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """benchmarks/matmul.py: a row per product, with where "onednn" sends it."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        matmul_script = importlib.import_module("matmul")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    matmul_script = import_script("matmul")
     before = torch.get_num_threads()
     out = tmp_path / "matmul.md"
     argv = ["--shapes", "64x256x256,32x64x64", "--threads", "1", "--repeats", "1"]
