@@ -6,39 +6,25 @@ sums to 1. Label smoothing, class weights and ``ignore_index`` change only q and
 mean's denominator; the reductions and the upstream gradient come from ``Loss``.
 
 The usual case (no class weights, no smoothing) has a short road: the value from
-ATen's ``nll_loss_forward``, with torch's very bits, and the gradient straight as
-(p_n - onehot(y_n)) / N on the CPU; on a GPU, torch's own two backward kernels, which
-skip the rows of ``ignore_index`` without reading the targets. Everything else builds q.
+ATen's ``nll_loss_forward`` and the gradient from the two kernels torch's own backward
+runs, so both have torch's very bits, and the rows of ``ignore_index`` are skipped
+without reading the targets. Everything else builds q.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
-from nograd.nn.constants import EXACT_SCALAR_DTYPES, filled, one_like
+from nograd.nn.constants import filled, one_like
 from nograd.nn.losses import Loss
 
 # torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
 # and the first of the two kernels of its gradient that torch's autograd runs (the second,
-# torch._log_softmax_backward_data, has a binding of its own; see _backward_on_device)
+# torch._log_softmax_backward_data, has a binding of its own; see _backward_by_kernels)
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
-
-
-@functools.lru_cache(maxsize=64)
-def _one_hot_constants(n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | float]:
-    """-1 as an (N, 1) column, to subtract y's one-hot, and 1/N for the mean: made once.
-
-    1/N is a 0-dim tensor where it has a Python number's bits (float32, float64); in
-    half precision it stays the number, which torch multiplies in float32.
-    """
-    inverse_n = 1 / max(n, 1)
-    scale = filled(inverse_n, (), dtype) if dtype in EXACT_SCALAR_DTYPES else inverse_n
-    return filled(-1.0, (n, 1), dtype), scale
 
 
 class CrossEntropyLoss(Loss):
@@ -143,10 +129,8 @@ class CrossEntropyLoss(Loss):
         ATen's ``nll_loss_forward`` does the gather, the sum and the division in one
         kernel, in the order torch's own CrossEntropyLoss does, so the value has its very
         bits. It skips an ignored row silently, and also returns the number of rows it
-        kept. On the CPU, ``backward`` notices an ignored row when ``scatter_add_``
-        refuses its index, and then takes the general path. On a GPU, where reading the
-        targets would stall the device, ``backward`` runs the two kernels of torch's own
-        backward, which skip ignored rows as the forward did (``_backward_on_device``).
+        kept, which ``backward`` hands to the two kernels of torch's own backward: they
+        skip ignored rows as the forward did (``_backward_by_kernels``).
         """
         reduction = _REDUCTION_CODES[self.reduction]
         loss: Tensor
@@ -154,11 +138,7 @@ class CrossEntropyLoss(Loss):
         self._save(log_p, y)
         saved = self.saved
         saved["l"] = loss  # backward needs its dtype, and under "none" its shape
-        if log_p.is_cpu:
-            saved["denominator"] = max(y.shape[0], 1) if self.reduction == "mean" else None
-            saved["usual"] = True  # q is y's one-hot, unless nll_loss skipped a row
-        else:
-            saved["kept_count"] = kept_count  # under "mean", the denominator: rows that count
+        saved["kept_count"] = kept_count  # under "mean", the denominator: rows that count
         return loss
 
     def _save(
@@ -171,26 +151,16 @@ class CrossEntropyLoss(Loss):
         """
         saved = self.saved
         saved["log_p"], saved["y"], saved["q"], saved["ignored"] = log_p, y, q, ignored
-        saved["usual"], saved["kept_count"] = False, None
+        saved["kept_count"] = None
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         log_p = self._saved("log_p")
         saved = self.saved
         y, q, e = saved["y"], saved["q"], self.label_smoothing
-        if saved["kept_count"] is not None:  # the usual case on a GPU
-            return self._backward_on_device(log_p, y, saved["kept_count"], grad_output)
+        if saved["kept_count"] is not None:  # the usual case, after nll_loss_forward
+            return self._backward_by_kernels(log_p, y, saved["kept_count"], grad_output)
         grad = torch.exp(log_p)  # p = softmax(z)
-        if saved["usual"]:  # after nll_loss: dl_n/dz_n = p_n - onehot(y_n)
-            n = y.shape[0]
-            minus_one, inverse_n = _one_hot_constants(n, grad.dtype)
-            try:
-                grad.scatter_add_(1, y.unsqueeze(1), minus_one)  # dl_n/dz_{n,y_n} -= 1
-            except RuntimeError:  # a row's target is ignore_index, which nll_loss skipped
-                self._forward_general(log_p, y)  # q and the mask of the kept rows
-                return self.backward(grad_output)
-            if grad_output is None and self.reduction == "mean":  # loss_fn.backward()
-                return grad.mul_(inverse_n) if n > 1 else grad  # dL/dz = dl/dz / N
-        elif q is None:  # sum_c q_nc = 1, so dl_n/dz_n = p_n - q_n
+        if q is None:  # sum_c q_nc = 1, so dl_n/dz_n = p_n - q_n
             if e > 0:
                 grad.sub_(e / log_p.shape[1])  # dl_n/dz_nc -= e / C
             if grad.is_cpu:  # -(1 - e) as a tensor made once: quicker than a Python number
@@ -209,17 +179,21 @@ class CrossEntropyLoss(Loss):
             grad.masked_fill_(ignored, 0.0)
         return grad
 
-    def _backward_on_device(
+    def _backward_by_kernels(
         self, log_p: Tensor, y: Tensor, kept_count: Tensor, grad_output: Tensor | None
     ) -> Tensor:
-        """dL/dz after ``nll_loss_forward`` on a GPU, by the two kernels torch's autograd runs.
+        """dL/dz after ``nll_loss_forward``, by the two kernels torch's autograd runs.
 
         ``nll_loss_backward`` puts -g / (rows kept) under "mean" (-g under "sum", -g_n
         under "none") at each kept row's target and 0 everywhere else, ignored rows
         included; ``_log_softmax_backward_data`` chains that through log p = z -
-        logsumexp(z). Neither reads a target on the host, and the gradient has torch's
-        very bits. Three launches (dL/dl = 1 for ``backward()`` is made once), where
-        building p - onehot(y) and masking the ignored rows took seven.
+        logsumexp(z), as dL/dz_n = dL/dlog p_n - p_n sum_c dL/dlog p_nc, which is
+        (p_n - onehot(y_n)) / N in the usual case. The gradient has torch's very bits, so
+        that a float32 training run is PyTorch's to the bit (the textbook formula, built
+        from exp, scatter_add_ and mul_, rounds differently in the last bit), and neither
+        kernel reads a target on the host: on a GPU, three launches (dL/dl = 1 for
+        ``backward()`` is made once), where building p - onehot(y) and masking the
+        ignored rows took seven.
         """
         g = self._checked_grad_output(grad_output)
         g = one_like(log_p) if g is None else g  # dL/dl, as a tensor on the device
