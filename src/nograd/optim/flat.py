@@ -9,7 +9,11 @@ momentum falls from 3 x 8 kernels to 3, Adam from 8 x 8 to 8.
 
 ``FlatGroup`` copies the parameters into one buffer ``data`` and makes each
 ``param.data`` a view of its slice, so the model reads and the optimizer writes the
-same memory. Gradients arrive as fresh tensors from the backward and are copied
+same memory. Each slice starts on a 64-byte boundary, as a tensor of its own does:
+MKL's matrix-vector product (a batch of one row) rounds differently for a weight that
+starts elsewhere, and then nograd's numbers would stop being PyTorch's. The few
+numbers of padding between slices are 0 in every buffer and stay 0 under every update
+rule. Gradients arrive as fresh tensors from the backward and are copied
 into ``grad`` (one call) at each step. State tensors (momentum, moments) get a flat
 buffer each, and ``optimizer.state`` keeps one view per parameter, so
 ``state_dict()`` is unchanged. Each step checks, by identity, that the parameters and
@@ -34,6 +38,12 @@ from torch import Tensor
 from nograd.nn.parameter import Parameter
 
 FLAT_MAX_NUMEL = 1 << 16  # past this the gradient copy costs more than the dispatch saved
+ALIGN_BYTES = 64  # where torch's CPU allocator starts every tensor
+# dtypes whose update ops round a number the same wherever it sits in a tensor. In half
+# precision, add_ with an alpha rounds the numbers of full SIMD blocks differently from
+# the tail's: in one flat buffer a parameter's numbers would sit elsewhere than in its
+# own tensor, and the update would stop being torch's to the bit.
+POSITION_FREE_DTYPES = (torch.float32, torch.float64)
 
 
 def can_flatten(
@@ -44,7 +54,8 @@ def can_flatten(
 ) -> bool:
     """Whether a group's parameters can share one flat buffer and one update.
 
-    They must be small dense CPU tensors of one dtype, and each must own its memory
+    They must be small dense CPU tensors of one dtype, float32 or float64, and each
+    must own its memory
     (or live in the ``previous`` flat buffer of the group): a view of someone else's
     tensor, copied into the buffer, would stop sharing memory with it. They must also
     have the same history: the same state keys and the same value of every counter
@@ -52,6 +63,8 @@ def can_flatten(
     """
     first = params[0].data
     if first.device.type != "cpu" or sum(param.numel() for param in params) > FLAT_MAX_NUMEL:
+        return False
+    if first.dtype not in POSITION_FREE_DTYPES:
         return False
     for param in params:
         data = param.data
@@ -97,21 +110,37 @@ class FlatGroup:
     def __init__(self, params: Sequence[Parameter]) -> None:
         self.params = list(params)
         self._shapes = [param.data.shape for param in params]
-        with torch.inference_mode(False):  # normal tensors, updatable in and out of that mode
-            self.data = torch.cat([param.data.reshape(-1) for param in params])
-            self.grad = torch.empty_like(self.data)
+        align = max(ALIGN_BYTES // params[0].data.element_size(), 1)  # in numbers
+        self._offsets, end = [], 0
+        for shape in self._shapes:
+            start = -(-end // align) * align  # end, rounded up to the next boundary
+            self._offsets.append(start)
+            end = start + shape.numel()
+        self._numel = end
+        self.data = self._gather([param.data for param in params])
         self._data_views = self._split(self.data)
         for param, view in zip(params, self._data_views, strict=True):
             param.data = view
+        with torch.inference_mode(False):
+            self.grad = torch.zeros_like(self.data)  # its padding stays 0
         self._grad_views = self._split(self.grad)
         self._state: dict[str, tuple[Tensor, list[Tensor]]] = {}  # key -> (flat, views)
         self.current = True  # False once a step went tensor by tensor (the optimizer's flag)
 
     def _split(self, flat: Tensor) -> list[Tensor]:
-        """Views of ``flat`` with the parameters' shapes, one after the other."""
-        sizes = [shape.numel() for shape in self._shapes]
-        pieces = torch.split(flat, sizes)
-        return [piece.view(shape) for piece, shape in zip(pieces, self._shapes, strict=True)]
+        """Views of ``flat`` with the parameters' shapes, each at its aligned offset."""
+        return [
+            flat[start : start + shape.numel()].view(shape)
+            for start, shape in zip(self._offsets, self._shapes, strict=True)
+        ]
+
+    def _gather(self, tensors: Sequence[Tensor]) -> Tensor:
+        """A new flat buffer holding ``tensors`` (one per parameter) at their offsets."""
+        first = tensors[0]
+        with torch.inference_mode(False):  # normal tensors, updatable in and out of that mode
+            flat = torch.zeros(self._numel, dtype=first.dtype, device=first.device)
+            torch._foreach_copy_(self._split(flat), list(tensors))
+        return flat
 
     def holds(self, params: Sequence[Parameter]) -> bool:
         """Whether ``params`` are this group's, each ``.data`` still its view of ``data``."""
@@ -141,12 +170,10 @@ class FlatGroup:
         held = self._state.get(key)  # (flat, views) from the last step, if any
         if held is not None and all(map(operator.is_, tensors, held[1])):
             return held[0]
-        with torch.inference_mode(False):
-            flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
-        return self._adopt(states, key, flat)
+        return self._adopt(states, key, self._gather(tensors))
 
     def new_state(self, states: Sequence[dict[str, Any]], key: str, value: Tensor) -> Tensor:
-        """A copy of the flat ``value`` as the buffer behind ``state[key]``; returns it."""
+        """A copy of the flat ``value`` (padding 0) as the buffer behind ``state[key]``."""
         with torch.inference_mode(False):
             flat = value.clone()
         return self._adopt(states, key, flat)
