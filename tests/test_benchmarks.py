@@ -65,6 +65,7 @@ def test_quick_run_prints_every_row_and_the_params_agree(
         assert all(float(cell) > 0 for cell in row[4:8])  # three timings and a ratio
         assert row[EQUAL_COLUMN] == "✓"
         assert float(row[EQUAL_COLUMN + 1]) <= 1e-10  # the float64 gap behind the ✓
+        assert float(row[EQUAL_COLUMN + 2]) == 0.0  # nograd's float32 run: PyTorch's bits
     assert torch.get_num_threads() == threads_before
 
 
