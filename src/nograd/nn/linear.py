@@ -99,10 +99,9 @@ class Linear(Module):
         ``_addmm_activation`` (``matmul.addmm_relu``) adds the bias and clamps at 0 as
         part of the matrix product: one kernel launch instead of two on a GPU, and on
         the CPU addmm then relu in place, the very numbers of ``forward`` followed by
-        ``ReLU``. Like
-        ``forward``, it saves x. It returns None without a bias, for an input that is
-        not a matrix, and where torch refuses the input: the caller then runs the two
-        forwards, which explain any error.
+        ``ReLU``. Like ``forward``, it saves x. It returns None without a bias, for an
+        input that is not a matrix, and where torch refuses the input: the caller then
+        runs the two forwards, which explain any error.
         """
         if self.bias is None or x.dim() != 2:
             return None

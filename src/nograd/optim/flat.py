@@ -55,11 +55,10 @@ def can_flatten(
     """Whether a group's parameters can share one flat buffer and one update.
 
     They must be small dense CPU tensors of one dtype, float32 or float64, and each
-    must own its memory
-    (or live in the ``previous`` flat buffer of the group): a view of someone else's
-    tensor, copied into the buffer, would stop sharing memory with it. They must also
-    have the same history: the same state keys and the same value of every counter
-    (Adam's step t).
+    must own its memory (or live in the ``previous`` flat buffer of the group): a view
+    of someone else's tensor, copied into the buffer, would stop sharing memory with it.
+    They must also have the same history: the same state keys and the same value of
+    every counter (Adam's step t).
     """
     first = params[0].data
     if first.device.type != "cpu" or sum(param.numel() for param in params) > FLAT_MAX_NUMEL:
@@ -111,7 +110,8 @@ class FlatGroup:
         self.params = list(params)
         self._shapes = [param.data.shape for param in params]
         align = max(ALIGN_BYTES // params[0].data.element_size(), 1)  # in numbers
-        self._offsets, end = [], 0
+        self._offsets: list[int] = []  # where each parameter starts in the buffers
+        end = 0
         for shape in self._shapes:
             start = -(-end // align) * align  # end, rounded up to the next boundary
             self._offsets.append(start)
