@@ -28,6 +28,7 @@ while the backend is "blas" (``Linear`` calls ``matmul.mm(g, W)``, which is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -81,10 +82,21 @@ def set_cpu_matmul(backend: CpuMatmul) -> None:
     _backend = backend
 
 
+@functools.cache
 def onednn_available() -> bool:
-    """Whether this torch has oneDNN and its linear op, which "onednn" needs."""
+    """Whether this torch has oneDNN and its linear op, which "onednn" needs.
+
+    The op is tried once on a 2 x 2 product: a build may list it and still refuse to
+    run it on this CPU.
+    """
     built = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-    return bool(built) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    if not (built and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    try:
+        return torch.equal(_linear(a, a, None, "none"), torch.mm(a, a))
+    except RuntimeError:
+        return False
 
 
 def _on_onednn(a: Tensor, c: Tensor) -> bool:
