@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["blas", "onednn"],
         default="blas",
         help="who computes the large float32 products on the CPU: blas, PyTorch's numbers to "
-        "the bit (default); onednn, about twice as fast where the BLAS lacks AVX-512 "
-        "(AMD CPUs) and no longer PyTorch's bits (see nograd.set_cpu_matmul)",
+        "the bit (default); onednn, about twice as fast where torch's BLAS does not use "
+        "AVX-512 (MKL on AMD CPUs), and no longer PyTorch's bits (see nograd.set_cpu_matmul)",
     )
     train.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or table")
