@@ -18,6 +18,8 @@ each tensor its own (Adam's bias correction, where the tensors' step counts diff
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -97,6 +99,50 @@ def mul_(xs: TensorList, c: Tensor | float) -> None:
         x.mul_(c)
     else:
         torch._foreach_mul_(xs, c)
+
+
+def mul_add_(xs: TensorList, c: float, ys: TensorList) -> None:
+    """x = c * x + y in one pass over memory, for lists that ``one_pass_mul_add`` allows.
+
+    Rounded as ``x.mul_(c).add_(y)`` (SGD's momentum update) rounds it, in two passes:
+    ``addcmul(y, x, 1, value=c)`` computes y + (c * x) * 1, and a product with 1 is
+    exact, so the kernel rounds c * x, adds y and rounds again, whether or not the
+    compiler fused its last multiply and add.
+    """
+    for x, y in zip(xs, ys, strict=True):
+        torch.addcmul(y, x, _ONE[x.dtype], value=c, out=x)  # x = (c x) * 1 + y
+
+
+# the 1 of mul_add_'s (c x) * 1, for each dtype it may run in
+_ONE = {dtype: torch.ones((), dtype=dtype) for dtype in (torch.float32, torch.float64)}
+
+
+def one_pass_mul_add(xs: TensorList) -> bool:
+    """Whether ``mul_add_`` may update these tensors: float32 or float64 on the CPU.
+
+    (On a GPU the ``_foreach_*`` kernels already batch the launches.)
+    """
+    return xs[0].is_cpu and all(_one_pass_mul_add_exact(x.dtype) for x in xs)
+
+
+@functools.cache
+def _one_pass_mul_add_exact(dtype: torch.dtype) -> bool:
+    """Whether ``addcmul(y, x, 1, value=c)`` gives ``x.mul_(c).add_(y)``'s bits on the CPU.
+
+    Checked once per dtype, on numbers that fill the kernel's vector loop and its tail,
+    for a few c. A torch whose kernel computed y + c * (x * 1) as one fused
+    multiply-add would round once instead of twice, and fail here.
+    """
+    if dtype not in _ONE:
+        return False
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1031, generator=generator, dtype=dtype)
+    y = torch.randn(1031, generator=generator, dtype=dtype)
+    for c in (0.9, 0.99, 1 / 3):
+        expected = x.clone().mul_(c).add_(y)
+        if not torch.equal(torch.addcmul(y, x, _ONE[dtype], value=c), expected):
+            return False
+    return True
 
 
 def div_(xs: TensorList, cs: list[float]) -> None:

@@ -97,16 +97,21 @@ class SGD(Optimizer):
             if "momentum_buffer" not in states[0]:
                 return [tensors.flat.new_state(states, "momentum_buffer", g[0])]  # b = g, a copy
             b = tensors.state(states, "momentum_buffer")
-            foreach.mul_(b, self._scalar(mu, b))  # b = mu * b
-            foreach.add_(b, g, alpha=1 - dampening)  # b = b + (1 - damp) * g
+            self._decay_and_add(b, g, mu, dampening)
             return b
         seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
         if seen:
             b_seen = [states[i]["momentum_buffer"] for i in seen]
-            g_seen = [g[i] for i in seen]
-            foreach.mul_(b_seen, self._scalar(mu, b_seen))  # b = mu * b
-            foreach.add_(b_seen, g_seen, alpha=1 - dampening)  # b = b + (1 - damp) * g
+            self._decay_and_add(b_seen, [g[i] for i in seen], mu, dampening)
         for state, g_i in zip(states, g, strict=True):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = g_i.clone()  # b = g, on the first step
         return [state["momentum_buffer"] for state in states]
+
+    def _decay_and_add(self, b: TensorList, g: TensorList, mu: float, dampening: float) -> None:
+        """b = mu * b + (1 - dampening) * g, in place, rounded as torch.optim rounds it."""
+        if dampening == 0 and foreach.one_pass_mul_add(b):
+            foreach.mul_add_(b, mu, g)  # b = mu * b + g, one pass instead of the two below
+            return
+        foreach.mul_(b, self._scalar(mu, b))  # b = mu * b
+        foreach.add_(b, g, alpha=1 - dampening)  # b = b + (1 - damp) * g
