@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from nograd.optim import foreach
+from nograd.nn.parameter import Parameter
+from nograd.optim import SGD, foreach
+from nograd.optim.foreach import _one_pass_mul_add_exact
+from tests.oracle import OpNames
 
 Lists = tuple[list[Tensor], list[Tensor], list[Tensor]]
 
@@ -77,6 +80,11 @@ CASES: list[tuple[str, Callable[[Lists], Any], Callable[[Lists], Any]]] = [
             t[0], t[1], t[2], [-0.01 * (i + 1) for i in range(len(t[0]))]
         ),
     ),
+    (
+        "mul_add_",  # SGD's momentum update, b = mu b + g: one pass on the CPU
+        lambda t: foreach.mul_add_(t[0], 0.9, t[1]),
+        lambda t: (torch._foreach_mul_(t[0], 0.9), torch._foreach_add_(t[0], t[1]))[-1],
+    ),
     ("maximum_", lambda t: foreach.maximum_(t[0], t[1]), lambda t: torch._foreach_maximum_(*t[:2])),
     ("sqrt", lambda t: foreach.sqrt(t[0]), lambda t: torch._foreach_sqrt(t[0])),
     ("sqrt_", lambda t: foreach.sqrt_(t[0]), lambda t: torch._foreach_sqrt_(t[0])),
@@ -126,3 +134,66 @@ def test_foreach_scalar_is_float64_when_any_tensor_is() -> None:
     mixed = [torch.zeros(2), torch.zeros(2, dtype=torch.float64)]
     assert foreach.foreach_scalar(0.1, mixed).dtype == torch.float64
     assert foreach.foreach_scalar(0.1, [torch.zeros(2)]).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("c", [0.9, 0.99, 0.5, 1 / 3, 1e-3])
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 31, 32, 33, 1000, 4099])
+def test_mul_add_rounds_twice_as_mul_then_add_does(n: int, c: float, dtype: torch.dtype) -> None:
+    """Every length the vector loop and its tail can split, signed numbers of all sizes."""
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=gen, dtype=dtype) * torch.logspace(-3, 3, n, dtype=dtype)
+    y = torch.randn(n, generator=gen, dtype=dtype)
+    expected = x.clone().mul_(c).add_(y)  # torch.optim.SGD's b.mul_(mu).add_(g)
+    assert foreach.one_pass_mul_add([x])
+    foreach.mul_add_([x], c, [y])
+    assert torch.equal(x, expected)
+
+
+def test_one_pass_mul_add_only_where_checked() -> None:
+    assert foreach.one_pass_mul_add([torch.zeros(3), torch.zeros(2, dtype=torch.float64)])
+    for dtype in (torch.bfloat16, torch.float16):  # one rounding, in float: not torch's bits
+        assert not foreach.one_pass_mul_add([torch.zeros(3, dtype=dtype)])
+    assert not foreach.one_pass_mul_add([torch.zeros(3, device="meta")])
+
+
+def test_a_kernel_that_rounds_once_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If torch's addcmul fused c x + y into one rounding, SGD would take two passes."""
+
+    def fused(
+        y: Tensor, x: Tensor, one: Tensor, *, value: float, out: Tensor | None = None
+    ) -> Tensor:
+        return torch.add(y, x * one, alpha=value, out=out)  # fma(c, x, y): one rounding
+
+    _one_pass_mul_add_exact.cache_clear()
+    monkeypatch.setattr(torch, "addcmul", fused)
+    try:
+        assert not foreach.one_pass_mul_add([torch.zeros(3)])
+    finally:
+        monkeypatch.undo()
+        _one_pass_mul_add_exact.cache_clear()
+    assert foreach.one_pass_mul_add([torch.zeros(3)])
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat group", "tensor by tensor"])
+def test_sgd_momentum_takes_one_pass_and_torchs_bits(flat: bool) -> None:
+    """b = mu b + g by one addcmul per buffer, not mul_ and add_; parameters as torch's."""
+    torch.manual_seed(0)
+    width = 30 if flat else 300  # 300 x 300 numbers are too many for a flat group
+    reference = nn.Linear(width, 3)
+    ours = nn.Linear(width, 3)
+    ours.load_state_dict(reference.state_dict())
+    params = [Parameter(t.detach().clone()) for t in ours.parameters()]
+    torch_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    our_opt = SGD(params, lr=0.1, momentum=0.9)
+    for step in range(4):
+        grads = [torch.randn_like(p.data) for p in params]
+        for p, q, g in zip(params, reference.parameters(), grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        torch_opt.step()
+        with OpNames() as ops:
+            our_opt.step()
+        if step > 0:  # the first step copies g into the new buffer
+            assert "addcmul" in ops.names and "mul_" not in ops.names, ops.names
+        for p, q in zip(params, reference.parameters(), strict=True):
+            assert torch.equal(p.data, q.detach())
