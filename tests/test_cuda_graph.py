@@ -124,11 +124,12 @@ class FakeCuda:
         self.monkeypatch = monkeypatch
         self.sync_check: _SyncCheck | None = None
         self.timeline: list[str] = []  # what the last capture ran where, and the waits
+        self.stream_names: list[str] = []  # names for the next streams made, else "side"
         self.active = self.default = _FakeStream(self, "main")
         for name, value in {
             "CUDAGraph": _FakeGraph,
             "graph": self.graph,
-            "Stream": lambda device=None: _FakeStream(self, "side"),
+            "Stream": lambda device=None: _FakeStream(self, self._next_stream_name()),
             "current_stream": lambda device=None: self.active,
             "stream": self.stream,
             "get_sync_debug_mode": lambda: 0,
@@ -141,6 +142,9 @@ class FakeCuda:
         monkeypatch.setattr(nograd.cuda_graph, "_require_cuda", lambda tensor, name: None)
         self.tolist = Tensor.tolist
         monkeypatch.setattr(Tensor, "tolist", Tensor.tolist)  # restored after each test
+
+    def _next_stream_name(self) -> str:
+        return self.stream_names.pop(0) if self.stream_names else "side"
 
     @contextlib.contextmanager
     def stream(self, stream: _FakeStream) -> Iterator[None]:
@@ -278,15 +282,22 @@ def test_batches_must_match_the_example(fake_cuda: FakeCuda) -> None:
 # ----------------------------------------------------- CPU: the emulated graph
 @pytest.mark.parametrize(("cls", "options"), OPTIMIZERS, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("per_layer", [False, True], ids=["one update", "update per layer"])
 def test_graphed_steps_train_as_eager_steps(
-    fake_cuda: FakeCuda, cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype
+    fake_cuda: FakeCuda,
+    cls: type[Optimizer],
+    options: dict[str, Any],
+    dtype: torch.dtype,
+    per_layer: bool,
 ) -> None:
     model, reference = make_model(dtype), make_model(dtype)
     batches = make_batches(20, dtype)
-    step = GraphedTrainStep(model, MSELoss(), cls(model.parameters(), **options), *batches[0])
+    optimizer = cls(model.parameters(), **options)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0], update_per_layer=per_layer)
     losses = [step(x, y).clone() for x, y in batches]
     expected = eager_losses(reference, MSELoss(), cls(reference.parameters(), **options), batches)
     assert step.captures == 1
+    assert step.updates_per_layer is per_layer
     assert_same_training(model, reference)
     torch.testing.assert_close(torch.stack(losses), torch.stack(expected), **tolerance(dtype))
     assert step.output.shape == (6, 3)
@@ -320,12 +331,61 @@ def test_the_capture_runs_parameter_gradients_on_a_side_stream(fake_cuda: FakeCu
     assert nograd.nn.grad_stream.side is None
 
 
+def test_the_capture_updates_each_layer_after_its_backward(fake_cuda: FakeCuda) -> None:
+    """Each Linear's update forks to the update stream after its dL/dx and its dL/dW."""
+    model = make_model()
+    batches = make_batches(4, torch.float64)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0], update_per_layer=True)
+    for x, y in batches[:3]:  # warm-up steps
+        step(x, y)
+    fake_cuda.stream_names = ["side", "update"]  # the capture's gradient and update streams
+    step(*batches[3])
+    timeline = fake_cuda.timeline
+    forks = [i for i, entry in enumerate(timeline) if entry == "update waits for main"]
+    assert len(forks) == 3  # one per Linear; ReLU and Tanh have no parameters
+    for fork in forks:  # both streams first, then the gradients marked, then the update
+        assert timeline[fork + 1] == "update waits for side"
+        marks = timeline[fork + 2 : fork + 4]
+        assert all(mark.endswith("marked in use by update") for mark in marks)
+        assert timeline[fork + 4].startswith("update: ")
+    # the last Linear's update forks after its dL/dx (mm on main), before the layers below
+    last_dx = next(i for i, e in enumerate(timeline) if e == "main: mm")
+    assert last_dx < forks[0] < timeline.index("main: threshold_backward")
+    for i, entry in enumerate(timeline):  # side: only dL/dW and dL/db; main: no update
+        if entry.startswith("side: "):
+            assert entry in ("side: mm", "side: sum")
+        if entry.startswith("update: "):
+            assert any(fork < i for fork in forks)
+    join = timeline.index("main waits for update")
+    assert join > max(i for i, e in enumerate(timeline) if e.startswith("update: "))
+    assert timeline[join + 1 :] == []  # nothing is left to update after the backward
+
+
+def test_a_shared_weight_or_a_custom_backward_updates_at_the_end(fake_cuda: FakeCuda) -> None:
+    shared = Linear(4, 4)
+    tied = Sequential(shared, ReLU(), shared, Linear(4, 3)).to(torch.float64)
+
+    class Residual(Sequential):
+        def backward(self, grad_output: Tensor) -> Tensor:
+            return super().backward(grad_output) + grad_output
+
+    for model in (tied, Residual(Linear(4, 4), Tanh(), Linear(4, 4)).to(torch.float64)):
+        x, y = make_batches(1, torch.float64)[0]
+        y = y if model is tied else torch.randn(6, 4, dtype=torch.float64)
+        sgd = SGD(model.parameters(), lr=0.1)
+        step = GraphedTrainStep(model, MSELoss(), sgd, x, y, update_per_layer=True)
+        assert step.updates_per_layer is False
+    with pytest.raises(TypeError, match="expected update_per_layer to be a bool, got 1"):
+        GraphedTrainStep(tied, MSELoss(), sgd, x, y, update_per_layer=1)  # type: ignore[arg-type]
+
+
 def test_the_emulator_freezes_python_numbers(
     fake_cuda: FakeCuda, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Plain Adam.step in a graph replays the bias correction of its capture: wrong."""
     monkeypatch.setattr(
-        nograd.cuda_graph, "capturable_adam_step", lambda optimizer, steps: optimizer.step()
+        nograd.cuda_graph, "capturable_adam_step", lambda optimizer, *args: optimizer.step()
     )
     model, reference = make_model(), make_model()
     batches = make_batches(20, torch.float64)
@@ -476,6 +536,7 @@ def _graphed_vs_eager(
     loss_fn: Module,
     classes: bool = False,
     schedule: bool = False,
+    per_layer: bool = False,
 ) -> GraphedTrainStep:
     model, reference = make_model(dtype).to("cuda"), make_model(dtype).to("cuda")
     batches = [(x.cuda(), y.cuda()) for x, y in make_batches(20, dtype, classes)]
@@ -484,7 +545,8 @@ def _graphed_vs_eager(
         cls(reference.parameters(), **options),
     )
     scheduler, reference_scheduler = StepLR(optimizer, 5, 0.5), StepLR(reference_optimizer, 5, 0.5)
-    step = GraphedTrainStep(model, loss_fn, optimizer, *batches[0])
+    step = GraphedTrainStep(model, loss_fn, optimizer, *batches[0], update_per_layer=per_layer)
+    assert step.updates_per_layer is per_layer
     losses = []
     for x, y in batches:
         losses.append(step(x, y).clone())
@@ -504,10 +566,11 @@ def _graphed_vs_eager(
     ("cls", "options"),
     [(SGD, {"lr": 0.1, "momentum": 0.9}), (Adam, {"lr": 0.01}), (AdamW, {"amsgrad": True})],
 )
+@pytest.mark.parametrize("per_layer", [False, True], ids=["one update", "update per layer"])
 def test_cuda_graphed_steps_train_as_eager_steps(
-    cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype
+    cls: type[Optimizer], options: dict[str, Any], dtype: torch.dtype, per_layer: bool
 ) -> None:
-    step = _graphed_vs_eager(cls, options, dtype, MSELoss())
+    step = _graphed_vs_eager(cls, options, dtype, MSELoss(), per_layer=per_layer)
     assert step.captures == 1
 
 
@@ -524,8 +587,13 @@ def test_cuda_cross_entropy() -> None:
 
 
 @cuda
-def test_cuda_side_stream_gradients_are_joined_before_the_update() -> None:
-    """Wide layers make each dL/dW long enough that a missing fork or join would show."""
+@pytest.mark.parametrize("per_layer", [False, True], ids=["one update", "update per layer"])
+def test_cuda_side_stream_gradients_are_joined_before_the_update(per_layer: bool) -> None:
+    """Wide layers make each dL/dW long enough that a missing fork, wait or join would show.
+
+    With an update per layer, a layer updated before its dL/dx had read the weight, or
+    before its dL/dW was done, would train otherwise than the eager steps.
+    """
     torch.manual_seed(0)
     model = Sequential(Linear(256, 2048), ReLU(), Linear(2048, 2048), ReLU(), Linear(2048, 10))
     model = model.to("cuda", torch.float64)
@@ -539,8 +607,9 @@ def test_cuda_side_stream_gradients_are_joined_before_the_update() -> None:
         for _ in range(8)
     ]
     options = {"lr": 0.05, "momentum": 0.9}
+    optimizer = SGD(model.parameters(), **options)
     step = GraphedTrainStep(
-        model, CrossEntropyLoss(), SGD(model.parameters(), **options), *batches[0]
+        model, CrossEntropyLoss(), optimizer, *batches[0], update_per_layer=per_layer
     )
     losses = [step(x, y).clone() for x, y in batches]
     expected = eager_losses(

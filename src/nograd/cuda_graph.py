@@ -25,6 +25,9 @@ What a recording implies, and how ``GraphedTrainStep`` deals with it:
 - **Two branches.** The capture computes the parameter gradients on a second stream
   (``nograd.nn.grad_stream``), so the graph runs each layer's dL/dW and dL/db beside the
   chain of dL/dx that the layers below wait for, and joins the two before the update.
+  With ``update_per_layer=True``, a third stream updates each layer's parameters as soon
+  as the backward is done with them (``nograd.layer_updates``), beside the backward of
+  the layers below.
 - **No host synchronisation.** Reading a value on the CPU (``.item()``, ``.tolist()``,
   ``int(t)``, an ``if`` on a tensor) waits for the GPU, which a capture cannot do: nothing
   has run yet. The last warm-up step runs with torch's sync debug mode set to "error",
@@ -33,9 +36,13 @@ What a recording implies, and how ``GraphedTrainStep`` deals with it:
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import torch
 from torch import Tensor
 
+from nograd.layer_updates import backward_updating_each_layer, updates_per_layer_apply
+from nograd.nn.container import Sequential
 from nograd.nn.grad_stream import parameter_grads_on_side_stream
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
@@ -67,6 +74,12 @@ class GraphedTrainStep:
     dL/dW = g^T x directly, where zeroing them in place would cost one more kernel per
     parameter and an accumulation per bias, every step.
 
+    With ``update_per_layer=True`` the capture updates each layer's parameters right
+    after that layer's backward, on a stream of their own, instead of all of them after
+    the whole backward (``nograd.layer_updates``; the same numbers). It applies to a
+    ``Sequential`` whose children share no parameter; otherwise the step updates at the
+    end as usual, and ``updates_per_layer`` says which it does.
+
     Do not replace parameters or optimizer state between calls (``model.to``,
     ``optimizer.load_state_dict``): the graph keeps the old tensors; and do not take
     eager steps in between (Adam's t on the device would fall behind). Build a new step.
@@ -78,6 +91,8 @@ class GraphedTrainStep:
         example_input: a batch of inputs: fixes the shape, dtype and device of each batch.
         example_target: a batch of targets, likewise.
         warmup: eager steps before the capture (>= 1).
+        update_per_layer: update each layer as soon as its gradients are done, beside the
+            backward of the layers below (a GPU runs the two side by side).
 
     Shape:
         x: the example input's shape, y: the example target's -> loss: (). The returned
@@ -92,8 +107,14 @@ class GraphedTrainStep:
         example_input: Tensor,
         example_target: Tensor,
         warmup: int = 3,
+        update_per_layer: bool = False,
     ) -> None:
         _check_arguments(model, loss_fn, optimizer, example_input, example_target, warmup)
+        if not isinstance(update_per_layer, bool):
+            raise TypeError(
+                "GraphedTrainStep: expected update_per_layer to be a bool, "
+                f"got {update_per_layer!r}"
+            )
         _require_cuda(example_input, "example_input")
         _require_cuda(example_target, "example_target")
         for name, param in model.named_parameters():
@@ -104,6 +125,8 @@ class GraphedTrainStep:
                 )
         self.model, self.loss_fn, self.optimizer, self.warmup = model, loss_fn, optimizer, warmup
         self.captures = 0  # how many times the step was captured (1 + re-captures)
+        # whether the capture updates layer by layer (asked for, and the model allows it)
+        self.updates_per_layer = update_per_layer and updates_per_layer_apply(model)
         model.needs_input_grad = False
         self._modules = [*model.modules(), loss_fn]
         self._x = example_input.detach().clone()  # the static buffers every replay reads
@@ -151,23 +174,55 @@ class GraphedTrainStep:
 
     # ------------------------------------------------------------------ internals
     def _step(
-        self, x: Tensor, y: Tensor, grad_stream: torch.cuda.Stream | None = None
+        self,
+        x: Tensor,
+        y: Tensor,
+        grad_stream: torch.cuda.Stream | None = None,
+        update_stream: torch.cuda.Stream | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """One training step; with ``grad_stream`` (the capture), dL/dW and dL/db go there."""
+        """One training step; with ``grad_stream`` (the capture), dL/dW and dL/db go there.
+
+        With ``update_stream`` too, each layer's update goes there, after its backward.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         output = self.model(x)
         loss = self.loss_fn(output, y)
-        if grad_stream is None:
+        if grad_stream is None:  # a warm-up step: eager, one stream
             self.model.backward(self.loss_fn.backward())
-        else:
-            with parameter_grads_on_side_stream(grad_stream):
-                self.model.backward(self.loss_fn.backward())
-        capturable = grad_stream is not None
-        if capturable and isinstance(self.optimizer, Adam):
-            capturable_adam_step(self.optimizer, self._adam_t)
-        else:
             self.optimizer.step()
+            return loss, output
+        advanced: set[int] = set()  # Adam: the groups whose t this step has advanced
+        updated: set[Parameter] = set()
+        with parameter_grads_on_side_stream(grad_stream):
+            if update_stream is None:
+                self.model.backward(self.loss_fn.backward())
+            else:
+                assert isinstance(self.model, Sequential)  # updates_per_layer_apply says so
+                updated = backward_updating_each_layer(
+                    self.model,
+                    self.loss_fn.backward(),
+                    lambda params: self._update(params, advanced),
+                    update_stream,
+                )
+        if update_stream is not None:
+            torch.cuda.current_stream(update_stream.device).wait_stream(update_stream)  # join
+        rest = {
+            param
+            for group in self.optimizer.param_groups
+            for param in group["params"]
+            if param.grad is not None and param not in updated
+        }
+        if rest:  # everything, or what no layer's update took
+            self._update(rest, advanced)
         return loss, output
+
+    def _update(self, params: AbstractSet[Parameter], advanced: set[int]) -> None:
+        """The optimizer's update of ``params``, in a form a graph can replay."""
+        if isinstance(self.optimizer, Adam):
+            capturable_adam_step(self.optimizer, self._adam_t, params, advanced)
+        else:
+            assert isinstance(self.optimizer, SGD)  # _check_arguments allows no other
+            self.optimizer._update(params)
 
     def _warmup_step(self, x: Tensor, y: Tensor, check_syncs: bool) -> Tensor:
         """An eager step on a side stream, as torch's capture recipe asks."""
@@ -201,9 +256,14 @@ class GraphedTrainStep:
         if isinstance(self.optimizer, Adam):
             self._adam_t = adam_step_counts(self.optimizer)
         grad_stream = torch.cuda.Stream(self._x.device)  # type: ignore[no-untyped-call]
+        update_stream = (
+            torch.cuda.Stream(self._x.device)  # type: ignore[no-untyped-call]
+            if self.updates_per_layer
+            else None
+        )
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._loss, self._output = self._step(self._x, self._y, grad_stream)
+            self._loss, self._output = self._step(self._x, self._y, grad_stream, update_stream)
         if isinstance(self.optimizer, Adam):  # those the captured step updates
             groups = self.optimizer.param_groups
             self._adam_params = [

@@ -9,10 +9,12 @@ same (``nograd.cuda_graph.GraphedTrainStep`` uses it).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 import torch
 from torch import Tensor
 
+from nograd.nn.parameter import Parameter
 from nograd.optim.adam import Adam
 
 
@@ -41,7 +43,12 @@ def adam_step_counts(optimizer: Adam) -> list[Tensor]:
     return counts
 
 
-def capturable_adam_step(optimizer: Adam, steps: Sequence[Tensor]) -> None:
+def capturable_adam_step(
+    optimizer: Adam,
+    steps: Sequence[Tensor],
+    only: AbstractSet[Parameter] | None = None,
+    advanced: set[int] | None = None,
+) -> None:
     """``optimizer.step()`` for Adam/AdamW with t on the device, so a graph can replay it.
 
     The update is ``Adam.step``'s (see its docstring); only the step count t, the bias
@@ -59,9 +66,18 @@ def capturable_adam_step(optimizer: Adam, steps: Sequence[Tensor]) -> None:
         optimizer: an Adam or AdamW whose state exists (after at least one eager step).
         steps: t of each param group before this step (``adam_step_counts``), advanced
             in place.
+        only: update just these of the parameters (a step in parts, layer by layer:
+            ``nograd.layer_updates``); None: every parameter that has a gradient.
+        advanced: for a step in parts, the indices of the groups whose t this step has
+            advanced already; t of each group is advanced once, by the first part that
+            updates it, which adds the group's index here.
     """
-    for group, t in zip(optimizer.param_groups, steps, strict=True):
-        params = [param for param in group["params"] if param.grad is not None]
+    for i, (group, t) in enumerate(zip(optimizer.param_groups, steps, strict=True)):
+        params = [
+            param
+            for param in group["params"]
+            if param.grad is not None and (only is None or param in only)
+        ]
         if not params:
             continue
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
@@ -90,7 +106,10 @@ def capturable_adam_step(optimizer: Adam, steps: Sequence[Tensor]) -> None:
             v_max = [state["max_exp_avg_sq"] for state in states]
             torch._foreach_maximum_(v_max, v)  # v_max = max(v_max, v)
             v = v_max
-        t.add_(1)  # t = t + 1, on the device
+        if advanced is None or i not in advanced:
+            t.add_(1)  # t = t + 1, on the device
+            if advanced is not None:
+                advanced.add(i)
         if lr == 0:
             continue  # s = 0: p stays as it is (d / -s would divide by zero)
         dtype = p[0].dtype

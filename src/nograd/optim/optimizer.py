@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -172,17 +173,24 @@ class Optimizer:
         """
         raise NotImplementedError(f"{self._name} must implement step()")
 
-    def _with_grads(self, group: ParamGroup) -> GroupTensors:
+    def _with_grads(
+        self, group: ParamGroup, only: AbstractSet[Parameter] | None = None
+    ) -> GroupTensors:
         """The group's parameters that have a gradient, their values p and gradients g.
 
         ``step`` updates these lists all at once with torch's ``_foreach_*`` ops: one
         call per formula for the whole group instead of one per parameter. When every
         parameter has a gradient and ``can_flatten`` allows, each list holds a single
         flat tensor with the whole group (``nograd.optim.flat``), so each call is one
-        kernel.
+        kernel. With ``only``, just the group's parameters in it (an update of part of
+        the model: ``nograd.layer_updates``).
         """
-        params = [param for param in group["params"] if param.grad is not None]
-        grads = [param.grad for param in group["params"] if param.grad is not None]
+        params = [
+            param
+            for param in group["params"]
+            if param.grad is not None and (only is None or param in only)
+        ]
+        grads = [param.grad for param in params if param.grad is not None]
         flat = self._flat_group(group, params)
         if flat is None:
             return GroupTensors(params, [param.data for param in params], grads, None)

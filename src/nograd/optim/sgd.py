@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
+from nograd.nn.parameter import Parameter
 from nograd.optim import foreach
 from nograd.optim.foreach import TensorList
 from nograd.optim.optimizer import GroupTensors, Optimizer, ParamsT
@@ -70,8 +72,17 @@ class SGD(Optimizer):
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = closure() if closure is not None else None
+        self._update()
+        return loss
+
+    def _update(self, only: AbstractSet[Parameter] | None = None) -> None:
+        """``step()``'s update; with ``only``, of just those of the parameters.
+
+        The rule is elementwise, so updating a group in parts gives, bit for bit, what
+        one call gives (``GraphedTrainStep(update_per_layer=True)`` updates layer by layer).
+        """
         for group in self.param_groups:
-            tensors = self._with_grads(group)  # p, g: one tensor per parameter, or one flat
+            tensors = self._with_grads(group, only)  # p, g: a tensor per parameter, or one flat
             params, p, g = tensors.params, tensors.p, tensors.g
             if not params:
                 continue
@@ -86,7 +97,6 @@ class SGD(Optimizer):
                 nesterov = group["nesterov"]
                 g = foreach.add(g, b, alpha=mu) if nesterov else b  # g + mu * b  or  b
             foreach.add_(p, g, alpha=-lr)  # p = p - lr * g
-        return loss
 
     def _momentum_buffers(
         self, tensors: GroupTensors, g: TensorList, mu: float, dampening: float
