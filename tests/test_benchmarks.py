@@ -173,6 +173,7 @@ def test_gpu_script_dry_run_on_the_cpu_checks_and_profiles(
     out = capsys.readouterr().out
     (row,) = [line for line in out.splitlines() if line.startswith("| 2-25-25-25-2 | 100 | sgd |")]
     assert row.endswith("| ✓ |")  # every variant agrees with PyTorch eager after 8 steps
+    assert "| nograd CUDA graph | nograd layer updates |" in out  # both graphs, CUDA only
     for name in ("minimal eager", "nograd eager"):
         assert f"- {name}: " in out and "cudaStreamSynchronize 0" in out
     assert out.count("top self CPU (us per step, calls per step): aten::") == 2  # ranked ops
