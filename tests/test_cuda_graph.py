@@ -225,6 +225,17 @@ def eager_losses(
     return losses
 
 
+class Peeking(Module):
+    """Reads its input's largest value on the host: a sync that a capture cannot do."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.largest = float(x.max())  # a host sync
+        return x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return grad_output
+
+
 def assert_same_training(ours: Module, reference: Module) -> None:
     for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p.data, q.data, **tolerance(p.dtype), msg=name)
@@ -430,14 +441,6 @@ def test_a_mode_change_triggers_a_new_capture(fake_cuda: FakeCuda) -> None:
 
 
 def test_a_host_sync_is_reported_before_the_capture(fake_cuda: FakeCuda) -> None:
-    class Peeking(Module):
-        def forward(self, x: Tensor) -> Tensor:
-            self.largest = float(x.max())  # a host sync
-            return x
-
-        def backward(self, grad_output: Tensor) -> Tensor:
-            return grad_output
-
     model = Sequential(Linear(4, 3), Peeking()).to(torch.float64)
     x, y = make_batches(1, torch.float64)[0]
     step = GraphedTrainStep(model, MSELoss(), SGD(model.parameters()), x, y, warmup=2)
@@ -624,14 +627,6 @@ def test_cuda_side_stream_gradients_are_joined_before_the_update(per_layer: bool
 
 @cuda
 def test_cuda_host_sync_is_reported_before_the_capture() -> None:
-    class Peeking(Module):
-        def forward(self, x: Tensor) -> Tensor:
-            self.largest = float(x.max())  # a host sync
-            return x
-
-        def backward(self, grad_output: Tensor) -> Tensor:
-            return grad_output
-
     model = Sequential(Linear(4, 3), Peeking()).to("cuda")
     x, y = (t.float().cuda() for t in make_batches(1, torch.float32)[0])
     step = GraphedTrainStep(model, MSELoss(), SGD(model.parameters()), x, y, warmup=2)
