@@ -185,11 +185,9 @@ class Optimizer:
         kernel. With ``only``, just the group's parameters in it (an update of part of
         the model: ``nograd.layer_updates``).
         """
-        params = [
-            param
-            for param in group["params"]
-            if param.grad is not None and (only is None or param in only)
-        ]
+        params = [param for param in group["params"] if param.grad is not None]
+        if only is not None:
+            params = [param for param in params if param in only]
         grads = [param.grad for param in params if param.grad is not None]
         flat = self._flat_group(group, params)
         if flat is None:
