@@ -6,15 +6,19 @@ time the step reads its weight) and its own dL/dW and dL/db, nothing else in the
 reads or writes its parameters: they can be updated at once, while the layers below
 compute their gradients. In a CUDA graph those updates go to a stream of their own, so
 the GPU runs layer k's update beside the backward of the layers below it, and only the
-first layer's update is left after the backward::
+first layer's update is left after the backward (3 layers; time runs to the right)::
 
-    one update at the end        gradient chain:  dx_3  dx_2  ....  .......
-                                 dL/dW stream:    dW_3  dW_2  dW_1
-                                 then:                             update all
+    one update at the end        main:    dx_3   dx_2
+                                 side:    dW_3   dW_2   dW_1
+                                 main:                         upd_3 upd_2 upd_1
 
-    an update per layer          gradient chain:  dx_3  dx_2
-                                 dL/dW stream:    dW_3  dW_2  dW_1
-                                 update stream:      upd_3   upd_2  upd_1
+    an update per layer          main:    dx_3   dx_2
+                                 side:    dW_3   dW_2   dW_1
+                                 update:         upd_3  upd_2  upd_1
+
+(dx_k: layer k's dL/dx, on the stream the backward runs on; dW_k: its dL/dW and dL/db,
+on the gradient stream of ``nograd.nn.grad_stream``; upd_k: the update of its
+parameters, which waits for both.)
 
 The numbers are the same: every update rule is elementwise, so updating a group's
 tensors in several calls gives, bit for bit, what one call gives.
