@@ -51,7 +51,9 @@ def updates_per_layer_apply(model: Module) -> bool:
     """Whether ``backward_updating_each_layer`` can run ``model``'s backward.
 
     It must be a ``Sequential`` with Sequential's own ``backward`` (the loop this module
-    runs in its place), and each parameter must belong to one child only.
+    runs in its place), and each parameter must belong to one child only. What this
+    cannot see: a module that reads another module's weight without holding it (neither
+    as a parameter nor as a child) would read the updated weight in its backward.
     """
     if not isinstance(model, Sequential) or type(model).backward is not Sequential.backward:
         return False
