@@ -11,7 +11,7 @@ and the loop costs up to 1 µs per call on its own. A flat group
 the single-tensor op directly: the same kernel, the same bits, without the loop.
 GPU lists always go through ``_foreach_*``, whose fused kernels PyTorch's optimizers use too.
 
-One line gets a kernel that torch.optim does not use for it: SGD's momentum update
+One line gets a kernel that PyTorch's SGD does not use for it: SGD's momentum update
 b = mu * b + g, two passes in torch (``mul_``, then ``add_``), is one ``addcmul`` per
 tensor on the CPU (``mul_add_``), rounded in the same two places.
 

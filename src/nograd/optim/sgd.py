@@ -119,7 +119,7 @@ class SGD(Optimizer):
         return [state["momentum_buffer"] for state in states]
 
     def _decay_and_add(self, b: TensorList, g: TensorList, mu: float, dampening: float) -> None:
-        """b = mu * b + (1 - dampening) * g, in place, rounded as torch.optim rounds it."""
+        """b = mu * b + (1 - dampening) * g, in place, rounded as PyTorch's SGD rounds it."""
         if dampening == 0 and foreach.one_pass_mul_add(b):
             foreach.mul_add_(b, mu, g)  # b = mu * b + g, one pass instead of the two below
             return
