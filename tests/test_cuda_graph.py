@@ -373,6 +373,30 @@ def test_the_capture_updates_each_layer_after_its_backward(fake_cuda: FakeCuda) 
     assert timeline[join + 1 :] == []  # nothing is left to update after the backward
 
 
+@pytest.mark.parametrize(("cls", "options"), [(SGD, {"momentum": 0.9}), (Adam, {})])
+def test_per_layer_updates_with_a_nested_model_and_two_groups(
+    fake_cuda: FakeCuda, cls: type[Optimizer], options: dict[str, Any]
+) -> None:
+    """A nested Sequential is updated after its whole backward; each group's t once a step."""
+
+    def build() -> tuple[Sequential, Optimizer]:
+        torch.manual_seed(0)
+        model = Sequential(Sequential(Linear(4, 8), ReLU()), Linear(8, 8), Tanh(), Linear(8, 3))
+        model = model.to(torch.float64)
+        later = [*model[1].parameters(), *model[3].parameters()]
+        groups = [{"params": list(model[0].parameters())}, {"params": later, "lr": 0.05}]
+        return model, cls(groups, lr=0.01, **options)
+
+    (model, optimizer), (reference, reference_optimizer) = build(), build()
+    batches = make_batches(10, torch.float64)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0], update_per_layer=True)
+    for x, y in batches:
+        step(x, y)
+    eager_losses(reference, MSELoss(), reference_optimizer, batches)
+    assert step.updates_per_layer
+    assert_same_training(model, reference)
+
+
 def test_a_shared_weight_or_a_custom_backward_updates_at_the_end(fake_cuda: FakeCuda) -> None:
     shared = Linear(4, 4)
     tied = Sequential(shared, ReLU(), shared, Linear(4, 3)).to(torch.float64)
