@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
 from nograd import data, nn, optim
+from nograd.optim import foreach
+from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 from nograd.train import fit
 from tests.oracle import compare_module
 
@@ -81,6 +85,76 @@ def test_optimizers_match_torch_on_cuda(name: str) -> None:
         opt_ref.step()
     for p, q in zip(ours, ref, strict=True):
         torch.testing.assert_close(p.data, q.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("SGD", {"lr": 0.05, "momentum": 0.9}),
+        ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2}),
+        ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "maximize": True}),
+        ("Adam", {"lr": 1e-3}),
+        ("Adam", {"lr": 1e-3, "amsgrad": True, "weight_decay": 1e-2}),
+        ("AdamW", {"lr": 1e-3}),
+        ("RMSprop", {"lr": 1e-3, "momentum": 0.9, "centered": True}),
+        ("RMSprop", {"lr": 1e-3}),
+    ],
+)
+def test_optimizers_on_big_float32_tensors_have_torchs_bits(
+    name: str, options: dict[str, Any]
+) -> None:
+    """The MLP's shapes: big tensors take single-tensor kernels, yet every bit is torch's.
+
+    torch's optimizers on a GPU run ``_foreach_*`` kernels over the whole list; in a
+    capture, nograd gives each tensor of OWN_KERNEL_NUMEL numbers or more its own
+    kernel (``nograd.optim.foreach``).
+    """
+    shapes = [(1024, 784), (1024,), (1024, 1024), (1024,), (10, 1024), (10,)]
+    torch.manual_seed(0)
+    init = [torch.randn(s, device=CUDA) for s in shapes]
+    ours = [nn.Parameter(t.clone()) for t in init]
+    ref = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = getattr(optim, name)(ours, **options)
+    opt_ref = getattr(torch.optim, name)(ref, **options)
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in init]
+        for p, q, g in zip(ours, ref, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        with foreach.own_kernels():  # as in a capture
+            opt.step()
+        opt_ref.step()
+    for p, q in zip(ours, ref, strict=True):
+        assert torch.equal(p.data, q.detach()), name
+
+
+@pytest.mark.parametrize("options", [{}, {"amsgrad": True, "weight_decay": 1e-2}])
+def test_capturable_adam_on_big_float32_tensors_keeps_the_foreach_bits(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nograd's graph-ready Adam, big tensors split off, against the same step all foreach."""
+    shapes = [(1024, 784), (1024,), (10, 1024)]
+    torch.manual_seed(0)
+    init = [torch.randn(s, device=CUDA) for s in shapes]
+    runs = []
+    for split in (True, False):
+        with monkeypatch.context() as patched:
+            if not split:
+                patched.setattr(foreach, "_own_kernel", lambda x: False)  # torch's one call
+            params = [nn.Parameter(t.clone()) for t in init]
+            opt = optim.Adam(params, lr=1e-3, **options)
+            torch.manual_seed(1)
+            for i in range(5):
+                for p in params:
+                    p.grad = torch.randn_like(p.data)
+                if i == 0:
+                    opt.step()  # the first step creates the state
+                    steps = adam_step_counts(opt)
+                else:
+                    with foreach.own_kernels():
+                        capturable_adam_step(opt, steps)
+            runs.append([p.data for p in params])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_fit_on_cuda_trains_as_on_the_cpu() -> None:

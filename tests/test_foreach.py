@@ -85,17 +85,46 @@ CASES: list[tuple[str, Callable[[Lists], Any], Callable[[Lists], Any]]] = [
         lambda t: foreach.mul_add_(t[0], 0.9, t[1]),
         lambda t: (torch._foreach_mul_(t[0], 0.9), torch._foreach_add_(t[0], t[1]))[-1],
     ),
+    (
+        "div_ by a 0-dim tensor",  # capturable Adam's bias correction, on the device
+        lambda t: foreach.div_(
+            t[0], torch.full((), 0.7, dtype=t[0][0].dtype, device=t[0][0].device)
+        ),
+        lambda t: torch._foreach_div_(
+            t[0], torch.full((), 0.7, dtype=t[0][0].dtype, device=t[0][0].device)
+        ),
+    ),
     ("maximum_", lambda t: foreach.maximum_(t[0], t[1]), lambda t: torch._foreach_maximum_(*t[:2])),
     ("sqrt", lambda t: foreach.sqrt(t[0]), lambda t: torch._foreach_sqrt(t[0])),
     ("sqrt_", lambda t: foreach.sqrt_(t[0]), lambda t: torch._foreach_sqrt_(t[0])),
 ]
 
 
-def lists(count: int, dtype: torch.dtype, seed: int) -> Lists:
+def lists(
+    count: int, dtype: torch.dtype, seed: int, shapes: list[tuple[int, ...]] | None = None
+) -> Lists:
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(1427,), (25, 25), (7,), (2, 25)][:count]
+    shapes = (shapes or [(1427,), (25, 25), (7,), (2, 25)])[:count]
     x, y, z = ([torch.rand(s, generator=gen, dtype=dtype) + 0.5 for s in shapes] for _ in "xyz")
     return x, y, z
+
+
+def check_case(
+    name: str,
+    ours: Callable[[Lists], Any],
+    theirs: Callable[[Lists], Any],
+    mine: Lists,
+    reference: Lists,
+) -> None:
+    """ours on mine and theirs on reference (equal lists) give the same numbers, bit for bit."""
+    count = len(mine[0])
+    result, expected = ours(mine), theirs(reference)
+    if name.split()[0].endswith("_"):  # in place: the first list holds the result
+        assert result is None
+        result, expected = mine[0], reference[0]
+    assert len(result) == count
+    for a, b in zip(result, expected, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
 
 
 def copies(tensors: Lists) -> Lists:
@@ -113,14 +142,83 @@ def test_each_helper_has_the_bits_of_torchs_foreach_op(
     count: int,
     dtype: torch.dtype,
 ) -> None:
-    mine, reference = lists(count, dtype, seed=count), lists(count, dtype, seed=count)
-    result, expected = ours(mine), theirs(reference)
-    if name.split()[0].endswith("_"):  # in place: the first list holds the result
-        assert result is None
+    check_case(name, ours, theirs, lists(count, dtype, count), lists(count, dtype, count))
+
+
+@pytest.mark.parametrize(("name", "ours", "theirs"), CASES, ids=[case[0] for case in CASES])
+def test_big_tensors_take_the_single_op_and_the_rest_one_foreach_call(
+    name: str,
+    ours: Callable[[Lists], Any],
+    theirs: Callable[[Lists], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The GPU's split, run on the CPU: results in the list's order, arguments split along."""
+    if name == "mul_add_":
+        pytest.skip("mul_add_ is one single-tensor op per tensor anyway")
+    monkeypatch.setattr(foreach, "_own_kernel", lambda x: x.numel() >= 600)  # 1427 and 625
+    calls: list[int] = []
+
+    def counted(op: Callable[..., Any]) -> Callable[..., Any]:
+        def call(xs: Any, *args: Any, **kw: Any) -> Any:
+            calls.append(len(xs))
+            return op(xs, *args, **kw)
+
+        return call
+
+    mine, reference = lists(4, torch.float64, 3), lists(4, torch.float64, 3)
+    with monkeypatch.context() as patched, foreach.own_kernels():  # count ours only
+        for op in [name for name in dir(torch) if name.startswith("_foreach_")]:
+            patched.setattr(torch, op, counted(getattr(torch, op)))
+        result = ours(mine)
+    assert calls == [2], calls  # one _foreach_* call, for (7,) and (2, 25)
+    expected = theirs(reference)
+    if name.split()[0].endswith("_"):
         result, expected = mine[0], reference[0]
-    assert len(result) == count
     for a, b in zip(result, expected, strict=True):
-        assert a.dtype == b.dtype and torch.equal(a, b), name
+        assert torch.equal(a, b), name
+
+
+def test_only_big_gpu_tensors_in_a_capture_leave_the_foreach_call() -> None:
+    big = torch.zeros(foreach.OWN_KERNEL_NUMEL, device="meta")
+    assert not foreach._own_kernel(big)  # eager: one _foreach_* call for the whole list
+    with foreach.own_kernels():
+        with foreach.own_kernels():  # nested: still on after the inner block
+            pass
+        assert foreach._own_kernel(big)
+        assert not foreach._own_kernel(torch.zeros(foreach.OWN_KERNEL_NUMEL - 1, device="meta"))
+        assert not foreach._own_kernel(torch.zeros(foreach.OWN_KERNEL_NUMEL))  # CPU: foreach
+    assert not foreach._own_kernel(big)
+
+
+def test_an_eager_step_makes_one_foreach_call_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(foreach, "_own_kernel", lambda x: True)  # every tensor "big"...
+    xs = [torch.ones(3), torch.ones(4)]
+    with OpNames() as ops:
+        foreach.mul_(xs, 2.0)  # ...yet outside own_kernels() the list stays whole
+    assert ops.names == ["_foreach_mul_"], ops.names
+
+
+CUDA_SHAPES = [(1024, 784), (7,), (foreach.OWN_KERNEL_NUMEL,), (10, 1024), (65536 + 17,)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("name", "ours", "theirs"), CASES, ids=[case[0] for case in CASES])
+def test_cuda_split_lists_keep_the_bits_of_torchs_foreach_op(
+    name: str, ours: Callable[[Lists], Any], theirs: Callable[[Lists], Any], dtype: torch.dtype
+) -> None:
+    """Big tensors by the single-tensor kernel, small ones by _foreach_*: torch's bits."""
+    if name == "mul_add_":
+        pytest.skip("the one-pass momentum update runs on the CPU only")
+
+    def on_cuda(tensors: Lists) -> Lists:
+        x, y, z = tensors
+        return [t.cuda() for t in x], [t.cuda() for t in y], [t.cuda() for t in z]
+
+    mine = on_cuda(lists(5, dtype, 5, CUDA_SHAPES))
+    reference = on_cuda(lists(5, dtype, 5, CUDA_SHAPES))
+    with foreach.own_kernels():  # as in a capture: big tensors by their own kernels
+        check_case(name, ours, theirs, mine, reference)
 
 
 def test_a_new_list_leaves_its_input_alone() -> None:

@@ -28,6 +28,10 @@ What a recording implies, and how ``GraphedTrainStep`` deals with it:
   With ``update_per_layer=True``, a third stream updates each layer's parameters as soon
   as the backward is done with them (``nograd.layer_updates``), beside the backward of
   the layers below.
+- **Kernels, not launches.** A replay costs the CPU one launch, however many kernels
+  it holds, so the capture gives each big parameter tensor its own kernel for each line
+  of the update (``nograd.optim.foreach.own_kernels``): on a GPU that is faster than
+  torch's one ``_foreach_*`` kernel for a list of big tensors.
 - **No host synchronisation.** Reading a value on the CPU (``.item()``, ``.tolist()``,
   ``int(t)``, an ``if`` on a tensor) waits for the GPU, which a capture cannot do: nothing
   has run yet. The last warm-up step runs with torch's sync debug mode set to "error",
@@ -47,7 +51,7 @@ from nograd.nn.grad_stream import parameter_grads_on_side_stream
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.nn.parameter import Parameter
-from nograd.optim import SGD, Adam, Optimizer
+from nograd.optim import SGD, Adam, Optimizer, foreach
 from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 
 
@@ -262,7 +266,7 @@ class GraphedTrainStep:
             else None
         )
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph), foreach.own_kernels():
             self._loss, self._output = self._step(self._x, self._y, grad_stream, update_stream)
         if isinstance(self.optimizer, Adam):  # those the captured step updates
             groups = self.optimizer.param_groups

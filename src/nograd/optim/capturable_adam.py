@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from nograd.nn.parameter import Parameter
+from nograd.optim import foreach
 from nograd.optim.adam import Adam
 
 
@@ -93,18 +94,18 @@ def capturable_adam_step(
         m = [state["exp_avg"] for state in states]
         v = [state["exp_avg_sq"] for state in states]
         if group["maximize"]:
-            g = list(torch._foreach_neg(g))  # g = -g
+            g = list(foreach.neg(g))  # g = -g
         if weight_decay != 0:
             if group["decoupled_weight_decay"]:
-                torch._foreach_mul_(p, 1 - lr * weight_decay)  # p = p * (1 - lr * wd)
+                foreach.mul_(p, 1 - lr * weight_decay)  # p = p * (1 - lr * wd)
             else:
-                g = list(torch._foreach_add(g, p, alpha=weight_decay))  # g = g + wd * p
-        torch._foreach_lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
-        torch._foreach_mul_(v, beta2)  # v = beta2 * v
-        torch._foreach_addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+                g = list(foreach.add(g, p, alpha=weight_decay))  # g = g + wd * p
+        foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
+        foreach.mul_(v, beta2)  # v = beta2 * v
+        foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
         if amsgrad:
             v_max = [state["max_exp_avg_sq"] for state in states]
-            torch._foreach_maximum_(v_max, v)  # v_max = max(v_max, v)
+            foreach.maximum_(v_max, v)  # v_max = max(v_max, v)
             v = v_max
         if advanced is None or i not in advanced:
             t.add_(1)  # t = t + 1, on the device
@@ -115,8 +116,8 @@ def capturable_adam_step(
         dtype = p[0].dtype
         bias_correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, t)).to(dtype)  # sqrt(1 - beta2^t)
         minus_s = torch.reciprocal(1 - torch.pow(beta1, t)).mul_(-lr).to(dtype)  # -lr/(1-beta1^t)
-        denom = torch._foreach_sqrt(v)  # sqrt(v)
-        torch._foreach_div_(denom, bias_correction2_sqrt)  # sqrt(v) / sqrt(1 - beta2^t)
-        torch._foreach_add_(denom, eps)  # d = ... + eps
-        torch._foreach_div_(denom, minus_s)  # d / -s
-        torch._foreach_addcdiv_(p, m, denom)  # p = p + m / (d / -s) = p - s m / d
+        denom = foreach.sqrt(v)  # sqrt(v)
+        foreach.div_(denom, bias_correction2_sqrt)  # sqrt(v) / sqrt(1 - beta2^t)
+        foreach.add_scalar_(denom, eps)  # d = ... + eps
+        foreach.div_(denom, minus_s)  # d / -s
+        foreach.addcdiv_(p, m, denom)  # p = p + m / (d / -s) = p - s m / d

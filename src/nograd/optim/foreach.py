@@ -9,11 +9,25 @@ On the CPU those ops are a C++ loop that calls the single-tensor op on each tens
 and the loop costs up to 1 µs per call on its own. A flat group
 (``nograd.optim.flat``) is a list of one tensor, so for it each function below calls
 the single-tensor op directly: the same kernel, the same bits, without the loop.
-GPU lists always go through ``_foreach_*``, whose fused kernels PyTorch's optimizers use too.
+On a GPU a list goes to ``_foreach_*``, whose fused kernels PyTorch's optimizers use
+too, except for its big tensors, which take the single-tensor op (below).
 
 One line gets a kernel that PyTorch's SGD does not use for it: SGD's momentum update
 b = mu * b + g, two passes in torch (``mul_``, then ``add_``), is one ``addcmul`` per
 tensor on the CPU (``mul_add_``), rounded in the same two places.
+
+Big tensors on a GPU: a ``_foreach_*`` kernel gives each chunk of 65536 numbers one
+block of threads, so a list of a few big tensors runs on a few dozen of the GPU's
+processors, and a kernel takes about as long as one block needs for one chunk. On
+the MLP 784-1024-1024-10 (1.9 million parameters, 29 chunks), each line of SGD took
+10 to 17 us on an H100, where the single-tensor op, with blocks on every processor,
+reads and writes the same memory in a few us. So on a GPU every tensor of at least
+``OWN_KERNEL_NUMEL`` numbers gets the single-tensor op, and the rest of the list one
+``_foreach_*`` call; but only inside ``own_kernels()``, which a CUDA graph's capture
+uses, since an eager step pays the CPU a launch for each kernel. Each number is
+computed by the same formula either way (tests/test_foreach.py and tests/test_cuda.py
+check the bits on a GPU), except that a division by a Python number on a GPU kernel
+of one tensor multiplies by its inverse: ``div_`` passes it as a 0-dim tensor.
 
 Scalars: on the CPU, ``foreach_scalar`` turns a number into the 0-dim tensor these
 ops take fastest (on a GPU the number itself is as fast); a list of numbers gives
@@ -22,7 +36,10 @@ each tensor its own (Adam's bias correction, where the tensors' step counts diff
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,12 +69,89 @@ def _alone(tensors: TensorList) -> Tensor | None:
     return None
 
 
+OWN_KERNEL_NUMEL = 1 << 15  # in a capture, a GPU tensor this big skips the _foreach_* kernel
+# Whether big GPU tensors take their own kernels now: only inside own_kernels(), which
+# GraphedTrainStep's capture uses. An eager step keeps one _foreach_* call per line.
+_capturing = False
+
+
+@contextlib.contextmanager
+def own_kernels() -> Iterator[None]:
+    """Within the block, each big GPU tensor gets the single-tensor op (a CUDA graph capture).
+
+    In a graph, launches cost the CPU nothing per replay and only the kernels' time
+    counts, so more, faster kernels win. An eager step on a GPU is paced by the CPU's
+    launches instead (a few us each), and one ``_foreach_*`` call per line is faster.
+    """
+    global _capturing
+    previous, _capturing = _capturing, True
+    try:
+        yield
+    finally:
+        _capturing = previous
+
+
+def _own_kernel(x: Tensor) -> bool:
+    """Whether x takes the single-tensor op rather than a place in a ``_foreach_*`` call."""
+    return _capturing and not x.is_cpu and x.numel() >= OWN_KERNEL_NUMEL
+
+
+def _parts(xs: TensorList) -> tuple[list[int], list[int]]:
+    """The indices of xs's big GPU tensors, then of the others."""
+    if not _capturing:
+        return [], []  # the usual case: the caller makes one call for the whole list
+    big = [i for i, x in enumerate(xs) if _own_kernel(x)]
+    return big, [i for i in range(len(xs)) if i not in big]
+
+
+def _at(arg: Any, i: int) -> Any:
+    """Tensor i's argument: item i of a list (one item per tensor), else the argument itself."""
+    return arg[i] if isinstance(arg, list | tuple) else arg
+
+
+def _pick(arg: Any, indices: list[int]) -> Any:
+    """The items of a per-tensor list at these indices; any other argument as it is."""
+    return [arg[i] for i in indices] if isinstance(arg, list | tuple) else arg
+
+
+def _each_(
+    fused: Callable[..., Any], single: Callable[..., Any], xs: TensorList, *args: Any, **kw: Any
+) -> None:
+    """``fused(xs, *args)`` in place, but ``single(x_i, *args_i)`` on each big GPU tensor.
+
+    A list argument has one item per tensor and is split along with xs; ``kw`` goes
+    to both ops as it is.
+    """
+    big, small = _parts(xs)
+    if not big:  # the usual case: one call for the whole list
+        fused(xs, *args, **kw)
+        return
+    for i in big:
+        single(xs[i], *(_at(arg, i) for arg in args), **kw)
+    if small:
+        fused(_pick(xs, small), *(_pick(arg, small) for arg in args), **kw)
+
+
+def _each(
+    fused: Callable[..., Any], single: Callable[..., Any], xs: TensorList, *args: Any, **kw: Any
+) -> TensorList:
+    """``_each_`` for an op that returns new tensors: they come back in the order of xs."""
+    big, small = _parts(xs)
+    if not big:
+        return fused(xs, *args, **kw)  # type: ignore[no-any-return]
+    out = {i: single(xs[i], *(_at(arg, i) for arg in args), **kw) for i in big}
+    if small:
+        rest = fused(_pick(xs, small), *(_pick(arg, small) for arg in args), **kw)
+        out.update(zip(small, rest, strict=True))
+    return [out[i] for i in range(len(xs))]
+
+
 def neg(xs: TensorList) -> TensorList:
     """-x, as new tensors."""
     x = _alone(xs)
     if x is not None:
         return [x.neg()]
-    return torch._foreach_neg(xs)
+    return _each(torch._foreach_neg, torch.neg, xs)
 
 
 def add(xs: TensorList, ys: TensorList, alpha: float) -> TensorList:
@@ -65,7 +159,7 @@ def add(xs: TensorList, ys: TensorList, alpha: float) -> TensorList:
     x = _alone(xs)
     if x is not None:
         return [torch.add(x, ys[0], alpha=alpha)]
-    return torch._foreach_add(xs, ys, alpha=alpha)
+    return _each(torch._foreach_add, torch.add, xs, ys, alpha=alpha)
 
 
 def add_(xs: TensorList, ys: TensorList, alpha: float = 1) -> None:
@@ -80,9 +174,9 @@ def add_(xs: TensorList, ys: TensorList, alpha: float = 1) -> None:
     elif x is not None:
         x.add_(ys[0], alpha=alpha)
     elif alpha == 1:
-        torch._foreach_add_(xs, ys)
+        _each_(torch._foreach_add_, Tensor.add_, xs, ys)
     else:
-        torch._foreach_add_(xs, ys, alpha=alpha)
+        _each_(torch._foreach_add_, Tensor.add_, xs, ys, alpha=alpha)
 
 
 def add_scalar_(xs: TensorList, c: Tensor | float) -> None:
@@ -91,9 +185,9 @@ def add_scalar_(xs: TensorList, c: Tensor | float) -> None:
     if x is not None:
         x.add_(c)
     elif isinstance(c, Tensor):  # alpha=1 keeps c a tensor: without it, torch reads it back
-        torch._foreach_add_(xs, c, alpha=1)
+        _each_(torch._foreach_add_, Tensor.add_, xs, c, alpha=1)
     else:
-        torch._foreach_add_(xs, c)
+        _each_(torch._foreach_add_, Tensor.add_, xs, c)
 
 
 def mul_(xs: TensorList, c: Tensor | float) -> None:
@@ -102,7 +196,7 @@ def mul_(xs: TensorList, c: Tensor | float) -> None:
     if x is not None:
         x.mul_(c)
     else:
-        torch._foreach_mul_(xs, c)
+        _each_(torch._foreach_mul_, Tensor.mul_, xs, c)
 
 
 def mul_add_(xs: TensorList, c: float, ys: TensorList) -> None:
@@ -149,13 +243,24 @@ def _one_pass_mul_add_exact(dtype: torch.dtype) -> bool:
     return True
 
 
-def div_(xs: TensorList, cs: list[float]) -> None:
-    """x_i /= c_i."""
+def div_(xs: TensorList, cs: list[float] | Tensor) -> None:
+    """x_i /= c_i, for one number per tensor, or x /= c for a 0-dim c on the tensors' device."""
     x = _alone(xs)
     if x is not None:
-        x.div_(cs[0])
+        x.div_(cs[0] if isinstance(cs, list) else cs)
     else:
-        torch._foreach_div_(xs, cs)
+        _each_(torch._foreach_div_, _div_, xs, cs)
+
+
+def _div_(x: Tensor, c: float | Tensor) -> None:
+    """x /= c on a GPU, divided as ``_foreach_div_`` divides.
+
+    For a Python number, torch's single-tensor GPU kernel multiplies by 1 / c, which
+    can round differently; a 0-dim tensor on the device makes it divide.
+    """
+    if not isinstance(c, Tensor):
+        c = torch.full((), c, dtype=x.dtype, device=x.device)
+    x.div_(c)
 
 
 def lerp_(xs: TensorList, ys: TensorList, weight: float) -> None:
@@ -164,7 +269,7 @@ def lerp_(xs: TensorList, ys: TensorList, weight: float) -> None:
     if x is not None:
         x.lerp_(ys[0], weight)
     else:
-        torch._foreach_lerp_(xs, ys, weight)
+        _each_(torch._foreach_lerp_, Tensor.lerp_, xs, ys, weight)
 
 
 def addcmul(xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> TensorList:
@@ -172,7 +277,7 @@ def addcmul(xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> Ten
     x = _alone(xs)
     if x is not None:
         return [torch.addcmul(x, ys[0], zs[0], value=value)]
-    return torch._foreach_addcmul(xs, ys, zs, value=value)
+    return _each(torch._foreach_addcmul, torch.addcmul, xs, ys, zs, value=value)
 
 
 def addcmul_(xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> None:
@@ -181,7 +286,7 @@ def addcmul_(xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> No
     if x is not None:
         x.addcmul_(ys[0], zs[0], value=value)
     else:
-        torch._foreach_addcmul_(xs, ys, zs, value=value)
+        _each_(torch._foreach_addcmul_, Tensor.addcmul_, xs, ys, zs, value=value)
 
 
 def addcdiv_(xs: TensorList, ys: TensorList, zs: TensorList, value: Scalars = 1.0) -> None:
@@ -190,9 +295,13 @@ def addcdiv_(xs: TensorList, ys: TensorList, zs: TensorList, value: Scalars = 1.
     if x is not None:
         x.addcdiv_(ys[0], zs[0], value=value[0] if isinstance(value, list) else value)
     elif isinstance(value, list):
-        torch._foreach_addcdiv_(xs, ys, zs, value)
+        _each_(torch._foreach_addcdiv_, _addcdiv_with, xs, ys, zs, value)
     else:
-        torch._foreach_addcdiv_(xs, ys, zs, value=value)
+        _each_(torch._foreach_addcdiv_, Tensor.addcdiv_, xs, ys, zs, value=value)
+
+
+def _addcdiv_with(x: Tensor, y: Tensor, z: Tensor, value: float) -> None:
+    x.addcdiv_(y, z, value=value)  # addcdiv_ takes its value by keyword only
 
 
 def maximum_(xs: TensorList, ys: TensorList) -> None:
@@ -201,7 +310,11 @@ def maximum_(xs: TensorList, ys: TensorList) -> None:
     if x is not None:
         torch.maximum(x, ys[0], out=x)
     else:
-        torch._foreach_maximum_(xs, ys)
+        _each_(torch._foreach_maximum_, _maximum_, xs, ys)
+
+
+def _maximum_(x: Tensor, y: Tensor) -> None:
+    torch.maximum(x, y, out=x)  # x = max(x, y)
 
 
 def sqrt(xs: TensorList) -> TensorList:
@@ -209,7 +322,7 @@ def sqrt(xs: TensorList) -> TensorList:
     x = _alone(xs)
     if x is not None:
         return [x.sqrt()]
-    return torch._foreach_sqrt(xs)
+    return _each(torch._foreach_sqrt, torch.sqrt, xs)
 
 
 def sqrt_(xs: TensorList) -> None:
@@ -218,4 +331,4 @@ def sqrt_(xs: TensorList) -> None:
     if x is not None:
         x.sqrt_()
     else:
-        torch._foreach_sqrt_(xs)
+        _each_(torch._foreach_sqrt_, Tensor.sqrt_, xs)
