@@ -314,32 +314,38 @@ def test_graphed_steps_train_as_eager_steps(
     assert step.output.shape == (6, 3)
 
 
-def test_the_capture_runs_parameter_gradients_on_a_side_stream(fake_cuda: FakeCuda) -> None:
-    """Each Linear forks dL/dW, dL/db to the side stream; the update waits for the join."""
+def test_the_capture_runs_parameter_gradients_on_side_streams(fake_cuda: FakeCuda) -> None:
+    """Each Linear forks dL/dW to one side stream and dL/db to another; then the join."""
     model = make_model()
     batches = make_batches(4, torch.float64)
     optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
     step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0])
-    for x, y in batches:  # 3 warm-up steps on one stream, then the capture
+    for x, y in batches[:3]:  # 3 warm-up steps on one stream
         step(x, y)
+    fake_cuda.stream_names = ["side", "bias"]  # the capture's dL/dW and dL/db streams
+    step(*batches[3])
     timeline = fake_cuda.timeline
-    side_ops = [entry for entry in timeline if entry.startswith("side:")]
-    assert side_ops == ["side: mm", "side: sum"] * 3  # the 3 Linears, last one first
+    side_ops = [entry for entry in timeline if entry.startswith(("side:", "bias:"))]
+    assert side_ops == ["side: mm", "bias: sum"] * 3  # the 3 Linears, last one first
     forks = [i for i, entry in enumerate(timeline) if entry == "side waits for main"]
     assert len(forks) == 3
-    for fork in forks:  # the fork, then g and x marked in use, then dL/dW and dL/db
+    for fork in forks:  # the fork, g and x marked in use, dL/dW; then the same for dL/db
         assert timeline[fork + 1].endswith("marked in use by side")
         assert timeline[fork + 2].endswith("marked in use by side")
-        assert timeline[fork + 3 : fork + 5] == ["side: mm", "side: sum"]
-    assert timeline.count("main waits for side") == 1
-    join = timeline.index("main waits for side")
-    last_side = max(i for i, entry in enumerate(timeline) if entry.startswith("side:"))
+        assert timeline[fork + 3] == "side: mm"
+        assert timeline[fork + 4] == "bias waits for main"
+        assert timeline[fork + 5].endswith("marked in use by bias")  # g only
+        assert timeline[fork + 6] == "bias: sum"
+    assert timeline.count("main waits for side") == timeline.count("main waits for bias") == 1
+    join = timeline.index("main waits for bias")
+    assert join == timeline.index("main waits for side") + 1
+    last_side = max(i for i, entry in enumerate(timeline) if entry.startswith(("side:", "bias:")))
     assert join > last_side
     update = timeline[join + 1 :]
     assert update and all(entry.startswith("main:") for entry in update)
     assert [e for e in timeline[:join] if "foreach" in e or e.endswith("_")] == []  # no update yet
     # the warm-up and eager steps use one stream: nothing forks outside the capture
-    assert nograd.nn.grad_stream.side is None
+    assert nograd.nn.grad_stream.side is None and nograd.nn.grad_stream.bias_side is None
 
 
 def test_the_capture_updates_each_layer_after_its_backward(fake_cuda: FakeCuda) -> None:
@@ -350,22 +356,22 @@ def test_the_capture_updates_each_layer_after_its_backward(fake_cuda: FakeCuda) 
     step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0], update_per_layer=True)
     for x, y in batches[:3]:  # warm-up steps
         step(x, y)
-    fake_cuda.stream_names = ["side", "update"]  # the capture's gradient and update streams
+    fake_cuda.stream_names = ["side", "bias", "update"]  # the capture's streams
     step(*batches[3])
     timeline = fake_cuda.timeline
     forks = [i for i, entry in enumerate(timeline) if entry == "update waits for main"]
     assert len(forks) == 3  # one per Linear; ReLU and Tanh have no parameters
-    for fork in forks:  # both streams first, then the gradients marked, then the update
-        assert timeline[fork + 1] == "update waits for side"
-        marks = timeline[fork + 2 : fork + 4]
+    for fork in forks:  # all three streams first, then the gradients marked, then the update
+        assert timeline[fork + 1 : fork + 3] == ["update waits for side", "update waits for bias"]
+        marks = timeline[fork + 3 : fork + 5]
         assert all(mark.endswith("marked in use by update") for mark in marks)
-        assert timeline[fork + 4].startswith("update: ")
+        assert timeline[fork + 5].startswith("update: ")
     # the last Linear's update forks after its dL/dx (mm on main), before the layers below
     last_dx = next(i for i, e in enumerate(timeline) if e == "main: mm")
     assert last_dx < forks[0] < timeline.index("main: threshold_backward")
     for i, entry in enumerate(timeline):  # side: only dL/dW and dL/db; main: no update
-        if entry.startswith("side: "):
-            assert entry in ("side: mm", "side: sum")
+        if entry.startswith(("side: ", "bias: ")):
+            assert entry in ("side: mm", "bias: sum")
         if entry.startswith("update: "):
             assert any(fork < i for fork in forks)
     join = timeline.index("main waits for update")

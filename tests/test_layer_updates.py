@@ -142,7 +142,8 @@ def test_an_update_before_a_layers_backward_would_show() -> None:
     def too_early(grad: Tensor) -> None:
         for child in reversed(list(model)):
             if isinstance(child, Linear):  # dL/dW first, the weight updated, then dL/dx
-                child._accumulate_grads(grad, child.saved["x"])
+                child._accumulate_weight_grad(grad, child.saved["x"])
+                child._accumulate_bias_grad(grad)
                 sgd._update(set(child.parameters()))
                 child.weight.grad = child.bias.grad = None
             grad = child.backward(grad)

@@ -22,12 +22,12 @@ What a recording implies, and how ``GraphedTrainStep`` deals with it:
   computed then (the learning rate, Adam's bias correction 1 - beta1^t) is frozen into
   the graph. So Adam's step count t lives on the GPU here (``capturable_adam_step``), and
   a changed learning rate (a scheduler) or a changed train/eval mode triggers a new capture.
-- **Two branches.** The capture computes the parameter gradients on a second stream
-  (``nograd.nn.grad_stream``), so the graph runs each layer's dL/dW and dL/db beside the
-  chain of dL/dx that the layers below wait for, and joins the two before the update.
-  With ``update_per_layer=True``, a third stream updates each layer's parameters as soon
-  as the backward is done with them (``nograd.layer_updates``), beside the backward of
-  the layers below.
+- **Branches.** The capture computes the parameter gradients on side streams
+  (``nograd.nn.grad_stream``: dL/dW on one, dL/db on another), so the graph runs them
+  beside the chain of dL/dx that the layers below wait for, and joins the branches
+  before the update. With ``update_per_layer=True``, another stream updates each
+  layer's parameters as soon as the backward is done with them
+  (``nograd.layer_updates``), beside the backward of the layers below.
 - **Kernels, not launches.** A replay costs the CPU one launch, however many kernels
   it holds, so the capture gives each big parameter tensor its own kernel for each line
   of the update (``nograd.optim.foreach.own_kernels``): on a GPU that is faster than
@@ -181,23 +181,23 @@ class GraphedTrainStep:
         self,
         x: Tensor,
         y: Tensor,
-        grad_stream: torch.cuda.Stream | None = None,
+        grad_streams: tuple[torch.cuda.Stream, torch.cuda.Stream] | None = None,
         update_stream: torch.cuda.Stream | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """One training step; with ``grad_stream`` (the capture), dL/dW and dL/db go there.
+        """One training step; with ``grad_streams`` (the capture), dL/dW and dL/db go there.
 
         With ``update_stream`` too, each layer's update goes there, after its backward.
         """
         self.optimizer.zero_grad(set_to_none=True)
         output = self.model(x)
         loss = self.loss_fn(output, y)
-        if grad_stream is None:  # a warm-up step: eager, one stream
+        if grad_streams is None:  # a warm-up step: eager, one stream
             self.model.backward(self.loss_fn.backward())
             self.optimizer.step()
             return loss, output
         advanced: set[int] = set()  # Adam: the groups whose t this step has advanced
         updated: set[Parameter] = set()
-        with parameter_grads_on_side_stream(grad_stream):
+        with parameter_grads_on_side_stream(*grad_streams):
             if update_stream is None:
                 self.model.backward(self.loss_fn.backward())
             else:
@@ -259,7 +259,10 @@ class GraphedTrainStep:
         self._adam_t, self._adam_params = [], []
         if isinstance(self.optimizer, Adam):
             self._adam_t = adam_step_counts(self.optimizer)
-        grad_stream = torch.cuda.Stream(self._x.device)  # type: ignore[no-untyped-call]
+        grad_streams = (  # dL/dW, dL/db
+            torch.cuda.Stream(self._x.device),  # type: ignore[no-untyped-call]
+            torch.cuda.Stream(self._x.device),  # type: ignore[no-untyped-call]
+        )
         update_stream = (
             torch.cuda.Stream(self._x.device)  # type: ignore[no-untyped-call]
             if self.updates_per_layer
@@ -267,7 +270,7 @@ class GraphedTrainStep:
         )
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), foreach.own_kernels():
-            self._loss, self._output = self._step(self._x, self._y, grad_stream, update_stream)
+            self._loss, self._output = self._step(self._x, self._y, grad_streams, update_stream)
         if isinstance(self.optimizer, Adam):  # those the captured step updates
             groups = self.optimizer.param_groups
             self._adam_params = [

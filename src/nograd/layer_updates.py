@@ -17,8 +17,14 @@ first layer's update is left after the backward (3 layers; time runs to the righ
                                  update:         upd_3  upd_2  upd_1
 
 (dx_k: layer k's dL/dx, on the stream the backward runs on; dW_k: its dL/dW and dL/db,
-on the gradient stream of ``nograd.nn.grad_stream``; upd_k: the update of its
+on the gradient streams of ``nograd.nn.grad_stream``; upd_k: the update of its
 parameters, which waits for both.)
+
+Whether it pays depends on the update: on an H100 it saved SGD on the MLP
+784-1024-1024-10 a few us of kernel time, but made Adam's step slower (each part of
+the update is a separate set of kernels: Adam's ten lines each split in two), so
+``GraphedTrainStep`` runs it only when asked (``update_per_layer=True``);
+docs/benchmarks.md has the figures.
 
 The numbers are the same: every update rule is elementwise, so updating a group's
 tensors in several calls gives, bit for bit, what one call gives.
@@ -72,8 +78,8 @@ def backward_updating_each_layer(
     """``model.backward(grad_output)``, with each child's parameters updated after its backward.
 
     With ``stream``, each update runs there, after the current stream's work so far (the
-    child's dL/dx: its weight may change now) and after the gradient stream's, if one
-    is in use (``grad_stream.side``: the child's dL/dW and dL/db). The caller joins
+    child's dL/dx: its weight may change now) and after the gradient streams', if in
+    use (``grad_stream.sides()``: the child's dL/dW and dL/db). The caller joins
     ``stream`` before anything reads the parameters. Without it, each update runs at
     once, in order (the same numbers; the CPU tests check them so).
 
@@ -89,8 +95,8 @@ def backward_updating_each_layer(
             update(params)
         else:
             stream.wait_stream(torch.cuda.current_stream(stream.device))  # dL/dx is done
-            if grad_stream.side is not None:
-                stream.wait_stream(grad_stream.side)  # dL/dW and dL/db are done
+            for side in grad_stream.sides():
+                stream.wait_stream(side)  # dL/dW and dL/db are done
             for param in params:
                 assert param.grad is not None
                 param.grad.record_stream(stream)  # made on another stream, read on this one

@@ -156,10 +156,14 @@ class Linear(Module):
             x, g = self._rows(grad_output, x)  # an input of shape (*, in_features); or an error
         stream = grad_stream.side  # None, except in a CUDA graph capture (see grad_stream)
         if stream is None:
-            self._accumulate_grads(g, x)
-        else:
+            self._accumulate_weight_grad(g, x)
+            self._accumulate_bias_grad(g)
+        else:  # dL/dW and dL/db each beside dL/dx, which the layers below wait for
             with grad_stream.branch(stream, g, x):
-                self._accumulate_grads(g, x)
+                self._accumulate_weight_grad(g, x)
+            if self.bias is not None:
+                with grad_stream.branch(grad_stream.bias_side or stream, g):
+                    self._accumulate_bias_grad(g)
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
         grad_input = matmul.mm(g, self.weight.data)  # dL/dx = g W
@@ -167,18 +171,23 @@ class Linear(Module):
             grad_input = grad_input.reshape(*grad_output.shape[:-1], self.in_features)
         return grad_input
 
-    def _accumulate_grads(self, g: Tensor, x: Tensor) -> None:
-        """Add dL/dW and dL/db, for dL/dy = g (N, out) and input x (N, in), into .grad."""
-        weight, bias = self.weight, self.bias
+    def _accumulate_weight_grad(self, g: Tensor, x: Tensor) -> None:
+        """Add dL/dW, for dL/dy = g (N, out) and input x (N, in), into weight.grad."""
+        weight = self.weight
         if weight.grad is None:
             weight.grad = matmul.mm(g.t(), x)  # dL/dW = g^T x
         else:
             matmul.addmm_(weight.grad, g.t(), x)  # dL/dW += g^T x
-        if bias is not None:
-            if bias.grad is None:
-                bias.grad = g.sum(0)  # dL/db = sum_n g_n
-            else:
-                bias.grad.add_(g.sum(0))  # dL/db += sum_n g_n
+
+    def _accumulate_bias_grad(self, g: Tensor) -> None:
+        """Add dL/db, for dL/dy = g (N, out), into bias.grad (if there is a bias)."""
+        bias = self.bias
+        if bias is None:
+            return
+        if bias.grad is None:
+            bias.grad = g.sum(0)  # dL/db = sum_n g_n
+        else:
+            bias.grad.add_(g.sum(0))  # dL/db += sum_n g_n
 
     def _rows(self, grad_output: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
         """x and dL/dy as rows, for an input of shape (*, in_features).
