@@ -31,14 +31,16 @@ match PyTorch eager's to rtol 1e-8 (atol 1e-10); the row's last column says ✓ 
 who differs. The timing runs in float32.
 
 Usage: python benchmarks/gpu.py [--out FILE] [--quick] [--check-only] [--profile]
-       [--networks tiny,mlp,wide] [--optimizers sgd,adam] [--repeats N] [--budget-s S]
+       [--kernels] [--networks tiny,mlp,wide] [--optimizers sgd,adam] [--repeats N]
+       [--budget-s S]
        python benchmarks/gpu.py --count-ops [--networks ...] [--optimizers ...]
 
 ``--profile`` adds, after the table, a torch.profiler view of one eager step of the
 minimal loop and of nograd on the first network and optimizer named: the ops that
-take the host's time, and how often a step waits for the device. ``--count-ops``
-needs no GPU: it counts each eager variant's aten ops per step on the meta device,
-where nograd takes its GPU code paths.
+take the host's time, and how often a step waits for the device. ``--kernels`` adds,
+for every row, what one step of each graph keeps the GPU busy for (torch.profiler's
+kernels: busy time, kernel count). ``--count-ops`` needs no GPU: it counts each eager
+variant's aten ops per step on the meta device, where nograd takes its GPU code paths.
 Without CUDA (and without ``--count-ops``) it prints one line and exits 0. Exit code 1
 if a check fails or a cell errs.
 """
@@ -51,9 +53,11 @@ import datetime
 import functools
 import itertools
 import json
+import math
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -716,6 +720,75 @@ def profile_eager(network: Network, optimizer: str, settings: Settings) -> list[
     return lines
 
 
+GRAPHS = ("PyTorch CUDA graph", "minimal CUDA graph", *GRAPHED_NOGRAD)
+KERNEL_REPLAYS = 3
+KERNEL_EVENTS = ("kernel", "gpu_memcpy", "gpu_memset")  # trace categories of device work
+
+
+def busy_time(spans: Sequence[tuple[float, float]]) -> float:
+    """The time that at least one of these (start, duration) spans covers."""
+    busy, end = 0.0, -math.inf
+    for start, duration in sorted(spans):
+        finish = start + duration
+        if start >= end:  # a gap before it: all of it counts
+            busy += duration
+            end = finish
+        elif finish > end:  # it overlaps the busy stretch and runs past its end
+            busy += finish - end
+            end = finish
+    return busy
+
+
+def kernel_time(network: Network, optimizer: str, settings: Settings) -> list[str]:
+    """What one step of each graph variant keeps the GPU busy for: torch.profiler's kernels.
+
+    Per variant, the median over a few steps of: the busy time (where at least one
+    kernel or copy runs: kernels on parallel streams count once), the sum of the
+    kernels' own times, and their number. Where a graph's time goes, kernel by kernel,
+    beside the wall-clock table. Information, not a target.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    device = settings.device
+    batch = min(network.batch, settings.max_batch or network.batch)
+    title = f"{network.title} batch {batch} {optimizer}"
+    if device.type != "cuda":
+        return [f"Kernel time, {title}: needs CUDA"]
+    torch.manual_seed(0)
+    init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
+    data = make_data(network, batch, device)
+    lines = [
+        f"Kernel time of one graphed step, {title} (torch.profiler, median of "
+        f"{KERNEL_REPLAYS} steps; busy: the time at least one kernel runs):"
+    ]
+    for name in GRAPHS:
+        builder, graphed = BUILDERS[name]
+        variant = builder(network.sizes, init, optimizer, device, data[0], graphed)
+        measures = []
+        with variant.mode(), tempfile.TemporaryDirectory() as folder:
+            for i in range(WARMUP + 2):  # the warm-up, the capture and a replay
+                variant.step(*data[i % len(data)])
+            for i in range(KERNEL_REPLAYS):
+                sync(device)
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    variant.step(*data[i % len(data)])
+                    sync(device)
+                trace = Path(folder) / f"{i}.json"
+                prof.export_chrome_trace(str(trace))
+                events = json.loads(trace.read_text(encoding="utf-8"))["traceEvents"]
+                spans = [
+                    (float(e["ts"]), float(e["dur"]))
+                    for e in events
+                    if e.get("cat") in KERNEL_EVENTS and "dur" in e
+                ]
+                measures.append((busy_time(spans), sum(d for _, d in spans), len(spans)))
+        busy, total, count = (statistics.median(m[k] for m in measures) for k in range(3))
+        lines.append(
+            f"- {name}: busy {busy:.1f} us; {count:.0f} kernels and copies, {total:.1f} us in all"
+        )
+    return lines
+
+
 def report(rows: list[dict[str, Any]], header_lines: list[str], settings: Settings) -> list[str]:
     header = [
         "network",
@@ -831,6 +904,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="after the table, where an eager step's host time goes",
     )
     parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="after the table, each graph's kernel time per step, for every row timed",
+    )
+    parser.add_argument(
         "--count-ops",
         action="store_true",
         help="only count each variant's aten ops per eager step, on the meta device (no GPU)",
@@ -885,6 +963,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         network = NETWORKS[args.networks[0]]
         lines += ["", *profile_eager(network, args.optimizers[0], settings)]
+    if args.kernels:
+        for row in rows:
+            lines += ["", *kernel_time(NETWORKS[row["network"]], row["optimizer"], settings)]
     if skipped:
         lines += ["", f"skipped (time budget {settings.budget_s:.0f} s): {', '.join(skipped)}"]
     lines += ["", f"total {settings.elapsed():.0f} s"]

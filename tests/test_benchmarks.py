@@ -169,14 +169,25 @@ def test_gpu_script_dry_run_on_the_cpu_checks_and_profiles(
 ) -> None:
     """gpu.py's CPU dry run (a debugging aid): its checks pass and --profile reports."""
     argv = ["--device", "cpu", "--quick", "--networks", "tiny", "--optimizers", "sgd"]
-    assert gpu_script.main([*argv, "--profile"]) == 0
+    assert gpu_script.main([*argv, "--profile", "--kernels"]) == 0
     out = capsys.readouterr().out
+    assert "Kernel time, 2-25-25-25-2 batch 100 sgd: needs CUDA" in out
     (row,) = [line for line in out.splitlines() if line.startswith("| 2-25-25-25-2 | 100 | sgd |")]
     assert row.endswith("| ✓ |")  # every variant agrees with PyTorch eager after 8 steps
     assert "| nograd CUDA graph | nograd layer updates |" in out  # both graphs, CUDA only
     for name in ("minimal eager", "nograd eager"):
         assert f"- {name}: " in out and "cudaStreamSynchronize 0" in out
     assert out.count("top self CPU (us per step, calls per step): aten::") == 2  # ranked ops
+
+
+def test_gpu_script_busy_time_counts_overlapping_kernels_once(gpu_script: ModuleType) -> None:
+    """--kernels' busy time: the union of (start, duration) spans, in any order."""
+    busy_time = gpu_script.busy_time
+    assert busy_time([]) == 0
+    assert busy_time([(0, 5), (10, 2)]) == 7  # a gap between: both count
+    assert busy_time([(10, 2), (0, 5), (3, 4)]) == 9  # (3, 4) runs past (0, 5): 0 to 7
+    assert busy_time([(0, 10), (2, 3), (4, 1)]) == 10  # within the first: nothing more
+    assert busy_time([(0, 5), (5, 5)]) == 10  # back to back
 
 
 def test_gpu_script_counts_ops_on_the_meta_device(
