@@ -179,7 +179,7 @@ def test_gpu_script_dry_run_on_the_cpu_checks_and_profiles(
         assert f"- {name}: " in out and "cudaStreamSynchronize 0" in out
     assert out.count("top self CPU (us per step, calls per step): aten::") == 2  # ranked ops
     (ops,) = [line for line in out.splitlines() if line.startswith("- 2-25-25-25-2 sgd: PyTorch")]
-    assert ops.endswith("nograd eager 25"), ops  # eager variants only: a replay is not 2 ops
+    assert "graph" not in ops and "layer updates" not in ops, ops  # eager variants only
 
 
 def test_gpu_script_busy_time_counts_overlapping_kernels_once(gpu_script: ModuleType) -> None:
