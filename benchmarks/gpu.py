@@ -551,12 +551,18 @@ def check(
         )
 
 
-def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, Cell]:
+def row_inputs(network: Network, settings: Settings) -> tuple[int, dict[str, Tensor], list[Batch]]:
+    """A row's batch size, its first weights (torch.nn's initialisation, seed 0), its batches."""
     device = settings.device
     batch = min(network.batch, settings.max_batch or network.batch)
     torch.manual_seed(0)
     init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
-    data = make_data(network, batch, device)
+    return batch, init, make_data(network, batch, device)
+
+
+def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, Cell]:
+    device = settings.device
+    _, init, data = row_inputs(network, settings)
     cells = {name: Cell() for name in VARIANTS}
     check(network, optimizer, init, data, cells, settings)
     if settings.check_only:
@@ -676,10 +682,7 @@ def profile_eager(network: Network, optimizer: str, settings: Settings) -> list[
     from torch.profiler import ProfilerActivity, profile
 
     device = settings.device
-    batch = min(network.batch, settings.max_batch or network.batch)
-    torch.manual_seed(0)
-    init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
-    data = make_data(network, batch, device)
+    batch, init, data = row_inputs(network, settings)
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
@@ -754,9 +757,7 @@ def kernel_time(network: Network, optimizer: str, settings: Settings) -> list[st
     title = f"{network.title} batch {batch} {optimizer}"
     if device.type != "cuda":
         return [f"Kernel time, {title}: needs CUDA"]
-    torch.manual_seed(0)
-    init = {k: t.detach().clone() for k, t in torch_mlp(network.sizes, device).state_dict().items()}
-    data = make_data(network, batch, device)
+    _, init, data = row_inputs(network, settings)
     lines = [
         f"Kernel time of one graphed step, {title} (torch.profiler, median of "
         f"{KERNEL_REPLAYS} steps; busy: the time at least one kernel runs):"

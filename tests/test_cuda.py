@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 from nograd import data, nn, optim
 from nograd.optim import foreach
@@ -73,18 +74,30 @@ def test_optimizers_match_torch_on_cuda(name: str) -> None:
     options = {"SGD": {"lr": 0.1, "momentum": 0.9, "nesterov": True}}.get(name, {"lr": 1e-2})
     shapes = [(25, 2), (25,), (2, 25), (2,)]
     init = [torch.randn(s, dtype=torch.float64, device=CUDA) for s in shapes]
+    for p, q in train_with_torch(name, options, init, steps=20):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+def train_with_torch(
+    name: str, options: dict[str, Any], init: list[Tensor], steps: int
+) -> list[tuple[Tensor, Tensor]]:
+    """nograd's optimizer ``name`` and torch.optim's, on the same random gradients.
+
+    nograd's steps run inside ``foreach.own_kernels()``, as in a CUDA graph capture.
+    Returns each parameter's (nograd's, torch's) values after ``steps`` steps.
+    """
     ours = [nn.Parameter(t.clone()) for t in init]
     ref = [torch.nn.Parameter(t.clone()) for t in init]
     opt = getattr(optim, name)(ours, **options)
     opt_ref = getattr(torch.optim, name)(ref, **options)
-    for _ in range(20):
+    for _ in range(steps):
         grads = [torch.randn_like(t) for t in init]
         for p, q, g in zip(ours, ref, grads, strict=True):
             p.grad, q.grad = g.clone(), g.clone()
-        opt.step()
+        with foreach.own_kernels():
+            opt.step()
         opt_ref.step()
-    for p, q in zip(ours, ref, strict=True):
-        torch.testing.assert_close(p.data, q.detach(), rtol=1e-10, atol=1e-12)
+    return [(p.data, q.detach()) for p, q in zip(ours, ref, strict=True)]
 
 
 @pytest.mark.parametrize(
@@ -112,19 +125,8 @@ def test_optimizers_on_big_float32_tensors_have_torchs_bits(
     shapes = [(1024, 784), (1024,), (1024, 1024), (1024,), (10, 1024), (10,)]
     torch.manual_seed(0)
     init = [torch.randn(s, device=CUDA) for s in shapes]
-    ours = [nn.Parameter(t.clone()) for t in init]
-    ref = [torch.nn.Parameter(t.clone()) for t in init]
-    opt = getattr(optim, name)(ours, **options)
-    opt_ref = getattr(torch.optim, name)(ref, **options)
-    for _ in range(5):
-        grads = [torch.randn_like(t) for t in init]
-        for p, q, g in zip(ours, ref, grads, strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
-        with foreach.own_kernels():  # as in a capture
-            opt.step()
-        opt_ref.step()
-    for p, q in zip(ours, ref, strict=True):
-        assert torch.equal(p.data, q.detach()), name
+    for p, q in train_with_torch(name, options, init, steps=5):
+        assert torch.equal(p, q), name
 
 
 @pytest.mark.parametrize("options", [{}, {"amsgrad": True, "weight_decay": 1e-2}])
