@@ -314,6 +314,21 @@ def test_graphed_steps_train_as_eager_steps(
     assert step.output.shape == (6, 3)
 
 
+def test_one_side_stream_can_take_both_gradients(fake_cuda: FakeCuda) -> None:
+    """Without a bias stream, dL/db goes where dL/dW goes; with one, each has its own."""
+    grad_stream = nograd.nn.grad_stream
+    fake_cuda.stream_names = ["side", "bias"]
+    side, bias = torch.cuda.Stream(), torch.cuda.Stream()  # type: ignore[no-untyped-call]
+    with grad_stream.parameter_grads_on_side_stream(side):
+        assert grad_stream.side is side and grad_stream.bias_side is side
+        assert grad_stream.sides() == [side]
+    assert fake_cuda.timeline[-1:] == ["main waits for side"]  # one join
+    with grad_stream.parameter_grads_on_side_stream(side, bias):
+        assert grad_stream.sides() == [side, bias]
+    assert fake_cuda.timeline[-2:] == ["main waits for side", "main waits for bias"]
+    assert grad_stream.side is grad_stream.bias_side is None and grad_stream.sides() == []
+
+
 def test_the_capture_runs_parameter_gradients_on_side_streams(fake_cuda: FakeCuda) -> None:
     """Each Linear forks dL/dW to one side stream and dL/db to another; then the join."""
     model = make_model()

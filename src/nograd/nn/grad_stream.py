@@ -70,8 +70,9 @@ def parameter_grads_on_side_stream(
 
 def sides() -> list[torch.cuda.Stream]:
     """The streams that parameter gradients go to now (none outside a capture)."""
-    streams = [stream for stream in (side, bias_side) if stream is not None]
-    return streams[:1] if len(streams) == 2 and streams[0] is streams[1] else streams
+    if side is None:
+        return []
+    return [side] if bias_side is None or bias_side is side else [side, bias_side]
 
 
 @contextlib.contextmanager

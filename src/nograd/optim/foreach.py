@@ -72,7 +72,7 @@ def _alone(tensors: TensorList) -> Tensor | None:
 OWN_KERNEL_NUMEL = 1 << 15  # in a capture, a GPU tensor this big skips the _foreach_* kernel
 # Whether big GPU tensors take their own kernels now: only inside own_kernels(), which
 # GraphedTrainStep's capture uses. An eager step keeps one _foreach_* call per line.
-_capturing = False
+_split_big = False
 
 
 @contextlib.contextmanager
@@ -83,22 +83,22 @@ def own_kernels() -> Iterator[None]:
     counts, so more, faster kernels win. An eager step on a GPU is paced by the CPU's
     launches instead (a few us each), and one ``_foreach_*`` call per line is faster.
     """
-    global _capturing
-    previous, _capturing = _capturing, True
+    global _split_big
+    previous, _split_big = _split_big, True
     try:
         yield
     finally:
-        _capturing = previous
+        _split_big = previous
 
 
 def _own_kernel(x: Tensor) -> bool:
     """Whether x takes the single-tensor op rather than a place in a ``_foreach_*`` call."""
-    return _capturing and not x.is_cpu and x.numel() >= OWN_KERNEL_NUMEL
+    return _split_big and not x.is_cpu and x.numel() >= OWN_KERNEL_NUMEL
 
 
 def _parts(xs: TensorList) -> tuple[list[int], list[int]]:
     """The indices of xs's big GPU tensors, then of the others."""
-    if not _capturing:
+    if not _split_big:
         return [], []  # the usual case: the caller makes one call for the whole list
     big = [i for i, x in enumerate(xs) if _own_kernel(x)]
     return big, [i for i in range(len(xs)) if i not in big]
