@@ -18,8 +18,8 @@ tensor on the CPU (``mul_add_``), rounded in the same two places.
 
 Big tensors on a GPU: a ``_foreach_*`` kernel gives each chunk of 65536 numbers one
 block of threads, so a list of a few big tensors runs on a few dozen of the GPU's
-processors, and a kernel takes about as long as one block needs for one chunk. On
-the MLP 784-1024-1024-10 (1.9 million parameters, 29 chunks), each line of SGD took
+processors, and a kernel takes about as long as one block needs for one chunk. On the
+MLP 784-1024-1024-10 (1.9 million parameters, about 30 chunks), each line of SGD took
 10 to 17 us on an H100, where the single-tensor op, with blocks on every processor,
 reads and writes the same memory in a few us. So on a GPU every tensor of at least
 ``OWN_KERNEL_NUMEL`` numbers gets the single-tensor op, and the rest of the list one
