@@ -1,7 +1,10 @@
 """nograd.optim.foreach: each helper gives the bits of torch's ``_foreach_*`` op.
 
 A one-tensor CPU list (a flat group) takes the single-tensor op; longer lists go to
-``_foreach_*``. Both must agree with torch's op to the last bit, in place or not.
+``_foreach_*``, but for their big GPU tensors inside ``own_kernels()`` (a CUDA graph
+capture), which take the single-tensor op. All must agree with torch's ``_foreach_*``
+op to the last bit, in place or not; the split is also run on the CPU, with "big"
+redefined, to check its bookkeeping.
 """
 
 from __future__ import annotations
