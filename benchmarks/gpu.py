@@ -455,6 +455,19 @@ def timed_chunk(variant: Variant, data: list[Batch], steps: int, device: torch.d
     return (time.perf_counter() - start) / steps * 1e6
 
 
+def build(
+    name: str,
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    example: Batch,
+) -> Variant:
+    """The variant ``name`` (a key of BUILDERS), from these weights, for batches like example."""
+    builder, graphed = BUILDERS[name]
+    return builder(sizes, init, optimizer, device, example, graphed)
+
+
 def build_variants(
     network: Network,
     optimizer: str,
@@ -466,14 +479,14 @@ def build_variants(
     """Every variant that builds, from the same weights; a build error goes to its cell."""
     device = settings.device
     variants: dict[str, Variant] = {}
-    for name, (builder, graphed) in BUILDERS.items():
+    for name, (_, graphed) in BUILDERS.items():
         if cells[name].error:  # it failed the check: not timed
             continue
         if name in GRAPHED_NOGRAD and device.type != "cuda":
             cells[name].note = "n/a (CPU)"  # GraphedTrainStep refuses CPU tensors
             continue
         try:
-            variants[name] = builder(network.sizes, init, optimizer, device, example, graphed)
+            variants[name] = build(name, network.sizes, init, optimizer, device, example)
             if graphed and device.type != "cuda" and not name.startswith("nograd"):
                 cells[name].note = "dry run (no CUDA)"
         except Exception as error:
@@ -655,8 +668,7 @@ def count_ops_on_meta(networks: Sequence[str], optimizers: Sequence[str]) -> lis
             )
             counts = []
             for name in names:
-                builder, graphed = BUILDERS[name]
-                variant = builder(network.sizes, init, optimizer, device, example, graphed)
+                variant = build(name, network.sizes, init, optimizer, device, example)
                 with variant.mode():
                     for _ in range(2):  # past the first step, which creates the state
                         variant.step(*example)
@@ -691,8 +703,7 @@ def profile_eager(network: Network, optimizer: str, settings: Settings) -> list[
         f"(torch.profiler over {PROFILE_STEPS} steps):"
     ]
     for name in PROFILED:
-        builder, graphed = BUILDERS[name]
-        variant = builder(network.sizes, init, optimizer, device, data[0], graphed)
+        variant = build(name, network.sizes, init, optimizer, device, data[0])
         with variant.mode():
             for i in range(WARMUP):
                 variant.step(*data[i % len(data)])
@@ -763,8 +774,7 @@ def kernel_time(network: Network, optimizer: str, settings: Settings) -> list[st
         f"{KERNEL_REPLAYS} steps; busy: the time at least one kernel runs):"
     ]
     for name in GRAPHS:
-        builder, graphed = BUILDERS[name]
-        variant = builder(network.sizes, init, optimizer, device, data[0], graphed)
+        variant = build(name, network.sizes, init, optimizer, device, data[0])
         measures = []
         with variant.mode(), tempfile.TemporaryDirectory() as folder:
             for i in range(WARMUP + 2):  # the warm-up, the capture and a replay
