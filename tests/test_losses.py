@@ -218,6 +218,36 @@ def test_cross_entropy_gpu_branch_matches_torch(
     if label_smoothing == 0:
         assert torch.equal(grad, pred.grad)  # torch's kernels, torch's bits
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_ignoring_a_class_has_torchs_bits(reduction: str) -> None:
+    """An ignore_index inside [0, C) takes torch's kernels too, on the CPU and beyond."""
+    gen = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(64, 5, generator=gen)
+    target = torch.randint(0, 5, (64,), generator=gen)
+    pred = logits.clone().requires_grad_()
+    with torch.enable_grad():
+        expected = torch.nn.CrossEntropyLoss(reduction=reduction, ignore_index=2)(pred, target)
+    grad_output = torch.randn(64) if reduction == "none" else None
+    expected.backward(grad_output)
+    assert pred.grad is not None
+    for wrap in (Tensor, AsIfOnGPU):
+        ours = CrossEntropyLoss(reduction, ignore_index=2)
+        loss = ours(logits.as_subclass(wrap), target.as_subclass(wrap)).as_subclass(Tensor)
+        upstream = None if grad_output is None else grad_output.as_subclass(wrap)
+        assert torch.equal(loss, expected.detach())
+        assert torch.equal(ours.backward(upstream).as_subclass(Tensor), pred.grad)
+
+
+@pytest.mark.parametrize("wrap", [Tensor, AsIfOnGPU])
+def test_cross_entropy_explains_what_torchs_kernels_refused(wrap: type[Tensor]) -> None:
+    """The usual case goes straight to torch's kernels; a refusal gets our message."""
+    loss_fn = CrossEntropyLoss()
+    with pytest.raises(ValueError, match=r"expected target of shape \(4,\), got \(4, 1\)"):
+        loss_fn(torch.randn(4, 3).as_subclass(wrap), torch.zeros(4, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"expected pred of shape \(N, C\), got \(4, 3, 2\)"):
+        loss_fn(torch.randn(4, 3, 2).as_subclass(wrap), torch.zeros(4, dtype=torch.long))
+
+
 
 def test_cross_entropy_on_a_device_takes_four_ops() -> None:
     """A small network's GPU step costs about one kernel launch per op, so count them.

@@ -75,9 +75,10 @@ class CrossEntropyLoss(Loss):
         z, y, e = pred, target, self.label_smoothing
         # log p = z - logsumexp(z), which torch computes as (z - max) - log sum exp(z - max):
         # one fused kernel, and no cancellation between two numbers near 1000 in float32
-        quick = self.weight is None and z.is_cpu and y.dtype == torch.int64
-        if quick and e == 0 and self.ignore_index < 0:  # the usual case: any row counts once
-            try:  # torch's kernels check every shape and target; ours run only if they refused
+        if self.weight is None and e == 0 and y.dtype == torch.int64:  # the usual case
+            # torch's kernels check the shapes (and, on the CPU, the targets); ours run
+            # only to explain what they refused
+            try:
                 return self._negative_log_likelihood(torch.log_softmax(z, 1), y)
             except (RuntimeError, IndexError):
                 pass  # the checks below say what was wrong
