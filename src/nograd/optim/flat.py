@@ -48,7 +48,7 @@ POSITION_FREE_DTYPES = (torch.float32, torch.float64)
 
 def can_flatten(
     params: Sequence[Parameter],
-    states: Sequence[Mapping[str, Any]],
+    state: Mapping[Parameter, Mapping[str, Any]],
     counters: frozenset[str],
     previous: FlatGroup | None = None,
 ) -> bool:
@@ -57,8 +57,8 @@ def can_flatten(
     They must be small dense CPU tensors of one dtype, float32 or float64, and each
     must own its memory (or live in the ``previous`` flat buffer of the group): a view
     of someone else's tensor, copied into the buffer, would stop sharing memory with it.
-    They must also have the same history: the same state keys and the same value of
-    every counter (Adam's step t).
+    They must also have the same history in the optimizer's ``state``: the same keys
+    and the same value of every counter (Adam's step t).
     """
     first = params[0].data
     if first.device.type != "cpu" or sum(param.numel() for param in params) > FLAT_MAX_NUMEL:
@@ -74,6 +74,7 @@ def can_flatten(
     spans = sorted(_memory_span(param.data) for param in params)
     if any(end > next_start for (_, end), (next_start, _) in itertools.pairwise(spans)):
         return False
+    states = [state.get(param, {}) for param in params]  # reading adds no entries
     keys = set(states[0])
     if any(set(state) != keys for state in states):
         return False

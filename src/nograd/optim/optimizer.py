@@ -200,11 +200,10 @@ class Optimizer:
         flat = self._flat.get(key)
         if flat is not None and flat.current and flat.holds(params):
             return flat
-        states = [self.state.get(param, {}) for param in params]  # reading adds no entries
         if (
             len(params) != len(group["params"])
             or not params
-            or not can_flatten(params, states, self.scalar_state, previous=flat)
+            or not can_flatten(params, self.state, self.scalar_state, previous=flat)
         ):
             if flat is not None:  # a step tensor by tensor changes state: check before reuse
                 flat.current = False

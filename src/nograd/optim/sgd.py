@@ -110,7 +110,11 @@ class SGD(Optimizer):
             self._decay_and_add(b, g, mu, dampening)
             return b
         seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
-        if seen:
+        if len(seen) == len(states):  # every step but the first
+            b = [state["momentum_buffer"] for state in states]
+            self._decay_and_add(b, g, mu, dampening)
+            return b
+        if seen:  # parameters that joined late: only those with a buffer decay
             b_seen = [states[i]["momentum_buffer"] for i in seen]
             self._decay_and_add(b_seen, [g[i] for i in seen], mu, dampening)
         for state, g_i in zip(states, g, strict=True):
