@@ -25,7 +25,8 @@ momentum 0.9) first, then Adam (lr 1e-3) rows while the time budget lasts.
 
 Timing: per variant, chunks of up to 200 steps (>= 10) between two
 ``torch.cuda.synchronize()``; the variants take turns, chunk by chunk, over several
-repetitions, and a cell is the median time per step. Check: before timing, every
+repetitions. A cell is the median time per step; a ratio, the median of the ratios of
+the two variants' chunks in each repetition. Check: before timing, every
 variant, built in float64 from the same weights, trains 8 steps and its parameters must
 match PyTorch eager's to rtol 1e-8 (atol 1e-10); the row's last column says ✓ or names
 who differs. The timing runs in float32.
@@ -610,8 +611,15 @@ def run_row(network: Network, optimizer: str, settings: Settings) -> dict[str, C
 
 # ---------------------------------------------------------------------- report
 def ratio(cells: dict[str, Cell], ours: str, theirs: str) -> float | None:
-    a, b = cells[ours].median, cells[theirs].median
-    return None if a is None or b is None else a / b
+    """The median of the per-repetition ratios, as in vs_torch.py.
+
+    The two chunks of a repetition run within a second of each other, so a slow spell
+    of the host (eager cells vary by 2x within a run) slows both sides of the pair.
+    """
+    a, b = cells[ours], cells[theirs]
+    if a.median is None or b.median is None:
+        return None
+    return statistics.median([x / y for x, y in zip(a.us, b.us, strict=True)])
 
 
 def format_cell(cell: Cell) -> str:
@@ -926,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--networks", type=names(list(NETWORKS)), default=list(NETWORKS))
     parser.add_argument("--optimizers", type=names(list(OPTIMIZERS)), default=list(OPTIMIZERS))
-    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per cell (5)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per cell (7)")
     parser.add_argument("--budget-s", type=float, default=200.0, help="start no row after this")
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: debugging
     parser.add_argument("--max-batch", type=int, default=None, help=argparse.SUPPRESS)
@@ -944,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = Settings(
         device=device,
-        repeats=args.repeats or (2 if args.quick else 5),
+        repeats=args.repeats or (2 if args.quick else 7),
         chunk_s=0.02 if args.quick else 0.25,
         min_steps=3 if args.quick else 10,
         max_steps=20 if args.quick else 200,

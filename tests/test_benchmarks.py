@@ -192,6 +192,17 @@ def test_gpu_script_busy_time_counts_overlapping_kernels_once(gpu_script: Module
     assert busy_time([(0, 5), (5, 5)]) == 10  # back to back
 
 
+def test_gpu_script_ratio_pairs_the_chunks_of_each_repetition(gpu_script: ModuleType) -> None:
+    """A slow spell that hits both chunks of a repetition leaves their ratio alone."""
+    Cell = gpu_script.Cell
+    # the second repetition ran twice as slow for both; the third, a little slower for ours
+    cells = {"ours": Cell(us=[50.0, 100.0, 60.0]), "theirs": Cell(us=[100.0, 200.0, 100.0])}
+    assert gpu_script.ratio(cells, "ours", "theirs") == 0.5  # ratios 0.5, 0.5, 0.6
+    assert cells["ours"].median / cells["theirs"].median == 0.6  # the medians' ratio
+    cells["theirs"].error = "time: out of memory"
+    assert gpu_script.ratio(cells, "ours", "theirs") is None
+
+
 def test_gpu_script_counts_ops_on_the_meta_device(
     gpu_script: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
