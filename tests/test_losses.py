@@ -218,6 +218,7 @@ def test_cross_entropy_gpu_branch_matches_torch(
     if label_smoothing == 0:
         assert torch.equal(grad, pred.grad)  # torch's kernels, torch's bits
 
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cross_entropy_ignoring_a_class_has_torchs_bits(reduction: str) -> None:
     """An ignore_index inside [0, C) takes torch's kernels too, on the CPU and beyond."""
@@ -246,7 +247,6 @@ def test_cross_entropy_explains_what_torchs_kernels_refused(wrap: type[Tensor]) 
         loss_fn(torch.randn(4, 3).as_subclass(wrap), torch.zeros(4, 1, dtype=torch.long))
     with pytest.raises(ValueError, match=r"expected pred of shape \(N, C\), got \(4, 3, 2\)"):
         loss_fn(torch.randn(4, 3, 2).as_subclass(wrap), torch.zeros(4, dtype=torch.long))
-
 
 
 def test_cross_entropy_on_a_device_takes_four_ops() -> None:
