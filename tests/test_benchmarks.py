@@ -246,3 +246,23 @@ def test_matmul_script_times_each_product_both_ways(
     assert [row[-1] for row in rows] == ["oneDNN"] * 3 + ["BLAS"] * 3  # 2^22 and 2^17 MACs
     assert out.read_text().strip() in capsys.readouterr().out
     assert torch.get_num_threads() == before
+
+
+def test_host_path_script_times_nograds_gpu_branches_on_the_cpu(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """host_path.py: a row per optimizer, and torch's own ``is_cpu`` back afterwards."""
+    host_path = import_script("host_path")
+    with torch.inference_mode(), host_path.gpu_code_paths():
+        assert not torch.zeros(1).is_cpu  # nograd's GPU branches run on CPU tensors
+        loss_fn = nograd.nn.CrossEntropyLoss()
+        loss_fn(torch.randn(3, 2), torch.tensor([0, 1, 0]))
+        assert loss_fn.saved["kept_count"] is not None  # the branch that reads no target
+    assert torch.zeros(1).is_cpu
+    assert host_path.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()]
+    rows = [row for row in rows if row[0] == "2-25-25-25-2"]
+    assert [row[2] for row in rows] == ["sgd", "adam"]
+    assert all(float(cell) > 0 for row in rows for cell in (row[3], row[4], row[6]))
+    assert torch.zeros(1).is_cpu
