@@ -495,3 +495,42 @@ def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
     counted = twins.opt.state_dict()["state"][0]["step"]
     assert torch.equal(counted, twins.ref_opt.state_dict()["state"][0]["step"])
     assert counted.item() == 5 and counted.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [(Adam, {}), (AdamW, {"amsgrad": True}), (RMSprop, {}), (RMSprop, {"centered": True})],
+)
+def test_the_denominator_reuses_its_memory_and_keeps_torchs_bits(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    """d = sqrt(v) is written into tensors made at the first step, not new ones each step."""
+    gen = torch.Generator().manual_seed(0)
+    values = [torch.randn(300, 300, generator=gen), torch.randn(300, generator=gen)]  # not flat
+    ours = [Parameter(v.clone()) for v in values]
+    ref = [v.clone().requires_grad_() for v in values]
+    opt, ref_opt = cls(ours, **kwargs), TWINS[cls](ref, **kwargs)
+    addresses = []
+    for _ in range(3):
+        for p, t in zip(ours, ref, strict=True):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, t.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+        scratch = [t for tensors in opt._scratch_space.values() for t in tensors]
+        addresses.append([t.data_ptr() for t in scratch])
+    assert len(addresses[0]) == 2 and addresses[0] == addresses[1] == addresses[2]
+    assert all(torch.equal(p.data, t.detach()) for p, t in zip(ours, ref, strict=True))
+    state = opt.state_dict()["state"]
+    assert all(set(entry) == set(ref_opt.state_dict()["state"][0]) for entry in state.values())
+
+
+def test_a_scratch_tensor_follows_a_change_of_shape() -> None:
+    param = Parameter(torch.randn(300, 300))
+    opt = Adam([param])
+    param.grad = torch.randn(300, 300)
+    opt.step()
+    group = opt.param_groups[0]
+    assert opt._scratch(group, "denom", [param.data])[0].shape == (300, 300)
+    assert opt._scratch(group, "denom", [torch.zeros(2, 3)])[0].shape == (2, 3)  # made again
+    assert opt._scratch(group, "denom", [torch.zeros(2, 3, device="meta")]) is None  # off the CPU

@@ -108,7 +108,7 @@ class Adam(Optimizer):
                 v = v_max
             bias_correction2_sqrt = [(1 - beta2**t_i) ** 0.5 for t_i in t]
             minus_step_size = [-lr / (1 - beta1**t_i) for t_i in t]
-            denom = foreach.sqrt(v)  # d = sqrt(v)
+            denom = foreach.sqrt(v, out=self._scratch(group, "denom", v))  # d = sqrt(v)
             foreach.div_(denom, bias_correction2_sqrt)  # d = d / sqrt(1 - beta2^t)
             foreach.add_scalar_(denom, self._scalar(eps, denom))  # d = d + eps
             foreach.addcdiv_(p, m, denom, minus_step_size)  # p = p - lr/(1-beta1^t) * m/d

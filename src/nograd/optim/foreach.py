@@ -272,8 +272,15 @@ def lerp_(xs: TensorList, ys: TensorList, weight: float) -> None:
         _each_(torch._foreach_lerp_, Tensor.lerp_, xs, ys, weight)
 
 
-def addcmul(xs: TensorList, ys: TensorList, zs: TensorList, value: float) -> TensorList:
-    """x + value * y * z, as new tensors."""
+def addcmul(
+    xs: TensorList, ys: TensorList, zs: TensorList, value: float, out: TensorList | None = None
+) -> TensorList:
+    """x + value * y * z, as new tensors, or into ``out`` (CPU tensors) where given."""
+    if out is not None:
+        return [
+            torch.addcmul(x, y, z, value=value, out=o)
+            for x, y, z, o in zip(xs, ys, zs, out, strict=True)
+        ]
     x = _alone(xs)
     if x is not None:
         return [torch.addcmul(x, ys[0], zs[0], value=value)]
@@ -317,8 +324,10 @@ def _maximum_(x: Tensor, y: Tensor) -> None:
     torch.maximum(x, y, out=x)  # x = max(x, y)
 
 
-def sqrt(xs: TensorList) -> TensorList:
-    """sqrt(x), as new tensors."""
+def sqrt(xs: TensorList, out: TensorList | None = None) -> TensorList:
+    """sqrt(x), as new tensors, or into ``out`` (CPU tensors) where given."""
+    if out is not None:
+        return [torch.sqrt(x, out=o) for x, o in zip(xs, out, strict=True)]
     x = _alone(xs)
     if x is not None:
         return [x.sqrt()]

@@ -96,13 +96,14 @@ class RMSprop(Optimizer):
             v = tensors.state(states, "square_avg")
             foreach.mul_(v, self._scalar(alpha, v))  # v = alpha * v
             foreach.addcmul_(v, g, g, value=1 - alpha)  # v = v + (1 - alpha) * g * g
+            scratch = self._scratch(group, "d", v)  # d's memory: on the CPU, kept between steps
             if centered:
                 a = tensors.state(states, "grad_avg")
                 foreach.lerp_(a, g, 1 - alpha)  # a = a + (1 - alpha) * (g - a)
-                d = foreach.addcmul(v, a, a, value=-1)  # d = v - a * a
+                d = foreach.addcmul(v, a, a, value=-1, out=scratch)  # d = v - a * a
                 foreach.sqrt_(d)  # d = sqrt(d)
             else:
-                d = foreach.sqrt(v)  # d = sqrt(v)
+                d = foreach.sqrt(v, out=scratch)  # d = sqrt(v)
             foreach.add_scalar_(d, self._scalar(eps, d))  # d = d + eps
             if mu > 0:
                 b = tensors.state(states, "momentum_buffer")
