@@ -69,6 +69,7 @@ import functools
 import itertools
 import json
 import math
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -98,6 +99,7 @@ from _common import (
 from nograd.nn.matmul import CpuMatmul
 
 Batch = tuple[Tensor, Tensor]
+AloneRuns = dict[str, list[dict[str, float]]]  # variant -> alone_child's results
 VARIANTS = ("nograd", "PyTorch", "minimal")
 ONEDNN = "nograd+oneDNN"  # a fourth variant, on CPU MLP rows: nograd.set_cpu_matmul("onednn")
 RATIOS = (("nograd", "PyTorch"), ("nograd", "minimal"), ("minimal", "PyTorch"))
@@ -117,6 +119,8 @@ CHECK_TOLERANCE = 1e-10
 # farther from the float64 trajectory than PyTorch's float32 ones are (1.0 to 1.6 measured)
 ONEDNN_ERROR_RATIO = 4.0
 MEMORY_STEPS = 3
+# each variant alone in a fresh process: warm-up steps, then timed chunks of steps, per round
+ALONE_WARMUP, ALONE_CHUNKS, ALONE_CHUNK_STEPS, ALONE_ROUNDS = 20, 5, 8, 3
 
 
 class Case(NamedTuple):
@@ -547,6 +551,88 @@ def measure_memory(optimizers: Sequence[str], threads: int, settings: Settings) 
     return [title, "", *markdown_table(header, rows)]
 
 
+def alone_child(variant: str, optimizer: str, steps: tuple[int, int, int]) -> dict[str, float]:
+    """One variant's MLP step on the CPU, alone in this process: us per step, page faults.
+
+    ``steps`` is (warm-up steps, timed chunks, steps per chunk). The result is the median
+    chunk, and the minor page faults per step over all the timed steps.
+    """
+    warmup, chunks, chunk_steps = steps
+    sizes, device = CASES["mlp"].sizes, torch.device("cpu")
+    trainer = BUILDERS[variant](sizes, initial_state(sizes), optimizer, device, torch.float32)
+    trainer.train(make_batches("mlp", 256, warmup, device, torch.float32), 1)
+    batches = make_batches("mlp", 256, chunk_steps, device, torch.float32)
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = [time_call(lambda: trainer.train(batches, 1), lambda: None) for _ in range(chunks)]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+    return {"us": median(seconds) / chunk_steps * 1e6, "faults": faults / (chunks * chunk_steps)}
+
+
+ALONE = ("nograd", "PyTorch", "minimal")
+
+
+def run_alone(optimizer: str, threads: int, steps: Sequence[int], rounds: int) -> AloneRuns:
+    """Each variant's ``alone_child`` results, the fresh processes taking turns, per round."""
+    runs: AloneRuns = {name: [] for name in ALONE}
+    for turn in range(rounds):
+        for name in ALONE[turn % 3 :] + ALONE[: turn % 3]:
+            argv = ["--alone-child", f"{name},{optimizer}", "--threads", str(threads)]
+            argv += ["--alone-steps", ",".join(map(str, steps))]
+            done = subprocess.run(
+                [sys.executable, __file__, *argv], capture_output=True, text=True, check=True
+            )
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def alone_ratio(runs: AloneRuns, name: str, other: str) -> float:
+    """The median over rounds of name's time per step over other's."""
+    pairs = zip(runs[name], runs[other], strict=True)
+    return median([mine["us"] / theirs["us"] for mine, theirs in pairs])
+
+
+def measure_alone(optimizers: Sequence[str], threads: int, quick: bool) -> list[str]:
+    """The MLP step of each variant alone in a fresh process, as a user runs it (CPU).
+
+    In the main table the variants share a process, and with it the C library's
+    allocator: whether a freed megabyte goes back to the kernel, to be faulted in again
+    by the next step, depends on what every variant allocated before. Here each runs in
+    a process of its own, in turns over a few rounds, and a ratio is the median of the
+    ratios of each round.
+    """
+    steps = (2, 2, 2) if quick else (ALONE_WARMUP, ALONE_CHUNKS, ALONE_CHUNK_STEPS)
+    rounds = 1 if quick else ALONE_ROUNDS
+    rows = []
+    for optimizer in optimizers:
+        runs = run_alone(optimizer, threads, steps, rounds)
+        to_pytorch = alone_ratio(runs, "nograd", "PyTorch")
+        rows.append(
+            [
+                optimizer,
+                *(format_us(median([run["us"] for run in runs[name]])) for name in ALONE),
+                f"{to_pytorch:.2f}",
+                target_cell(to_pytorch, TARGETS[("mlp", 256)][0]),
+                f"{alone_ratio(runs, 'nograd', 'minimal'):.2f}",
+                *(f"{median([run['faults'] for run in runs[name]]):.0f}" for name in ALONE),
+            ]
+        )
+    header = [
+        "optimizer",
+        *(f"{name} (us/step)" for name in ALONE),
+        "nograd/PyTorch",
+        "target",
+        "nograd/minimal",
+        *(f"page faults/step {name}" for name in ALONE),
+    ]
+    warmup, chunks, chunk_steps = steps
+    title = (
+        f"Each variant alone in a fresh process, MLP 784-1024-1024-10, batch 256, {threads} "
+        f"thread(s): {warmup} warm-up steps, then the median of {chunks} chunks of "
+        f"{chunk_steps} steps; {rounds} round(s), the processes in turns:"
+    )
+    return [title, "", *markdown_table(header, rows)]
+
+
 # ------------------------------------------------------------------------------ table
 def target_cell(ratio: float, target: float | None) -> str:
     if target is None:
@@ -651,6 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--alone-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--alone-steps", type=positive_ints, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -701,6 +789,8 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
         lines += ["", *extra]
     if "mlp" in args.cases:
         lines += ["", *measure_memory(args.optimizers, max(args.threads), settings)]
+        if device.type == "cpu":
+            lines += ["", *measure_alone(args.optimizers, min(args.threads), quick)]
     return rows, lines
 
 
@@ -718,6 +808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 torch.set_num_threads(max(args.threads))
                 variant, optimizer = args.memory_child.split(",")
                 print(json.dumps(memory_child(variant, optimizer, device)))
+                return 0
+            if args.alone_child:
+                torch.set_num_threads(min(args.threads))
+                variant, optimizer = args.alone_child.split(",")
+                warmup, chunks, chunk_steps = args.alone_steps
+                print(json.dumps(alone_child(variant, optimizer, (warmup, chunks, chunk_steps))))
                 return 0
             rows, lines = benchmark(args, device)
     finally:

@@ -97,11 +97,13 @@ SMALL_MLP = ["--quick", "--cases", "mlp", "--threads", "1", "--optimizers", "sgd
 
 @pytest.fixture
 def small_mlp(vs_torch: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The MLP rows on 256-256-256-10 (products still above ONEDNN_MIN_MACS), no memory table."""
+    """The MLP rows on 256-256-256-10 (products still above ONEDNN_MIN_MACS), no memory table
+    and no table of fresh processes (each tested on its own)."""
     monkeypatch.setitem(
         vs_torch.CASES, "mlp", vs_torch.Case("MLP small", (256, 256, 256, 10), (256,))
     )
     monkeypatch.setattr(vs_torch, "measure_memory", lambda *args: [])
+    monkeypatch.setattr(vs_torch, "measure_alone", lambda *args: [])
 
 
 @needs_onednn
@@ -266,3 +268,20 @@ def test_host_path_script_times_nograds_gpu_branches_on_the_cpu(
     assert [row[2] for row in rows] == ["sgd", "adam"]
     assert all(float(cell) > 0 for row in rows for cell in (row[3], row[4], row[6]))
     assert torch.zeros(1).is_cpu
+
+
+def test_alone_table_times_each_variant_in_a_fresh_process(vs_torch: ModuleType) -> None:
+    """One quick round: a row per optimizer, a time and a page-fault count per variant."""
+    lines = vs_torch.measure_alone(["sgd"], 1, quick=True)
+    assert lines[0].startswith("Each variant alone in a fresh process")
+    (row,) = [[c.strip() for c in line.strip("|").split("|")] for line in lines if "| sgd" in line]
+    assert all(float(cell) > 0 for cell in row[1:5])  # three us/step and a ratio
+    assert all(float(cell) >= 0 for cell in row[7:])  # page faults per step
+
+
+def test_alone_ratio_is_the_median_of_each_rounds_ratio(vs_torch: ModuleType) -> None:
+    runs = {
+        "nograd": [{"us": 90.0}, {"us": 180.0}, {"us": 95.0}],
+        "PyTorch": [{"us": 100.0}, {"us": 200.0}, {"us": 100.0}],
+    }
+    assert vs_torch.alone_ratio(runs, "nograd", "PyTorch") == 0.9  # 0.9, 0.9, 0.95
