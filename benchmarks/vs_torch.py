@@ -119,8 +119,9 @@ CHECK_TOLERANCE = 1e-10
 # farther from the float64 trajectory than PyTorch's float32 ones are (1.0 to 1.6 measured)
 ONEDNN_ERROR_RATIO = 4.0
 MEMORY_STEPS = 3
-# each variant alone in a fresh process: warm-up steps, then timed chunks of steps, per round
-ALONE_WARMUP, ALONE_CHUNKS, ALONE_CHUNK_STEPS, ALONE_ROUNDS = 20, 5, 8, 3
+# each variant alone in a fresh process, per round: warm-up epochs over the chunk's batches,
+# then timed chunks (epochs) of that many steps
+ALONE_WARMUP, ALONE_CHUNKS, ALONE_CHUNK_STEPS, ALONE_ROUNDS = 3, 5, 8, 3
 
 
 class Case(NamedTuple):
@@ -554,14 +555,15 @@ def measure_memory(optimizers: Sequence[str], threads: int, settings: Settings) 
 def alone_child(variant: str, optimizer: str, steps: tuple[int, int, int]) -> dict[str, float]:
     """One variant's MLP step on the CPU, alone in this process: us per step, page faults.
 
-    ``steps`` is (warm-up steps, timed chunks, steps per chunk). The result is the median
-    chunk, and the minor page faults per step over all the timed steps.
+    ``steps`` is (warm-up epochs, timed chunks, steps per chunk); an epoch, warm-up or
+    timed, is one pass over the same ``steps per chunk`` batches. The result is the
+    median chunk, and the minor page faults per step over all the timed steps.
     """
     warmup, chunks, chunk_steps = steps
     sizes, device = CASES["mlp"].sizes, torch.device("cpu")
     trainer = BUILDERS[variant](sizes, initial_state(sizes), optimizer, device, torch.float32)
-    trainer.train(make_batches("mlp", 256, warmup, device, torch.float32), 1)
     batches = make_batches("mlp", 256, chunk_steps, device, torch.float32)
+    trainer.train(batches, warmup)
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     seconds = [time_call(lambda: trainer.train(batches, 1), lambda: None) for _ in range(chunks)]
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
@@ -600,7 +602,7 @@ def measure_alone(optimizers: Sequence[str], threads: int, quick: bool) -> list[
     a process of its own, in turns over a few rounds, and a ratio is the median of the
     ratios of each round.
     """
-    steps = (2, 2, 2) if quick else (ALONE_WARMUP, ALONE_CHUNKS, ALONE_CHUNK_STEPS)
+    steps = (1, 2, 2) if quick else (ALONE_WARMUP, ALONE_CHUNKS, ALONE_CHUNK_STEPS)
     rounds = 1 if quick else ALONE_ROUNDS
     rows = []
     for optimizer in optimizers:
@@ -627,8 +629,8 @@ def measure_alone(optimizers: Sequence[str], threads: int, quick: bool) -> list[
     warmup, chunks, chunk_steps = steps
     title = (
         f"Each variant alone in a fresh process, MLP 784-1024-1024-10, batch 256, {threads} "
-        f"thread(s): {warmup} warm-up steps, then the median of {chunks} chunks of "
-        f"{chunk_steps} steps; {rounds} round(s), the processes in turns:"
+        f"thread(s): {warmup * chunk_steps} warm-up steps, then the median of {chunks} chunks "
+        f"of {chunk_steps} steps; {rounds} round(s), the processes in turns:"
     )
     return [title, "", *markdown_table(header, rows)]
 
