@@ -53,6 +53,9 @@ stray from PyTorch's float64 run at most ONEDNN_ERROR_RATIO times as far as PyTo
 own float32 run does. It has a table of its own, below the main one.
 Memory (when the MLP runs): the peak of a few MLP steps, per variant, in a fresh
 process on the CPU (peak RSS) or in process on CUDA (max_memory_allocated).
+Alone (when the MLP runs on the CPU): each variant's MLP step in a fresh process of its
+own, the processes in turns, with its page faults per step; in one process, the
+variants share the C allocator, whose state changes what a step's new tensors cost.
 Targets (nograd/PyTorch, nograd/minimal) apply to the 1-thread rows of the reference
 net and to every MLP row. Exit code 1 if any row's parameters disagree (or
 nograd+oneDNN's stray too far).
@@ -570,14 +573,11 @@ def alone_child(variant: str, optimizer: str, steps: tuple[int, int, int]) -> di
     return {"us": median(seconds) / chunk_steps * 1e6, "faults": faults / (chunks * chunk_steps)}
 
 
-ALONE = ("nograd", "PyTorch", "minimal")
-
-
 def run_alone(optimizer: str, threads: int, steps: Sequence[int], rounds: int) -> AloneRuns:
     """Each variant's ``alone_child`` results, the fresh processes taking turns, per round."""
-    runs: AloneRuns = {name: [] for name in ALONE}
+    runs: AloneRuns = {name: [] for name in VARIANTS}
     for turn in range(rounds):
-        for name in ALONE[turn % 3 :] + ALONE[: turn % 3]:
+        for name in VARIANTS[turn % 3 :] + VARIANTS[: turn % 3]:
             argv = ["--alone-child", f"{name},{optimizer}", "--threads", str(threads)]
             argv += ["--alone-steps", ",".join(map(str, steps))]
             done = subprocess.run(
@@ -611,20 +611,20 @@ def measure_alone(optimizers: Sequence[str], threads: int, quick: bool) -> list[
         rows.append(
             [
                 optimizer,
-                *(format_us(median([run["us"] for run in runs[name]])) for name in ALONE),
+                *(format_us(median([run["us"] for run in runs[name]])) for name in VARIANTS),
                 f"{to_pytorch:.2f}",
                 target_cell(to_pytorch, TARGETS[("mlp", 256)][0]),
                 f"{alone_ratio(runs, 'nograd', 'minimal'):.2f}",
-                *(f"{median([run['faults'] for run in runs[name]]):.0f}" for name in ALONE),
+                *(f"{median([run['faults'] for run in runs[name]]):.0f}" for name in VARIANTS),
             ]
         )
     header = [
         "optimizer",
-        *(f"{name} (us/step)" for name in ALONE),
+        *(f"{name} (us/step)" for name in VARIANTS),
         "nograd/PyTorch",
         "target",
         "nograd/minimal",
-        *(f"page faults/step {name}" for name in ALONE),
+        *(f"page faults/step {name}" for name in VARIANTS),
     ]
     warmup, chunks, chunk_steps = steps
     title = (
