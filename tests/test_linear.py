@@ -50,6 +50,28 @@ def test_linear_gradients_accumulate_until_zero_grad() -> None:
     assert layer.weight.grad is None
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [3, 256])
+def test_accumulated_gradients_are_torchs_bits(dtype: torch.dtype, batch: int) -> None:
+    # Three backward passes before a step, as in gradient accumulation over micro-batches.
+    # torch's AccumulateGrad adds each new dL/dW into .grad once it is computed; a product
+    # that adds into .grad as it goes (addmm_) rounds differently in the last bits.
+    generator = torch.Generator().manual_seed(batch)
+    ref = torch.nn.Linear(300, 200, dtype=dtype)
+    ours = Linear(300, 200, dtype=dtype)
+    ours.load_state_dict(ref.state_dict())
+    for _ in range(3):
+        x = torch.randn(batch, 300, dtype=dtype, generator=generator)
+        g = torch.randn(batch, 200, dtype=dtype, generator=generator)
+        with torch.enable_grad():
+            ref(x).backward(g)
+        ours(x)
+        ours.backward(g)
+    assert ours.weight.grad is not None and ours.bias is not None
+    assert torch.equal(ours.weight.grad, ref.weight.grad)
+    assert torch.equal(ours.bias.grad, ref.bias.grad)
+
+
 def test_linear_default_init_is_torch_bit_for_bit() -> None:
     torch.manual_seed(7)
     ours = Linear(25, 13)

@@ -45,7 +45,6 @@ def test_blas_is_the_default_and_its_products_are_torch_ops_themselves() -> None
     assert matmul.mm is torch.mm
     assert matmul.addmm is torch.addmm
     assert matmul.addmm_relu is torch._addmm_activation
-    assert matmul.addmm_ is torch.Tensor.addmm_
 
 
 @needs_onednn
@@ -224,7 +223,7 @@ def test_each_onednn_product_matches_torch_and_goes_where_its_size_says(
 ) -> None:
     generator = torch.Generator().manual_seed(n * k * m)
     a, c = torch.randn(n, k, generator=generator), torch.randn(k, m, generator=generator)
-    bias, out = torch.randn(m, generator=generator), torch.randn(n, m, generator=generator)
+    bias = torch.randn(m, generator=generator)
     tol = {"rtol": 1e-5, "atol": 1e-6 * k**0.5 * 4}  # sums of k products of N(0, 1) numbers
     nograd.set_cpu_matmul("onednn")
     with OpNames() as ops:
@@ -232,13 +231,12 @@ def test_each_onednn_product_matches_torch_and_goes_where_its_size_says(
             matmul.mm(a, c),
             matmul.addmm(bias, a, c),
             matmul.addmm_relu(bias, a, c),
-            matmul.addmm_(out.clone(), a, c),
         ]
-    expected = [a @ c, bias + a @ c, (bias + a @ c).relu(), out + a @ c]
+    expected = [a @ c, bias + a @ c, (bias + a @ c).relu()]
     for result, reference in zip(results, expected, strict=True):
         assert_close(result, reference, tol=tol)
     on_onednn = n * k * m >= matmul.ONEDNN_MIN_MACS
-    assert ops.names.count(ONEDNN_OP) == (4 if on_onednn else 0)
+    assert ops.names.count(ONEDNN_OP) == (3 if on_onednn else 0)
 
 
 @needs_onednn

@@ -173,21 +173,12 @@ class Linear(Module):
 
     def _accumulate_weight_grad(self, g: Tensor, x: Tensor) -> None:
         """Add dL/dW, for dL/dy = g (N, out) and input x (N, in), into weight.grad."""
-        weight = self.weight
-        if weight.grad is None:
-            weight.grad = matmul.mm(g.t(), x)  # dL/dW = g^T x
-        else:
-            matmul.addmm_(weight.grad, g.t(), x)  # dL/dW += g^T x
+        self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
 
     def _accumulate_bias_grad(self, g: Tensor) -> None:
         """Add dL/db, for dL/dy = g (N, out), into bias.grad (if there is a bias)."""
-        bias = self.bias
-        if bias is None:
-            return
-        if bias.grad is None:
-            bias.grad = g.sum(0)  # dL/db = sum_n g_n
-        else:
-            bias.grad.add_(g.sum(0))  # dL/db += sum_n g_n
+        if self.bias is not None:
+            self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
 
     def _rows(self, grad_output: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
         """x and dL/dy as rows, for an input of shape (*, in_features).

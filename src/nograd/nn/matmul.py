@@ -21,7 +21,7 @@ training that follows. Every other product stays with torch's op: float64 (oneDN
 none), GPU tensors, and small products, where oneDNN's fixed cost of about 10 us a
 call is more than it saves.
 
-How the switch costs nothing while it is off: the four names below *are* torch's ops
+How the switch costs nothing while it is off: the three names below *are* torch's ops
 while the backend is "blas" (``Linear`` calls ``matmul.mm(g, W)``, which is
 ``torch.mm(g, W)``), and ``set_cpu_matmul`` rebinds them to the functions that choose.
 """
@@ -51,7 +51,6 @@ _backend: CpuMatmul = "blas"
 addmm: BiasedProduct = torch.addmm  # b + a c
 addmm_relu: BiasedProduct = torch._addmm_activation  # max(0, b + a c)
 mm: Product = torch.mm  # a c
-addmm_: BiasedProduct = Tensor.addmm_  # out += a c, in place (out in place of b)
 
 
 def get_cpu_matmul() -> CpuMatmul:
@@ -70,7 +69,7 @@ def set_cpu_matmul(backend: CpuMatmul) -> None:
         ValueError: for any other name.
         RuntimeError: for "onednn" when this torch build has no oneDNN.
     """
-    global _backend, addmm, addmm_relu, mm, addmm_
+    global _backend, addmm, addmm_relu, mm
     if backend not in _PRODUCTS:
         raise ValueError(f"set_cpu_matmul: expected 'blas' or 'onednn', got {backend!r}")
     if backend == "onednn" and not onednn_available():
@@ -78,7 +77,7 @@ def set_cpu_matmul(backend: CpuMatmul) -> None:
             "set_cpu_matmul: this torch build has no oneDNN (torch.backends.mkldnn) "
             "linear op; keep the default 'blas'"
         )
-    addmm, addmm_relu, mm, addmm_ = _PRODUCTS[backend]
+    addmm, addmm_relu, mm = _PRODUCTS[backend]
     _backend = backend
 
 
@@ -142,14 +141,8 @@ def _mm(a: Tensor, c: Tensor) -> Tensor:
     return torch.mm(a, c)
 
 
-def _addmm_(out: Tensor, a: Tensor, c: Tensor) -> Tensor:
-    if _on_onednn(a, c) and out.dtype == torch.float32:
-        return out.add_(_linear(a, c, None, "none"))  # out += a c
-    return out.addmm_(a, c)
-
-
-_PRODUCTS: dict[str, tuple[BiasedProduct, BiasedProduct, Product, BiasedProduct]] = {
-    # addmm, addmm_relu, mm, addmm_ of each backend
-    "blas": (torch.addmm, torch._addmm_activation, torch.mm, Tensor.addmm_),
-    "onednn": (_addmm, _addmm_relu, _mm, _addmm_),
+_PRODUCTS: dict[str, tuple[BiasedProduct, BiasedProduct, Product]] = {
+    # addmm, addmm_relu, mm of each backend
+    "blas": (torch.addmm, torch._addmm_activation, torch.mm),
+    "onednn": (_addmm, _addmm_relu, _mm),
 }

@@ -25,7 +25,14 @@ class Parameter:
         self.grad: Tensor | None = None
 
     def accumulate_grad(self, grad: Tensor) -> None:
-        """Add ``grad`` into ``self.grad``; the first gradient is stored as it is."""
+        """Add ``grad`` into ``self.grad``; the first gradient is stored as it is.
+
+        As torch's AccumulateGrad, the new gradient is computed in full before it is
+        added, so a sum over several backward passes rounds as PyTorch's does. (A
+        product that adds into ``.grad`` as it goes, ``grad.addmm_(g.t(), x)``, saves a
+        pass over memory but rounds each partial sum with the old gradient in it: other
+        bits in the last place.)
+        """
         if self.grad is None:
             self.grad = grad  # callers hand over a tensor they will not reuse
         else:
