@@ -5,11 +5,8 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
 
-from nograd import loop
 from nograd.data import DataLoader, TensorDataset, disk, xor
-from nograd.loop import keeps_gradients
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, Linear, Module, MSELoss, Sequential
 from nograd.nn.activations import ReLU, Tanh
 from nograd.optim import SGD, Adam, AdamW
@@ -363,47 +360,3 @@ def test_after_fit_training_goes_on_outside_inference_mode(
     model.backward(loss_fn.backward())  # adds into them
     optimizer.step()  # updates the state in place
     assert all(torch.isfinite(p.data).all() for p in model.parameters())
-
-
-def big_model() -> Sequential:
-    torch.manual_seed(0)  # a 512 x 512 weight: 2^18 numbers, a megabyte in float32
-    return Sequential(Linear(2, 512), ReLU(), Linear(512, 512), ReLU(), Linear(512, 2))
-
-
-def test_fit_keeps_megabyte_cpu_gradients_and_drops_small_ones() -> None:
-    assert keeps_gradients(big_model())
-    assert not keeps_gradients(Sequential(Linear(2, 25), ReLU(), Linear(25, 2)))
-    assert not keeps_gradients(big_model().to("meta"))  # not on the CPU
-
-
-class GradientsSeen:
-    """Wraps ``optimizer.zero_grad`` to keep every gradient it is about to clear."""
-
-    def __init__(self, model: Module, optimizer: SGD | Adam) -> None:
-        self.model, self.clear = model, optimizer.zero_grad
-        self.grads: list[Tensor] = []
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.grads += [p.grad for p in self.model.parameters() if p.grad is not None]
-        self.clear(set_to_none)
-
-
-@pytest.mark.parametrize("optimizer_cls", [SGD, Adam])
-def test_fit_gives_the_same_numbers_whether_it_keeps_gradients_or_not(
-    optimizer_cls: type[SGD] | type[Adam], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Zeroed in place, then added to, a gradient has the bits of a new one."""
-    trained = []
-    for kept, keep_from in ((True, loop.KEEP_GRAD_NUMEL), (False, 1 << 30)):  # 2^30: none
-        monkeypatch.setattr(loop, "KEEP_GRAD_NUMEL", keep_from)
-        model = big_model()
-        optimizer = optimizer_cls(model.parameters(), lr=0.01)
-        seen = GradientsSeen(model, optimizer)
-        monkeypatch.setattr(optimizer, "zero_grad", seen.zero_grad)
-        fit(model, CrossEntropyLoss(), optimizer, disk(64), epochs=2, batch_size=16, progress=False)
-        weight = model[2].weight
-        assert (weight.grad is not None) and not weight.grad.is_inference()  # normal after fit
-        distinct = len({id(grad) for grad in seen.grads})
-        assert distinct == 6 if kept else distinct == len(seen.grads) == 42  # 7 steps x 6
-        trained.append(model.state_dict())
-    assert all(torch.equal(trained[0][key], trained[1][key]) for key in trained[0])

@@ -28,25 +28,6 @@ from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler
 from nograd.targets import TargetTransform, predict_classes
 
-KEEP_GRAD_NUMEL = 1 << 18  # a float32 gradient of 1 MiB: see keeps_gradients
-
-
-def keeps_gradients(model: Module) -> bool:
-    """Whether ``fit`` zeroes the gradients in place between steps rather than dropping them.
-
-    Dropped (``zero_grad()``, torch's default), a gradient is made anew by the next
-    backward. On the CPU a new megabyte tensor may be memory that the C library's
-    allocator has just handed back to the kernel, and writing it then costs a page fault
-    per 4 KiB: the 784-1024-1024-10 MLP with SGD, alone in its process, took 27 to 28 ms
-    a step with 1000 to 2000 faults, and 24.1 to 24.4 ms with none when its gradients
-    were zeroed in place (``zero_grad(set_to_none=False)``), which there costs nothing
-    measurable and gives the same numbers (docs/benchmarks.md). So ``fit`` keeps them
-    for a model with a CPU parameter of at least ``KEEP_GRAD_NUMEL`` numbers. A smaller
-    model drops them as torch does, since zeroing costs an op per parameter, and so does
-    a GPU model, whose caching allocator keeps freed memory anyway.
-    """
-    return any(p.data.is_cpu and p.numel() >= KEEP_GRAD_NUMEL for p in model.parameters())
-
 
 class EpochLoop:
     """The state of one ``fit``: what each epoch reads and what it leaves behind.
@@ -82,7 +63,6 @@ class EpochLoop:
         self.history = History()
         self.cuda_graph = False  # replay each step as one CUDA graph (fit's cuda_graph)
         self.graphed: GraphedTrainStep | None = None
-        self.drop_grads = not keeps_gradients(model)  # zero_grad's set_to_none
 
     def run_epoch(self, epoch: int, resumed: Progress | None) -> None:
         """Train epoch ``epoch`` (from 0), from its start or from where ``resumed`` stopped."""
@@ -122,7 +102,7 @@ class EpochLoop:
                 output = self.graphed.output
                 watch.check(loss, step)
             else:
-                optimizer.zero_grad(set_to_none=self.drop_grads)
+                optimizer.zero_grad()
                 output = model(x)  # each layer saves what its backward needs
                 loss = loss_fn(output, target)
                 watch.check(loss, step)  # stops before a non-finite loss reaches the weights
