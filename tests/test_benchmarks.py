@@ -257,9 +257,6 @@ def test_host_path_script_times_nograds_gpu_branches_on_the_cpu(
     host_path = import_script("host_path")
     with torch.inference_mode(), host_path.gpu_code_paths():
         assert not torch.zeros(1).is_cpu  # nograd's GPU branches run on CPU tensors
-        loss_fn = nograd.nn.CrossEntropyLoss()
-        loss_fn(torch.randn(3, 2), torch.tensor([0, 1, 0]))
-        assert loss_fn.saved["kept_count"] is not None  # the branch that reads no target
     assert torch.zeros(1).is_cpu
     assert host_path.main(["--quick"]) == 0
     out = capsys.readouterr().out

@@ -1,14 +1,30 @@
 """Cross-entropy of logits against class indices: the classifier's loss.
 
-The forward keeps log p = log_softmax(z), and the backward is the softmax minus the
-target distribution, dl_n/dz_n = (sum_c q_nc) p_n - q_n, which is p_n - q_n when q_n
-sums to 1. Label smoothing, class weights and ``ignore_index`` change only q and the
-mean's denominator; the reductions and the upstream gradient come from ``Loss``.
+With log p = log_softmax(z), row n's loss mixes two terms by the label smoothing e:
 
-The usual case (no class weights, no smoothing) has a short road: the value from
-ATen's ``nll_loss_forward`` and the gradient from the two kernels torch's own backward
-runs, so both have torch's very bits, and the rows of ``ignore_index`` are skipped
-without reading the targets. Everything else builds q.
+    l_n = (1 - e) w_{y_n} (-log p_{n,y_n})  +  (e / C) sum_c w_c (-log p_nc)
+
+the negative log-likelihood (NLL) of the target class, and the mean over the C classes
+(w = 1 without class weights). Its gradient is the softmax minus the target
+distribution: dl_n/dz_n = (sum_c q_nc) p_n - q_n, with q_nc = (1 - e) w_c [c = y_n] +
+e w_c / C, which is p_n - onehot(y_n) in the usual case (e = 0, no weights).
+
+The code computes that gradient the way torch's autograd does, so that value and
+gradient are PyTorch's very bits (a float32 training run is PyTorch's to the last bit;
+p - q written out rounds differently). The chain rule goes through log p:
+
+1. dL/dlog p_nc, the gradient of the two terms. The NLL term's comes from ATen's own
+   kernel ``nll_loss_backward``: -(1 - e) g w_{y_n} at each row's target, divided by
+   sum_n w_{y_n} under "mean", 0 elsewhere. The smoothing term adds -(e / C) g w_c to
+   every class of every row (divided by its own denominator under "mean").
+2. dL/dz_n = dL/dlog p_n - p_n sum_c dL/dlog p_nc, the softmax's Jacobian, by ATen's
+   ``_log_softmax_backward_data``.
+
+Rows whose target is ``ignore_index`` count for nothing. The NLL kernels skip them
+without reading the targets on the host, and the smoothing term masks them with
+``y == ignore_index`` on the device. So the loss never waits for a GPU (see
+docs/design.md, "On a GPU: never read a value"), and the usual case is 4 ops: log_softmax
+and nll_loss_forward, then nll_loss_backward and _log_softmax_backward_data.
 """
 
 from __future__ import annotations
@@ -16,13 +32,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nograd.nn.constants import filled, one_like
+from nograd.nn.constants import one_like
 from nograd.nn.losses import Loss
 
-# torch's own kernel for sum_n -log p_{n,y_n} (see _negative_log_likelihood); looked up once
+# ATen's kernels for the NLL term (looked up once: torch.ops resolves names slowly).
+# The forward gathers -w_{y_n} log p_{n,y_n}, skips ignored rows and reduces, and also
+# returns the mean's denominator sum_n w_{y_n} over the rows kept; the backward puts
+# -g w_{y_n} (over that denominator under "mean") at each kept row's target.
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
-# and the first of the two kernels of its gradient that torch's autograd runs (the second,
-# torch._log_softmax_backward_data, has a binding of its own; see _backward_by_kernels)
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
 
@@ -32,11 +49,12 @@ class CrossEntropyLoss(Loss):
 
     p_n = softmax(z_n) and q_n is the target distribution: with label smoothing e,
     q_nc = (1 - e) [c = y_n] + e / C (torch's definition). With class weights w,
-    q_nc = (1 - e) w_c [c = y_n] + e w_c / C, and "mean" divides by sum_n w_{y_n}.
-    Rows whose target is ``ignore_index`` contribute neither loss nor gradient, and
-    "mean" averages over the other rows. log p = z - logsumexp(z) is computed shifted
-    by max(z), so it stays exact for logits of any size. Class-probability targets
-    (float (N, C)) are not supported.
+    q_nc = (1 - e) w_c [c = y_n] + e w_c / C; "mean" then divides the NLL term by
+    sum_n w_{y_n} and the smoothing term by the same sum, as torch does. Rows whose
+    target is ``ignore_index`` contribute neither loss nor gradient, and "mean"
+    averages over the other rows. log p is computed shifted by max(z), so it stays
+    exact for logits of any size. Class-probability targets (float (N, C)) are not
+    supported.
 
     Args:
         reduction: "mean" (the default), "sum" or "none".
@@ -73,193 +91,136 @@ class CrossEntropyLoss(Loss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         z, y, e = pred, target, self.label_smoothing
-        # log p = z - logsumexp(z), which torch computes as (z - max) - log sum exp(z - max):
-        # one fused kernel, and no cancellation between two numbers near 1000 in float32
-        if self.weight is None and e == 0 and y.dtype == torch.int64:  # the usual case
-            # torch's kernels check the shapes (and, on the CPU, the targets); ours run
-            # only to explain what they refused
-            try:
-                return self._negative_log_likelihood(torch.log_softmax(z, 1), y)
-            except (RuntimeError, IndexError):
-                pass  # the checks below say what was wrong
-        c = self._check_shapes(z, y)
-        log_p = torch.log_softmax(z, 1)
-        if self.weight is None and z.is_cpu and not 0 <= self.ignore_index < c:
-            # Every row counts once, or is ignored by a target outside [0, C)
-            y = y if y.dtype == torch.int64 else y.long()
-            try:
-                if e == 0:
-                    return self._negative_log_likelihood(log_p, y)
-                loss = log_p.gather(1, y.unsqueeze(1)).squeeze(1).neg()  # -log p_{n,y_n}
-            except (RuntimeError, IndexError):  # a target outside [0, C), or an ignored row
-                return self._forward_general(log_p, y)  # it skips ignored rows, explains the rest
-            loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
-            self._save(log_p, y)
-            return self._reduce(loss)
-        if self.weight is None and not z.is_cpu:
-            # On a GPU the targets are never read (that would stall the device): ignored
-            # rows are masked out of the loss and its gradient instead.
-            y = y if y.dtype == torch.int64 else y.long()
-            if e == 0:
-                return self._negative_log_likelihood(log_p, y)
-            kept = y != self.ignore_index  # the rows that count
-            y = torch.where(kept, y, 0)  # an ignored row gathers class 0, masked out below
-            loss = log_p.gather(1, y.unsqueeze(1)).squeeze(1).neg()  # -log p_{n,y_n}
-            loss = torch.lerp(loss, log_p.mean(1).neg(), e)  # (1 - e) nll - e mean_c log p_nc
-            self._save(log_p, y, ignored=kept.logical_not().unsqueeze(1))
-            return self._reduce(torch.where(kept, loss, 0.0), kept.sum().to(z.dtype))
-        return self._forward_general(log_p, y)
-
-    def _forward_general(self, log_p: Tensor, y: Tensor) -> Tensor:
-        """Class weights and ignored rows: build q_n and take -sum_c q_nc log p_nc."""
-        w, e, c = self.weight, self.label_smoothing, log_p.shape[1]
-        kept = self._kept_rows(y, c)  # None when no row is ignored
-        y = (y if kept is None else torch.where(kept, y, 0)).long()
-        y_col = y.unsqueeze(1)
-        kept_f = torch.ones_like(log_p[:, 0]) if kept is None else kept.to(log_p.dtype)
-        row_weight = kept_f if w is None else w[y] * kept_f  # w_{y_n}
-        q = torch.outer(kept_f, log_p.new_ones(c) if w is None else w).mul_(e / c)  # e w_c / C
-        q.scatter_add_(1, y_col, ((1 - e) * row_weight).unsqueeze(1))  # + (1 - e) w_{y_n}
-        loss = (q * log_p).sum(1).neg()  # -sum_c q_nc log p_nc
-        self._save(log_p, y, q, None if kept is None else kept.logical_not().unsqueeze(1))
-        return self._reduce(loss, row_weight.sum())
-
-    def _negative_log_likelihood(self, log_p: Tensor, y: Tensor) -> Tensor:
-        """l_n = -log p_{n,y_n}, reduced; rows whose target is ``ignore_index`` count for nothing.
-
-        ATen's ``nll_loss_forward`` does the gather, the sum and the division in one
-        kernel, in the order torch's own CrossEntropyLoss does, so the value has its very
-        bits. It skips an ignored row silently, and also returns the number of rows it
-        kept, which ``backward`` hands to the two kernels of torch's own backward: they
-        skip ignored rows as the forward did (``_backward_by_kernels``).
-        """
-        reduction = _REDUCTION_CODES[self.reduction]
-        loss: Tensor
-        loss, kept_count = _nll_loss_forward(log_p, y, None, reduction, self.ignore_index)
-        self._save(log_p, y)
+        if y.dtype != torch.int64 and _is_index_dtype(y.dtype):
+            y = y.long()  # torch's kernels take int64 class indices only
+        # torch's kernels check shapes, dtypes and (on the CPU) the targets' range; ours
+        # run only to explain what they refused
+        nll: Tensor  # sum_n -w_{y_n} log p_{n,y_n} over the rows kept, reduced
+        try:
+            # log p = z - logsumexp(z), computed as (z - max) - log sum exp(z - max): one
+            # fused kernel, and no cancellation between two numbers near 1000 in float32
+            log_p = torch.log_softmax(z, 1)
+            nll, total_weight = _nll_loss_forward(
+                log_p, y, self.weight, _REDUCTION_CODES[self.reduction], self.ignore_index
+            )
+        except (RuntimeError, IndexError) as refusal:
+            raise self._explain(z, y) or refusal from None
         saved = self.saved
+        saved["log_p"], saved["y"], saved["total_weight"] = log_p, y, total_weight
+        loss = nll
+        if e > 0:  # (1 - e) NLL + (e / C) smoothing term
+            loss = nll * (1 - e) + self._smoothing_term(log_p, y) * (e / z.shape[1])
         saved["l"] = loss  # backward needs its dtype, and under "none" its shape
-        saved["kept_count"] = kept_count  # under "mean", the denominator: rows that count
         return loss
 
-    def _save(
-        self, log_p: Tensor, y: Tensor, q: Tensor | None = None, ignored: Tensor | None = None
-    ) -> None:
-        """Keep what backward needs: log p, the targets y (int64, shape (N,)), and q.
+    def _smoothing_term(self, log_p: Tensor, y: Tensor) -> Tensor:
+        """sum_c w_c (-log p_nc) for each row (0 for an ignored row), reduced.
 
-        q is None when it is y's one-hot, smoothed by e; ``ignored``, the mask of the
-        rows that count for nothing, is None when every row counts.
+        "mean" divides the sum by sum_n w_{y_n} over the rows kept (their count without
+        weights), which it saves for the backward.
         """
-        saved = self.saved
-        saved["log_p"], saved["y"], saved["q"], saved["ignored"] = log_p, y, q, ignored
-        saved["kept_count"] = None
+        w = self.weight
+        weighted = log_p if w is None else log_p * w.view(1, -1)  # w_c log p_nc
+        per_row = weighted.sum(1).neg()  # -sum_c w_c log p_nc
+        ignored = y == self.ignore_index
+        per_row.masked_fill_(ignored, 0.0)
+        self.saved["ignored"] = ignored
+        if self.reduction == "none":
+            return per_row
+        if self.reduction == "sum":
+            return per_row.sum()
+        if w is None:
+            denominator = ignored.logical_not().sum()  # the rows kept
+        elif y.is_cpu:  # sum_n w_{y_n} over the rows kept, summed as torch sums them
+            denominator = w.gather(0, y.masked_select(ignored.logical_not())).sum()
+        else:
+            # The same sum without reading the targets on the host, which masked_select
+            # does to size its result (torch's own code waits for the GPU there). An
+            # ignored row gathers class 0, then counts 0; with those zeros among the
+            # terms the sum may differ from torch's in the last bit.
+            denominator = w.gather(0, y.masked_fill(ignored, 0)).masked_fill_(ignored, 0).sum()
+        self.saved["denominator"] = denominator
+        return per_row.sum() / denominator
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         log_p = self._saved("log_p")
-        saved = self.saved
-        y, q, e = saved["y"], saved["q"], self.label_smoothing
-        if saved["kept_count"] is not None:  # the usual case, after nll_loss_forward
-            return self._backward_by_kernels(log_p, y, saved["kept_count"], grad_output)
-        grad = torch.exp(log_p)  # p = softmax(z)
-        if q is None:  # sum_c q_nc = 1, so dl_n/dz_n = p_n - q_n
-            if e > 0:
-                grad.sub_(e / log_p.shape[1])  # dl_n/dz_nc -= e / C
-            if grad.is_cpu:  # -(1 - e) as a tensor made once: quicker than a Python number
-                minus = filled(e - 1, (y.shape[0], 1), grad.dtype)
-                grad.scatter_add_(1, y.unsqueeze(1), minus)  # dl_n/dz_{n,y_n} -= 1 - e
-            else:
-                grad.scatter_(1, y.unsqueeze(1), -(1 - e), reduce="add")  # dl/dz_{n,y_n} -= 1 - e
-        else:
-            grad.mul_(q.sum(1, keepdim=True)).sub_(q)  # dl_n/dz_n = (sum_c q_nc) p_n - q_n
-        g = self._upstream(grad_output)
-        if isinstance(g, Tensor) and g.dim() == 1:
-            g = g.unsqueeze(1)  # one upstream gradient per row
-        grad = self._chain(grad, g)  # dL/dz = g * dl/dz
-        ignored = saved["ignored"]
-        if ignored is not None:  # exactly 0, even when "mean" divided by 0 (as torch)
-            grad.masked_fill_(ignored, 0.0)
-        return grad
-
-    def _backward_by_kernels(
-        self, log_p: Tensor, y: Tensor, kept_count: Tensor, grad_output: Tensor | None
-    ) -> Tensor:
-        """dL/dz after ``nll_loss_forward``, by the two kernels torch's autograd runs.
-
-        ``nll_loss_backward`` puts -g / (rows kept) under "mean" (-g under "sum", -g_n
-        under "none") at each kept row's target and 0 everywhere else, ignored rows
-        included; ``_log_softmax_backward_data`` chains that through log p = z -
-        logsumexp(z), as dL/dz_n = dL/dlog p_n - p_n sum_c dL/dlog p_nc, which is
-        (p_n - onehot(y_n)) / N in the usual case. The gradient has torch's very bits, so
-        that a float32 training run is PyTorch's to the bit (the textbook formula, built
-        from exp, scatter_add_ and mul_, rounds differently in the last bit), and neither
-        kernel reads a target on the host: on a GPU, three launches (dL/dl = 1 for
-        ``backward()`` is made once), where building p - onehot(y) and masking the
-        ignored rows took seven.
-        """
+        saved, e, w = self.saved, self.label_smoothing, self.weight
         g = self._checked_grad_output(grad_output)
         g = one_like(log_p) if g is None else g  # dL/dl, as a tensor on the device
-        reduction = _REDUCTION_CODES[self.reduction]
-        # dL/dlog p_nc = -g [c = y_n] [y_n != ignore_index] (/ kept_count under "mean")
-        grad_log_p = _nll_loss_backward(g, log_p, y, None, reduction, self.ignore_index, kept_count)
+        # dL/dlog p_nc = -(1 - e) g w_{y_n} [c = y_n] (/ sum_n w_{y_n} under "mean"), by
+        # nll_loss_backward; 0 in ignored rows
+        g_nll = g if e == 0 else g * (1 - e)
+        grad_log_p: Tensor = _nll_loss_backward(
+            g_nll,
+            log_p,
+            saved["y"],
+            w,
+            _REDUCTION_CODES[self.reduction],
+            self.ignore_index,
+            saved["total_weight"],
+        )
+        if e > 0:  # dL/dlog p_nc += -(e / C) g w_c (/ its denominator under "mean")
+            grad_log_p = grad_log_p + self._smoothing_grad(g * (e / log_p.shape[1]), log_p)
         # dL/dz_nc = dL/dlog p_nc - p_nc sum_k dL/dlog p_nk
         grad: Tensor = torch._log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
         return grad
 
-    def _check_shapes(self, z: Tensor, y: Tensor) -> int:
-        """Validate the logits' and targets' shapes and dtypes (their values come later).
+    def _smoothing_grad(self, g: Tensor, log_p: Tensor) -> Tensor:
+        """dL/dlog p of the smoothing term, for its upstream gradient g = dL/dl (e / C).
 
-        Returns C, the number of classes.
+        The backward of ``_smoothing_term``, step by step in reverse, as torch's
+        autograd takes it: the mean's division, the sum over rows (g for every row),
+        the ignored rows' 0, the minus sign, the sum over classes (the same value for
+        every class) and the weights.
+        """
+        n, c = log_p.shape
+        if self.reduction == "mean":
+            g = g / self.saved["denominator"]
+        per_row = g if self.reduction == "none" else g.expand(n)  # dL/d(-sum_c w_c log p_nc)
+        per_row = per_row.masked_fill(self.saved["ignored"], 0).neg()
+        grad = per_row.unsqueeze(1).expand(n, c)  # dL/d(w_c log p_nc), the same for every c
+        return grad if self.weight is None else grad * self.weight.view(1, -1)
+
+    def _explain(self, z: Tensor, y: Tensor) -> Exception | None:
+        """The clear error for what torch's kernels refused, or None if we see no fault.
+
+        Shapes and dtypes first; then, on the CPU, the targets' values. (On a GPU the
+        kernels assert on a target outside [0, C), as torch's do: reading the targets
+        to explain it would make the CPU wait for the device.)
         """
         if z.dim() != 2:
-            raise ValueError(
+            return ValueError(
                 f"{self._describe()}: expected pred of shape (N, C), got {tuple(z.shape)}"
             )
         if not z.is_floating_point():
-            raise TypeError(f"{self._describe()}: expected floating pred (logits), got {z.dtype}")
+            return TypeError(f"{self._describe()}: expected floating pred (logits), got {z.dtype}")
         n, c = z.shape
-        if y.dtype != torch.int64 and (  # int64, the usual dtype, needs no further test
-            y.is_floating_point() or y.is_complex() or y.dtype == torch.bool
-        ):
-            raise TypeError(
+        if not _is_index_dtype(y.dtype):
+            return TypeError(
                 f"{self._describe()}: expected target of an integer dtype (class indices), "
                 f"got {y.dtype}"
             )
         if y.shape != (n,):
-            raise ValueError(
+            return ValueError(
                 f"{self._describe()}: expected target of shape ({n},), got {tuple(y.shape)}"
             )
         if self.weight is not None:
             if self.weight.shape != (c,):
-                raise ValueError(
+                return ValueError(
                     f"{self._describe()}: expected weight of shape ({c},) for C={c} classes, "
                     f"got {tuple(self.weight.shape)}"
                 )
-            self._check_dtype("weight", self.weight, z)
-        return c
-
-    def _kept_rows(self, y: Tensor, c: int) -> Tensor | None:
-        """The mask of rows whose target is not ``ignore_index`` (None: all are kept).
-
-        On the CPU the targets are read, to explain any outside [0, C). On a GPU that
-        read would stall the device, so the mask is always built and torch's own
-        kernels assert on a bad index.
-        """
-        if not y.is_cpu:
-            return y != self.ignore_index
-        if y.numel() == 0:
-            return None
-        low, high = _value_range(y)
-        kept = None
-        if low <= self.ignore_index <= high:  # some row may be ignored
-            kept = y != self.ignore_index
-            y_kept = y[kept]
-            low, high = _value_range(y_kept) if y_kept.numel() else (0, 0)
-        if low < 0 or high >= c:
-            raise ValueError(
-                f"{self._describe()}: expected target values in [0, {c}) for C={c} classes, "
-                f"got values in [{low}, {high}]"
-            )
-        return kept
+            if self.weight.dtype != z.dtype:
+                return self._dtype_mismatch("weight", self.weight, z)
+        if y.is_cpu and y.numel() > 0:
+            kept = y[y != self.ignore_index]
+            low, high = (int(kept.min()), int(kept.max())) if kept.numel() else (0, 0)
+            if low < 0 or high >= c:
+                return ValueError(
+                    f"{self._describe()}: expected target values in [0, {c}) for C={c} "
+                    f"classes, got values in [{low}, {high}]"
+                )
+        return None
 
     def extra_repr(self) -> str:
         extra = super().extra_repr()
@@ -272,10 +233,6 @@ class CrossEntropyLoss(Loss):
         return extra
 
 
-def _value_range(y: Tensor) -> tuple[int, int]:
-    """(min, max) of a non-empty 1-D integer tensor, as Python ints."""
-    if y.numel() <= 256:  # a short list is quicker to read than to reduce
-        values: list[int] = y.tolist()
-        return min(values), max(values)
-    low, high = torch.aminmax(y)
-    return int(low), int(high)
+def _is_index_dtype(dtype: torch.dtype) -> bool:
+    """Whether a target of this dtype holds class indices: an integer dtype, not bool."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)

@@ -122,10 +122,13 @@ class Loss(Module):
     def _check_dtype(self, name: str, buffer: Tensor, pred: Tensor) -> None:
         """A weight buffer must share pred's dtype, so the loss never changes dtype."""
         if buffer.dtype != pred.dtype:
-            raise TypeError(
-                f"{self._describe()}: expected {name} of dtype {pred.dtype} (same as pred), "
-                f"got {buffer.dtype}; convert it with loss_fn.to({pred.dtype})"
-            )
+            raise self._dtype_mismatch(name, buffer, pred)
+
+    def _dtype_mismatch(self, name: str, buffer: Tensor, pred: Tensor) -> TypeError:
+        return TypeError(
+            f"{self._describe()}: expected {name} of dtype {pred.dtype} (same as pred), "
+            f"got {buffer.dtype}; convert it with loss_fn.to({pred.dtype})"
+        )
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
@@ -173,11 +176,13 @@ class L1Loss(Loss):
 
 
 class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy on logits z, l = max(z, 0) - z y + log(1 + exp(-|z|)).
+    """Binary cross-entropy on logits z, l = (1 - y) z + softplus(-z).
 
-    This is -[y log s(z) + (1 - y) log(1 - s(z))] with s the sigmoid, written so that
-    no exp overflows. With ``pos_weight`` p the positive term is weighted:
-    l = (1 - y) z + (1 + (p - 1) y) softplus(-z), softplus(x) = log(1 + exp(x)).
+    This is -[y log s(z) + (1 - y) log(1 - s(z))] with s the sigmoid, since
+    log s(z) = -softplus(-z) and log(1 - s(z)) = -z - softplus(-z), where
+    softplus(x) = log(1 + exp(x)) is computed so that no exp overflows. With
+    ``pos_weight`` p the positive term is weighted:
+    l = (1 - y) z + (1 + (p - 1) y) softplus(-z).
 
     Args:
         reduction: "mean" (the default), "sum" or "none".
@@ -198,29 +203,36 @@ class BCEWithLogitsLoss(Loss):
         self._check_pair(pred, target)
         z, y, p = pred, target, self.pos_weight
         self.saved["z"], self.saved["y"] = z, y  # the backward needs s(z) and y
-        if p is None:
-            # logaddexp(z, 0) = max(z, 0) + log1p(exp(-|z|)), computed in one stable kernel
-            return self._reduce(torch.addcmul(torch.logaddexp(z, z.new_zeros(())), z, y, value=-1))
-        fits = all(a in (1, b) for a, b in zip(reversed(p.shape), reversed(z.shape), strict=False))
-        if p.dim() > z.dim() or not fits:
-            raise ValueError(
-                f"{self._describe()}: pos_weight of shape {tuple(p.shape)} does not "
-                f"broadcast to pred's shape {tuple(z.shape)}"
+        # softplus(-z) = logaddexp(-z, 0) = max(-z, 0) + log1p(exp(-|z|)), one stable kernel
+        softplus_neg_z = torch.logaddexp(-z, z.new_zeros(()))
+        if p is not None:
+            fits = all(
+                a in (1, b) for a, b in zip(reversed(p.shape), reversed(z.shape), strict=False)
             )
-        self._check_dtype("pos_weight", p, z)
-        weight = (p - 1) * y + 1  # 1 + (p - 1) y
-        self.saved["weight"] = weight
-        softplus_neg_z = torch.logaddexp(-z, z.new_zeros(()))  # log(1 + exp(-z)), stable
-        return self._reduce((1 - y) * z + weight * softplus_neg_z)
+            if p.dim() > z.dim() or not fits:
+                raise ValueError(
+                    f"{self._describe()}: pos_weight of shape {tuple(p.shape)} does not "
+                    f"broadcast to pred's shape {tuple(z.shape)}"
+                )
+            self._check_dtype("pos_weight", p, z)
+            softplus_neg_z = ((p - 1) * y + 1) * softplus_neg_z  # (1 + (p - 1) y) softplus(-z)
+        # the same ops in the same order as torch, so the same bits
+        return self._reduce((1 - y) * z + softplus_neg_z)
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        z, y = self._saved("z"), self._saved("y")
-        g = self._upstream(grad_output)
-        if self.pos_weight is None:
-            return self._chain(torch.sigmoid(z) - y, g)  # dL/dz = g (s(z) - y)
-        weight = self._saved("weight")
-        # dL/dz = g ((1 + (p - 1) y) s(z) - p y)
-        return self._chain(weight * torch.sigmoid(z) - self.pos_weight * y, g)
+        z, y, p = self._saved("z"), self._saved("y"), self.pos_weight
+        g = self._checked_grad_output(grad_output)  # None: dL/dl = 1
+        # The same ops in the same order as torch's own backward, so the same bits:
+        if p is None:
+            grad = torch.sigmoid(z).sub_(y)  # dl/dz = s(z) - y
+        else:
+            py = p * y
+            grad = (py + 1).sub_(y).mul_(torch.sigmoid(z)).sub_(py)  # (1 + p y - y) s(z) - p y
+        if g is not None:
+            grad.mul_(g)  # dL/dz = g dl/dz
+        if self.reduction == "mean":
+            grad.div_(z.numel())  # each of the N losses weighs 1 / N in the mean
+        return grad
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", pos_weight=..." if self.pos_weight is not None else "")
