@@ -45,15 +45,17 @@ def test_sequential_fused_linear_relu_matches_autograd_on_cuda(dtype: torch.dtyp
 
 @pytest.mark.parametrize("ignore", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
 def test_cross_entropy_on_cuda_reads_no_targets_and_matches_torch(
-    ignore: bool, smoothing: float
+    ignore: bool, smoothing: float, weighted: bool
 ) -> None:
     z = torch.randn(9, 4, dtype=torch.float64, device=CUDA)
     y = torch.randint(0, 4, (9,), device=CUDA)
     if ignore:
         y[::3] = -100
-    ours = nn.CrossEntropyLoss(label_smoothing=smoothing)
-    ref = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)
+    weight = torch.rand(4, dtype=torch.float64, device=CUDA) + 0.1 if weighted else None
+    ours = nn.CrossEntropyLoss(label_smoothing=smoothing, weight=weight)
+    ref = torch.nn.CrossEntropyLoss(label_smoothing=smoothing, weight=weight)
     z_ref = z.clone().requires_grad_()
     with torch.enable_grad():
         loss_ref = ref(z_ref, y)
