@@ -90,3 +90,68 @@ def test_fifty_steps_of_the_reference_network_match_torch(
     for key, value in twin.state_dict().items():
         assert_same(ours.state_dict()[key], value)
     assert not torch.allclose(ours.state_dict()["0.weight"], initial)  # it did train
+
+
+ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.nn.Module]]] = {
+    "tanh": (nn.Tanh, torch.nn.Tanh),
+    "sigmoid": (nn.Sigmoid, torch.nn.Sigmoid),
+    "leaky-relu": (lambda: nn.LeakyReLU(0.1), lambda: torch.nn.LeakyReLU(0.1)),
+}
+CLASS_WEIGHT = [0.7, 1.6]
+OTHER_LOSSES: dict[str, tuple[Callable[..., nn.Loss], Callable[..., torch.nn.Module]]] = {
+    "mse": (nn.MSELoss, torch.nn.MSELoss),
+    "bce-with-logits": (nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss),
+    "ce-smoothed-weighted": (
+        lambda w: nn.CrossEntropyLoss(label_smoothing=0.1, weight=w),
+        lambda w: torch.nn.CrossEntropyLoss(label_smoothing=0.1, weight=w),
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("micro_batches", [1, 2])
+@pytest.mark.parametrize("loss_name", list(OTHER_LOSSES))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_other_activations_losses_and_accumulated_gradients_train_as_torch(
+    activation: str, loss_name: str, micro_batches: int, dtype: torch.dtype
+) -> None:
+    """The course project's Tanh and Sigmoid, the other losses, and gradients summed over
+    micro-batches (two backward passes per step): 30 SGD steps, the same bits in float32.
+    """
+    torch.manual_seed(0)
+    act, torch_act = ACTIVATIONS[activation]
+    ours = nn.Sequential(nn.Linear(2, 25), act(), nn.Linear(25, 25), act(), nn.Linear(25, 2)).to(
+        dtype
+    )
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 25), torch_act(), torch.nn.Linear(25, 25), torch_act(),
+        torch.nn.Linear(25, 2),
+    ).to(dtype)  # fmt: skip
+    twin.load_state_dict(ours.state_dict())
+    optimizer = optim.SGD(ours.parameters(), lr=0.2, momentum=0.9)
+    torch_optimizer = torch.optim.SGD(twin.parameters(), lr=0.2, momentum=0.9)
+    make_loss, make_torch_loss = OTHER_LOSSES[loss_name]
+    if loss_name.startswith("ce"):
+        weight = torch.tensor(CLASS_WEIGHT, dtype=dtype)
+        loss_fn, torch_loss_fn = make_loss(weight), make_torch_loss(weight)
+    else:
+        loss_fn, torch_loss_fn = make_loss(), make_torch_loss()
+
+    train = disk(30 * 16, generator=torch.Generator().manual_seed(1))
+    for x, y in DataLoader(train, batch_size=16):
+        x = x.to(dtype)
+        target = y if loss_name.startswith("ce") else torch.nn.functional.one_hot(y, 2).to(dtype)
+        optimizer.zero_grad()
+        torch_optimizer.zero_grad()
+        for xs, ts in zip(x.chunk(micro_batches), target.chunk(micro_batches), strict=True):
+            loss = loss_fn(ours(xs), ts)
+            ours.backward(loss_fn.backward())
+            with torch.enable_grad():
+                torch_loss = torch_loss_fn(twin(xs), ts)
+                torch_loss.backward()
+            assert_same(loss, torch_loss.detach())
+        optimizer.step()
+        torch_optimizer.step()
+
+    for key, value in twin.state_dict().items():
+        assert_same(ours.state_dict()[key], value)

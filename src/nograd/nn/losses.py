@@ -17,6 +17,8 @@ from nograd.nn.constants import scalar
 from nograd.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
+# log(sigmoid(x)) in one stable kernel, torch's; looked up once (torch.ops resolves slowly)
+_log_sigmoid = torch.ops.aten.log_sigmoid.default
 
 
 class Loss(Module):
@@ -203,8 +205,9 @@ class BCEWithLogitsLoss(Loss):
         self._check_pair(pred, target)
         z, y, p = pred, target, self.pos_weight
         self.saved["z"], self.saved["y"] = z, y  # the backward needs s(z) and y
-        # softplus(-z) = logaddexp(-z, 0) = max(-z, 0) + log1p(exp(-|z|)), one stable kernel
-        softplus_neg_z = torch.logaddexp(-z, z.new_zeros(()))
+        # log s(z) = -softplus(-z) = min(z, 0) - log1p(exp(-|z|)), by torch's own stable
+        # kernel: logaddexp(-z, 0), the same formula, evaluates it to other last bits
+        log_s = _log_sigmoid(z)
         if p is not None:
             fits = all(
                 a in (1, b) for a, b in zip(reversed(p.shape), reversed(z.shape), strict=False)
@@ -215,9 +218,9 @@ class BCEWithLogitsLoss(Loss):
                     f"broadcast to pred's shape {tuple(z.shape)}"
                 )
             self._check_dtype("pos_weight", p, z)
-            softplus_neg_z = ((p - 1) * y + 1) * softplus_neg_z  # (1 + (p - 1) y) softplus(-z)
+            log_s = log_s * ((p - 1) * y + 1)  # (1 + (p - 1) y) log s(z)
         # the same ops in the same order as torch, so the same bits
-        return self._reduce((1 - y) * z + softplus_neg_z)
+        return self._reduce((1 - y) * z - log_s)  # (1 - y) z + softplus(-z)
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         z, y, p = self._saved("z"), self._saved("y"), self.pos_weight
