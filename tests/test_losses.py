@@ -350,6 +350,29 @@ def test_zero_dim_grad_output_scales_the_gradient(loss_cls: type[Loss], reductio
     close(loss_fn.backward(torch.tensor(3.0, dtype=torch.float64)), 3 * once)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss_cls", LOSSES)
+def test_a_scaled_loss_has_autograds_gradient_to_the_bit(
+    loss_cls: type[Loss], reduction: str, dtype: torch.dtype
+) -> None:
+    """backward(g) for L = g * loss: torch multiplies by g last (MSE: 2 (pred - target)
+    / N first), and so does nograd, so the gradient has autograd's bits."""
+    generator = torch.Generator().manual_seed(5)
+    pred = (3 * torch.randn(64, 33, generator=generator)).to(dtype)
+    if loss_cls is CrossEntropyLoss:
+        target = torch.randint(0, 33, (64,), generator=generator)
+    else:
+        target = torch.rand(64, 33, generator=generator).to(dtype)
+    g = torch.tensor(0.37, dtype=dtype)
+    z = pred.clone().requires_grad_()
+    with torch.enable_grad():
+        getattr(torch.nn, loss_cls.__name__)(reduction=reduction)(z, target).backward(g)
+    loss_fn = loss_cls(reduction)
+    loss_fn(pred, target)
+    assert torch.equal(loss_fn.backward(g), z.grad)
+
+
 # ------------------------------------------------------------ extreme inputs
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)

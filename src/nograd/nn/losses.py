@@ -49,15 +49,14 @@ class Loss(Module):
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement backward()")
 
-    def _reduce(self, loss: Tensor, denominator: Tensor | None = None) -> Tensor:
-        """Reduce per-element losses; "mean" divides by ``denominator`` (default: count)."""
+    def _reduce(self, loss: Tensor) -> Tensor:
+        """Reduce per-element losses l_i to their mean, their sum, or nothing."""
         self.saved["l"] = loss  # per-element losses l_i: backward needs their shape and dtype
-        self.saved["denominator"] = denominator
         if self.reduction == "none":
             return loss
         if self.reduction == "sum":
             return loss.sum()
-        return loss.mean() if denominator is None else loss.sum() / denominator
+        return loss.mean()
 
     def _checked_grad_output(self, grad_output: Tensor | None) -> Tensor | None:
         """dL/d(loss) in the loss's dtype (None: 1), once its shape is known to be right."""
@@ -82,15 +81,10 @@ class Loss(Module):
         if self.reduction == "none":
             assert grad_output is not None  # checked above
             return grad_output  # dL/dl_i = g_i
-        loss = self._saved("l")
         scale = 1.0 if grad_output is None else grad_output
         if self.reduction == "sum":
             return scale  # dL/dl_i = g
-        n: Tensor | int | None = self.saved["denominator"]  # None: the count of l_i
-        if n is None:
-            n = max(loss.numel(), 1)  # an empty batch has an empty gradient: n only avoids 1/0
-        if isinstance(n, Tensor) and grad_output is None:
-            return n.reciprocal()  # dL/dl_i = 1 / n: one kernel, where 1.0 / n makes two
+        n = max(self._saved("l").numel(), 1)  # an empty batch has an empty gradient: no 1/0
         return scale / n  # dL/dl_i = g / n
 
     @staticmethod
@@ -151,9 +145,10 @@ class MSELoss(Loss):
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         diff = self._saved("diff")
-        g = self._upstream(grad_output)
-        two_g = scalar(2 * g, diff) if isinstance(g, float) else 2 * g
-        return diff * two_g  # dL/dpred = g * 2 (pred - target)
+        g = self._checked_grad_output(grad_output)  # None: dL/dl = 1
+        norm = 2 / max(diff.numel(), 1) if self.reduction == "mean" else 2.0  # 2 / N or 2
+        grad = diff * scalar(norm, diff)  # dl/dpred = 2 (pred - target) (/ N under "mean")
+        return grad if g is None else grad.mul_(g)  # dL/dpred = g dl/dpred, in torch's order
 
 
 class L1Loss(Loss):
