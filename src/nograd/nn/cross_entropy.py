@@ -179,7 +179,9 @@ class CrossEntropyLoss(Loss):
         per_row = g if self.reduction == "none" else g.expand(n)  # dL/d(-sum_c w_c log p_nc)
         per_row = per_row.masked_fill(self.saved["ignored"], 0).neg()
         grad = per_row.unsqueeze(1).expand(n, c)  # dL/d(w_c log p_nc), the same for every c
-        return grad if self.weight is None else grad * self.weight.view(1, -1)
+        if self.weight is None:
+            return grad
+        return grad * self.weight.view(1, -1)  # dL/dlog p_nc = w_c dL/d(w_c log p_nc)
 
     def _explain(self, z: Tensor, y: Tensor) -> Exception | None:
         """The clear error for what torch's kernels refused, or None if we see no fault.
