@@ -5,9 +5,9 @@ dispatcher, and a kernel launch per op. ``gpu.py`` measures it on a GPU, which f
 sessions have. This script measures the first two on the CPU: it times gpu.py's eager
 minimal loop and nograd's eager step side by side on CPU tensors while
 
-- ``Tensor.is_cpu`` reads False, so that nograd takes the branches a GPU takes (the
-  cross-entropy that never reads a target, each update line one ``_foreach_*`` call
-  for the list of parameters), and
+- ``Tensor.is_cpu`` reads False, so that nograd takes the branches a GPU takes (each
+  update line one ``_foreach_*`` call for the list of parameters, Python numbers as
+  operands instead of cached CPU tensors), and
 - no parameter group is flattened (``nograd.optim.flat`` serves CPU tensors only).
 
 The ops still run on the CPU, at 1 to 4 us each where a GPU launch costs 5 to 15 us,

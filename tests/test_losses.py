@@ -168,7 +168,7 @@ def test_cross_entropy_backward_finds_rows_the_quick_forward_skipped(reduction: 
 
 
 class AsIfOnGPU(Tensor):
-    """A CPU tensor that says it is not on the CPU: runs a loss's GPU branch on CI."""
+    """A CPU tensor that says it is not on the CPU: runs a loss's GPU code on CI."""
 
     @property
     def is_cpu(self) -> bool:
@@ -298,8 +298,8 @@ def test_cross_entropy_explains_what_torchs_kernels_refused(wrap: type[Tensor]) 
 def test_cross_entropy_on_a_device_takes_four_ops() -> None:
     """A small network's GPU step costs about one kernel launch per op, so count them.
 
-    The meta device, like a GPU, is not the CPU, so the loss takes its GPU branch: the
-    forward is log_softmax and nll_loss; the backward is nll_loss_backward and
+    On the meta device, which like a GPU is not the CPU, the forward is log_softmax and
+    nll_loss; the backward is nll_loss_backward and
     _log_softmax_backward_data, as in torch's autograd, with dL/dl = 1 made once.
     Building p - onehot(y) and masking the ignored rows took 9; an earlier gather,
     where and sums took 19.
