@@ -142,6 +142,11 @@ def reset_peak_rss() -> bool:
     return True
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far: pages the kernel had to map in."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def rss_mib() -> float:
     """Resident memory now (falls back to the peak where /proc is missing)."""
     kib = _status_kib("VmRSS")

@@ -32,11 +32,23 @@ Cases: the reference net 2-25-25-25-2 on 1000 points of the disk task (one epoch
 the unit; batch 1, 10, 100, 1000) and an MLP 784-1024-1024-10 at batch 256 on random
 data (20 steps are the unit); SGD (lr 0.05, momentum 0.9) and Adam (lr 1e-3); CE loss.
 
-Timing: each chunk runs enough epochs to last >= 25 ms; the variants take turns
+Timing: each row runs in a fresh process of its own (``--in-process``: all in this
+one), so that no row inherits what an earlier one left in the C allocator (below). There
+each chunk runs enough epochs to last >= 25 ms; the variants take turns
 (A, B, C, then B, C, A, then C, A, B, ...) so machine noise hits them alike and
 each runs first, second and third equally often (a variant's place in the turn
 moves its time by 1-2% on this machine); a row reports the median time per step and,
 for each ratio, the median of the per-repetition ratios.
+Allocator: torch's CPU tensors come from the C library's malloc. glibc's gives each
+block of 128 KiB or more a mapping of its own and returns it to the kernel when it is
+freed, so a step that makes such tensors anew pays a page fault for every 4 KiB of
+them; but a freed block raises that threshold to its size (up to 32 MiB), and blocks
+below it are then kept for reuse. So what a new tensor costs depends on what the
+process freed before. The CPU MLP rows therefore run twice: "fresh", as a training
+script starts, and "warm", after one block of WARM_BLOCK_MIB MiB was made and freed,
+as in a process that handled a larger tensor before. Every row shows each variant's
+page faults per step. The reference net's tensors are all under 128 KiB: its rows run
+fresh only.
 Checking: each row runs a separate float64 copy of all three for a few steps and
 requires every parameter to agree with PyTorch's to 1e-10 ("params equal"). The timed
 runs are float32 training from the same weights too, so after them each variant's
@@ -54,20 +66,21 @@ own float32 run does. It has a table of its own, below the main one.
 Memory (when the MLP runs): the peak of a few MLP steps, per variant, in a fresh
 process on the CPU (peak RSS) or in process on CUDA (max_memory_allocated).
 Alone (when the MLP runs on the CPU): each variant's MLP step in a fresh process of its
-own, the processes in turns, with its page faults per step; in one process, the
-variants share the C allocator, whose state changes what a step's new tensors cost.
+own, the processes in turns, with its page faults per step: in a row's process the
+variants share the allocator, and each one's frees change the others' costs.
 Targets (nograd/PyTorch, nograd/minimal) apply to the 1-thread rows of the reference
 net and to every MLP row. Exit code 1 if any row's parameters disagree (or
 nograd+oneDNN's stray too far).
 
 Usage: python benchmarks/vs_torch.py [--quick] [--repeats N] [--cases ref,mlp]
        [--threads 1,2] [--optimizers sgd,adam] [--batches 1,10] [--out FILE]
-       [--device cpu|cuda]
+       [--device cpu|cuda] [--in-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import json
@@ -92,6 +105,7 @@ from _common import (
     markdown_table,
     median,
     minimal_backward,
+    minor_faults,
     peak_rss_since_reset_mib,
     print_report,
     reset_peak_rss,
@@ -125,6 +139,9 @@ MEMORY_STEPS = 3
 # each variant alone in a fresh process, per round: warm-up epochs over the chunk's batches,
 # then timed chunks (epochs) of that many steps
 ALONE_WARMUP, ALONE_CHUNKS, ALONE_CHUNK_STEPS, ALONE_ROUNDS = 3, 5, 8, 3
+# the C allocator's states a CPU MLP row runs in (see the top); "warm" frees this block first
+ALLOCATOR_STATES = ("fresh", "warm")
+WARM_BLOCK_MIB = 16
 
 
 class Case(NamedTuple):
@@ -137,6 +154,16 @@ CASES = {
     "ref": Case("ref 2-25-25-25-2", (2, 25, 25, 25, 2), (1, 10, 100, 1000)),
     "mlp": Case("MLP 784-1024-1024-10", (784, 1024, 1024, 10), (256,)),
 }
+
+
+class RowSpec(NamedTuple):
+    """What one row of the table runs."""
+
+    case: str
+    threads: int
+    optimizer: str
+    batch: int
+    allocator: str  # the C allocator's state it starts in: one of ALLOCATOR_STATES
 
 
 class Variant(NamedTuple):
@@ -402,7 +429,9 @@ class Row:
     steps: int  # training steps in one chunk
     gap_float64: float  # the equality check: max |param - PyTorch's| after CHECK_STEPS
     gap_float32: dict[str, float]  # nograd's and minimal's gap to PyTorch after the timed runs
+    faults: dict[str, float]  # each variant's minor page faults per step, median chunk
     onednn_error_ratio: float | None = None  # see check_onednn; None: no nograd+oneDNN here
+    allocator: str = "fresh"  # the C allocator's state when the row began (ALLOCATOR_STATES)
 
     @property
     def equal(self) -> bool:
@@ -465,8 +494,23 @@ def check_onednn(optimizer: str, settings: Settings) -> float:
     return gaps[ONEDNN] / gaps["PyTorch"]
 
 
-def run_row(case: str, threads: int, optimizer: str, batch: int, settings: Settings) -> Row:
+def warm_allocator() -> None:
+    """Make and free a block of WARM_BLOCK_MIB MiB: glibc then keeps smaller freed blocks.
+
+    Freed, the block raises glibc's mmap threshold to its size, and the heap's trim
+    threshold to twice that, so the tensors a training step makes and frees stay in
+    the process instead of going back to the kernel and being faulted in again. Other
+    C libraries may ignore this; the page-fault counts of each row show what happened.
+    """
+    block = torch.empty(WARM_BLOCK_MIB * 2**20, dtype=torch.uint8)
+    del block
+
+
+def run_row(spec: RowSpec, settings: Settings) -> Row:
     """Time the variants interleaved on one (case, threads, optimizer, batch)."""
+    case, threads, optimizer, batch, allocator = spec
+    if allocator == "warm":
+        warm_allocator()
     torch.set_num_threads(threads)
     sizes, sync = CASES[case].sizes, synchronizer(settings.device)
     init = initial_state(sizes)
@@ -477,8 +521,13 @@ def run_row(case: str, threads: int, optimizer: str, batch: int, settings: Setti
         for name in names
     }
 
+    faults: dict[str, list[float]] = {name: [] for name in names}  # per step, per chunk
+
     def chunk(name: str, epochs: int) -> float:
-        return time_call(lambda: variants[name].train(batches, epochs), sync)
+        before = minor_faults()
+        seconds = time_call(lambda: variants[name].train(batches, epochs), sync)
+        faults[name].append((minor_faults() - before) / (epochs * len(batches)))
+        return seconds
 
     warmup = min(chunk(name, 1) for name in names)  # also sizes the chunks
     epochs = max(1, math.ceil(settings.min_chunk_s / max(warmup, 1e-9)))
@@ -495,7 +544,32 @@ def run_row(case: str, threads: int, optimizer: str, batch: int, settings: Setti
     gap64 = check_float64(case, optimizer, batch, settings)
     onednn = check_onednn(optimizer, settings) if ONEDNN in names else None
     steps = epochs * len(batches)
-    return Row(case, threads, optimizer, batch, seconds, steps, gap64, gap32, onednn)
+    timed_faults = {name: median(counts[1:]) for name, counts in faults.items()}  # no warm-up
+    return Row(
+        case, threads, optimizer, batch, seconds, steps, gap64, gap32, timed_faults, onednn,
+        allocator,
+    )  # fmt: skip
+
+
+def row_in_child(spec: RowSpec, settings: Settings, quick: bool, repeats: int | None) -> Row:
+    """``run_row`` in a fresh Python process (``row_child``), its Row sent back as JSON."""
+    argv = ["--row-child", ",".join(map(str, spec))]
+    argv += ["--device", str(settings.device)]
+    if quick:
+        argv.append("--quick")
+    if repeats is not None:
+        argv += ["--repeats", str(repeats)]
+    done = subprocess.run(
+        [sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True, check=True
+    )
+    return Row(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def row_child(spec: str, settings: Settings) -> str:
+    """The child's side of ``row_in_child``: run the row, return it as a line of JSON."""
+    case, threads, optimizer, batch, allocator = spec.split(",")
+    row = run_row(RowSpec(case, int(threads), optimizer, int(batch), allocator), settings)
+    return json.dumps(dataclasses.asdict(row))
 
 
 # ----------------------------------------------------------------------------- memory
@@ -648,9 +722,10 @@ def format_us(us: float) -> str:
 
 def results_table(rows: Sequence[Row]) -> list[str]:
     header = [
-        "case", "threads", "optimizer", "batch", "nograd (us/step)", "PyTorch (us/step)",
-        "minimal (us/step)", "nograd/PyTorch", "target", "nograd/minimal", "target",
-        "minimal/PyTorch", "params equal", "max Δ float64", "float32 Δ nograd", "float32 Δ minimal",
+        "case", "threads", "optimizer", "batch", "allocator", "nograd (us/step)",
+        "PyTorch (us/step)", "minimal (us/step)", "nograd/PyTorch", "target", "nograd/minimal",
+        "target", "minimal/PyTorch", "params equal", "max Δ float64", "float32 Δ nograd",
+        "float32 Δ minimal", "page faults/step",
     ]  # fmt: skip
     cells = []
     for row in rows:
@@ -659,13 +734,14 @@ def results_table(rows: Sequence[Row]) -> list[str]:
         if row.case == "ref" and row.threads != 1:
             targets = None
         cells.append([
-            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch),
+            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
             *(format_us(row.us_per_step(name)) for name in VARIANTS),
             f"{ours:.2f}", target_cell(ours, targets and targets[0]),
             f"{theirs:.2f}", target_cell(theirs, targets and targets[1]),
             f"{least:.2f}", "✓" if row.equal else "✗",
             f"{row.gap_float64:.1e}",
             *(f"{row.gap_float32[name]:.1e}" for name in ("nograd", "minimal")),
+            " / ".join(f"{row.faults[name]:.0f}" for name in VARIANTS),
         ])  # fmt: skip
     return markdown_table(header, cells)
 
@@ -673,8 +749,8 @@ def results_table(rows: Sequence[Row]) -> list[str]:
 def onednn_table(rows: Sequence[Row]) -> list[str]:
     """nograd+oneDNN against the others, on the rows that timed it (CPU MLP rows)."""
     header = [
-        "case", "threads", "optimizer", "batch", f"{ONEDNN} (us/step)", "/ PyTorch", "target",
-        "/ minimal", "/ nograd", "float32 error / PyTorch's", "close",
+        "case", "threads", "optimizer", "batch", "allocator", f"{ONEDNN} (us/step)", "/ PyTorch",
+        "target", "/ minimal", "/ nograd", "float32 error / PyTorch's", "close",
     ]  # fmt: skip
     cells = []
     for row in rows:
@@ -683,7 +759,7 @@ def onednn_table(rows: Sequence[Row]) -> list[str]:
         to_torch = row.ratio(ONEDNN, "PyTorch")
         targets = TARGETS.get((row.case, row.batch))
         cells.append([
-            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch),
+            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
             format_us(row.us_per_step(ONEDNN)),
             f"{to_torch:.2f}", target_cell(to_torch, targets and targets[0]),
             f"{row.ratio(ONEDNN, 'minimal'):.2f}", f"{row.ratio(ONEDNN, 'nograd'):.2f}",
@@ -738,39 +814,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batches", type=positive_ints, default=None, help="ref-net batch sizes")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every row in this process, not each in its own",
+    )
+    parser.add_argument("--row-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--alone-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--alone-steps", type=positive_ints, default=None, help=argparse.SUPPRESS)
     return parser
 
 
-def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row], list[str]]:
-    """Run every requested row; return them with the report's markdown lines."""
+def settings_from(args: argparse.Namespace, device: torch.device) -> Settings:
     quick = args.quick
-    settings = Settings(
+    return Settings(
         repeats=args.repeats or (3 if quick else 9),
         min_chunk_s=0.002 if quick else 0.025,
         mlp_steps=4 if quick else 20,
         device=device,
     )
-    rows = []
+
+
+def row_specs(args: argparse.Namespace, device: torch.device) -> list[RowSpec]:
+    """Every requested row, in order: the CPU MLP rows once per allocator state."""
+    specs = []
     for case in args.cases:
         batches = args.batches if case == "ref" and args.batches else CASES[case].batches
+        states = ALLOCATOR_STATES if case == "mlp" and device.type == "cpu" else ("fresh",)
         for threads in args.threads:
             for optimizer in args.optimizers:
                 for batch in batches:
-                    row = run_row(case, threads, optimizer, batch, settings)
-                    rows.append(row)
-                    timing = ", ".join(f"{n} {row.us_per_step(n):.1f}" for n in row.seconds)
-                    print(f"{case} threads={threads} {optimizer} batch={batch}: {timing} us/step",
-                          file=sys.stderr)  # fmt: skip
+                    specs += [RowSpec(case, threads, optimizer, batch, s) for s in states]
+    return specs
+
+
+def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row], list[str]]:
+    """Run every requested row; return them with the report's markdown lines."""
+    quick, settings = args.quick, settings_from(args, device)
+    rows = []
+    for spec in row_specs(args, device):
+        if args.in_process:
+            row = run_row(spec, settings)
+        else:
+            row = row_in_child(spec, settings, quick, args.repeats)
+        rows.append(row)
+        timing = ", ".join(f"{n} {row.us_per_step(n):.1f}" for n in row.seconds)
+        case, threads, optimizer, batch, allocator = spec
+        print(f"{case} threads={threads} {optimizer} batch={batch} allocator={allocator}: "
+              f"{timing} us/step", file=sys.stderr)  # fmt: skip
     steps = f"one epoch of {REF_POINTS} points (ref), {settings.mlp_steps} steps (MLP)"
+    where = "all rows in this process" if args.in_process else "each row in a fresh process"
     lines = [
         "# nograd vs PyTorch: training speed",
         "",
         *machine_lines(device),
         f"- device {device}; unit: {steps}; median of {settings.repeats} interleaved chunks "
-        f"of >= {settings.min_chunk_s * 1000:.0f} ms per variant",
+        f"of >= {settings.min_chunk_s * 1000:.0f} ms per variant; {where}",
         "",
         *results_table(rows),
         "",
@@ -778,6 +878,12 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
         "per-repetition ratios (the variants run back to back, so a burst of load slows both "
         "sides of a pair); below 1, the left one is faster.",
         "- target: the lead's ceilings; they hold for the 1-thread ref rows and every MLP row.",
+        "- allocator: the C allocator's state when the row began. fresh: as a new process "
+        "starts; warm: after a block of "
+        f"{WARM_BLOCK_MIB} MiB was made and freed, so that glibc keeps the blocks a step frees "
+        "instead of returning them to the kernel. page faults/step: each variant's minor page "
+        "faults per training step (nograd / PyTorch / minimal), median over its chunks; a "
+        "fault maps in 4 KiB.",
         f"- params equal: nograd and minimal agree with PyTorch to {CHECK_TOLERANCE:.0e} in every "
         f"parameter after {CHECK_STEPS['ref']} (ref) or {CHECK_STEPS['mlp']} (MLP) float64 steps "
         "from the same weights on the same batches; max Δ float64 is that gap.",
@@ -810,6 +916,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 torch.set_num_threads(max(args.threads))
                 variant, optimizer = args.memory_child.split(",")
                 print(json.dumps(memory_child(variant, optimizer, device)))
+                return 0
+            if args.row_child:
+                print(row_child(args.row_child, settings_from(args, device)))
                 return 0
             if args.alone_child:
                 torch.set_num_threads(min(args.threads))

@@ -20,7 +20,9 @@ from nograd.nn import matmul
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 QUICK = ["--quick", "--cases", "ref", "--batches", "1000", "--threads", "1"]
-EQUAL_COLUMN = 12  # "params equal", counting from 0 after the leading "|"
+# in-process: the rows see this test's monkeypatches (a fresh process per row would not)
+IN_PROCESS = [*QUICK, "--in-process"]
+EQUAL_COLUMN = 13  # "params equal", counting from 0 after the leading "|"
 
 
 def import_script(name: str) -> ModuleType:
@@ -49,6 +51,7 @@ def table_rows(markdown: str) -> list[list[str]]:
 def test_quick_run_prints_every_row_and_the_params_agree(
     vs_torch: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The default run: each row in a fresh process, its results sent back and tabled."""
     out = tmp_path / "table.md"
     threads_before = torch.get_num_threads()
 
@@ -56,17 +59,52 @@ def test_quick_run_prints_every_row_and_the_params_agree(
 
     written = out.read_text()
     assert written.strip() in capsys.readouterr().out
-    assert "| case | threads | optimizer | batch | nograd (us/step) |" in written
+    assert "| case | threads | optimizer | batch | allocator | nograd (us/step) |" in written
     assert "CPU: " in written and f"torch {torch.__version__}" in written
+    assert "each row in a fresh process" in written
     rows = table_rows(written)
-    assert [(row[2], row[3]) for row in rows] == [("sgd", "1000"), ("adam", "1000")]
+    assert [(row[2], row[3], row[4]) for row in rows] == [
+        ("sgd", "1000", "fresh"),
+        ("adam", "1000", "fresh"),
+    ]
     for row in rows:
         assert row[1] == "1"
-        assert all(float(cell) > 0 for cell in row[4:8])  # three timings and a ratio
+        assert all(float(cell) > 0 for cell in row[5:9])  # three timings and a ratio
         assert row[EQUAL_COLUMN] == "✓"
         assert float(row[EQUAL_COLUMN + 1]) <= 1e-10  # the float64 gap behind the ✓
         assert float(row[EQUAL_COLUMN + 2]) == 0.0  # nograd's float32 run: PyTorch's bits
+        faults = [float(count) for count in row[-1].split(" / ")]  # nograd / PyTorch / minimal
+        assert len(faults) == 3 and min(faults) >= 0
     assert torch.get_num_threads() == threads_before
+
+
+def test_a_warm_row_frees_a_block_before_it_starts(
+    vs_torch: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU MLP rows run "fresh" and "warm"; only "warm" makes and frees the block first."""
+    args = vs_torch.build_parser().parse_args(["--cases", "ref,mlp", "--batches", "10"])
+    specs = vs_torch.row_specs(args, torch.device("cpu"))
+    assert [spec for spec in specs if spec[0] == "mlp" and spec[1] == 1] == [
+        ("mlp", 1, optimizer, 256, state)
+        for optimizer in ("sgd", "adam")
+        for state in ("fresh", "warm")
+    ]
+    assert {spec[4] for spec in specs if spec[0] == "ref"} == {"fresh"}
+    assert {spec[4] for spec in vs_torch.row_specs(args, torch.device("cuda"))} == {"fresh"}
+
+    warmed = []
+    monkeypatch.setattr(vs_torch, "warm_allocator", lambda: warmed.append(True))
+    settings = vs_torch.settings_from(
+        vs_torch.build_parser().parse_args(["--quick"]), torch.device("cpu")
+    )
+    threads_before = torch.get_num_threads()
+    try:
+        for state in ("fresh", "warm"):
+            row = vs_torch.run_row(vs_torch.RowSpec("ref", 1, "sgd", 1000, state), settings)
+            assert row.allocator == state
+    finally:
+        torch.set_num_threads(threads_before)  # run_row sets the row's count, as main's child
+    assert warmed == [True]
 
 
 def test_a_wrong_update_is_caught(
@@ -81,7 +119,7 @@ def test_a_wrong_update_is_caught(
 
     monkeypatch.setattr(vs_torch, "minimal_sgd", off_by_one_percent)
 
-    assert vs_torch.main([*QUICK, "--optimizers", "sgd"]) == 1
+    assert vs_torch.main([*IN_PROCESS, "--optimizers", "sgd"]) == 1
 
     captured = capsys.readouterr()
     (row,) = table_rows(captured.out)
@@ -92,7 +130,7 @@ def test_a_wrong_update_is_caught(
 needs_onednn = pytest.mark.skipif(
     not matmul.onednn_available(), reason="this torch build has no oneDNN linear op"
 )
-SMALL_MLP = ["--quick", "--cases", "mlp", "--threads", "1", "--optimizers", "sgd"]
+SMALL_MLP = ["--quick", "--cases", "mlp", "--threads", "1", "--optimizers", "sgd", "--in-process"]
 
 
 @pytest.fixture
@@ -115,9 +153,11 @@ def test_cpu_mlp_rows_time_nograd_with_onednn_and_check_it_in_float32(
 
     out = capsys.readouterr().out
     assert 'With nograd.set_cpu_matmul("onednn")' in out
-    main_row, onednn_row = table_rows(out)
-    assert main_row[EQUAL_COLUMN] == "✓"
-    assert float(onednn_row[4]) > 0  # its us/step
+    fresh_row, warm_row, onednn_fresh, onednn_warm = table_rows(out)
+    assert fresh_row[4] == onednn_fresh[4] == "fresh" and warm_row[4] == onednn_warm[4] == "warm"
+    assert fresh_row[EQUAL_COLUMN] == warm_row[EQUAL_COLUMN] == "✓"
+    onednn_row = onednn_fresh
+    assert float(onednn_row[5]) > 0  # its us/step
     assert float(onednn_row[-2]) <= vs_torch.ONEDNN_ERROR_RATIO and onednn_row[-1] == "✓"
     assert nograd.get_cpu_matmul() == "blas"  # the variant sets the switch back
 
@@ -137,10 +177,10 @@ def test_a_wrong_onednn_product_is_caught(
     assert vs_torch.main(SMALL_MLP) == 1
 
     captured = capsys.readouterr()
-    main_row, onednn_row = table_rows(captured.out)
-    assert main_row[EQUAL_COLUMN] == "✓"  # float64 stays with torch's products
-    assert onednn_row[-1] == "✗"
-    assert "nograd+oneDNN strays too far in 1 row" in captured.err
+    *main_rows, onednn_fresh, onednn_warm = table_rows(captured.out)
+    assert [row[EQUAL_COLUMN] for row in main_rows] == ["✓", "✓"]  # float64: torch's products
+    assert onednn_fresh[-1] == onednn_warm[-1] == "✗"
+    assert "nograd+oneDNN strays too far in 2 row" in captured.err
 
 
 @pytest.mark.parametrize(
