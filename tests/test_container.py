@@ -11,7 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from nograd.nn import NO_INPUT_GRAD, Linear, Module, ReLU, Sequential, Tanh
+from nograd.nn import (
+    ELU,
+    NO_INPUT_GRAD,
+    Dropout,
+    LeakyReLU,
+    Linear,
+    Module,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
 from tests.oracle import OpNames, assert_close, compare_module
 
 
@@ -264,3 +275,108 @@ def test_a_copy_runs_its_own_modules() -> None:
         param.data.zero_()
     assert torch.equal(model(x), y)  # the original's plan still runs the original
     assert not torch.equal(twin(x), y)
+
+
+# ------------------------------------------------- a module used twice, in-place modules
+def shared_tanh_pair() -> tuple[Sequential, torch.nn.Sequential]:
+    act, ref_act = Tanh(), torch.nn.Tanh()
+    ours = Sequential(Linear(2, 4), act, Linear(4, 3), act)
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 4), ref_act, torch.nn.Linear(4, 3), ref_act)
+    return ours, ref
+
+
+def test_an_activation_used_twice_gets_each_use_its_own_derivative() -> None:
+    ours, ref = shared_tanh_pair()
+    compare_module(ours.double(), ref.double(), torch.randn(5, 2, dtype=torch.float64))
+
+
+def test_a_linear_used_twice_receives_both_contributions() -> None:
+    linear, ref_linear = Linear(3, 3), torch.nn.Linear(3, 3)
+    ours = Sequential(linear, Tanh(), linear)
+    ref = torch.nn.Sequential(ref_linear, torch.nn.Tanh(), ref_linear)
+    compare_module(ours.double(), ref.double(), torch.randn(4, 3, dtype=torch.float64))
+
+
+def test_a_block_used_twice_inside_a_chain() -> None:
+    block = Sequential(Linear(3, 3), Tanh())
+    ref_block = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Tanh())
+    ours, ref = (
+        Sequential(block, ReLU(), block),
+        torch.nn.Sequential(ref_block, torch.nn.ReLU(), ref_block),
+    )
+    compare_module(ours.double(), ref.double(), torch.randn(4, 3, dtype=torch.float64))
+
+
+def test_a_shared_first_module_still_passes_its_input_gradient_on() -> None:
+    linear, ref_linear = Linear(3, 3), torch.nn.Linear(3, 3)
+    ours = Sequential(linear, Tanh(), linear).double()
+    ref = torch.nn.Sequential(ref_linear, torch.nn.Tanh(), ref_linear).double()
+    ref.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False  # what fit asks: the first use may skip it, the second not
+    x, g = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    with torch.enable_grad():
+        ref(x).backward(g)
+    ours(x)
+    ours.backward(g)
+    assert linear.weight.grad is not None and ref_linear.weight.grad is not None
+    assert_close(linear.weight.grad, ref_linear.weight.grad)
+
+
+@pytest.mark.parametrize(
+    ("saver", "ref_saver", "inplace", "ref_inplace"),
+    [
+        (
+            Tanh(),
+            torch.nn.Tanh(),
+            LeakyReLU(0.1, inplace=True),
+            torch.nn.LeakyReLU(0.1, inplace=True),
+        ),
+        (
+            Sigmoid(),
+            torch.nn.Sigmoid(),
+            Dropout(0.5, inplace=True),
+            torch.nn.Dropout(0.5, inplace=True),
+        ),
+        (Tanh(), torch.nn.Tanh(), ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+    ],
+    ids=["tanh-leaky_relu_", "sigmoid-dropout_", "tanh-relu_"],
+)
+def test_an_inplace_module_that_overwrites_a_saved_tensor_raises_as_torch(
+    saver: Module, ref_saver: torch.nn.Module, inplace: Module, ref_inplace: torch.nn.Module
+) -> None:
+    ours = Sequential(Linear(2, 3), saver, inplace)
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 3), ref_saver, ref_inplace)
+    x = torch.randn(4, 2)
+    with torch.enable_grad(), pytest.raises(RuntimeError, match="modified by an inplace"):
+        ref(x.requires_grad_()).sum().backward()
+    y = ours(x.detach())
+    with pytest.raises(RuntimeError, match="modified in place after its forward"):
+        ours.backward(torch.ones_like(y))
+
+
+@pytest.mark.parametrize(
+    ("inplace", "ref_inplace"),
+    [
+        (ReLU(inplace=True), torch.nn.ReLU(inplace=True)),
+        (LeakyReLU(0.1, inplace=True), torch.nn.LeakyReLU(0.1, inplace=True)),
+        (ELU(inplace=True), torch.nn.ELU(inplace=True)),
+    ],
+    ids=["relu_", "leaky_relu_", "elu_"],
+)
+def test_an_inplace_module_after_a_linear_matches_torch(
+    inplace: Module, ref_inplace: torch.nn.Module
+) -> None:
+    ours = Sequential(Linear(2, 4), inplace, Linear(4, 3), Tanh())
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(2, 4), ref_inplace, torch.nn.Linear(4, 3), torch.nn.Tanh()
+    )
+    compare_module(ours.double(), ref.double(), torch.randn(5, 2, dtype=torch.float64))
+
+
+def test_a_chain_of_distinct_modules_records_nothing() -> None:
+    model = Sequential(Linear(2, 3), ReLU(), Linear(3, 1))
+    model(torch.randn(4, 2))
+    assert "uses" not in model.saved
+    ours, _ = shared_tanh_pair()
+    ours(torch.randn(4, 2))
+    assert len(ours.saved["uses"]) == 4

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 from torch import Tensor
 
@@ -28,11 +29,28 @@ class Sequential(Module):
     with the same numbers; both modules still save what their backward needs, so
     ``backward`` runs module by module as ever.
 
+    A module keeps what one forward saved, so two chains need care, and get it here:
+
+    - **One module used twice** (``act = Tanh(); Sequential(Linear(2, 4), act,
+      Linear(4, 1), act)``, as torch allows): each use's ``saved`` tensors are kept
+      aside after its forward and put back before its backward, so each use gets its
+      own derivative and a shared Linear's weight receives both contributions.
+    - **A module with** ``inplace=True`` overwrites its input, which the module before
+      it may have saved (a Tanh's output, say). As torch does, ``backward`` then
+      raises instead of returning a wrong gradient: the version counter of every
+      saved tensor is compared with its value after the forward.
+
+    Chains with neither run without this bookkeeping. (It is planned when the
+    children are set; a change deep inside a child after the first forward is not seen.)
+
     Shape:
         input: whatever the first module takes -> output: whatever the last returns.
     """
 
     _plan: Plan | None = None  # forward's steps, made from the children when first needed
+    # each child and the modules inside it, where forward records each use (a module
+    # used twice, or one with inplace=True); None where it need not
+    _subtrees: list[list[Module]] | None = None
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
@@ -59,11 +77,17 @@ class Sequential(Module):
 
     @needs_input_grad.setter
     def needs_input_grad(self, value: bool) -> None:
-        if self._modules:
-            next(iter(self._modules.values())).needs_input_grad = value
+        if not self._modules:
+            return
+        first, *rest = self._modules.values()
+        if not value and _shares_a_module(first, rest):
+            return  # its later use must still pass dL/d(input) down the chain
+        first.needs_input_grad = value
 
     def forward(self, x: Tensor) -> Tensor:
         plan = self._plan if self._plan is not None else self._make_plan()
+        if self._subtrees is not None:
+            return self._forward_recording_uses(x, plan, self._subtrees)
         for step in plan:  # a pair is relu(linear(x)), in one op where it can be
             x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
         return x
@@ -72,6 +96,7 @@ class Sequential(Module):
         """Pair each Linear with the ReLU right after it (exactly these classes).
 
         A subclass may override ``forward``, so only the classes themselves are fused.
+        Also decides whether forward must record each use of a module (class docstring).
         """
         modules = list(self._modules.values())
         plan: Plan = []
@@ -85,12 +110,41 @@ class Sequential(Module):
             else:
                 plan.append(module)
                 i += 1
+        subtrees = [list(module.modules()) for module in modules]  # each child and its insides
+        uses = Counter(id(inner) for subtree in subtrees for inner in subtree)
+        shared = any(count > 1 for count in uses.values())
+        inplace = any(getattr(inner, "inplace", False) for subtree in subtrees for inner in subtree)
+        object.__setattr__(self, "_subtrees", subtrees if shared or inplace else None)
+        self.saved.pop("uses", None)  # recorded for the old children
         object.__setattr__(self, "_plan", plan)
         return plan
 
+    def _forward_recording_uses(
+        self, x: Tensor, plan: Plan, subtrees: list[list[Module]]
+    ) -> Tensor:
+        """forward, keeping after each module what it saved (see the class docstring)."""
+        uses = []
+        position = 0
+        for step in plan:
+            x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
+            for _ in step if isinstance(step, tuple) else (step,):
+                uses.append(_Use.record(subtrees[position]))
+                position += 1
+        self.saved["uses"] = uses
+        return x
+
     def backward(self, grad_output: Tensor) -> Tensor:
+        uses: list[_Use] | None = self.saved.get("uses")
+        if uses is not None:
+            return self._backward_restoring_uses(grad_output, uses)
         for module in reversed(self._modules.values()):
             grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
+        return grad_output
+
+    def _backward_restoring_uses(self, grad_output: Tensor, uses: list[_Use]) -> Tensor:
+        """backward, putting back before each use what that use's forward saved."""
+        for use in reversed(uses):
+            grad_output = use.restore().backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
         return grad_output
 
     def __len__(self) -> int:
@@ -115,6 +169,46 @@ class Sequential(Module):
         if not -len(modules) <= index < len(modules):
             raise IndexError(f"Sequential: index {index} out of range for {len(modules)} modules")
         return modules[index]
+
+
+def _shares_a_module(module: Module, others: list[Module]) -> bool:
+    """Whether ``module`` or a module inside it is also one of ``others`` or inside one."""
+    inside = {id(inner) for inner in module.modules()}
+    return any(id(inner) in inside for other in others for inner in other.modules())
+
+
+class _Use(NamedTuple):
+    """One use of a module in a chain: what its forward left in ``saved``, for its backward."""
+
+    module: Module
+    saved: list[tuple[Module, dict[str, Any]]]  # the module and each one inside it
+    versions: list[tuple[Tensor, int]]  # every saved tensor, with its version then
+
+    @classmethod
+    def record(cls, subtree: list[Module]) -> _Use:
+        """What ``subtree[0]`` and each module inside it hold in ``saved`` now."""
+        saved = [(inner, dict(inner.saved)) for inner in subtree]
+        versions = [
+            (value, value._version)
+            for _, entries in saved
+            for value in entries.values()
+            if isinstance(value, Tensor)
+        ]
+        return cls(subtree[0], saved, versions)
+
+    def restore(self) -> Module:
+        """Put this use's tensors back in place; raise if one was changed in place since."""
+        for tensor, version in self.versions:
+            if tensor._version != version:
+                raise RuntimeError(
+                    f"Sequential.backward: a tensor that {type(self.module).__name__} saved "
+                    f"for its backward was modified in place after its forward (by a module "
+                    f"with inplace=True?), so its gradient would be wrong; "
+                    f"use inplace=False there"
+                )
+        for inner, entries in self.saved:
+            inner.saved = dict(entries)
+        return self.module
 
 
 def _linear_relu(linear: Linear, relu: ReLU, x: Tensor) -> Tensor:
