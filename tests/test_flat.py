@@ -128,6 +128,89 @@ def test_a_step_without_every_gradient_goes_tensor_by_tensor_then_flat_again(
     assert len(_storages(ours)) == 1
 
 
+def _tensor_state(opt: Optimizer, params: list[Parameter]) -> dict[str, list[Tensor]]:
+    """Each state tensor key, with the tensor of every parameter that has it."""
+    found: dict[str, list[Tensor]] = {}
+    for p in params:
+        for key, value in opt.state[p].items():
+            if isinstance(value, Tensor) and value.dim() > 0:
+                found.setdefault(key, []).append(value)
+    return found
+
+
+@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_a_parameter_whose_state_is_deleted_starts_afresh_as_in_torch(
+    cls: type[Optimizer], kwargs: dict[str, Any], index: int
+) -> None:
+    """``del optimizer.state[p]`` (a layer re-initialised) between flat steps.
+
+    torch starts that parameter afresh (t = 0, zero moments, b = g); the flat group
+    must notice, step tensor by tensor while the histories differ, and flatten again
+    once they agree (SGD: after one step, every buffer exists again).
+    """
+    ours, ref, opt, ref_opt = _pair(cls, kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    opt.state.pop(ours[index], None)  # None: SGD without momentum keeps no state
+    ref_opt.state.pop(ref[index], None)
+    for _ in range(4):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+    for p, t in zip(ours, ref, strict=True):
+        assert float(opt.state[p].get("step", -1)) == float(ref_opt.state[t].get("step", -1))
+    if cls is SGD:  # one history again: flat, each buffer a view of one flat buffer
+        assert len(_storages(ours)) == 1
+        for tensors in _tensor_state(opt, ours).values():
+            assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1
+
+
+@pytest.mark.parametrize("edit", ["new dict", "key removed"])
+def test_a_state_dict_replaced_or_robbed_of_a_key_is_noticed(edit: str) -> None:
+    """SGD: a missing momentum buffer starts again from b = g, in torch as here."""
+    ours, ref, opt, ref_opt = _pair(SGD, {"lr": 0.1, "momentum": 0.9})
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    states: list[tuple[dict[Any, dict[str, Any]], Any]] = [
+        (opt.state, ours[1]),
+        (ref_opt.state, ref[1]),
+    ]
+    for state, param in states:
+        if edit == "new dict":
+            state[param] = {}
+        else:
+            del state[param]["momentum_buffer"]
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+    for p, t in zip(ours, ref, strict=True):
+        assert torch.equal(opt.state[p]["momentum_buffer"], ref_opt.state[t]["momentum_buffer"])
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_after_load_state_dict_the_group_is_flat_again_with_the_loaded_state(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    """The parameters are still views of the group's buffer: it is reused, and the
+    loaded state tensors are copied into flat buffers of their own."""
+    ours, ref, opt, ref_opt = _pair(cls, kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    opt.load_state_dict(copy.deepcopy(ref_opt.state_dict()))  # fresh tensors
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+    assert len(_storages(ours)) == 1 and all(flat.current for flat in opt._flat.values())
+    for key, tensors in _tensor_state(opt, ours).items():
+        assert len(tensors) == len(ours)
+        assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1, key
+        for p, t in zip(ours, ref, strict=True):
+            assert torch.equal(opt.state[p][key], ref_opt.state[t][key]), key
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -188,7 +271,9 @@ def test_a_group_flattened_in_inference_mode_still_steps_outside_it() -> None:
 
 
 # One event of a training run, applied alike to ours and torch's: (kind, parameter index).
-EVENTS = st.tuples(st.sampled_from(["step", "skip", "rebind", "reload"]), st.integers(0, 2))
+EVENTS = st.tuples(
+    st.sampled_from(["step", "skip", "rebind", "reload", "reset"]), st.integers(0, 2)
+)
 
 
 @given(
@@ -209,6 +294,10 @@ def test_any_mix_of_steps_rebinding_and_reloading_matches_torch_bit_for_bit(
             continue
         if kind == "reload":  # a checkpoint of torch's, with fresh state tensors
             opt.load_state_dict(copy.deepcopy(ref_opt.state_dict()))
+            continue
+        if kind == "reset":  # del optimizer.state[p]: that parameter starts afresh
+            opt.state.pop(ours[i], None)
+            ref_opt.state.pop(ref[i], None)
             continue
         for j, (p, t) in enumerate(zip(ours, ref, strict=True)):
             g = torch.randn(p.shape, generator=gen)

@@ -246,16 +246,27 @@ def test_mul_add_rounds_twice_as_mul_then_add_does(n: int, c: float, dtype: torc
     x = torch.randn(n, generator=gen, dtype=dtype) * torch.logspace(-3, 3, n, dtype=dtype)
     y = torch.randn(n, generator=gen, dtype=dtype)
     expected = x.clone().mul_(c).add_(y)  # torch.optim.SGD's b.mul_(mu).add_(g)
-    assert foreach.one_pass_mul_add([x])
+    assert foreach.one_pass_mul_add([x], [y])
     foreach.mul_add_([x], c, [y])
     assert torch.equal(x, expected)
 
 
 def test_one_pass_mul_add_only_where_checked() -> None:
-    assert foreach.one_pass_mul_add([torch.zeros(3), torch.zeros(2, dtype=torch.float64)])
+    mixed = [torch.zeros(3), torch.zeros(2, dtype=torch.float64)]
+    assert foreach.one_pass_mul_add(mixed, [x.clone() for x in mixed])
     for dtype in (torch.bfloat16, torch.float16):  # one rounding, in float: not torch's bits
-        assert not foreach.one_pass_mul_add([torch.zeros(3, dtype=dtype)])
-    assert not foreach.one_pass_mul_add([torch.zeros(3, device="meta")])
+        half = [torch.zeros(3, dtype=dtype)]
+        assert not foreach.one_pass_mul_add(half, half)
+    meta = [torch.zeros(3, device="meta")]
+    assert not foreach.one_pass_mul_add(meta, meta)
+
+
+def test_one_pass_mul_add_only_where_each_y_has_its_xs_dtype() -> None:
+    """A float64 y and a float32 x: c x + y in float64, rounded once; torch rounds c x first."""
+    x32, x64 = torch.zeros(3), torch.zeros(3, dtype=torch.float64)
+    assert not foreach.one_pass_mul_add([x32], [x64])
+    assert not foreach.one_pass_mul_add([x64], [x32])
+    assert not foreach.one_pass_mul_add([x32, x32], [x32, x64])
 
 
 def test_a_kernel_that_rounds_once_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -270,12 +281,13 @@ def test_a_kernel_that_rounds_once_is_refused(monkeypatch: pytest.MonkeyPatch) -
 
     _one_pass_mul_add_exact.cache_clear()
     monkeypatch.setattr(torch, "addcmul", fused)
+    x = [torch.zeros(3)]
     try:
-        assert not foreach.one_pass_mul_add([torch.zeros(3)])
+        assert not foreach.one_pass_mul_add(x, x)
     finally:
         monkeypatch.undo()
         _one_pass_mul_add_exact.cache_clear()
-    assert foreach.one_pass_mul_add([torch.zeros(3)])
+    assert foreach.one_pass_mul_add(x, x)
 
 
 @pytest.mark.parametrize("flat", [True, False], ids=["flat group", "tensor by tensor"])
@@ -289,7 +301,8 @@ def test_sgd_momentum_takes_one_pass_and_torchs_bits(flat: bool) -> None:
     params = [Parameter(t.detach().clone()) for t in ours.parameters()]
     torch_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     our_opt = SGD(params, lr=0.1, momentum=0.9)
-    foreach.one_pass_mul_add([params[0].data])  # its once-per-dtype check, before ops are counted
+    x = [params[0].data]
+    foreach.one_pass_mul_add(x, x)  # its once-per-dtype check, before ops are counted
     for step in range(4):
         grads = [torch.randn_like(p.data) for p in params]
         for p, q, g in zip(params, reference.parameters(), grads, strict=True):
@@ -301,3 +314,37 @@ def test_sgd_momentum_takes_one_pass_and_torchs_bits(flat: bool) -> None:
             assert "addcmul" in ops.names and "mul_" not in ops.names, ops.names
         for p, q in zip(params, reference.parameters(), strict=True):
             assert torch.equal(p.data, q.detach())
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("flat", [True, False], ids=["flat group", "tensor by tensor"])
+def test_sgd_momentum_after_model_double_rounds_as_torch(flat: bool, nesterov: bool) -> None:
+    """float32 buffers, then float64 gradients (``model.double()``): torch's two roundings.
+
+    torch rounds mu * b to the buffer's float32, then adds the float64 g; one addcmul
+    would add in float64 and round once.
+    """
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (4,)] if flat else [(300, 300), (4,)]  # 90004 numbers: too many to flatten
+    values = [torch.randn(shape, generator=gen) for shape in shapes]
+    ours = [Parameter(v.clone()) for v in values]
+    ref = [v.clone().requires_grad_() for v in values]
+    our_opt = SGD(ours, lr=0.1, momentum=0.9, nesterov=nesterov)
+    torch_opt = torch.optim.SGD(ref, lr=0.1, momentum=0.9, nesterov=nesterov)
+    for step in range(6):
+        if step == 3:  # model.double(): the momentum buffers stay float32, as in torch
+            for p, t in zip(ours, ref, strict=True):
+                p.data, t.data = p.data.double(), t.data.double()
+        for p, t in zip(ours, ref, strict=True):
+            g = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            p.grad, t.grad = g.clone(), g.clone()
+        our_opt.step()
+        torch_opt.step()
+    for p, t in zip(ours, ref, strict=True):
+        buffer, torch_buffer = (
+            our_opt.state[p]["momentum_buffer"],
+            torch_opt.state[t]["momentum_buffer"],
+        )
+        assert buffer.dtype == torch_buffer.dtype == torch.float32
+        assert torch.equal(buffer, torch_buffer)
+        assert torch.equal(p.data, t.detach())

@@ -243,6 +243,21 @@ def test_adamw_stays_decoupled_after_loading_an_adam_checkpoint() -> None:
     assert opt.param_groups[0]["decoupled_weight_decay"] is True
 
 
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_load_state_dict_takes_options_unchecked_as_torch_does(cls: type[Optimizer]) -> None:
+    """A scheduler can drive lr a little below 0; torch saves and loads that checkpoint."""
+    twins = Twins(cls, {"lr": 0.01}, dtype=torch.float32)
+    twins.step(3)
+    saved = copy.deepcopy(twins.ref_opt.state_dict())
+    saved["param_groups"][0]["lr"] = -2.35e-5  # refused by __init__, not by a load
+    twins.opt.load_state_dict(copy.deepcopy(saved))
+    twins.ref_opt.load_state_dict(saved)
+    assert twins.opt.param_groups[0]["lr"] == -2.35e-5
+    twins.step(3)
+    for p, t in zip(twins.ours, twins.ref, strict=True):
+        assert torch.equal(p.data, t.detach())
+
+
 def _momentum_state_dict(*shapes: tuple[int, ...]) -> dict[str, Any]:
     params = [Parameter(torch.ones(shape)) for shape in shapes]
     opt = SGD(params, lr=0.1, momentum=0.9)
@@ -388,6 +403,43 @@ def test_add_param_group_fills_defaults_and_trains_the_new_group() -> None:
     second.grad = torch.ones(3)
     opt.step()
     assert torch.equal(second.data, torch.full((3,), 0.5))
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_param_groups_are_the_callers_dicts_as_in_torch(cls: type[Optimizer]) -> None:
+    """torch.optim keeps the dict it was given: an edit through it changes the optimizer."""
+    gen = torch.Generator().manual_seed(0)
+    values = [torch.randn(shape, generator=gen) for shape in SHAPES]
+    ours = [Parameter(v.clone()) for v in values]
+    ref = [v.clone().requires_grad_() for v in values]
+    group, ref_group = {"params": ours[:1], "lr": 0.1}, {"params": ref[:1], "lr": 0.1}
+    opt, ref_opt = cls([group], lr=0.05), TWINS[cls]([ref_group], lr=0.05)
+    added, ref_added = {"params": iter(ours[1:])}, {"params": iter(ref[1:])}
+    opt.add_param_group(added)
+    ref_opt.add_param_group(ref_added)
+    assert opt.param_groups[0] is group and opt.param_groups[1] is added
+    assert isinstance(added["params"], list) and added["params"] == ours[1:]
+    options = added.keys() - {"params"}
+    assert options == opt.defaults.keys()  # filled with the defaults, as torch fills it
+    assert all(added[key] == ref_added[key] for key in options)
+    for step in range(6):
+        if step == 3:  # freeze the first group through the caller's dict
+            group["lr"], ref_group["lr"] = 0.0, 0.0
+        for p, t in zip(ours, ref, strict=True):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, t.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+    for p, t in zip(ours, ref, strict=True):
+        assert torch.equal(p.data, t.detach())
+
+
+def test_a_refused_param_group_is_left_as_it_came() -> None:
+    opt = SGD([Parameter(torch.ones(2))], lr=0.1)
+    group = {"params": [Parameter(torch.ones(3))], "lr": -1.0}
+    with pytest.raises(ValueError, match="lr"):
+        opt.add_param_group(group)
+    assert group.keys() == {"params", "lr"} and len(opt.param_groups) == 1
 
 
 def _grad_of(p: Parameter) -> Tensor:

@@ -14,7 +14,8 @@ too, except for its big tensors, which take the single-tensor op (below).
 
 One line gets a kernel that PyTorch's SGD does not use for it: SGD's momentum update
 b = mu * b + g, two passes in torch (``mul_``, then ``add_``), is one ``addcmul`` per
-tensor on the CPU (``mul_add_``), rounded in the same two places.
+tensor on the CPU (``mul_add_``), rounded in the same two places, where each
+gradient has its buffer's dtype (``one_pass_mul_add``).
 
 Big tensors on a GPU: a ``_foreach_*`` kernel gives each chunk of 65536 numbers one
 block of threads, so a list of a few big tensors runs on a few dozen of the GPU's
@@ -215,12 +216,20 @@ def mul_add_(xs: TensorList, c: float, ys: TensorList) -> None:
 _ONE = {dtype: torch.ones((), dtype=dtype) for dtype in (torch.float32, torch.float64)}
 
 
-def one_pass_mul_add(xs: TensorList) -> bool:
-    """Whether ``mul_add_`` may update these tensors: float32 or float64 on the CPU.
+def one_pass_mul_add(xs: TensorList, ys: TensorList) -> bool:
+    """Whether ``mul_add_`` may update xs with ys: float32 or float64 on the CPU, same dtypes.
 
-    (On a GPU the ``_foreach_*`` kernels already batch the launches.)
+    Each y must have its x's dtype. A float64 gradient (``model.double()`` after some
+    float32 steps) with a float32 buffer would make the kernel compute c * x + y in
+    float64 and round it to float32 once, where torch's ``mul_`` rounds c * x to
+    float32 first. (On a GPU the ``_foreach_*`` kernels already batch the launches.)
     """
-    return xs[0].is_cpu and all(_one_pass_mul_add_exact(x.dtype) for x in xs)
+    if not xs[0].is_cpu:
+        return False
+    for x, y in zip(xs, ys, strict=True):  # one loop: this runs at every step of SGD
+        if x.dtype != y.dtype or not _one_pass_mul_add_exact(x.dtype):
+            return False
+    return True
 
 
 @functools.cache

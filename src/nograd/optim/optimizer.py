@@ -106,6 +106,9 @@ class Optimizer:
     def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a group of parameters, with options falling back to ``defaults``.
 
+        As in ``torch.optim``, the dict itself joins ``param_groups``: each option it
+        lacks is set to its default, and ``"params"`` becomes a list.
+
         Raises:
             TypeError: if the group is not a dict or holds something other than
                 Parameters (a set is refused too: its order changes between runs).
@@ -135,9 +138,14 @@ class Optimizer:
             if not set(group["params"]).isdisjoint(params):
                 raise ValueError(f"{self._name}: a parameter appears in more than one group")
 
-        group = {**self.defaults, **param_group, "params": params}
-        self._check_options(group)
-        self.param_groups.append(group)
+        self._check_options({**self.defaults, **param_group})
+        # The caller's dict itself, as torch.optim keeps it: an edit made through it
+        # later (group["lr"] = 0) changes the optimizer. Checked first, filled after,
+        # so a refused group is left as it came.
+        for name, default in self.defaults.items():
+            param_group.setdefault(name, default)
+        param_group["params"] = params
+        self.param_groups.append(param_group)
 
     def _check_options(self, options: Mapping[str, Any]) -> None:
         """Raise ValueError for an invalid option; each optimizer checks its own."""
@@ -196,11 +204,16 @@ class Optimizer:
         return GroupTensors(params, [flat.data], [flat.gather_grads(grads)], flat)
 
     def _flat_group(self, group: ParamGroup, params: list[Parameter]) -> FlatGroup | None:
-        """The group's ``FlatGroup``, flattened (again) if needed; None if it cannot be."""
+        """The group's ``FlatGroup``, flattened (again) if needed; None if it cannot be.
+
+        The full check (``can_flatten``) runs only when something changed since the
+        last one: a step tensor by tensor, new ``param.data``, or a parameter's state
+        dict replaced, deleted, or given or robbed of a key (``FlatGroup.unchanged``).
+        """
         key = id(group["params"])  # the list lives as long as the group: the id stays its own
         flat = self._flat.get(key)
-        if flat is not None and flat.current and flat.holds(params):
-            return flat
+        if flat is not None and flat.current and flat.unchanged(params, self.state):
+            return flat  # the usual step: nothing changed since the last full check
         if (
             len(params) != len(group["params"])
             or not params
@@ -212,6 +225,7 @@ class Optimizer:
         if flat is None or not flat.holds(params):
             flat = self._flat[key] = FlatGroup(params)
         flat.current = True
+        flat.remember_states(self.state)
         return flat
 
     def _scalar(self, value: float, tensors: TensorList) -> Tensor | float:
@@ -286,6 +300,9 @@ class Optimizer:
         its dtype; a counter in ``scalar_state`` (``"step"``) is copied as it is, a
         0-dim tensor or a number, and ``step`` reads either.
 
+        Options are taken as saved, without the checks of ``__init__``, as torch takes
+        them.
+
         Raises:
             ValueError: naming the group or parameter whose count or shape differs;
                 nothing is changed then.
@@ -323,12 +340,13 @@ class Optimizer:
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups, strict=True):
             options = {key: copy.deepcopy(v) for key, v in saved.items() if key != "params"}
-            new_group = {**self.defaults, **options, "params": group["params"]}
-            self._check_options(new_group)
-            new_groups.append(new_group)
+            # taken as saved, unchecked, as torch.optim takes them: a scheduler may have
+            # driven lr a little below 0, and the checkpoint must still load
+            new_groups.append({**self.defaults, **options, "params": group["params"]})
         self.param_groups = new_groups
         self.state = state
-        self._flat.clear()  # the loaded counters may differ between parameters
+        for flat in self._flat.values():  # kept: the parameters are still views of its buffer
+            flat.current = False  # the loaded counters may differ: check in full at the next step
 
     def _copy_state(self, param: Parameter, index: Any, key: str, value: Any) -> Any:
         if not isinstance(value, Tensor):

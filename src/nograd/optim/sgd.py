@@ -124,7 +124,7 @@ class SGD(Optimizer):
 
     def _decay_and_add(self, b: TensorList, g: TensorList, mu: float, dampening: float) -> None:
         """b = mu * b + (1 - dampening) * g, in place, rounded as PyTorch's SGD rounds it."""
-        if dampening == 0 and foreach.one_pass_mul_add(b):
+        if dampening == 0 and foreach.one_pass_mul_add(b, g):
             foreach.mul_add_(b, mu, g)  # b = mu * b + g, one pass instead of the two below
             return
         foreach.mul_(b, self._scalar(mu, b))  # b = mu * b
