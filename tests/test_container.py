@@ -13,6 +13,7 @@ from torch import Tensor
 
 from nograd.nn import (
     ELU,
+    Identity,
     NO_INPUT_GRAD,
     Dropout,
     LeakyReLU,
@@ -380,3 +381,33 @@ def test_a_chain_of_distinct_modules_records_nothing() -> None:
     ours, _ = shared_tanh_pair()
     ours(torch.randn(4, 2))
     assert len(ours.saved["uses"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("between", "ref_between"),
+    [(Identity(), torch.nn.Identity()), (LeakyReLU(0.1), torch.nn.LeakyReLU(0.1))],
+    ids=["identity", "leaky_relu"],
+)
+def test_an_inplace_module_after_one_that_keeps_no_output_matches_torch(
+    between: Module, ref_between: torch.nn.Module
+) -> None:
+    # Identity and a LeakyReLU out of place keep nothing of their output (torch neither),
+    # so a Dropout overwriting it is not an error
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 4), between, Dropout(0.5, inplace=True), Linear(4, 3))
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(2, 4),
+        ref_between,
+        torch.nn.Dropout(0.5, inplace=True),
+        torch.nn.Linear(4, 3),
+    )
+    ref.load_state_dict(ours.state_dict())
+    x, g = torch.randn(5, 2), torch.randn(5, 3)
+    leaf = x.clone().requires_grad_()
+    torch.manual_seed(1)
+    with torch.enable_grad():
+        y_ref = ref(leaf)
+        y_ref.backward(g)
+    torch.manual_seed(1)
+    assert torch.equal(ours(x), y_ref.detach())
+    assert torch.equal(ours.backward(g), leaf.grad)

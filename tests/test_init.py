@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,18 @@ def test_calculate_gain_leaky_relu_slope_matches_torch(slope: float) -> None:
     assert init.calculate_gain("leaky_relu", slope) == pytest.approx(
         torch.nn.init.calculate_gain("leaky_relu", slope), rel=1e-15
     )
+
+
+@pytest.mark.parametrize("param", [True, False, "0.1", None, 2, -0.5, np.float64(0.1), np.int64(2)])
+def test_calculate_gain_leaky_relu_accepts_what_torch_accepts(param: Any) -> None:
+    """A bool is an int, but torch refuses it: gain 1 for slope True would be a silent bug."""
+    try:
+        expected = torch.nn.init.calculate_gain("leaky_relu", param)
+    except ValueError:
+        with pytest.raises(ValueError, match=r"calculate_gain: negative_slope .* not a valid"):
+            init.calculate_gain("leaky_relu", param)
+        return
+    assert init.calculate_gain("leaky_relu", param) == pytest.approx(expected, rel=1e-15)
 
 
 @pytest.mark.parametrize("nonlinearity", ["conv_transpose1d", "conv_transpose2d"])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -101,6 +102,45 @@ def test_bce_with_pos_weight_matches_torch(
     pos_weight = 3 * torch.rand(c if per_class else (), generator=gen, dtype=dtype)
     ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight)
     ref = torch.nn.BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight)
+    compare(ours, ref, pred, target, scale)
+
+
+# The shapes a BCE weight takes, for pred of shape (n, c).
+WEIGHT_SHAPES = {
+    "scalar": lambda n, c: (),
+    "per class": lambda n, c: (c,),
+    "per row": lambda n, c: (n, 1),
+    "per element": lambda n, c: (n, c),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(
+    n=st.integers(1, 6),
+    c=st.integers(1, 5),
+    weight_shape=st.sampled_from(list(WEIGHT_SHAPES)),
+    pos_weighted=st.booleans(),
+    reduction=st.sampled_from(REDUCTIONS),
+    scale=scales,
+    seed=seeds,
+)
+def test_bce_with_weight_matches_torch(
+    dtype: torch.dtype,
+    n: int,
+    c: int,
+    weight_shape: str,
+    pos_weighted: bool,
+    reduction: str,
+    scale: float | None,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    pred = 3 * torch.randn(n, c, generator=gen, dtype=dtype)
+    target = torch.rand(n, c, generator=gen, dtype=dtype).round()
+    weight = 2 * torch.rand(WEIGHT_SHAPES[weight_shape](n, c), generator=gen, dtype=dtype)
+    pos_weight = 3 * torch.rand(c, generator=gen, dtype=dtype) if pos_weighted else None
+    ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight, weight=weight)
+    ref = torch.nn.BCEWithLogitsLoss(weight=weight, reduction=reduction, pos_weight=pos_weight)
     compare(ours, ref, pred, target, scale)
 
 
@@ -377,17 +417,20 @@ def test_a_scaled_loss_has_autograds_gradient_to_the_bit(
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("pos_weight", [None, 2.5])
+@pytest.mark.parametrize("weighted", [False, True])
 def test_bce_with_logits_is_finite_at_1000(
-    dtype: torch.dtype, reduction: str, pos_weight: float | None
+    dtype: torch.dtype, reduction: str, pos_weight: float | None, weighted: bool
 ) -> None:
     logits = torch.tensor([1000.0, -1000.0, 1000.0, -1000.0, 0.0, 1000.0], dtype=dtype)
     target = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.5, 0.3], dtype=dtype)
-    weight = None if pos_weight is None else torch.tensor(pos_weight, dtype=dtype)
-    ours = BCEWithLogitsLoss(reduction, pos_weight=weight)
+    p = None if pos_weight is None else torch.tensor(pos_weight, dtype=dtype)
+    # a zero weight where the loss is 1000: 0 * 1000, never 0 * inf
+    w = torch.tensor([0.0, 2.0, 0.5, 1.0, 3.0, 0.25], dtype=dtype) if weighted else None
+    ours = BCEWithLogitsLoss(reduction, pos_weight=p, weight=w)
     loss = ours(logits, target)
     assert loss.isfinite().all()
     assert ours.backward(torch.ones_like(loss)).isfinite().all()
-    ref = torch.nn.BCEWithLogitsLoss(reduction=reduction, pos_weight=weight)
+    ref = torch.nn.BCEWithLogitsLoss(weight=w, reduction=reduction, pos_weight=p)
     compare(ours, ref, logits, target, None)
 
 
@@ -439,8 +482,9 @@ def test_cross_entropy_value_has_the_bits_of_torch(
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, *DTYPES])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("pos_weighted", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
 def test_bce_value_and_gradient_are_autograds_to_the_bit(
-    dtype: torch.dtype, reduction: str, pos_weighted: bool
+    dtype: torch.dtype, reduction: str, pos_weighted: bool, weighted: bool
 ) -> None:
     """The same ops in the same order as torch's forward and backward, in any precision.
 
@@ -451,13 +495,14 @@ def test_bce_value_and_gradient_are_autograds_to_the_bit(
     pred = (3 * torch.randn(5, 7, generator=generator)).to(dtype)
     target = torch.rand(5, 7, generator=generator).to(dtype)
     pos_weight = (3 * torch.rand(7, generator=generator)).to(dtype) if pos_weighted else None
+    weight = (2 * torch.rand(5, 1, generator=generator)).to(dtype) if weighted else None
     g = torch.randn(5, 7, generator=generator).to(dtype) if reduction == "none" else None
     z = pred.clone().requires_grad_()
-    ref_fn = torch.nn.BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight)
+    ref_fn = torch.nn.BCEWithLogitsLoss(weight=weight, reduction=reduction, pos_weight=pos_weight)
     with torch.enable_grad():
         expected = ref_fn(z, target)
         expected.backward(g)
-    ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight)
+    ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight, weight=weight)
     assert torch.equal(ours(pred, target), expected.detach())
     assert torch.equal(ours.backward(g), z.grad)
 
@@ -509,10 +554,16 @@ def test_weights_are_buffers_named_as_in_torch() -> None:
     weight = torch.rand(3)
     ours, ref = CrossEntropyLoss(weight=weight), torch.nn.CrossEntropyLoss(weight=weight)
     assert ours.state_dict().keys() == ref.state_dict().keys() == {"weight"}
-    bce = BCEWithLogitsLoss(pos_weight=weight)
-    assert (
-        bce.state_dict().keys() == torch.nn.BCEWithLogitsLoss(pos_weight=weight).state_dict().keys()
-    )
+    for options in [
+        {"pos_weight": weight},
+        {"weight": weight},
+        {"weight": weight, "pos_weight": weight},
+    ]:
+        bce = BCEWithLogitsLoss(**options)
+        assert list(bce.state_dict()) == list(torch.nn.BCEWithLogitsLoss(**options).state_dict())
+        assert [name for name, _ in bce.named_buffers()] == list(options)
+    bce = BCEWithLogitsLoss(weight=weight).to(torch.float64)
+    assert bce.weight is not None and bce.weight.dtype == torch.float64
     ours.to(torch.float64)
     assert ours.weight is not None and ours.weight.dtype == torch.float64
     assert MSELoss().state_dict() == {}
@@ -581,6 +632,22 @@ def test_bce_pos_weight_errors() -> None:
         BCEWithLogitsLoss(pos_weight=torch.ones(3, dtype=torch.float64))(pred, target)
     with pytest.raises(TypeError, match=r"BCEWithLogitsLoss: pos_weight must be a Tensor, got \["):
         BCEWithLogitsLoss(pos_weight=[1.0, 2.0])  # type: ignore[arg-type]
+
+
+def test_bce_weight_errors() -> None:
+    pred, target = torch.randn(4, 3), torch.rand(4, 3)
+    for weight in [torch.ones(2), torch.ones(4, 2), torch.ones(2, 4, 3)]:
+        with pytest.raises(RuntimeError):  # torch refuses these shapes too
+            torch.nn.BCEWithLogitsLoss(weight=weight)(pred, target)
+        message = rf"weight of shape {re.escape(str(tuple(weight.shape)))} does not broadcast"
+        with pytest.raises(ValueError, match=message + r".*pred's shape \(4, 3\)"):
+            BCEWithLogitsLoss(weight=weight)(pred, target)
+    with pytest.raises(
+        TypeError, match=r"expected weight of dtype torch.float32.*got torch.float64"
+    ):
+        BCEWithLogitsLoss(weight=torch.ones(3, dtype=torch.float64))(pred, target)
+    with pytest.raises(TypeError, match=r"BCEWithLogitsLoss: weight must be a Tensor, got \["):
+        BCEWithLogitsLoss(weight=[1.0, 2.0])  # type: ignore[arg-type]
 
 
 def test_cross_entropy_shape_and_dtype_errors() -> None:

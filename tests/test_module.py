@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor
 
+import nograd.nn
 from nograd.nn import Linear, Module, Parameter, Sequential
 from tests.oracle import assert_close, compare_module
 
@@ -161,6 +166,29 @@ def test_state_dict_of_a_shared_module_lists_every_name_as_torch() -> None:
     ours.load_state_dict(ref.state_dict())
 
 
+@pytest.mark.parametrize("source", ["state_dict(keep_vars=True)", "named_parameters()"])
+def test_load_state_dict_from_tensors_that_require_grad_stays_out_of_autograd(source: str) -> None:
+    """torch Parameters as the source: the copy must not make our storage an autograd node."""
+    ref = torch.nn.Linear(3, 2)
+    if source == "named_parameters()":
+        state: dict[str, Tensor] = dict(ref.named_parameters())
+    else:
+        state = dict(ref.state_dict(keep_vars=True))
+    assert all(tensor.requires_grad for tensor in state.values())
+    ours, twin = Linear(3, 2), torch.nn.Linear(3, 2)
+    with torch.enable_grad():  # as in a user's script, where autograd is on
+        twin.load_state_dict(state)
+        ours.load_state_dict(state)
+        x = torch.randn(4, 3)
+        y = ours(x)
+    assert twin.weight.is_leaf  # torch copies without recording
+    for name, param in ours.named_parameters():
+        assert not param.data.requires_grad and param.data.grad_fn is None, name
+        assert torch.equal(param.data, state[name].detach()), name
+    assert not y.requires_grad
+    assert_close(torch.from_numpy(y.numpy()), twin(x))  # .numpy() refuses a grad-tracking y
+
+
 # ------------------------------------------------------------ buffers, dtypes
 def test_buffers_persistent_and_not_match_torch_state_dict() -> None:
     ours, ref = WithBuffers(), TorchWithBuffers()
@@ -289,6 +317,185 @@ def test_assigning_none_over_a_child_module_removes_its_parameters() -> None:
     ours.head = None  # type: ignore[assignment]
     ref.head = None  # type: ignore[assignment]
     assert list(ours.state_dict()) == list(ref.state_dict()) == ["encoder.weight", "encoder.bias"]
+
+
+class Registered(Module):
+    """One of each: a parameter, a buffer, a child module and a plain attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = Parameter(torch.zeros(2))
+        self.register_buffer("b", torch.zeros(2))
+        self.fc = Linear(2, 2)
+        self.k = 3
+
+
+class TorchRegistered(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2))
+        self.register_buffer("b", torch.zeros(2))
+        self.fc = torch.nn.Linear(2, 2)
+        self.k = 3
+
+
+def names(module: Any) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Parameters, buffers, children and state_dict keys: what a registration changes."""
+    return (
+        [name for name, _ in module.named_parameters()],
+        [name for name, _ in module.named_buffers()],
+        [name for name, _ in module.named_children()],
+        list(module.state_dict()),
+    )
+
+
+@pytest.mark.parametrize(
+    "replace",
+    [
+        lambda m, nn: setattr(m, "b", nn.Parameter(torch.ones(2))),  # a parameter over a buffer
+        lambda m, nn: setattr(m, "fc", nn.Parameter(torch.ones(2))),  # ... over a child
+        lambda m, nn: setattr(m, "k", nn.Parameter(torch.ones(2))),  # ... over an attribute
+        lambda m, nn: setattr(m, "b", nn.Linear(2, 2)),  # a child over a buffer
+    ],
+    ids=["param-over-buffer", "param-over-child", "param-over-attr", "child-over-buffer"],
+)  # fmt: skip
+def test_assigning_over_a_registered_name_replaces_it_as_torch(
+    replace: Callable[[Any, ModuleType], None],
+) -> None:
+    ours, ref = Registered(), TorchRegistered()
+    replace(ours, nograd.nn)
+    replace(ref, torch.nn)
+    assert names(ours) == names(ref)
+    ref.load_state_dict(ours.state_dict())  # same keys, same shapes, same values
+    for key, tensor in ours.state_dict().items():
+        assert torch.equal(tensor, ref.state_dict()[key]), key
+
+
+def test_load_state_dict_writes_into_a_parameter_that_replaced_a_buffer() -> None:
+    ours = Registered()
+    ours.b = Parameter(torch.ones(2))
+    assert torch.equal(ours.state_dict()["b"], torch.ones(2))  # not the dead buffer's zeros
+    ours.load_state_dict({**ours.state_dict(), "b": torch.full((2,), 5.0)})
+    assert isinstance(ours.b, Parameter) and torch.equal(ours.b.data, torch.full((2,), 5.0))
+
+
+# Each action runs on a Registered and on a TorchRegistered, given its framework's nn;
+# the error is torch's (None: both accept it).
+REGISTRATIONS: dict[str, tuple[Callable[[Any, ModuleType], object], type[Exception] | None]] = {
+    "buffer-over-param": (lambda m, nn: m.register_buffer("w", torch.zeros(2)), KeyError),
+    "buffer-over-child": (lambda m, nn: m.register_buffer("fc", torch.zeros(2)), KeyError),
+    "buffer-over-attr": (lambda m, nn: m.register_buffer("k", torch.zeros(2)), KeyError),
+    "buffer-over-method": (lambda m, nn: m.register_buffer("forward", None), KeyError),
+    "buffer-dotted": (lambda m, nn: m.register_buffer("a.b", torch.zeros(2)), KeyError),
+    "buffer-empty": (lambda m, nn: m.register_buffer("", torch.zeros(2)), KeyError),
+    "buffer-not-str": (lambda m, nn: m.register_buffer(3, torch.zeros(2)), TypeError),
+    "buffer-a-list": (lambda m, nn: m.register_buffer("c", [1.0]), TypeError),
+    "buffer-again": (lambda m, nn: m.register_buffer("b", torch.ones(3)), None),
+    "buffer-none": (lambda m, nn: m.register_buffer("c", None), None),
+    "param-over-buffer": (
+        lambda m, nn: m.register_parameter("b", nn.Parameter(torch.zeros(2))),
+        KeyError,
+    ),
+    "param-over-child": (
+        lambda m, nn: m.register_parameter("fc", nn.Parameter(torch.zeros(2))),
+        KeyError,
+    ),
+    "param-dotted": (
+        lambda m, nn: m.register_parameter("a.b", nn.Parameter(torch.zeros(2))),
+        KeyError,
+    ),
+    "param-empty": (lambda m, nn: m.register_parameter("", nn.Parameter(torch.zeros(2))), KeyError),
+    "param-not-str": (
+        lambda m, nn: m.register_parameter(3, nn.Parameter(torch.zeros(2))),
+        TypeError,
+    ),
+    "param-a-tensor": (lambda m, nn: m.register_parameter("c", torch.zeros(2)), TypeError),
+    "param-again": (lambda m, nn: m.register_parameter("w", nn.Parameter(torch.ones(3))), None),
+    "param-none": (lambda m, nn: m.register_parameter("c", None), None),
+    "child-over-param": (lambda m, nn: m.add_module("w", nn.Linear(2, 2)), KeyError),
+    "child-over-buffer": (lambda m, nn: m.add_module("b", nn.Linear(2, 2)), KeyError),
+    "child-dotted": (lambda m, nn: m.add_module("a.b", nn.Linear(2, 2)), KeyError),
+    "child-empty": (lambda m, nn: m.add_module("", nn.Linear(2, 2)), KeyError),
+    "child-not-str": (lambda m, nn: m.add_module(3, nn.Linear(2, 2)), TypeError),
+    "child-a-tensor": (lambda m, nn: m.add_module("c", torch.zeros(2)), TypeError),
+    "child-a-class": (lambda m, nn: m.add_module("c", nn.Linear), TypeError),
+    "child-again": (lambda m, nn: m.add_module("fc", nn.Linear(2, 3)), None),
+    "assign-child-over-param": (lambda m, nn: setattr(m, "w", nn.Linear(2, 2)), TypeError),
+    "assign-tensor-over-child": (lambda m, nn: setattr(m, "fc", torch.zeros(2)), TypeError),
+    "assign-tensor-over-param": (lambda m, nn: setattr(m, "w", torch.zeros(2)), TypeError),
+    "train-str": (lambda m, nn: m.train("no"), ValueError),
+    "train-int": (lambda m, nn: m.train(1), ValueError),
+    "train-none": (lambda m, nn: m.train(None), ValueError),
+}
+
+
+@pytest.mark.parametrize(("action", "error"), list(REGISTRATIONS.values()), ids=list(REGISTRATIONS))
+def test_registration_rules_match_torch(
+    action: Callable[[Any, ModuleType], object], error: type[Exception] | None
+) -> None:
+    ours, ref = Registered(), TorchRegistered()
+    if error is None:
+        action(ours, nograd.nn)
+        action(ref, torch.nn)
+        assert names(ours) == names(ref)
+        return
+    with pytest.raises(error):
+        action(ref, torch.nn)
+    before = names(ours)
+    with pytest.raises(error):
+        action(ours, nograd.nn)
+    assert names(ours) == before  # a refused registration changes nothing
+    assert all(module.training for module in ours.modules())
+
+
+def test_registration_errors_name_the_problem() -> None:
+    with pytest.raises(KeyError, match=r"Linear: attribute 'bias' already exists"):
+        Linear(2, 2).register_buffer("bias", torch.zeros(2))
+    with pytest.raises(KeyError, match=r'parameter name can.*t contain ".", got'):
+        Module().register_parameter("a.b", Parameter(torch.zeros(2)))
+    with pytest.raises(TypeError, match=r"cannot assign 'torch.FloatTensor' object to parameter"):
+        Module().register_parameter("p", torch.zeros(2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Module: torch.FloatTensor is not a Module subclass"):
+        Module().add_module("c", torch.zeros(2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Sequential.train: .*boolean, got 'no'"):
+        Sequential(Linear(2, 2)).train("no")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- apply
+def test_apply_visits_children_first_then_self_as_torch() -> None:
+    ours, ref = nested_pair()
+    name_of = {id(module): name for name, module in ours.named_modules()}
+    ref_name_of = {id(module): name for name, module in ref.named_modules()}
+    visited: list[str] = []
+    ref_visited: list[str] = []
+    assert ours.apply(lambda module: visited.append(name_of[id(module)])) is ours
+    assert ref.apply(lambda module: ref_visited.append(ref_name_of[id(module)])) is ref
+    assert visited == ref_visited
+    assert visited == ["0", "1", "2.0", "2.1", "2.2.0", "2.2", "2", ""]
+
+
+def test_apply_reaches_a_shared_child_once_per_parent_as_torch() -> None:
+    shared = Linear(2, 2)
+    ours = Sequential(shared, Linear(2, 2), shared)
+    ref_shared = torch.nn.Linear(2, 2)
+    ref = torch.nn.Sequential(ref_shared, torch.nn.Linear(2, 2), ref_shared)
+    assert [n for n, _ in ours.named_children()] == [n for n, _ in ref.named_children()]
+    counts: list[int] = []
+    ref_counts: list[int] = []
+    ours.apply(lambda module: counts.append(module is shared))
+    ref.apply(lambda module: ref_counts.append(module is ref_shared))
+    assert counts == ref_counts and sum(counts) == 1
+
+
+def test_apply_initialises_every_linear() -> None:
+    def init(module: Module) -> None:
+        if isinstance(module, Linear):
+            nograd.nn.init.ones_(module.weight.data)
+
+    model, _ = nested_pair()
+    model.apply(init)
+    weights = [p.data for name, p in model.named_parameters() if name.endswith("weight")]
+    assert len(weights) == 5 and all(bool((w == 1).all()) for w in weights)
 
 
 # ---------------------------------------------------------- contract, repr

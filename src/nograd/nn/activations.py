@@ -8,6 +8,7 @@ ELU'(0) = alpha.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -24,6 +25,17 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
 _MINUS_SQRT_HALF = -math.sqrt(0.5)  # Phi(x) = erfc(-x / sqrt(2)) / 2
 # dL/dy * 1[y > threshold] in one kernel; looked up once, as torch.ops resolves names slowly
 _threshold_backward = torch.ops.aten.threshold_backward.default
+
+
+@functools.lru_cache(maxsize=64)
+def _is_zero_in(slope: float, dtype: torch.dtype) -> bool:
+    """Whether x * slope is 0 * x for ``dtype`` (slope 0, or too small for the dtype).
+
+    Asked of inf * slope itself, so that it holds in the precision torch multiplies in.
+    """
+    if not dtype.is_floating_point:
+        return False  # no inf to multiply
+    return bool(torch.tensor(math.inf, dtype=dtype).mul(slope).isnan())
 
 
 def _inplace_repr(inplace: bool, first: bool = False) -> str:
@@ -120,27 +132,31 @@ class LeakyReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         slope = self.negative_slope
-        # y = max(x, slope x) for slope <= 1, min(x, slope x) for slope > 1: no mask needed
-        pick = torch.maximum if slope <= 1 else torch.minimum
-        if self.inplace:
-            y = pick(x, x * slope, out=x)
-            self.saved["x"] = None  # x was overwritten: the backward reads its sign off y
+        out = x if self.inplace else None
+        if slope > 0 and not _is_zero_in(slope, x.dtype):
+            # y = max(x, slope x) for slope <= 1, min(x, slope x) for slope > 1: no mask
+            pick = torch.maximum if slope <= 1 else torch.minimum
+            y = pick(x, x * slope, out=out)
         else:
-            y = pick(x, x * slope)
-            self.saved["x"] = x
-        self.saved["y"] = y
+            # torch's own formula: with a slope that is 0 in x's dtype, max(x, slope x)
+            # is max(inf, 0 * inf) = NaN at x = +inf, and with a negative one it gives
+            # x = +-0 where torch gives slope * x = -+0
+            y = torch.where(x > 0, x, x * slope, out=out)
+        # the backward reads the sign of x; after an in-place forward x is gone, and y
+        # has it. Only the one it reads is kept (a Sequential checks what was kept for
+        # in-place edits, as torch checks what it saved)
+        self.saved["x"], self.saved["y"] = (None, y) if self.inplace else (x, None)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved_for(grad_output, "y")
+        from_y = self.saved.get("x") is None  # an in-place forward (or none yet)
+        sign_of_x = self._saved_for(grad_output, "y" if from_y else "x")
         slope = self.negative_slope
-        x = self.saved["x"]
-        if x is None and slope < 0:
+        if from_y and slope < 0:  # y > 0 exactly where x > 0 only when slope >= 0
             raise RuntimeError(
                 f"{self._describe()}: the in-place forward lost the sign of x; "
                 f"backward needs negative_slope >= 0, got {slope}"
             )
-        sign_of_x = y if x is None else x  # y > 0 exactly where x > 0 when slope >= 0
         # dL/dx = dL/dy * (1 if x > 0 else negative_slope)
         return torch.where(sign_of_x > 0, grad_output, grad_output * slope)
 
@@ -170,21 +186,21 @@ class ELU(Module):
         negative_part = torch.expm1(torch.clamp(x, max=0))
         if self.inplace:
             y = torch.relu_(x).add_(negative_part, alpha=self.alpha)
-            self.saved["x"] = None
+            self.saved["x"], self.saved["y"] = None, y  # x is gone; y + alpha = alpha exp(x)
         else:
             y = torch.add(torch.relu(x), negative_part, alpha=self.alpha)
-            self.saved["x"] = x  # alpha * exp(x) is more accurate than y + alpha for x << 0
-        self.saved["y"] = y
+            # alpha * exp(x) is more accurate than y + alpha for x << 0
+            self.saved["x"], self.saved["y"] = x, None
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = self._saved_for(grad_output, "y")
         alpha = self.alpha
-        x = self.saved["x"]
-        if x is not None:
+        if self.saved.get("x") is not None:
+            x = self._saved_for(grad_output, "x")
             # dL/dx = dL/dy * (1 if x > 0 else alpha exp(x))
             negative = torch.exp(x).mul_(grad_output).mul_(scalar(alpha, x))
             return torch.where(x > 0, grad_output, negative)
+        y = self._saved_for(grad_output, "y")  # an in-place forward (or none yet)
         if alpha < 0:
             raise RuntimeError(
                 f"{self._describe()}: the in-place forward lost the sign of x; "
@@ -304,9 +320,9 @@ class Identity(Module):
         super().__init__()
 
     def forward(self, x: Tensor) -> Tensor:
-        self.saved["y"] = x  # kept only to check the shape of grad_output
+        self.saved["shape"] = x.shape  # to check the shape of grad_output
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        self._saved_for(grad_output, "y")  # only checks the shape of grad_output
+        self._check_shape(grad_output, "shape")
         return grad_output  # dL/dx = dL/dy

@@ -14,7 +14,14 @@ from torch import Tensor
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """The gain that keeps activations' variance steady through ``nonlinearity``."""
+    """The gain that keeps activations' variance steady through ``nonlinearity``.
+
+    ``param`` is leaky_relu's negative slope (default 0.01), ignored otherwise.
+
+    Raises:
+        ValueError: an unknown ``nonlinearity``, or a ``param`` for leaky_relu that is
+            not an int or a float (a bool, a string), as in torch.
+    """
     if nonlinearity in {
         "linear",
         "identity",
@@ -32,7 +39,15 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        negative_slope = 0.01 if param is None else param
+        if param is None:
+            negative_slope: float = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            negative_slope = param
+        else:  # True is an int, and would give a gain of 1: refused, as torch does
+            raise ValueError(
+                f"calculate_gain: negative_slope {param!r} not a valid number "
+                f"(expected an int or a float)"
+            )
         return math.sqrt(2.0 / (1 + negative_slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4

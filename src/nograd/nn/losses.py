@@ -173,64 +173,92 @@ class L1Loss(Loss):
 
 
 class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy on logits z, l = (1 - y) z + softplus(-z).
+    """Binary cross-entropy on logits z, l = w [(1 - y) z + (1 + (p - 1) y) softplus(-z)].
 
-    This is -[y log s(z) + (1 - y) log(1 - s(z))] with s the sigmoid, since
+    Without weights (w = 1, p = 1) this is l = (1 - y) z + softplus(-z), which is
+    -[y log s(z) + (1 - y) log(1 - s(z))] with s the sigmoid, since
     log s(z) = -softplus(-z) and log(1 - s(z)) = -z - softplus(-z), where
-    softplus(x) = log(1 + exp(x)) is computed so that no exp overflows. With
-    ``pos_weight`` p the positive term is weighted:
-    l = (1 - y) z + (1 + (p - 1) y) softplus(-z).
+    softplus(x) = log(1 + exp(x)) is computed so that no exp overflows. ``pos_weight``
+    p weighs the positive term; ``weight`` w rescales each element's whole loss. The
+    gradient is dl/dz = w [(1 + (p - 1) y) s(z) - p y], which is w (s(z) - y) for p = 1.
 
     Args:
         reduction: "mean" (the default), "sum" or "none".
         pos_weight: weight p of positive examples, broadcast against pred's shape,
             typically one per class: shape (C,). Kept as a buffer, as in torch.
+        weight: rescaling weight w of each element's loss, broadcast against pred's
+            shape: (C,) per class, (N, 1) per example. Keyword only (torch's first
+            positional argument; here, as in ``CrossEntropyLoss``, reduction comes
+            first). Kept as a buffer, as in torch.
 
     Shape:
-        pred: (*), target: (*), same shape and dtype -> loss: () or (*) if "none".
+        pred: (*), target: (*), same shape and dtype; weight and pos_weight: any shape
+        that broadcasts to (*) -> loss: () or (*) if "none".
     """
 
+    weight: Tensor | None
     pos_weight: Tensor | None
 
-    def __init__(self, reduction: str = "mean", pos_weight: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        reduction: str = "mean",
+        pos_weight: Tensor | None = None,
+        *,
+        weight: Tensor | None = None,
+    ) -> None:
         super().__init__(reduction)
+        self._register_weight("weight", weight)  # torch's order in state_dict: weight first
         self._register_weight("pos_weight", pos_weight)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         self._check_pair(pred, target)
-        z, y, p = pred, target, self.pos_weight
+        z, y, w, p = pred, target, self.weight, self.pos_weight
+        self._check_broadcast("weight", w, z)
+        self._check_broadcast("pos_weight", p, z)
         self.saved["z"], self.saved["y"] = z, y  # the backward needs s(z) and y
         # log s(z) = -softplus(-z) = min(z, 0) - log1p(exp(-|z|)), by torch's own stable
         # kernel: logaddexp(-z, 0), the same formula, evaluates it to other last bits
         log_s = _log_sigmoid(z)
         if p is not None:
-            fits = all(
-                a in (1, b) for a, b in zip(reversed(p.shape), reversed(z.shape), strict=False)
-            )
-            if p.dim() > z.dim() or not fits:
-                raise ValueError(
-                    f"{self._describe()}: pos_weight of shape {tuple(p.shape)} does not "
-                    f"broadcast to pred's shape {tuple(z.shape)}"
-                )
-            self._check_dtype("pos_weight", p, z)
             log_s = log_s * ((p - 1) * y + 1)  # (1 + (p - 1) y) log s(z)
         # the same ops in the same order as torch, so the same bits
-        return self._reduce((1 - y) * z - log_s)  # (1 - y) z + softplus(-z)
+        loss = (1 - y) * z - log_s  # (1 - y) z + (1 + (p - 1) y) softplus(-z)
+        if w is not None:
+            loss = loss * w  # w l: finite wherever l is, even at z = +-1000
+        return self._reduce(loss)
+
+    def _check_broadcast(self, name: str, buffer: Tensor | None, z: Tensor) -> None:
+        """A weight must broadcast to pred's shape without growing it, in pred's dtype."""
+        if buffer is None:
+            return
+        fits = all(
+            a in (1, b) for a, b in zip(reversed(buffer.shape), reversed(z.shape), strict=False)
+        )
+        if buffer.dim() > z.dim() or not fits:
+            raise ValueError(
+                f"{self._describe()}: {name} of shape {tuple(buffer.shape)} does not "
+                f"broadcast to pred's shape {tuple(z.shape)}"
+            )
+        self._check_dtype(name, buffer, z)
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        z, y, p = self._saved("z"), self._saved("y"), self.pos_weight
+        z, y, w, p = self._saved("z"), self._saved("y"), self.weight, self.pos_weight
         g = self._checked_grad_output(grad_output)  # None: dL/dl = 1
         # The same ops in the same order as torch's own backward, so the same bits:
         if p is None:
-            grad = torch.sigmoid(z).sub_(y)  # dl/dz = s(z) - y
+            grad = torch.sigmoid(z).sub_(y)  # d(l / w)/dz = s(z) - y
         else:
             py = p * y
-            grad = (py + 1).sub_(y).mul_(torch.sigmoid(z)).sub_(py)  # (1 + p y - y) s(z) - p y
+            # d(l / w)/dz = (1 + p y - y) s(z) - p y
+            grad = (py + 1).sub_(y).mul_(torch.sigmoid(z)).sub_(py)
         if g is not None:
-            grad.mul_(g)  # dL/dz = g dl/dz
+            grad.mul_(g)  # dL/dz = g d(l / w)/dz, without weight
+        if w is not None:
+            grad.mul_(w)  # dL/dz = g w d(l / w)/dz = g dl/dz, in torch's order
         if self.reduction == "mean":
             grad.div_(z.numel())  # each of the N losses weighs 1 / N in the mean
         return grad
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + (", pos_weight=..." if self.pos_weight is not None else "")
+        weights = [name for name in ("weight", "pos_weight") if getattr(self, name) is not None]
+        return super().extra_repr() + "".join(f", {name}=..." for name in weights)

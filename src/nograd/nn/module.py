@@ -11,8 +11,8 @@ Chaining these calls in reverse order is the whole of backpropagation
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -24,6 +24,8 @@ class _IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
 
+
+_M = TypeVar("_M", bound="Module")  # apply returns its own module's type
 
 # Returned by a backward pass that was told its input gradient is not needed.
 NO_INPUT_GRAD = torch.empty(0)
@@ -90,6 +92,15 @@ class Module:
             raise self._backward_error(grad_output, value)
         return value  # type: ignore[no-any-return]
 
+    def _check_shape(self, grad_output: Tensor, name: str) -> None:
+        """Check ``grad_output`` against the shape ``forward`` saved as ``saved[name]``.
+
+        For a backward that needs no tensor of the forward's, only its shape.
+        """
+        shape = self.saved.get(name)
+        if shape is None or grad_output.shape != shape:
+            raise self._backward_error(grad_output, shape)
+
     def _backward_error(
         self, grad_output: Tensor, like: Tensor | tuple[int, ...] | None
     ) -> Exception:
@@ -98,7 +109,7 @@ class Module:
         """
         if like is None:
             return RuntimeError(f"{self._describe()}: backward() called before forward()")
-        shape = tuple(like.shape) if isinstance(like, Tensor) else like
+        shape = tuple(like.shape) if isinstance(like, Tensor) else tuple(like)
         return ValueError(
             f"{self._describe()}: expected grad_output of shape {shape}, "
             f"got {tuple(grad_output.shape)}"
@@ -118,22 +129,24 @@ class Module:
             object.__setattr__(self, name, value)  # the common case: forward saving a tensor
             return
         if isinstance(value, Parameter):
-            self._modules.pop(name, None)
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._parameters.pop(name, None)
-            self._modules[name] = value
-        elif name in self._buffers:
-            if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"{self._describe()}: buffer {name!r} must be a Tensor")
-            self._buffers[name] = value
-        elif name in self._parameters:
+            # a parameter replaces whatever held the name before, as in torch
+            self._forget(name, self._buffers, self._modules)
+            self.register_parameter(name, value)
+            return
+        if name in self._parameters:  # checked before a Module, as torch does
             if value is not None:
                 raise TypeError(
                     f"{self._describe()}: cannot assign {type(value).__name__} to parameter "
                     f"{name!r} (Parameter or None expected)"
                 )
             self._parameters[name] = None  # an absent optional parameter, e.g. bias=False
+        elif isinstance(value, Module):
+            self._forget(name, self._buffers)
+            self._modules[name] = value
+        elif name in self._buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{self._describe()}: buffer {name!r} must be a Tensor")
+            self._buffers[name] = value
         elif value is None:
             del self._modules[name]  # a child set to None is no longer a child
         else:
@@ -143,14 +156,56 @@ class Module:
             )
         object.__setattr__(self, name, value)
 
+    def _forget(self, name: str, *registries: OrderedDict[str, Any]) -> None:
+        """Drop ``name`` from ``registries`` and from the instance, before it is re-registered.
+
+        Without this, a parameter assigned over a buffer would leave the buffer in
+        ``state_dict``, and ``load_state_dict`` would write into the dead buffer.
+        """
+        for registry in registries:
+            registry.pop(name, None)
+        self._non_persistent.discard(name)
+        self.__dict__.pop(name, None)
+
     def __delattr__(self, name: str) -> None:
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         self._buffers.pop(name, None)
+        self._non_persistent.discard(name)
         object.__delattr__(self, name)
 
+    def _check_new_name(self, kind: str, name: str, registry: Mapping[str, Any]) -> None:
+        """torch's rules for a name given to ``register_*`` or ``add_module``.
+
+        Raises:
+            TypeError: the name is not a string.
+            KeyError: it is empty, contains "." (dotted names are paths in
+                ``state_dict``), or already names another attribute of this module.
+        """
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{type(self).__name__}: {kind} name should be a string, got {type(name).__name__}"
+            )
+        if "." in name:
+            raise KeyError(f'{type(self).__name__}: {kind} name can\'t contain ".", got {name!r}')
+        if name == "":
+            raise KeyError(f'{type(self).__name__}: {kind} name can\'t be empty string ""')
+        if hasattr(self, name) and name not in registry:
+            raise KeyError(f"{type(self).__name__}: attribute {name!r} already exists")
+
     def register_parameter(self, name: str, param: Parameter | None) -> None:
-        """Add a parameter (or ``None`` for an absent optional one) under ``name``."""
+        """Add a parameter (or ``None`` for an absent optional one) under ``name``.
+
+        Raises:
+            KeyError: ``name`` is empty, contains ".", or is already another attribute.
+            TypeError: ``param`` is neither a ``Parameter`` nor None (a plain tensor).
+        """
+        self._check_new_name("parameter", name, self._parameters)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"{type(self).__name__}: cannot assign '{torch.typename(param)}' object to "
+                f"parameter {name!r} (nograd.nn.Parameter or None required)"
+            )
         self._parameters[name] = param
         object.__setattr__(self, name, param)
 
@@ -158,7 +213,17 @@ class Module:
         """Add a non-trainable tensor (running statistics, say) that moves with ``to()``.
 
         Persistent buffers are saved in ``state_dict``; others are not.
+
+        Raises:
+            KeyError: ``name`` is empty, contains ".", or is already another attribute.
+            TypeError: ``tensor`` is neither a Tensor nor None.
         """
+        self._check_new_name("buffer", name, self._buffers)
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: cannot assign '{torch.typename(tensor)}' object to "
+                f"buffer {name!r} (torch Tensor or None required)"
+            )
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent.discard(name)
@@ -166,7 +231,18 @@ class Module:
             self._non_persistent.add(name)
         object.__setattr__(self, name, tensor)
 
-    def add_module(self, name: str, module: Module) -> None:
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Add ``module`` as a child under ``name`` (None: no child there).
+
+        Raises:
+            TypeError: ``module`` is neither a Module nor None.
+            KeyError: ``name`` is empty, contains ".", or is already another attribute.
+        """
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(
+                f"{type(self).__name__}: {torch.typename(module)} is not a Module subclass"
+            )
+        self._check_new_name("module", name, self._modules)
         setattr(self, name, module)
 
     # ---------------------------------------------------------------- traversal
@@ -197,10 +273,29 @@ class Module:
             yield module
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
-        yield from self._modules.items()
+        """Yield ``(name, child)``; a child held under several names appears once, as in torch."""
+        seen: set[int] = set()
+        for name, module in self._modules.items():
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
 
     def children(self) -> Iterator[Module]:
-        yield from self._modules.values()
+        for _, module in self.named_children():
+            yield module
+
+    def apply(self: _M, fn: Callable[[Module], object]) -> _M:
+        """Call ``fn`` on every child's subtree (children first), then on this module.
+
+        As in torch, a typical use is initialisation: ``model.apply(init_weights)``.
+
+        Returns:
+            self, so that calls chain.
+        """
+        for module in self.children():
+            module.apply(fn)
+        fn(self)
+        return self
 
     def named_parameters(
         self, prefix: str = "", recurse: bool = True
@@ -231,7 +326,16 @@ class Module:
 
     # ------------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> Module:
-        """Set training mode on this module and all its descendants."""
+        """Set training mode on this module and all its descendants.
+
+        Raises:
+            ValueError: ``mode`` is not a bool (``train("no")`` would be truthy), as in torch.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError(
+                f"{type(self).__name__}.train: training mode is expected to be boolean, "
+                f"got {mode!r}"
+            )
         for module in self.modules():
             module.training = mode
         return self
@@ -327,7 +431,9 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
         for key, tensor in own.items():
             if key in state_dict:
-                tensor.copy_(state_dict[key])
+                # detached: a source that requires grad (a torch Parameter) must not make
+                # our storage part of an autograd graph; torch copies without recording too
+                tensor.copy_(state_dict[key].detach())
         return _IncompatibleKeys(missing, unexpected)
 
     # --------------------------------------------------------------------- repr
