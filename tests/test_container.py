@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -11,11 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
+import nograd.nn
 from nograd.nn import (
     ELU,
-    Identity,
     NO_INPUT_GRAD,
     Dropout,
+    Identity,
     LeakyReLU,
     Linear,
     Module,
@@ -411,3 +413,100 @@ def test_an_inplace_module_after_one_that_keeps_no_output_matches_torch(
     torch.manual_seed(1)
     assert torch.equal(ours(x), y_ref.detach())
     assert torch.equal(ours.backward(g), leaf.grad)
+
+
+# ------------------------------------------------- editing a chain, as torch.nn.Sequential
+def twin_chains() -> tuple[Sequential, torch.nn.Sequential]:
+    ours = Sequential(Linear(2, 3), Tanh(), Linear(3, 4), ReLU(), Linear(4, 1))
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(2, 3),
+        torch.nn.Tanh(),
+        torch.nn.Linear(3, 4),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4, 1),
+    )
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
+def kinds(model: Module | torch.nn.Module) -> list[tuple[str, str]]:
+    """Each child's name and class, to compare a nograd chain with its torch twin."""
+    return [(name, type(child).__name__) for name, child in model.named_children()]
+
+
+EDITS = {
+    "del 1": lambda m, make: m.__delitem__(1),
+    "del -1": lambda m, make: m.__delitem__(-1),
+    "del 1:3": lambda m, make: m.__delitem__(slice(1, 3)),
+    "del ::2": lambda m, make: m.__delitem__(slice(None, None, 2)),
+    "set 1": lambda m, make: m.__setitem__(1, make("ReLU")),
+    "set -2": lambda m, make: m.__setitem__(-2, make("Tanh")),
+    "insert 0": lambda m, make: m.insert(0, make("Tanh")),
+    "insert 2": lambda m, make: m.insert(2, make("Tanh")),
+    "insert -1": lambda m, make: m.insert(-1, make("Tanh")),
+    "insert len": lambda m, make: m.insert(len(m), make("Tanh")),
+    "extend": lambda m, make: m.extend([make("Tanh"), make("ReLU")]),
+    "pop 1": lambda m, make: m.pop(1),
+    "iadd": lambda m, make: m.__iadd__(type(m)(make("Tanh"))),
+    "imul": lambda m, make: m.__imul__(2),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edit_names_the_children_as_torch(edit: str) -> None:
+    ours, ref = twin_chains()
+    EDITS[edit](ours, lambda name: getattr(nograd.nn, name)())
+    EDITS[edit](ref, lambda name: getattr(torch.nn, name)())
+    assert kinds(ours) == kinds(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+
+
+@pytest.mark.parametrize("edit", ["del 1", "set 1", "insert 2", "pop 1", "iadd"])
+def test_an_edited_chain_computes_as_its_torch_twin(edit: str) -> None:
+    ours, ref = twin_chains()
+    EDITS[edit](ours, lambda name: getattr(nograd.nn, name)())
+    EDITS[edit](ref, lambda name: getattr(torch.nn, name)())
+    compare_module(ours.double(), ref.double(), torch.randn(5, 2, dtype=torch.float64))
+
+
+def test_a_repeated_chain_shares_its_modules_and_computes_as_torch() -> None:
+    ours = Sequential(Linear(2, 2), Tanh())
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh())
+    ours *= 3
+    ref *= 3
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    compare_module(ours.double(), ref.double(), torch.randn(5, 2, dtype=torch.float64))
+
+
+def test_sequential_of_an_ordered_dict_keeps_the_names() -> None:
+    ours = Sequential(
+        OrderedDict([("hidden", Linear(2, 3)), ("act", Tanh()), ("out", Linear(3, 1))])
+    )
+    ref = torch.nn.Sequential(
+        OrderedDict(
+            [
+                ("hidden", torch.nn.Linear(2, 3)),
+                ("act", torch.nn.Tanh()),
+                ("out", torch.nn.Linear(3, 1)),
+            ]
+        )
+    )
+    assert kinds(ours) == kinds(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    compare_module(ours.double(), ref.double(), torch.randn(4, 2, dtype=torch.float64))
+
+
+def test_add_and_mul_make_new_chains_of_the_same_modules() -> None:
+    a, b = Sequential(Linear(2, 2), Tanh()), Sequential(Linear(2, 2))
+    joined = a + b
+    assert list(joined) == [*a, *b] and len(a) == 2
+    twice = a * 2
+    assert list(twice) == [*a, *a] and list(2 * a) == list(twice)
+    with pytest.raises(ValueError, match="positive number of repeats"):
+        a * 0
+
+
+@pytest.mark.parametrize("index", ["0", 1.0, True])
+def test_an_index_of_another_type_is_a_clear_type_error(index: object) -> None:
+    with pytest.raises(TypeError, match="expected an int or a slice as index"):
+        three_linears()[index]  # type: ignore[index]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from typing import Any, NamedTuple, overload
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any, overload
 
 from torch import Tensor
 
 from nograd.nn.activations import ReLU
 from nograd.nn.linear import Linear
 from nograd.nn.module import Module
+from nograd.nn.uses import Use, shares_a_module
 
 Plan = list[Module | tuple[Linear, ReLU]]  # forward's steps: a module, or a Linear and its ReLU
 
@@ -18,8 +19,10 @@ Plan = list[Module | tuple[Linear, ReLU]]  # forward's steps: a module, or a Lin
 class Sequential(Module):
     """y = f_n(... f_2(f_1(x))), with the chain rule run in reverse by ``backward``.
 
-    Children are named "0", "1", ... as in ``torch.nn.Sequential``, so state_dict keys
-    such as ``"0.weight"`` match a torch.nn twin.
+    Children are named "0", "1", ... as in ``torch.nn.Sequential`` (or by the keys of an
+    ``OrderedDict`` passed alone), so state_dict keys such as ``"0.weight"`` match a
+    torch.nn twin. It edits like torch's: ``append``, ``extend``, ``insert``, ``pop``,
+    ``model[i] = m``, ``del model[i]`` (the children are numbered again), ``+`` and ``*``.
 
     Setting ``needs_input_grad = False`` tells the first module that nobody wants
     dL/d(input) (a training loop never does), which saves the first layer's largest
@@ -40,8 +43,9 @@ class Sequential(Module):
       raises instead of returning a wrong gradient: the version counter of every
       saved tensor is compared with its value after the forward.
 
-    Chains with neither run without this bookkeeping. (It is planned when the
-    children are set; a change deep inside a child after the first forward is not seen.)
+    Chains with neither run without this bookkeeping (``nograd/nn/uses.py``). It is
+    planned when the children are set; a change deep inside a child after the first
+    forward is not seen.
 
     Shape:
         input: whatever the first module takes -> output: whatever the last returns.
@@ -52,10 +56,15 @@ class Sequential(Module):
     # used twice, or one with inplace=True); None where it need not
     _subtrees: list[list[Module]] | None = None
 
-    def __init__(self, *modules: Module) -> None:
+    def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, child in modules[0].items():  # named children, as torch allows
+                self._check(child)
+                self.add_module(name, child)
+            return
         for module in modules:
-            self.append(module)
+            self.append(module)  # type: ignore[arg-type]  # append checks it is a Module
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
@@ -65,11 +74,44 @@ class Sequential(Module):
         super().__delattr__(name)
         object.__setattr__(self, "_plan", None)
 
-    def append(self, module: Module) -> Sequential:
+    @staticmethod
+    def _check(module: object) -> None:
         if not isinstance(module, Module):
             raise TypeError(f"Sequential: expected a Module, got {type(module).__name__}")
+
+    def append(self, module: Module) -> Sequential:
+        self._check(module)
         self.add_module(str(len(self._modules)), module)
         return self
+
+    def extend(self, modules: Iterable[Module]) -> Sequential:
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> Sequential:
+        """Put ``module`` before position ``index``; the children are numbered again."""
+        self._check(module)
+        modules = list(self._modules.values())
+        n = len(modules)
+        if not -n <= index <= n:
+            raise IndexError(f"Sequential: index {index} out of range for {n} modules")
+        modules.insert(index + n if index < 0 else index, module)  # -1: before the last
+        self._renumber(modules)
+        return self
+
+    def pop(self, index: int | slice) -> Module | Sequential:
+        """Remove and return the module at ``index`` (a Sequential for a slice)."""
+        popped = self[index]
+        del self[index]
+        return popped
+
+    def _renumber(self, modules: list[Module]) -> None:
+        """Make ``modules`` the children, named "0", "1", ... (as torch renumbers them)."""
+        for name in list(self._modules):
+            delattr(self, name)
+        for module in modules:
+            self.append(module)
 
     @property
     def needs_input_grad(self) -> bool:
@@ -80,7 +122,7 @@ class Sequential(Module):
         if not self._modules:
             return
         first, *rest = self._modules.values()
-        if not value and _shares_a_module(first, rest):
+        if not value and shares_a_module(first, rest):
             return  # its later use must still pass dL/d(input) down the chain
         first.needs_input_grad = value
 
@@ -128,20 +170,20 @@ class Sequential(Module):
         for step in plan:
             x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
             for _ in step if isinstance(step, tuple) else (step,):
-                uses.append(_Use.record(subtrees[position]))
+                uses.append(Use.record(subtrees[position]))
                 position += 1
         self.saved["uses"] = uses
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        uses: list[_Use] | None = self.saved.get("uses")
+        uses: list[Use] | None = self.saved.get("uses")
         if uses is not None:
             return self._backward_restoring_uses(grad_output, uses)
         for module in reversed(self._modules.values()):
             grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
         return grad_output
 
-    def _backward_restoring_uses(self, grad_output: Tensor, uses: list[_Use]) -> Tensor:
+    def _backward_restoring_uses(self, grad_output: Tensor, uses: list[Use]) -> Tensor:
         """backward, putting back before each use what that use's forward saved."""
         for use in reversed(uses):
             grad_output = use.restore().backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
@@ -165,50 +207,56 @@ class Sequential(Module):
             for name, module in list(self._modules.items())[index]:
                 sliced.add_module(name, module)  # keep the names, as torch does
             return sliced
-        modules = list(self._modules.values())
-        if not -len(modules) <= index < len(modules):
-            raise IndexError(f"Sequential: index {index} out of range for {len(modules)} modules")
-        return modules[index]
+        return self._modules[self._name_at(index)]
 
+    def __setitem__(self, index: int, module: Module) -> None:
+        self._check(module)
+        setattr(self, self._name_at(index), module)  # the child's name stays
 
-def _shares_a_module(module: Module, others: list[Module]) -> bool:
-    """Whether ``module`` or a module inside it is also one of ``others`` or inside one."""
-    inside = {id(inner) for inner in module.modules()}
-    return any(id(inner) in inside for other in others for inner in other.modules())
+    def __delitem__(self, index: int | slice) -> None:
+        names = list(self._modules)
+        doomed = set(names[index]) if isinstance(index, slice) else {self._name_at(index)}
+        self._renumber([module for name, module in self._modules.items() if name not in doomed])
 
+    def _name_at(self, index: int) -> str:
+        """The name of the child at position ``index`` (negative counts from the end)."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(
+                f"Sequential: expected an int or a slice as index, got {type(index).__name__}"
+            )
+        names = list(self._modules)
+        if not -len(names) <= index < len(names):
+            raise IndexError(f"Sequential: index {index} out of range for {len(names)} modules")
+        return names[index]
 
-class _Use(NamedTuple):
-    """One use of a module in a chain: what its forward left in ``saved``, for its backward."""
+    def __add__(self, other: Sequential) -> Sequential:
+        """A new Sequential of this one's modules, then ``other``'s (the same objects)."""
+        if not isinstance(other, Sequential):
+            return NotImplemented
+        return Sequential(*self, *other)
 
-    module: Module
-    saved: list[tuple[Module, dict[str, Any]]]  # the module and each one inside it
-    versions: list[tuple[Tensor, int]]  # every saved tensor, with its version then
+    def __iadd__(self, other: Sequential) -> Sequential:
+        if not isinstance(other, Sequential):
+            return NotImplemented
+        return self.extend(list(other))
 
-    @classmethod
-    def record(cls, subtree: list[Module]) -> _Use:
-        """What ``subtree[0]`` and each module inside it hold in ``saved`` now."""
-        saved = [(inner, dict(inner.saved)) for inner in subtree]
-        versions = [
-            (value, value._version)
-            for _, entries in saved
-            for value in entries.values()
-            if isinstance(value, Tensor)
-        ]
-        return cls(subtree[0], saved, versions)
+    def __mul__(self, times: int) -> Sequential:
+        """A new Sequential of this one's modules ``times`` over: the same objects, shared."""
+        if isinstance(times, bool) or not isinstance(times, int):
+            return NotImplemented
+        if times <= 0:
+            raise ValueError(f"Sequential: expected a positive number of repeats, got {times}")
+        return Sequential(*(list(self) * times))
 
-    def restore(self) -> Module:
-        """Put this use's tensors back in place; raise if one was changed in place since."""
-        for tensor, version in self.versions:
-            if tensor._version != version:
-                raise RuntimeError(
-                    f"Sequential.backward: a tensor that {type(self.module).__name__} saved "
-                    f"for its backward was modified in place after its forward (by a module "
-                    f"with inplace=True?), so its gradient would be wrong; "
-                    f"use inplace=False there"
-                )
-        for inner, entries in self.saved:
-            inner.saved = dict(entries)
-        return self.module
+    def __rmul__(self, times: int) -> Sequential:
+        return self.__mul__(times)
+
+    def __imul__(self, times: int) -> Sequential:
+        repeated = self.__mul__(times)
+        if repeated is NotImplemented:
+            return NotImplemented
+        self._renumber(list(repeated))
+        return self
 
 
 def _linear_relu(linear: Linear, relu: ReLU, x: Tensor) -> Tensor:
