@@ -35,6 +35,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("xavier_uniform_", {"gain": 5.0 / 3}),
     ("xavier_normal_", {}),
     ("xavier_normal_", {"gain": math.sqrt(2.0)}),
+    ("orthogonal_", {}),
+    ("orthogonal_", {"gain": 2.0}),
     *[
         (name, {"a": a, "mode": mode, "nonlinearity": nonlinearity})
         for name in ("kaiming_uniform_", "kaiming_normal_")
@@ -93,6 +95,28 @@ def test_constant_inits_match_torch(name: str) -> None:
     ours = getattr(init, name)(torch.randn(3, 4))
     ref = getattr(torch.nn.init, name)(torch.randn(3, 4))
     assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (4, 3), (5, 5)])
+def test_constant_and_eye_match_torch(shape: tuple[int, int]) -> None:
+    assert torch.equal(
+        init.constant_(torch.randn(shape), -0.3), torch.nn.init.constant_(torch.randn(shape), -0.3)
+    )
+    assert torch.equal(init.eye_(torch.randn(shape)), torch.nn.init.eye_(torch.randn(shape)))
+
+
+def test_eye_refuses_what_is_not_a_matrix() -> None:
+    with pytest.raises(ValueError, match=r"eye_: expected a 2-D tensor, got shape \(2, 2, 2\)"):
+        init.eye_(torch.empty(2, 2, 2))
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (8, 3), (3, 8), (4, 3, 2, 2)])
+def test_orthogonal_rows_or_columns_are_orthonormal_times_gain(shape: tuple[int, ...]) -> None:
+    w = init.orthogonal_(torch.empty(shape, dtype=torch.float64), gain=1.5)
+    matrix = w.reshape(shape[0], -1)
+    small = matrix if matrix.shape[0] >= matrix.shape[1] else matrix.t()
+    assert_close = torch.testing.assert_close
+    assert_close(small.t() @ small, 2.25 * torch.eye(small.shape[1], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)

@@ -98,6 +98,47 @@ def ones_(tensor: Tensor) -> Tensor:
     return tensor.fill_(1.0)
 
 
+def constant_(tensor: Tensor, val: float) -> Tensor:
+    """Fill with ``val``."""
+    return tensor.fill_(val)
+
+
+def eye_(tensor: Tensor) -> Tensor:
+    """Fill a 2-D tensor with the identity: W[i, j] = 1 if i == j else 0.
+
+    A Linear with this weight passes its first min(in, out) inputs through unchanged.
+    """
+    if tensor.dim() != 2:
+        raise ValueError(f"eye_: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
+    return torch.eye(*tensor.shape, out=tensor)
+
+
+def orthogonal_(
+    tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """Fill with gain * Q, Q a random (semi-)orthogonal matrix (Saxe et al., 2013).
+
+    The tensor is seen as a matrix of shape (rows, numel / rows). Q comes from the QR
+    factorisation A = Q R of a matrix A of N(0, 1) draws (its transpose when it is
+    wider than tall), each column of Q multiplied by the sign of R's diagonal so that
+    Q is uniform over orthogonal matrices (Mezzadri, 2007). Drawn as torch draws it.
+    """
+    if tensor.dim() < 2:
+        raise ValueError(
+            f"orthogonal_: expected 2 or more dimensions, got shape {tuple(tensor.shape)}"
+        )
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    a = tensor.new_empty((rows, cols)).normal_(0, 1, generator=generator)
+    wide = rows < cols
+    q, r = torch.linalg.qr(a.t() if wide else a)  # A = Q R, Q of orthonormal columns
+    q *= torch.diag(r, 0).sign()  # column j of Q times sign(R[j, j])
+    tensor.view_as(q.t() if wide else q).copy_(q.t() if wide else q)
+    return tensor.mul_(gain)
+
+
 def xavier_uniform_(
     tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
 ) -> Tensor:
