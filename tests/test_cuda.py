@@ -228,3 +228,11 @@ def test_cli_trains_with_cuda_graph(tmp_path: object) -> None:
         ]
     )
     assert code == 0
+
+
+def test_cuda_and_cpu_move_a_model_and_back() -> None:
+    model = nn.Linear(3, 2)
+    weight = model.weight.data.clone()
+    assert model.cuda() is model and model.weight.device.type == "cuda"
+    assert model.cuda(0).weight.device == torch.device("cuda", 0)
+    assert torch.equal(model.cpu().weight.data, weight)

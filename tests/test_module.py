@@ -240,6 +240,28 @@ def test_float_casts_back_and_to_cpu_keeps_dtype() -> None:
     assert model.weight.dtype == torch.float32
 
 
+@pytest.mark.parametrize(
+    ("method", "dtype"),
+    [("half", torch.float16), ("bfloat16", torch.bfloat16), ("double", torch.float64)],
+)
+def test_dtype_shorthands_cast_as_torchs(method: str, dtype: torch.dtype) -> None:
+    model, ref = Linear(3, 2), torch.nn.Linear(3, 2)
+    ref.load_state_dict(model.state_dict())
+    getattr(model, method)()
+    getattr(ref, method)()
+    assert model.weight.dtype == dtype
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), ref.state_dict().values(), strict=True)
+    )
+
+
+def test_cpu_keeps_a_cpu_model_where_it_is() -> None:
+    model = Linear(2, 2, dtype=torch.float64)
+    assert model.cpu() is model and model.weight.device.type == "cpu"
+    assert model.weight.dtype == torch.float64
+
+
 def test_to_rejects_an_integer_dtype() -> None:
     with pytest.raises(TypeError, match=r"Linear\.to: expected a floating dtype, got torch.int64"):
         Linear(2, 2).to(torch.int64)

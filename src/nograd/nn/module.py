@@ -388,6 +388,21 @@ class Module:
     def float(self) -> Module:
         return self.to(dtype=torch.float32)
 
+    def half(self) -> Module:
+        return self.to(dtype=torch.float16)
+
+    def bfloat16(self) -> Module:
+        return self.to(dtype=torch.bfloat16)
+
+    def cpu(self) -> Module:
+        return self.to("cpu")
+
+    def cuda(self, device: int | torch.device | None = None) -> Module:
+        """Move to the current GPU, or to ``device`` (an index or a cuda device)."""
+        return self.to(
+            torch.device("cuda", device) if isinstance(device, int) else device or "cuda"
+        )
+
     # -------------------------------------------------------------- state_dict
     def state_dict(self) -> OrderedDict[str, Tensor]:
         """Parameters and persistent buffers by dotted name, as ``torch.nn`` names them.
