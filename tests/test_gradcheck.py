@@ -211,8 +211,8 @@ def test_a_network_with_dropout_in_training_mode_passes() -> None:
 # -------------------------------------------------------------------- losses
 LOSS_CASES: list[tuple[str, Any, tuple[Tensor, Tensor]]] = [
     ("mse", losses.MSELoss(), (randn(4, 3), randn(4, 3, seed=1))),
-    ("mse-sum", losses.MSELoss("sum"), (randn(4, 3), randn(4, 3, seed=1))),
-    ("mse-none", losses.MSELoss("none"), (randn(4, 3), randn(4, 3, seed=1))),
+    ("mse-sum", losses.MSELoss(reduction="sum"), (randn(4, 3), randn(4, 3, seed=1))),
+    ("mse-none", losses.MSELoss(reduction="none"), (randn(4, 3), randn(4, 3, seed=1))),
     ("l1", losses.L1Loss(), (randn(5), randn(5, seed=1))),
     ("bce", losses.BCEWithLogitsLoss(), (randn(6, 2), torch.rand(6, 2))),
     (
@@ -225,11 +225,18 @@ LOSS_CASES: list[tuple[str, Any, tuple[Tensor, Tensor]]] = [
     (
         "ce-weight-smooth-ignore",
         cross_entropy.CrossEntropyLoss(
-            "mean", 0.1, weight=torch.tensor([1.0, 2.0, 0.5, 1.0]), ignore_index=-1
+            reduction="mean",
+            label_smoothing=0.1,
+            weight=torch.tensor([1.0, 2.0, 0.5, 1.0]),
+            ignore_index=-1,
         ),
         (randn(5, 4), torch.tensor([0, -1, 3, 2, 2])),
     ),
-    ("ce-none", cross_entropy.CrossEntropyLoss("none"), (randn(3, 4), torch.tensor([1, 0, 3]))),
+    (
+        "ce-none",
+        cross_entropy.CrossEntropyLoss(reduction="none"),
+        (randn(3, 4), torch.tensor([1, 0, 3])),
+    ),
 ]
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -75,7 +76,7 @@ def test_elementwise_loss_matches_torch(
     target = torch.rand(shape, generator=gen, dtype=dtype)  # probabilities, for BCE
     if hard_labels:
         target = target.round()
-    compare(ours_cls(reduction), ref_cls(reduction=reduction), pred, target, scale)
+    compare(ours_cls(reduction=reduction), ref_cls(reduction=reduction), pred, target, scale)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -100,7 +101,7 @@ def test_bce_with_pos_weight_matches_torch(
     pred = 3 * torch.randn(n, c, generator=gen, dtype=dtype)
     target = torch.rand(n, c, generator=gen, dtype=dtype).round()
     pos_weight = 3 * torch.rand(c if per_class else (), generator=gen, dtype=dtype)
-    ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight)
+    ours = BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight)
     ref = torch.nn.BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight)
     compare(ours, ref, pred, target, scale)
 
@@ -139,7 +140,7 @@ def test_bce_with_weight_matches_torch(
     target = torch.rand(n, c, generator=gen, dtype=dtype).round()
     weight = 2 * torch.rand(WEIGHT_SHAPES[weight_shape](n, c), generator=gen, dtype=dtype)
     pos_weight = 3 * torch.rand(c, generator=gen, dtype=dtype) if pos_weighted else None
-    ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight, weight=weight)
+    ours = BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight, weight=weight)
     ref = torch.nn.BCEWithLogitsLoss(weight=weight, reduction=reduction, pos_weight=pos_weight)
     compare(ours, ref, pred, target, scale)
 
@@ -177,7 +178,7 @@ def test_cross_entropy_matches_torch(
         target = target.masked_fill(dropped, -100)
     elif ignore == "a class":
         options["ignore_index"] = c - 1
-    ours = CrossEntropyLoss(reduction, **options)
+    ours = CrossEntropyLoss(reduction=reduction, **options)
     ref = torch.nn.CrossEntropyLoss(reduction=reduction, **options)
     compare(ours, ref, logits, target, scale)
 
@@ -199,7 +200,7 @@ def test_cross_entropy_backward_finds_rows_the_quick_forward_skipped(reduction: 
     """nll_loss skips an ignored row silently; the backward must zero it, every call."""
     logits = torch.randn(5, 3, dtype=torch.float64)
     target = torch.tensor([0, -100, 2, 1, -100])
-    ours = CrossEntropyLoss(reduction)
+    ours = CrossEntropyLoss(reduction=reduction)
     compare(ours, torch.nn.CrossEntropyLoss(reduction=reduction), logits, target, 2.0)
     grad_output = torch.ones(5, dtype=torch.float64) if reduction == "none" else None
     grad = ours.backward(grad_output)
@@ -239,7 +240,12 @@ def test_cross_entropy_off_the_cpu_has_torchs_bits(
     logits = torch.randn(6, 4)
     y = torch.tensor(target)
     weight = torch.rand(4) + 0.1 if weighted else None
-    ours = CrossEntropyLoss(reduction, label_smoothing, weight=weight, ignore_index=ignore_index)
+    ours = CrossEntropyLoss(
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        weight=weight,
+        ignore_index=ignore_index,
+    )
     loss = ours(logits.as_subclass(AsIfOnGPU), y.as_subclass(AsIfOnGPU))
     pred = logits.clone().requires_grad_()
     ref_fn = torch.nn.CrossEntropyLoss(
@@ -299,7 +305,7 @@ def test_cross_entropy_is_torchs_to_the_bit_with_every_option(
     with torch.enable_grad():
         expected = torch.nn.CrossEntropyLoss(reduction=reduction, **options)(z, target)
         expected.backward(g)
-    ours = CrossEntropyLoss(reduction, **options)
+    ours = CrossEntropyLoss(reduction=reduction, **options)
     loss = ours(logits, target)
     torch.testing.assert_close(loss, expected.detach(), rtol=0, atol=0, equal_nan=True)
     assert torch.equal(ours.backward(g), z.grad)
@@ -318,7 +324,7 @@ def test_cross_entropy_ignoring_a_class_has_torchs_bits(reduction: str) -> None:
     expected.backward(grad_output)
     assert pred.grad is not None
     for wrap in (Tensor, AsIfOnGPU):
-        ours = CrossEntropyLoss(reduction, ignore_index=2)
+        ours = CrossEntropyLoss(reduction=reduction, ignore_index=2)
         loss = ours(logits.as_subclass(wrap), target.as_subclass(wrap)).as_subclass(Tensor)
         upstream = None if grad_output is None else grad_output.as_subclass(wrap)
         assert torch.equal(loss, expected.detach())
@@ -372,7 +378,7 @@ def test_cross_entropy_large_batch_with_ignored_rows(n: int) -> None:
 def test_cross_entropy_accepts_any_integer_target_dtype(dtype: torch.dtype) -> None:
     logits = torch.randn(5, 3, dtype=torch.float64)
     target = torch.tensor([0, 2, 1, 1, 0])
-    ours, ref = CrossEntropyLoss("sum"), CrossEntropyLoss("sum")
+    ours, ref = CrossEntropyLoss(reduction="sum"), CrossEntropyLoss(reduction="sum")
     close(ours(logits, target.to(dtype)), ref(logits, target))
     close(ours.backward(), ref.backward())
 
@@ -383,7 +389,7 @@ def test_cross_entropy_accepts_any_integer_target_dtype(dtype: torch.dtype) -> N
 def test_zero_dim_grad_output_scales_the_gradient(loss_cls: type[Loss], reduction: str) -> None:
     pred = torch.randn(4, 3, dtype=torch.float64)
     target = torch.tensor([0, 2, 1, 1]) if loss_cls is CrossEntropyLoss else torch.rand_like(pred)
-    loss_fn = loss_cls(reduction)
+    loss_fn = loss_cls(reduction=reduction)
     loss_fn(pred, target)
     once = loss_fn.backward()
     assert once.abs().sum() > 0
@@ -408,7 +414,7 @@ def test_a_scaled_loss_has_autograds_gradient_to_the_bit(
     z = pred.clone().requires_grad_()
     with torch.enable_grad():
         getattr(torch.nn, loss_cls.__name__)(reduction=reduction)(z, target).backward(g)
-    loss_fn = loss_cls(reduction)
+    loss_fn = loss_cls(reduction=reduction)
     loss_fn(pred, target)
     assert torch.equal(loss_fn.backward(g), z.grad)
 
@@ -426,7 +432,7 @@ def test_bce_with_logits_is_finite_at_1000(
     p = None if pos_weight is None else torch.tensor(pos_weight, dtype=dtype)
     # a zero weight where the loss is 1000: 0 * 1000, never 0 * inf
     w = torch.tensor([0.0, 2.0, 0.5, 1.0, 3.0, 0.25], dtype=dtype) if weighted else None
-    ours = BCEWithLogitsLoss(reduction, pos_weight=p, weight=w)
+    ours = BCEWithLogitsLoss(reduction=reduction, pos_weight=p, weight=w)
     loss = ours(logits, target)
     assert loss.isfinite().all()
     assert ours.backward(torch.ones_like(loss)).isfinite().all()
@@ -445,7 +451,7 @@ def test_cross_entropy_is_finite_at_1000(
         dtype=dtype,
     )
     target = torch.tensor([1, 2, 0])
-    ours = CrossEntropyLoss(reduction, label_smoothing)
+    ours = CrossEntropyLoss(reduction=reduction, label_smoothing=label_smoothing)
     loss = ours(logits, target)
     assert loss.isfinite().all()
     assert ours.backward(torch.ones_like(loss)).isfinite().all()
@@ -456,7 +462,7 @@ def test_cross_entropy_is_finite_at_1000(
 def test_l1_gradient_is_zero_where_pred_equals_target() -> None:
     pred = torch.tensor([1.0, 2.0, 3.0, -1.0], dtype=torch.float64)
     target = torch.tensor([1.0, 0.0, 3.0, 0.0], dtype=torch.float64)
-    loss_fn = L1Loss("sum")
+    loss_fn = L1Loss(reduction="sum")
     loss_fn(pred, target)
     assert torch.equal(loss_fn.backward(), torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64))
     compare(L1Loss(), torch.nn.L1Loss(), pred, target, None)
@@ -474,7 +480,7 @@ def test_cross_entropy_value_has_the_bits_of_torch(
     target = torch.randint(0, 5, (n,))
     ignored = target.masked_fill(torch.rand(n) < 0.3, -100)
     for y in (target, ignored):
-        ours = CrossEntropyLoss(reduction)(logits, y)
+        ours = CrossEntropyLoss(reduction=reduction)(logits, y)
         theirs = torch.nn.functional.cross_entropy(logits, y, reduction=reduction)
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True)  # all ignored: NaN
 
@@ -502,7 +508,7 @@ def test_bce_value_and_gradient_are_autograds_to_the_bit(
     with torch.enable_grad():
         expected = ref_fn(z, target)
         expected.backward(g)
-    ours = BCEWithLogitsLoss(reduction, pos_weight=pos_weight, weight=weight)
+    ours = BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight, weight=weight)
     assert torch.equal(ours(pred, target), expected.detach())
     assert torch.equal(ours.backward(g), z.grad)
 
@@ -529,7 +535,7 @@ def test_cross_entropy_gradient_is_autograds_to_the_bit(
     with torch.enable_grad():
         loss = torch.nn.functional.cross_entropy(z, target, reduction=reduction)
         loss.backward(g)
-    ours = CrossEntropyLoss(reduction)
+    ours = CrossEntropyLoss(reduction=reduction)
     assert torch.equal(ours(logits, target), loss.detach())
     assert torch.equal(ours.backward(g), z.grad)
 
@@ -538,9 +544,13 @@ def test_cross_entropy_gradient_is_autograds_to_the_bit(
 def test_empty_batch_gives_an_empty_gradient(reduction: str) -> None:
     logits = torch.randn(0, 3, dtype=torch.float64)
     cases: list[tuple[Loss, torch.nn.Module, Tensor]] = [
-        (MSELoss(reduction), torch.nn.MSELoss(reduction=reduction), torch.randn(0, 3).double()),
         (
-            CrossEntropyLoss(reduction),
+            MSELoss(reduction=reduction),
+            torch.nn.MSELoss(reduction=reduction),
+            torch.randn(0, 3).double(),
+        ),
+        (
+            CrossEntropyLoss(reduction=reduction),
             torch.nn.CrossEntropyLoss(reduction=reduction),
             torch.zeros(0, dtype=torch.long),
         ),
@@ -571,7 +581,7 @@ def test_weights_are_buffers_named_as_in_torch() -> None:
 
 def test_repr() -> None:
     assert repr(MSELoss()) == "MSELoss(reduction='mean')"
-    assert repr(CrossEntropyLoss("sum", 0.1, ignore_index=0)) == (
+    assert repr(CrossEntropyLoss(reduction="sum", label_smoothing=0.1, ignore_index=0)) == (
         "CrossEntropyLoss(reduction='sum', ignore_index=0, label_smoothing=0.1)"
     )
 
@@ -581,7 +591,7 @@ def test_repr() -> None:
 def test_unknown_reduction(loss_cls: type[Loss]) -> None:
     name = loss_cls.__name__
     with pytest.raises(ValueError, match=rf"{name}: expected reduction in .*'none'.*got 'avg'"):
-        loss_cls("avg")
+        loss_cls(reduction="avg")
 
 
 @pytest.mark.parametrize("loss_cls", LOSSES)
@@ -610,7 +620,7 @@ def test_target_dtype_must_match_pred(loss_cls: type[Loss]) -> None:
 
 
 def test_grad_output_checks() -> None:
-    loss_fn = MSELoss("none")
+    loss_fn = MSELoss(reduction="none")
     loss_fn(torch.randn(4, 2), torch.randn(4, 2))
     with pytest.raises(ValueError, match=r"MSELoss.*grad_output of shape \(4, 2\).*got \(4,\)"):
         loss_fn.backward(torch.randn(4))
@@ -697,3 +707,48 @@ def test_cross_entropy_option_errors() -> None:
     with pytest.raises(TypeError, match=r"weight of dtype torch.float64.*got torch.float32"):
         weighted = CrossEntropyLoss(weight=torch.ones(3))
         weighted(torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0]))
+
+
+# ------------------------------------------------------------ torch's argument order
+@pytest.mark.parametrize(
+    ("ours", "ref"),
+    [
+        (MSELoss, torch.nn.MSELoss),
+        (L1Loss, torch.nn.L1Loss),
+        (BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss),
+        (CrossEntropyLoss, torch.nn.CrossEntropyLoss),
+    ],
+)
+def test_constructor_arguments_in_torchs_order(
+    ours: type[Loss], ref: type[torch.nn.Module]
+) -> None:
+    def parameters(cls: type) -> list[tuple[str, object]]:
+        signature = inspect.signature(cls.__init__)
+        return [(p.name, p.default) for p in signature.parameters.values() if p.name != "self"]
+
+    assert parameters(ours) == parameters(ref)
+
+
+def test_a_weight_given_first_positionally_is_the_weight_as_in_torch() -> None:
+    w = torch.tensor([1.0, 2.0, 0.5])
+    z, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    assert torch.equal(CrossEntropyLoss(w)(z, y), torch.nn.CrossEntropyLoss(w)(z, y))
+    t = torch.rand(4, 3)
+    assert torch.equal(BCEWithLogitsLoss(w)(z, t), torch.nn.BCEWithLogitsLoss(w)(z, t))
+
+
+@pytest.mark.parametrize(
+    ("size_average", "reduce"),
+    [(None, False), (False, None), (True, True), (False, False), (True, None)],
+)
+def test_deprecated_size_average_and_reduce_choose_torchs_reduction(
+    size_average: bool | None, reduce: bool | None
+) -> None:
+    with pytest.warns(
+        UserWarning, match="size_average and reduce args will be deprecated"
+    ) as ours_warnings:
+        ours = MSELoss(size_average, reduce)
+    with pytest.warns(UserWarning) as ref_warnings:
+        ref = torch.nn.MSELoss(size_average, reduce)
+    assert ours.reduction == ref.reduction
+    assert str(ours_warnings[0].message) == str(ref_warnings[0].message)

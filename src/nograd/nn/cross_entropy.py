@@ -57,10 +57,11 @@ class CrossEntropyLoss(Loss):
     supported.
 
     Args:
+        weight: class weights w of shape (C,) and pred's dtype, a buffer as in torch.
+        size_average, reduce: torch's deprecated pair (see ``Loss``).
+        ignore_index: a target value whose rows are skipped.
         reduction: "mean" (the default), "sum" or "none".
         label_smoothing: e in [0, 1].
-        weight: class weights w of shape (C,) and pred's dtype, a buffer as in torch.
-        ignore_index: a target value whose rows are skipped.
 
     Shape:
         pred: (N, C) logits, target: (N,) integers in [0, C) -> loss: () or (N,).
@@ -70,13 +71,14 @@ class CrossEntropyLoss(Loss):
 
     def __init__(
         self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
-        *,
-        weight: Tensor | None = None,
-        ignore_index: int = -100,
     ) -> None:
-        super().__init__(reduction)
+        super().__init__(size_average, reduce, reduction)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(
                 f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}"

@@ -10,6 +10,8 @@ which takes class indices instead, lives in ``nograd.nn.cross_entropy``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -29,11 +31,18 @@ class Loss(Module):
     required and must have the loss's shape.
 
     Args:
+        size_average, reduce: torch's deprecated pair, kept for its argument order:
+            when either is given, it sets the reduction as in torch (reduce=False:
+            "none"; else size_average=False: "sum"; else "mean"), with torch's warning.
         reduction: "mean" (the default), "sum" or "none".
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(
+        self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
+    ) -> None:
         super().__init__()
+        if size_average is not None or reduce is not None:
+            reduction = legacy_reduction(size_average, reduce)
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"{type(self).__name__}: expected reduction in {REDUCTIONS}, got {reduction!r}"
@@ -130,6 +139,21 @@ class Loss(Module):
         return f"reduction={self.reduction!r}"
 
 
+def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
+    """The reduction that torch's deprecated ``size_average`` and ``reduce`` ask for."""
+    if reduce is None or reduce:
+        reduction = "mean" if size_average is None or size_average else "sum"
+    else:
+        reduction = "none"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use "
+        f"reduction='{reduction}' instead.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return reduction
+
+
 class MSELoss(Loss):
     """Mean squared error, l_i = (pred_i - target_i)^2.
 
@@ -183,13 +207,12 @@ class BCEWithLogitsLoss(Loss):
     gradient is dl/dz = w [(1 + (p - 1) y) s(z) - p y], which is w (s(z) - y) for p = 1.
 
     Args:
+        weight: rescaling weight w of each element's loss, broadcast against pred's
+            shape: (C,) per class, (N, 1) per example. Kept as a buffer, as in torch.
+        size_average, reduce: torch's deprecated pair (see ``Loss``).
         reduction: "mean" (the default), "sum" or "none".
         pos_weight: weight p of positive examples, broadcast against pred's shape,
             typically one per class: shape (C,). Kept as a buffer, as in torch.
-        weight: rescaling weight w of each element's loss, broadcast against pred's
-            shape: (C,) per class, (N, 1) per example. Keyword only (torch's first
-            positional argument; here, as in ``CrossEntropyLoss``, reduction comes
-            first). Kept as a buffer, as in torch.
 
     Shape:
         pred: (*), target: (*), same shape and dtype; weight and pos_weight: any shape
@@ -201,12 +224,13 @@ class BCEWithLogitsLoss(Loss):
 
     def __init__(
         self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
         reduction: str = "mean",
         pos_weight: Tensor | None = None,
-        *,
-        weight: Tensor | None = None,
     ) -> None:
-        super().__init__(reduction)
+        super().__init__(size_average, reduce, reduction)
         self._register_weight("weight", weight)  # torch's order in state_dict: weight first
         self._register_weight("pos_weight", pos_weight)
 
