@@ -43,6 +43,8 @@ class Module:
         saved: what ``forward`` keeps for ``backward``, by name (``saved["x"] = x``).
             A plain dict: assigning to the module itself would run the registration
             in ``__setattr__`` at every call, a large share of a small network's step.
+            It holds the last forward's tensors only; a ``Sequential`` that uses a
+            module twice keeps each use's aside (``nograd/nn/uses.py``).
         needs_input_grad: when set to False (by ``Sequential`` for its first layer,
             say), ``backward`` may skip dL/d(input) and return ``NO_INPUT_GRAD``;
             parameter gradients are accumulated either way.
