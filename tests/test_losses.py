@@ -752,3 +752,116 @@ def test_deprecated_size_average_and_reduce_choose_torchs_reduction(
         ref = torch.nn.MSELoss(size_average, reduce)
     assert ours.reduction == ref.reduction
     assert str(ours_warnings[0].message) == str(ref_warnings[0].message)
+
+
+# ------------------------------------------------------ class probabilities (soft labels)
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(
+    n=st.integers(1, 6),
+    c=st.integers(1, 5),
+    reduction=st.sampled_from(REDUCTIONS),
+    weighted=st.booleans(),
+    label_smoothing=st.sampled_from([0.0, 0.1, 1.0]),
+    scale=scales,
+    seed=seeds,
+)
+def test_cross_entropy_with_class_probabilities_is_torchs_to_the_bit(
+    dtype: torch.dtype,
+    n: int,
+    c: int,
+    reduction: str,
+    weighted: bool,
+    label_smoothing: float,
+    scale: float | None,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    z = (4 * torch.randn(n, c, generator=gen)).to(dtype)
+    q = torch.softmax(torch.randn(n, c, generator=gen), 1).to(dtype)
+    weight = torch.rand(c, generator=gen).to(dtype) if weighted else None
+    options = {"weight": weight, "reduction": reduction, "label_smoothing": label_smoothing}
+    ours = CrossEntropyLoss(**options)  # type: ignore[arg-type]
+    ref = torch.nn.CrossEntropyLoss(**options)  # type: ignore[arg-type]
+    if reduction == "none":
+        g: Tensor | None = torch.randn(n, generator=gen).to(dtype)
+    else:
+        g = None if scale is None else torch.tensor(scale, dtype=dtype)
+    leaf = z.clone().requires_grad_()
+    with torch.enable_grad():
+        expected = ref(leaf, q)
+        expected.backward(g)
+    assert torch.equal(ours(z, q), expected.detach())
+    assert torch.equal(ours.backward(g), leaf.grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_with_class_probabilities_stays_finite_at_1000(dtype: torch.dtype) -> None:
+    z = torch.tensor([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 1000.0]], dtype=dtype)
+    q = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], dtype=dtype)
+    ours = CrossEntropyLoss()
+    leaf = z.clone().requires_grad_()
+    with torch.enable_grad():
+        expected = torch.nn.CrossEntropyLoss()(leaf, q)
+        expected.backward()
+    loss = ours(z, q)
+    assert torch.isfinite(loss) and torch.equal(loss, expected.detach())
+    assert torch.equal(ours.backward(), leaf.grad)
+
+
+def test_cross_entropy_switches_between_indices_and_probabilities() -> None:
+    ours, ref = CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    z, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    q = torch.nn.functional.one_hot(y, 3).float()
+    for target in (q, y, q):
+        leaf = z.clone().requires_grad_()
+        with torch.enable_grad():
+            expected = ref(leaf, target)
+            expected.backward()
+        assert torch.equal(ours(z, target), expected.detach())
+        assert torch.equal(ours.backward(), leaf.grad)
+
+
+def test_cross_entropy_with_no_rows_of_probabilities_is_nan_as_torch() -> None:
+    z, q = torch.randn(0, 3), torch.rand(0, 3)
+    loss = CrossEntropyLoss()(z, q)
+    assert torch.isnan(loss) and torch.isnan(torch.nn.CrossEntropyLoss()(z, q))
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "pred", "target", "error", "message"),
+    [
+        (
+            CrossEntropyLoss(),
+            torch.randn(4, 3),
+            torch.rand(4, 2),
+            TypeError,
+            r"class probabilities of pred's shape \(4, 3\), got torch.float32 of shape \(4, 2\)",
+        ),
+        (
+            CrossEntropyLoss(),
+            torch.randn(4, 3),
+            torch.rand(4, 3, dtype=torch.float64),
+            TypeError,
+            "class probabilities of dtype torch.float32",
+        ),
+        (
+            CrossEntropyLoss(ignore_index=0),
+            torch.randn(4, 3),
+            torch.rand(4, 3),
+            ValueError,
+            "ignore_index is not supported",
+        ),
+        (
+            CrossEntropyLoss(torch.ones(2)),
+            torch.randn(4, 3),
+            torch.rand(4, 3),
+            ValueError,
+            r"weight of shape \(3,\)",
+        ),
+    ],
+)
+def test_class_probabilities_that_do_not_fit_are_refused(
+    loss_fn: Loss, pred: Tensor, target: Tensor, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        loss_fn(pred, target)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nograd.nn import soft_targets
 from nograd.nn.constants import one_like
 from nograd.nn.losses import Loss
 
@@ -53,8 +54,8 @@ class CrossEntropyLoss(Loss):
     sum_n w_{y_n} and the smoothing term by the same sum, as torch does. Rows whose
     target is ``ignore_index`` contribute neither loss nor gradient, and "mean"
     averages over the other rows. log p is computed shifted by max(z), so it stays
-    exact for logits of any size. Class-probability targets (float (N, C)) are not
-    supported.
+    exact for logits of any size. A floating target of z's shape holds class
+    probabilities instead (soft labels), as in torch: ``nograd.nn.soft_targets``.
 
     Args:
         weight: class weights w of shape (C,) and pred's dtype, a buffer as in torch.
@@ -64,7 +65,8 @@ class CrossEntropyLoss(Loss):
         label_smoothing: e in [0, 1].
 
     Shape:
-        pred: (N, C) logits, target: (N,) integers in [0, C) -> loss: () or (N,).
+        pred: (N, C) logits, target: (N,) integers in [0, C) or (N, C) class
+        probabilities of pred's dtype -> loss: () or (N,).
     """
 
     weight: Tensor | None
@@ -93,6 +95,9 @@ class CrossEntropyLoss(Loss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         z, y, e = pred, target, self.label_smoothing
+        if y.is_floating_point():  # class probabilities, not indices: nn/soft_targets.py
+            return self._forward_probabilities(z, y)
+        self.saved["q"] = None
         if y.dtype != torch.int64 and _is_index_dtype(y.dtype):
             y = y.long()  # torch's kernels take int64 class indices only
         # torch's kernels check shapes, dtypes and (on the CPU) the targets' range; ours
@@ -114,6 +119,46 @@ class CrossEntropyLoss(Loss):
             loss = nll * (1 - e) + self._smoothing_term(log_p, y) * (e / z.shape[1])
         saved["l"] = loss  # backward needs its dtype, and under "none" its shape
         return loss
+
+    def _forward_probabilities(self, z: Tensor, q: Tensor) -> Tensor:
+        """The loss against class probabilities q of z's shape (``nograd.nn.soft_targets``)."""
+        problem = self._explain_probabilities(z, q)
+        if problem is not None:
+            raise problem
+        log_p = torch.log_softmax(z, 1)  # log p = z - logsumexp(z), shifted by max(z)
+        q = soft_targets.smoothed(q, self.label_smoothing)
+        loss = soft_targets.loss(log_p, q, self.weight, self.reduction)
+        self.saved["log_p"], self.saved["q"], self.saved["l"] = log_p, q, loss
+        return loss
+
+    def _explain_probabilities(self, z: Tensor, q: Tensor) -> Exception | None:
+        """Why class probabilities q cannot be scored against logits z, or None."""
+        if z.dim() != 2:
+            return ValueError(
+                f"{self._describe()}: expected pred of shape (N, C), got {tuple(z.shape)}"
+            )
+        if q.shape != z.shape:
+            return TypeError(
+                f"{self._describe()}: expected target of an integer dtype (class indices of "
+                f"shape ({z.shape[0]},)) or class probabilities of pred's shape "
+                f"{tuple(z.shape)}, got {q.dtype} of shape {tuple(q.shape)}"
+            )
+        if q.dtype != z.dtype:
+            return TypeError(
+                f"{self._describe()}: expected class probabilities of dtype {z.dtype} "
+                f"(same as pred), got {q.dtype}"
+            )
+        if self.ignore_index >= 0:  # torch refuses it too: no class index to ignore
+            return ValueError(
+                f"{self._describe()}: ignore_index is not supported for class probabilities"
+            )
+        c = z.shape[1]
+        if self.weight is not None and (self.weight.shape != (c,) or self.weight.dtype != z.dtype):
+            return ValueError(
+                f"{self._describe()}: expected weight of shape ({c},) and dtype {z.dtype}, "
+                f"got {tuple(self.weight.shape)} and {self.weight.dtype}"
+            )
+        return None
 
     def _smoothing_term(self, log_p: Tensor, y: Tensor) -> Tensor:
         """sum_c w_c (-log p_nc) for each row (0 for an ignored row), reduced.
@@ -149,6 +194,8 @@ class CrossEntropyLoss(Loss):
         saved, e, w = self.saved, self.label_smoothing, self.weight
         g = self._checked_grad_output(grad_output)
         g = one_like(log_p) if g is None else g  # dL/dl, as a tensor on the device
+        if saved["q"] is not None:  # against class probabilities
+            return soft_targets.grad(g, log_p, saved["q"], w, self.reduction)
         # dL/dlog p_nc = -(1 - e) g w_{y_n} [c = y_n] (/ sum_n w_{y_n} under "mean"), by
         # nll_loss_backward; 0 in ignored rows
         g_nll = g if e == 0 else g * (1 - e)
