@@ -79,35 +79,9 @@ def test_elementwise_loss_matches_torch(
     compare(ours_cls(reduction=reduction), ref_cls(reduction=reduction), pred, target, scale)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@given(
-    n=st.integers(1, 6),
-    c=st.integers(1, 5),
-    per_class=st.booleans(),
-    reduction=st.sampled_from(REDUCTIONS),
-    scale=scales,
-    seed=seeds,
-)
-def test_bce_with_pos_weight_matches_torch(
-    dtype: torch.dtype,
-    n: int,
-    c: int,
-    per_class: bool,
-    reduction: str,
-    scale: float | None,
-    seed: int,
-) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    pred = 3 * torch.randn(n, c, generator=gen, dtype=dtype)
-    target = torch.rand(n, c, generator=gen, dtype=dtype).round()
-    pos_weight = 3 * torch.rand(c if per_class else (), generator=gen, dtype=dtype)
-    ours = BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight)
-    ref = torch.nn.BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight)
-    compare(ours, ref, pred, target, scale)
-
-
-# The shapes a BCE weight takes, for pred of shape (n, c).
+# The shapes a BCE weight or pos_weight takes, for pred of shape (n, c); None: no weight.
 WEIGHT_SHAPES = {
+    "none": lambda n, c: None,
     "scalar": lambda n, c: (),
     "per class": lambda n, c: (c,),
     "per row": lambda n, c: (n, 1),
@@ -120,17 +94,17 @@ WEIGHT_SHAPES = {
     n=st.integers(1, 6),
     c=st.integers(1, 5),
     weight_shape=st.sampled_from(list(WEIGHT_SHAPES)),
-    pos_weighted=st.booleans(),
+    pos_weight_shape=st.sampled_from(["none", "scalar", "per class"]),
     reduction=st.sampled_from(REDUCTIONS),
     scale=scales,
     seed=seeds,
 )
-def test_bce_with_weight_matches_torch(
+def test_bce_with_weights_matches_torch(
     dtype: torch.dtype,
     n: int,
     c: int,
     weight_shape: str,
-    pos_weighted: bool,
+    pos_weight_shape: str,
     reduction: str,
     scale: float | None,
     seed: int,
@@ -138,10 +112,14 @@ def test_bce_with_weight_matches_torch(
     gen = torch.Generator().manual_seed(seed)
     pred = 3 * torch.randn(n, c, generator=gen, dtype=dtype)
     target = torch.rand(n, c, generator=gen, dtype=dtype).round()
-    weight = 2 * torch.rand(WEIGHT_SHAPES[weight_shape](n, c), generator=gen, dtype=dtype)
-    pos_weight = 3 * torch.rand(c, generator=gen, dtype=dtype) if pos_weighted else None
-    ours = BCEWithLogitsLoss(reduction=reduction, pos_weight=pos_weight, weight=weight)
-    ref = torch.nn.BCEWithLogitsLoss(weight=weight, reduction=reduction, pos_weight=pos_weight)
+
+    def draw(shape: tuple[int, ...] | None, scale: float) -> Tensor | None:
+        return None if shape is None else scale * torch.rand(shape, generator=gen, dtype=dtype)
+
+    weight = draw(WEIGHT_SHAPES[weight_shape](n, c), 2)
+    pos_weight = draw(WEIGHT_SHAPES[pos_weight_shape](n, c), 3)
+    ours = BCEWithLogitsLoss(weight, reduction=reduction, pos_weight=pos_weight)
+    ref = torch.nn.BCEWithLogitsLoss(weight, reduction=reduction, pos_weight=pos_weight)
     compare(ours, ref, pred, target, scale)
 
 
