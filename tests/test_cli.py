@@ -4,6 +4,7 @@ import json
 import statistics
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,22 @@ import torch
 
 import nograd.experiment
 from nograd import io
+from nograd.architecture import MAX_FEATURES
 from nograd.cli import build_parser, config_from, main, threads_for
-from nograd.config import PRESETS, TrainConfig
-from nograd.nn import matmul
+from nograd.commands import UsageError
+from nograd.config import (
+    MAX_EPOCHS,
+    MAX_HIDDEN_LAYERS,
+    MAX_ROUNDS,
+    MAX_SEED,
+    MIN_SEED,
+    PRESETS,
+    SEED_STRIDE,
+    TrainConfig,
+    config_from_dict,
+)
+from nograd.nn import Linear, Sequential, matmul
+from nograd.nn.activations import ReLU
 
 SHORT = ["--epochs", "3", "--rounds", "2", "--n-train", "60", "--n-test", "50"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -182,7 +196,18 @@ def test_gradcheck_passes(capsys: pytest.CaptureFixture[str]) -> None:
         ["train", "--cuda-graph"],
         ["train", "--threads", "0"],
         ["train", "--cuda-graph", "--device", "cuda", "--optimizer", "rmsprop"],
+        ["train", "--device", "meta"],
+        ["train", "--device", "cuda:99"],
+        ["train", "--seed", "99999999999999999999"],
+        ["train", "--epochs", "1000001"],
+        ["train", "--hidden", ",".join(["2"] * 65)],
+        ["train", "--hidden", "1048577"],
+        ["train", "--threads", "100000"],
         ["evaluate", "no/such/model.safetensors"],
+        ["evaluate", "."],
+        ["evaluate", "m.safetensors", "--n", "1000000000"],
+        ["evaluate", "m.safetensors", "--seed", str(2**64)],
+        ["gradcheck", "--seed", str(-(2**63) - 1)],
         ["fly"],
         [],
     ],
@@ -274,3 +299,119 @@ def test_python_dash_m_nograd_is_the_same_command() -> None:
     assert (
         done.stderr.startswith("nograd: error: argument --hidden") and done.stderr.count("\n") == 1
     )
+
+
+# ----------------------------------------------------------- evaluate, and bounds
+def test_evaluate_scores_on_the_task_the_model_was_trained_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *SHORT, "--rounds", "1", "--task", "xor", "--out", str(tmp_path),
+                 "--quiet"]) == 0  # fmt: skip
+    model = str(tmp_path / "model.safetensors")
+    capsys.readouterr()
+    assert main(["evaluate", model, "--n", "200"]) == 0
+    default = capsys.readouterr().out
+    assert main(["evaluate", model, "--n", "200", "--task", "xor"]) == 0
+    assert capsys.readouterr().out == default
+    assert default.endswith("on 200 fresh xor points (seed 0)\n")
+    assert main(["evaluate", model, "--n", "200", "--task", "disk"]) == 0  # --task wins
+    assert capsys.readouterr().out.endswith("on 200 fresh disk points (seed 0)\n")
+
+
+def test_evaluate_of_a_file_without_a_task_scores_on_disk_and_refuses_an_unknown_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file saved by nograd.save without metadata, and one whose metadata is foreign."""
+    io.save(Sequential(Linear(2, 2)), tmp_path / "plain.safetensors")
+    assert main(["evaluate", str(tmp_path / "plain.safetensors"), "--n", "10"]) == 0
+    assert "on 10 fresh disk points" in capsys.readouterr().out
+    for metadata, what in [({"task": "mnist"}, "task 'mnist'"), ({"loss": ["ce"]}, "loss ['ce']")]:
+        path = tmp_path / "foreign.safetensors"
+        io.save(Sequential(Linear(2, 2)), path, metadata=metadata)
+        assert main(["evaluate", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"nograd: error: {path}: its metadata names the {what}, not one of")
+        assert err.count("\n") == 1
+
+
+def test_evaluate_a_folder_or_a_parameter_free_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"nograd: error: argument path: {str(tmp_path)!r} is a folder, not a file\n"
+    )
+    io.save(Sequential(ReLU()), tmp_path / "model.safetensors")  # no parameters at all
+    assert main(["evaluate", str(tmp_path)]) == 2
+    inside = str(tmp_path / "model.safetensors")
+    assert capsys.readouterr().err == (
+        f"nograd: error: argument path: {str(tmp_path)!r} is a folder, not a file; pass the "
+        f"model file in it, {inside!r}\n"
+    )
+    assert main(["evaluate", inside, "--n", "10"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in commands.choices.items():  # type: ignore[union-attr]
+        for action in parser._actions:
+            assert action.help, (name, action.dest)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", str(MAX_EPOCHS + 1)], f"--epochs: expected at most {MAX_EPOCHS} epochs"),
+        (["--rounds", str(MAX_ROUNDS + 1)], f"--rounds: expected at most {MAX_ROUNDS} rounds"),
+        (["--hidden", ",".join(["2"] * (MAX_HIDDEN_LAYERS + 1))],
+         f"--hidden: expected at most {MAX_HIDDEN_LAYERS} hidden layers, got 65"),
+        (["--hidden", f"4,{MAX_FEATURES + 1}"],
+         f"--hidden: expected layer widths of at most {MAX_FEATURES}, got {MAX_FEATURES + 1}"),
+        (["--seed", str(MAX_SEED + 1)], f"--seed: expected an integer in [{MIN_SEED}, {MAX_SEED}]"),
+        (["--seed", str(MIN_SEED - 1)], f"--seed: expected an integer in [{MIN_SEED}, {MAX_SEED}]"),
+        (["--seed", "x"], "--seed: expected an integer in"),
+        (["--weight-decay", "1e301"], "--weight-decay: expected a number in [0, 1e+300)"),
+    ],
+)  # fmt: skip
+def test_settings_a_checkpoint_could_not_hold_are_refused_when_parsed(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nograd: error: argument {message}") and err.count("\n") == 1
+
+
+BOUNDS = [  # flag, the first value beyond, the last value within, its config field
+    ("--epochs", MAX_EPOCHS + 1, MAX_EPOCHS, "epochs"),
+    ("--rounds", MAX_ROUNDS + 1, MAX_ROUNDS, "rounds"),
+    ("--seed", MAX_SEED + 1, MAX_SEED, "seed"),
+    ("--seed", MIN_SEED - 1, MIN_SEED, "seed"),
+    ("--hidden", ",".join(["1"] * (MAX_HIDDEN_LAYERS + 1)), ",".join(["1"] * MAX_HIDDEN_LAYERS),
+     "hidden"),
+    ("--hidden", MAX_FEATURES + 1, MAX_FEATURES, "hidden"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flag", "beyond", "within", "field"), BOUNDS)
+def test_the_command_line_and_a_checkpoint_share_each_bound(
+    flag: str, beyond: Any, within: Any, field: str
+) -> None:
+    """What the command line accepts, a checkpoint of the run gives back (nograd.config)."""
+    with pytest.raises(UsageError, match=f"argument {flag}"):
+        build_parser().parse_args(["train", flag, str(beyond)])
+    config = config_from(build_parser().parse_args(["train", flag, str(within)]))
+    values = json.loads(json.dumps(asdict(config)))  # as a checkpoint holds it
+    assert config_from_dict(values, "resume") == config
+    if field == "hidden":
+        values[field] = [int(width) for width in str(beyond).split(",")]
+    else:
+        values[field] = beyond
+    with pytest.raises(ValueError, match=f"config.{field}"):
+        config_from_dict(values, "resume")
+
+
+def test_every_rounds_seed_is_one_torch_takes() -> None:
+    for seed in (MIN_SEED, MAX_SEED):
+        for round_index in (0, MAX_ROUNDS - 1):  # as experiment.train_round seeds them
+            torch.Generator().manual_seed(SEED_STRIDE * seed + round_index)  # no overflow

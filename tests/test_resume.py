@@ -17,16 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import safetensors
 import torch
 
+import nograd.experiment
 from nograd.cli import main
 from nograd.data import DataLoader, disk
-from nograd.nn import Linear, Module, Sequential
+from nograd.nn import Linear, Module, Sequential, matmul
 from nograd.nn.activations import GELU
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
 from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 from nograd.optim.lr_scheduler import CosineAnnealingLR
+from nograd.resume import read_resume
+from nograd.safefile import encode
 from nograd.train import History, TrainingInterrupted, fit
 
 EPOCHS = 5
@@ -251,3 +255,75 @@ def test_resume_refuses_other_options_and_model_files(
         f"nograd: error: resume: {tmp_path / 'model.safetensors'}: not a checkpoint of "
         "nograd train (no experiment state)\n"
     )
+
+
+def stop_in_round_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KeyboardInterrupt from inside a step of round 2 (the seed preset's SGD)."""
+    original, calls = SGD.step, [0]
+
+    def step(self: SGD, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 6 * 4 + 6 * 2 + 3:  # round 2, epoch 3, step 3 (6 batches of 10)
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(SGD, "step", step)
+
+
+def test_nograd_train_resume_keeps_the_threads_and_the_cpu_matmul(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bits of a CPU run depend on both: a resumed run must use the run's own."""
+    backend = "onednn" if matmul.onednn_available() else "blas"
+    options = [*SHORT, "--preset", "seed", "--threads", "2", "--cpu-matmul", backend]
+    assert main(["train", *options, "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "stopped"
+    stop_in_round_2(monkeypatch)
+    assert main(["train", *options, "--out", str(out), "--checkpoint-every", "2"]) == 130
+    monkeypatch.undo()
+
+    seen: list[tuple[str, int]] = []
+    honest_fit = nograd.experiment.fit
+
+    def fit_noting_the_settings(*args: Any, **kwargs: Any) -> Any:
+        seen.append((nograd.get_cpu_matmul(), torch.get_num_threads()))
+        return honest_fit(*args, **kwargs)
+
+    monkeypatch.setattr(nograd.experiment, "fit", fit_noting_the_settings)
+    threads = torch.get_num_threads()
+    assert main(["train", "--resume", str(out / "checkpoint.safetensors"), "--quiet"]) == 0
+    assert seen == [(backend, 2)] * 2  # rounds 2 and 3
+    metrics = metrics_without_timings(out)
+    assert (metrics["threads"], metrics["cpu_matmul"]) == (2, backend)
+    assert metrics == metrics_without_timings(tmp_path / "straight")
+    assert (torch.get_num_threads(), nograd.get_cpu_matmul()) == (threads, "blas")  # undone
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--threads", "2"), ("--cpu-matmul", "blas")])
+def test_resume_refuses_the_threads_and_cpu_matmul_as_other_options(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--resume", "c.safetensors", flag, value]) == 2
+    assert capsys.readouterr().err == (
+        f"nograd: error: argument --resume: the run's options come from its checkpoint; "
+        f"drop {flag}\n"
+    )
+
+
+def test_a_checkpoint_from_before_threads_and_cpu_matmul_were_kept_resumes(
+    tmp_path: Path,
+) -> None:
+    """Their config lacks the two keys: the run resumes with the defaults it had."""
+    assert main(["train", *SHORT, "--rounds", "1", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "checkpoint.safetensors"
+    with safetensors.safe_open(str(path), framework="pt") as file:
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+        header = dict(file.metadata())
+    metadata = json.loads(header["metadata"])
+    for key in ("threads", "cpu_matmul"):
+        del metadata["experiment"]["config"][key]
+    header["metadata"] = json.dumps(metadata)
+    path.write_bytes(encode(tensors, header))
+    config = read_resume(path).config
+    assert (config.threads, config.cpu_matmul) == (None, "blas")
+    assert main(["train", "--resume", str(path), "--quiet"]) == 0

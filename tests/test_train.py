@@ -360,3 +360,133 @@ def test_after_fit_training_goes_on_outside_inference_mode(
     model.backward(loss_fn.backward())  # adds into them
     optimizer.step()  # updates the state in place
     assert all(torch.isfinite(p.data).all() for p in model.parameters())
+
+
+# ------------------------------------------------- the data and settings fit checks
+def test_fit_and_evaluate_take_labels_that_are_python_ints() -> None:
+    """A dataset's items may be tuples of tensors or numbers, as DataLoader collates them."""
+    x, y = disk(40, torch.Generator().manual_seed(0)).tensors
+    pairs = [(x[i], int(y[i])) for i in range(40)]
+    model = small_net()
+    history = fit_once(model, pairs, pairs, batch_size=8)
+    assert len(history.train_loss) == 1 and 0 <= history.test_acc[0] <= 1
+    loss, acc = evaluate(model, CrossEntropyLoss(), pairs)
+    assert (loss, acc) == evaluate(model, CrossEntropyLoss(), TensorDataset(x, y))
+
+
+ONE_HOT = F.one_hot(torch.arange(10) % 2, 2).float()
+LABEL_SHAPES = [
+    ("bce-column", BCEWithLogitsLoss, 1, (torch.arange(10) % 2).float().unsqueeze(1), {},
+     "got y of shape (10, 1); squeeze it to (N,) with y.squeeze(1)"),
+    ("mse-one-hot", MSELoss, 2, ONE_HOT, {},
+     "got y of shape (10, 2); for one-hot rows pass y.argmax(1)"),
+    ("own-transform", MSELoss, 2, ONE_HOT, {"target_transform": lambda t: t},
+     "got y of shape (10, 2); for one-hot rows pass y.argmax(1)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("loss", "outputs", "y", "options", "got"),
+    [case[1:] for case in LABEL_SHAPES],
+    ids=[case[0] for case in LABEL_SHAPES],
+)
+def test_labels_not_of_shape_n_are_refused_before_training(
+    loss: type[Module], outputs: int, y: torch.Tensor, options: dict[str, Any], got: str
+) -> None:
+    model = small_net(outputs)
+    before = [p.data.clone() for p in model.parameters()]
+    expected = "fit: train_data: expected y of shape (N,), one class index per sample (the "
+    expected += f"loss's target is made from it), {got}"
+    with pytest.raises(ValueError) as info:
+        fit(model, loss(), SGD(model.parameters(), lr=0.1), TensorDataset(torch.rand(10, 2), y),
+            epochs=1, progress=False, **options)  # fmt: skip
+    assert str(info.value) == expected
+    assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match=r"^evaluate: data: expected y of shape \(N,\)"):
+        evaluate(model, loss(), TensorDataset(torch.rand(10, 2), y))  # type: ignore[arg-type]
+
+
+def test_labels_of_a_dataset_of_pairs_are_checked_per_sample() -> None:
+    pairs = [(torch.rand(2), torch.tensor([i % 2])) for i in range(10)]
+    with pytest.raises(ValueError, match=r"got samples whose y has shape \(1,\); squeeze"):
+        fit_once(small_net(), pairs)
+
+
+def test_evaluate_rejects_a_summed_loss_as_fit_does() -> None:
+    for reduction in ("sum", "none"):
+        with pytest.raises(ValueError) as info:
+            evaluate(small_net(), CrossEntropyLoss(reduction=reduction), disk(10))
+        assert str(info.value) == (
+            f"evaluate: expected a loss with reduction='mean', "
+            f"got CrossEntropyLoss(reduction='{reduction}')"
+        )
+
+
+_x, _y = torch.rand(10, 2), torch.arange(10) % 2
+CONTAINERS = [
+    ("a tuple (x, y)", (_x, _y), TypeError,
+     "must yield (x, y) pairs, got items of type Tensor; wrap tensors as TensorDataset(x, y)"),
+    ("a numpy array", _x.numpy(), TypeError,
+     "must yield (x, y) pairs, got items of type ndarray; wrap tensors as TensorDataset(x, y)"),
+    ("a list of numbers", [1, 2, 3], TypeError,
+     "must yield (x, y) pairs, got items of type int; wrap tensors as TensorDataset(x, y)"),
+    ("TensorDataset(x)", TensorDataset(_x), ValueError,
+     "must yield (x, y) pairs, got items of 1 element"),
+    ("TensorDataset(x, y, w)", TensorDataset(_x, _y, _y), ValueError,
+     "must yield (x, y) pairs, got items of 3 elements"),
+    ("a torch DataLoader",
+     torch.utils.data.DataLoader(torch.utils.data.TensorDataset(_x, _y), batch_size=4), TypeError,
+     "must be a dataset (with __len__ and __getitem__, such as TensorDataset) or a "
+     "nograd.data.DataLoader, got a torch.utils.data.DataLoader; pass its .dataset instead"),
+    ("pairs of lists", [([0.0, 1.0], 0)] * 4, TypeError,
+     ": expected each x to be a tensor, got list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"), [c[1:] for c in CONTAINERS], ids=[c[0] for c in CONTAINERS]
+)
+def test_wrong_data_containers_get_one_clear_error(
+    data: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        fit_once(small_net(), data)
+    assert str(info.value) == "fit: train_data" + (" " if message[0] != ":" else "") + message
+    with pytest.raises(error) as info:
+        evaluate(small_net(), CrossEntropyLoss(), data)
+    assert str(info.value).startswith("evaluate: data")
+
+
+def test_a_torch_dataset_of_pairs_trains() -> None:
+    x, y = disk(20).tensors
+    assert len(fit_once(small_net(), torch.utils.data.TensorDataset(x, y)).train_loss) == 1
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("meta", "fit: device: meta is not a device to compute on (its tensors have shapes but "
+         "no data); use cpu or cuda"),
+        ("nonsense", "fit: device: unknown device 'nonsense'"),
+        pytest.param("mps", "fit: device: mps is not available on this machine",
+                     marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="has mps")),
+        pytest.param("cuda:7", "fit: device: cuda:7 is not available on this machine",
+                     marks=pytest.mark.skipif(torch.cuda.device_count() > 7, reason="has cuda:7")),
+    ],
+)  # fmt: skip
+def test_fit_refuses_a_device_it_cannot_compute_on_and_leaves_the_model(
+    device: str, message: str
+) -> None:
+    model = small_net()
+    with pytest.raises(ValueError) as info:
+        fit_once(model, disk(10), device=device)
+    assert str(info.value) == message and info.value.__cause__ is None
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_fit_and_evaluate_refuse_a_model_on_meta() -> None:
+    model = small_net().to("meta")
+    with pytest.raises(ValueError, match=r"^fit: the model's device: meta is not a device"):
+        fit_once(model, disk(10))
+    with pytest.raises(ValueError, match=r"^evaluate: the model's device: meta is not a device"):
+        evaluate(model, CrossEntropyLoss(), disk(10))

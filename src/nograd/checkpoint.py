@@ -35,7 +35,7 @@ from nograd import io
 from nograd.nn.module import Module
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler
-from nograd.safefile import atomic_write, encode
+from nograd.safefile import atomic_write, check_folder, encode
 
 HISTORY_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 
@@ -101,7 +101,7 @@ class CheckpointWriter:
     Raises:
         TypeError: for a model outside the allow-list, metadata JSON cannot hold, or a
             scheduler whose state JSON cannot hold.
-        ValueError: if the folder of ``path`` does not exist.
+        ValueError: if the folder of ``path`` does not exist, or ``path`` is a folder.
     """
 
     def __init__(
@@ -112,8 +112,7 @@ class CheckpointWriter:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise ValueError(f"fit: checkpoint_path {str(self.path)!r}: no such folder")
+        check_folder(self.path, "fit: checkpoint_path")
         self.header = io.model_header(model)
         if metadata is not None:
             self.header["metadata"] = io.metadata_json(metadata)

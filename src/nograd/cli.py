@@ -15,24 +15,37 @@ import argparse
 import datetime
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
+from nograd.architecture import MAX_FEATURES
 from nograd.commands import UsageError, evaluate_command, gradcheck_command
 from nograd.config import (
     ACTIVATIONS,
+    CPU_MATMULS,
     LOSSES,
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_HIDDEN_LAYERS,
+    MAX_ROUNDS,
     MAX_SAMPLES,
+    MAX_SEED,
+    MAX_THREADS,
+    MAX_WEIGHT_DECAY,
+    MIN_SEED,
     OPTIMIZERS,
     PRESETS,
     SCHEDULES,
     TASKS,
+    TORCH_SEEDS,
     TrainConfig,
     check_size,
 )
+from nograd.data_checks import usable_device
 from nograd.experiment import CHECKPOINT_FILE, run_rounds
 from nograd.guards import DivergenceError, TrainingInterrupted
 from nograd.nn.matmul import CpuMatmul, get_cpu_matmul, set_cpu_matmul
@@ -63,11 +76,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _sample_count(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_SAMPLES:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} samples, got {text!r}")
-    return value
+def _count(high: int, unit: str) -> Callable[[str], int]:
+    """A parser of positive integers up to ``high`` (a bound of ``nograd.config``)."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected at most {high} {unit}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    """A parser of integers in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer in [{low}, {high}], got {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def _number(low: float, high: float = math.inf, open_low: bool = False) -> Any:
@@ -93,6 +128,14 @@ def _hidden(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive layer widths such as 25,25,25, got {text!r}"
         )
+    if len(sizes) > MAX_HIDDEN_LAYERS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(sizes)}"
+        )
+    if max(sizes) > MAX_FEATURES:
+        raise argparse.ArgumentTypeError(
+            f"expected layer widths of at most {MAX_FEATURES}, got {max(sizes)}"
+        )
     return sizes
 
 
@@ -107,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     options: list[tuple[str, dict[str, Any]]] = [
         ("--task", {"choices": sorted(TASKS)}),
-        ("--n-train", {"type": _sample_count}),
-        ("--n-test", {"type": _sample_count}),
+        ("--n-train", {"type": _count(MAX_SAMPLES, "samples")}),
+        ("--n-test", {"type": _count(MAX_SAMPLES, "samples")}),
         ("--hidden", {"type": _hidden, "metavar": "W1,W2,..."}),
         ("--activation", {"choices": sorted(ACTIVATIONS)}),
         ("--loss", {"choices": LOSSES}),
@@ -116,12 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("--optimizer", {"choices": sorted(OPTIMIZERS)}),
         ("--lr", {"type": _number(0.0, open_low=True)}),
         ("--momentum", {"type": _number(0.0, 1.0)}),
-        ("--weight-decay", {"type": _number(0.0), "metavar": "WD"}),
+        ("--weight-decay", {"type": _number(0.0, MAX_WEIGHT_DECAY), "metavar": "WD"}),
         ("--schedule", {"choices": SCHEDULES}),
-        ("--batch-size", {"type": _positive_int, "metavar": "N"}),
-        ("--epochs", {"type": _positive_int, "metavar": "N"}),
-        ("--rounds", {"type": _positive_int, "metavar": "N"}),
-        ("--seed", {"type": int}),
+        ("--batch-size", {"type": _count(MAX_BATCH_SIZE, "samples"), "metavar": "N"}),
+        ("--epochs", {"type": _count(MAX_EPOCHS, "epochs"), "metavar": "N"}),
+        ("--rounds", {"type": _count(MAX_ROUNDS, "rounds"), "metavar": "N"}),
+        ("--seed", {"type": _integer(MIN_SEED, MAX_SEED)}),
         ("--device", {}),
     ]  # fmt: skip
     defaults = asdict(TrainConfig())
@@ -145,15 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--threads",
-        type=_positive_int,
+        type=_count(MAX_THREADS, "threads"),
         metavar="N",
         help="CPU threads (default: 1 for a small network, where more cost more than they "
         f"give; else torch's default, {torch.get_num_threads()} here)",
     )
     train.add_argument(
         "--cpu-matmul",
-        choices=["blas", "onednn"],
-        default="blas",
+        choices=CPU_MATMULS,
         help="who computes the large float32 products on the CPU: blas, PyTorch's numbers to "
         "the bit (default); onednn, about twice as fast where torch's BLAS does not use "
         "AVX-512 (MKL on AMD CPUs), and no longer PyTorch's bits (see nograd.set_cpu_matmul)",
@@ -174,12 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run whose checkpoint is PATH, with its options, in its folder",
     )
     ev = commands.add_parser("evaluate", help="accuracy of a saved model on fresh data")
-    ev.add_argument("path", type=Path)
-    ev.add_argument("--task", choices=sorted(TASKS), default="disk")
-    ev.add_argument("--n", type=_positive_int, default=1000)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("path", type=Path, help="a model file, such as OUT/model.safetensors")
+    ev.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="the data to score on (default: the task the file was trained on, else disk)",
+    )
+    ev.add_argument(
+        "--n", type=_count(MAX_SAMPLES, "samples"), default=1000, help="points (default: 1000)"
+    )
+    ev.add_argument(
+        "--seed",
+        type=_integer(*TORCH_SEEDS),
+        default=0,
+        help="draws the points (default: 0; a round's seed in metrics.json gives its training set)",
+    )
     check = commands.add_parser("gradcheck", help="finite-difference check of every module")
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument(
+        "--seed", type=_integer(*TORCH_SEEDS), default=0, help="draws the inputs (default: 0)"
+    )
     return parser
 
 
@@ -193,8 +248,6 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         if given is not None:
             values[f.name] = given
     config = TrainConfig(**values)
-    if config.rounds > 1000:  # round seeds are 1000 * seed + round
-        raise UsageError(f"argument --rounds: expected at most 1000, got {config.rounds}")
     if config.standardize and config.n_train < 2:
         raise UsageError("argument --standardize: needs --n-train of at least 2 (for the std)")
     if config.weight_decay is None:
@@ -204,11 +257,9 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     if config.label_smoothing and config.loss != "ce":
         raise UsageError(f"argument --label-smoothing: applies to --loss ce, not {config.loss}")
     try:
-        torch.device(config.device)
-    except RuntimeError:
-        raise UsageError(f"argument --device: unknown device {config.device!r}") from None
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"argument --device: {config.device} is not available on this machine")
+        usable_device(config.device, "argument --device")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if config.cuda_graph and not config.device.startswith("cuda"):
         raise UsageError("argument --cuda-graph: needs --device cuda")
     if config.cuda_graph and config.optimizer not in ("sgd", "adam", "adamw"):
@@ -233,10 +284,12 @@ def _resumed_config(args: argparse.Namespace) -> TrainConfig:
     if not args.resume.is_file():
         raise UsageError(f"argument --resume: no such file {str(args.resume)!r}")
     config = read_resume(args.resume).config  # a ValueError names what is wrong with the file
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        usable_device(config.device, "")
+    except ValueError:
         raise UsageError(
             f"argument --resume: the run trained on {config.device}, not available here"
-        )
+        ) from None
     return config
 
 
@@ -279,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(
                 f"argument --out: cannot create {str(out)!r}: {error.strerror}"
             ) from None
-        torch.set_num_threads(args.threads or threads_for(config, threads))
-        _set_cpu_matmul(args.cpu_matmul)
+        torch.set_num_threads(config.threads or threads_for(config, threads))
+        _set_cpu_matmul(config.cpu_matmul)
         run_rounds(config, out, args.quiet, args.checkpoint_every, args.resume)
         return 0
     except (UsageError, ValueError, DivergenceError) as error:
@@ -296,9 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         set_cpu_matmul(cpu_matmul)
 
 
-def _set_cpu_matmul(backend: CpuMatmul) -> None:
+def _set_cpu_matmul(backend: str) -> None:
     try:
-        set_cpu_matmul(backend)
+        set_cpu_matmul(cast(CpuMatmul, backend))  # one of CPU_MATMULS, checked
     except RuntimeError as error:  # no oneDNN in this torch
         raise UsageError(f"argument --cpu-matmul: {error}") from None
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nograd.config import ACTIVATIONS
-from nograd.experiment import saved_model_accuracy
+from nograd.experiment import MODEL_FILE, saved_model_accuracy
 from nograd.nn import Linear, Module, Sequential, activations, cross_entropy, losses
 
 
@@ -17,11 +17,16 @@ class UsageError(Exception):
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    """Accuracy of a saved model on ``n`` fresh points drawn with ``seed``."""
+    """Accuracy of a saved model on ``n`` fresh points drawn with ``seed``, from ``task``
+    or (None) the task the model was trained on, as its file says."""
+    if args.path.is_dir():
+        inside = args.path / MODEL_FILE
+        hint = f"; pass the model file in it, {str(inside)!r}" if inside.is_file() else ""
+        raise UsageError(f"argument path: {str(args.path)!r} is a folder, not a file{hint}")
     if not args.path.is_file():
         raise UsageError(f"argument path: no such file {str(args.path)!r}")
-    accuracy = saved_model_accuracy(args.path, args.task, args.n, args.seed)
-    where = f"{args.n} fresh {args.task} points (seed {args.seed})"
+    accuracy, task = saved_model_accuracy(args.path, args.task, args.n, args.seed)
+    where = f"{args.n} fresh {task} points (seed {args.seed})"
     print(f"{args.path}: accuracy {100 * accuracy:.2f}% on {where}")
     return 0
 

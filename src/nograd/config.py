@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from nograd.architecture import MAX_PARAMETERS, _integer, _one_of, _real, _show
+from nograd.architecture import MAX_FEATURES, MAX_PARAMETERS, _integer, _one_of, _real, _show
 from nograd.data import TensorDataset, disk, moons, spirals, xor
 from nograd.nn import Linear, Module, Sequential, activations
 from nograd.nn.cross_entropy import CrossEntropyLoss
@@ -41,9 +41,21 @@ ACTIVATIONS = {
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 LOSSES = ("ce", "mse", "bce")
 SCHEDULES = ("cosine", "constant")
+CPU_MATMULS = ("blas", "onednn")  # nograd.set_cpu_matmul's backends
+# The bounds of a config, shared by the command line (at parse time) and by
+# config_from_dict (a checkpoint to resume), so that what trains also resumes.
 MAX_SAMPLES = 10**8  # per split: 800 MB of float32 inputs
 MAX_EPOCHS = 10**6
-MAX_ROUNDS = 1000  # round seeds are 1000 * seed + round
+MAX_BATCH_SIZE = 2**62
+MAX_HIDDEN_LAYERS = 64  # each at most MAX_FEATURES wide
+MAX_WEIGHT_DECAY = 1e300
+MAX_THREADS = 1024  # torch takes far more threads, then crashes
+SEED_STRIDE = 1000  # round r of a run with seed s is seeded with SEED_STRIDE * s + r
+MAX_ROUNDS = SEED_STRIDE  # so no two rounds of two runs share a seed
+TORCH_SEEDS = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+# Seeds whose every round's seed, SEED_STRIDE * seed + round, torch accepts
+MIN_SEED = -(-TORCH_SEEDS[0] // SEED_STRIDE)
+MAX_SEED = (TORCH_SEEDS[1] - (MAX_ROUNDS - 1)) // SEED_STRIDE
 
 
 @dataclass
@@ -57,6 +69,9 @@ class TrainConfig:
     ``weight_decay=None`` means the optimizer's own default (0.01 for AdamW, else 0).
     ``standardize`` feeds (x - mean) / std with the training set's statistics, and
     folds them into the first layer after training, so the saved model takes raw x.
+    ``threads`` (None: 1 for a small network, else torch's default) and ``cpu_matmul``
+    change only the last bits of the numbers; a resumed run keeps them, so that it
+    ends bit-identical to one that never stopped.
     """
 
     task: str = "disk"
@@ -78,6 +93,13 @@ class TrainConfig:
     standardize: bool = False
     device: str = "cpu"
     cuda_graph: bool = False
+    threads: int | None = None
+    cpu_matmul: str = "blas"
+
+
+# Fields added after the first checkpoints were written, with the value those runs had
+# (an old run that chose --threads or --cpu-matmul is resumed with the defaults).
+LATER_FIELDS: dict[str, Any] = {"threads": None, "cpu_matmul": "blas"}
 
 
 # "default" is the reference experiment. "seed" is the original course setup: plain
@@ -164,13 +186,14 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "lr": _positive,
     "momentum": _real(0.0, 1.0, high_included=False),
     "schedule": _one_of(*SCHEDULES),
-    "batch_size": _integer(1, 2**62),
+    "batch_size": _integer(1, MAX_BATCH_SIZE),
     "epochs": _integer(1, MAX_EPOCHS),
     "rounds": _integer(1, MAX_ROUNDS),
-    "seed": _integer(-(2**62), 2**62),
+    "seed": _integer(MIN_SEED, MAX_SEED),
     "standardize": _one_of(True, False),
     "device": _device,
     "cuda_graph": _one_of(True, False),
+    "cpu_matmul": _one_of(*CPU_MATMULS),
 }
 
 
@@ -181,18 +204,24 @@ def config_from_dict(values: Any, where: str) -> TrainConfig:
         ValueError: naming the field, what it should be and what it was.
     """
     names = [f.name for f in fields(TrainConfig)]
+    if isinstance(values, dict):  # a checkpoint from before LATER_FIELDS
+        values = {**LATER_FIELDS, **values}
     if not isinstance(values, dict) or sorted(values) != sorted(names):
         keys = sorted(values) if isinstance(values, dict) else _show(values)
         raise ValueError(f"{where}: expected a config with keys {sorted(names)}, got {keys}")
     for name, check in FIELD_CHECKS.items():
         check(f"{where}: config.{name}", values[name])
     hidden = values["hidden"]
-    if not isinstance(hidden, list) or not 1 <= len(hidden) <= 64:
-        raise ValueError(f"{where}: config.hidden: expected 1 to 64 widths, got {_show(hidden)}")
+    if not isinstance(hidden, list) or not 1 <= len(hidden) <= MAX_HIDDEN_LAYERS:
+        raise ValueError(
+            f"{where}: config.hidden: expected 1 to {MAX_HIDDEN_LAYERS} widths, got {_show(hidden)}"
+        )
     for width in hidden:
-        _integer(1, 2**20)(f"{where}: config.hidden", width)
+        _integer(1, MAX_FEATURES)(f"{where}: config.hidden", width)
     if values["weight_decay"] is not None:
-        _real(0.0, 1e300)(f"{where}: config.weight_decay", values["weight_decay"])
+        _real(0.0, MAX_WEIGHT_DECAY)(f"{where}: config.weight_decay", values["weight_decay"])
+    if values["threads"] is not None:
+        _integer(1, MAX_THREADS)(f"{where}: config.threads", values["threads"])
     config = TrainConfig(**{**values, "hidden": tuple(hidden)})
     check_size(config, where)
     return config

@@ -1,9 +1,10 @@
 """Checks that data fit a model, made once by ``fit`` and ``evaluate`` before training.
 
-A mistake in the data (a wrong feature count, a label the model cannot output, a
-nan in the inputs) shows up deep inside the first step, or worse, as a loss that
-quietly becomes nan after a while. These checks look at the data once, before
-training, and name what was expected and what came in.
+A mistake in the data (a wrong container, a wrong feature count, labels of the wrong
+shape or that the model cannot output, a nan in the inputs) shows up deep inside the
+first step, or worse, as a loss that quietly becomes nan after a while. These checks
+look at the data once, before training, and name what was expected and what came in.
+``usable_device`` checks, as cheaply, that the device to train on can hold data.
 """
 
 from __future__ import annotations
@@ -58,9 +59,95 @@ def _sized(data: Any, what: str) -> Any:
         raise TypeError(
             f"{what} must be a TensorDataset or a DataLoader, got {type(data).__name__}"
         ) from None
+    if not hasattr(data, "__getitem__"):  # torch's DataLoader, a set: iterable, not indexable
+        kind = type(data).__name__
+        if type(data).__module__.startswith("torch.utils.data"):
+            kind = f"a torch.utils.data.{kind}; pass its .dataset instead"
+        raise TypeError(
+            f"{what} must be a dataset (with __len__ and __getitem__, such as TensorDataset) "
+            f"or a nograd.data.DataLoader, got {kind}"
+        )
     if size == 0:
         raise ValueError(f"{what} is empty")
     return data
+
+
+def first_pair(dataset: Any, what: str) -> tuple[Tensor, Tensor]:
+    """The first sample as tensors (x, y): y a 0-dimensional tensor, a Python number made one.
+
+    Raises:
+        TypeError: for items that are not pairs of a tensor and a tensor or number.
+        ValueError: for items of another number of elements than 2.
+    """
+    item = dataset[0]
+    if not isinstance(item, (tuple, list)):
+        raise TypeError(
+            f"{what} must yield (x, y) pairs, got items of type {type(item).__name__}; "
+            f"wrap tensors as TensorDataset(x, y)"
+        )
+    if len(item) != 2:
+        elements = "element" if len(item) == 1 else "elements"
+        raise ValueError(f"{what} must yield (x, y) pairs, got items of {len(item)} {elements}")
+    x, y = item
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what}: expected each x to be a tensor, got {type(x).__name__}")
+    if isinstance(y, (bool, int, float)):
+        y = torch.tensor(y)
+    if not isinstance(y, Tensor):
+        raise TypeError(
+            f"{what}: expected each y to be a class index (a number or a tensor), "
+            f"got {type(y).__name__}"
+        )
+    return x, y
+
+
+def check_labels_shape(dataset: Any, y: Tensor, what: str) -> None:
+    """Refuse labels y that are not one class index per sample: y of shape (N,).
+
+    The loss's target is made from them (``nograd.targets``), and the accuracy compares
+    them with the predicted classes, whatever the ``target_transform``.
+    """
+    if y.dim() == 0:
+        return
+    tensors = getattr(dataset, "tensors", None)
+    got = (
+        f"y of shape {tuple(tensors[1].shape)}"
+        if tensors
+        else f"samples whose y has shape {tuple(y.shape)}"
+    )
+    hint = ""
+    if y.shape == (1,):
+        hint = "; squeeze it to (N,) with y.squeeze(1)"
+    elif y.dim() == 1:
+        hint = "; for one-hot rows pass y.argmax(1)"
+    raise ValueError(
+        f"{what}: expected y of shape (N,), one class index per sample (the loss's target is "
+        f"made from it), got {got}{hint}"
+    )
+
+
+def usable_device(device: torch.device | str, where: str) -> torch.device:
+    """``device`` as a torch.device, once a tensor was made and changed there.
+
+    Raises:
+        ValueError: for a device torch does not know, one this machine lacks, or meta
+            (shapes without data), each named after ``where``.
+    """
+    try:
+        place = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{where}: unknown device {str(device)!r}") from None
+    if place.type == "meta":
+        raise ValueError(
+            f"{where}: meta is not a device to compute on (its tensors have shapes but no "
+            f"data); use cpu or cuda"
+        )
+    if place.type != "cpu":  # the CPU is always there
+        try:
+            torch.ones(1, device=place).add_(1)
+        except Exception:  # torch raises RuntimeError or AssertionError, by backend
+            raise ValueError(f"{where}: {place} is not available on this machine") from None
+    return place
 
 
 def check_finite(dataset: Any, what: str) -> None:
@@ -92,8 +179,9 @@ def check_data(
     Catches a feature-count mismatch, labels the model cannot output, and nan or inf
     in the data up front, with both sides in the message.
     """
+    x, y = first_pair(loader.dataset, what)
+    check_labels_shape(loader.dataset, y, what)
     check_finite(loader.dataset, what)
-    x, y = loader.dataset[0]
     first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
     in_features = getattr(first, "in_features", None)
     if in_features is not None and (x.dim() != 1 or x.shape[0] != in_features):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,15 @@ from typing import Any
 import torch
 
 from nograd import io
-from nograd.config import TASKS, TrainConfig, build_loss, build_model, build_optimizer
+from nograd.config import (
+    LOSSES,
+    SEED_STRIDE,
+    TASKS,
+    TrainConfig,
+    build_loss,
+    build_model,
+    build_optimizer,
+)
 from nograd.data import TensorDataset
 from nograd.nn import Linear, Sequential
 from nograd.nn.losses import Loss
@@ -37,8 +46,11 @@ from nograd.resume import read_resume
 from nograd.targets import predict_classes
 from nograd.train import History, evaluate, fit
 
-__all__ = ["CHECKPOINT_FILE", "Round", "run_rounds", "saved_model_accuracy", "train_round"]
+__all__ = [
+    "CHECKPOINT_FILE", "MODEL_FILE", "Round", "run_rounds", "saved_model_accuracy", "train_round",
+]  # fmt: skip
 CHECKPOINT_FILE = "checkpoint.safetensors"
+MODEL_FILE = "model.safetensors"
 
 
 def _scaled(data: TensorDataset, mean: torch.Tensor, std: torch.Tensor) -> TensorDataset:
@@ -84,7 +96,7 @@ def train_round(
     ``checkpoint_every`` epochs, with ``state`` (the run's config, round and finished
     records) in its metadata; ``resume_from`` continues the round from such a file.
     """
-    round_seed = 1000 * config.seed + index
+    round_seed = SEED_STRIDE * config.seed + index
     generator = torch.Generator().manual_seed(round_seed)
     train_data = TASKS[config.task](config.n_train, generator=generator)
     test_data = TASKS[config.task](config.n_test, generator=generator)
@@ -169,9 +181,7 @@ def run_rounds(
                        ("test_acc_pct", "test accuracy")]:  # fmt: skip
         say(f"{label:>15}: {summary[key]['mean']:.2f}% ± {summary[key]['std']:.2f}")
 
-    io.save(
-        last.model, out / "model.safetensors", metadata={"task": config.task, "loss": config.loss}
-    )
+    io.save(last.model, out / MODEL_FILE, metadata={"task": config.task, "loss": config.loss})
     histories = [History(**r["history"]) for r in records]
     plots.plot_curves(histories, "loss", out / "loss.png")
     plots.plot_curves(histories, "acc", out / "accuracy.png")
@@ -181,7 +191,7 @@ def run_rounds(
         "config": asdict(config),
         "std": "sample standard deviation over rounds (n - 1 in the denominator)",
         "accuracy": "fractions in [0, 1] per round and per epoch; *_pct in percent",
-        "saved_model": {"file": "model.safetensors", "round": config.rounds - 1, "which": "last"},
+        "saved_model": {"file": MODEL_FILE, "round": config.rounds - 1, "which": "last"},
         "threads": torch.get_num_threads(),  # the bits of a CPU run depend on it
         "cpu_matmul": get_cpu_matmul(),  # and on who computes its products
         "summary": summary,
@@ -189,7 +199,7 @@ def run_rounds(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     say(
-        f"wrote {out}/: metrics.json, loss.png, accuracy.png, boundary.png, model.safetensors, "
+        f"wrote {out}/: metrics.json, loss.png, accuracy.png, boundary.png, {MODEL_FILE}, "
         f"{CHECKPOINT_FILE}"
     )
     return metrics
@@ -205,15 +215,32 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0}
 
 
-def saved_model_accuracy(path: Path, task: str, n: int, seed: int) -> float:
-    """Accuracy (a fraction) of the model saved at ``path`` on ``n`` fresh ``task`` points.
+def saved_model_accuracy(path: Path, task: str | None, n: int, seed: int) -> tuple[float, str]:
+    """Accuracy (a fraction) of the model saved at ``path`` on ``n`` fresh points, and
+    the task they were drawn from: ``task``, or (None) the one named in the file's
+    metadata, as ``nograd train`` writes it, else "disk".
 
     The points are drawn with ``seed``; the loss named in the checkpoint's metadata
     picks the decision rule (argmax, logit > 0, or value > 0.5).
+
+    Raises:
+        ValueError: for a file that is not a nograd model, or whose metadata names a
+            task or a loss that nograd does not know.
     """
     model, _, metadata = io.load_checkpoint(path, map_location="cpu")
+    task = task or _known(metadata.get("task", "disk"), TASKS, "task", path)
+    loss = _known(metadata.get("loss", "ce"), LOSSES, "loss", path)
     x, y = TASKS[task](n, generator=torch.Generator().manual_seed(seed)).tensors
-    dtype = next(iter(model.parameters())).dtype
-    loss_fn = build_loss(TrainConfig(loss=metadata.get("loss", "ce")))  # the decision rule
+    dtype = next((p.dtype for p in model.parameters()), torch.get_default_dtype())
+    loss_fn = build_loss(TrainConfig(loss=loss))  # the decision rule
     model.eval()
-    return float((predict_classes(model(x.to(dtype)), loss_fn) == y).double().mean())
+    accuracy = float((predict_classes(model(x.to(dtype)), loss_fn) == y).double().mean())
+    return accuracy, task
+
+
+def _known(name: Any, known: Collection[str], what: str, path: Path) -> str:
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(
+            f"{path}: its metadata names the {what} {name!r}, not one of {sorted(known)}"
+        )
+    return name

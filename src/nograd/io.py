@@ -34,7 +34,7 @@ from nograd.architecture import (
     build,
 )
 from nograd.nn.module import Module
-from nograd.safefile import atomic_write, encode
+from nograd.safefile import atomic_write, check_folder, encode
 
 FORMAT = "nograd"
 FORMAT_VERSION = 1
@@ -80,9 +80,11 @@ def save(
     Raises:
         TypeError: for a module type outside the allow-list, or metadata that JSON
             cannot hold.
-        ValueError: if ``optimizer`` holds a parameter that is not in ``model``, or
-            layers share a parameter (the architecture cannot say so).
+        ValueError: if ``optimizer`` holds a parameter that is not in ``model``,
+            layers share a parameter (the architecture cannot say so), or the folder
+            of ``path`` does not exist.
     """
+    check_folder(path, "nograd.io.save: path")
     header = model_header(model)
     tensors = {f"model.{key}": tensor for key, tensor in model.state_dict().items()}
     if metadata is not None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nograd.data import DataLoader
-from nograd.data_checks import as_loader, check_data
+from nograd.data_checks import as_loader, check_data, usable_device
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.targets import TargetTransform, predict_classes, target_for
@@ -46,15 +46,31 @@ def evaluate(
     """Mean loss and accuracy (a fraction) of ``model`` on ``data``, in eval mode.
 
     The model's training/eval mode is restored afterwards.
+
+    Raises:
+        ValueError: for a loss whose reduction is not 'mean', empty data, data with
+            nan or inf, or data that do not fit the model (as ``fit``).
+        TypeError: for data that are not a dataset of (x, y) pairs or a DataLoader.
     """
+    check_mean_loss(loss_fn, "evaluate")
     params = list(model.parameters())
-    device = params[0].device if params else torch.device("cpu")
+    device = usable_device(params[0].device, "evaluate: the model's device") if params else None
+    device = device or torch.device("cpu")
     dtype = params[0].dtype if params else torch.get_default_dtype()
     loader = as_loader(data, batch_size, False, None, "evaluate: data")
     n_outputs = check_data(model, loader, "evaluate: data", device, dtype)
     if target_transform is None:
         target_transform = target_for(loss_fn, n_outputs, dtype)
     return _evaluate(model, loss_fn, loader, target_transform, device, dtype)
+
+
+def check_mean_loss(loss_fn: Loss, caller: str) -> None:
+    """Refuse a loss summed (or not reduced) over the batch: its figures would depend on
+    the batch size, and ``fit`` weighs each batch's mean by its size."""
+    if getattr(loss_fn, "reduction", "mean") != "mean":
+        raise ValueError(
+            f"{caller}: expected a loss with reduction='mean', got {loss_fn._describe()}"
+        )
 
 
 def _evaluate(

@@ -66,6 +66,18 @@ def encode(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
     return len(text).to_bytes(8, "little") + text + data
 
 
+def check_folder(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse a ``path`` to write whose folder does not exist, or that is a folder.
+
+    Raises:
+        ValueError: ``{what} '{path}': no such folder`` (or ``: is a folder``).
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {os.fspath(path)!r}: is a folder; name a file in it")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise ValueError(f"{what} {os.fspath(path)!r}: no such folder")
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``.
 

@@ -1,9 +1,12 @@
 """Between class indices and tensors: what the loss compares with, and what was predicted.
 
-Datasets hold class indices y. ``target_for(loss_fn, n_outputs, dtype)`` says how y
-becomes the loss's target (one-hot rows for MSE, floats for BCE, y itself for
-cross-entropy), and ``predict_classes`` turns the network's outputs back into class
-indices, by the decision rule that fits the loss, for the accuracy.
+Datasets hold class indices y, one per sample: y of shape (N,). ``fit`` and
+``evaluate`` refuse any other shape, such as (N, 1) or one-hot rows, before training,
+since the accuracy compares y with the predicted classes whatever the loss's target.
+``target_for(loss_fn, n_outputs, dtype)`` says how y becomes the loss's target
+(one-hot rows for MSE, floats for BCE, y itself for cross-entropy), and
+``predict_classes`` turns the network's outputs back into class indices, by the
+decision rule that fits the loss, for the accuracy.
 """
 
 from __future__ import annotations

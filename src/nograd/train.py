@@ -28,10 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from nograd.checkpoint import CheckpointWriter, restore_rng
-from nograd.data_checks import as_loader, check_data
+from nograd.data_checks import as_loader, check_data, usable_device
 from nograd.guards import DeferredLossWatch, DivergenceError, TrainingInterrupted
 from nograd.loop import EpochLoop
-from nograd.metrics import Data, History, evaluate
+from nograd.metrics import Data, History, check_mean_loss, evaluate
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.optim import Optimizer
@@ -72,7 +72,8 @@ def fit(
         model: the network; trained in place (and moved to ``device`` if given).
         loss_fn: a nograd loss, called as ``loss_fn(output, target)``.
         optimizer: built over ``model.parameters()``.
-        train_data: a TensorDataset of (x, y) or a DataLoader over one.
+        train_data: a dataset of (x, y) pairs, y a class index (such as
+            TensorDataset(x, y), y of shape (N,)), or a DataLoader over one.
         test_data: measured after every epoch when given.
         epochs: number of passes over the training data (>= 1), in all: a resumed
             run trains the epochs that remain.
@@ -105,9 +106,12 @@ def fit(
             capture the graph again at every step: schedule per epoch.
 
     Raises:
-        ValueError: for epochs, batch_size, test_batch_size or checkpoint_every < 1, an
-            empty dataset, data with nan or inf, data whose feature count or classes
-            do not fit the model, or a checkpoint that does not fit the run.
+        ValueError: for epochs, batch_size, test_batch_size or checkpoint_every < 1, a
+            loss whose reduction is not 'mean', a device that cannot compute here, an
+            empty dataset, data with nan or inf, labels y not of shape (N,), data whose
+            feature count or classes do not fit the model, or a checkpoint that does
+            not fit the run.
+        TypeError: for data that are not a dataset of (x, y) pairs or a DataLoader.
         DivergenceError: (a RuntimeError) when the loss becomes nan or inf, naming
             the epoch and step; no checkpoint is written after that.
         TrainingInterrupted: (a KeyboardInterrupt) on Ctrl-C, naming the checkpoint.
@@ -119,20 +123,20 @@ def fit(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
-    if getattr(loss_fn, "reduction", "mean") != "mean":
-        raise ValueError(f"fit: expected a loss with reduction='mean', got {loss_fn._describe()}")
-    if cuda_graph and torch.device(device or _device_of(model)).type != "cuda":
-        raise ValueError(
-            f"fit: cuda_graph=True needs a CUDA device, got {device or _device_of(model)}"
-        )
+    check_mean_loss(loss_fn, "fit")
+    # checked before the model moves there: a failed move would leave it half moved
+    move_to = None if device is None else usable_device(device, "fit: device")
+    device = move_to or usable_device(_device_of(model), "fit: the model's device")
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"fit: cuda_graph=True needs a CUDA device, got {device}")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(
             f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
         )
     params = list(model.parameters())
-    if device is not None:
-        model.to(torch.device(device))
-    device = params[0].device if params else torch.device(device or "cpu")
+    if move_to is not None:
+        model.to(move_to)
+    device = params[0].device if params else device
     dtype = params[0].dtype if params else torch.get_default_dtype()
     train_loader = as_loader(train_data, batch_size, shuffle, generator, "fit: train_data")
     test_loader = (
