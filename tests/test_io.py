@@ -458,3 +458,17 @@ def test_a_failed_write_leaves_the_previous_file_intact(
     io.save(second, path)  # and a write that succeeds replaces the file
     assert torch.equal(io.load(path)(x), second(x))
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_saving_into_a_missing_folder_or_onto_a_folder_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "m.safetensors"
+    with pytest.raises(ValueError) as info:
+        io.save(small_model(), path)
+    assert str(info.value) == f"nograd.io.save: path {str(path)!r}: no such folder"
+    assert info.value.__cause__ is None
+    with pytest.raises(ValueError) as info:
+        io.save(small_model(), tmp_path)
+    assert (
+        str(info.value) == f"nograd.io.save: path {str(tmp_path)!r}: is a folder; name a file in it"
+    )
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
