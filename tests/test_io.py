@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import random
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import safetensors.torch
 import torch
 
 from nograd import io
-from nograd.nn import Linear, Module, Sequential
+from nograd.nn import Linear, Module, Parameter, Sequential
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from nograd.nn.dropout import Dropout
 
@@ -158,9 +159,30 @@ def test_save_refuses_a_type_outside_the_allow_list(tmp_path: Path) -> None:
 
 
 def test_save_refuses_a_model_its_architecture_cannot_rebuild(tmp_path: Path) -> None:
-    model = Sequential(Linear(2, 3))
-    model.add_module("head", Linear(3, 1))  # a name that Sequential would not give
-    with pytest.raises(TypeError, match=r"head\.weight"):
+    model = Sequential(Linear(2, 3), Linear(3, 1))
+    model[1].weight = Parameter(torch.randn(1, 5))  # no longer what Linear(3, 1) makes
+    with pytest.raises(TypeError, match=r"1\.weight: \(1, 5\)"):
+        io.save(model, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_children_with_names_of_their_own_round_trip(tmp_path: Path) -> None:
+    model = Sequential(
+        OrderedDict([("hidden", Linear(2, 3)), ("act", Tanh()), ("out", Linear(3, 1))])
+    )
+    model.add_module("head", Linear(1, 2))  # a name after the numbered ones, too
+    io.save(model, tmp_path / "m.safetensors")
+    loaded = io.load(tmp_path / "m.safetensors")
+    assert [name for name, _ in loaded.named_children()] == ["hidden", "act", "out", "head"]
+    x = torch.randn(4, 2)
+    assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("shared", ["activation", "linear"])
+def test_save_refuses_a_module_used_twice(tmp_path: Path, shared: str) -> None:
+    module = Tanh() if shared == "activation" else Linear(3, 3)
+    model = Sequential(Linear(2, 3), module, Linear(3, 3), module)
+    with pytest.raises(TypeError, match=r"uses one (Tanh|Linear) module twice.*state_dict\(\)"):
         io.save(model, tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
 
@@ -315,6 +337,26 @@ def test_the_allow_list_refuses_unknown_types(tmp_path: Path, arch: dict[str, An
         ({"type": "Softmax", "args": {"dim": None}}, "dim"),
         ({"type": "Softmax", "args": {"dim": 10**6}}, "dim"),
         ({"type": "Sequential", "children": {"0": {"type": "Tanh", "args": {}}}}, "children"),
+        *[
+            (
+                {
+                    "type": "Sequential",
+                    "children": [{"type": "Tanh", "args": {}}] * 2,
+                    "names": names,
+                },
+                "names",
+            )
+            for names in (
+                ["a"],
+                ["a", "a"],
+                ["a", "b.c"],
+                ["a", ""],
+                ["a", "_x"],
+                ["a", "forward"],
+                "ab",
+                ["a", 1],
+            )
+        ],
         ([1, 2, 3], "expected an object"),
     ],
 )

@@ -10,6 +10,7 @@ single tensor is allocated. Checkpoints (``nograd.io``) store the tree in their 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,14 +114,32 @@ ALLOWED: dict[str, Kind] = {
 def architecture(model: Module) -> dict[str, Any]:
     """The model as a JSON-able tree that ``build`` turns back into the same model.
 
-    ``{"type": "Sequential", "children": [...]}`` for a Sequential,
+    ``{"type": "Sequential", "children": [...]}`` for a Sequential, with ``"names"``
+    when its children are named otherwise than "0", "1", ... (an ``OrderedDict``);
     ``{"type": name, "args": {constructor arguments}}`` for an allowed leaf.
 
     Raises:
-        TypeError: naming a module whose type is not in the allow-list.
+        TypeError: naming a module whose type is not in the allow-list, or one that
+            the model uses twice (a tree would rebuild it as two modules).
     """
+    return _describe(model, set())
+
+
+def _describe(model: Module, seen: set[int]) -> dict[str, Any]:
+    """``architecture``, with the ids of the modules described so far."""
+    if id(model) in seen:
+        raise TypeError(
+            f"nograd.io: the model uses one {type(model).__name__} module twice; a checkpoint "
+            f"describes a tree, which would load as two separate modules. Save its "
+            f"state_dict() instead"
+        )
+    seen.add(id(model))
     if type(model) is Sequential:
-        return {"type": "Sequential", "children": [architecture(child) for child in model]}
+        tree = {"type": "Sequential", "children": [_describe(child, seen) for child in model]}
+        names = list(model._modules)
+        if names != [str(i) for i in range(len(names))]:
+            tree["names"] = names
+        return tree
     name = type(model).__name__
     kind = ALLOWED.get(name)
     if kind is None or type(model) is not kind.cls or model._modules:
@@ -160,10 +179,12 @@ def _check_node(node: Any, where: str, depth: int, budget: dict[str, int]) -> No
         raise ValueError(f"{where}: deeper than {MAX_DEPTH} or more than {MAX_MODULES} modules")
     name = node.get("type")
     if name == "Sequential":
-        _check_keys(node, {"type", "children"}, where)
+        _check_keys(node, {"type", "children"} | ({"names"} & set(node)), where)
         children = node["children"]
         if not isinstance(children, list):
             raise ValueError(f"{where}.children: expected a list, got {_show(children)}")
+        if "names" in node:
+            _check_names(node["names"], len(children), f"{where}.names")
         for i, child in enumerate(children):
             _check_node(child, f"{where}.children[{i}]", depth + 1, budget)
         return
@@ -184,6 +205,24 @@ def _check_node(node: Any, where: str, depth: int, budget: dict[str, int]) -> No
         raise ValueError(f"{where}: the model would exceed {MAX_PARAMETERS} parameters")
 
 
+_TAKEN = {"training", "saved", *dir(Sequential)}  # a child may not shadow these
+
+
+def _check_names(names: Any, count: int, where: str) -> None:
+    """A Sequential's child names: one per child, distinct, non-empty, without dots."""
+    if not (isinstance(names, list) and len(names) == count):
+        raise ValueError(f"{where}: expected a list of {count} names, got {_show(names)}")
+    for name in names:
+        usable = isinstance(name, str) and 0 < len(name) <= 256 and "." not in name
+        if not usable or name.startswith("_") or name in _TAKEN:
+            raise ValueError(
+                f"{where}: expected names without '.' or a leading '_' that are not "
+                f"Sequential's own attributes, got {_show(name)}"
+            )
+    if len(set(names)) != count:
+        raise ValueError(f"{where}: expected distinct names, got {_show(names)}")
+
+
 def _check_keys(node: Mapping[str, Any], expected: set[str], where: str) -> None:
     if set(node) != expected:
         raise ValueError(f"{where}: expected keys {sorted(expected)}, got {sorted(node)}")
@@ -193,7 +232,10 @@ def _construct(
     node: Mapping[str, Any], device: torch.device | str | None, dtype: torch.dtype | None
 ) -> Module:
     if node["type"] == "Sequential":
-        return Sequential(*(_construct(child, device, dtype) for child in node["children"]))
+        children = [_construct(child, device, dtype) for child in node["children"]]
+        if "names" in node:
+            return Sequential(OrderedDict(zip(node["names"], children, strict=True)))
+        return Sequential(*children)
     kind = ALLOWED[node["type"]]
     extra = {"device": device, "dtype": dtype} if kind.takes_device else {}
     return kind.cls(**node["args"], **extra)
