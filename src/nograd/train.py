@@ -87,7 +87,8 @@ def fit(
         scheduler: an lr scheduler, stepped once per epoch or per batch.
         scheduler_interval: ``"epoch"`` or ``"step"``.
         shuffle: reshuffle the dataset every epoch (ignored for a DataLoader).
-        generator: draws the shuffling order, for repeatable runs.
+        generator: draws the shuffling order, for repeatable runs (ignored for a
+            DataLoader, which has its own).
         progress: show a tqdm bar over epochs; False prints nothing.
         desc: the bar's label.
         device: where to train; default: where the model's parameters are.

@@ -3,8 +3,9 @@
 Every task returns a ``TensorDataset(x, y)`` with x of dtype float32 and shape (n, 2)
 and labels y of dtype int64 and shape (n,). Every random draw comes from
 ``generator`` (the global generator when it is None), so a seeded
-``torch.Generator`` makes a dataset reproducible. The classes are balanced: their
-counts differ by at most one.
+``torch.Generator`` makes a dataset reproducible. Xor, moons and spirals have
+balanced classes (their counts differ by at most one); disk labels uniform random
+points, so its classes are balanced only in expectation.
 """
 
 from __future__ import annotations
