@@ -310,6 +310,15 @@ def test_a_block_used_twice_inside_a_chain() -> None:
     compare_module(ours.double(), ref.double(), torch.randn(4, 3, dtype=torch.float64))
 
 
+def test_putting_a_use_back_keeps_an_inner_chains_plan() -> None:
+    block = Sequential(Linear(3, 3), Tanh())
+    model = Sequential(block, ReLU(), block)
+    y = model(torch.randn(4, 3))
+    plan = block._plan
+    model.backward(torch.ones_like(y))
+    assert plan is not None and block._plan is plan  # not planned again at every step
+
+
 def test_a_shared_first_module_still_passes_its_input_gradient_on() -> None:
     linear, ref_linear = Linear(3, 3), torch.nn.Linear(3, 3)
     ours = Sequential(linear, Tanh(), linear).double()

@@ -53,5 +53,6 @@ class Use(NamedTuple):
                     f"use inplace=False there"
                 )
         for inner, entries in self.saved:
-            inner.saved = dict(entries)
+            # past __setattr__, which on a Sequential would also throw away its plan
+            object.__setattr__(inner, "saved", dict(entries))
         return self.module
