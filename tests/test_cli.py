@@ -415,3 +415,13 @@ def test_every_rounds_seed_is_one_torch_takes() -> None:
     for seed in (MIN_SEED, MAX_SEED):
         for round_index in (0, MAX_ROUNDS - 1):  # as experiment.train_round seeds them
             torch.Generator().manual_seed(SEED_STRIDE * seed + round_index)  # no overflow
+
+
+def test_a_diverging_run_names_its_round(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", *SHORT, "--optimizer", "sgd", "--lr", "1e30", "--loss", "mse"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("nograd: error: round 1 of 2: fit: the loss became nan")
+    assert error.count("\n") == 1

@@ -213,7 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         metavar="PATH",
-        help="continue the run whose checkpoint is PATH, with its options, in its folder",
+        help=(
+            "continue the run whose checkpoint is PATH with its options, in PATH's folder "
+            "(--out, --quiet and --checkpoint-every may be given afresh)"
+        ),
     )
     ev = commands.add_parser("evaluate", help="accuracy of a saved model on fresh data")
     ev.add_argument("path", type=Path, help="a model file, such as OUT/model.safetensors")

@@ -38,6 +38,7 @@ from nograd.config import (
     build_optimizer,
 )
 from nograd.data import TensorDataset
+from nograd.guards import DivergenceError
 from nograd.nn import Linear, Sequential
 from nograd.nn.losses import Loss
 from nograd.nn.matmul import get_cpu_matmul
@@ -164,9 +165,14 @@ def run_rounds(
     for index in range(first, config.rounds):
         state = {"config": asdict(config), "round": index, "records": records}
         resume_this = resume_from if index == first else None
-        last = train_round(
-            config, index, not quiet, checkpoint, checkpoint_every, state, resume_this
-        )
+        try:
+            last = train_round(
+                config, index, not quiet, checkpoint, checkpoint_every, state, resume_this
+            )
+        except DivergenceError as error:  # say which round, when there are several
+            if config.rounds > 1:
+                error.args = (f"round {index + 1} of {config.rounds}: {error}",)
+            raise
         records = [*records, last.record]
         _say_round(say, last.record)
 
