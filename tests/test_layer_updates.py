@@ -99,6 +99,24 @@ def test_sgd_layer_by_layer_has_the_bits_of_one_step(
     assert_same_bits(model, reference)
 
 
+def test_a_shared_activation_gets_each_uses_tensors_layer_by_layer() -> None:
+    def shared_model() -> Sequential:
+        torch.manual_seed(0)
+        act = Tanh()
+        return Sequential(Linear(5, 16), act, Linear(16, 16), act, Linear(16, 4)).double()
+
+    model, reference = shared_model(), shared_model()
+    sgd, reference_sgd = SGD(model.parameters(), lr=0.1), SGD(reference.parameters(), lr=0.1)
+
+    def per_layer(grad: Tensor) -> None:
+        backward_updating_each_layer(model, grad, sgd._update, stream=None)
+
+    data = batches(4, torch.float64)
+    train(model, sgd, data, per_layer)
+    train(reference, reference_sgd, data, one_update_at_the_end(reference, reference_sgd))
+    assert_same_bits(model, reference)
+
+
 @pytest.mark.parametrize(("cls", "options"), ADAM_CASES, ids=[str(c) for c in ADAM_CASES])
 def test_capturable_adam_layer_by_layer_advances_t_once(
     cls: type[Adam], options: dict[str, Any]

@@ -86,7 +86,7 @@ def backward_updating_each_layer(
     Returns the parameters passed to ``update``: those with a gradient.
     """
     updated: set[Parameter] = set()
-    for child in reversed(list(model)):
+    for child in model.backward_order():  # each use's saved tensors in place
         grad_output = child.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
         params = {param for param in child.parameters() if param.grad is not None}
         if not params:

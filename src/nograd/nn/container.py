@@ -176,18 +176,28 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        uses: list[Use] | None = self.saved.get("uses")
-        if uses is not None:
-            return self._backward_restoring_uses(grad_output, uses)
+        if "uses" in self.saved:
+            return self._backward_restoring_uses(grad_output)
         for module in reversed(self._modules.values()):
             grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
         return grad_output
 
-    def _backward_restoring_uses(self, grad_output: Tensor, uses: list[Use]) -> Tensor:
+    def _backward_restoring_uses(self, grad_output: Tensor) -> Tensor:
         """backward, putting back before each use what that use's forward saved."""
-        for use in reversed(uses):
-            grad_output = use.restore().backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
+        for module in self.backward_order():
+            grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
         return grad_output
+
+    def backward_order(self) -> Iterator[Module]:
+        """The children, last first, each ready for its backward: for a chain that
+        records its uses, each is yielded once that use's saved tensors are back in
+        place (for code that runs the children's backward itself, between them)."""
+        uses: list[Use] | None = self.saved.get("uses")
+        if uses is None:
+            yield from reversed(self._modules.values())
+            return
+        for use in reversed(uses):
+            yield use.restore()
 
     def __len__(self) -> int:
         return len(self._modules)
