@@ -2,9 +2,9 @@
 
 Between two steps the loop may stop: at a non-finite loss (``nograd.guards``), or at
 Ctrl-C, after saving a checkpoint where the model, the optimizer and the generators
-agree. At the end of an epoch it steps the scheduler, measures the test data, and
-writes a checkpoint (``nograd.checkpoint``) every ``every`` epochs, never one holding
-a non-finite parameter.
+agree. At the end of an epoch it measures the test data, steps the scheduler (a
+ReduceLROnPlateau with the test loss), and writes a checkpoint (``nograd.checkpoint``)
+every ``every`` epochs, never one holding a non-finite parameter.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from nograd.metrics import History, _evaluate
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.optim import Optimizer
-from nograd.optim.lr_scheduler import LRScheduler
+from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from nograd.targets import TargetTransform, predict_classes
 
 
@@ -121,8 +121,6 @@ class EpochLoop:
                                 capture_rng(self.named, device), rng_epoch)  # fmt: skip
                 self.save(done, step + 1)
         watch.flush()
-        if self.scheduler is not None and not self.per_step:
-            self.scheduler.step()
         history.train_loss.append(float(loss_sum) / seen)
         history.train_acc.append(int(_add_hits(correct, predicted, labels)) / seen)
         if self.test_loader is not None:
@@ -131,6 +129,10 @@ class EpochLoop:
             )
             history.test_loss.append(test_loss)
             history.test_acc.append(test_acc)
+        if isinstance(self.scheduler, ReduceLROnPlateau):  # fit checked: per epoch, test data
+            self.scheduler.step(history.test_loss[-1])
+        elif self.scheduler is not None and not self.per_step:
+            self.scheduler.step()
         history.seconds.append(time.perf_counter() - start_time)
         if self.writer is not None and (
             (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs or guard.requested

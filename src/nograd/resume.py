@@ -147,16 +147,27 @@ def _check_scheduler(scheduler: LRScheduler | None, saved: Any, where: str) -> N
 
 
 def _restore_scheduler(scheduler: LRScheduler, saved: dict[str, Any], where: str) -> None:
-    state = dict(saved)
-    try:  # JSON turned tuples into lists and integer keys into strings
-        for key, value in scheduler.state_dict().items():
-            if isinstance(value, Counter):
-                state[key] = Counter({int(k): v for k, v in state[key].items()})
-            elif isinstance(value, tuple):
-                state[key] = tuple(state[key])
-        scheduler.load_state_dict(state)
+    try:
+        scheduler.load_state_dict(_as_before_json(scheduler.state_dict(), saved))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"{where}: malformed scheduler state ({error})") from None
+
+
+def _as_before_json(live: Any, saved: Any) -> Any:
+    """``saved`` with the types of ``live`` (the scheduler's own state) back, nested too.
+
+    JSON turned tuples into lists and a Counter's integer keys into strings; a
+    composite scheduler holds the states of its parts in a list of dicts.
+    """
+    if isinstance(live, Counter):
+        return Counter({int(k): v for k, v in saved.items()})
+    if isinstance(live, tuple):
+        return tuple(saved)
+    if isinstance(live, dict) and isinstance(saved, dict):
+        return {k: _as_before_json(live[k], v) if k in live else v for k, v in saved.items()}
+    if isinstance(live, list) and isinstance(saved, list) and len(live) == len(saved):
+        return [_as_before_json(a, b) for a, b in zip(live, saved, strict=True)]
+    return saved
 
 
 def _states(

@@ -35,7 +35,7 @@ from nograd.metrics import Data, History, check_mean_loss, evaluate
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.optim import Optimizer
-from nograd.optim.lr_scheduler import LRScheduler
+from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from nograd.resume import load_progress, restore_last
 from nograd.targets import TargetTransform, target_for
 
@@ -84,7 +84,9 @@ def fit(
             only in its last bits, and large batches are quicker: measuring in batches
             of 32 took a quarter of ``nograd train``'s time. Lower it if 1024 inputs at
             once do not fit in memory.
-        scheduler: an lr scheduler, stepped once per epoch or per batch.
+        scheduler: an lr scheduler, stepped once per epoch or per batch; a
+            ReduceLROnPlateau is stepped once per epoch with the test loss, so it
+            needs ``test_data``.
         scheduler_interval: ``"epoch"`` or ``"step"``.
         shuffle: reshuffle the dataset every epoch (ignored for a DataLoader).
         generator: draws the shuffling order, for repeatable runs (ignored for a
@@ -108,6 +110,7 @@ def fit(
 
     Raises:
         ValueError: for epochs, batch_size, test_batch_size or checkpoint_every < 1, a
+            ReduceLROnPlateau without test_data or stepped per batch, a
             loss whose reduction is not 'mean', a device that cannot compute here, an
             empty dataset, data with nan or inf, labels y not of shape (N,), data whose
             feature count or classes do not fit the model, or a checkpoint that does
@@ -133,6 +136,13 @@ def fit(
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(
             f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+        )
+    if isinstance(scheduler, ReduceLROnPlateau) and (
+        test_data is None or scheduler_interval != "epoch"
+    ):
+        raise ValueError(
+            "fit: ReduceLROnPlateau steps on the test loss once per epoch; pass test_data "
+            "and scheduler_interval='epoch'"
         )
     params = list(model.parameters())
     if move_to is not None:
