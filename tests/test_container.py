@@ -12,7 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
+import nograd.data
 import nograd.nn
+import nograd.optim
+import nograd.train
 from nograd.nn import (
     ELU,
     NO_INPUT_GRAD,
@@ -519,3 +522,74 @@ def test_add_and_mul_make_new_chains_of_the_same_modules() -> None:
 def test_an_index_of_another_type_is_a_clear_type_error(index: object) -> None:
     with pytest.raises(TypeError, match="expected an int or a slice as index"):
         three_linears()[index]  # type: ignore[index]
+
+
+# ------------------------------------ the same books under torch.inference_mode(), as fit runs
+def test_a_shared_activation_under_inference_mode_matches_torch() -> None:
+    ours, ref = shared_tanh_pair()
+    ours, ref = ours.double(), ref.double()
+    ref.load_state_dict(ours.state_dict())
+    x, g = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        ref(leaf).backward(g)
+    with torch.inference_mode():  # tensors without version counters
+        ours(x)
+        grad_x = ours.backward(g)
+    assert_close(grad_x, leaf.grad)  # type: ignore[arg-type]
+    for (name, param), ref_param in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        assert param.grad is not None and ref_param.grad is not None, name
+        assert_close(param.grad, ref_param.grad)
+
+
+def test_an_inplace_overwrite_under_inference_mode_still_raises() -> None:
+    model = Sequential(Linear(2, 3), Tanh(), LeakyReLU(0.1, inplace=True))
+    with torch.inference_mode():
+        y = model(torch.randn(4, 2))
+        with pytest.raises(
+            RuntimeError, match=r"LeakyReLU\(.*inplace=True\) overwrote a tensor Tanh"
+        ):
+            model.backward(torch.ones_like(y))
+
+
+def test_fit_trains_a_chain_with_inplace_and_shared_modules_as_without() -> None:
+    def make(inplace: bool) -> Sequential:
+        torch.manual_seed(0)
+        act = Tanh()
+        return Sequential(
+            Linear(2, 8), ReLU(inplace), Linear(8, 8), act, Linear(8, 8), act, Linear(8, 2)
+        )
+
+    data = nograd.data.disk(64, generator=torch.Generator().manual_seed(1))
+    results = []
+    for inplace in (False, True):
+        model = make(inplace)
+        optimizer = nograd.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = nograd.nn.CrossEntropyLoss()
+        nograd.train.fit(
+            model, loss_fn, optimizer, data, epochs=2, batch_size=16, shuffle=False, progress=False
+        )
+        results.append(model.state_dict())
+    for key in results[0]:
+        assert torch.equal(results[0][key], results[1][key]), key
+
+
+def test_an_inner_chain_that_overwrites_its_input_raises_as_torch() -> None:
+    ours = Sequential(Linear(2, 3), Tanh(), Sequential(LeakyReLU(0.1, inplace=True), Linear(3, 1)))
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(2, 3),
+        torch.nn.Tanh(),
+        torch.nn.Sequential(torch.nn.LeakyReLU(0.1, inplace=True), torch.nn.Linear(3, 1)),
+    )
+    x = torch.randn(4, 2)
+    with torch.enable_grad(), pytest.raises(RuntimeError, match="modified by an inplace"):
+        ref(x.requires_grad_()).sum().backward()
+    y = ours(x.detach())
+    with pytest.raises(RuntimeError, match="overwrote a tensor Tanh"):
+        ours.backward(torch.ones_like(y))
+
+
+def test_a_relu_inplace_fused_with_its_linear_keeps_no_books() -> None:
+    model = Sequential(Linear(2, 3), ReLU(inplace=True), Linear(3, 1))
+    model(torch.randn(4, 2))
+    assert "uses" not in model.saved

@@ -70,6 +70,9 @@ class ReLU(Module):
         grad_input: Tensor = _threshold_backward(grad_output, y, 0)
         return grad_input
 
+    def overwrites_input(self) -> bool:
+        return self.inplace
+
     def extra_repr(self) -> str:
         return _inplace_repr(self.inplace, first=True)
 
@@ -160,6 +163,9 @@ class LeakyReLU(Module):
         # dL/dx = dL/dy * (1 if x > 0 else negative_slope)
         return torch.where(sign_of_x > 0, grad_output, grad_output * slope)
 
+    def overwrites_input(self) -> bool:
+        return self.inplace
+
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}{_inplace_repr(self.inplace)}"
 
@@ -208,6 +214,9 @@ class ELU(Module):
             )
         # dL/dx = dL/dy * (1 if x > 0 else y + alpha)
         return torch.where(y > 0, grad_output, grad_output * (y + scalar(alpha, y)))
+
+    def overwrites_input(self) -> bool:
+        return self.inplace
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}{_inplace_repr(self.inplace)}"

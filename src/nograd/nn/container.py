@@ -11,7 +11,7 @@ from torch import Tensor
 from nograd.nn.activations import ReLU
 from nograd.nn.linear import Linear
 from nograd.nn.module import Module
-from nograd.nn.uses import Use, shares_a_module
+from nograd.nn.uses import Use, saved_into, shares_a_module
 
 Plan = list[Module | tuple[Linear, ReLU]]  # forward's steps: a module, or a Linear and its ReLU
 
@@ -40,8 +40,8 @@ class Sequential(Module):
       own derivative and a shared Linear's weight receives both contributions.
     - **A module with** ``inplace=True`` overwrites its input, which the module before
       it may have saved (a Tanh's output, say). As torch does, ``backward`` then
-      raises instead of returning a wrong gradient: the version counter of every
-      saved tensor is compared with its value after the forward.
+      raises instead of returning a wrong gradient: before such a child's forward,
+      the chain looks for a tensor saved in its input's memory.
 
     Chains with neither run without this bookkeeping (``nograd/nn/uses.py``). It is
     planned when the children are set; a change deep inside a child after the first
@@ -52,9 +52,10 @@ class Sequential(Module):
     """
 
     _plan: Plan | None = None  # forward's steps, made from the children when first needed
-    # each child and the modules inside it, where forward records each use (a module
-    # used twice, or one with inplace=True); None where it need not
+    # each child and the modules inside it, where forward keeps books (a module used
+    # twice, or one with inplace=True); None where it need not
     _subtrees: list[list[Module]] | None = None
+    _shared: bool = False  # a module used twice: each use's saved tensors are kept aside
 
     def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
@@ -113,6 +114,9 @@ class Sequential(Module):
         for module in modules:
             self.append(module)
 
+    def overwrites_input(self) -> bool:
+        return bool(self._modules) and next(iter(self._modules.values())).overwrites_input()
+
     @property
     def needs_input_grad(self) -> bool:
         return bool(self._modules) and next(iter(self._modules.values())).needs_input_grad
@@ -129,7 +133,7 @@ class Sequential(Module):
     def forward(self, x: Tensor) -> Tensor:
         plan = self._plan if self._plan is not None else self._make_plan()
         if self._subtrees is not None:
-            return self._forward_recording_uses(x, plan, self._subtrees)
+            return self._forward_keeping_books(x, plan, self._subtrees)
         for step in plan:  # a pair is relu(linear(x)), in one op where it can be
             x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
         return x
@@ -155,45 +159,64 @@ class Sequential(Module):
         subtrees = [list(module.modules()) for module in modules]  # each child and its insides
         uses = Counter(id(inner) for subtree in subtrees for inner in subtree)
         shared = any(count > 1 for count in uses.values())
-        inplace = any(getattr(inner, "inplace", False) for subtree in subtrees for inner in subtree)
+        # a ReLU(inplace=True) fused with its Linear overwrites nothing anyone saved
+        fused = {id(module) for step in plan if isinstance(step, tuple) for module in step}
+        alone = [subtree for subtree in subtrees if id(subtree[0]) not in fused]
+        inplace = any(getattr(inner, "inplace", False) for subtree in alone for inner in subtree)
         object.__setattr__(self, "_subtrees", subtrees if shared or inplace else None)
+        object.__setattr__(self, "_shared", shared)
         self.saved.pop("uses", None)  # recorded for the old children
         object.__setattr__(self, "_plan", plan)
         return plan
 
-    def _forward_recording_uses(
-        self, x: Tensor, plan: Plan, subtrees: list[list[Module]]
-    ) -> Tensor:
-        """forward, keeping after each module what it saved (see the class docstring)."""
-        uses = []
+    def _forward_keeping_books(self, x: Tensor, plan: Plan, subtrees: list[list[Module]]) -> Tensor:
+        """forward for a chain that shares a module or overwrites an input (class docstring)."""
+        uses: list[Use] = []  # a shared chain's record of each use, for its backward
+        saved: list[tuple[Module, dict[str, Any]]] = []  # what each module run so far saved
+        overwritten: list[str] = []  # why the backward must refuse, if it must
         position = 0
         for step in plan:
+            if not isinstance(step, tuple) and step.overwrites_input():
+                owner = saved_into(x, saved)
+                if owner is not None:
+                    overwritten.append(f"{step._describe()} overwrote a tensor {owner._describe()}")
             x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
             for _ in step if isinstance(step, tuple) else (step,):
-                uses.append(Use.record(subtrees[position]))
+                if self._shared:
+                    uses.append(Use.record(subtrees[position]))
+                    saved.extend(uses[-1].saved)
+                else:  # each module runs once: its saved dict is this use's
+                    saved.extend((inner, inner.saved) for inner in subtrees[position])
                 position += 1
-        self.saved["uses"] = uses
+        self.saved["uses"], self.saved["overwritten"] = uses, overwritten
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        if "uses" in self.saved:
-            return self._backward_restoring_uses(grad_output)
-        for module in reversed(self._modules.values()):
-            grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
-        return grad_output
-
-    def _backward_restoring_uses(self, grad_output: Tensor) -> Tensor:
-        """backward, putting back before each use what that use's forward saved."""
-        for module in self.backward_order():
+        # a chain that keeps books (its forward set "uses") goes through backward_order
+        modules = (
+            self.backward_order() if "uses" in self.saved else reversed(self._modules.values())
+        )
+        for module in modules:
             grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
         return grad_output
 
     def backward_order(self) -> Iterator[Module]:
-        """The children, last first, each ready for its backward: for a chain that
-        records its uses, each is yielded once that use's saved tensors are back in
-        place (for code that runs the children's backward itself, between them)."""
-        uses: list[Use] | None = self.saved.get("uses")
-        if uses is None:
+        """The children, last first, each ready for its backward (also for code that runs
+        the children's backward itself): in a chain that shares a module, each use's
+        saved tensors are put back before it is yielded.
+
+        Raises:
+            RuntimeError: if a child with ``inplace=True`` overwrote a tensor that a module
+                before it saved (torch raises too: "modified by an inplace operation").
+        """
+        overwritten: list[str] = self.saved.get("overwritten", [])
+        if overwritten:
+            raise RuntimeError(
+                f"Sequential.backward: {overwritten[0]} saved for its backward (modified in "
+                f"place after its forward), so its gradient would be wrong; use inplace=False"
+            )
+        uses: list[Use] = self.saved.get("uses", [])
+        if not uses:  # no module used twice: each holds its one use's tensors
             yield from reversed(self._modules.values())
             return
         for use in reversed(uses):

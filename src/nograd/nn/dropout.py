@@ -59,5 +59,8 @@ class Dropout(Module):
             return grad_output  # dL/dx = dL/dy
         return grad_output * mask  # dL/dx = dL/dy * m / (1 - p)
 
+    def overwrites_input(self) -> bool:
+        return self.inplace and self.training and self.p > 0  # else forward returns x as it is
+
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

@@ -76,6 +76,14 @@ class Module:
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)
 
+    def overwrites_input(self) -> bool:
+        """Whether the next ``forward`` writes its output into its input's memory.
+
+        False here; a module with ``inplace=True`` says True. A ``Sequential`` asks
+        before each child's forward, to know what that child destroys (``nn/uses.py``).
+        """
+        return False
+
     def _saved(self, name: str) -> Tensor:
         """Return ``saved[name]``, or explain that ``forward`` never ran."""
         value = self.saved.get(name)

@@ -1,11 +1,15 @@
-"""What a chain keeps of each use of a module, for the backward of that use.
+"""What a chain keeps of each use of a module, and what its in-place children destroy.
 
 A module's ``saved`` holds what its last forward saved. That is enough for a chain of
 distinct modules, but not for one that uses a module twice (the second forward
-overwrites the first's tensors) or holds a module with ``inplace=True`` (which may
-overwrite a tensor the module before it saved). torch's autograd keeps a record per
-use and a version counter per saved tensor; ``Use`` is the same two things, which
-``Sequential`` makes after each forward of such a chain and reads before each backward.
+overwrites the first's tensors) or holds a module that writes its output into its
+input (``inplace=True``), which may be a tensor the module before it saved. torch's
+autograd keeps a record per use and a version counter per saved tensor. ``Sequential``
+keeps the first (``Use``, for a chain that shares a module) and, instead of the second,
+asks before each child's forward whether it overwrites its input
+(``Module.overwrites_input``) and whether a module before it saved a tensor in that
+memory (``saved_into``). That works under ``torch.inference_mode()`` too, where
+``fit`` trains and tensors have no version counter.
 """
 
 from __future__ import annotations
@@ -28,31 +32,25 @@ class Use(NamedTuple):
 
     module: Module
     saved: list[tuple[Module, dict[str, Any]]]  # the module and each one inside it
-    versions: list[tuple[Tensor, int]]  # every saved tensor, with its version then
 
     @classmethod
     def record(cls, subtree: list[Module]) -> Use:
-        """What ``subtree[0]`` and each module inside it hold in ``saved`` now."""
-        saved = [(inner, dict(inner.saved)) for inner in subtree]
-        versions = [
-            (value, value._version)
-            for _, entries in saved
-            for value in entries.values()
-            if isinstance(value, Tensor)
-        ]
-        return cls(subtree[0], saved, versions)
+        """What ``subtree[0]`` and each module inside it hold in ``saved`` now (copies)."""
+        return cls(subtree[0], [(inner, dict(inner.saved)) for inner in subtree])
 
     def restore(self) -> Module:
-        """Put this use's tensors back in place; raise if one was changed in place since."""
-        for tensor, version in self.versions:
-            if tensor._version != version:
-                raise RuntimeError(
-                    f"Sequential.backward: a tensor that {type(self.module).__name__} saved "
-                    f"for its backward was modified in place after its forward (by a module "
-                    f"with inplace=True?), so its gradient would be wrong; "
-                    f"use inplace=False there"
-                )
+        """Put this use's tensors back in place, for its backward."""
         for inner, entries in self.saved:
             # past __setattr__, which on a Sequential would also throw away its plan
             object.__setattr__(inner, "saved", dict(entries))
         return self.module
+
+
+def saved_into(memory: Tensor, saved: list[tuple[Module, dict[str, Any]]]) -> Module | None:
+    """The first module of ``saved`` that kept a tensor in ``memory``'s storage, or None."""
+    place = memory.untyped_storage().data_ptr()
+    for module, entries in saved:
+        for value in entries.values():
+            if isinstance(value, Tensor) and value.untyped_storage().data_ptr() == place:
+                return module
+    return None
