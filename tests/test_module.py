@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -597,3 +598,33 @@ def test_the_documented_custom_module_matches_autograd_and_explains_misuse() -> 
         layer.backward(g[:2])
     with pytest.raises(RuntimeError, match=r"Square\(\): backward\(\) called before forward\(\)"):
         Square().backward(g)
+
+
+def test_state_dict_prefix_and_destination_as_torch() -> None:
+    ours = Sequential(Linear(2, 3), Sequential(Linear(3, 1)))
+    ref = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sequential(torch.nn.Linear(3, 1)))
+    assert list(ours.state_dict(prefix="net.")) == list(ref.state_dict(prefix="net."))
+    destination: OrderedDict[str, torch.Tensor] = OrderedDict(other=torch.zeros(1))
+    assert ours.state_dict(destination=destination) is destination
+    assert list(destination) == ["other", *ref.state_dict()]
+
+
+def test_named_buffers_and_parameters_recurse_and_duplicates_as_torch() -> None:
+    def build(module_cls: Any, linear: Any) -> Any:
+        inner = module_cls()
+        inner.register_buffer("scale", torch.ones(2))
+        outer = module_cls()
+        outer.register_buffer("shift", torch.zeros(2))
+        shared = linear(2, 2)
+        outer.a, outer.b, outer.inner = shared, shared, inner
+        return outer
+
+    ours, ref = build(Module, Linear), build(torch.nn.Module, torch.nn.Linear)
+    for kwargs in ({}, {"recurse": False}, {"remove_duplicate": False}, {"prefix": "m"}):
+        assert [n for n, _ in ours.named_buffers(**kwargs)] == [
+            n for n, _ in ref.named_buffers(**kwargs)
+        ]
+        assert [n for n, _ in ours.named_parameters(**kwargs)] == [
+            n for n, _ in ref.named_parameters(**kwargs)
+        ]
+    assert len(list(ours.buffers(recurse=False))) == len(list(ref.buffers(recurse=False)))

@@ -308,31 +308,41 @@ class Module:
         return self
 
     def named_parameters(
-        self, prefix: str = "", recurse: bool = True
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Parameter]]:
-        """Yield ``(dotted name, parameter)``; a shared parameter appears once."""
-        modules = self.named_modules(prefix) if recurse else iter([(prefix, self)])
-        seen: set[int] = set()
-        for module_name, module in modules:
-            for name, param in module._parameters.items():
-                if param is None or id(param) in seen:
-                    continue
-                seen.add(id(param))
-                yield (f"{module_name}.{name}" if module_name else name), param
+        """Yield ``(dotted name, parameter)``; a shared parameter appears once, unless
+        ``remove_duplicate`` is False."""
+        yield from self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        for module_name, module in self.named_modules(prefix):
-            for name, buffer in module._buffers.items():
-                if buffer is not None:
-                    yield (f"{module_name}.{name}" if module_name else name), buffer
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
+        """Yield ``(dotted name, buffer)``; a shared buffer appears once, unless
+        ``remove_duplicate`` is False."""
+        yield from self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
-    def buffers(self) -> Iterator[Tensor]:
-        for _, buffer in self.named_buffers():
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
+
+    def _named_members(
+        self, registry: str, prefix: str, recurse: bool, remove_duplicate: bool
+    ) -> Iterator[tuple[str, Any]]:
+        """Each module's entries of ``registry`` ("_parameters" or "_buffers"), by dotted name."""
+        modules = (
+            self.named_modules(prefix, remove_duplicate) if recurse else iter([(prefix, self)])
+        )
+        seen: set[int] = set()
+        for module_name, module in modules:
+            for name, member in getattr(module, registry).items():
+                if member is None or (remove_duplicate and id(member) in seen):
+                    continue
+                seen.add(id(member))
+                yield (f"{module_name}.{name}" if module_name else name), member
 
     # ------------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> Module:
@@ -414,14 +424,19 @@ class Module:
         )
 
     # -------------------------------------------------------------- state_dict
-    def state_dict(self) -> OrderedDict[str, Tensor]:
+    def state_dict(
+        self, *, destination: OrderedDict[str, Tensor] | None = None, prefix: str = ""
+    ) -> OrderedDict[str, Tensor]:
         """Parameters and persistent buffers by dotted name, as ``torch.nn`` names them.
 
-        The tensors share storage with the module, as in PyTorch.
+        The tensors share storage with the module, as in PyTorch. ``prefix`` starts every
+        key as it is given (``"encoder."``, with its dot, as in torch); ``destination``, a
+        dict to fill, is returned instead of a new one. (torch's ``keep_vars`` is not
+        offered: a nograd Parameter is not a tensor.)
         """
-        state: OrderedDict[str, Tensor] = OrderedDict()
+        state: OrderedDict[str, Tensor] = OrderedDict() if destination is None else destination
         for module_name, module in self.named_modules(remove_duplicate=False):
-            dot = f"{module_name}." if module_name else ""
+            dot = prefix + (f"{module_name}." if module_name else "")
             for name, param in module._parameters.items():
                 if param is not None:
                     state[dot + name] = param.data
