@@ -219,6 +219,16 @@ def tenth_per_group(epoch: int) -> float:
     return 0.9 if epoch % 3 else 1.0
 
 
+class Shrink:
+    """A callable object as CyclicLR's scale_fn: its attributes are what state_dict saves."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    def __call__(self, x: float) -> float:
+        return 1 / (1 + self.rate * x)
+
+
 Maker = Any  # (lib, optimizer) -> scheduler, lib being nograd's module or torch's
 NEW_CASES: dict[str, Maker] = {
     "LambdaLR-lambda": lambda lib, o: lib.LambdaLR(o, lambda t: 0.95**t),
@@ -259,6 +269,36 @@ NEW_CASES: dict[str, Maker] = {
         cycle_momentum=False,
         div_factor=10.0,
         final_div_factor=100.0,
+    ),
+    "CyclicLR-triangular": lambda lib, o: lib.CyclicLR(o, 0.01, 0.1, step_size_up=5),
+    "CyclicLR-triangular2-down": lambda lib, o: lib.CyclicLR(
+        o, 0.01, 0.1, step_size_up=3, step_size_down=6, mode="triangular2"
+    ),
+    "CyclicLR-exp-range-lists": lambda lib, o: lib.CyclicLR(
+        o,
+        base_lr=[0.01, 0.02, 0.05],
+        max_lr=(0.1, 0.3, 0.5),
+        step_size_up=4,
+        mode="exp_range",
+        gamma=0.97,
+        base_momentum=[0.8, 0.85, 0.7],
+        max_momentum=[0.9, 0.95, 0.99],
+    ),
+    "CyclicLR-scale-fn-cycle": lambda lib, o: lib.CyclicLR(
+        o, 0.02, 0.2, step_size_up=2, step_size_down=5, scale_fn=Shrink(0.5), mode="bad"
+    ),
+    "CyclicLR-scale-fn-iterations": lambda lib, o: lib.CyclicLR(
+        o,
+        0.01,
+        [0.1, 0.2, 0.3],
+        step_size_up=6,
+        scale_fn=lambda t: 0.98**t,
+        scale_mode="iterations",
+        base_momentum=0.5,
+        max_momentum=0.95,
+    ),
+    "CyclicLR-no-momentum-down-0": lambda lib, o: lib.CyclicLR(
+        o, 0.05, 0.5, step_size_up=7, step_size_down=0, cycle_momentum=False
     ),
     "SequentialLR-warmup-cosine": lambda lib, o: lib.SequentialLR(
         o, [lib.LinearLR(o, 0.1, total_iters=5), lib.CosineAnnealingLR(o, T_max=30)], [5]
@@ -318,7 +358,8 @@ class NewTwins:
         """The same lr (and momentum, betas), to the bit, in the scheduler and the groups."""
         assert self.sched.get_last_lr() == self.ref_sched.get_last_lr()
         for group, ref_group in zip(self.opt.param_groups, self.ref_opt.param_groups, strict=True):
-            for key in ("lr", "momentum", "betas", "initial_lr", "max_lr", "min_lr"):
+            keys = ("lr", "momentum", "betas", "initial_lr", "max_lr", "min_lr")
+            for key in (*keys, "max_momentum", "base_momentum"):
                 assert group.get(key) == ref_group.get(key), key
 
 
@@ -378,12 +419,12 @@ def test_new_state_dict_round_trip_is_a_copy(case: str) -> None:
     assert lr_sequence(resumed, 20) == expected
 
 
-ONE_CYCLE = [case for case in NEW_CASES if case.startswith("OneCycleLR")]
+CYCLING = [case for case in NEW_CASES if case.startswith(("OneCycleLR", "CyclicLR"))]
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-@pytest.mark.parametrize("case", ONE_CYCLE)
-def test_one_cycle_cycles_adams_beta1_as_torch(case: str, optimizer: str) -> None:
+@pytest.mark.parametrize("case", CYCLING)
+def test_cycling_schedulers_cycle_adams_beta1_as_torch(case: str, optimizer: str) -> None:
     twins = NewTwins(case, optimizer)
     betas = {twins.opt.param_groups[0]["betas"]}
     for _ in range(40):
@@ -394,8 +435,15 @@ def test_one_cycle_cycles_adams_beta1_as_torch(case: str, optimizer: str) -> Non
     assert len(betas) > 1 if cycled else betas == {(0.9, 0.999)}
 
 
+DRIVERS: dict[str, Maker] = {
+    "OneCycleLR": lambda lib, o: lib.OneCycleLR(o, max_lr=0.5, total_steps=30, three_phase=True),
+    "CyclicLR": lambda lib, o: lib.CyclicLR(o, 0.05, 0.5, step_size_up=4, mode="triangular2"),
+}
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
-def test_one_cycle_drives_the_optimizer_like_torch(optimizer: str) -> None:
+@pytest.mark.parametrize("name", DRIVERS)
+def test_cycling_schedulers_drive_the_optimizer_like_torch(name: str, optimizer: str) -> None:
     gen = torch.Generator().manual_seed(3)
     start = torch.randn(3, 4, dtype=torch.float64, generator=gen)
     p, t = Parameter(start.clone()), start.clone().requires_grad_()
@@ -404,8 +452,8 @@ def test_one_cycle_drives_the_optimizer_like_torch(optimizer: str) -> None:
         "adam": (Adam([p], lr=0.1), torch.optim.Adam([t], lr=0.1)),
         "adamw": (AdamW([p], lr=0.1), torch.optim.AdamW([t], lr=0.1)),
     }[optimizer]
-    sched = lr_scheduler.OneCycleLR(opt, max_lr=0.5, total_steps=30, three_phase=True)
-    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.5, total_steps=30, three_phase=True)
+    sched = DRIVERS[name](lr_scheduler, opt)
+    ref = DRIVERS[name](torch.optim.lr_scheduler, ref_opt)
     for _ in range(30):
         g = torch.randn(3, 4, dtype=torch.float64, generator=gen)
         p.grad, t.grad = g.clone(), g.clone()
@@ -440,6 +488,74 @@ def test_one_cycle_refuses_an_optimizer_without_momentum_and_stops_at_total_step
         sched.step()
 
 
+def test_cyclic_lr_refuses_an_optimizer_without_momentum() -> None:
+    opt = PlainDescent([Parameter(torch.zeros(2))])
+    ref_opt = torch.optim.Adagrad([torch.zeros(2, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match=r"CyclicLR: cycle_momentum=True needs an optimizer"):
+        lr_scheduler.CyclicLR(opt, 0.01, 0.1)
+    with pytest.raises(ValueError):
+        torch.optim.lr_scheduler.CyclicLR(ref_opt, 0.01, 0.1)
+    sched = lr_scheduler.CyclicLR(opt, 0.01, 0.1, step_size_up=3, cycle_momentum=False)
+    ref = torch.optim.lr_scheduler.CyclicLR(
+        ref_opt, 0.01, 0.1, step_size_up=3, cycle_momentum=False
+    )
+    for _ in range(10):
+        ref_opt.step()
+        ref.step()
+        sched.step()
+        assert sched.get_last_lr() == ref.get_last_lr()
+    assert same_values(sched.state_dict(), ref.state_dict())
+
+
+def test_cyclic_lr_starts_at_base_lr_even_after_another_schedule_as_torch() -> None:
+    opt, ref_opt = three_groups()
+    lr_scheduler.StepLR(opt, step_size=2)  # leaves initial_lr in every group
+    torch.optim.lr_scheduler.StepLR(ref_opt, step_size=2)
+    sched = NEW_CASES["CyclicLR-triangular"](lr_scheduler, opt)
+    ref = NEW_CASES["CyclicLR-triangular"](torch.optim.lr_scheduler, ref_opt)
+    assert sched.get_last_lr() == ref.get_last_lr() == THREE_LRS  # step 0 from initial_lr
+    assert [g["momentum"] for g in opt.param_groups] == [0.9] * 3
+    for _ in range(12):
+        ref_opt.step()
+        ref.step()
+        sched.step()
+        assert sched.get_last_lr() == ref.get_last_lr()
+        assert [g["momentum"] for g in opt.param_groups] == [
+            g["momentum"] for g in ref_opt.param_groups
+        ]
+
+
+def test_cyclic_lr_state_dict_saves_a_scale_fn_object_not_a_function() -> None:
+    opt, ref_opt = three_groups()
+    sched = lr_scheduler.CyclicLR(opt, 0.01, 0.1, step_size_up=3, scale_fn=Shrink(0.25))
+    ref = torch.optim.lr_scheduler.CyclicLR(
+        ref_opt, 0.01, 0.1, step_size_up=3, scale_fn=Shrink(0.25)
+    )
+    assert sched.state_dict()["_scale_fn_custom"] == {"rate": 0.25}
+    assert same_values(sched.state_dict(), ref.state_dict())
+    assert "_scale_fn_ref" not in ref.state_dict()
+    function = lr_scheduler.CyclicLR(three_groups()[0], 0.01, 0.1, scale_fn=lambda x: 1.0)
+    assert function.state_dict()["_scale_fn_custom"] is None
+    other = Shrink(0.9)
+    resumed = lr_scheduler.CyclicLR(three_groups()[0], 0.01, 0.1, step_size_up=3, scale_fn=other)
+    saved = sched.state_dict()
+    resumed.load_state_dict(saved)
+    assert other.rate == 0.25  # the object's attributes came back
+    assert saved["_scale_fn_custom"] == {"rate": 0.25}  # and the state is left as it was
+    with pytest.raises(ValueError, match=r"CyclicLR.load_state_dict: the state holds"):
+        lr_scheduler.CyclicLR(three_groups()[0], 0.01, 0.1).load_state_dict(saved)
+    with pytest.raises(ValueError, match=r"expected max_lrs for 3 param groups, got 2"):
+        resumed.load_state_dict({**saved, "max_lrs": [0.1, 0.1]})
+
+
+def test_cyclic_lr_step_size_up_0_raises_where_torch_divides_by_zero() -> None:
+    opt, ref_opt = three_groups()
+    with pytest.raises(ValueError, match=r"CyclicLR: expected step_size_up > 0, got 0"):
+        lr_scheduler.CyclicLR(opt, 0.01, 0.1, step_size_up=0)
+    with pytest.raises(ZeroDivisionError):
+        torch.optim.lr_scheduler.CyclicLR(ref_opt, 0.01, 0.1, step_size_up=0)
+
+
 RESUMABLE: list[tuple[str, dict[str, Any]]] = [
     ("LambdaLR", {"lr_lambda": lambda t: 0.9**t}),
     ("MultiplicativeLR", {"lr_lambda": lambda t: 0.95}),
@@ -447,6 +563,7 @@ RESUMABLE: list[tuple[str, dict[str, Any]]] = [
     ("PolynomialLR", {"total_iters": 30, "power": 2.0}),
     ("CosineAnnealingWarmRestarts", {"T_0": 5, "T_mult": 2}),
     ("OneCycleLR", {"max_lr": 1.0, "total_steps": 50}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 4, "mode": "triangular2"}),
 ]
 
 
@@ -579,6 +696,15 @@ NEW_INVALID: list[tuple[str, dict[str, Any], type[Exception], str, bool]] = [
     ("OneCycleLR", {"max_lr": [1.0, 2.0], "total_steps": 9}, ValueError, r"OneCycleLR: expected max_lr for 3 param groups, got 2 values", True),  # noqa: E501
     ("OneCycleLR", {"max_lr": 1.0, "total_steps": 9, "base_momentum": [0.8]}, ValueError, r"expected base_momentum for 3 param groups, got 1 values", True),  # noqa: E501
     ("OneCycleLR", {"max_lr": 1.0, "total_steps": 9, "div_factor": 0}, ValueError, r"expected div_factor > 0, got 0", False),  # noqa: E501
+    ("CyclicLR", {"base_lr": [0.1, 0.2], "max_lr": 1.0}, ValueError, r"CyclicLR: expected base_lr for 3 param groups, got 2 values", True),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": [1.0]}, ValueError, r"CyclicLR: expected max_lr for 3 param groups, got 1 values", True),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "mode": "cosine"}, ValueError, r"expected mode 'triangular', 'triangular2' or 'exp_range', got 'cosine'", True),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "max_momentum": [0.9, 0.9]}, ValueError, r"expected max_momentum for 3 param groups, got 2 values", True),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "scale_fn": 0.5}, TypeError, r"CyclicLR: expected scale_fn a function, got float", True),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_up": -2}, ValueError, r"expected step_size_up > 0, got -2", False),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_down": -1}, ValueError, r"expected step_size_down >= 0, got -1", False),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "scale_fn": f, "scale_mode": "batch"}, ValueError, r"expected scale_mode 'cycle' or 'iterations', got 'batch'", False),  # noqa: E501
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "gamma": "0.9"}, ValueError, r"CyclicLR: expected gamma a number, got '0.9'", False),  # noqa: E501
     ("ReduceLROnPlateau", {"factor": 1.0}, ValueError, r"ReduceLROnPlateau: expected factor in \[0, 1\), got 1.0", True),  # noqa: E501
     ("ReduceLROnPlateau", {"mode": "maximum"}, ValueError, r"expected mode 'min' or 'max', got 'maximum'", True),  # noqa: E501
     ("ReduceLROnPlateau", {"threshold_mode": "relative"}, ValueError, r"expected threshold_mode 'rel' or 'abs', got 'relative'", True),  # noqa: E501
@@ -668,6 +794,10 @@ FIT_CASES: dict[str, tuple[Maker, str]] = {
     "LambdaLR": (lambda lib, o: lib.LambdaLR(o, [Warmup(3), lambda t: 0.9**t]), "epoch"),
     "OneCycleLR": (lambda lib, o: lib.OneCycleLR(o, max_lr=[1.0, 0.4], total_steps=24), "step"),
     "WarmRestarts": (NEW_CASES["WarmRestarts-3-x2"], "step"),
+    "CyclicLR": (
+        lambda lib, o: lib.CyclicLR(o, [0.1, 0.05], [1.0, 0.4], step_size_up=5, mode="triangular2"),
+        "step",
+    ),
 }
 
 

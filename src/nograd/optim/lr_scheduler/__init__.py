@@ -7,6 +7,7 @@ One concept per file:
     lambda_lr.py   LambdaLR, MultiplicativeLR (the user's function of the epoch)
     cosine.py      CosineAnnealingLR, CosineAnnealingWarmRestarts
     one_cycle.py   OneCycleLR (cycles the momentum or beta1 too)
+    cyclic.py      CyclicLR (between base_lr and max_lr, cycling the momentum like OneCycleLR)
     plateau.py     ReduceLROnPlateau (driven by a metric)
     composite.py   SequentialLR, ChainedScheduler (made of other schedulers)
 
@@ -17,6 +18,7 @@ state_dict moves between nograd and torch in both directions.
 from nograd.optim.lr_scheduler.base import LRScheduler
 from nograd.optim.lr_scheduler.composite import ChainedScheduler, SequentialLR
 from nograd.optim.lr_scheduler.cosine import CosineAnnealingLR, CosineAnnealingWarmRestarts
+from nograd.optim.lr_scheduler.cyclic import CyclicLR
 from nograd.optim.lr_scheduler.lambda_lr import LambdaLR, MultiplicativeLR
 from nograd.optim.lr_scheduler.linear import LinearLR, PolynomialLR
 from nograd.optim.lr_scheduler.one_cycle import OneCycleLR
@@ -28,6 +30,7 @@ __all__ = [
     "ConstantLR",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
+    "CyclicLR",
     "ExponentialLR",
     "LRScheduler",
     "LambdaLR",

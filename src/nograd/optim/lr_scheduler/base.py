@@ -33,7 +33,7 @@ class LRScheduler:
     _unsaved: ClassVar[frozenset[str]] = frozenset({"optimizer"})
     """Attributes that ``state_dict`` leaves out (or saves in a form of its own)."""
     _per_group_keys: ClassVar[tuple[str, ...]] = ("base_lrs",)
-    """State entries that hold one value per param group."""
+    """State entries that hold one value per param group (where the scheduler has them)."""
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         _check_optimizer(self, optimizer)
@@ -115,7 +115,7 @@ class LRScheduler:
             raise ValueError(f"{self._name}.load_state_dict: missing keys {missing}")
         groups = len(self.optimizer.param_groups)
         for key in self._per_group_keys:
-            if len(state_dict[key]) != groups:
+            if key in self.__dict__ and len(state_dict[key]) != groups:
                 raise ValueError(
                     f"{self._name}.load_state_dict: expected {key} for {groups} param groups, "
                     f"got {len(state_dict[key])}"

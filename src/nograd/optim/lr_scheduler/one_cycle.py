@@ -7,7 +7,7 @@ other way: high while the lr is low, low at the peak.
 from __future__ import annotations
 
 import math
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from nograd.optim.lr_scheduler.base import (
     LRScheduler,
@@ -95,11 +95,8 @@ class OneCycleLR(LRScheduler):
         for name, value in (("div_factor", div_factor), ("final_div_factor", final_div_factor)):
             _check(self, _is_number(value) and value > 0, name, "> 0", value)
         max_lrs = _per_group(self, optimizer, "max_lr", max_lr)
-        if cycle_momentum and not {"momentum", "betas"} & optimizer.defaults.keys():
-            raise ValueError(
-                f"OneCycleLR: cycle_momentum=True needs an optimizer with momentum or betas, "
-                f"got {type(optimizer).__name__}; pass cycle_momentum=False"
-            )
+        if cycle_momentum:
+            _check_momentum(self, optimizer)
         max_momenta = _per_group(self, optimizer, "max_momentum", max_momentum)
         base_momenta = _per_group(self, optimizer, "base_momentum", base_momentum)
 
@@ -125,12 +122,7 @@ class OneCycleLR(LRScheduler):
         if cycle_momentum:
             self.use_beta1 = "betas" in optimizer.defaults
             if last_epoch == -1:
-                for group, top, bottom in zip(
-                    optimizer.param_groups, max_momenta, base_momenta, strict=True
-                ):
-                    self._set_momentum(group, top)
-                    group["max_momentum"] = top
-                    group["base_momentum"] = bottom
+                _start_momentum(optimizer, max_momenta, base_momenta, self.use_beta1)
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
@@ -138,12 +130,6 @@ class OneCycleLR(LRScheduler):
         if self._anneal_func_type == "cos":
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
-
-    def _set_momentum(self, group: dict[str, object], momentum: float) -> None:
-        if self.use_beta1:
-            group["betas"] = (momentum, *group["betas"][1:])  # type: ignore[index]
-        else:
-            group["momentum"] = momentum
 
     def get_lr(self) -> list[float]:
         step = self.last_epoch
@@ -163,7 +149,7 @@ class OneCycleLR(LRScheduler):
             lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
             if self.cycle_momentum:
                 momentum = group[phase["start_momentum"]], group[phase["end_momentum"]]
-                self._set_momentum(group, self._anneal(*momentum, pct))
+                _set_momentum(group, self._anneal(*momentum, pct), self.use_beta1)
         return lrs
 
 
@@ -181,3 +167,30 @@ def _total_steps(
     ok = _is_count(steps) and steps > 0
     _check(scheduler, ok, "steps_per_epoch", "an int > 0", steps)
     return epochs * steps
+
+
+def _check_momentum(scheduler: LRScheduler, optimizer: Optimizer) -> None:
+    """Raise unless the optimizer has a momentum or betas for cycle_momentum to move."""
+    if not {"momentum", "betas"} & optimizer.defaults.keys():
+        raise ValueError(
+            f"{scheduler._name}: cycle_momentum=True needs an optimizer with momentum or "
+            f"betas, got {type(optimizer).__name__}; pass cycle_momentum=False"
+        )
+
+
+def _start_momentum(
+    optimizer: Optimizer, max_momenta: list[float], base_momenta: list[float], use_beta1: bool
+) -> None:
+    """A fresh cycle: each group starts at its max_momentum and records both ends."""
+    for group, top, bottom in zip(optimizer.param_groups, max_momenta, base_momenta, strict=True):
+        _set_momentum(group, top, use_beta1)
+        group["max_momentum"] = top
+        group["base_momentum"] = bottom
+
+
+def _set_momentum(group: dict[str, Any], momentum: float, use_beta1: bool) -> None:
+    """Set the group's momentum, or beta1 of its betas for Adam and AdamW."""
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
