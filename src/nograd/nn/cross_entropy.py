@@ -95,11 +95,12 @@ class CrossEntropyLoss(Loss):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         z, y, e = pred, target, self.label_smoothing
-        if y.is_floating_point():  # class probabilities, not indices: nn/soft_targets.py
-            return self._forward_probabilities(z, y)
+        if y.dtype != torch.int64:  # the usual int64 indices skip both tests
+            if y.is_floating_point():  # class probabilities, not indices: nn/soft_targets.py
+                return self._forward_probabilities(z, y)
+            if _is_index_dtype(y.dtype):
+                y = y.long()  # torch's kernels take int64 class indices only
         self.saved["q"] = None
-        if y.dtype != torch.int64 and _is_index_dtype(y.dtype):
-            y = y.long()  # torch's kernels take int64 class indices only
         # torch's kernels check shapes, dtypes and (on the CPU) the targets' range; ours
         # run only to explain what they refused
         nll: Tensor  # sum_n -w_{y_n} log p_{n,y_n} over the rows kept, reduced
