@@ -228,7 +228,39 @@ def test_loader_shuffle_is_reproducible_and_new_each_epoch() -> None:
     assert first == orders(11)
     assert first != orders(12)
     assert first[0] != first[1] != first[2]
-    assert first[0] == torch.randperm(n, generator=seeded(11)).tolist()
+    generator = seeded(11)
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # torch's worker seed
+    assert first[0] == torch.randperm(n, generator=generator).tolist()
+
+
+@pytest.mark.parametrize("own_generator", [True, False])
+@pytest.mark.parametrize(("n", "batch_size"), [(12, 4), (13, 4), (5, 8)])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("generic", [False, True])
+def test_loader_draws_as_torch_dataloader_draws(
+    generic: bool, shuffle: bool, drop_last: bool, n: int, batch_size: int, own_generator: bool
+) -> None:
+    """Same seed, same batches as torch's DataLoader, epoch after epoch, and the same
+    random numbers afterwards, from the loader's generator and from the global one."""
+    dataset: Any = SquaresDataset(n) if generic else numbered(n)
+
+    def run(make: Callable[[torch.Generator | None], Any]) -> tuple[list[list[Any]], Any, Any]:
+        torch.manual_seed(3)
+        generator = seeded(7) if own_generator else None
+        loader = make(generator)
+        epochs = [[[t.tolist() for t in batch] for batch in loader] for _ in range(3)]
+        after = torch.rand(4) if generator is None else torch.rand(4, generator=generator)
+        return epochs, after, torch.rand(4)
+
+    ours = run(lambda g: DataLoader(dataset, batch_size, shuffle, drop_last, generator=g))
+    theirs = run(
+        lambda g: torch.utils.data.DataLoader(
+            dataset, batch_size, shuffle=shuffle, drop_last=drop_last, generator=g
+        )
+    )
+    assert ours[0] == theirs[0]
+    assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[2], theirs[2])
 
 
 def test_loader_without_shuffle_yields_views() -> None:

@@ -157,3 +157,51 @@ def test_other_activations_losses_and_accumulated_gradients_train_as_torch(
 
     for key, value in twin.state_dict().items():
         assert_same(ours.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("seeded_loader", [True, False])
+def test_fit_is_a_torch_training_loop_over_a_torch_dataloader(seeded_loader: bool) -> None:
+    """``fit`` over three epochs, with a shuffled loader and Dropout, against the loop a
+    torch user writes: a ``torch.utils.data.DataLoader`` (shuffle=True) for training,
+    one over the test set for an evaluation after each epoch, and Dropout's masks from
+    the global generator. The loaders draw the same orders and leave the generators
+    where torch's leave them, so the parameters end the same, to the bit in float32."""
+    from nograd.train import fit
+
+    train = disk(72, generator=torch.Generator().manual_seed(1))
+    test = disk(40, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(2, 25), nn.ReLU(), nn.Dropout(0.2), nn.Linear(25, 2))
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 25), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(25, 2)
+    )
+    twin.load_state_dict(ours.state_dict())
+
+    def generator() -> torch.Generator | None:
+        return torch.Generator().manual_seed(3) if seeded_loader else None
+
+    torch.manual_seed(4)
+    fit(ours, nn.CrossEntropyLoss(), optim.SGD(ours.parameters(), lr=0.1, momentum=0.9),
+        train, test, epochs=3, batch_size=8, generator=generator(), progress=False)  # fmt: skip
+
+    torch.manual_seed(4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*train.tensors), 8, shuffle=True, generator=generator()
+    )
+    test_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*test.tensors), 1024)
+    for _ in range(3):
+        twin.train()
+        for x, y in loader:
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss_fn(twin(x), y).backward()
+            optimizer.step()
+        twin.eval()
+        with torch.no_grad():
+            for x, _ in test_loader:
+                twin(x)
+
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key

@@ -28,8 +28,13 @@ class DataLoader:
     """Yield mini-batches (tuples of tensors) covering every sample once per epoch.
 
     Each ``iter(loader)`` is one epoch. With ``shuffle=True`` the epoch visits the
-    samples in the order ``torch.randperm(n, generator=generator)``, drawn afresh at
-    every epoch, so a seeded generator reproduces the whole sequence of epochs.
+    samples in the order of a ``torch.randperm(n)`` drawn afresh at every epoch, so a
+    seeded generator reproduces the whole sequence of epochs.
+
+    The random numbers are torch's: an epoch draws what an epoch of
+    ``torch.utils.data.DataLoader`` (``num_workers=0``) draws, from the same
+    generators and in the same order (``_draw_as_torch``), so the same seed gives the
+    same batches in both, and the same random numbers afterwards (Dropout's masks).
 
     A ``TensorDataset`` is batched with tensor slices (views when not shuffling, one
     gather per tensor per epoch when shuffling); any other dataset is indexed sample
@@ -88,11 +93,47 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        order = self._draw_as_torch(n)
         usable = len(self) * self.batch_size if self.drop_last else n
         if isinstance(self.dataset, TensorDataset):
-            return self._tensor_batches(self.dataset.tensors, order, usable)
-        return self._generic_batches(order, usable)
+            batches = self._tensor_batches(self.dataset.tensors, order, usable)
+        else:
+            batches = self._generic_batches(order, usable)
+        return self._then_draw_as_torch(batches, n)
+
+    def _draw_as_torch(self, n: int) -> Tensor | None:
+        """The epoch's order (None: in order), drawn as torch's DataLoader draws it.
+
+        At each ``iter()`` torch draws a base seed for its worker processes, shuffled or
+        not: one int64 from the loader's generator, or from the global one. nograd has
+        no workers, but draws it too, so that the numbers drawn after it are torch's.
+        Then torch's ``RandomSampler`` draws the order: ``randperm(n)`` from the
+        loader's generator, or, without one, from a new generator seeded by one more
+        int64 from the global generator.
+        """
+        seed_for_workers = torch.empty((), dtype=torch.int64)
+        seed_for_workers.random_(generator=self.generator)  # drawn and not used
+        if not self.shuffle:
+            return None
+        if self.generator is not None:
+            return torch.randperm(n, generator=self.generator)
+        seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+    def _then_draw_as_torch(
+        self, batches: Iterator[tuple[Tensor, ...]], n: int
+    ) -> Iterator[tuple[Tensor, ...]]:
+        """``batches``, then the draw that torch's ``RandomSampler`` makes at the end.
+
+        Once the order is used up, the sampler yields ``randperm(n)[:num_samples % n]``,
+        the rest of an epoch longer than n samples: empty here (num_samples = n), but
+        drawn all the same. From the loader's generator, that moves it on; without
+        one, it comes from the sampler's own generator, which nothing else reads. It
+        happens when the epoch runs to its end, as in torch.
+        """
+        yield from batches
+        if self.shuffle and self.generator is not None:
+            torch.randperm(n, generator=self.generator)  # drawn and not used
 
     def _tensor_batches(
         self, tensors: tuple[Tensor, ...], order: Tensor | None, usable: int
