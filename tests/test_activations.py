@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable
 
 import mpmath
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from nograd.nn.module import Module
+from tests import oracle
 from tests.oracle import assert_close, compare_module
 
 DTYPES = [torch.float64, torch.float32]
@@ -38,7 +40,7 @@ ALL: dict[str, Pair] = {
     "ELU": lambda: (ELU(0.7), torch.nn.ELU(0.7)),
     "ELU-inplace": lambda: (ELU(0.7, True), torch.nn.ELU(0.7, True)),
     "ELU-2.5": lambda: (ELU(2.5), torch.nn.ELU(2.5)),
-    "Softmax-last": lambda: (Softmax(), torch.nn.Softmax(dim=-1)),
+    "Softmax-last": lambda: (Softmax(dim=-1), torch.nn.Softmax(dim=-1)),
     "Softmax-0": lambda: (Softmax(0), torch.nn.Softmax(dim=0)),
 }
 
@@ -108,6 +110,32 @@ def test_softmax_matches_torch_over_every_dim(
     compare_module(Softmax(dim), torch.nn.Softmax(dim=dim), torch.randn(shape, dtype=dtype))
     out = Softmax(dim)(torch.randn(shape, dtype=dtype))
     assert_close(out.sum(dim), torch.ones_like(out.sum(dim)))
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4), (2, 3, 4), (2, 3, 4, 5), (1, 2, 3, 2, 2)])
+def test_softmax_without_dim_picks_torchs_implicit_dim_and_warns_as_torch(
+    shape: tuple[int, ...],
+) -> None:
+    """dim=None: dim 0 for 0, 1 or 3 dimensions, else dim 1, with torch's UserWarning."""
+    assert Softmax().dim is None and torch.nn.Softmax().dim is None
+    x = torch.randn(shape, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_module(Softmax(), torch.nn.Softmax(), x)
+    ours, ref = caught[1], caught[0]  # compare_module runs torch's twin first
+    assert len(caught) == 2
+    assert (ours.category, str(ours.message)) == (ref.category, str(ref.message))
+    assert ours.category is UserWarning and "Implicit dimension choice" in str(ours.message)
+    # at the line that called the module (torch 2.13 stops one frame short, in its __call__)
+    assert ours.filename == oracle.__file__
+
+
+def test_softmax_with_a_dim_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        softmax = Softmax(dim=0)
+        softmax(torch.randn(2, 3))
+        softmax.backward(torch.randn(2, 3))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -277,7 +305,8 @@ def test_a_second_forward_replaces_the_saved_state() -> None:
         (ELU(alpha=2, inplace=True), torch.nn.ELU(alpha=2, inplace=True)),
         (GELU(), torch.nn.GELU()),
         (GELU(approximate="tanh"), torch.nn.GELU(approximate="tanh")),
-        (Softmax(), torch.nn.Softmax(dim=-1)),
+        (Softmax(), torch.nn.Softmax()),
+        (Softmax(dim=-1), torch.nn.Softmax(dim=-1)),
         (Softmax(dim=1), torch.nn.Softmax(dim=1)),
         (Identity(), torch.nn.Identity()),
         (Identity(3, unused="ignored"), torch.nn.Identity(3, unused="ignored")),

@@ -21,10 +21,76 @@ def nonzero_input(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tens
     return x.sign() * (x.abs() + 0.5)
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, math.nan])
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The bit patterns of a float tensor, so that NaN == NaN and -0 != +0."""
+    return t.view({torch.float64: torch.int64, torch.float32: torch.int32}[t.dtype])
+
+
+@pytest.mark.parametrize("p", [-0.1, -1, 1.0001, 1.5, 2, math.nan])
 def test_p_outside_0_1_is_rejected(p: float) -> None:
-    with pytest.raises(ValueError, match=rf"Dropout: expected p in \[0, 1\), got {p}"):
+    # torch raises ValueError too ("dropout probability has to be between 0 and 1"), and
+    # refuses NaN only at the first forward; here it is refused when given
+    with pytest.raises(ValueError, match=rf"Dropout: expected p in \[0, 1\], got {p}"):
         Dropout(p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("p", [1.0, 1])
+def test_p_one_drops_everything_as_torch_to_the_bit(
+    p: float, inplace: bool, dtype: torch.dtype
+) -> None:
+    # y = x * 0: -0 for negative x, NaN for +-inf and NaN; and dL/dx = dL/dy * 0
+    special = [1.5, -2.0, 0.0, -0.0, math.inf, -math.inf, math.nan]
+    x = torch.tensor(special + [3.0] * 5, dtype=dtype).reshape(3, 4)
+    g = torch.tensor([1.0, -2.0, math.inf, -math.inf, math.nan, 0.0] * 2, dtype=dtype).view(3, 4)
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = torch.nn.Dropout(p, inplace)(leaf * 1)  # a non-leaf, which in-place may overwrite
+        y_ref.backward(g)
+    assert leaf.grad is not None
+    x_ours = x.clone()
+    dropout = Dropout(p, inplace)
+    y = dropout(x_ours)
+    assert (y is x_ours) == inplace
+    assert torch.equal(bits(y), bits(y_ref.detach()))
+    assert torch.equal(bits(dropout.backward(g)), bits(leaf.grad))
+
+
+def test_p_one_draws_no_random_numbers_as_torch() -> None:
+    x = torch.randn(4, 5)
+    torch.manual_seed(5)
+    Dropout(1.0)(x)
+    ours_next = torch.rand(3)
+    torch.manual_seed(5)
+    torch.nn.Dropout(1.0)(x)
+    assert torch.equal(ours_next, torch.rand(3))
+    generator = seeded(5)
+    Dropout(1.0, generator=generator)(x)
+    assert torch.equal(generator.get_state(), seeded(5).get_state())
+
+
+def test_p_one_in_eval_mode_is_the_identity() -> None:
+    dropout = Dropout(1.0).eval()
+    x, g = torch.randn(3, 2), torch.randn(3, 2)
+    assert dropout(x) is x
+    assert dropout.backward(g) is g
+
+
+def test_p_one_keeps_the_dtype_of_integer_input_as_torch() -> None:
+    x = torch.arange(-3, 3)
+    y = Dropout(1)(x)
+    assert y.dtype == torch.nn.Dropout(1)(x).dtype == torch.int64
+    assert torch.equal(y, torch.zeros(6, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("p", [0, 1, True, False])
+def test_p_given_as_an_int_or_bool_is_kept_as_given_as_torch(p: float) -> None:
+    ours, ref = Dropout(p), torch.nn.Dropout(p)
+    assert type(ours.p) is type(ref.p) and ours.p == ref.p
+    assert repr(ours) == repr(ref)  # "Dropout(p=1, inplace=False)", not p=1.0
+    x = torch.randn(3, 4, dtype=torch.float64)
+    assert torch.equal(ours(x), ref(x))
 
 
 def test_p_zero_is_accepted_and_is_the_identity() -> None:

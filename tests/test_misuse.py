@@ -160,8 +160,8 @@ CASES = [
          "CrossEntropyLoss(reduction='mean'): expected target of an integer dtype "
          "(class indices of shape (4,)) or class probabilities of pred's shape (4, 2), "
          "got torch.float32 of shape (4,)"),
-    Case("dropout-p", "dropout probability of 1",
-         lambda tmp: Dropout(1.0), ValueError, "Dropout: expected p in [0, 1), got 1.0"),
+    Case("dropout-p", "a dropout probability above 1",
+         lambda tmp: Dropout(1.5), ValueError, "Dropout: expected p in [0, 1], got 1.5"),
     Case("model-int-dtype", "casting a model to an integer dtype",
          lambda tmp: model().to(torch.int64), TypeError,
          "Sequential.to: expected a floating dtype, got torch.int64"),

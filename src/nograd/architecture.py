@@ -58,6 +58,15 @@ def _real(low: float, high: float, *, high_included: bool = True) -> Check:
     return check
 
 
+def _or_none(inner: Check) -> Check:
+    """``inner``'s check, or None (an optional argument left to its default)."""
+
+    def check(where: str, value: Any) -> Any:
+        return None if value is None else inner(where, value)
+
+    return check
+
+
 def _one_of(*options: Any) -> Check:
     def check(where: str, value: Any) -> Any:
         if not any(type(value) is type(option) and value == option for option in options):
@@ -105,9 +114,9 @@ ALLOWED: dict[str, Kind] = {
     "LeakyReLU": Kind(LeakyReLU, {"negative_slope": _real(-1e6, 1e6), "inplace": FLAG}),
     "ELU": Kind(ELU, {"alpha": _real(-1e6, 1e6), "inplace": FLAG}),
     "GELU": Kind(GELU, {"approximate": _one_of("none", "tanh")}),
-    "Softmax": Kind(Softmax, {"dim": _integer(-64, 63)}),
+    "Softmax": Kind(Softmax, {"dim": _or_none(_integer(-64, 63))}),  # None: torch's implicit dim
     # A Dropout's own generator is run-time state, not architecture: it is not saved.
-    "Dropout": Kind(Dropout, {"p": _real(0.0, 1.0, high_included=False), "inplace": FLAG}),
+    "Dropout": Kind(Dropout, {"p": _real(0.0, 1.0), "inplace": FLAG}),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -282,19 +283,30 @@ class Softmax(Module):
     ``torch.softmax`` subtracts the maximum first, so inputs of +-1000 stay finite.
 
     Args:
-        dim: the dimension that sums to 1 (the last one by default).
+        dim: the dimension that sums to 1. None (the default, as in torch) picks it
+            from the input at every forward, as torch does and with torch's warning
+            that this is deprecated: dim 0 for inputs of 0, 1 or 3 dimensions (one
+            sample, or a (C, H, W) image), dim 1 for any other.
 
     Shape:
         input: (*) -> output: (*), same shape
     """
 
-    def __init__(self, dim: int = -1) -> None:
+    def __init__(self, dim: int | None = None) -> None:
         super().__init__()
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.dim is None:
+            warnings.warn(
+                "Implicit dimension choice for softmax has been deprecated. "
+                "Change the call to include dim=X as an argument.",
+                UserWarning,
+                stacklevel=3,  # the line that called the module, past __call__
+            )
+        dim = self._dim_for(x.dim())
         try:
-            y = torch.softmax(x, self.dim)
+            y = torch.softmax(x, dim)
         except IndexError:  # checked only after torch refused: free when nothing fails
             rank = max(x.dim(), 1)
             raise ValueError(
@@ -308,7 +320,14 @@ class Softmax(Module):
         y = self._saved_for(grad_output, "y")
         grad_y = grad_output * y
         # dL/dx_i = y_i (dL/dy_i - sum_j dL/dy_j y_j)
-        return torch.addcmul(grad_y, y, grad_y.sum(self.dim, keepdim=True), value=-1)
+        sum_grad_y = grad_y.sum(self._dim_for(y.dim()), keepdim=True)
+        return torch.addcmul(grad_y, y, sum_grad_y, value=-1)
+
+    def _dim_for(self, ndim: int) -> int:
+        """``dim``, or for dim=None torch's implicit choice for an input of ``ndim`` dims."""
+        if self.dim is not None:
+            return self.dim
+        return 0 if ndim in (0, 1, 3) else 1
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

@@ -14,10 +14,11 @@ class Dropout(Module):
     Only in training mode: each element is zeroed with probability p and the survivors
     are scaled by 1 / (1 - p), so that E[y] = x and evaluation can be the identity.
     The mask is drawn as ``torch.nn.Dropout`` draws it, so with the same seed both
-    drop the same elements.
+    drop the same elements. With p = 1 every element is dropped: y = x * 0, as in
+    torch (no random numbers drawn; inf and NaN give NaN, negative x gives -0).
 
     Args:
-        p: probability of zeroing an element, in [0, 1).
+        p: probability of zeroing an element, in [0, 1].
         inplace: overwrite the input with the output, as ``torch.nn.Dropout`` does.
         generator: the random generator the mask is drawn from, for seedable,
             reproducible masks; None draws from torch's global generator.
@@ -34,8 +35,8 @@ class Dropout(Module):
         super().__init__()
         if not isinstance(inplace, bool):  # catches Dropout(p, generator) given positionally
             raise TypeError(f"Dropout: expected inplace to be a bool, got {type(inplace).__name__}")
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: expected p in [0, 1), got {p}")
+        if not 0 <= p <= 1:  # NaN too: torch refuses it only at the first forward
+            raise ValueError(f"Dropout: expected p in [0, 1], got {p}")
         self.p = p
         self.inplace = inplace
         self.generator = generator
@@ -45,8 +46,14 @@ class Dropout(Module):
             self.saved["mask"] = None  # the identity; torch draws no random numbers here either
             self.saved["shape"] = x.shape  # to check the shape of grad_output
             return x
-        keep = 1 - self.p
-        scaled_mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator).div_(keep)
+        if self.p == 1:
+            # nothing survives, and 1 / (1 - p) does not exist: torch multiplies by a 0-dim
+            # zero of x's dtype instead, and draws no random numbers
+            scaled_mask = x.new_zeros(())
+        else:
+            keep = 1 - self.p
+            scaled_mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+            scaled_mask.div_(keep)
         y = x.mul_(scaled_mask) if self.inplace else x * scaled_mask
         self.saved["mask"] = scaled_mask  # m / (1 - p): each entry 0 or 1 / (1 - p)
         self.saved["shape"] = x.shape
