@@ -628,3 +628,69 @@ def test_named_buffers_and_parameters_recurse_and_duplicates_as_torch() -> None:
             n for n, _ in ref.named_parameters(**kwargs)
         ]
     assert len(list(ours.buffers(recurse=False))) == len(list(ref.buffers(recurse=False)))
+
+
+def test_state_dict_keep_vars_gives_the_parameters_themselves_as_torch() -> None:
+    ours, ref = WithBuffers(), TorchWithBuffers()
+    for keep_vars in (False, True):
+        ours_state = ours.state_dict(keep_vars=keep_vars)
+        ref_state = ref.state_dict(keep_vars=keep_vars)
+        assert list(ours_state) == list(ref_state)
+        # parameters: the Parameter object itself, or a tensor sharing its storage
+        for key, param in [("fc.weight", ours.fc.weight), ("fc.bias", ours.fc.bias)]:
+            ref_param = ref.get_parameter(key)
+            assert (ours_state[key] is param) == (ref_state[key] is ref_param) == keep_vars
+            assert isinstance(ours_state[key], Parameter) == keep_vars
+            tensor = ours_state[key].data if keep_vars else ours_state[key]
+            assert tensor.data_ptr() == param.data.data_ptr()
+        # buffers are tensors either way, sharing storage with the module's
+        for key in ("running_mean", "num_batches"):
+            assert isinstance(ours_state[key], Tensor)
+            assert ours_state[key].data_ptr() == getattr(ours, key).data_ptr()
+    assert (
+        ours.state_dict(keep_vars=True, prefix="m.").keys()
+        == ref.state_dict(keep_vars=True, prefix="m.").keys()
+    )
+
+
+def test_load_state_dict_accepts_a_keep_vars_state_dict_and_copies_it() -> None:
+    source, target = Sequential(Linear(3, 2), Linear(2, 1)), Sequential(Linear(3, 2), Linear(2, 1))
+    state = source.state_dict(keep_vars=True)
+    assert isinstance(state["0.weight"], Parameter)
+    assert target.load_state_dict(state) == ([], [])
+    for (name, ours), (_, theirs) in zip(
+        target.named_parameters(), source.named_parameters(), strict=True
+    ):
+        assert torch.equal(ours.data, theirs.data), name
+        assert ours is not theirs and ours.data.data_ptr() != theirs.data.data_ptr(), name
+    state["0.bias"] = Parameter(torch.zeros(5))  # a shape mismatch is named as for tensors
+    with pytest.raises(RuntimeError, match=r"0.bias: expected shape \(2,\), got \(5,\)"):
+        target.load_state_dict(state)
+
+
+def test_named_modules_takes_torchs_memo_first_and_skips_what_it_holds() -> None:
+    def build(seq: Any, linear: Any) -> tuple[Any, Any]:
+        shared = linear(2, 2)
+        return seq(shared, seq(linear(2, 2), shared), linear(2, 2)), shared
+
+    ours, ours_shared = build(Sequential, Linear)
+    ref, ref_shared = build(torch.nn.Sequential, torch.nn.Linear)
+    for args, kwargs in [
+        ((), {}),
+        ((None, "net"), {}),  # memo, then prefix, positionally as torch
+        ((), {"remove_duplicate": False}),
+        ((), {"prefix": "net", "remove_duplicate": False}),
+    ]:
+        assert [n for n, _ in ours.named_modules(*args, **kwargs)] == [
+            n for n, _ in ref.named_modules(*args, **kwargs)
+        ]
+    for remove_duplicate in (True, False):
+        ours_memo, ref_memo = {ours_shared}, {ref_shared}
+        ours_names = [n for n, _ in ours.named_modules(ours_memo, "", remove_duplicate)]
+        ref_names = [n for n, _ in ref.named_modules(ref_memo, "", remove_duplicate)]
+        assert ours_names == ref_names
+        assert len(ours_memo) == len(ref_memo)  # what was yielded joins the memo, or not
+    assert len(list(ours.modules(remove_duplicate=False))) == len(
+        list(ref.modules(remove_duplicate=False))
+    )
+    assert len(list(ours.modules())) == len(list(ref.modules()))

@@ -136,7 +136,11 @@ class Loss(Module):
         )
 
     def extra_repr(self) -> str:
+        """The settings, for error messages (``_describe``); ``repr`` leaves them out."""
         return f"reduction={self.reduction!r}"
+
+    def __repr__(self) -> str:
+        return self._repr_with("")  # torch's losses print no arguments: "MSELoss()"
 
 
 def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:

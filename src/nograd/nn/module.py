@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ class _IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-_M = TypeVar("_M", bound="Module")  # apply returns its own module's type
+_M = TypeVar("_M", bound="Module")  # apply, train, to, ... return their own module's type
 
 # Returned by a backward pass that was told its input gradient is not needed.
 NO_INPUT_GRAD = torch.empty(0)
@@ -257,20 +257,23 @@ class Module:
 
     # ---------------------------------------------------------------- traversal
     def named_modules(
-        self, prefix: str = "", remove_duplicate: bool = True
+        self, memo: set[Module] | None = None, prefix: str = "", remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Module]]:
-        """Yield ``(name, module)`` for this module and every descendant.
+        """Yield ``(name, module)`` for this module and every descendant, depth first.
 
         A module reachable under several names is yielded once, unless
         ``remove_duplicate`` is False (``state_dict`` lists every name, as torch does).
+        ``memo``, torch's first argument, is a set of modules to skip (with what lies
+        below them); with ``remove_duplicate`` each module yielded is added to it.
         """
-        seen: set[int] = set()
+        seen: set[Module] = set() if memo is None else memo
         stack: list[tuple[str, Module]] = [(prefix, self)]
         while stack:
             name, module = stack.pop()
-            if remove_duplicate and id(module) in seen:
+            if module in seen:
                 continue
-            seen.add(id(module))
+            if remove_duplicate:
+                seen.add(module)
             yield name, module
             children = [
                 (f"{name}.{child_name}" if name else child_name, child)
@@ -278,8 +281,8 @@ class Module:
             ]
             stack.extend(reversed(children))
 
-    def modules(self) -> Iterator[Module]:
-        for _, module in self.named_modules():
+    def modules(self, remove_duplicate: bool = True) -> Iterator[Module]:
+        for _, module in self.named_modules(remove_duplicate=remove_duplicate):
             yield module
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
@@ -334,7 +337,9 @@ class Module:
     ) -> Iterator[tuple[str, Any]]:
         """Each module's entries of ``registry`` ("_parameters" or "_buffers"), by dotted name."""
         modules = (
-            self.named_modules(prefix, remove_duplicate) if recurse else iter([(prefix, self)])
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else iter([(prefix, self)])
         )
         seen: set[int] = set()
         for module_name, module in modules:
@@ -345,7 +350,7 @@ class Module:
                 yield (f"{module_name}.{name}" if module_name else name), member
 
     # ------------------------------------------------------------------- modes
-    def train(self, mode: bool = True) -> Module:
+    def train(self: _M, mode: bool = True) -> _M:
         """Set training mode on this module and all its descendants.
 
         Raises:
@@ -360,7 +365,7 @@ class Module:
             module.training = mode
         return self
 
-    def eval(self) -> Module:
+    def eval(self: _M) -> _M:
         return self.train(False)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -373,10 +378,10 @@ class Module:
 
     # ---------------------------------------------------------- devices, dtypes
     def to(
-        self,
+        self: _M,
         device: torch.device | str | torch.dtype | None = None,
         dtype: torch.dtype | None = None,
-    ) -> Module:
+    ) -> _M:
         """Move parameters, gradients and buffers to ``device`` and/or cast to ``dtype``.
 
         Only floating-point tensors change dtype; integer buffers keep theirs.
@@ -402,53 +407,78 @@ class Module:
                     setattr(module, name, convert(buffer))
         return self
 
-    def double(self) -> Module:
+    def double(self: _M) -> _M:
         return self.to(dtype=torch.float64)
 
-    def float(self) -> Module:
+    def float(self: _M) -> _M:
         return self.to(dtype=torch.float32)
 
-    def half(self) -> Module:
+    def half(self: _M) -> _M:
         return self.to(dtype=torch.float16)
 
-    def bfloat16(self) -> Module:
+    def bfloat16(self: _M) -> _M:
         return self.to(dtype=torch.bfloat16)
 
-    def cpu(self) -> Module:
+    def cpu(self: _M) -> _M:
         return self.to("cpu")
 
-    def cuda(self, device: int | torch.device | None = None) -> Module:
+    def cuda(self: _M, device: int | torch.device | None = None) -> _M:
         """Move to the current GPU, or to ``device`` (an index or a cuda device)."""
         return self.to(
             torch.device("cuda", device) if isinstance(device, int) else device or "cuda"
         )
 
     # -------------------------------------------------------------- state_dict
+    @overload
     def state_dict(
-        self, *, destination: OrderedDict[str, Tensor] | None = None, prefix: str = ""
-    ) -> OrderedDict[str, Tensor]:
+        self,
+        *,
+        destination: OrderedDict[str, Tensor] | None = None,
+        prefix: str = "",
+        keep_vars: Literal[False] = False,
+    ) -> OrderedDict[str, Tensor]: ...
+
+    @overload
+    def state_dict(
+        self,
+        *,
+        destination: OrderedDict[str, Any] | None = None,
+        prefix: str = "",
+        keep_vars: bool,
+    ) -> OrderedDict[str, Any]: ...
+
+    def state_dict(
+        self,
+        *,
+        destination: OrderedDict[str, Any] | None = None,
+        prefix: str = "",
+        keep_vars: bool = False,
+    ) -> OrderedDict[str, Any]:
         """Parameters and persistent buffers by dotted name, as ``torch.nn`` names them.
 
         The tensors share storage with the module, as in PyTorch. ``prefix`` starts every
         key as it is given (``"encoder."``, with its dot, as in torch); ``destination``, a
-        dict to fill, is returned instead of a new one. (torch's ``keep_vars`` is not
-        offered: a nograd Parameter is not a tensor.)
+        dict to fill, is returned instead of a new one. With ``keep_vars=True`` a
+        parameter's entry is the ``Parameter`` itself, gradient and all (torch's is its
+        ``nn.Parameter``); else its ``data``. Buffers are their tensors either way.
         """
-        state: OrderedDict[str, Tensor] = OrderedDict() if destination is None else destination
+        state: OrderedDict[str, Any] = OrderedDict() if destination is None else destination
         for module_name, module in self.named_modules(remove_duplicate=False):
             dot = prefix + (f"{module_name}." if module_name else "")
             for name, param in module._parameters.items():
                 if param is not None:
-                    state[dot + name] = param.data
+                    state[dot + name] = param if keep_vars else param.data
             for name, buffer in module._buffers.items():
                 if buffer is not None and name not in module._non_persistent:
                     state[dot + name] = buffer
         return state
 
     def load_state_dict(
-        self, state_dict: Mapping[str, Tensor], strict: bool = True
+        self, state_dict: Mapping[str, Tensor | Parameter], strict: bool = True
     ) -> _IncompatibleKeys:
         """Copy tensors from ``state_dict`` into this module, in place.
+
+        Its values may be tensors or ``Parameter`` objects (``state_dict(keep_vars=True)``).
 
         Raises:
             RuntimeError: naming every shape mismatch, and (when ``strict``) every
@@ -473,7 +503,9 @@ class Module:
             if key in state_dict:
                 # detached: a source that requires grad (a torch Parameter) must not make
                 # our storage part of an autograd graph; torch copies without recording too
-                tensor.copy_(state_dict[key].detach())
+                source = state_dict[key]
+                source = source.data if isinstance(source, Parameter) else source
+                tensor.copy_(source.detach())
         return _IncompatibleKeys(missing, unexpected)
 
     # --------------------------------------------------------------------- repr
@@ -482,7 +514,10 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        extra = self.extra_repr()
+        return self._repr_with(self.extra_repr())
+
+    def _repr_with(self, extra: str) -> str:
+        """torch's layout: ``Name(extra)``, or one line per child inside the parentheses."""
         lines = extra.split("\n") if extra else []
         lines += [
             f"({name}): " + repr(child).replace("\n", "\n  ")

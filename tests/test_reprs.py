@@ -1,0 +1,148 @@
+"""The public face of nograd.nn against torch.nn: repr of every module, and constructor
+and Module method signatures (names, order, kinds, defaults)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Collection
+from typing import Any
+
+import pytest
+import torch
+
+import nograd.nn
+
+Pair = Callable[[], tuple[Any, torch.nn.Module]]
+
+
+def both(name: str, *args: Any, **kwargs: Any) -> Pair:
+    """The same class of nograd.nn and torch.nn, built with the same arguments."""
+    return lambda: (
+        getattr(nograd.nn, name)(*args, **kwargs),
+        getattr(torch.nn, name)(*args, **kwargs),
+    )
+
+
+def sequential(module: Any) -> Any:
+    return module.Sequential(
+        module.Linear(2, 3), module.ReLU(), module.Dropout(0.1), module.Linear(3, 1, bias=False)
+    )
+
+
+WEIGHT = torch.tensor([1.0, 2.0, 3.0])
+REPRS: dict[str, Pair] = {
+    "Linear": both("Linear", 3, 4),
+    "Linear-no-bias": both("Linear", 3, 4, bias=False),
+    "ReLU": both("ReLU"),
+    "ReLU-inplace": both("ReLU", inplace=True),
+    "Tanh": both("Tanh"),
+    "Sigmoid": both("Sigmoid"),
+    "LeakyReLU": both("LeakyReLU"),
+    "LeakyReLU-inplace": both("LeakyReLU", 0.2, inplace=True),
+    "ELU": both("ELU"),
+    "ELU-inplace": both("ELU", 0.5, True),
+    "GELU": both("GELU"),
+    "GELU-tanh": both("GELU", approximate="tanh"),
+    "Softmax": both("Softmax"),
+    "Softmax-1": both("Softmax", dim=1),
+    "Identity": both("Identity"),
+    "Identity-args": both("Identity", 3, unused="ignored"),
+    "Dropout": both("Dropout"),
+    "Dropout-inplace": both("Dropout", 0.25, inplace=True),
+    "Dropout-int": both("Dropout", 1),
+    "MSELoss": both("MSELoss"),
+    "MSELoss-sum": both("MSELoss", reduction="sum"),
+    "L1Loss-none": both("L1Loss", reduction="none"),
+    "BCEWithLogitsLoss": both("BCEWithLogitsLoss"),
+    "BCEWithLogitsLoss-weights": both(
+        "BCEWithLogitsLoss", weight=WEIGHT, reduction="sum", pos_weight=WEIGHT
+    ),
+    "CrossEntropyLoss": both("CrossEntropyLoss"),
+    "CrossEntropyLoss-options": both(
+        "CrossEntropyLoss", weight=WEIGHT, ignore_index=1, label_smoothing=0.1
+    ),
+    "Sequential": lambda: (sequential(nograd.nn), sequential(torch.nn)),
+    "Sequential-empty": both("Sequential"),
+}
+
+
+@pytest.mark.parametrize("name", list(REPRS))
+def test_repr_equals_torchs(name: str) -> None:
+    ours, ref = REPRS[name]()
+    assert repr(ours) == repr(ref)
+
+
+def test_a_loss_repr_shows_no_settings_but_its_errors_do() -> None:
+    loss = nograd.nn.MSELoss(reduction="sum")
+    assert repr(loss) == "MSELoss()"  # as torch's
+    with pytest.raises(ValueError, match=r"^MSELoss\(reduction='sum'\): expected target"):
+        loss(torch.zeros(2), torch.zeros(3))
+
+
+# --------------------------------------------------------------------- signatures
+CLASSES = [
+    "Module",
+    "Linear",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "LeakyReLU",
+    "ELU",
+    "GELU",
+    "Softmax",
+    "Identity",
+    "Dropout",
+    "MSELoss",
+    "L1Loss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "Sequential",
+]
+# Arguments nograd adds on purpose, each keyword-only, so that torch's calls still work.
+EXTRA_ARGUMENTS = {"Dropout": {"generator"}}  # a seedable mask, without the global seed
+# Module methods whose signatures differ on purpose: torch's ``to`` takes (*args, **kwargs)
+# and parses them (ours names device and dtype); ``load_state_dict(assign=)`` is not offered.
+DIFFERENT_METHODS = {"to", "load_state_dict"}
+
+
+def shape_of(function: Any, drop: Collection[str] = ()) -> list[tuple[str, Any, Any]]:
+    """(name, kind, default) of each parameter after self; a star argument's name is moot."""
+    if function is torch.nn.Module.__init__:
+        return []  # takes (*args, **kwargs), only to refuse them with a TypeError
+    parameters = list(inspect.signature(function).parameters.values())[1:]
+    return [
+        (p.name if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else "*", p.kind, p.default)
+        for p in parameters
+        if p.name not in drop
+    ]
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_constructor_arguments_are_torchs(name: str) -> None:
+    ours = getattr(nograd.nn, name).__init__
+    extra = EXTRA_ARGUMENTS.get(name, set())
+    assert all(
+        inspect.signature(ours).parameters[arg].kind is inspect.Parameter.KEYWORD_ONLY
+        for arg in extra
+    )
+    assert shape_of(ours, extra) == shape_of(getattr(torch.nn, name).__init__)
+
+
+METHODS = sorted(
+    name
+    for name in dir(nograd.nn.Module)
+    if not name.startswith("_") and callable(getattr(torch.nn.Module, name, None))
+)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m not in DIFFERENT_METHODS])
+def test_module_method_arguments_are_torchs(name: str) -> None:
+    ours, ref = getattr(nograd.nn.Module, name), getattr(torch.nn.Module, name)
+    if name == "state_dict":  # torch's takes deprecated positional *args first; ours does not
+        assert shape_of(ours) == shape_of(ref)[1:]
+        return
+    assert shape_of(ours) == shape_of(ref)
+
+
+def test_the_method_list_covers_the_common_methods() -> None:
+    assert {"state_dict", "named_modules", "modules", "train"} <= set(METHODS)
