@@ -1,4 +1,8 @@
-"""Weight initialisation, with ``torch.nn.init``'s names, formulas and draw order.
+"""Weight initialisation, with ``torch.nn.init``'s names, signatures and draw order.
+
+Here: calculate_gain, uniform_, normal_, constant_, ones_, zeros_, xavier_uniform_,
+xavier_normal_, kaiming_uniform_, kaiming_normal_. Re-exported from ``init_structured``:
+trunc_normal_, eye_, dirac_, orthogonal_, sparse_.
 
 Every function fills its tensor in place and returns it. ``fan_in`` and ``fan_out``
 follow PyTorch: for a weight of shape (out, in, *kernel), fan_in = in * prod(kernel)
@@ -8,31 +12,72 @@ and fan_out = out * prod(kernel).
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from nograd.nn.init_structured import dirac_, eye_, orthogonal_, sparse_, trunc_normal_
 
-def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+__all__ = [
+    "calculate_gain",
+    "constant_",
+    "dirac_",
+    "eye_",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "normal_",
+    "ones_",
+    "orthogonal_",
+    "sparse_",
+    "trunc_normal_",
+    "uniform_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
+]
+
+Nonlinearity = Literal[
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "selu",
+]
+FanMode = Literal["fan_in", "fan_out"]
+
+_GAIN_ONE = {
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+}
+
+
+def calculate_gain(nonlinearity: Nonlinearity, param: int | float | None = None) -> float:
     """The gain that keeps activations' variance steady through ``nonlinearity``.
 
-    ``param`` is leaky_relu's negative slope (default 0.01), ignored otherwise.
+    1 for linear, conv*, conv_transpose* and sigmoid; 5/3 for tanh; sqrt(2) for relu;
+    sqrt(2 / (1 + slope^2)) for leaky_relu, ``param`` being its negative slope
+    (default 0.01, ignored by the others); 3/4 for selu. Names are case-sensitive.
 
     Raises:
         ValueError: an unknown ``nonlinearity``, or a ``param`` for leaky_relu that is
             not an int or a float (a bool, a string), as in torch.
     """
-    if nonlinearity in {
-        "linear",
-        "identity",
-        "sigmoid",
-        "conv1d",
-        "conv2d",
-        "conv3d",
-        "conv_transpose1d",
-        "conv_transpose2d",
-        "conv_transpose3d",
-    }:
+    if nonlinearity in _GAIN_ONE:
         return 1.0
     if nonlinearity == "tanh":
         return 5.0 / 3
@@ -65,6 +110,7 @@ def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
 
 
 def _fan(tensor: Tensor, mode: str) -> int:
+    mode = mode.lower()  # torch accepts "FAN_IN" too
     if mode not in {"fan_in", "fan_out"}:
         raise ValueError(f"init: mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
@@ -103,42 +149,6 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
     return tensor.fill_(val)
 
 
-def eye_(tensor: Tensor) -> Tensor:
-    """Fill a 2-D tensor with the identity: W[i, j] = 1 if i == j else 0.
-
-    A Linear with this weight passes its first min(in, out) inputs through unchanged.
-    """
-    if tensor.dim() != 2:
-        raise ValueError(f"eye_: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
-    return torch.eye(*tensor.shape, out=tensor)
-
-
-def orthogonal_(
-    tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
-) -> Tensor:
-    """Fill with gain * Q, Q a random (semi-)orthogonal matrix (Saxe et al., 2013).
-
-    The tensor is seen as a matrix of shape (rows, numel / rows). Q comes from the QR
-    factorisation A = Q R of a matrix A of N(0, 1) draws (its transpose when it is
-    wider than tall), each column of Q multiplied by the sign of R's diagonal so that
-    Q is uniform over orthogonal matrices (Mezzadri, 2007). Drawn as torch draws it.
-    """
-    if tensor.dim() < 2:
-        raise ValueError(
-            f"orthogonal_: expected 2 or more dimensions, got shape {tuple(tensor.shape)}"
-        )
-    if tensor.numel() == 0:
-        return tensor
-    rows = tensor.shape[0]
-    cols = tensor.numel() // rows
-    a = tensor.new_empty((rows, cols)).normal_(0, 1, generator=generator)
-    wide = rows < cols
-    q, r = torch.linalg.qr(a.t() if wide else a)  # A = Q R, Q of orthonormal columns
-    q *= torch.diag(r, 0).sign()  # column j of Q times sign(R[j, j])
-    tensor.view_as(q.t() if wide else q).copy_(q.t() if wide else q)
-    return tensor.mul_(gain)
-
-
 def xavier_uniform_(
     tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -158,35 +168,42 @@ def xavier_normal_(
     return tensor.normal_(0.0, std, generator=generator)
 
 
+def _kaiming_std(tensor: Tensor, a: float, mode: str, nonlinearity: Nonlinearity) -> float:
+    fan = _fan(tensor, mode)  # before the gain, so a bad mode is reported first, as in torch
+    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+
+
 def kaiming_uniform_(
     tensor: Tensor,
-    a: float = 0.0,
-    mode: str = "fan_in",
-    nonlinearity: str = "leaky_relu",
+    a: float = 0,
+    mode: FanMode = "fan_in",
+    nonlinearity: Nonlinearity = "leaky_relu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """He: U(-bound, bound) with bound = gain * sqrt(3 / fan).
 
     ``a`` is the negative slope of the leaky ReLU that follows (used by the gain).
+    A tensor with a zero-sized dimension is returned untouched with a warning, before
+    ``mode`` or its shape are checked, as torch does.
     """
-    fan = _fan(tensor, mode)
-    if fan == 0:
-        return tensor  # an empty tensor has nothing to fill
-    std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
-    bound = math.sqrt(3.0) * std
+    if 0 in tensor.shape:
+        warnings.warn(
+            "kaiming_uniform_: initializing zero-element tensors is a no-op", stacklevel=2
+        )
+        return tensor
+    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
     return tensor.uniform_(-bound, bound, generator=generator)
 
 
 def kaiming_normal_(
     tensor: Tensor,
-    a: float = 0.0,
-    mode: str = "fan_in",
-    nonlinearity: str = "leaky_relu",
+    a: float = 0,
+    mode: FanMode = "fan_in",
+    nonlinearity: Nonlinearity = "leaky_relu",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """He: N(0, std^2) with std = gain / sqrt(fan)."""
-    fan = _fan(tensor, mode)
-    if fan == 0:
+    """He: N(0, std^2) with std = gain / sqrt(fan); zero-sized tensors as kaiming_uniform_."""
+    if 0 in tensor.shape:
+        warnings.warn("kaiming_normal_: initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
-    return tensor.normal_(0.0, std, generator=generator)
+    return tensor.normal_(0, _kaiming_std(tensor, a, mode, nonlinearity), generator=generator)
