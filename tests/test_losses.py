@@ -602,6 +602,27 @@ def test_target_dtype_must_match_pred(loss_cls: type[Loss]) -> None:
         loss_cls()(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 1]))
 
 
+ONE_SAMPLE = {  # (pred, target) whose unreduced loss has one element
+    "MSELoss": lambda: (torch.randn(1, 1, dtype=torch.float64), torch.randn(1, 1).double()),
+    "L1Loss": lambda: (torch.randn(1, dtype=torch.float64), torch.randn(1).double()),
+    "BCEWithLogitsLoss": lambda: (torch.randn((), dtype=torch.float64), torch.tensor(1.0).double()),
+    "CrossEntropyLoss": lambda: (torch.randn(5, dtype=torch.float64), torch.tensor(3)),
+}
+
+
+@pytest.mark.parametrize("loss_cls", LOSSES)
+def test_an_unreduced_loss_of_one_element_needs_no_grad_output(loss_cls: type[Loss]) -> None:
+    """As autograd's ``loss.backward()`` seeds a loss of one element with 1."""
+    pred, target = ONE_SAMPLE[loss_cls.__name__]()
+    ours = loss_cls(reduction="none")
+    ours(pred, target)
+    grad = ours.backward()
+    leaf = pred.clone().requires_grad_()
+    with torch.enable_grad():
+        getattr(torch.nn, loss_cls.__name__)(reduction="none")(leaf, target).backward()
+    assert torch.equal(grad, leaf.grad)
+
+
 def test_grad_output_checks() -> None:
     loss_fn = MSELoss(reduction="none")
     loss_fn(torch.randn(4, 2), torch.randn(4, 2))

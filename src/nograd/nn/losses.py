@@ -68,9 +68,15 @@ class Loss(Module):
         return loss.mean()
 
     def _checked_grad_output(self, grad_output: Tensor | None) -> Tensor | None:
-        """dL/d(loss) in the loss's dtype (None: 1), once its shape is known to be right."""
+        """dL/d(loss) in the loss's dtype (None: 1), once its shape is known to be right.
+
+        Unreduced, None is 1 only for a single loss (one sample), as autograd seeds
+        ``loss.backward()`` only for a loss of one element.
+        """
         loss = self._saved("l")
         if self.reduction == "none":
+            if grad_output is None and loss.numel() == 1:
+                grad_output = torch.ones_like(loss)  # dL/dl = 1 for L = l
             if grad_output is None or grad_output.shape != loss.shape:
                 got = None if grad_output is None else tuple(grad_output.shape)
                 raise ValueError(
