@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -54,16 +54,8 @@ Nonlinearity = Literal[
 ]
 FanMode = Literal["fan_in", "fan_out"]
 
-_GAIN_ONE = {
-    "linear",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "sigmoid",
-}
+# the names whose gain is 1: every one but the four nonlinearities below
+_GAIN_ONE = frozenset(get_args(Nonlinearity)) - {"tanh", "relu", "leaky_relu", "selu"}
 
 
 def calculate_gain(nonlinearity: Nonlinearity, param: int | float | None = None) -> float:
