@@ -694,3 +694,44 @@ def test_named_modules_takes_torchs_memo_first_and_skips_what_it_holds() -> None
         list(ref.modules(remove_duplicate=False))
     )
     assert len(list(ours.modules())) == len(list(ref.modules()))
+
+
+def with_buffers(nn: ModuleType) -> Any:
+    """The same nested model in nograd.nn or torch.nn, with a buffer of each kind."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.Tanh(), nn.Linear(3, 1)))
+    model[1][1].register_buffer("count", torch.zeros(1))
+    model[1][1].register_buffer("scratch", torch.ones(2), persistent=False)
+    return model
+
+
+@pytest.mark.parametrize("getter", ["get_submodule", "get_parameter", "get_buffer"])
+@pytest.mark.parametrize(
+    "target",
+    ["", "0", "1", "1.1", "2", "0.weight", "1.1.bias", "1.1.count", "1.1.scratch",
+     "0.in_features", "0.nothing", "1.0.weight", "weight", "1.2.weight", "1.1.count.x"],
+)  # fmt: skip
+def test_get_by_dotted_path_finds_and_refuses_as_torch(getter: str, target: str) -> None:
+    ours, theirs = with_buffers(nograd.nn), with_buffers(torch.nn)
+    try:
+        expected = getattr(theirs, getter)(target)
+    except AttributeError as error:
+        with pytest.raises(AttributeError) as raised:
+            getattr(ours, getter)(target)
+        assert str(raised.value) == str(error)
+        return
+    found = getattr(ours, getter)(target)
+    if getter == "get_submodule":
+        assert type(found).__name__ == type(expected).__name__
+        assert dict(found.named_modules()).keys() == dict(expected.named_modules()).keys()
+    elif getter == "get_parameter":
+        assert isinstance(found, Parameter) and found is ours.get_parameter(target)
+        assert found.shape == expected.shape
+    else:
+        assert isinstance(found, Tensor) and torch.equal(found, expected)
+
+
+def test_register_module_is_add_module() -> None:
+    model = Module()
+    child = Linear(2, 2)
+    model.register_module("head", child)
+    assert model.get_submodule("head") is child and dict(model.named_children()) == {"head": child}

@@ -255,7 +255,59 @@ class Module:
         self._check_new_name("module", name, self._modules)
         setattr(self, name, module)
 
+    def register_module(self, name: str, module: Module | None) -> None:
+        """``add_module`` under torch's other name for it."""
+        self.add_module(name, module)
+
     # ---------------------------------------------------------------- traversal
+    def get_submodule(self, target: str) -> Module:
+        """The descendant at the dotted path ``target`` ("0.2" in a Sequential; "": self).
+
+        Raises:
+            AttributeError: a name on the path that does not exist or is not a Module
+                (torch's messages).
+        """
+        module = self
+        for name in target.split(".") if target else []:
+            if not hasattr(module, name):
+                raise AttributeError(f"{type(module).__name__} has no attribute `{name}`")
+            module = getattr(module, name)
+            if not isinstance(module, Module):
+                raise AttributeError(f"`{name}` is not an nn.Module")
+        return module
+
+    def _holder_of(self, target: str) -> tuple[Module, str]:
+        """The module at ``target``'s path but its last name, and that name, which it has."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{type(module).__name__} has no attribute `{name}`")
+        return module, name
+
+    def get_parameter(self, target: str) -> Parameter:
+        """The parameter at the dotted path ``target``, a ``state_dict`` key ("0.weight").
+
+        Raises:
+            AttributeError: the path leads nowhere, or to something not a Parameter.
+        """
+        module, name = self._holder_of(target)
+        param = getattr(module, name)
+        if not isinstance(param, Parameter):
+            raise AttributeError(f"`{name}` is not an nn.Parameter")
+        return param
+
+    def get_buffer(self, target: str) -> Tensor:
+        """The buffer (persistent or not) at the dotted path ``target``.
+
+        Raises:
+            AttributeError: the path leads nowhere, or to something not a buffer.
+        """
+        module, name = self._holder_of(target)
+        if name not in module._buffers:
+            raise AttributeError(f"`{name}` is not a buffer")
+        buffer: Tensor = getattr(module, name)
+        return buffer
+
     def named_modules(
         self, memo: set[Module] | None = None, prefix: str = "", remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Module]]:
