@@ -15,7 +15,9 @@ import torch
 from nograd import io
 from nograd.nn import Linear, Module, Parameter, Sequential
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.dropout import Dropout
+from nograd.nn.layer_norm import LayerNorm
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -31,6 +33,8 @@ def every_layer(dtype: torch.dtype = torch.float32) -> Sequential:
         ELU(alpha=0.7),
         GELU(approximate="tanh"),
         Linear(8, 8, dtype=dtype),
+        LayerNorm((8,), eps=1e-4, dtype=dtype),
+        BatchNorm1d(8, momentum=None, dtype=dtype),
         Sigmoid(),
         Identity(),
         Linear(8, 3, dtype=dtype),
@@ -69,7 +73,8 @@ def test_round_trip_gives_identical_predictions_and_state(
     ours, theirs = model.state_dict(), loaded.state_dict()
     assert list(ours) == list(theirs)
     for key in ours:
-        assert torch.equal(ours[key], theirs[key]) and theirs[key].dtype == dtype
+        assert torch.equal(ours[key], theirs[key]) and theirs[key].dtype == ours[key].dtype
+        assert ours[key].dtype == (torch.int64 if key.endswith("num_batches_tracked") else dtype)
         assert ours[key].data_ptr() != theirs[key].data_ptr()  # a copy, not shared
     assert repr(loaded) == repr(model)
     assert io.architecture(loaded) == io.architecture(model)
@@ -92,6 +97,26 @@ def test_round_trip_of_a_single_layer_and_of_dropout_settings(tmp_path: Path) ->
     dropout, softmax = io.load(tmp_path / "c.safetensors")
     assert isinstance(dropout, Dropout) and dropout.p == 1.0
     assert isinstance(softmax, Softmax) and softmax.dim is None
+
+
+def test_round_trip_keeps_batch_norm_statistics_and_its_int64_count(tmp_path: Path) -> None:
+    model = Sequential(Linear(3, 4), BatchNorm1d(4), LayerNorm(4, bias=False)).train()
+    for _ in range(3):
+        model(torch.randn(5, 3))
+    io.save(model, tmp_path / "m.safetensors")
+    loaded = io.load(tmp_path / "m.safetensors")
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
+    count = loaded.state_dict()["1.num_batches_tracked"]
+    assert count.dtype == torch.int64 and int(count) == 3
+    tensors, metadata = read(tmp_path / "m.safetensors")
+    tensors["model.1.num_batches_tracked"] = tensors["model.1.num_batches_tracked"].double()
+    with pytest.raises(ValueError, match=r"1.num_batches_tracked: torch.float64"):
+        io.load(write(tmp_path / "float_count.safetensors", tensors, metadata))
+    tensors["model.1.num_batches_tracked"] = torch.tensor(3)
+    tensors["model.0.weight"] = tensors["model.0.weight"].int()
+    with pytest.raises(ValueError, match=r"0.weight: torch.int32"):
+        io.load(write(tmp_path / "int_weight.safetensors", tensors, metadata))
 
 
 def test_architecture_is_json_and_build_constructs_like_the_constructors() -> None:

@@ -117,7 +117,8 @@ def diverges(tmp: Path) -> Any:
 
 
 ARCH_ALLOWED = (
-    "(Sequential, Dropout, ELU, GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh)"
+    "(Sequential, BatchNorm1d, Dropout, ELU, GELU, Identity, LayerNorm, LeakyReLU, Linear, ReLU, "
+    "Sigmoid, Softmax, Tanh)"
 )
 ACTIVATION_NAMES = "['elu', 'gelu', 'leaky_relu', 'relu', 'sigmoid', 'tanh']"
 LOAD = "nograd.io.load: {tmp}/m.safetensors"
@@ -261,8 +262,8 @@ CASES = [
          lambda tmp: CheckpointWriter(tmp / "c.safetensors", Sequential(Linear(2, 2), Custom())),
          TypeError,
          "nograd.io: cannot describe a …Custom; checkpoints support Sequential and "
-         "['Dropout', 'ELU', 'GELU', 'Identity', 'LeakyReLU', 'Linear', 'ReLU', 'Sigmoid', "
-         "'Softmax', 'Tanh']"),
+         "['BatchNorm1d', 'Dropout', 'ELU', 'GELU', 'Identity', 'LayerNorm', 'LeakyReLU', "
+         "'Linear', 'ReLU', 'Sigmoid', 'Softmax', 'Tanh']"),
     Case("fit-diverges", "a learning rate so high that the loss overflows",
          diverges, RuntimeError,
          "fit: the loss became nan at epoch 1, step 2 (lr 1e+30); training stopped "

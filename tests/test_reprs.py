@@ -61,6 +61,10 @@ REPRS: dict[str, Pair] = {
     "CrossEntropyLoss-options": both(
         "CrossEntropyLoss", weight=WEIGHT, ignore_index=1, label_smoothing=0.1
     ),
+    "LayerNorm": both("LayerNorm", (3, 4)),
+    "LayerNorm-no-bias": both("LayerNorm", 5, eps=1e-3, bias=False),
+    "BatchNorm1d": both("BatchNorm1d", 4),
+    "BatchNorm1d-options": both("BatchNorm1d", 4, momentum=None, affine=False),
     "Sequential": lambda: (sequential(nograd.nn), sequential(torch.nn)),
     "Sequential-empty": both("Sequential"),
 }
@@ -92,6 +96,8 @@ CLASSES = [
     "Softmax",
     "Identity",
     "Dropout",
+    "LayerNorm",
+    "BatchNorm1d",
     "MSELoss",
     "L1Loss",
     "BCEWithLogitsLoss",

@@ -25,6 +25,7 @@ from nograd.cli import main
 from nograd.data import DataLoader, disk
 from nograd.nn import Linear, Module, Sequential, matmul
 from nograd.nn.activations import GELU
+from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
 from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
@@ -44,13 +45,15 @@ in_main_thread = threading.current_thread() is threading.main_thread()
 
 
 class Run:
-    """One seeded run: data, a model with dropout, an optimizer and a scheduler."""
+    """One seeded run: data, a model with batch norm and dropout, an optimizer, a scheduler."""
 
     def __init__(self, optimizer: str = "adam", interval: str = "epoch", loader: bool = False):
         generator = torch.Generator().manual_seed(7)
         self.train, self.test = disk(90, generator=generator), disk(40, generator=generator)
         torch.manual_seed(11)
-        self.model = Sequential(Linear(2, 12), GELU(), Dropout(0.2), Linear(12, 2))
+        self.model = Sequential(
+            Linear(2, 12), BatchNorm1d(12), GELU(), Dropout(0.2), Linear(12, 2)
+        )  # running statistics too must resume where they were
         self.optimizer = OPTIMIZERS[optimizer](self.model)
         steps = EPOCHS * 6 if interval == "step" else EPOCHS
         self.scheduler = CosineAnnealingLR(self.optimizer, T_max=steps)
@@ -70,8 +73,9 @@ class Run:
 
 
 def assert_same(a: Run, b: Run, history_a: History, history_b: History) -> None:
-    for (name, p), q in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
-        assert torch.equal(p.data, q.data), name
+    state_of_b = b.model.state_dict()
+    for name, tensor in a.model.state_dict().items():  # parameters and buffers
+        assert torch.equal(tensor, state_of_b[name]), name
     state_a, state_b = a.optimizer.state_dict(), b.optimizer.state_dict()
     assert state_a["param_groups"] == state_b["param_groups"]
     for index, entry in state_a["state"].items():

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.container import Sequential
 from nograd.nn.dropout import Dropout
+from nograd.nn.layer_norm import LayerNorm
 from nograd.nn.linear import Linear
 from nograd.nn.module import Module
 
@@ -63,6 +65,20 @@ def _or_none(inner: Check) -> Check:
 
     def check(where: str, value: Any) -> Any:
         return None if value is None else inner(where, value)
+
+    return check
+
+
+def _shape(max_dims: int, high: int) -> Check:
+    """A list of 1 to ``max_dims`` sizes in [0, high] (LayerNorm's normalized_shape)."""
+    size = _integer(0, high)
+
+    def check(where: str, value: Any) -> Any:
+        if type(value) is not list or not 1 <= len(value) <= max_dims:
+            raise ValueError(
+                f"{where}: expected a list of 1 to {max_dims} integers, got {_show(value)}"
+            )
+        return [size(f"{where}[{i}]", item) for i, item in enumerate(value)]
 
     return check
 
@@ -117,6 +133,56 @@ ALLOWED: dict[str, Kind] = {
     "Softmax": Kind(Softmax, {"dim": _or_none(_integer(-64, 63))}),  # None: torch's implicit dim
     # A Dropout's own generator is run-time state, not architecture: it is not saved.
     "Dropout": Kind(Dropout, {"p": _real(0.0, 1.0), "inplace": FLAG}),
+    "LayerNorm": Kind(
+        LayerNorm,
+        {
+            "normalized_shape": _shape(8, MAX_FEATURES),
+            "eps": _real(0.0, 1e6),
+            "elementwise_affine": FLAG,
+            "bias": FLAG,
+        },
+        extract=lambda m: {
+            "normalized_shape": list(m.normalized_shape),
+            "eps": m.eps,
+            "elementwise_affine": m.elementwise_affine,
+            "bias": m.bias is not None,
+        },
+        # w and b, each of normalized_shape, when learnt
+        parameter_count=lambda a: (
+            math.prod(a["normalized_shape"])
+            * (int(a["elementwise_affine"]) + int(a["elementwise_affine"] and a["bias"]))
+        ),
+        takes_device=True,
+    ),
+    "BatchNorm1d": Kind(
+        BatchNorm1d,
+        {
+            "num_features": _integer(0, MAX_FEATURES),
+            "eps": _real(0.0, 1e6),
+            "momentum": _or_none(_real(0.0, 1.0)),
+            "affine": FLAG,
+            "track_running_stats": FLAG,
+            "bias": FLAG,
+        },
+        extract=lambda m: {
+            "num_features": m.num_features,
+            "eps": m.eps,
+            "momentum": m.momentum,
+            "affine": m.affine,
+            "track_running_stats": m.track_running_stats,
+            "bias": m.bias is not None,
+        },
+        # w and b when learnt, and the two running statistics (buffers), C numbers each
+        parameter_count=lambda a: (
+            a["num_features"]
+            * (
+                2 * int(a["track_running_stats"])
+                + int(a["affine"])
+                + int(a["affine"] and a["bias"])
+            )
+        ),
+        takes_device=True,
+    ),
 }
 
 

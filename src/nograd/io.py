@@ -295,9 +295,22 @@ def _attach(model: Module, tensors: dict[str, Tensor], where: str) -> None:
             f"{where}: the file's model tensors {_shapes(found)} do not match its "
             f"architecture, which needs {_shapes(expected)}"
         )
-    integral = [key for key, tensor in tensors.items() if not tensor.is_floating_point()]
-    if integral:
-        raise ValueError(f"{where}: expected floating-point model tensors, got {integral[:8]}")
+    # floats where the model holds floats (in the file's precision), and the model's own
+    # dtype where it holds an integer (BatchNorm1d's num_batches_tracked, int64)
+    dtypes = {key: tensor.dtype for key, tensor in model.state_dict().items()}
+    misfits = [
+        f"{key}: {tensor.dtype}"
+        for key, tensor in tensors.items()
+        if not (
+            tensor.is_floating_point()
+            if dtypes[key].is_floating_point
+            else tensor.dtype == dtypes[key]
+        )
+    ]
+    if misfits:
+        raise ValueError(
+            f"{where}: expected floating-point model tensors (and int64 counts), got {misfits[:8]}"
+        )
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         for name, param in module._parameters.items():
