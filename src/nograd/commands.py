@@ -33,12 +33,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
     """Every module and loss of nograd.nn, on small random float64 inputs."""
+    from nograd.nn.batch_norm import BatchNorm1d
     from nograd.nn.dropout import Dropout
+    from nograd.nn.layer_norm import LayerNorm
 
     g = torch.Generator().manual_seed(seed)
     x, pred = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(2))
     target = torch.rand(4, 3, generator=g, dtype=torch.float64)
     labels = torch.randint(0, 3, (4,), generator=g)
+    sequence = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)  # (N, C, L)
+    sequence_labels = torch.randint(0, 3, (2, 5), generator=g)
+    probabilities = torch.softmax(target, 1)
     torch.manual_seed(seed)  # the layers' initial weights
     smoothing = 0.1
     return [
@@ -47,6 +52,9 @@ def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
         ("Softmax(dim=1)", activations.Softmax(dim=1), (x,)),
         ("Identity()", activations.Identity(), (x,)),
         ("Dropout(p=0.5)", Dropout(p=0.5), (x,)),
+        ("LayerNorm(3)", LayerNorm(3), (x,)),
+        ("BatchNorm1d(3), training", BatchNorm1d(3), (x,)),
+        ("BatchNorm1d(3), on (N, C, L)", BatchNorm1d(3), (sequence,)),
         ("Sequential(Linear, Tanh, Linear)",
          Sequential(Linear(3, 5), activations.Tanh(), Linear(5, 2)), (x,)),
         ("MSELoss()", losses.MSELoss(), (pred, target)),
@@ -55,6 +63,10 @@ def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
         ("CrossEntropyLoss()", cross_entropy.CrossEntropyLoss(), (pred, labels)),
         (f"CrossEntropyLoss(label_smoothing={smoothing})",
          cross_entropy.CrossEntropyLoss(label_smoothing=smoothing), (pred, labels)),
+        ("CrossEntropyLoss(), on (N, C, L)", cross_entropy.CrossEntropyLoss(),
+         (sequence, sequence_labels)),
+        ("CrossEntropyLoss(), class probabilities", cross_entropy.CrossEntropyLoss(),
+         (pred, probabilities)),
     ]  # fmt: skip
 
 
