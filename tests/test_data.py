@@ -195,7 +195,7 @@ def epoch_indices(loader: DataLoader, batch_size: int, drop_last: bool) -> list[
 def test_loader_covers_each_sample_once_per_epoch(
     n: int, batch_size: int, shuffle: bool, drop_last: bool
 ) -> None:
-    loader = DataLoader(numbered(n), batch_size, shuffle, drop_last, generator=seeded(n))
+    loader = DataLoader(numbered(n), batch_size, shuffle, drop_last=drop_last, generator=seeded(n))
     expected_len = n // batch_size if drop_last else math.ceil(n / batch_size)
     assert len(loader) == expected_len
     for _ in range(2):
@@ -253,7 +253,7 @@ def test_loader_draws_as_torch_dataloader_draws(
         after = torch.rand(4) if generator is None else torch.rand(4, generator=generator)
         return epochs, after, torch.rand(4)
 
-    ours = run(lambda g: DataLoader(dataset, batch_size, shuffle, drop_last, generator=g))
+    ours = run(lambda g: DataLoader(dataset, batch_size, shuffle, drop_last=drop_last, generator=g))
     theirs = run(
         lambda g: torch.utils.data.DataLoader(
             dataset, batch_size, shuffle=shuffle, drop_last=drop_last, generator=g
@@ -261,6 +261,15 @@ def test_loader_draws_as_torch_dataloader_draws(
     )
     assert ours[0] == theirs[0]
     assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[2], theirs[2])
+
+
+def test_loader_takes_torchs_first_arguments_and_no_others_by_position() -> None:
+    """(dataset, batch_size, shuffle) as in torch; torch's fourth is a sampler, not
+    drop_last, so a fourth positional argument is refused rather than misread."""
+    loader = DataLoader(numbered(6), 4, True)
+    assert (loader.batch_size, loader.shuffle, loader.drop_last) == (4, True, False)
+    with pytest.raises(TypeError):
+        DataLoader(numbered(6), 4, True, True)  # type: ignore[misc]
 
 
 def test_loader_without_shuffle_yields_views() -> None:
@@ -288,8 +297,8 @@ def test_generic_dataset_matches_the_tensor_path(shuffle: bool, drop_last: bool)
     n = 23
     index = torch.arange(n)
     twin = TensorDataset(torch.stack([index, index**2], dim=1).float(), index % 3)
-    generic = DataLoader(SquaresDataset(n), 5, shuffle, drop_last, seeded(0))
-    fast = DataLoader(twin, 5, shuffle, drop_last, seeded(0))
+    generic = DataLoader(SquaresDataset(n), 5, shuffle, drop_last=drop_last, generator=seeded(0))
+    fast = DataLoader(twin, 5, shuffle, drop_last=drop_last, generator=seeded(0))
     assert len(generic) == len(fast)
     for _ in range(2):
         pairs = list(zip(generic, fast, strict=True))

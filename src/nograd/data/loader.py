@@ -46,7 +46,12 @@ class DataLoader:
         batch_size: samples per batch; the last batch may be smaller.
         shuffle: draw a new random order at each epoch.
         drop_last: drop the last batch when it holds fewer than ``batch_size`` samples.
-        generator: source of the permutations (the global generator when None).
+        generator: the generator the epoch draws from (torch's global one when None).
+
+    ``drop_last`` and ``generator`` are keyword-only: torch's DataLoader takes other
+    arguments at those positions (``sampler``, ``batch_sampler``, ...), which nograd
+    does not offer, so a call written for torch fails here instead of meaning another
+    thing.
 
     Shape:
         each dataset tensor: (n, *) -> each batch tensor: (batch_size, *), the last
@@ -58,6 +63,7 @@ class DataLoader:
         dataset: Dataset,
         batch_size: int = 1,
         shuffle: bool = False,
+        *,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
