@@ -28,11 +28,29 @@ CUDA = torch.device("cuda")
         (nn.GELU, torch.nn.GELU),
         (nn.ELU, torch.nn.ELU),
         (lambda: nn.Softmax(dim=1), lambda: torch.nn.Softmax(dim=1)),
+        (lambda: nn.LayerNorm(5), lambda: torch.nn.LayerNorm(5)),
+        (lambda: nn.BatchNorm1d(5), lambda: torch.nn.BatchNorm1d(5)),
     ],
 )
 def test_modules_match_autograd_on_cuda(ours: object, ref: object) -> None:
     ours_module, ref_module = ours().to(CUDA, torch.float64), ref().to(CUDA, torch.float64)  # type: ignore[operator]
     compare_module(ours_module, ref_module, torch.randn(7, 5, dtype=torch.float64, device=CUDA))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_running_statistics_on_cuda_follow_torch(momentum: float | None) -> None:
+    """torch's batch norm takes cuDNN's kernel on a GPU and nograd ATen's: the same
+    statistics, to float64 rounding, after three training batches and in evaluation."""
+    ours = nn.BatchNorm1d(4, momentum=momentum).to(CUDA, torch.float64)
+    ref = torch.nn.BatchNorm1d(4, momentum=momentum).to(CUDA, torch.float64)
+    for _ in range(3):
+        x = torch.randn(16, 4, 3, dtype=torch.float64, device=CUDA)
+        ours(x)
+        ref(x)
+    for name, buffer in ref.named_buffers():
+        torch.testing.assert_close(getattr(ours, name), buffer, rtol=1e-12, atol=1e-12)
+    x = torch.randn(8, 4, dtype=torch.float64, device=CUDA)
+    torch.testing.assert_close(ours.eval()(x), ref.eval()(x), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
