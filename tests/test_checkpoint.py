@@ -194,6 +194,19 @@ def tensor(name: str, value: torch.Tensor) -> Any:
     return lambda tensors, header: tensors.update({name: value})
 
 
+def optimizer_json(change: Callable[[dict[str, Any]], None]) -> Any:
+    def apply(tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
+        packed = json.loads(header["optimizer"])
+        change(packed)
+        header["optimizer"] = json.dumps(packed)
+
+    return apply
+
+
+def group(**options: Any) -> Any:
+    return optimizer_json(lambda o: o["param_groups"][0].update(options))
+
+
 BYTES = torch.uint8
 FORGERIES: list[tuple[str, Any, str]] = [
     ("negative epoch", training_json(lambda t: t.update(epoch=-1)), "expected epoch"),
@@ -209,6 +222,13 @@ FORGERIES: list[tuple[str, Any, str]] = [
     ("short rng", tensor("training.rng.torch", torch.zeros(9, dtype=BYTES)), "uint8"),
     ("sum not a scalar", tensor("training.loss_sum", torch.zeros(2)), "running sum"),
     ("unknown tensor", tensor("elsewhere.x", torch.zeros(2)), "unexpected tensor"),
+    # load_state_dict takes options as saved: these failed steps later, after the model changed
+    ("lr of text", group(lr="x"), "option 'lr' of group 0"),
+    ("betas of one", group(betas=[1.0, 0.999]), r"betas\[0\] in \[0, 1\)"),
+    ("nan eps", group(eps=float("nan")), "eps >= 0"),
+    ("one beta", group(betas=[0.9]), "option 'betas'"),
+    ("no eps", optimizer_json(lambda o: o["param_groups"][0].pop("eps")), "option 'eps'"),
+    ("param key a list", optimizer_json(lambda o: o["param_keys"].__setitem__(0, [1])), "names"),
 ]  # fmt: skip
 
 
@@ -226,6 +246,39 @@ def test_forged_training_sections_are_refused(
     assert str(path) in str(info.value)
     assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
     assert not optimizer.state  # refused before anything of the caller's changed
+
+
+def test_forged_optimizer_options_are_refused_by_load_too(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.safetensors"
+    write(path)
+    forge(path, group(lr="x"))
+    _, optimizer, _, _ = fresh()
+    with pytest.raises(ValueError, match="option 'lr' of group 0"):
+        io.load(path, optimizer=optimizer)
+    assert optimizer.param_groups[0]["lr"] == 0.01 and not optimizer.state
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s.update(gamma="x"),
+        lambda s: s.update(last_epoch=None),
+        lambda s: s.update(base_lrs=[0.1, 0.2]),
+        lambda s: s.pop("step_size"),
+    ],
+)
+def test_forged_scheduler_states_are_refused(tmp_path: Path, change: Any) -> None:
+    def step_lr(optimizer: Any) -> LRScheduler:
+        return StepLR(optimizer, step_size=2, gamma=0.5)
+
+    path = tmp_path / "checkpoint.safetensors"
+    write(path, scheduler_type=step_lr)
+    forge(path, training_json(lambda t: change(t["scheduler"]["state"])))
+    model, optimizer, scheduler, generator = fresh(step_lr)
+    before = [p.data.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="malformed scheduler state"):
+        load_progress(path, model, optimizer, scheduler, {"shuffle": generator}, CPU)
+    assert all(torch.equal(a, p.data) for a, p in zip(before, model.parameters(), strict=True))
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -342,6 +343,8 @@ def _unpack_optimizer(
     if any(type(i) is not int for i in indices) or sorted(indices) != list(range(len(param_keys))):
         raise ValueError(f"{bad}: parameter indices {_show(indices)}")
     model_keys = {key for key, _ in model.named_parameters()}
+    if not all(isinstance(key, str) for key in param_keys):  # before the set: lists don't hash
+        raise ValueError(f"{bad}: parameter keys {_show(param_keys)} are not all names")
     if len(set(param_keys)) != len(param_keys) or not set(param_keys) <= model_keys:
         raise ValueError(f"{bad}: parameters {_show(param_keys)} are not those of the model")
 
@@ -366,6 +369,59 @@ def _index(text: str, count: int, bad: str) -> int:
     return int(text)
 
 
+def check_options(saved_groups: list[dict[str, Any]], optimizer: Any, where: str) -> None:
+    """Refuse saved hyperparameters that ``optimizer`` could not step with.
+
+    ``load_state_dict`` takes the options as saved, as torch's does, so a forged file
+    with an lr of text or betas of 1 would pass and fail (or divide by zero) steps
+    later. Each saved group must hold every option of the live one, with values of
+    the same kinds (``same_kinds``), that pass the checks of the optimizer's constructor.
+    """
+    for i, (saved, live) in enumerate(zip(saved_groups, optimizer.param_groups, strict=False)):
+        for name, value in live.items():
+            if name != "params" and (name not in saved or not same_kinds(value, saved[name])):
+                raise ValueError(
+                    f"{where}: the optimizer's option {name!r} of group {i} is "
+                    f"{_show(saved.get(name, 'missing'))}, expected one like {_show(value)}"
+                )
+        try:
+            optimizer._check_options({k: v for k, v in saved.items() if k != "params"})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: group {i}: {error}") from None
+
+
+def same_kinds(live: Any, saved: Any) -> bool:
+    """Whether ``saved`` (read from JSON) has the entries and kinds of ``live``, nested.
+
+    A number stands for a number, text for text, a bool for a bool, a list (JSON makes
+    tuples lists) for a list or tuple of the same length; a dict holds at least
+    ``live``'s keys (a Counter's, counts by milestone, may differ). Where ``live`` holds
+    None (an entry set later, or a function), or a kind JSON does not hold, anything
+    goes: the owner's checks judge it.
+    """
+    if live is None:
+        return True
+    if isinstance(live, (bool, str)):
+        return type(saved) is type(live)
+    if isinstance(live, (int, float)):
+        return type(saved) in (int, float)
+    if isinstance(live, Counter):
+        return isinstance(saved, dict) and all(type(v) is int for v in saved.values())
+    if isinstance(live, dict):
+        return (
+            isinstance(saved, dict)
+            and set(live) <= set(saved)
+            and all(same_kinds(value, saved[key]) for key, value in live.items())
+        )
+    if isinstance(live, (list, tuple)):
+        return (
+            isinstance(saved, (list, tuple))
+            and len(saved) == len(live)
+            and all(same_kinds(a, b) for a, b in zip(live, saved, strict=True))
+        )
+    return True
+
+
 def _restore_optimizer(contents: _Contents, optimizer: SupportsStateDict, where: str) -> None:
     saved = contents.optimizer_state
     if saved is None:
@@ -375,6 +431,7 @@ def _restore_optimizer(contents: _Contents, optimizer: SupportsStateDict, where:
             f"{where}: holds the state of a {contents.optimizer_class}, "
             f"not of a {type(optimizer).__name__}"
         )
+    check_options(saved["param_groups"], optimizer, where)
     sizes = [len(group["params"]) for group in optimizer.param_groups]
     saved_sizes = [len(group["params"]) for group in saved["param_groups"]]
     if sizes != saved_sizes:

@@ -119,6 +119,7 @@ def restore_model_and_optimizer(
             f"{where}: the optimizer's parameters {keys} are not the saved ones "
             f"{contents.param_keys}"
         )
+    io.check_options(contents.optimizer_state["param_groups"], optimizer, where)
     model.load_state_dict(contents.model.state_dict())  # in place: the optimizer keeps its refs
     optimizer.load_state_dict(contents.optimizer_state)
 
@@ -144,6 +145,12 @@ def _check_scheduler(scheduler: LRScheduler | None, saved: Any, where: str) -> N
     theirs = saved.get("class") if isinstance(saved, dict) else None
     if ours != theirs or (saved is not None and not isinstance(saved.get("state"), dict)):
         raise ValueError(f"{where}: holds the state of scheduler {theirs}, this run has {ours}")
+    # load_state_dict takes any values: forged ones would fail steps later
+    if scheduler is not None and not io.same_kinds(scheduler.state_dict(), saved["state"]):
+        raise ValueError(
+            f"{where}: malformed scheduler state (its entries are not those, or not of the "
+            f"kinds, of a {ours}'s)"
+        )
 
 
 def _restore_scheduler(scheduler: LRScheduler, saved: dict[str, Any], where: str) -> None:
