@@ -35,6 +35,19 @@ def test_linear_accepts_leading_dimensions() -> None:
     compare_module(ours, ref, torch.randn(4, dtype=torch.float64))
 
 
+@pytest.mark.filterwarnings("ignore:.*zero-element tensors")
+@pytest.mark.parametrize(("d_in", "d_out"), [(0, 3), (4, 0), (0, 0)])
+@pytest.mark.parametrize("leading", [(), (2, 5), (2, 0)])
+def test_linear_with_no_features_accepts_leading_dimensions(
+    d_in: int, d_out: int, leading: tuple[int, ...]
+) -> None:
+    # torch.nn.Linear takes an empty feature dimension with any leading ones (a reshape
+    # to (-1, 0) cannot infer its rows there)
+    ours = Linear(d_in, d_out, dtype=torch.float64)
+    ref = torch.nn.Linear(d_in, d_out, dtype=torch.float64)
+    compare_module(ours, ref, torch.randn(*leading, d_in, dtype=torch.float64))
+
+
 def test_linear_gradients_accumulate_until_zero_grad() -> None:
     layer = Linear(3, 2, dtype=torch.float64)
     x = torch.randn(4, 3, dtype=torch.float64)

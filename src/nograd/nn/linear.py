@@ -123,7 +123,8 @@ class Linear(Module):
         """(*, in_features) -> (*, out_features): the same map on the rows of x."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise self._wrong_shape(x)
-        y = self.forward(x.reshape(-1, self.in_features))
+        # the row count is spelled out: -1 cannot be inferred when in_features is 0
+        y = self.forward(x.reshape(math.prod(x.shape[:-1]), self.in_features))
         self.saved["x"] = x  # backward flattens it again
         return y.reshape(*x.shape[:-1], self.out_features)
 
@@ -191,7 +192,8 @@ class Linear(Module):
         expected = (*x.shape[:-1], self.out_features)
         if x.dim() == 2 or grad_output.shape != expected:
             raise self._backward_error(grad_output, expected)
-        return x.reshape(-1, self.in_features), grad_output.reshape(-1, self.out_features)
+        n = math.prod(x.shape[:-1])  # not -1, which a size of 0 leaves undetermined
+        return x.reshape(n, self.in_features), grad_output.reshape(n, self.out_features)
 
     def extra_repr(self) -> str:
         return (
