@@ -352,3 +352,27 @@ def test_activation_is_torchs_to_the_bit(
         y_ref.backward(g)
     assert torch.equal(ours(x.clone()), y_ref.detach())
     assert torch.equal(ours.backward(g), leaf.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_in_half_precision_computes_in_float32_as_torch(
+    dtype: torch.dtype, approximate: str
+) -> None:
+    # In float16 the x^3 of the tanh form overflows for |x| > ~97: two_u = inf, and the
+    # backward's inf * Phi (1 - Phi) = inf * 0 gave NaN where torch, computing in
+    # float32, gives 1 or 0.
+    x = torch.tensor([-1000.0, -200.0, -5.5, -3.0, -0.5, 0.0, 0.5, 3.0, 50.0, 200.0, 1000.0])
+    x = x.to(dtype)
+    g = torch.linspace(-2.0, 2.0, len(x)).to(dtype)
+    ours, ref = GELU(approximate), torch.nn.GELU(approximate=approximate)
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = ref(leaf)
+        y_ref.backward(g)
+    y, grad_input = ours(x), ours.backward(g)
+    assert y.dtype == dtype and grad_input.dtype == dtype
+    assert torch.isfinite(grad_input).all()
+    torch.testing.assert_close(y, y_ref.detach(), rtol=1e-2, atol=1e-3)
+    assert leaf.grad is not None
+    torch.testing.assert_close(grad_input, leaf.grad, rtol=1e-2, atol=1e-3)

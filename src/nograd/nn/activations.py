@@ -24,6 +24,7 @@ _KAPPA = 0.044715
 _K3 = _SQRT_2_OVER_PI * _KAPPA  # the coefficient of x^3 in u
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
 _MINUS_SQRT_HALF = -math.sqrt(0.5)  # Phi(x) = erfc(-x / sqrt(2)) / 2
+_REDUCED = (torch.float16, torch.bfloat16)  # computed in float32, as torch computes them
 # dL/dy * 1[y > threshold] in one kernel; looked up once, as torch.ops resolves names slowly
 _threshold_backward = torch.ops.aten.threshold_backward.default
 
@@ -230,6 +231,7 @@ class GELU(Module):
     tail: at x = -10, where torch's 0.5 * (1 + erf(x / sqrt(2))) rounds Phi to 0, it is
     right to 6 digits in float32. With ``approximate="tanh"``, Phi(x) is replaced by
     0.5 * (1 + tanh(u)) with u = sqrt(2/pi) * (x + 0.044715 x^3), as in PyTorch.
+    float16 and bfloat16 inputs are computed in float32 and rounded once, as torch does.
 
     Args:
         approximate: ``"none"`` for the exact CDF, ``"tanh"`` for the approximation.
@@ -245,6 +247,10 @@ class GELU(Module):
         self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in _REDUCED:
+            # torch computes half types in float32 and rounds once; in float16 itself the
+            # x^3 of u overflows for |x| > ~97, and the backward's inf * 0 is NaN
+            return self.forward(x.float()).to(x.dtype)
         if self.approximate == "tanh":
             # 0.5 (1 + tanh(u)) = sigmoid(2u): one kernel, and no 1 + tanh cancellation
             two_u = torch.addcmul(x * scalar(2 * _SQRT_2_OVER_PI, x), x * x, x, value=2 * _K3)
@@ -271,6 +277,8 @@ class GELU(Module):
             minus_half_x2 = torch.mul(x, x).mul_(scalar(-0.5, x))  # -x^2 / 2
             gauss = minus_half_x2.exp_()  # exp(-x^2 / 2) = sqrt(2 pi) phi(x)
             slope = torch.addcmul(cdf, x, gauss, value=_INV_SQRT_2PI)  # dy/dx = Phi(x) + x phi(x)
+        if slope.dtype != grad_output.dtype:  # a half-precision input, computed in float32
+            return (grad_output.float() * slope).to(grad_output.dtype)  # rounded once, as torch
         return grad_output * slope  # dL/dx = dL/dy * dy/dx
 
     def extra_repr(self) -> str:
