@@ -64,7 +64,9 @@ def test_any_small_network_is_finite_and_right_or_says_what_is_wrong(
         event(f"{type(error).__name__}: expected input of {kind}")
         return
     assert torch.isfinite(y).all()
-    result = gradcheck(model, x)
+    # the step shrinks with the inputs, so that a central difference does not straddle a
+    # kink (ReLU's at 0) that an input of 1e-3 lies within 1e-6 of
+    result = gradcheck(model, x, eps=1e-6 * 10.0 ** min(scale, 0))
     assert result.ok, str(result)
     event("finite, and gradcheck holds")
 
