@@ -346,3 +346,28 @@ def test_half_precision_groups_step_tensor_by_tensor_to_torchs_bits() -> None:
         _step_both(ours, ref, opt, ref_opt, gen)
     assert not opt._flat
     _assert_equal(ours, ref)
+
+
+def test_states_of_mixed_dtypes_keep_each_its_own_dtype_as_torch() -> None:
+    """A buffer made before ``double()`` stays float32, one made after is float64: no flat group.
+
+    One flat buffer would give all of them the first one's dtype, and the others'
+    momentum would round differently from torch's.
+    """
+    ours, ref, opt, ref_opt = _pair(SGD, {"lr": 0.3, "momentum": 0.9, "dampening": 0.5})
+    gen = torch.Generator().manual_seed(1)
+    ours[0].grad, ref[0].grad = None, None
+    for p, t in zip(ours[1:], ref[1:], strict=True):  # the first parameter sits out step 0
+        g = torch.randn(p.shape, generator=gen)
+        p.grad, t.grad = g.clone(), g.clone()
+    opt.step()
+    ref_opt.step()
+    for p, t in zip(ours, ref, strict=True):  # model.double() between two steps
+        p.data, t.data = p.data.double(), t.data.double()
+    for _ in range(3):  # the first parameter's buffer is born float64, the others' float32
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+    for p, t in zip(ours, ref, strict=True):
+        b, ref_b = opt.state[p]["momentum_buffer"], ref_opt.state[t]["momentum_buffer"]
+        assert b.dtype == ref_b.dtype
+        assert torch.equal(b, ref_b)

@@ -72,8 +72,9 @@ def can_flatten(
     They must be small dense CPU tensors of one dtype, float32 or float64, and each
     must own its memory (or live in the ``previous`` flat buffer of the group): a view
     of someone else's tensor, copied into the buffer, would stop sharing memory with it.
-    They must also have the same history in the optimizer's ``state``: the same keys
-    and the same value of every counter (Adam's step t).
+    They must also have the same history in the optimizer's ``state``: the same keys,
+    each state tensor of one key in one dtype, and the same value of every counter
+    (Adam's step t).
     """
     first = params[0].data
     if first.device.type != "cpu" or sum(param.numel() for param in params) > FLAT_MAX_NUMEL:
@@ -93,7 +94,15 @@ def can_flatten(
     keys = set(states[0])
     if any(set(state) != keys for state in states):
         return False
+    for key in keys - counters:  # one flat buffer has one dtype: a float32 buffer made
+        # before model.double() beside a float64 one made after must stay as it is
+        if len({_dtype_of(state[key]) for state in states}) != 1:
+            return False
     return all(len({float(state[key]) for state in states}) == 1 for key in counters & keys)
+
+
+def _dtype_of(value: Any) -> torch.dtype | None:
+    return value.dtype if isinstance(value, Tensor) else None
 
 
 def _owns_memory(tensor: Tensor) -> bool:
