@@ -126,6 +126,27 @@ def test_evaluate_restores_the_training_mode() -> None:
     assert not model.training
 
 
+class FailsOnItsSecondBatch(Module):
+    """An identity on 2 features whose forward raises the second time it runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("the second batch")
+        return x
+
+
+def test_evaluate_restores_the_training_mode_when_the_forward_raises() -> None:
+    model = Sequential(Linear(2, 2), FailsOnItsSecondBatch()).train()
+    with pytest.raises(RuntimeError, match="the second batch"):
+        evaluate(model, CrossEntropyLoss(), disk(10), batch_size=4)
+    assert model.training and all(module.training for module in model.modules())
+
+
 def test_targets_follow_the_loss() -> None:
     y = torch.tensor([1, 0, 1])
     assert target_for(CrossEntropyLoss(), 2, torch.float32) is None

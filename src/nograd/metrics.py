@@ -45,7 +45,7 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean loss and accuracy (a fraction) of ``model`` on ``data``, in eval mode.
 
-    The model's training/eval mode is restored afterwards.
+    The model's training/eval mode is restored afterwards, also when the forward raises.
 
     Raises:
         ValueError: for a loss whose reduction is not 'mean', empty data, data with
@@ -84,15 +84,17 @@ def _evaluate(
     was_training = model.training
     model.eval()
     seen = 0
-    with torch.inference_mode():  # no autograd bookkeeping: nothing here outlives the call
-        loss_sum = torch.zeros((), device=device, dtype=dtype)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for x, y in loader:
-            x, y = x.to(device=device, dtype=dtype), y.to(device)
-            output = model(x)
-            target = y if target_transform is None else target_transform(y)
-            loss_sum += loss_fn(output, target) * len(y)
-            correct += (predict_classes(output, loss_fn) == y).sum()
-            seen += len(y)
-    model.train(was_training)
+    try:
+        with torch.inference_mode():  # no autograd bookkeeping: nothing here outlives the call
+            loss_sum = torch.zeros((), device=device, dtype=dtype)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for x, y in loader:
+                x, y = x.to(device=device, dtype=dtype), y.to(device)
+                output = model(x)
+                target = y if target_transform is None else target_transform(y)
+                loss_sum += loss_fn(output, target) * len(y)
+                correct += (predict_classes(output, loss_fn) == y).sum()
+                seen += len(y)
+    finally:  # an error (or Ctrl-C) on the way leaves the model in the mode it came in
+        model.train(was_training)
     return float(loss_sum) / seen, int(correct) / seen
