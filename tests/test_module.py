@@ -137,6 +137,35 @@ def test_load_state_dict_strict_false_returns_the_keys() -> None:
     assert torch.equal(ours.state_dict()["0.weight"], torch.zeros(4, 3))
 
 
+def test_load_state_dict_lists_unexpected_keys_in_torchs_order() -> None:
+    # torch lists them module by module (as state_dict walks), not in the dict's order,
+    # and counts a key that goes on past a parameter ("0.weight.x") as unexpected
+    ours, ref = nested_pair()
+    state = OrderedDict(
+        [("2.1.extra", torch.zeros(1)), ("zz", torch.zeros(1)), ("0.weight.x", torch.zeros(1))]
+    )
+    state.update((key, torch.zeros_like(t)) for key, t in ref.state_dict().items())
+    state["7.weight"] = torch.zeros(1)
+    state["2.extra"] = torch.zeros(1)
+    del state["2.0.bias"]
+    result = ours.load_state_dict(state, strict=False)
+    expected = ref.load_state_dict(state, strict=False)
+    assert result.unexpected_keys == expected.unexpected_keys
+    assert result.missing_keys == expected.missing_keys == ["2.0.bias"]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_load_state_dict_refuses_a_value_that_is_not_a_tensor_as_torch(strict: bool) -> None:
+    state: dict[str, Any] = {"weight": torch.zeros(3, 2), "bias": [0.0, 0.0, 0.0]}
+    with pytest.raises(RuntimeError):
+        torch.nn.Linear(2, 3).load_state_dict(state, strict=strict)
+    layer = Linear(2, 3)
+    before = layer.weight.data.clone()
+    with pytest.raises(RuntimeError, match="bias: expected a Tensor, got list"):
+        layer.load_state_dict(state, strict=strict)
+    assert torch.equal(layer.weight.data, before)
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_load_state_dict_names_shape_mismatches_and_changes_nothing(strict: bool) -> None:
     layer = Linear(2, 3)
@@ -278,6 +307,25 @@ def test_train_and_eval_reach_every_descendant() -> None:
     assert all(m.training for m in ours.modules())
     ours.train(False)
     assert not ours[2][2][0].training  # type: ignore[index]
+
+
+@pytest.mark.parametrize("lib", [nograd.nn, torch.nn])
+def test_train_calls_each_childs_own_train_as_torch(lib: ModuleType) -> None:
+    # a common pattern: a block that keeps one of its parts frozen in eval mode
+    class KeepsInnerInEval(lib.Module):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = lib.Linear(2, 2)
+
+        def train(self, mode: bool = True) -> Any:
+            super().train(mode)
+            self.inner.training = False
+            return self
+
+    model = lib.Sequential(lib.Linear(2, 2), KeepsInnerInEval())
+    assert model.train() is model
+    assert model[0].training and model[1].training
+    assert not model[1].inner.training
 
 
 @pytest.mark.parametrize("set_to_none", [True, False])

@@ -413,8 +413,9 @@ class Module:
                 f"{type(self).__name__}.train: training mode is expected to be boolean, "
                 f"got {mode!r}"
             )
-        for module in self.modules():
-            module.training = mode
+        self.training = mode
+        for module in self.children():
+            module.train(mode)  # each child's own train(), which a subclass may override
         return self
 
     def eval(self: _M) -> _M:
@@ -538,7 +539,14 @@ class Module:
         """
         own = self.state_dict()
         missing = [key for key in own if key not in state_dict]
-        unexpected = [key for key in state_dict if key not in own]
+        unexpected = self._unexpected_keys(state_dict)
+        wrong_type = [
+            f"{key}: expected a Tensor, got {type(state_dict[key]).__name__}"
+            for key in own
+            if key in state_dict and not isinstance(state_dict[key], (Tensor, Parameter))
+        ]
+        if wrong_type:
+            raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + "; ".join(wrong_type))
         mismatched = [
             f"{key}: expected shape {tuple(own[key].shape)}, got {tuple(state_dict[key].shape)}"
             for key in own
@@ -559,6 +567,30 @@ class Module:
                 source = source.data if isinstance(source, Parameter) else source
                 tensor.copy_(source.detach())
         return _IncompatibleKeys(missing, unexpected)
+
+    def _unexpected_keys(self, state_dict: Mapping[str, Any]) -> list[str]:
+        """The keys of ``state_dict`` that name nothing here, in torch's order.
+
+        torch walks the modules as ``state_dict`` does and, at each, lists the keys
+        under its prefix whose next name is neither one of its children nor one of its
+        own entries; so the list follows the modules, not ``state_dict``'s order.
+        """
+        unexpected: list[str] = []
+        for module_name, module in self.named_modules(remove_duplicate=False):
+            dot = f"{module_name}." if module_name else ""
+            own = {name for name, param in module._parameters.items() if param is not None}
+            own |= {
+                name
+                for name, buffer in module._buffers.items()
+                if buffer is not None and name not in module._non_persistent
+            }
+            for key in state_dict:
+                if not key.startswith(dot):
+                    continue
+                first, *rest = key[len(dot) :].split(".", 1)
+                if first not in (module._modules if rest else own):
+                    unexpected.append(key)
+        return unexpected
 
     # --------------------------------------------------------------------- repr
     def extra_repr(self) -> str:
