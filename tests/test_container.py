@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -516,6 +519,17 @@ def test_add_and_mul_make_new_chains_of_the_same_modules() -> None:
     assert list(twice) == [*a, *a] and list(2 * a) == list(twice)
     with pytest.raises(ValueError, match="positive number of repeats"):
         a * 0
+
+
+@pytest.mark.parametrize("make_index", [np.int64, torch.tensor], ids=["numpy", "tensor"])
+def test_an_index_that_torch_reads_as_an_int_is_one(make_index: Callable[[int], Any]) -> None:
+    ours = three_linears()
+    ref = torch.nn.Sequential(*(torch.nn.Linear(1, 1) for _ in range(3)))
+    for position in [1, -1]:
+        assert ours[make_index(position)] is list(ours)[position]
+        assert ref[make_index(position)] is list(ref)[position]
+    del ours[make_index(0)]
+    assert len(ours) == 2 and ours[0].in_features == 3
 
 
 @pytest.mark.parametrize("index", ["0", 1.0, True])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any, overload
@@ -253,10 +254,16 @@ class Sequential(Module):
 
     def _name_at(self, index: int) -> str:
         """The name of the child at position ``index`` (negative counts from the end)."""
-        if isinstance(index, bool) or not isinstance(index, int):
+        try:
+            # an int, or what torch takes as one (numpy's int64, a 0-d integer tensor);
+            # a bool is refused, though torch reads True as 1
+            if isinstance(index, bool):
+                raise TypeError
+            index = operator.index(index)
+        except TypeError:
             raise TypeError(
                 f"Sequential: expected an int or a slice as index, got {type(index).__name__}"
-            )
+            ) from None
         names = list(self._modules)
         if not -len(names) <= index < len(names):
             raise IndexError(f"Sequential: index {index} out of range for {len(names)} modules")
