@@ -399,3 +399,17 @@ def test_result_api() -> None:
     assert result.failures == [failed]
     assert not result
     assert GradcheckResult(True, [passed]).assert_ok().ok
+
+
+def test_nothing_to_check_is_an_error_not_a_pass() -> None:
+    # an integer input and no parameters: a "passed" would vouch for any backward
+    class WrongSquare(Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x * x
+
+        def backward(self, grad_output: Tensor) -> Tensor:
+            return grad_output  # wrong: dL/dx = 2 x g
+
+    with pytest.raises(ValueError, match="nothing to check"):
+        gradcheck(WrongSquare(), torch.tensor([1, 2, 3]))
+    assert not gradcheck(WrongSquare(), torch.tensor([1.0, 2.0, 3.0]))

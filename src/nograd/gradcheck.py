@@ -150,6 +150,10 @@ def gradcheck(
 
     Returns:
         A GradcheckResult with one TensorCheck per checked tensor.
+
+    Raises:
+        ValueError: no inputs, or nothing to check (the first input is not a
+            floating-point tensor and the module has no parameters).
     """
     if not inputs:
         raise ValueError(f"gradcheck: {module._describe()} needs at least one input")
@@ -158,6 +162,13 @@ def gradcheck(
         sub.needs_input_grad = True  # dL/dx is checked too, so nothing may skip it
     args = [_as_float64(x) for x in inputs]
     x = args[0]
+    checks_input = isinstance(x, Tensor) and x.is_floating_point()
+    if not checks_input and next(model.parameters(), None) is None:
+        # a pass that checked nothing would vouch for any backward (torch refuses too)
+        raise ValueError(
+            f"gradcheck: nothing to check in {module._describe()}: its first input is not "
+            f"a floating-point tensor and it has no parameters"
+        )
     rng = _RandomState(model)
     loss_fn = _as_loss(model)
 
@@ -183,7 +194,7 @@ def gradcheck(
         return float((run_forward() * upstream).sum())  # L = sum(f(x) * g)
 
     targets: list[tuple[str, Tensor, Tensor | None]] = []
-    if isinstance(x, Tensor) and x.is_floating_point():
+    if checks_input:
         targets.append(("input", x, grad_x))
     targets += [(name, p.data, p.grad) for name, p in model.named_parameters()]
 
