@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import subprocess
@@ -426,3 +427,117 @@ def test_a_diverging_run_names_its_round(
     error = capsys.readouterr().err
     assert error.startswith("nograd: error: round 1 of 2: fit: the loss became nan")
     assert error.count("\n") == 1
+
+
+# ------------------------------------------------- memory, and the options against torch
+def test_figures_and_evaluate_feed_the_network_in_bounded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The boundary's 200 x 200 grid and evaluate's --n points go through the network
+    1024 at a time, as fit's measurements do: all at once, a network 100000 wide needed
+    16 GB per layer, and the run died after training, before writing metrics.json."""
+    rows: list[int] = []
+    forward = Sequential.forward
+
+    def recording(self: Sequential, x: torch.Tensor) -> torch.Tensor:
+        rows.append(x.shape[0])
+        return forward(self, x)
+
+    monkeypatch.setattr(Sequential, "forward", recording)
+    args = [*SHORT, "--rounds", "1", "--n-test", "1500", "--out", str(tmp_path), "--quiet"]
+    assert main(["train", *args]) == 0
+    assert max(rows) <= 1024 and (tmp_path / "boundary.png").is_file()
+    rows.clear()
+    assert main(["evaluate", str(tmp_path / "model.safetensors"), "--n", "3000"]) == 0
+    assert sum(rows) >= 3000 and max(rows) <= 1024
+    assert "on 3000 fresh disk points" in capsys.readouterr().out
+
+
+def test_metrics_are_written_before_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise MemoryError("no memory left for the figure")
+
+    monkeypatch.setattr(nograd.plots, "plot_boundary", fail)
+    with pytest.raises(MemoryError):
+        main(["train", *SHORT, "--out", str(tmp_path), "--quiet"])
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["rounds"]) == 2
+
+
+TORCH_ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
+                     "leaky_relu": torch.nn.LeakyReLU}  # fmt: skip
+
+
+def torch_twin_of_the_last_round(config: dict[str, Any]) -> torch.nn.Sequential:
+    """What ``nograd train`` trains in its last round, written with torch.nn and torch.optim."""
+    seed = SEED_STRIDE * config["seed"] + config["rounds"] - 1
+    generator = torch.Generator().manual_seed(seed)
+    x, y = nograd.experiment.TASKS[config["task"]](config["n_train"], generator=generator).tensors
+    nograd.experiment.TASKS[config["task"]](config["n_test"], generator=generator)  # the test set
+    torch.manual_seed(seed)
+    widths, layers = [2, *config["hidden"]], []
+    for width_in, width_out in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(width_in, width_out), TORCH_ACTIVATIONS[config["activation"]]()]
+    twin = torch.nn.Sequential(
+        *layers, torch.nn.Linear(widths[-1], 1 if config["loss"] == "bce" else 2)
+    )
+    hyper = {"lr": config["lr"], "weight_decay": config["weight_decay"]}
+    if config["optimizer"] in ("sgd", "rmsprop"):
+        hyper["momentum"] = config["momentum"]
+    names = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
+    optimizer = getattr(torch.optim, names[config["optimizer"]])(twin.parameters(), **hyper)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"])
+    mean, std = (x.mean(0), x.std(0)) if config["standardize"] else (torch.zeros(2), torch.ones(2))
+    losses = {"ce": torch.nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"]),
+              "mse": torch.nn.MSELoss(), "bce": torch.nn.BCEWithLogitsLoss()}  # fmt: skip
+    targets = {"ce": lambda y: y, "mse": lambda y: torch.nn.functional.one_hot(y, 2).float(),
+               "bce": lambda y: y.float().unsqueeze(1)}  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset((x - mean) / std, y), config["batch_size"], shuffle=True,
+        generator=generator,
+    )  # fmt: skip
+    with torch.enable_grad():
+        for _ in range(config["epochs"]):
+            for x_batch, y_batch in loader:
+                optimizer.zero_grad()
+                losses[config["loss"]](twin(x_batch), targets[config["loss"]](y_batch)).backward()
+                optimizer.step()
+            if config["schedule"] == "cosine":
+                cosine.step()
+    with torch.no_grad():  # the saved model takes raw inputs
+        twin[0].weight /= std
+        twin[0].bias -= twin[0].weight @ mean
+    return twin
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--preset", "seed"],  # ReLU, SGD lr 0.1, batches of 10, MSE on one-hot, standardized
+        ["--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "0.001", "--lr", "0.05",
+         "--activation", "tanh", "--task", "moons", "--hidden", "7,5", "--batch-size", "16"],
+        ["--optimizer", "rmsprop", "--momentum", "0.5", "--lr", "0.003", "--schedule",
+         "constant", "--activation", "leaky_relu", "--task", "spirals", "--seed", "3"],
+        ["--optimizer", "adamw", "--activation", "sigmoid", "--loss", "bce", "--task", "xor"],
+        ["--activation", "relu", "--label-smoothing", "0.2", "--weight-decay", "0.1"],
+    ],
+)  # fmt: skip
+def test_every_option_trains_what_a_torch_loop_trains(tmp_path: Path, options: list[str]) -> None:
+    """The saved model of ``nograd train`` equals, to the bit, the last round of a
+    hand-written torch.nn + torch.optim loop configured as its help says (GELU and ELU,
+    a few ulps from torch's by design, are left out)."""
+    sizes = ["--rounds", "2", "--epochs", "3", "--n-train", "97", "--n-test", "53"]
+    assert main(["train", *sizes, *options, "--out", str(tmp_path), "--quiet"]) == 0
+    config = json.loads((tmp_path / "metrics.json").read_text())["config"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what nograd train chose for this small network
+    try:
+        twin = torch_twin_of_the_last_round(config)
+    finally:
+        torch.set_num_threads(threads)
+    ours = io.load_checkpoint(tmp_path / "model.safetensors").model.state_dict()
+    theirs = twin.state_dict()
+    assert list(ours) == list(theirs)
+    for key, value in theirs.items():
+        assert torch.equal(ours[key], value), key

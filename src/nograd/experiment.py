@@ -188,11 +188,6 @@ def run_rounds(
         say(f"{label:>15}: {summary[key]['mean']:.2f}% ± {summary[key]['std']:.2f}")
 
     io.save(last.model, out / MODEL_FILE, metadata={"task": config.task, "loss": config.loss})
-    histories = [History(**r["history"]) for r in records]
-    plots.plot_curves(histories, "loss", out / "loss.png")
-    plots.plot_curves(histories, "acc", out / "accuracy.png")
-    classify = partial(predict_classes, loss_fn=last.loss_fn)
-    plots.plot_boundary(last.model, last.test_data, out / "boundary.png", classify=classify)
     metrics = {
         "config": asdict(config),
         "std": "sample standard deviation over rounds (n - 1 in the denominator)",
@@ -203,7 +198,13 @@ def run_rounds(
         "summary": summary,
         "rounds": records,
     }
+    # the figures last: a failure to draw them (memory, a font) loses no figure of the run
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    histories = [History(**r["history"]) for r in records]
+    plots.plot_curves(histories, "loss", out / "loss.png")
+    plots.plot_curves(histories, "acc", out / "accuracy.png")
+    classify = partial(predict_classes, loss_fn=last.loss_fn)
+    plots.plot_boundary(last.model, last.test_data, out / "boundary.png", classify=classify)
     say(
         f"wrote {out}/: metrics.json, loss.png, accuracy.png, boundary.png, {MODEL_FILE}, "
         f"{CHECKPOINT_FILE}"
@@ -239,8 +240,8 @@ def saved_model_accuracy(path: Path, task: str | None, n: int, seed: int) -> tup
     x, y = TASKS[task](n, generator=torch.Generator().manual_seed(seed)).tensors
     dtype = next((p.dtype for p in model.parameters()), torch.get_default_dtype())
     loss_fn = build_loss(TrainConfig(loss=loss))  # the decision rule
-    model.eval()
-    accuracy = float((predict_classes(model(x.to(dtype)), loss_fn) == y).double().mean())
+    # in batches, as nograd train measured its rounds: the same figures, in bounded memory
+    _, accuracy = evaluate(model, loss_fn, TensorDataset(x.to(dtype), y))
     return accuracy, task
 
 

@@ -24,6 +24,10 @@ from nograd.train import History
 FIGSIZE = (5.0, 4.0)
 DPI = 100
 METRICS = {"loss": "loss", "acc": "accuracy"}
+# Points per forward pass when drawing: as many as fit's test batches, so a figure needs
+# no more memory than measuring did (the 200 x 200 grid at once through a network
+# 100000 wide would need 16 GB per layer)
+BATCH_SIZE = 1024
 
 
 def plot_curves(per_round_histories: Sequence[History], metric: str, path: str | Path) -> None:
@@ -96,15 +100,16 @@ def plot_boundary(
     grid = torch.stack([grid_u.reshape(-1), grid_v.reshape(-1)], dim=1)
     was_training = model.training
     model.eval()
-    regions = classify(model(grid.to(device=device, dtype=dtype))).reshape(resolution, resolution)
-    predicted = classify(model(x.to(device=device, dtype=dtype))).cpu()
+    regions = _classify_in_batches(model, classify, grid, device, dtype)
+    regions = regions.reshape(resolution, resolution)
+    predicted = _classify_in_batches(model, classify, x, device, dtype)
     model.train(was_training)
     correct = predicted == y
 
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     ax.imshow(
-        regions.cpu().numpy(),
+        regions.numpy(),
         origin="lower",
         extent=extent,
         cmap="coolwarm",
@@ -135,6 +140,22 @@ def plot_boundary(
     ax.set_ylim(extent[2], extent[3])
     ax.legend(loc="upper right", fontsize="small")
     _save(fig, path)
+
+
+def _classify_in_batches(
+    model: Module,
+    classify: Callable[[Tensor], Tensor],
+    points: Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The classes of ``points``, BATCH_SIZE at a time, on the CPU."""
+    return torch.cat(
+        [
+            classify(model(points[start : start + BATCH_SIZE].to(device=device, dtype=dtype))).cpu()
+            for start in range(0, len(points), BATCH_SIZE)
+        ]
+    )
 
 
 def _mean_std(curves: Sequence[Sequence[float]]) -> tuple[Tensor, Tensor]:
