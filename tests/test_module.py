@@ -388,6 +388,38 @@ def test_assigning_none_over_a_child_module_removes_its_parameters() -> None:
     ours.head = None  # type: ignore[assignment]
     ref.head = None  # type: ignore[assignment]
     assert list(ours.state_dict()) == list(ref.state_dict()) == ["encoder.weight", "encoder.bias"]
+    assert repr(ours) == repr(ref).replace("TorchTwoLayer", "TwoLayer")  # (head): None
+
+
+def test_a_child_set_to_none_keeps_its_slot_as_torch() -> None:
+    # a module assigned there later takes the old place: the parameter order, which an
+    # optimizer's per-index state follows, stays torch's
+    ours, ref = TwoLayer(), TorchTwoLayer()
+    for model, nn in ((ours, nograd.nn), (ref, torch.nn)):
+        model.encoder = None
+        model.encoder = nn.Linear(3, 5)
+    assert names(ours) == names(ref)
+    assert names(ours)[0] == ["encoder.weight", "encoder.bias", "head.weight", "head.bias"]
+
+
+def test_add_module_none_makes_an_empty_slot_as_torch() -> None:
+    ours, ref = Module(), torch.nn.Module()
+    for model, nn in ((ours, nograd.nn), (ref, torch.nn)):
+        model.add_module("first", None)
+        model.second = nn.ReLU()
+        model.first = nn.Tanh()
+    assert names(ours) == names(ref) and names(ours)[2] == ["first", "second"]
+
+
+def test_sequential_refuses_none_where_torch_fails_only_in_forward() -> None:
+    model = Sequential(Linear(2, 2), nograd.nn.ReLU())
+    with pytest.raises(TypeError, match="Sequential: expected a Module, got NoneType"):
+        model[1] = None  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="Sequential: cannot set child '1' to None"):
+        setattr(model, "1", None)
+    with pytest.raises(TypeError, match="Sequential: expected a Module, got NoneType"):
+        model.add_module("2", None)
+    assert len(model) == 2
 
 
 class Registered(Module):

@@ -52,6 +52,9 @@ class Sequential(Module):
         input: whatever the first module takes -> output: whatever the last returns.
     """
 
+    # every child is a Module here: a Sequential refuses the empty slots (None) that
+    # Module allows, which would break the chain
+    _modules: OrderedDict[str, Module]  # type: ignore[assignment]
     _plan: Plan | None = None  # forward's steps, made from the children when first needed
     # each child and the modules inside it, where forward keeps books (a module used
     # twice, or one with inplace=True); None where it need not
@@ -69,12 +72,20 @@ class Sequential(Module):
             self.append(module)  # type: ignore[arg-type]  # append checks it is a Module
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if value is None and name in self._modules:  # torch accepts it, then fails in forward
+            raise TypeError(
+                f"Sequential: cannot set child {name!r} to None; remove it with del model[i]"
+            )
         super().__setattr__(name, value)
         object.__setattr__(self, "_plan", None)  # the children may have changed: plan again
 
     def __delattr__(self, name: str) -> None:
         super().__delattr__(name)
         object.__setattr__(self, "_plan", None)
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        self._check(module)
+        super().add_module(name, module)
 
     @staticmethod
     def _check(module: object) -> None:

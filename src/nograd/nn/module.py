@@ -56,7 +56,7 @@ class Module:
     _parameters: OrderedDict[str, Parameter | None]
     _buffers: OrderedDict[str, Tensor | None]
     _non_persistent: set[str]
-    _modules: OrderedDict[str, Module]
+    _modules: OrderedDict[str, Module | None]  # None: an empty slot that keeps its place
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -158,7 +158,10 @@ class Module:
                 raise TypeError(f"{self._describe()}: buffer {name!r} must be a Tensor")
             self._buffers[name] = value
         elif value is None:
-            del self._modules[name]  # a child set to None is no longer a child
+            # no child there any more, but the slot keeps its place, as in torch: a module
+            # assigned there later comes back at the same position in parameters() and
+            # state_dict(), so an optimizer's per-index state still lines up with torch's
+            self._modules[name] = None
         else:
             raise TypeError(
                 f"{self._describe()}: cannot assign {type(value).__name__} to child module "
@@ -253,6 +256,8 @@ class Module:
                 f"{type(self).__name__}: {torch.typename(module)} is not a Module subclass"
             )
         self._check_new_name("module", name, self._modules)
+        if module is None:  # an empty slot, which keeps its place for a later module
+            self._modules[name] = None
         setattr(self, name, module)
 
     def register_module(self, name: str, module: Module | None) -> None:
@@ -330,6 +335,7 @@ class Module:
             children = [
                 (f"{name}.{child_name}" if name else child_name, child)
                 for child_name, child in module._modules.items()
+                if child is not None  # an empty slot
             ]
             stack.extend(reversed(children))
 
@@ -341,7 +347,7 @@ class Module:
         """Yield ``(name, child)``; a child held under several names appears once, as in torch."""
         seen: set[int] = set()
         for name, module in self._modules.items():
-            if id(module) not in seen:
+            if module is not None and id(module) not in seen:
                 seen.add(id(module))
                 yield name, module
 
