@@ -263,6 +263,43 @@ def test_loader_draws_as_torch_dataloader_draws(
     assert torch.equal(ours[1], theirs[1]) and torch.equal(ours[2], theirs[2])
 
 
+@pytest.mark.parametrize("own_generator", [True, False])
+@pytest.mark.parametrize(
+    ("n", "batch_size", "drop_last"), [(13, 4, False), (13, 4, True), (12, 4, False), (3, 8, False)]
+)
+def test_loader_draws_when_torch_dataloader_draws(
+    n: int, batch_size: int, drop_last: bool, own_generator: bool
+) -> None:
+    """torch draws the order at the first next(), not at iter(), and its sampler's last
+    randperm when asked for the batch after the last full one. So two epochs at once,
+    or draws between the batches (as Dropout's), see the same numbers in both."""
+
+    def run(make: Callable[[torch.Generator | None], Any]) -> list[Any]:
+        torch.manual_seed(3)
+        generator = seeded(7) if own_generator else None
+
+        def draw() -> list[float]:  # from the generator the loader draws from
+            return torch.rand(1, generator=generator).tolist()
+
+        loader, seen = make(generator), []
+        for first, second in zip(loader, loader, strict=True):  # two iterators at once
+            seen += [first[0].tolist(), second[0].tolist(), draw()]
+        epoch = iter(loader)
+        seen.append(draw())  # between iter() and the first next()
+        for (index,) in epoch:
+            seen += [index.tolist(), draw()]
+        return seen
+
+    dataset = TensorDataset(torch.arange(n))
+    ours = run(lambda g: DataLoader(dataset, batch_size, True, drop_last=drop_last, generator=g))
+    theirs = run(
+        lambda g: torch.utils.data.DataLoader(
+            dataset, batch_size, shuffle=True, drop_last=drop_last, generator=g
+        )
+    )
+    assert ours == theirs
+
+
 def test_loader_takes_torchs_first_arguments_and_no_others_by_position() -> None:
     """(dataset, batch_size, shuffle) as in torch; torch's fourth is a sampler, not
     drop_last, so a fourth positional argument is refused rather than misread."""
@@ -316,14 +353,36 @@ def test_a_list_of_tuples_is_a_dataset() -> None:
     assert torch.equal(batches[1][1], torch.tensor([1.0, 1.5]))
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [[0.1, 0.7, 2.0], [1.5, 2, 3], [1, 2.5, 3], [1, 2, 3], [True, False, True], [True, 2, 0]],
+    ids=["floats", "float-first", "int-first", "ints", "bools", "bool-first"],
+)
+def test_numbers_are_collated_as_torch_collates_them(labels: list[Any]) -> None:
+    """torch's default_collate picks the dtype from the first item: float64 for a
+    Python float (0.1 stays 0.1), int64 for an int, bool for a bool."""
+    samples = [(torch.full((2,), float(i)), label) for i, label in enumerate(labels)]
+    ours = next(iter(DataLoader(samples, batch_size=3)))[1]
+    theirs = next(iter(torch.utils.data.DataLoader(samples, batch_size=3)))[1]
+    assert ours.dtype == theirs.dtype
+    assert torch.equal(ours, theirs)
+
+
 def test_loader_argument_errors() -> None:
     dataset = numbered(4)
     for batch_size in (0, -2):
         with pytest.raises(ValueError, match=f"expected batch_size >= 1, got {batch_size}"):
             DataLoader(dataset, batch_size)
-    for batch_size in (1.5, True):
-        with pytest.raises(TypeError, match="expected an integer batch_size"):
+    for batch_size in (1.5, True, "2"):  # torch's BatchSampler raises ValueError for these
+        with pytest.raises(ValueError, match="expected an integer batch_size"):
             DataLoader(dataset, batch_size)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            torch.utils.data.DataLoader(dataset, batch_size)  # type: ignore[arg-type]
+    for drop_last in (None, 1, "no"):  # torch refuses these too, rather than read them as bools
+        with pytest.raises(ValueError, match=f"expected drop_last to be a bool, got {drop_last!r}"):
+            DataLoader(dataset, 2, drop_last=drop_last)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            torch.utils.data.DataLoader(dataset, 2, drop_last=drop_last)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         DataLoader(TensorDataset(torch.empty(0, 2)))
     with pytest.raises(ValueError, match="empty"):

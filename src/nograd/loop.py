@@ -75,8 +75,12 @@ class EpochLoop:
             rng_epoch = resumed.rng_epoch
             restore_rng(rng_epoch, self.named, device)
             batches = iter(loader)
+            # Take the done batches under the epoch's first state: the loader draws (as
+            # torch's) at iter(), the first next() and after its last full batch, and
+            # resumed.rng already holds what those batches drew
+            for _ in itertools.islice(batches, resumed.step):
+                pass
             restore_rng(resumed.rng, self.named, device)
-            batches = itertools.islice(batches, resumed.step, None)
             first, seen = resumed.step, resumed.seen
             loss_sum = resumed.loss_sum.to(device=device, dtype=dtype)
             correct = resumed.correct.to(device)

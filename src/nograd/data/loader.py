@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -33,19 +34,23 @@ class DataLoader:
 
     The random numbers are torch's: an epoch draws what an epoch of
     ``torch.utils.data.DataLoader`` (``num_workers=0``) draws, from the same
-    generators and in the same order (``_draw_as_torch``), so the same seed gives the
-    same batches in both, and the same random numbers afterwards (Dropout's masks).
+    generators, in the same order and between the same batches (``__iter__``,
+    ``_epoch``), so the same seed gives the same batches in both, and the same random
+    numbers afterwards (Dropout's masks), also with two epochs under way at once.
 
     A ``TensorDataset`` is batched with tensor slices (views when not shuffling, one
     gather per tensor per epoch when shuffling); any other dataset is indexed sample
-    by sample and the fields are stacked, which is slower.
+    by sample and the fields are stacked, which is slower. Fields that are Python
+    numbers become tensors as in torch's ``default_collate``: float64 when the first
+    is a float, else the dtype ``torch.tensor`` infers (int64, bool).
 
     Args:
         dataset: a ``TensorDataset``, or any object with ``__len__`` and a
             ``__getitem__`` that returns a tuple of tensors or numbers.
         batch_size: samples per batch; the last batch may be smaller.
         shuffle: draw a new random order at each epoch.
-        drop_last: drop the last batch when it holds fewer than ``batch_size`` samples.
+        drop_last: drop the last batch when it holds fewer than ``batch_size`` samples
+            (a bool, as torch requires).
         generator: the generator the epoch draws from (torch's global one when None).
 
     ``drop_last`` and ``generator`` are keyword-only: torch's DataLoader takes other
@@ -72,12 +77,15 @@ class DataLoader:
                 f"DataLoader: expected a dataset with __len__ and __getitem__, "
                 f"got {type(dataset).__name__}"
             )
+        # ValueError, not TypeError, for the wrong type too: torch's BatchSampler raises it
         if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise TypeError(
+            raise ValueError(
                 f"DataLoader: expected an integer batch_size, got {type(batch_size).__name__}"
             )
         if batch_size <= 0:
             raise ValueError(f"DataLoader: expected batch_size >= 1, got {batch_size}")
+        if not isinstance(drop_last, bool):  # as torch: None or "no" is refused, not read as bool
+            raise ValueError(f"DataLoader: expected drop_last to be a bool, got {drop_last!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"DataLoader: expected a torch.Generator or None, got {type(generator).__name__}"
@@ -98,48 +106,50 @@ class DataLoader:
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        n = len(self.dataset)
-        order = self._draw_as_torch(n)
-        usable = len(self) * self.batch_size if self.drop_last else n
+        """One epoch. Its random numbers are drawn where torch's DataLoader draws them.
+
+        ``iter()`` draws torch's base seed for worker processes at once, shuffled or
+        not: one int64 from the loader's generator, or from the global one. nograd has
+        no workers, but draws it too, so that the numbers drawn after it are torch's.
+        The rest (``_epoch``) waits for the first ``next()``, as torch's sampler does.
+        """
+        seed_for_workers = torch.empty((), dtype=torch.int64)
+        seed_for_workers.random_(generator=self.generator)  # drawn and not used
+        return self._epoch(len(self.dataset))
+
+    def _epoch(self, n: int) -> Iterator[tuple[Tensor, ...]]:
+        """The batches, with the draws torch's ``RandomSampler`` makes between them.
+
+        At the first ``next()`` it draws the order: ``randperm(n)`` from the loader's
+        generator, or, without one, from a new generator seeded by one more int64 from
+        the global generator. Once the order is used up, it draws
+        ``randperm(n)[:num_samples % n]``, the rest of an epoch longer than n samples:
+        empty here (num_samples = n), but drawn all the same. From the loader's
+        generator, that moves it on; without one, it comes from the sampler's own
+        generator, which nothing else reads. torch's batch sampler runs out of indices
+        when it is asked for the batch after the last full one: the last, partial
+        batch, or the end of the epoch.
+        """
+        order = self._draw_order(n)
+        full_batches = n // self.batch_size
+        usable = full_batches * self.batch_size if self.drop_last else n
         if isinstance(self.dataset, TensorDataset):
             batches = self._tensor_batches(self.dataset.tensors, order, usable)
         else:
             batches = self._generic_batches(order, usable)
-        return self._then_draw_as_torch(batches, n)
+        yield from itertools.islice(batches, full_batches)
+        if self.shuffle and self.generator is not None:
+            torch.randperm(n, generator=self.generator)  # drawn and not used
+        yield from batches  # the last, partial batch, unless dropped
 
-    def _draw_as_torch(self, n: int) -> Tensor | None:
-        """The epoch's order (None: in order), drawn as torch's DataLoader draws it.
-
-        At each ``iter()`` torch draws a base seed for its worker processes, shuffled or
-        not: one int64 from the loader's generator, or from the global one. nograd has
-        no workers, but draws it too, so that the numbers drawn after it are torch's.
-        Then torch's ``RandomSampler`` draws the order: ``randperm(n)`` from the
-        loader's generator, or, without one, from a new generator seeded by one more
-        int64 from the global generator.
-        """
-        seed_for_workers = torch.empty((), dtype=torch.int64)
-        seed_for_workers.random_(generator=self.generator)  # drawn and not used
+    def _draw_order(self, n: int) -> Tensor | None:
+        """The epoch's order (None: in order), drawn as torch's ``RandomSampler`` draws it."""
         if not self.shuffle:
             return None
         if self.generator is not None:
             return torch.randperm(n, generator=self.generator)
         seed = int(torch.empty((), dtype=torch.int64).random_().item())
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-    def _then_draw_as_torch(
-        self, batches: Iterator[tuple[Tensor, ...]], n: int
-    ) -> Iterator[tuple[Tensor, ...]]:
-        """``batches``, then the draw that torch's ``RandomSampler`` makes at the end.
-
-        Once the order is used up, the sampler yields ``randperm(n)[:num_samples % n]``,
-        the rest of an epoch longer than n samples: empty here (num_samples = n), but
-        drawn all the same. From the loader's generator, that moves it on; without
-        one, it comes from the sampler's own generator, which nothing else reads. It
-        happens when the epoch runs to its end, as in torch.
-        """
-        yield from batches
-        if self.shuffle and self.generator is not None:
-            torch.randperm(n, generator=self.generator)  # drawn and not used
 
     def _tensor_batches(
         self, tensors: tuple[Tensor, ...], order: Tensor | None, usable: int
@@ -190,7 +200,10 @@ def _collate(samples: list[Sequence[Any]], indices: list[int]) -> tuple[Tensor, 
                 )
             batch.append(torch.stack(values))
         elif all(isinstance(value, (bool, int, float)) for value in values):
-            batch.append(torch.tensor(values))
+            # torch's default_collate takes the dtype from the first item: float64 for a
+            # float (0.1 stays 0.1), else what torch.tensor infers (int64, bool, float32)
+            dtype = torch.float64 if isinstance(values[0], float) else None
+            batch.append(torch.tensor(values, dtype=dtype))
         else:
             kinds = sorted({type(value).__name__ for value in values})
             raise TypeError(f"DataLoader: field {field} must hold tensors or numbers, got {kinds}")
