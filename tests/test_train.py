@@ -167,6 +167,34 @@ def test_targets_follow_the_loss() -> None:
     assert torch.equal(predict_classes(torch.tensor([[-0.2], [0.3]])), torch.tensor([0, 1]))
 
 
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_hot_is_torchs(label_dtype: torch.dtype, dtype: torch.dtype) -> None:
+    y = torch.tensor([1, 0, 1, 1]).to(label_dtype)
+    expected = F.one_hot(y.long(), 3).to(dtype)
+    assert torch.equal(one_hot(y, 3, dtype), expected)
+
+
+@pytest.mark.parametrize("label", [-1, 3])
+def test_one_hot_refuses_a_label_out_of_range_as_torchs(label: int) -> None:
+    y = torch.tensor([0, label, 2])
+    with pytest.raises(RuntimeError):
+        F.one_hot(y, 3)  # torch refuses it too
+    with pytest.raises(ValueError, match=rf"expected class labels in 0..2 .* \[{min(label, 0)}, "):
+        one_hot(y, 3, torch.float32)
+
+
+def test_fit_refuses_labels_the_model_cannot_output_in_a_dataset_of_pairs() -> None:
+    """Only the first pair's label is checked before training: the one-hot target of each
+    batch refuses the others, where a row of zeros would train MSE towards nothing."""
+    pairs = [(torch.rand(2), torch.tensor(label)) for label in (0, 1, 3, 0)]
+    torch.manual_seed(0)
+    model = Sequential(Linear(2, 2))
+    optimizer = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"class labels in 0..1 .* \[0, 3\]"):
+        fit(model, MSELoss(), optimizer, pairs, epochs=1, batch_size=4, progress=False)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

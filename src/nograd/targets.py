@@ -23,8 +23,22 @@ TargetTransform = Callable[[Tensor], Tensor]
 
 
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
-    """Row n is e_{y_n}: 1 in column y_n, 0 elsewhere.  Shape: (N,) -> (N, num_classes)."""
-    return (y.unsqueeze(1) == torch.arange(num_classes, device=y.device)).to(dtype)
+    """Row n is e_{y_n}: 1 in column y_n, 0 elsewhere.  Shape: (N,) -> (N, num_classes).
+
+    y holds class indices (other dtypes are read as ``y.long()`` reads them). A label
+    outside 0..num_classes-1 raises, as ``torch.nn.functional.one_hot``'s does, instead
+    of giving a row of zeros that a regression loss would quietly train towards: on
+    the CPU a ValueError; on a GPU the scatter kernel stops the process with an assert.
+    """
+    index = (y if y.dtype == torch.int64 else y.long()).unsqueeze(1)  # (N, 1)
+    rows = torch.zeros(y.shape[0], num_classes, dtype=dtype, device=y.device)
+    try:
+        return rows.scatter_(1, index, 1)  # rows[n, y_n] = 1
+    except RuntimeError:  # the kernel's range check; it raises on the CPU
+        raise ValueError(
+            f"one_hot: expected class labels in 0..{num_classes - 1} for {num_classes} "
+            f"classes, got labels in [{int(y.min())}, {int(y.max())}]"
+        ) from None
 
 
 def target_for(loss_fn: Loss, n_outputs: int, dtype: torch.dtype) -> TargetTransform | None:
