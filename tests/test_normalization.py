@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,6 +133,25 @@ def test_layer_norm_refuses_an_input_of_the_wrong_trailing_shape() -> None:
         LayerNorm(2.5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "normalized_shape", [np.int64(5), np.array([3, 5]), (np.int64(3), 5), torch.Size([3, 5])]
+)
+def test_layer_norm_takes_the_shapes_torch_takes(normalized_shape: Any) -> None:
+    """An Integral is one size; anything else torch iterates, a numpy array too."""
+    ours, ref = twins("LayerNorm", normalized_shape, dtype=torch.float64)
+    assert ours.normalized_shape == tuple(int(size) for size in ref.normalized_shape)
+    randomize(ours, ref)
+    step_both(ours, ref, torch.randn(2, 3, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("normalized_shape", [True, (True, 3), "3", 2.5, torch.tensor(3)])
+def test_layer_norm_refuses_the_shapes_torch_refuses(normalized_shape: Any) -> None:
+    with pytest.raises(TypeError):
+        torch.nn.LayerNorm(normalized_shape)
+    with pytest.raises(TypeError, match=r"^LayerNorm: expected normalized_shape"):
+        LayerNorm(normalized_shape)
+
+
 # ---------------------------------------------------------------------- BatchNorm1d
 BATCH_NORM_OPTIONS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -226,6 +246,91 @@ def test_batch_norm_refuses_inputs_of_the_wrong_rank_or_width() -> None:
         norm(torch.randn(4, 5))
     with pytest.raises(RuntimeError, match="before forward"):
         norm.backward(torch.ones(4, 3))
+
+
+# torch's refusals, each after the module has counted the batch (num_batches_tracked is
+# incremented before F.batch_norm checks anything): (options, training, input shape,
+# the message)
+REFUSED: dict[str, tuple[dict[str, Any], bool, tuple[int, ...], str]] = {
+    "one-value-training": ({}, True, (1, 3), "Expected more than 1 value per channel"),
+    "one-value-(N,C,L)": ({}, True, (1, 3, 1), "Expected more than 1 value per channel"),
+    # no running statistics: evaluation takes the batch's, so it needs two values too
+    "one-value-eval-untracked": (
+        {"track_running_stats": False},
+        False,
+        (1, 3),
+        "Expected more than 1 value per channel",
+    ),
+    "eps-0-training": ({"eps": 0.0}, True, (4, 3), "eps must be positive during training"),
+    "eps-0-eval-untracked": (
+        {"eps": 0.0, "track_running_stats": False},
+        False,
+        (4, 3),
+        "eps must be positive during training",
+    ),
+    "eps-negative-eval": ({"eps": -1e-3}, False, (4, 3), "eps must be non-negative"),
+    "wrong-C-training": ({}, True, (4, 5), r"expected input of shape \(N, C\) with C = 3"),
+    "wrong-C-eval": ({}, False, (4, 5, 2), r"expected input of shape \(N, C, L\) with C = 3"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_batch_norm_refuses_what_torch_refuses_after_counting_the_batch(case: str) -> None:
+    """A loop that skips a refused batch and goes on must keep torch's running statistics:
+    with momentum=None the count weighs every later batch."""
+    options, training, shape, message = REFUSED[case]
+    ours, ref = twins("BatchNorm1d", 3, **options)
+    ours.train(training)
+    ref.train(training)
+    x = torch.randn(shape)
+    with pytest.raises((ValueError, RuntimeError)):
+        ref(x)
+    with pytest.raises(ValueError, match=rf"^BatchNorm1d\(3, .*{message}"):
+        ours(x)
+    for (name, buffer), ref_buffer in zip(ours.named_buffers(), ref.buffers(), strict=True):
+        assert torch.equal(buffer, ref_buffer), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("options", "training", "shape"),
+    [
+        ({"eps": 0.0}, False, (4, 3)),  # eps = 0 with the running statistics: accepted
+        # nothing of size C to check x against: torch normalises the 5 features it gets
+        ({"affine": False, "track_running_stats": False}, True, (4, 5)),
+        ({"affine": False, "track_running_stats": False}, False, (4, 5, 2)),
+    ],
+)
+def test_batch_norm_accepts_what_torch_accepts(
+    options: dict[str, Any], training: bool, shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    ours, ref = twins("BatchNorm1d", 3, dtype=dtype, **options)
+    randomize(ours, ref)
+    ours.train(training)
+    ref.train(training)
+    step_both(ours, ref, torch.randn(shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 2), (2, 3, 0), (1, 3, 0)])
+@pytest.mark.parametrize("options", ["default", "momentum-none", "no-affine", "no-bias"])
+def test_an_empty_batch_is_torchs(options: str, shape: tuple[int, ...], training: bool) -> None:
+    """No numbers, no statistics: torch returns x * w[0] + b[0], empty as x, counts the
+    batch and leaves the running statistics alone; w and b get gradients of zeros."""
+    ours, ref = twins("BatchNorm1d", 3, dtype=torch.float64, **BATCH_NORM_OPTIONS[options])
+    randomize(ours, ref)
+    ours.train(training)
+    ref.train(training)
+    step_both(ours, ref, torch.randn(shape, dtype=torch.float64))
+    step_both(ours, ref, torch.randn(4, 3, dtype=torch.float64))  # then a batch with numbers
+
+
+@pytest.mark.parametrize("num_features", [True, 2.0, "3"])
+def test_batch_norm_refuses_a_num_features_torch_refuses(num_features: Any) -> None:
+    with pytest.raises(TypeError):
+        torch.nn.BatchNorm1d(num_features)
+    with pytest.raises(TypeError, match=r"^BatchNorm1d: expected an integer num_features"):
+        BatchNorm1d(num_features)
 
 
 def test_num_batches_tracked_is_an_int64_buffer_that_to_does_not_cast() -> None:

@@ -31,11 +31,14 @@ class BatchNorm1d(Module):
     running estimates are plain averages of all the batches seen so far (momentum =
     1 / num_batches_tracked). In evaluation the running estimates replace the batch's,
     unless ``track_running_stats`` is False: then there are none, and the batch
-    statistics are used in both modes.
+    statistics are used in both modes. As in torch, batch statistics need more than one
+    number per feature, and an empty batch (N or L of 0) gives an empty output, zero
+    gradients for w and b, and leaves the running estimates alone (but counts).
 
     Args:
         num_features: C, the number of features (channels).
-        eps: added to the variance, so that a constant feature divides by sqrt(eps).
+        eps: added to the variance, so that a constant feature divides by sqrt(eps);
+            torch wants eps > 0 with batch statistics and eps >= 0 with running ones.
         momentum: the weight of the new batch in the running estimates, or None for
             the cumulative average.
         affine: whether to learn w and b (ones and zeros at first, as in torch).
@@ -69,6 +72,8 @@ class BatchNorm1d(Module):
     ) -> None:
         super().__init__()
         try:
+            if isinstance(num_features, bool):  # an int to Python, not a size to torch
+                raise TypeError
             num_features = operator.index(num_features)
         except TypeError:
             raise TypeError(
@@ -109,20 +114,30 @@ class BatchNorm1d(Module):
             self.bias.data.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+        if x.dim() not in (2, 3):
+            raise ValueError(f"{self._describe()}: expected 2D or 3D input (got {x.dim()}D input)")
         momentum = 0.0 if self.momentum is None else self.momentum  # unused unless updating
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            # counted before the checks below, as torch counts it: a batch they refuse
+            # still counts, and with momentum=None it weighs every later batch
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # the cumulative average: the n-th batch weighs 1 / n
                 momentum = 1.0 / float(self.num_batches_tracked)
         # batch statistics in training, and in evaluation when there are no running ones
         batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        self._check_batch(x, batch_stats)
         # the running statistics to update (training) or to normalise with (evaluation)
         use_running = not self.training or self.track_running_stats
         running_mean = self.running_mean if use_running else None
         running_var = self.running_var if use_running else None
         weight = None if self.weight is None else self.weight.data
         bias = None if self.bias is None else self.bias.data
+        if x.numel() == 0:  # no numbers, no statistics: torch's y = x * w[0] + b[0], empty
+            self.saved["x"] = x
+            y = x.clone() if weight is None else x * weight[0]
+            return y if bias is None else y + bias[0]
+        if x.shape[1] != self.num_features:
+            self._check_width(x, weight, bias, running_mean, running_var)
         # y, and the batch's mean and invstd = 1 / sqrt(var + eps) for the backward (empty
         # tensors in evaluation); updates running_mean and running_var in place in training
         y, save_mean, save_invstd = torch.native_batch_norm(
@@ -138,25 +153,42 @@ class BatchNorm1d(Module):
         )
         return y
 
-    def _check_input(self, x: Tensor) -> None:
-        """torch's checks of the input's rank and batch size, and of its C features."""
-        if x.dim() not in (2, 3):
-            raise ValueError(f"{self._describe()}: expected 2D or 3D input (got {x.dim()}D input)")
-        if x.shape[1] != self.num_features:
+    def _check_batch(self, x: Tensor, batch_stats: bool) -> None:
+        """torch's checks before it normalises x: with the batch's statistics, more than
+        one number per feature and eps > 0; with the running ones, eps >= 0."""
+        if batch_stats and x.shape[0] * (x.shape[2] if x.dim() == 3 else 1) == 1:
+            # one number per feature has no variance: torch refuses to normalise it
+            raise ValueError(
+                f"{self._describe()}: Expected more than 1 value per channel when "
+                f"training, got input size {x.shape}"
+            )
+        if batch_stats and self.eps <= 0:  # a constant feature would divide by 0
+            raise ValueError(
+                f"{self._describe()}: batch_norm eps must be positive during training, "
+                f"but got {self.eps}"
+            )
+        if self.eps < 0:
+            raise ValueError(
+                f"{self._describe()}: batch_norm eps must be non-negative, but got {self.eps}"
+            )
+
+    def _check_width(self, x: Tensor, *per_feature: Tensor | None) -> None:
+        """Refuse x of C != num_features if a weight, bias or running statistic is given.
+
+        torch checks C against each of them; without any it normalises the C features
+        it gets. (The CPU kernel itself checks nothing: it would read past their end.)
+        """
+        if any(tensor is not None for tensor in per_feature):
             shape = "(N, C)" if x.dim() == 2 else "(N, C, L)"
             raise ValueError(
                 f"{self._describe()}: expected input of shape {shape} with "
                 f"C = {self.num_features}, got {tuple(x.shape)}"
             )
-        # one number per feature has no variance: torch refuses to normalise it
-        if self.training and x.shape[0] * (x.shape[2] if x.dim() == 3 else 1) == 1:
-            raise ValueError(
-                f"{self._describe()}: Expected more than 1 value per channel when "
-                f"training, got input size {x.shape}"
-            )
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x = self._saved_for(grad_output, "x")
+        if x.numel() == 0:
+            return self._backward_of_empty(x)
         saved = self.saved
         weight = None if self.weight is None else self.weight.data
         bias = None if self.bias is None else self.bias.data
@@ -187,6 +219,14 @@ class BatchNorm1d(Module):
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
         return grad_input  # type: ignore[no-any-return]
+
+    def _backward_of_empty(self, x: Tensor) -> Tensor:
+        """The gradients of an empty batch: zeros for w and b, an empty dL/dx, as torch's."""
+        # dL/dw = dL/db = 0: a sum over no numbers
+        for param in (self.weight, self.bias):
+            if param is not None:
+                param.accumulate_grad(torch.zeros_like(param.data))
+        return torch.zeros_like(x) if self.needs_input_grad else NO_INPUT_GRAD
 
     def extra_repr(self) -> str:
         return (

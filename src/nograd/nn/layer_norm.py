@@ -10,7 +10,8 @@ another order, and the gradients would differ from torch's in the last bit.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -20,6 +21,27 @@ from nograd.nn.parameter import Parameter
 
 # ATen's gradient of layer norm, looked up once: torch.ops resolves names slowly
 _native_layer_norm_backward = torch.ops.aten.native_layer_norm_backward.default
+
+
+def _sizes(normalized_shape: int | Iterable[int]) -> tuple[int, ...]:
+    """normalized_shape as torch reads it: an integer is one size, else an iterable of them.
+
+    Bools are refused, as torch's tensor sizes refuse them, though Python counts them ints.
+    """
+    try:
+        sizes = (
+            (normalized_shape,)
+            if isinstance(normalized_shape, (int, Integral))  # numpy's integers are Integral
+            else tuple(normalized_shape)
+        )
+        if any(isinstance(size, bool) for size in sizes):
+            raise TypeError
+        return tuple(operator.index(size) for size in sizes)
+    except TypeError:
+        raise TypeError(
+            f"LayerNorm: expected normalized_shape to be an int or a sequence of ints, "
+            f"got {normalized_shape!r}"
+        ) from None
 
 
 class LayerNorm(Module):
@@ -57,17 +79,7 @@ class LayerNorm(Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        try:  # an int, as torch takes it, or a sequence of them
-            shape = (
-                (operator.index(normalized_shape),)
-                if not isinstance(normalized_shape, Sequence)
-                else tuple(operator.index(size) for size in normalized_shape)
-            )
-        except TypeError:
-            raise TypeError(
-                f"LayerNorm: expected normalized_shape to be an int or a sequence of ints, "
-                f"got {normalized_shape!r}"
-            ) from None
+        shape = _sizes(normalized_shape)
         self.normalized_shape = shape
         self.eps = eps
         self.elementwise_affine = elementwise_affine
