@@ -372,7 +372,6 @@ def test_logits_of_1000_stay_finite(dtype: torch.dtype, shape: tuple[int, ...]) 
 @pytest.mark.parametrize(
     ("pred_shape", "target", "message"),
     [
-        ((5,), torch.tensor([2]), r"target of shape \(\), got \(1,\).*class dim 0"),
         ((5,), torch.tensor([0, 1, 2, 3, 4]), r"target of shape \(\), got \(5,\)"),
         ((2, 5, 3), torch.zeros(2, dtype=torch.long), r"target of shape \(2, 3\), got \(2,\)"),
         ((2, 5, 3), torch.zeros(3, 3, dtype=torch.long), r"target of shape \(2, 3\), got \(3, 3\)"),
@@ -393,10 +392,50 @@ def test_logits_of_1000_stay_finite(dtype: torch.dtype, shape: tuple[int, ...]) 
 def test_a_target_of_the_wrong_shape_is_refused(
     pred_shape: tuple[int, ...], target: Tensor, message: str
 ) -> None:
-    """A ValueError naming the module and both shapes, where torch's kernels may
-    even accept a wrong shape (a target (1,) for one sample (C,)) and fail later."""
+    """A ValueError naming the module and both shapes."""
     with pytest.raises(ValueError, match=r"^CrossEntropyLoss\(.*\): expected " + message):
         CrossEntropyLoss()(torch.randn(pred_shape), target)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", ["none", "weight", "ignored", "weight-ignored"])
+def test_one_sample_with_a_target_of_shape_1_gives_torchs_loss_and_no_gradient(
+    dtype: torch.dtype, reduction: str, options: str
+) -> None:
+    """torch's kernel takes one sample's class index as (1,) as well as (): its loss is
+    the same, of shape () under every reduction; its backward refuses (1,)."""
+    z = (3 * torch.randn(5)).to(dtype)
+    y = torch.tensor([2])
+    kwargs: dict[str, Any] = {"reduction": reduction}
+    if "weight" in options:
+        kwargs["weight"] = (torch.rand(5) + 0.1).to(dtype)
+    if "ignored" in options:
+        kwargs["ignore_index"] = 2  # "mean" over no rows: NaN, as in torch
+    leaf = z.clone().requires_grad_()
+    with torch.enable_grad():
+        expected = torch.nn.CrossEntropyLoss(**kwargs)(leaf, y)
+        with pytest.raises(RuntimeError, match="size mismatch"):
+            expected.backward(torch.ones_like(expected))
+    ours = CrossEntropyLoss(**kwargs)
+    loss = ours(z, y)
+    assert loss.shape == ()
+    torch.testing.assert_close(loss, expected.detach(), rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(loss.nan_to_num(7.0), ours(z, y[0]).nan_to_num(7.0))  # () gives the same
+    ours(z, y)
+    with pytest.raises(ValueError, match=r"expected target of shape \(\) for pred of shape \(5,\)"):
+        ours.backward(torch.ones_like(loss) if reduction == "none" else None)
+
+
+def test_one_sample_with_a_target_of_shape_1_and_label_smoothing_is_refused() -> None:
+    """torch refuses it in its forward then (a shape () loss against a (1,) mask)."""
+    z, y = torch.randn(5), torch.tensor([2])
+    with pytest.raises(RuntimeError):
+        torch.nn.CrossEntropyLoss(label_smoothing=0.1)(z, y)
+    with pytest.raises(
+        ValueError, match=r"^CrossEntropyLoss\(.*\): expected target of shape \(\), got \(1,\)"
+    ):
+        CrossEntropyLoss(label_smoothing=0.1)(z, y)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)

@@ -81,7 +81,8 @@ class CrossEntropyLoss(Loss):
         (classes along dim 1, a row at each of the N d1 ... dk positions).
         target: class indices in [0, C) of pred's shape without the class dim, that is
         (N,), () or (N, d1, ..., dk), of an integer dtype; or class probabilities of
-        pred's shape and dtype.
+        pred's shape and dtype. As in torch, one sample's index may also be (1,)
+        without label smoothing, for the loss only: the backward refuses it.
         loss: () for "mean" and "sum"; for "none" one per row, (N,), () or
         (N, d1, ..., dk).
     """
@@ -144,7 +145,7 @@ class CrossEntropyLoss(Loss):
 
     def _nll_of_any_shape(self, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log p, the NLL term and its denominator, for pred of any shape torch takes."""
-        misfit = shapes.misfit(z, y)
+        misfit = shapes.misfit(z, y, self.label_smoothing)
         if misfit is not None:  # checked first: the kernel sees views, not these shapes
             raise ValueError(f"{self._describe()}: {misfit}")
         log_p = torch.log_softmax(z, shapes.class_dim(z))  # shifted by max(z), as above
@@ -208,6 +209,12 @@ class CrossEntropyLoss(Loss):
             nll_backward, dim = _nll_loss_backward, 1
         else:
             nll_backward, dim = shapes.nll_backward, shapes.class_dim(log_p)
+            if shapes.one_sample_target_of_shape_1(log_p, saved["y"]):
+                raise ValueError(
+                    f"{self._describe()}: expected target of shape () for pred of shape "
+                    f"{tuple(log_p.shape)} to take the gradient, got (1,) (torch's loss "
+                    f"takes it too, and its backward refuses it)"
+                )
         reduction = _REDUCTION_CODES[self.reduction]
         grad_log_p: Tensor = nll_backward(
             g_nll, log_p, saved["y"], w, reduction, self.ignore_index, saved["total_weight"]

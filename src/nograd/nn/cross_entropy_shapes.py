@@ -7,10 +7,12 @@ shape, the C classes along dim 1 (along dim 0 for one sample):
     pred (N, C)                target (N,)               loss under "none": (N,)
     pred (N, C, d1, ..., dk)   target (N, d1, ..., dk)   loss under "none": (N, d1, ..., dk)
 
-Class indices have pred's shape without its class dim; class probabilities have
-pred's shape. A K-dimensional input, the pixels of a segmentation map or the steps
-of a sequence, is N d1 ... dk rows of C logits each, strided along dim 1: the loss
-is that of those rows, with log_softmax, sums and weights taken along dim 1.
+Class indices have pred's shape without its class dim (one sample's may be (1,), as
+torch's kernel takes it, but only for the loss, not its gradient); class
+probabilities have pred's shape. A K-dimensional input, the pixels of a segmentation
+map or the steps of a sequence, is N d1 ... dk rows of C logits each, strided along
+dim 1: the loss is that of those rows, with log_softmax, sums and weights taken along
+dim 1.
 
 The NLL term goes to the kernel torch's own ``cross_entropy`` picks for the rank,
 so that value and gradient are torch's bits:
@@ -71,12 +73,17 @@ def rows(z: Tensor) -> int:
     return z.numel() // z.shape[class_dim(z)] if z.numel() > 0 else 0
 
 
-def misfit(z: Tensor, y: Tensor) -> str | None:
-    """What is wrong with the shapes of logits z and class indices y, or None."""
+def misfit(z: Tensor, y: Tensor, label_smoothing: float = 0.0) -> str | None:
+    """What is wrong with the shapes of logits z and class indices y, or None.
+
+    One sample (C,) takes its target as () or, as torch's kernel does, as (1,); only
+    without label smoothing, which torch then refuses, and only forward: torch's
+    backward refuses (1,) (see ``one_sample_target_of_shape_1``).
+    """
     if z.dim() == 0:
         return f"expected pred of shape (C,), (N, C) or (N, C, d1, ..., dk), got {tuple(z.shape)}"
     expected = index_shape(z)
-    if y.shape == expected:
+    if y.shape == expected or (one_sample_target_of_shape_1(z, y) and label_smoothing == 0):
         return None
     message = f"expected target of shape {expected}, got {tuple(y.shape)}"
     if z.dim() != 2:  # the usual (N, C) needs no reminder
@@ -85,6 +92,12 @@ def misfit(z: Tensor, y: Tensor) -> str | None:
             f"without its class dim {class_dim(z)}"
         )
     return message
+
+
+def one_sample_target_of_shape_1(z: Tensor, y: Tensor) -> bool:
+    """Whether y is one sample's class index as (1,), not (): torch's loss takes it, its
+    gradient not ("size mismatch")."""
+    return z.dim() == 1 and y.dim() == 1 and y.shape[0] == 1
 
 
 def _as_image(log_p: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
