@@ -178,6 +178,51 @@ def test_empty_inputs_are_torchs(
     assert_bits(CrossEntropyLoss(reduction=reduction), z, torch.rand(shape), g)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("targets", ["sum to 3", "negative", "of 100", "logits of 1000"])
+def test_class_probabilities_torch_does_not_check_give_its_numbers(
+    dtype: torch.dtype, shape: tuple[int, ...], targets: str
+) -> None:
+    """torch scores any q, whether its rows sum to 1 or not: the gradient is then
+    sum_c(q_ic) p_i - q_i, not p_i - q_i, and it must be torch's all the same."""
+    gen = torch.Generator().manual_seed(len(shape))
+    z = (4 * torch.randn(shape, generator=gen)).to(dtype)
+    q = {
+        "sum to 3": 3 * torch.softmax(torch.randn(shape, generator=gen), class_dim(shape)),
+        "negative": torch.randn(shape, generator=gen),
+        "of 100": 100 * torch.randn(shape, generator=gen),
+        "logits of 1000": torch.rand(shape, generator=gen),
+    }[targets].to(dtype)
+    if targets == "logits of 1000":
+        z = 1000 * z.sign()
+    weight = torch.rand(shape[class_dim(shape)], generator=gen).to(dtype)
+    for reduction in REDUCTIONS:
+        g = upstream(reduction, shape, 2.0, dtype, 0)
+        ours = CrossEntropyLoss(weight, reduction=reduction, label_smoothing=0.2)
+        assert_bits(ours, z, q, g)
+        assert ours(z, q).isfinite().all() and ours.backward(g).isfinite().all()
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (2, 0, 3)], ids=str)
+@pytest.mark.parametrize("soft", [False, True])
+def test_no_classes_with_label_smoothing_is_torchs(
+    reduction: str, shape: tuple[int, ...], soft: bool
+) -> None:
+    """Each class's share e / C is inf for C = 0, as torch divides: the targets are
+    empty, or every row ignored, and the loss is torch's -0 or NaN, not an error."""
+    z = torch.randn(shape, dtype=torch.float64)
+    if soft:
+        target = torch.rand(shape, dtype=torch.float64)
+    elif len(shape) == 3:
+        pytest.skip("torch's image kernel refuses (N, 0, d1) with class indices")
+    else:
+        target = torch.full(index_shape(shape), -100)
+    g = torch.randn(index_shape(shape), dtype=torch.float64) if reduction == "none" else None
+    assert_bits(CrossEntropyLoss(reduction=reduction, label_smoothing=0.3), z, target, g)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
 def test_a_sequence_models_logits_moved_to_dim_1_are_torchs(

@@ -6,9 +6,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from nograd.nn.dropout import Dropout
-from tests.oracle import assert_close
+from tests.oracle import OpNames, assert_close
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -174,14 +175,19 @@ def test_a_generator_advances_so_successive_masks_differ() -> None:
     assert not torch.equal(dropout(x) != 0, dropout(x) != 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("p", [0.2, 0.5])
-def test_global_generator_draws_the_same_mask_as_torch(p: float) -> None:
-    x = torch.randn(8, 16, dtype=torch.float64)
+def test_global_generator_draws_the_same_mask_and_the_same_next_numbers_as_torch(
+    p: float, dtype: torch.dtype
+) -> None:
+    x = torch.randn(8, 16, dtype=torch.float64).to(dtype)[:, ::2]  # strided, too
     torch.manual_seed(11)
     ours = Dropout(p)(x)
+    ours_next = torch.rand(3)
     torch.manual_seed(11)
     ref = torch.nn.Dropout(p)(x)
     assert torch.equal(ours, ref)
+    assert torch.equal(ours_next, torch.rand(3))
 
 
 def test_inplace_overwrites_the_input() -> None:
@@ -213,3 +219,76 @@ def test_repr_and_attributes_match_torch() -> None:
     assert repr(Dropout(0.1, inplace=True)) == repr(torch.nn.Dropout(0.1, inplace=True))
     assert dropout.p == 0.25
     assert dropout.generator is generator
+
+
+# ------------------------------------------------------------------ on a GPU
+class AsIfOnGPU(torch.Tensor):
+    """A CPU tensor that says it is on a GPU: runs Dropout's GPU code on CI."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+
+def dropout_ops(module: torch.nn.Module | Dropout, x: torch.Tensor) -> list[str]:
+    with OpNames() as ops:
+        module(x)
+    return [name for name in ops.names if name != "device"]  # x.is_cuda asks for it
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_on_a_gpu_it_runs_the_kernels_torch_runs(inplace: bool) -> None:
+    """On a GPU torch.nn.Dropout draws its mask in one fused kernel, ``native_dropout``,
+    whose random numbers are not those of ``bernoulli_`` (in place it draws as on the
+    CPU). Fake CUDA tensors dispatch as on a GPU, with no GPU and no values."""
+    with FakeTensorMode():
+        x = torch.empty(4, 5, device="cuda")
+        g = torch.empty(4, 5, device="cuda")
+        ours = Dropout(0.3, inplace)
+        assert dropout_ops(ours, x.clone()) == dropout_ops(torch.nn.Dropout(0.3, inplace), x)
+        with OpNames() as ops:
+            grad = ours.backward(g)
+        expected = ["mul"] if inplace else ["native_dropout_backward"]  # torch's autograd's
+        assert ops.names == expected
+        assert grad.shape == x.shape and grad.is_cuda
+        # its own generator: bernoulli_ takes one, the fused kernel none
+        own = Dropout(0.3, generator=torch.Generator())
+        assert "bernoulli_" in dropout_ops(own, x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_fused_kernels_output_and_gradient_are_torchs_autograd(dtype: torch.dtype) -> None:
+    """The GPU code, run on the CPU, against torch's autograd of the same kernel."""
+    x = torch.randn(6, 7, dtype=dtype)
+    g = torch.randn(6, 7, dtype=dtype)
+    torch.manual_seed(3)
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref, _ = torch.native_dropout(leaf, 0.3, True)
+        y_ref.backward(g)
+    assert leaf.grad is not None
+    torch.manual_seed(3)
+    dropout = Dropout(0.3)
+    y = dropout(x.as_subclass(AsIfOnGPU)).as_subclass(torch.Tensor)
+    assert torch.equal(y, y_ref.detach())
+    assert torch.equal(dropout.backward(g).as_subclass(torch.Tensor), leaf.grad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_on_cuda_the_mask_and_the_next_draws_are_torchs(dtype: torch.dtype, inplace: bool) -> None:
+    cuda = torch.device("cuda")
+    x = torch.randn(33, 65, dtype=dtype, device=cuda)
+    g = torch.randn(33, 65, dtype=dtype, device=cuda)
+    torch.manual_seed(9)
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = torch.nn.Dropout(0.4, inplace)(leaf * 1)
+        y_ref.backward(g)
+    next_ref = torch.rand(5, device=cuda)
+    torch.manual_seed(9)
+    dropout = Dropout(0.4, inplace)
+    assert torch.equal(dropout(x.clone()), y_ref.detach())
+    assert torch.equal(dropout.backward(g), leaf.grad)
+    assert torch.equal(torch.rand(5, device=cuda), next_ref)

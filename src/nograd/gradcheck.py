@@ -98,14 +98,19 @@ class GradcheckResult:
 
 
 class _RandomState:
-    """The global RNG state and every submodule's ``generator``, frozen at creation.
+    """The global RNG states and every submodule's ``generator``, frozen at creation.
 
-    Restoring it before each forward makes a stochastic module (Dropout) draw the
+    Restoring them before each forward makes a stochastic module (Dropout) draw the
     same mask every time, so L is a deterministic function of the perturbed value.
+    The global states are the CPU's and, once CUDA is in use, each GPU's: a module
+    on a GPU draws from its device's generator.
     """
 
     def __init__(self, module: Module) -> None:
         self.global_state = torch.get_rng_state()
+        self.cuda_states: list[Tensor] | None = None
+        if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            self.cuda_states = torch.cuda.get_rng_state_all()
         self.generators = [
             (generator, generator.get_state())
             for sub in module.modules()
@@ -114,6 +119,8 @@ class _RandomState:
 
     def restore(self) -> None:
         torch.set_rng_state(self.global_state)
+        if self.cuda_states is not None:
+            torch.cuda.set_rng_state_all(self.cuda_states)
         for generator, state in self.generators:
             generator.set_state(state)
 
@@ -188,7 +195,9 @@ def gradcheck(
         if generator is None:
             generator = torch.Generator().manual_seed(0)
         upstream = torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y.device)
-        grad_x = model.backward(upstream)
+        # a copy: a backward may write into its grad_output (grad_output *= mask), and
+        # L must go on using g, or it would check that backward against another L
+        grad_x = model.backward(upstream.clone())
 
     def objective() -> float:
         return float((run_forward() * upstream).sum())  # L = sum(f(x) * g)

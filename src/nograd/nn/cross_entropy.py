@@ -139,7 +139,7 @@ class CrossEntropyLoss(Loss):
         loss = nll
         if e > 0:  # (1 - e) NLL + (e / C) smoothing term
             c = log_p.shape[shapes.class_dim(log_p)]
-            loss = nll * (1 - e) + self._smoothing_term(log_p, y) * (e / c)
+            loss = nll * (1 - e) + self._smoothing_term(log_p, y) * soft_targets.uniform_share(e, c)
         saved["l"] = loss  # backward needs its dtype, and under "none" its shape
         return loss
 
@@ -220,7 +220,8 @@ class CrossEntropyLoss(Loss):
             g_nll, log_p, saved["y"], w, reduction, self.ignore_index, saved["total_weight"]
         )
         if e > 0:  # dL/dlog p_ic += -(e / C) g w_c (/ its denominator under "mean")
-            grad_log_p = grad_log_p + self._smoothing_grad(g * (e / log_p.shape[dim]), log_p)
+            share = soft_targets.uniform_share(e, log_p.shape[dim])  # e / C
+            grad_log_p = grad_log_p + self._smoothing_grad(g * share, log_p)
         # dL/dz_ic = dL/dlog p_ic - p_ic sum_k dL/dlog p_ik
         grad: Tensor = torch._log_softmax_backward_data(grad_log_p, log_p, dim, log_p.dtype)
         return grad

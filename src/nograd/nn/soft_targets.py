@@ -20,15 +20,25 @@ Both are computed with torch's ops in torch's order, so that they are its bits.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from nograd.nn.cross_entropy_shapes import along_classes, class_dim, rows
 
 
+def uniform_share(e: float, c: int) -> float:
+    """e / C, each class's share of the smoothing, as torch divides: inf for no classes.
+
+    (Rows of no classes make empty tensors, or a loss of 0 * inf = NaN, as in torch.)
+    """
+    return e / c if c > 0 else math.inf
+
+
 def smoothed(q: Tensor, e: float) -> Tensor:
     """q = (1 - e) q + e / C, the target mixed with the uniform distribution."""
-    return q if e == 0 else q * (1 - e) + e / q.shape[class_dim(q)]
+    return q if e == 0 else q * (1 - e) + uniform_share(e, q.shape[class_dim(q)])
 
 
 def loss(log_p: Tensor, q: Tensor, w: Tensor | None, reduction: str) -> Tensor:
