@@ -9,8 +9,18 @@ import pytest
 import torch
 from torch import Tensor
 
+import nograd.nn
 from nograd.gradcheck import GradcheckResult, TensorCheck, gradcheck
-from nograd.nn import NO_INPUT_GRAD, Linear, Module, Sequential, activations, cross_entropy, losses
+from nograd.nn import (
+    NO_INPUT_GRAD,
+    Linear,
+    Module,
+    Parameter,
+    Sequential,
+    activations,
+    cross_entropy,
+    losses,
+)
 from nograd.nn.dropout import Dropout
 
 F64 = torch.float64
@@ -58,6 +68,34 @@ class WrongShapeInputGrad(Linear):
 class HalvedMSE(losses.MSELoss):
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         return super().backward(grad_output) / 2  # wrong: dL/dpred = (pred - target) / n
+
+
+class DoublesInPlace(Module):
+    """y = 2 x, whose backward writes dL/dx = 2 g into grad_output: right, if in place."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 2 * x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad_output *= 2  # dL/dx = 2 g
+        return grad_output
+
+
+class ScalesWithStaleGrad(Module):
+    """y = w x elementwise, whose backward takes dL/dw from the g it overwrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = Parameter(torch.tensor([0.5, -2.0, 3.0]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.saved["x"] = x
+        return x * self.w.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        grad_output.mul_(self.w.data)  # dL/dx = g w, in place
+        self.w.grad = (grad_output * self.saved["x"]).sum(0)  # wrong: dL/dw = sum g x
+        return grad_output
 
 
 # -------------------------------------------------------- stochastic layers
@@ -214,12 +252,16 @@ LOSS_CASES: list[tuple[str, Any, tuple[Tensor, Tensor]]] = [
     ("mse-sum", losses.MSELoss(reduction="sum"), (randn(4, 3), randn(4, 3, seed=1))),
     ("mse-none", losses.MSELoss(reduction="none"), (randn(4, 3), randn(4, 3, seed=1))),
     ("l1", losses.L1Loss(), (randn(5), randn(5, seed=1))),
-    ("bce", losses.BCEWithLogitsLoss(), (randn(6, 2), torch.rand(6, 2))),
+    ("bce", nograd.nn.BCEWithLogitsLoss(), (randn(6, 2), torch.rand(6, 2))),
     (
         "bce-pos-weight",
-        losses.BCEWithLogitsLoss(pos_weight=torch.tensor([0.5, 3.0])),
+        nograd.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([0.5, 3.0])),
         (randn(6, 2), torch.rand(6, 2)),
     ),
+    ("bce-probabilities", nograd.nn.BCELoss(), (torch.rand(6, 2) * 0.8 + 0.1, torch.rand(6, 2))),
+    # |pred - target| on both sides of delta (beta): 3 randn against 0
+    ("huber", nograd.nn.HuberLoss(delta=0.7), (3 * randn(5, 3), torch.zeros(5, 3))),
+    ("smooth-l1", nograd.nn.SmoothL1Loss(beta=0.7), (3 * randn(5, 3), torch.zeros(5, 3))),
     ("ce", cross_entropy.CrossEntropyLoss(), (randn(5, 4), torch.tensor([0, 3, 1, 1, 2]))),
     ("ce-1-row", cross_entropy.CrossEntropyLoss(), (randn(1, 3), torch.tensor([2]))),
     (
@@ -250,10 +292,11 @@ def test_every_loss_passes(loss_fn: losses.Loss, inputs: tuple[Tensor, Tensor]) 
 
 
 def test_loss_cases_cover_every_loss_class() -> None:
+    """Every loss that nograd.nn exports, whichever file defines it."""
+    exported = {getattr(nograd.nn, name) for name in nograd.nn.__all__}
     defined = {
         cls
-        for module in (losses, cross_entropy)
-        for cls in vars(module).values()
+        for cls in exported
         if inspect.isclass(cls) and issubclass(cls, losses.Loss) and cls is not losses.Loss
     }
     assert defined == {type(case[1]) for case in LOSS_CASES}
@@ -339,6 +382,14 @@ def test_tolerances_decide_a_small_error() -> None:
     assert gradcheck(layer, x, rtol=0.02).ok
 
 
+def test_a_backward_that_writes_into_grad_output_is_checked_against_the_same_loss() -> None:
+    """L = sum(f(x) * g) keeps its g whatever backward does with the tensor it was given:
+    a right backward in place passes, and a wrong one is named for what is wrong."""
+    assert gradcheck(DoublesInPlace(), randn(3, 4)).ok
+    result = gradcheck(ScalesWithStaleGrad(), randn(4, 3))
+    assert [c.name for c in result.failures] == ["w"]
+
+
 def test_nan_gradient_fails() -> None:
     class NanGrad(Linear):
         def backward(self, grad_output: Tensor) -> Tensor:
@@ -346,6 +397,19 @@ def test_nan_gradient_fails() -> None:
 
     result = gradcheck(NanGrad(2, 2), randn(3, 2))
     assert [c.name for c in result.failures] == ["input"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("module_type", [GlobalNoise, Dropout])
+def test_on_cuda_a_stochastic_module_passes_and_the_generator_is_left_alone(
+    module_type: type,
+) -> None:
+    """On a GPU the mask comes from the device's generator, which must be restored too."""
+    cuda = torch.device("cuda")
+    x = randn(6, 5).to(cuda)
+    before = torch.cuda.get_rng_state()
+    gradcheck(module_type(), x).assert_ok()
+    assert torch.equal(torch.cuda.get_rng_state(), before)
 
 
 # ------------------------------------------------------------------ hygiene

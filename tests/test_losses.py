@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from typing import Any
 
@@ -10,7 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
+from nograd.gradcheck import gradcheck
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
+from nograd.nn.binary_cross_entropy import BCELoss
+from nograd.nn.huber import HuberLoss, SmoothL1Loss
 from tests.oracle import OpNames, tolerance
 
 DTYPES = [torch.float64, torch.float32]
@@ -19,8 +23,12 @@ ELEMENTWISE = [
     (MSELoss, torch.nn.MSELoss),
     (L1Loss, torch.nn.L1Loss),
     (BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss),
+    (HuberLoss, torch.nn.HuberLoss),
+    (SmoothL1Loss, torch.nn.SmoothL1Loss),
 ]
-LOSSES = [MSELoss, L1Loss, BCEWithLogitsLoss, CrossEntropyLoss]
+LOSSES = [MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss, HuberLoss, SmoothL1Loss, CrossEntropyLoss]
+# the losses whose target has pred's shape and dtype
+PAIRED = [MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss, HuberLoss, SmoothL1Loss]
 
 seeds = st.integers(0, 2**32 - 1)
 # None: backward() as the training loop calls it; a number: a 0-dim grad_output
@@ -368,6 +376,8 @@ def test_cross_entropy_accepts_any_integer_target_dtype(dtype: torch.dtype) -> N
 @pytest.mark.parametrize("loss_cls", LOSSES)
 def test_zero_dim_grad_output_scales_the_gradient(loss_cls: type[Loss], reduction: str) -> None:
     pred = torch.randn(4, 3, dtype=torch.float64)
+    if loss_cls is BCELoss:
+        pred = torch.sigmoid(pred)  # probabilities
     target = torch.tensor([0, 2, 1, 1]) if loss_cls is CrossEntropyLoss else torch.rand_like(pred)
     loss_fn = loss_cls(reduction=reduction)
     loss_fn(pred, target)
@@ -386,6 +396,8 @@ def test_a_scaled_loss_has_autograds_gradient_to_the_bit(
     / N first), and so does nograd, so the gradient has autograd's bits."""
     generator = torch.Generator().manual_seed(5)
     pred = (3 * torch.randn(64, 33, generator=generator)).to(dtype)
+    if loss_cls is BCELoss:
+        pred = torch.sigmoid(pred)  # probabilities
     if loss_cls is CrossEntropyLoss:
         target = torch.randint(0, 33, (64,), generator=generator)
     else:
@@ -583,15 +595,15 @@ def test_backward_before_forward(loss_cls: type[Loss]) -> None:
         loss_cls().backward()
 
 
-@pytest.mark.parametrize("loss_cls", [MSELoss, L1Loss, BCEWithLogitsLoss])
+@pytest.mark.parametrize("loss_cls", PAIRED)
 def test_no_silent_broadcasting(loss_cls: type[Loss]) -> None:
     name = loss_cls.__name__
-    message = rf"{name}\(reduction='mean'\): expected target of shape \(4, 1\).*got \(4,\)"
+    message = rf"{name}\(reduction='mean'.*\): expected target of shape \(4, 1\).*got \(4,\)"
     with pytest.raises(ValueError, match=message):
         loss_cls()(torch.randn(4, 1), torch.randn(4))
 
 
-@pytest.mark.parametrize("loss_cls", [MSELoss, L1Loss, BCEWithLogitsLoss])
+@pytest.mark.parametrize("loss_cls", PAIRED)
 def test_target_dtype_must_match_pred(loss_cls: type[Loss]) -> None:
     match = r"floating pred and target of one dtype, got pred torch.float32 and target torch.%s"
     with pytest.raises(TypeError, match=match % "float64"):
@@ -606,6 +618,9 @@ ONE_SAMPLE = {  # (pred, target) whose unreduced loss has one element
     "MSELoss": lambda: (torch.randn(1, 1, dtype=torch.float64), torch.randn(1, 1).double()),
     "L1Loss": lambda: (torch.randn(1, dtype=torch.float64), torch.randn(1).double()),
     "BCEWithLogitsLoss": lambda: (torch.randn((), dtype=torch.float64), torch.tensor(1.0).double()),
+    "BCELoss": lambda: (torch.rand(1, dtype=torch.float64), torch.rand(1).double()),
+    "HuberLoss": lambda: (torch.randn(1, 1, dtype=torch.float64), torch.randn(1, 1).double()),
+    "SmoothL1Loss": lambda: (torch.randn((), dtype=torch.float64), torch.randn(()).double()),
     "CrossEntropyLoss": lambda: (torch.randn(5, dtype=torch.float64), torch.tensor(3)),
 }
 
@@ -648,20 +663,23 @@ def test_bce_pos_weight_errors() -> None:
         BCEWithLogitsLoss(pos_weight=[1.0, 2.0])  # type: ignore[arg-type]
 
 
-def test_bce_weight_errors() -> None:
-    pred, target = torch.randn(4, 3), torch.rand(4, 3)
+@pytest.mark.parametrize(
+    ("ours", "ref"), [(BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss), (BCELoss, torch.nn.BCELoss)]
+)
+def test_bce_weight_errors(ours: type[Loss], ref: type[torch.nn.Module]) -> None:
+    pred, target = torch.rand(4, 3), torch.rand(4, 3)  # probabilities suit both
     for weight in [torch.ones(2), torch.ones(4, 2), torch.ones(2, 4, 3)]:
         with pytest.raises(RuntimeError):  # torch refuses these shapes too
-            torch.nn.BCEWithLogitsLoss(weight=weight)(pred, target)
+            ref(weight=weight)(pred, target)
         message = rf"weight of shape {re.escape(str(tuple(weight.shape)))} does not broadcast"
         with pytest.raises(ValueError, match=message + r".*pred's shape \(4, 3\)"):
-            BCEWithLogitsLoss(weight=weight)(pred, target)
+            ours(weight=weight)(pred, target)  # type: ignore[call-arg]
     with pytest.raises(
         TypeError, match=r"expected weight of dtype torch.float32.*got torch.float64"
     ):
-        BCEWithLogitsLoss(weight=torch.ones(3, dtype=torch.float64))(pred, target)
-    with pytest.raises(TypeError, match=r"BCEWithLogitsLoss: weight must be a Tensor, got \["):
-        BCEWithLogitsLoss(weight=[1.0, 2.0])  # type: ignore[arg-type]
+        ours(weight=torch.ones(3, dtype=torch.float64))(pred, target)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=rf"{ours.__name__}: weight must be a Tensor, got \["):
+        ours(weight=[1.0, 2.0])  # type: ignore[call-arg]
 
 
 def test_cross_entropy_shape_and_dtype_errors() -> None:
@@ -721,6 +739,9 @@ def test_cross_entropy_option_errors() -> None:
         (MSELoss, torch.nn.MSELoss),
         (L1Loss, torch.nn.L1Loss),
         (BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss),
+        (BCELoss, torch.nn.BCELoss),
+        (HuberLoss, torch.nn.HuberLoss),
+        (SmoothL1Loss, torch.nn.SmoothL1Loss),
         (CrossEntropyLoss, torch.nn.CrossEntropyLoss),
     ],
 )
@@ -740,21 +761,26 @@ def test_a_weight_given_first_positionally_is_the_weight_as_in_torch() -> None:
     assert torch.equal(CrossEntropyLoss(w)(z, y), torch.nn.CrossEntropyLoss(w)(z, y))
     t = torch.rand(4, 3)
     assert torch.equal(BCEWithLogitsLoss(w)(z, t), torch.nn.BCEWithLogitsLoss(w)(z, t))
+    p = torch.sigmoid(z)
+    assert torch.equal(BCELoss(w)(p, t), torch.nn.BCELoss(w)(p, t))
 
 
+@pytest.mark.parametrize("name", ["MSELoss", "SmoothL1Loss", "BCELoss"])
 @pytest.mark.parametrize(
     ("size_average", "reduce"),
     [(None, False), (False, None), (True, True), (False, False), (True, None)],
 )
 def test_deprecated_size_average_and_reduce_choose_torchs_reduction(
-    size_average: bool | None, reduce: bool | None
+    name: str, size_average: bool | None, reduce: bool | None
 ) -> None:
+    ours_cls = {"MSELoss": MSELoss, "SmoothL1Loss": SmoothL1Loss, "BCELoss": BCELoss}[name]
+    # BCELoss takes a weight first, as torch's: the pair comes by name
     with pytest.warns(
         UserWarning, match="size_average and reduce args will be deprecated"
     ) as ours_warnings:
-        ours = MSELoss(size_average, reduce)
+        ours = ours_cls(size_average=size_average, reduce=reduce)
     with pytest.warns(UserWarning) as ref_warnings:
-        ref = torch.nn.MSELoss(size_average, reduce)
+        ref = getattr(torch.nn, name)(size_average=size_average, reduce=reduce)
     assert ours.reduction == ref.reduction
     assert str(ours_warnings[0].message) == str(ref_warnings[0].message)
 
@@ -870,3 +896,238 @@ def test_class_probabilities_that_do_not_fit_are_refused(
 ) -> None:
     with pytest.raises(error, match=message):
         loss_fn(pred, target)
+
+
+# ------------------------------------------- BCE on probabilities, Huber, smooth L1
+def autograd_twin(
+    ref: torch.nn.Module, pred: Tensor, target: Tensor, grad_output: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """torch's loss value and dL/dpred, by autograd."""
+    leaf = pred.clone().requires_grad_()
+    with torch.enable_grad():
+        loss = ref(leaf, target)
+        loss.backward(grad_output)
+    assert leaf.grad is not None
+    return loss.detach(), leaf.grad
+
+
+def assert_torchs_bits(
+    ours: Loss, ref: torch.nn.Module, pred: Tensor, target: Tensor, grad_output: Tensor | None
+) -> None:
+    expected_loss, expected_grad = autograd_twin(ref, pred, target, grad_output)
+    loss = ours(pred, target)
+    assert torch.equal(loss, expected_loss)
+    assert torch.equal(ours.backward(grad_output), expected_grad)
+
+
+def upstream(
+    reduction: str, shape: tuple[int, ...], scale: float | None, dtype: torch.dtype
+) -> Tensor | None:
+    """dL/dloss: one per element when unreduced, else None (1) or a 0-dim scale."""
+    if reduction == "none":
+        return torch.randn(shape, dtype=dtype)
+    return None if scale is None else torch.tensor(scale, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(
+    n=st.sampled_from([1, 2, 7, 40, 333]),  # under and over torch's vectorised width
+    c=st.integers(1, 5),
+    weight_shape=st.sampled_from(list(WEIGHT_SHAPES)),
+    hard_labels=st.booleans(),
+    reduction=st.sampled_from(REDUCTIONS),
+    scale=scales,
+    seed=seeds,
+)
+def test_bce_on_probabilities_is_torchs_to_the_bit(
+    dtype: torch.dtype,
+    n: int,
+    c: int,
+    weight_shape: str,
+    hard_labels: bool,
+    reduction: str,
+    scale: float | None,
+    seed: int,
+) -> None:
+    """Value and gradient, weighted or not, with p = 0 and p = 1 among the inputs."""
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.rand(n, c, generator=gen, dtype=dtype)
+    p.view(-1)[:2] = torch.tensor([0.0, 1.0])[: p.numel()]  # where the logs are clamped
+    y = torch.rand(n, c, generator=gen, dtype=dtype)
+    if hard_labels:
+        y = y.round()
+    shape = WEIGHT_SHAPES[weight_shape](n, c)
+    w = None if shape is None else 2 * torch.rand(shape, generator=gen, dtype=dtype)
+    ours, ref = BCELoss(w, reduction=reduction), torch.nn.BCELoss(w, reduction=reduction)
+    assert_torchs_bits(ours, ref, p, y, upstream(reduction, (n, c), scale, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_on_probabilities_is_finite_at_0_and_1(dtype: torch.dtype, reduction: str) -> None:
+    """Each log is clamped at -100, and (1 - p) p at eps, as in torch: no inf, no NaN.
+
+    In float64 eps is 1e-12 rounded to float32, torch's constant; 1e-12 itself gives
+    other gradients at p = 0 and 1.
+    """
+    p = torch.tensor([0.0, 1.0, 0.0, 1.0, 1e-30, 1 - 1e-7], dtype=dtype)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.7, 0.3], dtype=dtype)
+    ours = BCELoss(reduction=reduction)
+    loss = ours(p, y)
+    assert loss.isfinite().all()
+    if reduction == "none":
+        assert torch.equal(loss[:4], torch.tensor([100.0, 100.0, 0.0, 0.0], dtype=dtype))
+    grad = ours.backward(torch.ones_like(loss))
+    assert grad.isfinite().all()
+    g = torch.ones_like(loss)
+    assert_torchs_bits(BCELoss(reduction=reduction), torch.nn.BCELoss(reduction=reduction), p, y, g)
+
+
+@pytest.mark.parametrize(
+    ("p", "y", "which"),
+    [
+        ([0.5, 1.5], [1.0, 0.0], "input"),
+        ([0.5, -0.1], [1.0, 0.0], "input"),
+        ([0.5, math.nan], [1.0, 0.0], "input"),
+        ([0.5, 0.5], [1.0, 1.5], "target"),
+        ([0.5, 0.5], [math.nan, 0.0], "target"),
+    ],
+)
+def test_bce_refuses_what_is_not_a_probability_as_torch(
+    p: list[float], y: list[float], which: str
+) -> None:
+    pred, target = torch.tensor(p), torch.tensor(y)
+    with pytest.raises(RuntimeError, match=f"{which} should be between 0 and 1"):
+        torch.nn.BCELoss()(pred, target)
+    message = rf"^BCELoss\(reduction='sum'\): all elements of {which} should be between 0 and 1"
+    with pytest.raises(RuntimeError, match=message):
+        BCELoss(reduction="sum")(pred, target)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(
+    n=st.sampled_from([1, 3, 7, 17, 40, 333]),  # under and over torch's vectorised width
+    threshold=st.sampled_from([1.0, 0.3, 2.7, 1e-3]),
+    reduction=st.sampled_from(REDUCTIONS),
+    scale=scales,
+    seed=seeds,
+)
+def test_huber_and_smooth_l1_are_torchs_to_the_bit(
+    dtype: torch.dtype, n: int, threshold: float, reduction: str, scale: float | None, seed: int
+) -> None:
+    """Both sides of the threshold, the threshold itself and d = 0; any upstream gradient.
+
+    torch's backward kernel rounds in one order in its vectorised loop and in another
+    in the loop that finishes the last elements, so sizes under and over the width of
+    its vectors both matter; composed tensor ops miss some of those bits.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.randn(n, 3, generator=gen, dtype=dtype)
+    d = 3 * threshold * torch.randn(n, 3, generator=gen, dtype=dtype)
+    d.view(-1)[:4] = torch.tensor([threshold, -threshold, 0.0, threshold / 2])[: d.numel()]
+    pred = target + d
+    g = upstream(reduction, (n, 3), scale, dtype)
+    for ours, ref in [
+        (HuberLoss(reduction, threshold), torch.nn.HuberLoss(reduction, threshold)),
+        (
+            SmoothL1Loss(reduction=reduction, beta=threshold),
+            torch.nn.SmoothL1Loss(reduction=reduction, beta=threshold),
+        ),
+    ]:
+        assert_torchs_bits(ours, ref, pred, target, g)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("scale", [None, 0.37])
+def test_smooth_l1_with_beta_0_is_l1_as_in_torch(
+    dtype: torch.dtype, reduction: str, scale: float | None
+) -> None:
+    """torch takes L1's route for beta = 0: its gradient at pred == target is 0."""
+    target = torch.randn(40, 3, dtype=dtype)
+    pred = target + torch.randn(40, 3, dtype=dtype)
+    pred[:5] = target[:5]  # d = 0 exactly
+    g = upstream(reduction, (40, 3), scale, dtype)
+    ours = SmoothL1Loss(reduction=reduction, beta=0.0)
+    assert_torchs_bits(ours, torch.nn.SmoothL1Loss(reduction=reduction, beta=0.0), pred, target, g)
+    grad = ours.backward(g)
+    assert torch.equal(grad[:5], torch.zeros(5, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_huber_and_smooth_l1_are_finite_at_1000(dtype: torch.dtype, reduction: str) -> None:
+    pred = torch.tensor([1000.0, -1000.0, 1000.0, 0.5, -1000.0], dtype=dtype)
+    target = torch.tensor([-1000.0, 1000.0, 1000.0, 0.0, 0.0], dtype=dtype)
+    for ours, ref in [
+        (HuberLoss(reduction, delta=2.0), torch.nn.HuberLoss(reduction, delta=2.0)),
+        (SmoothL1Loss(reduction=reduction), torch.nn.SmoothL1Loss(reduction=reduction)),
+    ]:
+        loss = ours(pred, target)
+        assert loss.isfinite().all()
+        grad = ours.backward(torch.ones_like(loss))
+        assert grad.isfinite().all()
+        # the line's slope far out: delta sign(d) for Huber, sign(d) for smooth L1
+        slope = 2.0 if isinstance(ours, HuberLoss) else 1.0
+        per_element = 1 / 5 if reduction == "mean" else 1.0
+        expected = torch.tensor([slope, -slope], dtype=dtype) * per_element
+        assert torch.equal(grad[:2], expected)
+        assert_torchs_bits(ours, ref, pred, target, torch.ones_like(loss))
+
+
+def test_huber_and_smooth_l1_refuse_thresholds_torch_refuses() -> None:
+    pred, target = torch.randn(3), torch.randn(3)
+    for delta in [0.0, -1.0, math.nan]:
+        with pytest.raises(RuntimeError, match="non-positive values for delta"):
+            torch.nn.HuberLoss(delta=delta)(pred, target)
+        with pytest.raises(RuntimeError, match=rf"^HuberLoss: expected delta > 0, got {delta}"):
+            HuberLoss(delta=delta)
+    for beta in [-1.0, math.nan]:
+        with pytest.raises(RuntimeError, match="negative values for beta"):
+            torch.nn.SmoothL1Loss(beta=beta)(pred, target)
+        with pytest.raises(RuntimeError, match=rf"^SmoothL1Loss: expected beta >= 0, got {beta}"):
+            SmoothL1Loss(beta=beta)
+    SmoothL1Loss(beta=0.0)(pred, target)  # L1, allowed as in torch
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "pred", "target"),
+    [
+        (BCELoss(), torch.rand(5, 3).double().clamp(0.05, 0.95), torch.rand(5, 3).double()),
+        (BCELoss(torch.rand(3).double(), reduction="sum"), torch.rand(4, 3).double() * 0.8 + 0.1,
+         torch.rand(4, 3).double().round()),
+        (HuberLoss(delta=0.5), torch.tensor([0.1, -0.3, 2.0, -1.5, 0.7]).double(),
+         torch.zeros(5).double()),
+        (SmoothL1Loss(beta=0.5, reduction="sum"), torch.tensor([0.1, -0.3, 2.0, -1.5]).double(),
+         torch.zeros(4).double()),
+        (SmoothL1Loss(beta=0.0), torch.tensor([0.1, -0.3, 2.0]).double(), torch.zeros(3).double()),
+    ],
+)  # fmt: skip
+def test_new_losses_pass_central_differences(loss_fn: Loss, pred: Tensor, target: Tensor) -> None:
+    """The backward against the definition, with no torch oracle (away from the kinks)."""
+    gradcheck(loss_fn, pred, target).assert_ok()
+
+
+def test_bce_and_smooth_l1_reprs_are_torchs_and_errors_name_the_settings() -> None:
+    w = torch.rand(3)
+    pairs = [
+        (BCELoss(w, reduction="sum"), torch.nn.BCELoss(w, reduction="sum")),
+        (HuberLoss("none", 0.5), torch.nn.HuberLoss("none", 0.5)),
+        (SmoothL1Loss(beta=2.0), torch.nn.SmoothL1Loss(beta=2.0)),
+    ]
+    for ours, ref in pairs:
+        assert repr(ours) == repr(ref)
+    assert [ours._describe() for ours, _ in pairs] == [
+        "BCELoss(reduction='sum', weight=...)",
+        "HuberLoss(reduction='none', delta=0.5)",
+        "SmoothL1Loss(reduction='mean', beta=2.0)",
+    ]
+
+
+def test_bce_weight_is_a_buffer_named_as_in_torch() -> None:
+    w = torch.rand(3)
+    ours, ref = BCELoss(w), torch.nn.BCELoss(w)
+    assert list(ours.state_dict()) == list(ref.state_dict()) == ["weight"]
+    assert BCELoss().state_dict() == {} == dict(torch.nn.BCELoss().state_dict())
+    ours.to(torch.float64)
+    assert ours.weight is not None and ours.weight.dtype == torch.float64

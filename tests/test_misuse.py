@@ -117,10 +117,10 @@ def diverges(tmp: Path) -> Any:
 
 
 ARCH_ALLOWED = (
-    "(Sequential, BatchNorm1d, Dropout, ELU, GELU, Identity, LayerNorm, LeakyReLU, Linear, ReLU, "
-    "Sigmoid, Softmax, Tanh)"
+    "(Sequential, BatchNorm1d, Dropout, ELU, Flatten, GELU, Identity, LayerNorm, LeakyReLU, "
+    "Linear, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Softplus, Tanh, Unflatten)"
 )
-ACTIVATION_NAMES = "['elu', 'gelu', 'leaky_relu', 'relu', 'sigmoid', 'tanh']"
+ACTIVATION_NAMES = "['elu', 'gelu', 'leaky_relu', 'relu', 'sigmoid', 'silu', 'softplus', 'tanh']"
 LOAD = "nograd.io.load: {tmp}/m.safetensors"
 CASES = [
     Case("linear-width", "input with the wrong number of features",
@@ -262,8 +262,9 @@ CASES = [
          lambda tmp: CheckpointWriter(tmp / "c.safetensors", Sequential(Linear(2, 2), Custom())),
          TypeError,
          "nograd.io: cannot describe a …Custom; checkpoints support Sequential and "
-         "['BatchNorm1d', 'Dropout', 'ELU', 'GELU', 'Identity', 'LayerNorm', 'LeakyReLU', "
-         "'Linear', 'ReLU', 'Sigmoid', 'Softmax', 'Tanh']"),
+         "['BatchNorm1d', 'Dropout', 'ELU', 'Flatten', 'GELU', 'Identity', 'LayerNorm', "
+         "'LeakyReLU', 'Linear', 'LogSoftmax', 'ReLU', 'SiLU', 'Sigmoid', 'Softmax', "
+         "'Softplus', 'Tanh', 'Unflatten']"),
     Case("fit-diverges", "a learning rate so high that the loss overflows",
          diverges, RuntimeError,
          "fit: the loss became nan at epoch 1, step 2 (lr 1e+30); training stopped "

@@ -7,8 +7,19 @@ import pytest
 import torch
 
 from nograd.data import DataLoader, TensorDataset, disk, xor
-from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, Linear, Module, MSELoss, Sequential
-from nograd.nn.activations import ReLU, Tanh
+from nograd.nn import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    Linear,
+    Loss,
+    Module,
+    MSELoss,
+    Sequential,
+    SmoothL1Loss,
+)
+from nograd.nn.activations import ReLU, Sigmoid, Tanh
 from nograd.optim import SGD, Adam, AdamW
 from nograd.optim.lr_scheduler import CosineAnnealingLR
 from nograd.targets import one_hot, predict_classes, target_for
@@ -59,6 +70,35 @@ def test_training_reduces_the_loss_on_xor() -> None:
     )  # fmt: skip
     assert history.train_loss[-1] < 0.2 * history.train_loss[0]
     assert history.train_acc[-1] > 0.95
+
+
+def test_bce_on_probabilities_trains_a_sigmoid_network_on_xor() -> None:
+    """BCELoss takes the Sigmoid's probabilities: y as (N, 1) floats, class 1 above 0.5."""
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    model = Sequential(Linear(2, 16), Tanh(), Linear(16, 1), Sigmoid())
+    history = fit(
+        model, BCELoss(), Adam(model.parameters(), lr=2e-2), xor(200, generator=g),
+        epochs=30, batch_size=20, generator=g, progress=False,
+    )  # fmt: skip
+    assert history.train_loss[-1] < 0.2 * history.train_loss[0]
+    assert history.train_acc[-1] > 0.95
+    assert torch.equal(
+        predict_classes(torch.tensor([[0.4], [0.6]]), BCELoss()), torch.tensor([0, 1])
+    )
+
+
+@pytest.mark.parametrize("loss_fn", [HuberLoss(), SmoothL1Loss(beta=0.5)], ids=repr)
+def test_the_robust_regression_losses_target_one_hot_rows_as_mse(loss_fn: Loss) -> None:
+    y = torch.tensor([1, 0, 2])
+    for n_outputs in (1, 3):
+        ours, mse = (
+            target_for(loss_fn, n_outputs, torch.float64),
+            target_for(MSELoss(), n_outputs, torch.float64),
+        )
+        assert ours is not None and mse is not None and torch.equal(ours(y), mse(y))
+    one_output = torch.tensor([[0.4], [0.6]])
+    assert torch.equal(predict_classes(one_output, loss_fn), torch.tensor([0, 1]))
 
 
 def test_progress_false_prints_nothing_and_true_draws_a_bar(

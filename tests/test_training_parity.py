@@ -98,11 +98,15 @@ ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.nn.Modu
     "tanh": (nn.Tanh, torch.nn.Tanh),
     "sigmoid": (nn.Sigmoid, torch.nn.Sigmoid),
     "leaky-relu": (lambda: nn.LeakyReLU(0.1), lambda: torch.nn.LeakyReLU(0.1)),
+    "silu": (nn.SiLU, torch.nn.SiLU),
+    "softplus": (lambda: nn.Softplus(beta=2.0), lambda: torch.nn.Softplus(beta=2.0)),
 }
 CLASS_WEIGHT = [0.7, 1.6]
 OTHER_LOSSES: dict[str, tuple[Callable[..., nn.Loss], Callable[..., torch.nn.Module]]] = {
     "mse": (nn.MSELoss, torch.nn.MSELoss),
     "bce-with-logits": (nn.BCEWithLogitsLoss, torch.nn.BCEWithLogitsLoss),
+    "huber": (lambda: nn.HuberLoss(delta=0.5), lambda: torch.nn.HuberLoss(delta=0.5)),
+    "smooth-l1": (lambda: nn.SmoothL1Loss(beta=0.5), lambda: torch.nn.SmoothL1Loss(beta=0.5)),
     "ce-smoothed-weighted": (
         lambda w: nn.CrossEntropyLoss(label_smoothing=0.1, weight=w),
         lambda w: torch.nn.CrossEntropyLoss(label_smoothing=0.1, weight=w),

@@ -21,9 +21,12 @@ from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid,
 from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.container import Sequential
 from nograd.nn.dropout import Dropout
+from nograd.nn.flatten import Flatten, Unflatten
 from nograd.nn.layer_norm import LayerNorm
 from nograd.nn.linear import Linear
+from nograd.nn.log_softmax import LogSoftmax
 from nograd.nn.module import Module
+from nograd.nn.smooth_activations import SiLU, Softplus
 
 MAX_FEATURES = 2**20  # per Linear side
 MAX_PARAMETERS = 2**28  # in the whole model: 1 GiB of float32
@@ -69,16 +72,20 @@ def _or_none(inner: Check) -> Check:
     return check
 
 
-def _shape(max_dims: int, high: int) -> Check:
-    """A list of 1 to ``max_dims`` sizes in [0, high] (LayerNorm's normalized_shape)."""
-    size = _integer(0, high)
+def _shape(max_dims: int, high: int, *, one_inferred: bool = False) -> Check:
+    """A list of 1 to ``max_dims`` sizes in [0, high] (LayerNorm's normalized_shape);
+    with ``one_inferred``, one of them may be -1, a size the input decides (Unflatten's)."""
+    size = _integer(-1 if one_inferred else 0, high)
 
     def check(where: str, value: Any) -> Any:
         if type(value) is not list or not 1 <= len(value) <= max_dims:
             raise ValueError(
                 f"{where}: expected a list of 1 to {max_dims} integers, got {_show(value)}"
             )
-        return [size(f"{where}[{i}]", item) for i, item in enumerate(value)]
+        sizes = [size(f"{where}[{i}]", item) for i, item in enumerate(value)]
+        if sizes.count(-1) > 1:
+            raise ValueError(f"{where}: expected at most one size of -1, got {_show(value)}")
+        return sizes
 
     return check
 
@@ -103,6 +110,8 @@ class Kind:
     cls: type[Module]
     args: dict[str, Check] = field(default_factory=dict)
     extract: Callable[[Any], dict[str, Any]] | None = None  # default: getattr per arg
+    # the constructor's arguments from the checked ones (default: as they are)
+    restore: Callable[[Mapping[str, Any]], dict[str, Any]] = dict
     parameter_count: Callable[[Mapping[str, Any]], int] = lambda args: 0
     takes_device: bool = False
 
@@ -131,6 +140,17 @@ ALLOWED: dict[str, Kind] = {
     "ELU": Kind(ELU, {"alpha": _real(-1e6, 1e6), "inplace": FLAG}),
     "GELU": Kind(GELU, {"approximate": _one_of("none", "tanh")}),
     "Softmax": Kind(Softmax, {"dim": _or_none(_integer(-64, 63))}),  # None: torch's implicit dim
+    "LogSoftmax": Kind(LogSoftmax, {"dim": _or_none(_integer(-64, 63))}),  # None: as Softmax
+    "SiLU": Kind(SiLU, {"inplace": FLAG}),
+    "Softplus": Kind(Softplus, {"beta": _real(-1e6, 1e6), "threshold": _real(-1e6, 1e6)}),
+    "Flatten": Kind(Flatten, {"start_dim": _integer(-64, 63), "end_dim": _integer(-64, 63)}),
+    "Unflatten": Kind(
+        Unflatten,
+        {"dim": _integer(-64, 63), "unflattened_size": _shape(64, MAX_FEATURES, one_inferred=True)},
+        # JSON has lists, not tuples: saved as a list, given back as the usual tuple
+        extract=lambda m: {"dim": m.dim, "unflattened_size": list(m.unflattened_size)},
+        restore=lambda a: {"dim": a["dim"], "unflattened_size": tuple(a["unflattened_size"])},
+    ),
     # A Dropout's own generator is run-time state, not architecture: it is not saved.
     "Dropout": Kind(Dropout, {"p": _real(0.0, 1.0), "inplace": FLAG}),
     "LayerNorm": Kind(
@@ -313,4 +333,4 @@ def _construct(
         return Sequential(*children)
     kind = ALLOWED[node["type"]]
     extra = {"device": device, "dtype": dtype} if kind.takes_device else {}
-    return kind.cls(**node["args"], **extra)
+    return kind.cls(**kind.restore(node["args"]), **extra)

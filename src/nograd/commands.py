@@ -34,8 +34,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
     """Every module and loss of nograd.nn, on small random float64 inputs."""
     from nograd.nn.batch_norm import BatchNorm1d
+    from nograd.nn.binary_cross_entropy import BCELoss, BCEWithLogitsLoss
     from nograd.nn.dropout import Dropout
+    from nograd.nn.flatten import Flatten, Unflatten
+    from nograd.nn.huber import HuberLoss, SmoothL1Loss
     from nograd.nn.layer_norm import LayerNorm
+    from nograd.nn.log_softmax import LogSoftmax
+    from nograd.nn.smooth_activations import Softplus
 
     g = torch.Generator().manual_seed(seed)
     x, pred = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(2))
@@ -50,7 +55,11 @@ def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
         ("Linear(3, 2)", Linear(3, 2), (x,)),
         *[(f"{cls.__name__}()", cls(), (x,)) for cls in ACTIVATIONS.values()],
         ("Softmax(dim=1)", activations.Softmax(dim=1), (x,)),
+        ("LogSoftmax(dim=1)", LogSoftmax(dim=1), (x,)),
+        ("Softplus(beta=2.0)", Softplus(beta=2.0), (x,)),
         ("Identity()", activations.Identity(), (x,)),
+        ("Flatten(), on (N, C, L)", Flatten(), (sequence,)),
+        ("Unflatten(1, (3, 1))", Unflatten(1, (3, 1)), (x,)),
         ("Dropout(p=0.5)", Dropout(p=0.5), (x,)),
         ("LayerNorm(3)", LayerNorm(3), (x,)),
         ("BatchNorm1d(3), training", BatchNorm1d(3), (x,)),
@@ -59,7 +68,10 @@ def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
          Sequential(Linear(3, 5), activations.Tanh(), Linear(5, 2)), (x,)),
         ("MSELoss()", losses.MSELoss(), (pred, target)),
         ("L1Loss()", losses.L1Loss(), (pred, target)),
-        ("BCEWithLogitsLoss()", losses.BCEWithLogitsLoss(), (pred, target)),
+        ("HuberLoss()", HuberLoss(), (pred, target)),
+        ("SmoothL1Loss(beta=0.5)", SmoothL1Loss(beta=0.5), (pred, target)),
+        ("BCELoss()", BCELoss(), (torch.sigmoid(pred), target)),
+        ("BCEWithLogitsLoss()", BCEWithLogitsLoss(), (pred, target)),
         ("CrossEntropyLoss()", cross_entropy.CrossEntropyLoss(), (pred, labels)),
         (f"CrossEntropyLoss(label_smoothing={smoothing})",
          cross_entropy.CrossEntropyLoss(label_smoothing=smoothing), (pred, labels)),

@@ -20,8 +20,10 @@ import torch
 from nograd.architecture import MAX_FEATURES, MAX_PARAMETERS, _integer, _one_of, _real, _show
 from nograd.data import TensorDataset, disk, moons, spirals, xor
 from nograd.nn import Linear, Module, Sequential, activations
+from nograd.nn.binary_cross_entropy import BCEWithLogitsLoss
 from nograd.nn.cross_entropy import CrossEntropyLoss
-from nograd.nn.losses import BCEWithLogitsLoss, Loss, MSELoss
+from nograd.nn.losses import Loss, MSELoss
+from nograd.nn.smooth_activations import SiLU, Softplus
 from nograd.optim import SGD, Adam, AdamW, RMSprop
 
 TASKS: dict[str, Callable[..., TensorDataset]] = {
@@ -37,6 +39,8 @@ ACTIVATIONS = {
     "leaky_relu": activations.LeakyReLU,
     "elu": activations.ELU,
     "gelu": activations.GELU,
+    "silu": SiLU,
+    "softplus": Softplus,
 }
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 LOSSES = ("ce", "mse", "bce")

@@ -16,10 +16,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from nograd.nn.losses import BCEWithLogitsLoss, L1Loss, Loss, MSELoss
+from nograd.nn.binary_cross_entropy import BCELoss, BCEWithLogitsLoss
+from nograd.nn.huber import HuberLoss, SmoothL1Loss
+from nograd.nn.losses import L1Loss, Loss, MSELoss
 from nograd.nn.module import Module
 
 TargetTransform = Callable[[Tensor], Tensor]
+# losses that regress the outputs onto one-hot rows (or onto y itself, with one output)
+REGRESSION_LOSSES = (MSELoss, L1Loss, HuberLoss, SmoothL1Loss)
 
 
 def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -44,10 +48,11 @@ def one_hot(y: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
 def target_for(loss_fn: Loss, n_outputs: int, dtype: torch.dtype) -> TargetTransform | None:
     """How class indices become targets for ``loss_fn``; None keeps them (cross-entropy).
 
-    MSE and L1 regress one-hot rows (or y itself with one output); BCE with one output
-    takes y as a float of shape (N, 1), with several outputs one-hot rows.
+    MSE, L1, Huber and smooth L1 regress one-hot rows (or y itself with one output); BCE
+    (on logits or on probabilities) with one output takes y as a float of shape (N, 1),
+    with several outputs one-hot rows.
     """
-    if not isinstance(loss_fn, (MSELoss, L1Loss, BCEWithLogitsLoss)):
+    if not isinstance(loss_fn, (*REGRESSION_LOSSES, BCELoss, BCEWithLogitsLoss)):
         return None
     if n_outputs == 1:
         return lambda y: y.to(dtype).unsqueeze(1)
@@ -55,9 +60,10 @@ def target_for(loss_fn: Loss, n_outputs: int, dtype: torch.dtype) -> TargetTrans
 
 
 def predict_classes(output: Tensor, loss_fn: Module | None = None) -> Tensor:
-    """Class indices: argmax over several outputs; for one output, logit > 0 (BCE or
-    no loss given) or value > 0.5 (a regression loss on 0/1 targets)."""
+    """Class indices: argmax over several outputs; for one output, logit > 0 (BCE on
+    logits, or no loss given) or value > 0.5 (a probability for BCELoss, or a regression
+    loss on 0/1 targets)."""
     if output.dim() == 2 and output.shape[1] > 1:
         return output.argmax(1)
-    threshold = 0.5 if isinstance(loss_fn, (MSELoss, L1Loss)) else 0.0
+    threshold = 0.5 if isinstance(loss_fn, (*REGRESSION_LOSSES, BCELoss)) else 0.0
     return (output.reshape(-1) > threshold).long()

@@ -285,6 +285,34 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
+def _implicit_dim(ndim: int) -> int:
+    """torch's dim for a softmax given dim=None, for an input of ``ndim`` dimensions.
+
+    0 for inputs of 0, 1 or 3 dimensions (one sample, or a (C, H, W) image), 1 for any
+    other. Shared with LogSoftmax, as in torch.
+    """
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def _warn_implicit_dim(function: str) -> None:
+    """torch's warning that dim=None is deprecated, for ``function`` ("softmax", ...)."""
+    warnings.warn(
+        f"Implicit dimension choice for {function} has been deprecated. "
+        "Change the call to include dim=X as an argument.",
+        UserWarning,
+        stacklevel=4,  # the line that called the module, past forward and __call__
+    )
+
+
+def _dim_error(module: Module, dim: int | None, x: Tensor) -> ValueError:
+    """Why torch refused ``dim`` for ``x``; built only once it has, so free otherwise."""
+    rank = max(x.dim(), 1)
+    return ValueError(
+        f"{module._describe()}: expected dim in [{-rank}, {rank - 1}] for input of "
+        f"shape {tuple(x.shape)}, got {dim}"
+    )
+
+
 class Softmax(Module):
     """Softmax along ``dim``, y_i = exp(x_i) / sum_j exp(x_j).
 
@@ -306,21 +334,12 @@ class Softmax(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.dim is None:
-            warnings.warn(
-                "Implicit dimension choice for softmax has been deprecated. "
-                "Change the call to include dim=X as an argument.",
-                UserWarning,
-                stacklevel=3,  # the line that called the module, past __call__
-            )
+            _warn_implicit_dim("softmax")
         dim = self._dim_for(x.dim())
         try:
             y = torch.softmax(x, dim)
         except IndexError:  # checked only after torch refused: free when nothing fails
-            rank = max(x.dim(), 1)
-            raise ValueError(
-                f"{self._describe()}: expected dim in [{-rank}, {rank - 1}] for input of "
-                f"shape {tuple(x.shape)}, got {self.dim}"
-            ) from None
+            raise _dim_error(self, self.dim, x) from None
         self.saved["y"] = y  # the backward needs only the output
         return y
 
@@ -333,9 +352,7 @@ class Softmax(Module):
 
     def _dim_for(self, ndim: int) -> int:
         """``dim``, or for dim=None torch's implicit choice for an input of ``ndim`` dims."""
-        if self.dim is not None:
-            return self.dim
-        return 0 if ndim in (0, 1, 3) else 1
+        return _implicit_dim(ndim) if self.dim is None else self.dim
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

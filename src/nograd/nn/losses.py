@@ -1,11 +1,12 @@
-"""The ``Loss`` base class and the elementwise losses: MSE, L1 and BCE on logits.
+"""The ``Loss`` base class and the simplest elementwise losses: MSE and L1.
 
 A loss is a scalar L(pred, target) whose ``backward`` starts the chain rule: after
 ``loss = loss_fn(pred, target)``, ``loss_fn.backward()`` returns dL/d(pred), the
 gradient that ``model.backward`` takes. Targets are data, not parameters: they get
 no gradient. Shapes are never broadcast silently, and targets must share pred's
-dtype (torch would promote them; here that is a TypeError). ``CrossEntropyLoss``,
-which takes class indices instead, lives in ``nograd.nn.cross_entropy``.
+dtype (torch would promote them; here that is a TypeError). The other losses have
+files of their own: ``binary_cross_entropy`` (BCELoss, BCEWithLogitsLoss), ``huber``
+(HuberLoss, SmoothL1Loss) and ``cross_entropy`` (CrossEntropyLoss).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from nograd.nn.constants import scalar
 from nograd.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
-# log(sigmoid(x)) in one stable kernel, torch's; looked up once (torch.ops resolves slowly)
-_log_sigmoid = torch.ops.aten.log_sigmoid.default
 
 
 class Loss(Module):
@@ -130,6 +129,20 @@ class Loss(Module):
             raise TypeError(f"{type(self).__name__}: {name} must be a Tensor, got {weight!r}")
         self.register_buffer(name, weight)
 
+    def _check_broadcast(self, name: str, buffer: Tensor | None, pred: Tensor) -> None:
+        """A weight must broadcast to pred's shape without growing it, in pred's dtype."""
+        if buffer is None:
+            return
+        fits = all(
+            a in (1, b) for a, b in zip(reversed(buffer.shape), reversed(pred.shape), strict=False)
+        )
+        if buffer.dim() > pred.dim() or not fits:
+            raise ValueError(
+                f"{self._describe()}: {name} of shape {tuple(buffer.shape)} does not "
+                f"broadcast to pred's shape {tuple(pred.shape)}"
+            )
+        self._check_dtype(name, buffer, pred)
+
     def _check_dtype(self, name: str, buffer: Tensor, pred: Tensor) -> None:
         """A weight buffer must share pred's dtype, so the loss never changes dtype."""
         if buffer.dtype != pred.dtype:
@@ -204,95 +217,3 @@ class L1Loss(Loss):
         diff = self._saved("diff")
         g = self._upstream(grad_output)
         return self._chain(torch.sign(diff), g)  # dL/dpred = g * sign(pred - target)
-
-
-class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy on logits z, l = w [(1 - y) z + (1 + (p - 1) y) softplus(-z)].
-
-    Without weights (w = 1, p = 1) this is l = (1 - y) z + softplus(-z), which is
-    -[y log s(z) + (1 - y) log(1 - s(z))] with s the sigmoid, since
-    log s(z) = -softplus(-z) and log(1 - s(z)) = -z - softplus(-z), where
-    softplus(x) = log(1 + exp(x)) is computed so that no exp overflows. ``pos_weight``
-    p weighs the positive term; ``weight`` w rescales each element's whole loss. The
-    gradient is dl/dz = w [(1 + (p - 1) y) s(z) - p y], which is w (s(z) - y) for p = 1.
-
-    Args:
-        weight: rescaling weight w of each element's loss, broadcast against pred's
-            shape: (C,) per class, (N, 1) per example. Kept as a buffer, as in torch.
-        size_average, reduce: torch's deprecated pair (see ``Loss``).
-        reduction: "mean" (the default), "sum" or "none".
-        pos_weight: weight p of positive examples, broadcast against pred's shape,
-            typically one per class: shape (C,). Kept as a buffer, as in torch.
-
-    Shape:
-        pred: (*), target: (*), same shape and dtype; weight and pos_weight: any shape
-        that broadcasts to (*) -> loss: () or (*) if "none".
-    """
-
-    weight: Tensor | None
-    pos_weight: Tensor | None
-
-    def __init__(
-        self,
-        weight: Tensor | None = None,
-        size_average: bool | None = None,
-        reduce: bool | None = None,
-        reduction: str = "mean",
-        pos_weight: Tensor | None = None,
-    ) -> None:
-        super().__init__(size_average, reduce, reduction)
-        self._register_weight("weight", weight)  # torch's order in state_dict: weight first
-        self._register_weight("pos_weight", pos_weight)
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        self._check_pair(pred, target)
-        z, y, w, p = pred, target, self.weight, self.pos_weight
-        self._check_broadcast("weight", w, z)
-        self._check_broadcast("pos_weight", p, z)
-        self.saved["z"], self.saved["y"] = z, y  # the backward needs s(z) and y
-        # log s(z) = -softplus(-z) = min(z, 0) - log1p(exp(-|z|)), by torch's own stable
-        # kernel: logaddexp(-z, 0), the same formula, evaluates it to other last bits
-        log_s = _log_sigmoid(z)
-        if p is not None:
-            log_s = log_s * ((p - 1) * y + 1)  # (1 + (p - 1) y) log s(z)
-        # the same ops in the same order as torch, so the same bits
-        loss = (1 - y) * z - log_s  # (1 - y) z + (1 + (p - 1) y) softplus(-z)
-        if w is not None:
-            loss = loss * w  # w l: finite wherever l is, even at z = +-1000
-        return self._reduce(loss)
-
-    def _check_broadcast(self, name: str, buffer: Tensor | None, z: Tensor) -> None:
-        """A weight must broadcast to pred's shape without growing it, in pred's dtype."""
-        if buffer is None:
-            return
-        fits = all(
-            a in (1, b) for a, b in zip(reversed(buffer.shape), reversed(z.shape), strict=False)
-        )
-        if buffer.dim() > z.dim() or not fits:
-            raise ValueError(
-                f"{self._describe()}: {name} of shape {tuple(buffer.shape)} does not "
-                f"broadcast to pred's shape {tuple(z.shape)}"
-            )
-        self._check_dtype(name, buffer, z)
-
-    def backward(self, grad_output: Tensor | None = None) -> Tensor:
-        z, y, w, p = self._saved("z"), self._saved("y"), self.weight, self.pos_weight
-        g = self._checked_grad_output(grad_output)  # None: dL/dl = 1
-        # The same ops in the same order as torch's own backward, so the same bits:
-        if p is None:
-            grad = torch.sigmoid(z).sub_(y)  # d(l / w)/dz = s(z) - y
-        else:
-            py = p * y
-            # d(l / w)/dz = (1 + p y - y) s(z) - p y
-            grad = (py + 1).sub_(y).mul_(torch.sigmoid(z)).sub_(py)
-        if g is not None:
-            grad.mul_(g)  # dL/dz = g d(l / w)/dz, without weight
-        if w is not None:
-            grad.mul_(w)  # dL/dz = g w d(l / w)/dz = g dl/dz, in torch's order
-        if self.reduction == "mean":
-            grad.div_(z.numel())  # each of the N losses weighs 1 / N in the mean
-        return grad
-
-    def extra_repr(self) -> str:
-        weights = [name for name in ("weight", "pos_weight") if getattr(self, name) is not None]
-        return super().extra_repr() + "".join(f", {name}=..." for name in weights)
