@@ -81,6 +81,23 @@ class DoublesInPlace(Module):
         return grad_output
 
 
+class ReusesItsBuffer(Module):
+    """y = 3 x, whose forward and backward write into one buffer, kept between calls (as
+    a layer that avoids allocations might): each forward overwrites the last dL/dx."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer = torch.empty(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.buffer.shape != x.shape:
+            self.buffer = torch.empty_like(x)
+        return torch.mul(x, 3, out=self.buffer)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return torch.mul(grad_output, 3, out=self.buffer)  # dL/dx = 3 g
+
+
 class ScalesWithStaleGrad(Module):
     """y = w x elementwise, whose backward takes dL/dw from the g it overwrote."""
 
@@ -388,6 +405,11 @@ def test_a_backward_that_writes_into_grad_output_is_checked_against_the_same_los
     assert gradcheck(DoublesInPlace(), randn(3, 4)).ok
     result = gradcheck(ScalesWithStaleGrad(), randn(4, 3))
     assert [c.name for c in result.failures] == ["w"]
+
+
+def test_gradients_are_kept_before_the_forwards_of_the_finite_differences() -> None:
+    """A right backward passes even if the forwards that follow overwrite its output."""
+    assert gradcheck(ReusesItsBuffer(), randn(3, 4, seed=1)).ok  # x is not g
 
 
 def test_nan_gradient_fails() -> None:

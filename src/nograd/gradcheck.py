@@ -199,19 +199,26 @@ def gradcheck(
         # L must go on using g, or it would check that backward against another L
         grad_x = model.backward(upstream.clone())
 
-    def objective() -> float:
-        return float((run_forward() * upstream).sum())  # L = sum(f(x) * g)
-
+    # Copies, taken now: the forwards below must not change them, even in a module that
+    # reuses one buffer for its outputs and gradients.
     targets: list[tuple[str, Tensor, Tensor | None]] = []
     if checks_input:
-        targets.append(("input", x, grad_x))
-    targets += [(name, p.data, p.grad) for name, p in model.named_parameters()]
+        targets.append(("input", x, _copy(grad_x)))
+    targets += [(name, p.data, _copy(p.grad)) for name, p in model.named_parameters()]
+
+    def objective() -> float:
+        return float((run_forward() * upstream).sum())  # L = sum(f(x) * g)
 
     checks = [
         _check(name, value, grad, objective, eps, atol, rtol) for name, value, grad in targets
     ]
     rng.restore()  # leave the global RNG where the caller had it
     return GradcheckResult(all(check.passed for check in checks), checks, atol, rtol)
+
+
+def _copy(gradient: Any) -> Tensor | None:
+    """A copy of an analytic gradient; None for anything that is not a tensor."""
+    return gradient.clone() if isinstance(gradient, Tensor) else None
 
 
 def _as_float64(value: Any) -> Any:
