@@ -471,7 +471,7 @@ def test_torchs_kernels_give_torchs_bits_in_every_dtype_and_layout(
     shape=SHAPES,
     seed=SEEDS,
     beta=st.floats(-4, 4).filter(lambda b: b != 0),
-    threshold=st.floats(-30, 30),
+    threshold=st.floats(-30, 20),  # above 20 it is lowered: see the test after next
 )
 def test_softplus_is_torchs_to_the_bit_for_any_beta_and_threshold(
     dtype: torch.dtype, shape: list[int], seed: int, beta: float, threshold: float

@@ -296,6 +296,11 @@ LOSS_CASES: list[tuple[str, Any, tuple[Tensor, Tensor]]] = [
         cross_entropy.CrossEntropyLoss(reduction="none"),
         (randn(3, 4), torch.tensor([1, 0, 3])),
     ),
+    (
+        "nll-weight-ignore",
+        nograd.nn.NLLLoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.0]), ignore_index=-1),
+        (torch.log_softmax(randn(5, 4), 1), torch.tensor([0, -1, 3, 2, 2])),
+    ),
 ]
 
 

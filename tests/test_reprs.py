@@ -78,6 +78,8 @@ REPRS: dict[str, Pair] = {
     "Unflatten-Size": both("Unflatten", 0, torch.Size([2, 3])),
     "BCELoss": both("BCELoss"),
     "BCELoss-weight": both("BCELoss", weight=WEIGHT, reduction="sum"),
+    "NLLLoss": both("NLLLoss"),
+    "NLLLoss-options": both("NLLLoss", weight=WEIGHT, ignore_index=1, reduction="sum"),
     "HuberLoss": both("HuberLoss", "none", 0.5),
     "SmoothL1Loss": both("SmoothL1Loss", beta=0.5),
     "Sequential": lambda: (sequential(nograd.nn), sequential(torch.nn)),

@@ -40,6 +40,7 @@ def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
     from nograd.nn.huber import HuberLoss, SmoothL1Loss
     from nograd.nn.layer_norm import LayerNorm
     from nograd.nn.log_softmax import LogSoftmax
+    from nograd.nn.nll_loss import NLLLoss
     from nograd.nn.smooth_activations import Softplus
 
     g = torch.Generator().manual_seed(seed)
@@ -79,6 +80,10 @@ def gradcheck_cases(seed: int) -> list[tuple[str, Module, tuple[Any, ...]]]:
          (sequence, sequence_labels)),
         ("CrossEntropyLoss(), class probabilities", cross_entropy.CrossEntropyLoss(),
          (pred, probabilities)),
+        ("NLLLoss()", NLLLoss(), (torch.log_softmax(pred, 1), labels)),
+        ("NLLLoss(weight), on (N, C, L)",
+         NLLLoss(torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)),
+         (torch.log_softmax(sequence, 1), sequence_labels)),
     ]  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from torch import Tensor
 from nograd.nn import cross_entropy_shapes as shapes
 from nograd.nn import soft_targets
 from nograd.nn.constants import one_like
+from nograd.nn.cross_entropy_shapes import REDUCTION_CODES
 from nograd.nn.losses import Loss
 
 # ATen's kernels for the NLL term of rows (N, C), called here directly (other shapes go
@@ -53,7 +54,6 @@ from nograd.nn.losses import Loss
 # each kept row's target. Looked up once: torch.ops resolves names slowly.
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default
-_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
 
 
 class CrossEntropyLoss(Loss):
@@ -103,11 +103,7 @@ class CrossEntropyLoss(Loss):
             raise ValueError(
                 f"CrossEntropyLoss: expected label_smoothing in [0, 1], got {label_smoothing}"
             )
-        self._register_weight("weight", weight)
-        if weight is not None and weight.dim() != 1:
-            raise ValueError(
-                f"CrossEntropyLoss: expected weight of shape (C,), got {tuple(weight.shape)}"
-            )
+        shapes.register_class_weight(self, weight)
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
 
@@ -128,7 +124,7 @@ class CrossEntropyLoss(Loss):
                 # one fused kernel, and no cancellation between two numbers near 1000
                 log_p = torch.log_softmax(z, 1)
                 nll, total_weight = _nll_loss_forward(
-                    log_p, y, self.weight, _REDUCTION_CODES[self.reduction], self.ignore_index
+                    log_p, y, self.weight, REDUCTION_CODES[self.reduction], self.ignore_index
                 )
             else:  # one sample (C,) or K dims (N, C, d1, ..., dk)
                 log_p, nll, total_weight = self._nll_of_any_shape(z, y)
@@ -145,11 +141,10 @@ class CrossEntropyLoss(Loss):
 
     def _nll_of_any_shape(self, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log p, the NLL term and its denominator, for pred of any shape torch takes."""
-        misfit = shapes.misfit(z, y, self.label_smoothing)
-        if misfit is not None:  # checked first: the kernel sees views, not these shapes
-            raise ValueError(f"{self._describe()}: {misfit}")
+        # checked first: the kernel sees views, not these shapes
+        shapes.check_fit(self, z, y, self.label_smoothing)
         log_p = torch.log_softmax(z, shapes.class_dim(z))  # shifted by max(z), as above
-        reduction = _REDUCTION_CODES[self.reduction]
+        reduction = REDUCTION_CODES[self.reduction]
         nll, total_weight = shapes.nll_forward(log_p, y, self.weight, reduction, self.ignore_index)
         return log_p, nll, total_weight
 
@@ -209,13 +204,8 @@ class CrossEntropyLoss(Loss):
             nll_backward, dim = _nll_loss_backward, 1
         else:
             nll_backward, dim = shapes.nll_backward, shapes.class_dim(log_p)
-            if shapes.one_sample_target_of_shape_1(log_p, saved["y"]):
-                raise ValueError(
-                    f"{self._describe()}: expected target of shape () for pred of shape "
-                    f"{tuple(log_p.shape)} to take the gradient, got (1,) (torch's loss "
-                    f"takes it too, and its backward refuses it)"
-                )
-        reduction = _REDUCTION_CODES[self.reduction]
+            shapes.check_gradient_target(self, log_p, saved["y"])
+        reduction = REDUCTION_CODES[self.reduction]
         grad_log_p: Tensor = nll_backward(
             g_nll, log_p, saved["y"], w, reduction, self.ignore_index, saved["total_weight"]
         )
@@ -247,11 +237,7 @@ class CrossEntropyLoss(Loss):
         return grad * shapes.along_classes(self.weight, log_p)
 
     def extra_repr(self) -> str:
-        extra = super().extra_repr()
-        if self.weight is not None:
-            extra += ", weight=..."
-        if self.ignore_index != -100:
-            extra += f", ignore_index={self.ignore_index}"
+        extra = super().extra_repr() + shapes.settings(self)
         if self.label_smoothing != 0.0:
             extra += f", label_smoothing={self.label_smoothing}"
         return extra

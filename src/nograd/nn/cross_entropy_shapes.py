@@ -1,7 +1,8 @@
 """The shapes cross-entropy takes: where the classes lie, and which NLL kernel each gets.
 
 Like ``torch.nn.CrossEntropyLoss``, ``CrossEntropyLoss`` takes logits of three kinds of
-shape, the C classes along dim 1 (along dim 0 for one sample):
+shape, the C classes along dim 1 (along dim 0 for one sample), and ``NLLLoss`` takes
+log-probabilities of the same shapes (``nograd.nn.nll_loss``):
 
     pred (C,)                  target ()                 loss under "none": ()
     pred (N, C)                target (N,)               loss under "none": (N,)
@@ -24,19 +25,23 @@ so that value and gradient are torch's bits:
 
 The backward takes the same route in reverse, through the same views. Only shapes
 are looked at, never values, so nothing here waits for a GPU. The clear errors for a
-target or weight that does not fit pred are here too; only they read the targets'
-values, once a kernel has refused them, and only on the CPU.
+target or weight that does not fit pred are here too, shared by both losses; only
+they read the targets' values, once a kernel has refused them, and only on the CPU.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
     from nograd.nn.cross_entropy import CrossEntropyLoss
+    from nograd.nn.losses import Loss
+    from nograd.nn.nll_loss import NLLLoss
+
+    IndexLoss: TypeAlias = CrossEntropyLoss | NLLLoss  # the losses of class indices
 
 # ATen's kernels, looked up once (torch.ops resolves names slowly). Each forward
 # returns the reduced -w_{y_i} log p_{i,y_i} and the mean's denominator sum_i w_{y_i}.
@@ -44,7 +49,8 @@ _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default
 _nll_loss2d_forward = torch.ops.aten.nll_loss2d_forward.default
 _nll_loss2d_backward = torch.ops.aten.nll_loss2d_backward.default
-_NONE = 0  # ATen's code for reduction="none"
+REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
+_NONE = REDUCTION_CODES["none"]
 
 
 def class_dim(z: Tensor) -> int:
@@ -98,6 +104,23 @@ def one_sample_target_of_shape_1(z: Tensor, y: Tensor) -> bool:
     """Whether y is one sample's class index as (1,), not (): torch's loss takes it, its
     gradient not ("size mismatch")."""
     return z.dim() == 1 and y.dim() == 1 and y.shape[0] == 1
+
+
+def check_fit(loss_fn: IndexLoss, z: Tensor, y: Tensor, label_smoothing: float = 0.0) -> None:
+    """Refuse class indices y that do not fit pred z, before a kernel sees their views."""
+    problem = misfit(z, y, label_smoothing)
+    if problem is not None:
+        raise ValueError(f"{loss_fn._describe()}: {problem}")
+
+
+def check_gradient_target(loss_fn: IndexLoss, z: Tensor, y: Tensor) -> None:
+    """Refuse, in the backward, one sample's target of shape (1,), as torch's backward does."""
+    if one_sample_target_of_shape_1(z, y):
+        raise ValueError(
+            f"{loss_fn._describe()}: expected target of shape () for pred of shape "
+            f"{tuple(z.shape)} to take the gradient, got (1,) (torch's loss "
+            f"takes it too, and its backward refuses it)"
+        )
 
 
 def _as_image(log_p: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,23 +182,43 @@ def nll_backward(
     return grad.view(log_p.shape)
 
 
+def register_class_weight(loss_fn: Loss, weight: Tensor | None) -> None:
+    """Keep class weights w of shape (C,) as the buffer ``weight``, as torch does."""
+    loss_fn._register_weight("weight", weight)
+    if weight is not None and weight.dim() != 1:
+        raise ValueError(
+            f"{type(loss_fn).__name__}: expected weight of shape (C,), got {tuple(weight.shape)}"
+        )
+
+
+def settings(loss_fn: IndexLoss) -> str:
+    """The class weights and ignore_index, where set, for ``extra_repr`` (error messages)."""
+    extra = ", weight=..." if loss_fn.weight is not None else ""
+    if loss_fn.ignore_index != -100:
+        extra += f", ignore_index={loss_fn.ignore_index}"
+    return extra
+
+
 def is_index_dtype(dtype: torch.dtype) -> bool:
     """Whether a target of this dtype holds class indices: an integer dtype, not bool."""
     return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
-def explain_indices(loss_fn: CrossEntropyLoss, z: Tensor, y: Tensor) -> Exception | None:
+def explain_indices(
+    loss_fn: IndexLoss, z: Tensor, y: Tensor, pred_is: str = "logits"
+) -> Exception | None:
     """The clear error for what torch's kernels refused, or None if we see no fault.
 
     Shapes and dtypes first; then, on the CPU, the targets' values. (On a GPU the
     kernels assert on a target outside [0, C), as torch's do: reading the targets
-    to explain it would make the CPU wait for the device.)
+    to explain it would make the CPU wait for the device.) ``pred_is`` says what
+    pred holds, for the messages: logits, or log-probabilities for NLLLoss.
     """
     describe, w = loss_fn._describe(), loss_fn.weight
     if z.dim() == 0:
         return ValueError(f"{describe}: {misfit(z, y)}")
     if not z.is_floating_point():
-        return TypeError(f"{describe}: expected floating pred (logits), got {z.dtype}")
+        return TypeError(f"{describe}: expected floating pred ({pred_is}), got {z.dtype}")
     if not is_index_dtype(y.dtype):
         return TypeError(
             f"{describe}: expected target of an integer dtype (class indices), got {y.dtype}"

@@ -6,7 +6,8 @@ gradient that ``model.backward`` takes. Targets are data, not parameters: they g
 no gradient. Shapes are never broadcast silently, and targets must share pred's
 dtype (torch would promote them; here that is a TypeError). The other losses have
 files of their own: ``binary_cross_entropy`` (BCELoss, BCEWithLogitsLoss), ``huber``
-(HuberLoss, SmoothL1Loss) and ``cross_entropy`` (CrossEntropyLoss).
+(HuberLoss, SmoothL1Loss), ``cross_entropy`` (CrossEntropyLoss) and ``nll_loss``
+(NLLLoss).
 """
 
 from __future__ import annotations
