@@ -76,3 +76,38 @@ class OpNames(TorchDispatchMode):
         if not func.is_view:
             self.names.append(func._schema.name.split("::")[-1])
         return func(*args, **(kwargs or {}))
+
+
+# ------------------------------------------------- losses of class indices (CE, NLL)
+def class_dim(shape: tuple[int, ...]) -> int:
+    """Where the classes lie in pred's shape: dim 0 for one sample (C,), else dim 1."""
+    return 0 if len(shape) == 1 else 1
+
+
+def index_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """pred's shape without its class dim: the shape of class indices."""
+    dim = class_dim(shape)
+    return shape[:dim] + shape[dim + 1 :]
+
+
+def upstream(
+    reduction: str, shape: tuple[int, ...], scale: float | None, dtype: torch.dtype, seed: int
+) -> Tensor | None:
+    """dL/dl for a loss on pred of ``shape``: one per row under "none", else None or a
+    0-dim ``scale``."""
+    if reduction == "none":
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(index_shape(shape), generator=gen).to(dtype)
+    return None if scale is None else torch.tensor(scale, dtype=dtype)
+
+
+def torch_loss_and_grad(
+    loss: torch.nn.Module, pred: Tensor, target: Tensor, g: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """torch's ``loss(pred, target)`` and its dL/dpred for upstream g, by autograd."""
+    leaf = pred.clone().requires_grad_()
+    with torch.enable_grad():
+        value = loss(leaf, target)
+        value.backward(g)
+    assert leaf.grad is not None
+    return value.detach(), leaf.grad

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from nograd.gradcheck import gradcheck
 from nograd.nn import CrossEntropyLoss
-from tests.oracle import OpNames
+from tests.oracle import OpNames, class_dim, index_shape, torch_loss_and_grad, upstream
 
 DTYPES = [torch.float64, torch.float32]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -31,36 +31,11 @@ seeds = st.integers(0, 2**32 - 1)
 scales = st.sampled_from([None, 3.0, -0.5])
 
 
-def class_dim(shape: tuple[int, ...]) -> int:
-    return 0 if len(shape) == 1 else 1
-
-
-def index_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """pred's shape without its class dim: the shape of class indices."""
-    dim = class_dim(shape)
-    return shape[:dim] + shape[dim + 1 :]
-
-
 def autograd(
     options: dict[str, Any], z: Tensor, target: Tensor, g: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """torch's loss and dL/dz for logits z, by torch.nn.CrossEntropyLoss and autograd."""
-    leaf = z.clone().requires_grad_()
-    with torch.enable_grad():
-        loss = torch.nn.CrossEntropyLoss(**options)(leaf, target)
-        loss.backward(g)
-    assert leaf.grad is not None
-    return loss.detach(), leaf.grad
-
-
-def upstream(
-    reduction: str, shape: tuple[int, ...], scale: float | None, dtype: torch.dtype, seed: int
-) -> Tensor | None:
-    """dL/dl: one per row under "none", else None or a 0-dim scale."""
-    if reduction == "none":
-        gen = torch.Generator().manual_seed(seed)
-        return torch.randn(index_shape(shape), generator=gen).to(dtype)
-    return None if scale is None else torch.tensor(scale, dtype=dtype)
+    return torch_loss_and_grad(torch.nn.CrossEntropyLoss(**options), z, target, g)
 
 
 def assert_bits(ours: CrossEntropyLoss, z: Tensor, target: Tensor, g: Tensor | None) -> None:
