@@ -29,6 +29,17 @@ def sequential(module: Any) -> Any:
     )
 
 
+def module_list(module: Any) -> Any:
+    """Runs of equal reprs are shown once by torch: "(0-2): 3 x Linear(...)"."""
+    return module.ModuleList(
+        [module.Linear(2, 2) for _ in range(3)] + [module.ReLU(), None, module.Tanh()]
+    )
+
+
+def module_dict(module: Any) -> Any:
+    return module.ModuleDict({"body": module_list(module), "head": module.Linear(2, 1)})
+
+
 WEIGHT = torch.tensor([1.0, 2.0, 3.0])
 REPRS: dict[str, Pair] = {
     "Linear": both("Linear", 3, 4),
@@ -84,6 +95,10 @@ REPRS: dict[str, Pair] = {
     "SmoothL1Loss": both("SmoothL1Loss", beta=0.5),
     "Sequential": lambda: (sequential(nograd.nn), sequential(torch.nn)),
     "Sequential-empty": both("Sequential"),
+    "ModuleList": lambda: (module_list(nograd.nn), module_list(torch.nn)),
+    "ModuleList-empty": both("ModuleList"),
+    "ModuleDict": lambda: (module_dict(nograd.nn), module_dict(torch.nn)),
+    "ModuleDict-empty": both("ModuleDict"),
 }
 
 

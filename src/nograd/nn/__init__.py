@@ -14,6 +14,7 @@ from nograd.nn.linear import Linear
 from nograd.nn.log_softmax import LogSoftmax
 from nograd.nn.losses import L1Loss, Loss, MSELoss
 from nograd.nn.module import NO_INPUT_GRAD, Module
+from nograd.nn.module_containers import ModuleDict, ModuleList
 from nograd.nn.nll_loss import NLLLoss
 from nograd.nn.parameter import Parameter
 from nograd.nn.smooth_activations import SiLU, Softplus
@@ -38,6 +39,8 @@ __all__ = [
     "Loss",
     "MSELoss",
     "Module",
+    "ModuleDict",
+    "ModuleList",
     "NLLLoss",
     "Parameter",
     "ReLU",
