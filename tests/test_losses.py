@@ -15,7 +15,7 @@ from nograd.gradcheck import gradcheck
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
 from nograd.nn.binary_cross_entropy import BCELoss
 from nograd.nn.huber import HuberLoss, SmoothL1Loss
-from tests.oracle import OpNames, tolerance
+from tests.oracle import OpNames, tolerance, torch_loss_and_grad
 
 DTYPES = [torch.float64, torch.float32]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -899,22 +899,10 @@ def test_class_probabilities_that_do_not_fit_are_refused(
 
 
 # ------------------------------------------- BCE on probabilities, Huber, smooth L1
-def autograd_twin(
-    ref: torch.nn.Module, pred: Tensor, target: Tensor, grad_output: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    """torch's loss value and dL/dpred, by autograd."""
-    leaf = pred.clone().requires_grad_()
-    with torch.enable_grad():
-        loss = ref(leaf, target)
-        loss.backward(grad_output)
-    assert leaf.grad is not None
-    return loss.detach(), leaf.grad
-
-
 def assert_torchs_bits(
     ours: Loss, ref: torch.nn.Module, pred: Tensor, target: Tensor, grad_output: Tensor | None
 ) -> None:
-    expected_loss, expected_grad = autograd_twin(ref, pred, target, grad_output)
+    expected_loss, expected_grad = torch_loss_and_grad(ref, pred, target, grad_output)
     loss = ours(pred, target)
     assert torch.equal(loss, expected_loss)
     assert torch.equal(ours.backward(grad_output), expected_grad)
