@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -285,32 +286,41 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-def _implicit_dim(ndim: int) -> int:
-    """torch's dim for a softmax given dim=None, for an input of ``ndim`` dimensions.
+def softmax_dim(dim: int | None, ndim: int) -> int:
+    """``dim``, or for dim=None torch's implicit choice for an input of ``ndim`` dims.
 
-    0 for inputs of 0, 1 or 3 dimensions (one sample, or a (C, H, W) image), 1 for any
-    other. Shared with LogSoftmax, as in torch.
+    That choice is 0 for inputs of 0, 1 or 3 dimensions (one sample, or a (C, H, W)
+    image), 1 for any other. Shared with LogSoftmax, as in torch.
     """
+    if dim is not None:
+        return dim
     return 0 if ndim in (0, 1, 3) else 1
 
 
-def _warn_implicit_dim(function: str) -> None:
-    """torch's warning that dim=None is deprecated, for ``function`` ("softmax", ...)."""
-    warnings.warn(
-        f"Implicit dimension choice for {function} has been deprecated. "
-        "Change the call to include dim=X as an argument.",
-        UserWarning,
-        stacklevel=4,  # the line that called the module, past forward and __call__
-    )
+def along_dim(
+    module: Module, dim: int | None, op: Callable[[Tensor, int], Tensor], x: Tensor
+) -> Tensor:
+    """``op(x, d)`` along a softmax's ``dim`` (Softmax's, LogSoftmax's), as torch runs it.
 
-
-def _dim_error(module: Module, dim: int | None, x: Tensor) -> ValueError:
-    """Why torch refused ``dim`` for ``x``; built only once it has, so free otherwise."""
-    rank = max(x.dim(), 1)
-    return ValueError(
-        f"{module._describe()}: expected dim in [{-rank}, {rank - 1}] for input of "
-        f"shape {tuple(x.shape)}, got {dim}"
-    )
+    For dim=None, torch's warning that the implicit choice is deprecated, naming the
+    function as torch does ("softmax", "log_softmax"). For a dim that x lacks, a clear
+    error, built only once torch has refused it, so free otherwise.
+    """
+    if dim is None:
+        warnings.warn(
+            f"Implicit dimension choice for {op.__name__} has been deprecated. "
+            "Change the call to include dim=X as an argument.",
+            UserWarning,
+            stacklevel=4,  # the line that called the module, past this, forward and __call__
+        )
+    try:
+        return op(x, softmax_dim(dim, x.dim()))
+    except IndexError:
+        rank = max(x.dim(), 1)
+        raise ValueError(
+            f"{module._describe()}: expected dim in [{-rank}, {rank - 1}] for input of "
+            f"shape {tuple(x.shape)}, got {dim}"
+        ) from None
 
 
 class Softmax(Module):
@@ -333,13 +343,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.dim is None:
-            _warn_implicit_dim("softmax")
-        dim = self._dim_for(x.dim())
-        try:
-            y = torch.softmax(x, dim)
-        except IndexError:  # checked only after torch refused: free when nothing fails
-            raise _dim_error(self, self.dim, x) from None
+        y = along_dim(self, self.dim, torch.softmax, x)  # exp(x - max) / sum exp(x - max)
         self.saved["y"] = y  # the backward needs only the output
         return y
 
@@ -347,12 +351,8 @@ class Softmax(Module):
         y = self._saved_for(grad_output, "y")
         grad_y = grad_output * y
         # dL/dx_i = y_i (dL/dy_i - sum_j dL/dy_j y_j)
-        sum_grad_y = grad_y.sum(self._dim_for(y.dim()), keepdim=True)
+        sum_grad_y = grad_y.sum(softmax_dim(self.dim, y.dim()), keepdim=True)
         return torch.addcmul(grad_y, y, sum_grad_y, value=-1)
-
-    def _dim_for(self, ndim: int) -> int:
-        """``dim``, or for dim=None torch's implicit choice for an input of ``ndim`` dims."""
-        return _implicit_dim(ndim) if self.dim is None else self.dim
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nograd.nn.activations import _dim_error, _implicit_dim, _warn_implicit_dim
+from nograd.nn.activations import along_dim, softmax_dim
 from nograd.nn.module import Module
 
 # torch's kernel for the backward, looked up once, as torch.ops resolves names slowly
@@ -40,26 +40,16 @@ class LogSoftmax(Module):
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.dim is None:
-            _warn_implicit_dim("log_softmax")  # as torch names it
-        dim = self._dim_for(x.dim())
-        try:
-            y = torch.log_softmax(x, dim)
-        except IndexError:  # checked only after torch refused: free when nothing fails
-            raise _dim_error(self, self.dim, x) from None
+        y = along_dim(self, self.dim, torch.log_softmax, x)  # (x - max) - log sum exp(x - max)
         self.saved["y"] = y  # the backward needs only the output: exp(y) is the softmax
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = self._saved_for(grad_output, "y")
-        dim = self._dim_for(y.dim())
+        dim = softmax_dim(self.dim, y.dim())
         # dL/dx = dL/dy - exp(y) * sum(dL/dy, dim)
         grad_input: Tensor = _log_softmax_backward(grad_output, y, dim, y.dtype)
         return grad_input
-
-    def _dim_for(self, ndim: int) -> int:
-        """``dim``, or for dim=None torch's implicit choice, that of Softmax."""
-        return _implicit_dim(ndim) if self.dim is None else self.dim
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
