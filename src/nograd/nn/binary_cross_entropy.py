@@ -13,13 +13,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nograd.nn.losses import Loss
+from nograd.nn.losses import REDUCTION_CODES, Loss
 
 # ATen's kernels, looked up once (torch.ops resolves names slowly):
 # log(sigmoid(x)) in one stable kernel, and BCELoss's per-element loss
 _log_sigmoid = torch.ops.aten.log_sigmoid.default
 _binary_cross_entropy = torch.ops.aten.binary_cross_entropy.default
-_NO_REDUCTION = 0  # ATen's code for reduction="none"
 # The floor of (1 - p) p in BCELoss's gradient: torch's EPSILON, 1e-12 stored as a
 # float32, and so 9.99999996e-13 in float64 too (1e-12 itself gives other bits there)
 _EPSILON = float(torch.tensor(1e-12, dtype=torch.float32))
@@ -76,7 +75,7 @@ class BCELoss(Loss):
         try:
             # l / w = (y - 1) max(log(1 - p), -100) - y max(log p, -100), in one pass
             # that also checks 0 <= p <= 1 and 0 <= y <= 1
-            loss: Tensor = _binary_cross_entropy(p, y, None, _NO_REDUCTION)
+            loss: Tensor = _binary_cross_entropy(p, y, None, REDUCTION_CODES["none"])
         except RuntimeError as error:  # out of [0, 1]: torch's words, our module's name
             raise RuntimeError(f"{self._describe()}: {error}") from None
         self.saved["p"], self.saved["y"] = p, y  # the backward needs p and y

@@ -44,8 +44,7 @@ from torch import Tensor
 from nograd.nn import cross_entropy_shapes as shapes
 from nograd.nn import soft_targets
 from nograd.nn.constants import one_like
-from nograd.nn.cross_entropy_shapes import REDUCTION_CODES
-from nograd.nn.losses import Loss
+from nograd.nn.losses import REDUCTION_CODES, Loss
 
 # ATen's kernels for the NLL term of rows (N, C), called here directly (other shapes go
 # through ``cross_entropy_shapes``). The forward gathers -w_{y_i} log p_{i,y_i}, skips

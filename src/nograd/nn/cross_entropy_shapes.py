@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, TypeAlias
 import torch
 from torch import Tensor
 
+from nograd.nn.losses import REDUCTION_CODES
+
 if TYPE_CHECKING:
     from nograd.nn.cross_entropy import CrossEntropyLoss
     from nograd.nn.losses import Loss
@@ -49,7 +51,6 @@ _nll_loss_forward = torch.ops.aten.nll_loss_forward.default
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default
 _nll_loss2d_forward = torch.ops.aten.nll_loss2d_forward.default
 _nll_loss2d_backward = torch.ops.aten.nll_loss2d_backward.default
-REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ATen's numbering of the reductions
 _NONE = REDUCTION_CODES["none"]
 
 

@@ -19,14 +19,13 @@ import torch
 from torch import Tensor
 
 from nograd.nn.constants import one_like
-from nograd.nn.losses import Loss
+from nograd.nn.losses import REDUCTION_CODES, Loss
 
 # ATen's kernels, looked up once (torch.ops resolves names slowly)
 _huber_loss = torch.ops.aten.huber_loss.default
 _huber_loss_backward = torch.ops.aten.huber_loss_backward.default
 _smooth_l1_loss = torch.ops.aten.smooth_l1_loss.default
 _smooth_l1_loss_backward = torch.ops.aten.smooth_l1_loss_backward.default
-_ATEN_REDUCTION = {"none": 0, "mean": 1, "sum": 2}  # torch's codes for a reduction
 
 
 class HuberLoss(Loss):
@@ -55,14 +54,14 @@ class HuberLoss(Loss):
         self._check_pair(pred, target)
         self.saved["pred"], self.saved["target"] = pred, target  # the kernel recomputes d
         # l = 0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta), in one pass
-        loss: Tensor = _huber_loss(pred, target, _ATEN_REDUCTION["none"], self.delta)
+        loss: Tensor = _huber_loss(pred, target, REDUCTION_CODES["none"], self.delta)
         return self._reduce(loss)
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
         pred, target = self._saved("pred"), self._saved("target")
         g = self._checked_grad_output(grad_output)
         g = one_like(pred) if g is None else g  # dL/dl, 1 by default: the kernel takes a tensor
-        reduction = _ATEN_REDUCTION[self.reduction]
+        reduction = REDUCTION_CODES[self.reduction]
         # dL/dpred = g d if |d| < delta else g delta sign(d) (times 1 / N under "mean")
         grad: Tensor = _huber_loss_backward(g, pred, target, reduction, self.delta)
         return grad
@@ -109,7 +108,7 @@ class SmoothL1Loss(Loss):
         if self.beta == 0:  # torch's own route: the L1 loss, op for op
             return self._reduce((pred - target).abs())  # l = |d|
         # l = 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta, in one pass
-        loss: Tensor = _smooth_l1_loss(pred, target, _ATEN_REDUCTION["none"], self.beta)
+        loss: Tensor = _smooth_l1_loss(pred, target, REDUCTION_CODES["none"], self.beta)
         return self._reduce(loss)
 
     def backward(self, grad_output: Tensor | None = None) -> Tensor:
@@ -119,7 +118,7 @@ class SmoothL1Loss(Loss):
             return self._chain(sign, self._upstream(grad_output))  # dL/dpred = g sign(d)
         g = self._checked_grad_output(grad_output)
         g = one_like(pred) if g is None else g  # dL/dl, 1 by default: the kernel takes a tensor
-        reduction = _ATEN_REDUCTION[self.reduction]
+        reduction = REDUCTION_CODES[self.reduction]
         # dL/dpred = g d / beta if |d| < beta else g sign(d) (times 1 / N under "mean")
         grad: Tensor = _smooth_l1_loss_backward(g, pred, target, reduction, self.beta)
         return grad

@@ -21,6 +21,8 @@ from nograd.nn.constants import scalar
 from nograd.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
+# ATen's numbering of the reductions, which its loss kernels take
+REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
 
 class Loss(Module):

@@ -30,8 +30,7 @@ from torch import Tensor
 
 from nograd.nn import cross_entropy_shapes as shapes
 from nograd.nn.constants import one_like
-from nograd.nn.cross_entropy_shapes import REDUCTION_CODES
-from nograd.nn.losses import Loss
+from nograd.nn.losses import REDUCTION_CODES, Loss
 
 
 class NLLLoss(Loss):
