@@ -224,6 +224,19 @@ def test_one_hot_refuses_a_label_out_of_range_as_torchs(label: int) -> None:
         one_hot(y, 3, torch.float32)
 
 
+@pytest.mark.parametrize("ignore_index", [-100, 5])
+def test_fit_says_why_it_refuses_labels_the_loss_would_ignore(ignore_index: int) -> None:
+    x, y = torch.rand(6, 2), torch.tensor([0, 1, ignore_index, 1, 0, ignore_index])
+    torch.manual_seed(0)
+    model = Sequential(Linear(2, 2))
+    loss_fn = CrossEntropyLoss(ignore_index=ignore_index)
+    with pytest.raises(ValueError, match=rf"ignore_index \({ignore_index}\) are not taken here"):
+        fit(model, loss_fn, SGD(model.parameters(), lr=0.1), TensorDataset(x, y), epochs=1,
+            progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"model has 2 output\(s\), which fit classes 0..1$"):
+        evaluate(model, CrossEntropyLoss(ignore_index=7), TensorDataset(x, y))  # no hint
+
+
 def test_fit_refuses_labels_the_model_cannot_output_in_a_dataset_of_pairs() -> None:
     """Only the first pair's label is checked before training: the one-hot target of each
     batch refuses the others, where a row of zeros would train MSE towards nothing."""

@@ -172,7 +172,12 @@ def check_finite(dataset: Any, what: str) -> None:
 
 
 def check_data(
-    model: Module, loader: DataLoader, what: str, device: torch.device, dtype: torch.dtype
+    model: Module,
+    loader: DataLoader,
+    what: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    loss_fn: Module | None = None,
 ) -> int:
     """Run one sample through the model (eval mode) and return its number of outputs.
 
@@ -202,8 +207,21 @@ def check_data(
             raise ValueError(
                 f"{what} has class labels in [{low}, {high}] but the model has "
                 f"{n_outputs} output(s), which fit classes 0..{n_classes - 1}"
+                + _ignored_hint(labels, loss_fn)
             )
     return n_outputs
+
+
+def _ignored_hint(labels: Tensor, loss_fn: Module | None) -> str:
+    """Why labels equal to the loss's ``ignore_index`` are refused too, if there are any."""
+    ignore_index = getattr(loss_fn, "ignore_index", None)
+    if loss_fn is None or ignore_index is None or not bool((labels == ignore_index).any()):
+        return ""
+    return (
+        f"; labels equal to {type(loss_fn).__name__}'s ignore_index ({ignore_index}) are not "
+        f"taken here, since the accuracy counts every sample: drop those samples, or "
+        f"write the training loop yourself (the loss skips them)"
+    )
 
 
 def _features(x: Tensor) -> str:

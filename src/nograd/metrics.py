@@ -58,7 +58,7 @@ def evaluate(
     device = device or torch.device("cpu")
     dtype = params[0].dtype if params else torch.get_default_dtype()
     loader = as_loader(data, batch_size, False, None, "evaluate: data")
-    n_outputs = check_data(model, loader, "evaluate: data", device, dtype)
+    n_outputs = check_data(model, loader, "evaluate: data", device, dtype, loss_fn)
     if target_transform is None:
         target_transform = target_for(loss_fn, n_outputs, dtype)
     return _evaluate(model, loss_fn, loader, target_transform, device, dtype)

@@ -160,9 +160,9 @@ def fit(
             f"fit: cuda_graph=True drops partial batches, and the {len(train_loader.dataset)} "
             f"training samples make none of batch_size={train_loader.batch_size}"
         )
-    n_outputs = check_data(model, train_loader, "fit: train_data", device, dtype)
+    n_outputs = check_data(model, train_loader, "fit: train_data", device, dtype, loss_fn)
     if test_loader is not None:
-        check_data(model, test_loader, "fit: test_data", device, dtype)
+        check_data(model, test_loader, "fit: test_data", device, dtype, loss_fn)
     if target_transform is None:
         target_transform = target_for(loss_fn, n_outputs, dtype)
 
