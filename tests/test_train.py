@@ -237,6 +237,44 @@ def test_fit_says_why_it_refuses_labels_the_loss_would_ignore(ignore_index: int)
         evaluate(model, CrossEntropyLoss(ignore_index=7), TensorDataset(x, y))  # no hint
 
 
+class NoisyPairs:
+    """Fixed points plus fresh noise at every read, as data augmentation draws it."""
+
+    def __init__(self, n: int) -> None:
+        self.x = torch.rand(n, 2, generator=torch.Generator().manual_seed(3))
+        self.y = (self.x.sum(1) > 1).long()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i] + 0.1 * torch.randn(2), self.y[i]
+
+
+def test_fit_draws_what_a_hand_written_loop_draws_from_a_noisy_dataset() -> None:
+    """fit reads a sample ahead to check the data, and puts the random state back: the
+    training then sees the noise a loop over the same DataLoader sees."""
+    data = NoisyPairs(12)
+
+    def train(with_fit: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = Sequential(Linear(2, 2))
+        optimizer, loss_fn = SGD(model.parameters(), lr=0.5), CrossEntropyLoss()
+        if with_fit:
+            fit(model, loss_fn, optimizer, data, epochs=2, batch_size=4, progress=False)
+            return model.state_dict()
+        for _ in range(2):
+            for x, y in DataLoader(data, 4, shuffle=True):
+                optimizer.zero_grad()
+                loss_fn(model(x), y)
+                model.backward(loss_fn.backward())
+                optimizer.step()
+        return model.state_dict()
+
+    ours, loop = train(with_fit=True), train(with_fit=False)
+    assert all(torch.equal(ours[key], loop[key]) for key in loop)
+
+
 def test_fit_refuses_labels_the_model_cannot_output_in_a_dataset_of_pairs() -> None:
     """Only the first pair's label is checked before training: the one-hot target of each
     batch refuses the others, where a row of zeros would train MSE towards nothing."""

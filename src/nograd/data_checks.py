@@ -75,11 +75,17 @@ def _sized(data: Any, what: str) -> Any:
 def first_pair(dataset: Any, what: str) -> tuple[Tensor, Tensor]:
     """The first sample as tensors (x, y): y a 0-dimensional tensor, a Python number made one.
 
+    The global random state is put back after the read: a dataset that draws random
+    numbers in ``__getitem__`` (noise, augmentation) then draws in training what it
+    draws in a torch loop, which never reads a sample ahead.
+
     Raises:
         TypeError: for items that are not pairs of a tensor and a tensor or number.
         ValueError: for items of another number of elements than 2.
     """
+    state = torch.get_rng_state()
     item = dataset[0]
+    torch.set_rng_state(state)
     if not isinstance(item, (tuple, list)):
         raise TypeError(
             f"{what} must yield (x, y) pairs, got items of type {type(item).__name__}; "
