@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nograd.nn import Module
+from nograd.nn import Loss, Module
 
 
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
@@ -111,3 +111,79 @@ def torch_loss_and_grad(
         value.backward(g)
     assert leaf.grad is not None
     return value.detach(), leaf.grad
+
+
+# ------------------------------------- losses whose target has pred's shape (MSE, BCE, Huber)
+def assert_loss_close(actual: Tensor, expected: Tensor) -> None:
+    """Within ``tolerance``; NaN only where torch has NaN too: "mean" over rows that are
+    all ignored is 0/0."""
+    torch.testing.assert_close(actual, expected, equal_nan=True, **tolerance(expected.dtype))
+
+
+def compare_loss(
+    ours: Loss, ref: torch.nn.Module, pred: Tensor, target: Tensor, scale: float | None
+) -> None:
+    """Loss value and dL/dpred of ``ours`` against ``ref`` run by
+    torch.autograd; ``scale``: a 0-dim grad_output, None: 1 (ignored under "none")."""
+    loss = ours(pred, target)
+    if ours.reduction == "none":
+        grad_output: Tensor | None = torch.randn(loss.shape, dtype=pred.dtype)
+    else:
+        grad_output = None if scale is None else torch.tensor(scale, dtype=pred.dtype)
+    pred_ref = pred.clone().requires_grad_()
+    with torch.enable_grad():
+        loss_ref = ref(pred_ref, target)
+        loss_ref.backward(grad_output)
+    assert loss.shape == loss_ref.shape
+    assert_loss_close(loss, loss_ref.detach())
+    assert pred_ref.grad is not None
+    assert_loss_close(ours.backward(grad_output), pred_ref.grad)
+
+
+def assert_torchs_bits(
+    ours: Loss, ref: torch.nn.Module, pred: Tensor, target: Tensor, grad_output: Tensor | None
+) -> None:
+    """Value and dL/dpred of ``ours`` equal torch's, bit for bit."""
+    expected_loss, expected_grad = torch_loss_and_grad(ref, pred, target, grad_output)
+    loss = ours(pred, target)
+    assert torch.equal(loss, expected_loss)
+    assert torch.equal(ours.backward(grad_output), expected_grad)
+
+
+def elementwise_upstream(
+    reduction: str, shape: tuple[int, ...], scale: float | None, dtype: torch.dtype
+) -> Tensor | None:
+    """dL/dloss: one per element when unreduced, else None (1) or a 0-dim scale."""
+    if reduction == "none":
+        return torch.randn(shape, dtype=dtype)
+    return None if scale is None else torch.tensor(scale, dtype=dtype)
+
+
+# ---------------------------------------------- activations (in-place ones, bitwise checks)
+def compare_activation(
+    ours: Module, ref: torch.nn.Module, x: Tensor, g: Tensor | None = None
+) -> None:
+    """compare_module, or for an in-place module: same outputs, same dL/dx, same tensor."""
+    if not getattr(ours, "inplace", False):
+        compare_module(ours, ref, x, g)
+        return
+    g = torch.randn_like(x) if g is None else g
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = ref(leaf * 1)  # torch refuses in-place ops on a leaf that requires grad
+        y_ref.backward(g)
+    x_ours = x.clone()
+    y = ours(x_ours)
+    assert y is x_ours, "an in-place module must return its input, overwritten"
+    assert_close(y, y_ref.detach())
+    assert leaf.grad is not None
+    assert_close(ours.backward(g), leaf.grad)
+
+
+def same_bits(actual: Tensor, expected: Tensor) -> bool:
+    """NaN where expected has NaN, and every other element identical, the sign of 0 included."""
+    nan = expected.isnan()
+    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[expected.element_size()]
+    return torch.equal(actual.isnan(), nan) and torch.equal(
+        actual[~nan].view(as_int), expected[~nan].view(as_int)
+    )

@@ -1,0 +1,212 @@
+"""LogSoftmax, against torch.nn.LogSoftmax.
+
+Forward and backward are torch's (torch.log_softmax and the kernel of its backward),
+so outputs and gradients must be torch's very bits (same_bits) in every dtype and
+layout; dim=None must pick torch's implicit dim, with torch's warning.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nograd.gradcheck import gradcheck
+from nograd.nn.activations import Softmax
+from nograd.nn.log_softmax import LogSoftmax
+from nograd.nn.module import Module
+from tests import oracle
+from tests.oracle import assert_close, compare_activation, compare_module, same_bits
+
+DTYPES = [torch.float64, torch.float32]
+SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=3)  # 1-D to 3-D, size-1 dims included
+SEEDS = st.integers(0, 2**31 - 1)
+
+Pair = Callable[[], tuple[Module, torch.nn.Module]]
+
+# LogSoftmax along two dims, and the torch.nn twin of each.
+ALL: dict[str, Pair] = {
+    "LogSoftmax-last": lambda: (LogSoftmax(dim=-1), torch.nn.LogSoftmax(dim=-1)),
+    "LogSoftmax-0": lambda: (LogSoftmax(0), torch.nn.LogSoftmax(dim=0)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(shape=SHAPES, seed=SEEDS, dim_index=st.integers(0, 5))
+def test_log_softmax_matches_torch_over_every_dim(
+    dtype: torch.dtype, shape: list[int], seed: int, dim_index: int
+) -> None:
+    torch.manual_seed(seed)
+    dim = dim_index % (2 * len(shape)) - len(shape)  # negative and non-negative dims
+    compare_module(LogSoftmax(dim), torch.nn.LogSoftmax(dim=dim), torch.randn(shape, dtype=dtype))
+    out = torch.exp(LogSoftmax(dim)(torch.randn(shape, dtype=dtype)))  # the probabilities
+    assert_close(out.sum(dim), torch.ones_like(out.sum(dim)))
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4), (2, 3, 4), (2, 3, 4, 5), (1, 2, 3, 2, 2)])
+def test_log_softmax_without_dim_picks_torchs_implicit_dim_and_warns_as_torch(
+    shape: tuple[int, ...],
+) -> None:
+    """dim=None: dim 0 for 0, 1 or 3 dimensions, else dim 1, with torch's UserWarning."""
+    assert LogSoftmax().dim is None and torch.nn.LogSoftmax().dim is None
+    x = torch.randn(shape, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_module(LogSoftmax(), torch.nn.LogSoftmax(), x)
+    ours, ref = caught[1], caught[0]  # compare_module runs torch's twin first
+    assert len(caught) == 2
+    assert (ours.category, str(ours.message)) == (ref.category, str(ref.message))
+    assert ours.category is UserWarning and "Implicit dimension choice" in str(ours.message)
+    # at the line that called the module (torch 2.13 stops one frame short, in its __call__)
+    assert ours.filename == oracle.__file__
+
+
+def test_log_softmax_warns_with_torchs_name_for_it() -> None:
+    with pytest.warns(UserWarning, match=r"^Implicit dimension choice for log_softmax has"):
+        LogSoftmax()(torch.randn(2, 3))
+    with pytest.warns(UserWarning, match=r"^Implicit dimension choice for softmax has"):
+        Softmax()(torch.randn(2, 3))
+
+
+def test_log_softmax_with_a_dim_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log_softmax = LogSoftmax(dim=0)
+        log_softmax(torch.randn(2, 3))
+        log_softmax.backward(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize(("dim", "shape", "dims"), [(2, (2, 3), "[-2, 1]"), (-2, (4,), "[-1, 0]")])
+def test_a_dim_the_input_lacks_is_refused_naming_the_module(
+    dim: int, shape: tuple[int, ...], dims: str
+) -> None:
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        torch.nn.LogSoftmax(dim=dim)(torch.randn(shape))  # torch's IndexError is our ValueError
+    message = f"LogSoftmax(dim={dim}): expected dim in {dims} for input of shape {shape}, got {dim}"
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        LogSoftmax(dim)(torch.randn(shape))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(ALL))
+def test_kinks_match_torch(name: str, dtype: torch.dtype) -> None:
+    x = torch.tensor([-1.0, -0.0, 0.0, 0.0, 2.0], dtype=dtype)
+    g = torch.arange(1.0, 6.0, dtype=dtype)
+    compare_activation(*ALL[name](), x, g)
+
+
+EXTREME = [[-1000.0, -1.0, 0.0, 1.0, 1000.0], [1000.0, 1000.0, -1000.0, 0.5, -1000.0]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["LogSoftmax-last", "LogSoftmax-0"])
+def test_inputs_of_1000_stay_finite_and_match_torch(name: str, dtype: torch.dtype) -> None:
+    x = torch.tensor(EXTREME, dtype=dtype)
+    g = torch.randn(x.shape, dtype=dtype)
+    ours, ref = ALL[name]()
+    y = ours(x)
+    grad_input = ours.backward(g)
+    assert torch.isfinite(y).all() and torch.isfinite(grad_input).all()
+    compare_activation(ours, ref, x, g)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_backward_before_forward_names_the_module(name: str) -> None:
+    ours, _ = ALL[name]()
+    prefix = re.escape(f"{type(ours).__name__}({ours.extra_repr()})")
+    with pytest.raises(RuntimeError, match=prefix + r": backward\(\) called before forward\(\)"):
+        ours.backward(torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_grad_output_of_wrong_shape(name: str) -> None:
+    ours, _ = ALL[name]()
+    ours(torch.randn(2, 3))
+    prefix = re.escape(type(ours).__name__)
+    with pytest.raises(ValueError, match=prefix + r".*grad_output of shape \(2, 3\), got \(3, 2\)"):
+        ours.backward(torch.randn(3, 2))
+
+
+def test_output_is_saved_instead_of_input() -> None:
+    module = LogSoftmax(1)
+    x = torch.randn(3, 4)
+    y = module(x)
+    saved = [value for value in module.saved.values() if isinstance(value, torch.Tensor)]
+    assert any(value is y for value in saved)
+    assert not any(value is x for value in saved)
+
+
+@pytest.mark.parametrize(
+    ("ours", "ref"),
+    [
+        (LogSoftmax(), torch.nn.LogSoftmax()),
+        (LogSoftmax(dim=-1), torch.nn.LogSoftmax(dim=-1)),
+    ],
+    ids=repr,
+)
+def test_repr_matches_torch(ours: Module, ref: torch.nn.Module) -> None:
+    assert repr(ours) == repr(ref)
+
+
+def test_hyperparameters_keep_torch_attribute_names() -> None:
+    assert LogSoftmax(dim=0).dim == 0 and LogSoftmax().dim is None
+
+
+# Forward and backward are torch's to the bit in float32 and float64: the backward is
+# torch's kernel itself, as no composition of ops rounds its exp and sums as it does.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(ALL))
+@pytest.mark.parametrize("shape", [(1,), (7, 3), (64, 33), (1000,)])
+def test_log_softmax_is_torchs_to_the_bit(
+    name: str, dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    generator = torch.Generator().manual_seed(len(shape) * 1000 + shape[0])
+    x = (3 * torch.randn(shape, generator=generator)).to(dtype)
+    g = torch.randn(shape, generator=generator).to(dtype)
+    ours, ref = ALL[name]()
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = ref(leaf)
+        y_ref.backward(g)
+    assert torch.equal(ours(x.clone()), y_ref.detach())
+    assert torch.equal(ours.backward(g), leaf.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, *DTYPES])
+@pytest.mark.parametrize("name", list(ALL))
+@pytest.mark.parametrize("transposed", [False, True])
+def test_torchs_kernels_give_torchs_bits_in_every_dtype_and_layout(
+    name: str, dtype: torch.dtype, transposed: bool
+) -> None:
+    """Half precision (computed in float32 by the kernels) and strided inputs too."""
+    generator = torch.Generator().manual_seed(7)
+    x = (4 * torch.randn(37, 21, generator=generator)).to(dtype)
+    g = torch.randn(37, 21, generator=generator).to(dtype)
+    if transposed:
+        x, g = x.t(), g.t()
+    ours, ref = ALL[name]()
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = ref(leaf)
+        y_ref.backward(g)
+    y = ours(x.clone())
+    assert y.dtype == dtype and same_bits(y, y_ref.detach())
+    assert leaf.grad is not None and same_bits(ours.backward(g), leaf.grad)
+
+
+def test_log_softmax_keeps_its_precision_where_softmax_rounds_to_zero() -> None:
+    x = torch.tensor([[0.0, -1000.0, -200.0]])
+    assert torch.log(torch.softmax(x, 1))[0, 1].item() == -math.inf
+    assert LogSoftmax(1)(x).tolist() == [[0.0, -1000.0, -200.0]]
+
+
+@pytest.mark.parametrize("module", [LogSoftmax(1), LogSoftmax(0)], ids=repr)
+def test_backward_agrees_with_finite_differences(module: Module) -> None:
+    x = torch.tensor([[-2.5, -0.7, 0.1], [0.4, 1.3, 3.0]], dtype=torch.float64)
+    assert gradcheck(module, x).ok
