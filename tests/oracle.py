@@ -123,21 +123,17 @@ def assert_loss_close(actual: Tensor, expected: Tensor) -> None:
 def compare_loss(
     ours: Loss, ref: torch.nn.Module, pred: Tensor, target: Tensor, scale: float | None
 ) -> None:
-    """Loss value and dL/dpred of ``ours`` against ``ref`` run by
-    torch.autograd; ``scale``: a 0-dim grad_output, None: 1 (ignored under "none")."""
+    """Loss value and dL/dpred of ``ours`` against ``ref`` run by torch.autograd;
+    ``scale``: a 0-dim grad_output, None: 1 (ignored under "none")."""
     loss = ours(pred, target)
     if ours.reduction == "none":
         grad_output: Tensor | None = torch.randn(loss.shape, dtype=pred.dtype)
     else:
         grad_output = None if scale is None else torch.tensor(scale, dtype=pred.dtype)
-    pred_ref = pred.clone().requires_grad_()
-    with torch.enable_grad():
-        loss_ref = ref(pred_ref, target)
-        loss_ref.backward(grad_output)
-    assert loss.shape == loss_ref.shape
-    assert_loss_close(loss, loss_ref.detach())
-    assert pred_ref.grad is not None
-    assert_loss_close(ours.backward(grad_output), pred_ref.grad)
+    expected_loss, expected_grad = torch_loss_and_grad(ref, pred, target, grad_output)
+    assert loss.shape == expected_loss.shape
+    assert_loss_close(loss, expected_loss)
+    assert_loss_close(ours.backward(grad_output), expected_grad)
 
 
 def assert_torchs_bits(
