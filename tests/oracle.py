@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nograd.nn import Loss, Module
+from nograd.nn import CrossEntropyLoss, Loss, Module
 
 
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
@@ -183,3 +183,36 @@ def same_bits(actual: Tensor, expected: Tensor) -> bool:
     return torch.equal(actual.isnan(), nan) and torch.equal(
         actual[~nan].view(as_int), expected[~nan].view(as_int)
     )
+
+
+# ------------------------------------ CrossEntropyLoss (test_cross_entropy*, test_soft_targets)
+class AsIfOnGPU(Tensor):
+    """A CPU tensor that says it is not on the CPU: runs a loss's GPU code on CI."""
+
+    @property
+    def is_cpu(self) -> bool:
+        return False
+
+
+def cross_entropy_autograd(
+    options: dict[str, Any], z: Tensor, target: Tensor, g: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """torch's loss and dL/dz for logits z, by torch.nn.CrossEntropyLoss and autograd."""
+    return torch_loss_and_grad(torch.nn.CrossEntropyLoss(**options), z, target, g)
+
+
+def assert_cross_entropy_bits(
+    ours: CrossEntropyLoss, z: Tensor, target: Tensor, g: Tensor | None
+) -> None:
+    """Value and gradient of ``ours`` are torch's, bit for bit (NaN where torch's is)."""
+    options: dict[str, Any] = {
+        "weight": ours.weight,
+        "ignore_index": ours.ignore_index,
+        "reduction": ours.reduction,
+        "label_smoothing": ours.label_smoothing,
+    }
+    expected, expected_grad = cross_entropy_autograd(options, z, target, g)
+    loss = ours(z, target)
+    assert loss.shape == expected.shape
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(ours.backward(g), expected_grad)

@@ -27,7 +27,7 @@ from nograd.nn.nll_loss import NLLLoss
 from nograd.optim import SGD
 from nograd.targets import predict_classes, target_for
 from nograd.train import fit
-from tests.oracle import OpNames, class_dim, index_shape, torch_loss_and_grad, upstream
+from tests.oracle import AsIfOnGPU, OpNames, class_dim, index_shape, torch_loss_and_grad, upstream
 
 DTYPES = [torch.float64, torch.float32]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -327,14 +327,6 @@ def test_a_network_trained_with_log_softmax_and_nll_loss_is_the_cross_entropy_on
 
 
 # --------------------------------------------------------- off the CPU, and state
-class AsIfOnGPU(Tensor):
-    """A CPU tensor that says it is not on the CPU: runs a loss's GPU code on CI."""
-
-    @property
-    def is_cpu(self) -> bool:
-        return False
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_off_the_cpu_and_in_inference_mode_it_is_torchs(
