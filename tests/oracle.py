@@ -5,8 +5,10 @@ float64 must agree to 1e-10 relative, float32 to 1e-5 (issue 2).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pytest
 import torch
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -216,3 +218,39 @@ def assert_cross_entropy_bits(
     assert loss.shape == expected.shape
     torch.testing.assert_close(loss, expected, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(ours.backward(g), expected_grad)
+
+
+# ------------------------------------------------ every activation's contract
+EXTREME = [[-1000.0, -1.0, 0.0, 1.0, 1000.0], [1000.0, 1000.0, -1000.0, 0.5, -1000.0]]
+
+
+def check_kinks(ours: Module, ref: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Values and slopes at the kinks (-0, 0, 0 twice in a row) are torch's."""
+    x = torch.tensor([-1.0, -0.0, 0.0, 0.0, 2.0], dtype=dtype)
+    g = torch.arange(1.0, 6.0, dtype=dtype)
+    compare_activation(ours, ref, x, g)
+
+
+def check_finite_at_1000(ours: Module, ref: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Inputs of +-1000 give finite outputs and gradients, and torch's."""
+    x = torch.tensor(EXTREME, dtype=dtype)
+    g = torch.randn(x.shape, dtype=dtype)
+    y = ours(x)
+    grad_input = ours.backward(g)
+    assert torch.isfinite(y).all() and torch.isfinite(grad_input).all()
+    compare_activation(ours, ref, x, g)
+
+
+def check_backward_before_forward(ours: Module) -> None:
+    """A backward before any forward raises, naming the module."""
+    prefix = re.escape(f"{type(ours).__name__}({ours.extra_repr()})")
+    with pytest.raises(RuntimeError, match=prefix + r": backward\(\) called before forward\(\)"):
+        ours.backward(torch.ones(2, 3))
+
+
+def check_grad_output_shape(ours: Module) -> None:
+    """A grad_output of another shape than the output raises, naming the module."""
+    ours(torch.randn(2, 3))
+    prefix = re.escape(type(ours).__name__)
+    with pytest.raises(ValueError, match=prefix + r".*grad_output of shape \(2, 3\), got \(3, 2\)"):
+        ours.backward(torch.randn(3, 2))
