@@ -6,6 +6,7 @@ float64 must agree to 1e-10 relative, float32 to 1e-5 (issue 2).
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import pytest
@@ -254,3 +255,42 @@ def check_grad_output_shape(ours: Module) -> None:
     prefix = re.escape(type(ours).__name__)
     with pytest.raises(ValueError, match=prefix + r".*grad_output of shape \(2, 3\), got \(3, 2\)"):
         ours.backward(torch.randn(3, 2))
+
+
+# --------------------------------------------- a softmax's dim (Softmax, LogSoftmax)
+def check_implicit_dim(ours: Module, ref: torch.nn.Module, shape: tuple[int, ...]) -> None:
+    """dim=None: dim 0 for 0, 1 or 3 dimensions, else dim 1, with torch's UserWarning,
+    pointing at the line that called the module."""
+    x = torch.randn(shape, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare_module(ours, ref, x)
+    mine, torchs = caught[1], caught[0]  # compare_module runs torch's twin first
+    assert len(caught) == 2
+    assert (mine.category, str(mine.message)) == (torchs.category, str(torchs.message))
+    assert mine.category is UserWarning and "Implicit dimension choice" in str(mine.message)
+    # at the line that called the module (torch 2.13 stops one frame short, in its __call__)
+    assert mine.filename == __file__
+
+
+def check_no_warning_with_a_dim(ours: Module) -> None:
+    """A module given its dim warns neither in forward nor in backward."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours(torch.randn(2, 3))
+        ours.backward(torch.randn(2, 3))
+
+
+def check_missing_dim_refused(
+    ours: Module, ref: torch.nn.Module, shape: tuple[int, ...], dims: str
+) -> None:
+    """A dim the input lacks: torch's IndexError is our ValueError, naming the module."""
+    dim = ref.dim  # type: ignore[attr-defined]
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        ref(torch.randn(shape))
+    message = (
+        f"{type(ours).__name__}(dim={dim}): expected dim in {dims} for input of shape "
+        f"{shape}, got {dim}"
+    )
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        ours(torch.randn(shape))

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import math
-import re
-import warnings
 from collections.abc import Callable
 
 import mpmath
@@ -13,13 +11,15 @@ from hypothesis import strategies as st
 
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from nograd.nn.module import Module
-from tests import oracle
 from tests.oracle import (
     assert_close,
     check_backward_before_forward,
     check_finite_at_1000,
     check_grad_output_shape,
+    check_implicit_dim,
     check_kinks,
+    check_missing_dim_refused,
+    check_no_warning_with_a_dim,
     compare_activation,
     compare_module,
     same_bits,
@@ -109,35 +109,18 @@ def test_softmax_without_dim_picks_torchs_implicit_dim_and_warns_as_torch(
 ) -> None:
     """dim=None: dim 0 for 0, 1 or 3 dimensions, else dim 1, with torch's UserWarning."""
     assert Softmax().dim is None and torch.nn.Softmax().dim is None
-    x = torch.randn(shape, dtype=torch.float64)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        compare_module(Softmax(), torch.nn.Softmax(), x)
-    ours, ref = caught[1], caught[0]  # compare_module runs torch's twin first
-    assert len(caught) == 2
-    assert (ours.category, str(ours.message)) == (ref.category, str(ref.message))
-    assert ours.category is UserWarning and "Implicit dimension choice" in str(ours.message)
-    # at the line that called the module (torch 2.13 stops one frame short, in its __call__)
-    assert ours.filename == oracle.__file__
+    check_implicit_dim(Softmax(), torch.nn.Softmax(), shape)
 
 
 def test_softmax_with_a_dim_does_not_warn() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        softmax = Softmax(dim=0)
-        softmax(torch.randn(2, 3))
-        softmax.backward(torch.randn(2, 3))
+    check_no_warning_with_a_dim(Softmax(dim=0))
 
 
 @pytest.mark.parametrize(("dim", "shape", "dims"), [(2, (2, 3), "[-2, 1]"), (-2, (4,), "[-1, 0]")])
 def test_a_dim_the_input_lacks_is_refused_naming_the_module(
     dim: int, shape: tuple[int, ...], dims: str
 ) -> None:
-    with pytest.raises(IndexError, match="Dimension out of range"):
-        torch.nn.Softmax(dim=dim)(torch.randn(shape))  # torch's IndexError is our ValueError
-    message = f"Softmax(dim={dim}): expected dim in {dims} for input of shape {shape}, got {dim}"
-    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
-        Softmax(dim)(torch.randn(shape))
+    check_missing_dim_refused(Softmax(dim), torch.nn.Softmax(dim=dim), shape, dims)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

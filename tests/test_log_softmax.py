@@ -8,8 +8,6 @@ layout; dim=None must pick torch's implicit dim, with torch's warning.
 from __future__ import annotations
 
 import math
-import re
-import warnings
 from collections.abc import Callable
 
 import pytest
@@ -21,13 +19,15 @@ from nograd.gradcheck import gradcheck
 from nograd.nn.activations import Softmax
 from nograd.nn.log_softmax import LogSoftmax
 from nograd.nn.module import Module
-from tests import oracle
 from tests.oracle import (
     assert_close,
     check_backward_before_forward,
     check_finite_at_1000,
     check_grad_output_shape,
+    check_implicit_dim,
     check_kinks,
+    check_missing_dim_refused,
+    check_no_warning_with_a_dim,
     compare_module,
     same_bits,
 )
@@ -63,16 +63,7 @@ def test_log_softmax_without_dim_picks_torchs_implicit_dim_and_warns_as_torch(
 ) -> None:
     """dim=None: dim 0 for 0, 1 or 3 dimensions, else dim 1, with torch's UserWarning."""
     assert LogSoftmax().dim is None and torch.nn.LogSoftmax().dim is None
-    x = torch.randn(shape, dtype=torch.float64)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        compare_module(LogSoftmax(), torch.nn.LogSoftmax(), x)
-    ours, ref = caught[1], caught[0]  # compare_module runs torch's twin first
-    assert len(caught) == 2
-    assert (ours.category, str(ours.message)) == (ref.category, str(ref.message))
-    assert ours.category is UserWarning and "Implicit dimension choice" in str(ours.message)
-    # at the line that called the module (torch 2.13 stops one frame short, in its __call__)
-    assert ours.filename == oracle.__file__
+    check_implicit_dim(LogSoftmax(), torch.nn.LogSoftmax(), shape)
 
 
 def test_log_softmax_warns_with_torchs_name_for_it() -> None:
@@ -83,22 +74,14 @@ def test_log_softmax_warns_with_torchs_name_for_it() -> None:
 
 
 def test_log_softmax_with_a_dim_does_not_warn() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        log_softmax = LogSoftmax(dim=0)
-        log_softmax(torch.randn(2, 3))
-        log_softmax.backward(torch.randn(2, 3))
+    check_no_warning_with_a_dim(LogSoftmax(dim=0))
 
 
 @pytest.mark.parametrize(("dim", "shape", "dims"), [(2, (2, 3), "[-2, 1]"), (-2, (4,), "[-1, 0]")])
 def test_a_dim_the_input_lacks_is_refused_naming_the_module(
     dim: int, shape: tuple[int, ...], dims: str
 ) -> None:
-    with pytest.raises(IndexError, match="Dimension out of range"):
-        torch.nn.LogSoftmax(dim=dim)(torch.randn(shape))  # torch's IndexError is our ValueError
-    message = f"LogSoftmax(dim={dim}): expected dim in {dims} for input of shape {shape}, got {dim}"
-    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
-        LogSoftmax(dim)(torch.randn(shape))
+    check_missing_dim_refused(LogSoftmax(dim), torch.nn.LogSoftmax(dim=dim), shape, dims)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
