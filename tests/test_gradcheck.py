@@ -117,10 +117,10 @@ class ScalesWithStaleGrad(Module):
 
 # -------------------------------------------------------- stochastic layers
 class GlobalNoise(Module):
-    """y = 2 m x with a mask m drawn from the global RNG at every forward."""
+    """y = 2 m x with a mask m drawn from x's device's global RNG at every forward."""
 
     def forward(self, x: Tensor) -> Tensor:
-        m = (torch.rand(x.shape, dtype=x.dtype) > 0.5).to(x.dtype)
+        m = (torch.rand(x.shape, dtype=x.dtype, device=x.device) > 0.5).to(x.dtype)
         self.saved["m"] = m
         return 2 * m * x
 
