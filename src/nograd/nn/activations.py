@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.constants import one_like, scalar
 from nograd.nn.module import Module
 
@@ -27,7 +28,7 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
 _MINUS_SQRT_HALF = -math.sqrt(0.5)  # Phi(x) = erfc(-x / sqrt(2)) / 2
 _REDUCED = (torch.float16, torch.bfloat16)  # computed in float32, as torch computes them
 # dL/dy * 1[y > threshold] in one kernel; looked up once, as torch.ops resolves names slowly
-_threshold_backward = torch.ops.aten.threshold_backward.default
+_threshold_backward = aten.kernel(torch.ops.aten.threshold_backward.default)
 
 
 @functools.lru_cache(maxsize=64)

@@ -14,11 +14,12 @@ import operator
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.module import NO_INPUT_GRAD, Module
 from nograd.nn.parameter import Parameter
 
 # ATen's gradient of batch norm, looked up once: torch.ops resolves names slowly
-_native_batch_norm_backward = torch.ops.aten.native_batch_norm_backward.default
+_native_batch_norm_backward = aten.kernel(torch.ops.aten.native_batch_norm_backward.default)
 
 
 class BatchNorm1d(Module):

@@ -13,12 +13,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.losses import REDUCTION_CODES, Loss
 
 # ATen's kernels, looked up once (torch.ops resolves names slowly):
 # log(sigmoid(x)) in one stable kernel, and BCELoss's per-element loss
-_log_sigmoid = torch.ops.aten.log_sigmoid.default
-_binary_cross_entropy = torch.ops.aten.binary_cross_entropy.default
+_log_sigmoid = aten.kernel(torch.ops.aten.log_sigmoid.default)
+_binary_cross_entropy = aten.kernel(torch.ops.aten.binary_cross_entropy.default)
 # The floor of (1 - p) p in BCELoss's gradient: torch's EPSILON, 1e-12 stored as a
 # float32, and so 9.99999996e-13 in float64 too (1e-12 itself gives other bits there)
 _EPSILON = float(torch.tensor(1e-12, dtype=torch.float32))

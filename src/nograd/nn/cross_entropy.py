@@ -41,8 +41,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from nograd.nn import aten, soft_targets
 from nograd.nn import cross_entropy_shapes as shapes
-from nograd.nn import soft_targets
 from nograd.nn.constants import one_like
 from nograd.nn.losses import REDUCTION_CODES, Loss
 
@@ -51,8 +51,8 @@ from nograd.nn.losses import REDUCTION_CODES, Loss
 # ignored rows and reduces, and also returns the mean's denominator sum_i w_{y_i} over
 # the rows kept; the backward puts -g w_{y_i} (over that denominator under "mean") at
 # each kept row's target. Looked up once: torch.ops resolves names slowly.
-_nll_loss_forward = torch.ops.aten.nll_loss_forward.default
-_nll_loss_backward = torch.ops.aten.nll_loss_backward.default
+_nll_loss_forward = aten.kernel(torch.ops.aten.nll_loss_forward.default)
+_nll_loss_backward = aten.kernel(torch.ops.aten.nll_loss_backward.default)
 
 
 class CrossEntropyLoss(Loss):

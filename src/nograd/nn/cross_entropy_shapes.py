@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.losses import REDUCTION_CODES
 
 if TYPE_CHECKING:
@@ -47,10 +48,10 @@ if TYPE_CHECKING:
 
 # ATen's kernels, looked up once (torch.ops resolves names slowly). Each forward
 # returns the reduced -w_{y_i} log p_{i,y_i} and the mean's denominator sum_i w_{y_i}.
-_nll_loss_forward = torch.ops.aten.nll_loss_forward.default
-_nll_loss_backward = torch.ops.aten.nll_loss_backward.default
-_nll_loss2d_forward = torch.ops.aten.nll_loss2d_forward.default
-_nll_loss2d_backward = torch.ops.aten.nll_loss2d_backward.default
+_nll_loss_forward = aten.kernel(torch.ops.aten.nll_loss_forward.default)
+_nll_loss_backward = aten.kernel(torch.ops.aten.nll_loss_backward.default)
+_nll_loss2d_forward = aten.kernel(torch.ops.aten.nll_loss2d_forward.default)
+_nll_loss2d_backward = aten.kernel(torch.ops.aten.nll_loss2d_backward.default)
 _NONE = REDUCTION_CODES["none"]
 
 

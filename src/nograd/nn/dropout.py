@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.module import Module
 
 # torch's fused GPU kernels, looked up once (torch.ops resolves names slowly): the
 # forward draws the mask m and returns x * m / (1 - p) with it; the backward is
 # dL/dy * m / (1 - p)
-_native_dropout = torch.ops.aten.native_dropout.default
-_native_dropout_backward = torch.ops.aten.native_dropout_backward.default
+_native_dropout = aten.kernel(torch.ops.aten.native_dropout.default)
+_native_dropout_backward = aten.kernel(torch.ops.aten.native_dropout_backward.default)
 
 
 class Dropout(Module):

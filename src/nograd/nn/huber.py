@@ -18,14 +18,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.constants import one_like
 from nograd.nn.losses import REDUCTION_CODES, Loss
 
 # ATen's kernels, looked up once (torch.ops resolves names slowly)
-_huber_loss = torch.ops.aten.huber_loss.default
-_huber_loss_backward = torch.ops.aten.huber_loss_backward.default
-_smooth_l1_loss = torch.ops.aten.smooth_l1_loss.default
-_smooth_l1_loss_backward = torch.ops.aten.smooth_l1_loss_backward.default
+_huber_loss = aten.kernel(torch.ops.aten.huber_loss.default)
+_huber_loss_backward = aten.kernel(torch.ops.aten.huber_loss_backward.default)
+_smooth_l1_loss = aten.kernel(torch.ops.aten.smooth_l1_loss.default)
+_smooth_l1_loss_backward = aten.kernel(torch.ops.aten.smooth_l1_loss_backward.default)
 
 
 class HuberLoss(Loss):

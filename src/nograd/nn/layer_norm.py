@@ -16,11 +16,12 @@ from numbers import Integral
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.module import NO_INPUT_GRAD, Module
 from nograd.nn.parameter import Parameter
 
 # ATen's gradient of layer norm, looked up once: torch.ops resolves names slowly
-_native_layer_norm_backward = torch.ops.aten.native_layer_norm_backward.default
+_native_layer_norm_backward = aten.kernel(torch.ops.aten.native_layer_norm_backward.default)
 
 
 def _sizes(normalized_shape: int | Iterable[int]) -> tuple[int, ...]:

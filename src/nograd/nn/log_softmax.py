@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.activations import along_dim, softmax_dim
 from nograd.nn.module import Module
 
 # torch's kernel for the backward, looked up once, as torch.ops resolves names slowly
-_log_softmax_backward = torch.ops.aten._log_softmax_backward_data.default
+_log_softmax_backward = aten.kernel(torch.ops.aten._log_softmax_backward_data.default)
 
 
 class LogSoftmax(Module):

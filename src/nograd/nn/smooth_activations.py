@@ -14,14 +14,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nograd.nn import aten
 from nograd.nn.module import Module
 
 # torch's elementwise kernels, looked up once, as torch.ops resolves names slowly
-_silu = torch.ops.aten.silu.default
-_silu_ = torch.ops.aten.silu_.default
-_silu_backward = torch.ops.aten.silu_backward.default
-_softplus = torch.ops.aten.softplus.default
-_softplus_backward = torch.ops.aten.softplus_backward.default
+_silu = aten.kernel(torch.ops.aten.silu.default)
+_silu_ = aten.kernel(torch.ops.aten.silu_.default)
+_silu_backward = aten.kernel(torch.ops.aten.silu_backward.default)
+_softplus = aten.kernel(torch.ops.aten.softplus.default)
+_softplus_backward = aten.kernel(torch.ops.aten.softplus_backward.default)
 
 # Above these values of z = beta x, log(1 + exp(z)) = z + exp(-z) rounds to z, and its
 # slope sigmoid(z) to 1: 20 in float32 (in which float16 and bfloat16 are computed), 40
