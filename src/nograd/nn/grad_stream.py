@@ -24,11 +24,11 @@ How a layer takes part (``Linear.backward`` does)::
 
     stream = grad_stream.side  # None, except inside parameter_grads_on_side_stream()
     if stream is None:
-        self._accumulate_weight_grad(g, x)
-        self._accumulate_bias_grad(g)
+        self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
+        self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
     else:
         with grad_stream.branch(stream, g, x):  # g and x: the tensors the branch reads
-            self._accumulate_weight_grad(g, x)
+            self._accumulate_weight_grad(g, x)  # the same dL/dW, on the side stream
         with grad_stream.branch(grad_stream.bias_side or stream, g):
             self._accumulate_bias_grad(g)
 """

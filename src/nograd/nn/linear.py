@@ -155,22 +155,29 @@ class Linear(Module):
         x, g = self.saved.get("x"), grad_output  # x: (N, in), g = dL/dy: (N, out)
         if x is None or x.dim() != 2 or g.shape != (x.shape[0], self.out_features):
             x, g = self._rows(grad_output, x)  # an input of shape (*, in_features); or an error
-        stream = grad_stream.side  # None, except in a CUDA graph capture (see grad_stream)
-        if stream is None:
-            self._accumulate_weight_grad(g, x)
-            self._accumulate_bias_grad(g)
-        else:  # dL/dW and dL/db each beside dL/dx, which the layers below wait for
-            with grad_stream.branch(stream, g, x):
-                self._accumulate_weight_grad(g, x)
+        if grad_stream.side is None:  # always, but in a CUDA graph capture (see grad_stream)
+            self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
             if self.bias is not None:
-                with grad_stream.branch(grad_stream.bias_side or stream, g):
-                    self._accumulate_bias_grad(g)
+                self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
+        else:
+            self._parameter_grads_on_side_streams(grad_stream.side, g, x)
         if not self.needs_input_grad:
             return NO_INPUT_GRAD
         grad_input = matmul.mm(g, self.weight.data)  # dL/dx = g W
         if g is not grad_output:  # the input had other leading dimensions: give dL/dx its shape
             grad_input = grad_input.reshape(*grad_output.shape[:-1], self.in_features)
         return grad_input
+
+    def _parameter_grads_on_side_streams(
+        self, stream: torch.cuda.Stream, g: Tensor, x: Tensor
+    ) -> None:
+        """backward's dL/dW on ``stream`` and dL/db on the bias stream, each beside dL/dx,
+        which the layers below wait for (``nograd.nn.grad_stream``)."""
+        with grad_stream.branch(stream, g, x):  # g and x: the tensors the branch reads
+            self._accumulate_weight_grad(g, x)
+        if self.bias is not None:
+            with grad_stream.branch(grad_stream.bias_side or stream, g):
+                self._accumulate_bias_grad(g)
 
     def _accumulate_weight_grad(self, g: Tensor, x: Tensor) -> None:
         """Add dL/dW, for dL/dy = g (N, out) and input x (N, in), into weight.grad."""
