@@ -101,6 +101,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def ratio_text(value: float, target: float | None = None) -> str:
+    """A ratio to 2 decimals, or to 3 where 2 would round it onto its target.
+
+    0.363 against a ceiling of 0.36 reads "0.363", not a "0.36" beside a ✗.
+    """
+    text = f"{value:.2f}"
+    if target is not None and value != target and text == f"{target:.2f}":
+        return f"{value:.3f}"
+    return text
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Lines of a GitHub markdown table; numeric-looking columns are right-aligned."""
 

@@ -78,7 +78,7 @@ except ImportError:  # a bare checkout: use its src/
     import nograd
 import nograd.nn
 import nograd.optim
-from _common import markdown_table, minimal_backward
+from _common import markdown_table, minimal_backward, ratio_text
 
 Batch = tuple[Tensor, Tensor]
 VARIANTS = (
@@ -645,7 +645,7 @@ def check_mark(cells: dict[str, Cell]) -> str:
 def target_cell(value: float | None, target: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:.2f}" + (
+    return ratio_text(value, target) + (
         "" if target is None else f" (≤ {target:.2f} {'✓' if value <= target else '✗'})"
     )
 

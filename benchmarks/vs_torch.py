@@ -108,6 +108,7 @@ from _common import (
     minor_faults,
     peak_rss_since_reset_mib,
     print_report,
+    ratio_text,
     reset_peak_rss,
     rss_mib,
     synchronizer,
@@ -686,7 +687,7 @@ def measure_alone(optimizers: Sequence[str], threads: int, quick: bool) -> list[
             [
                 optimizer,
                 *(format_us(median([run["us"] for run in runs[name]])) for name in VARIANTS),
-                f"{to_pytorch:.2f}",
+                ratio_text(to_pytorch, TARGETS[("mlp", 256)][0]),
                 target_cell(to_pytorch, TARGETS[("mlp", 256)][0]),
                 f"{alone_ratio(runs, 'nograd', 'minimal'):.2f}",
                 *(f"{median([run['faults'] for run in runs[name]]):.0f}" for name in VARIANTS),
@@ -736,8 +737,9 @@ def results_table(rows: Sequence[Row]) -> list[str]:
         cells.append([
             CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
             *(format_us(row.us_per_step(name)) for name in VARIANTS),
-            f"{ours:.2f}", target_cell(ours, targets and targets[0]),
-            f"{theirs:.2f}", target_cell(theirs, targets and targets[1]),
+            ratio_text(ours, targets and targets[0]), target_cell(ours, targets and targets[0]),
+            ratio_text(theirs, targets and targets[1]),
+            target_cell(theirs, targets and targets[1]),
             f"{least:.2f}", "✓" if row.equal else "✗",
             f"{row.gap_float64:.1e}",
             *(f"{row.gap_float32[name]:.1e}" for name in ("nograd", "minimal")),
@@ -761,7 +763,8 @@ def onednn_table(rows: Sequence[Row]) -> list[str]:
         cells.append([
             CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
             format_us(row.us_per_step(ONEDNN)),
-            f"{to_torch:.2f}", target_cell(to_torch, targets and targets[0]),
+            ratio_text(to_torch, targets and targets[0]),
+            target_cell(to_torch, targets and targets[0]),
             f"{row.ratio(ONEDNN, 'minimal'):.2f}", f"{row.ratio(ONEDNN, 'nograd'):.2f}",
             f"{row.onednn_error_ratio:.2f}", "✓" if row.onednn_close else "✗",
         ])  # fmt: skip

@@ -322,3 +322,13 @@ def test_alone_ratio_is_the_median_of_each_rounds_ratio(vs_torch: ModuleType) ->
         "PyTorch": [{"us": 100.0}, {"us": 200.0}, {"us": 100.0}],
     }
     assert vs_torch.alone_ratio(runs, "nograd", "PyTorch") == 0.9  # 0.9, 0.9, 0.95
+
+
+def test_a_ratio_that_rounds_onto_its_target_shows_a_third_decimal() -> None:
+    """0.363 against a ceiling of 0.36 must not read "0.36" beside a ✗."""
+    ratio_text = import_script("_common").ratio_text
+    assert ratio_text(0.363, 0.36) == "0.363"
+    assert ratio_text(0.357, 0.36) == "0.357"
+    assert ratio_text(0.36, 0.36) == "0.36"  # exactly on it: two decimals say it all
+    assert ratio_text(0.28, 0.30) == "0.28"
+    assert ratio_text(0.5) == "0.50"
