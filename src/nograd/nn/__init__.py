@@ -1,6 +1,6 @@
 """Layers, activations, losses and containers, each with a hand-written backward."""
 
-from nograd.nn import init
+from nograd.nn import init, utils
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.binary_cross_entropy import BCELoss, BCEWithLogitsLoss
@@ -53,4 +53,5 @@ __all__ = [
     "Tanh",
     "Unflatten",
     "init",
+    "utils",
 ]
