@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +35,7 @@ from nograd.nn import (
     Sequential,
     Tanh,
 )
+from nograd.nn.utils import clip_grad_norm_
 from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 from nograd.optim.lr_scheduler import StepLR
@@ -312,6 +314,50 @@ def test_graphed_steps_train_as_eager_steps(
     assert_same_training(model, reference)
     torch.testing.assert_close(torch.stack(losses), torch.stack(expected), **tolerance(dtype))
     assert step.output.shape == (6, 3)
+
+
+CLIPPED = [OPTIMIZERS[1], OPTIMIZERS[4]]  # SGD with momentum, Adam
+
+
+def _clipped_graph_vs_eager(cls: type[Optimizer], options: dict[str, Any], device: str) -> None:
+    """The norm is computed and applied on the device, so the graph replays the clipping."""
+    model = make_model(torch.float64).to(device)
+    reference = make_model(torch.float64).to(device)
+    batches = [(x.to(device), y.to(device)) for x, y in make_batches(12, torch.float64)]
+    optimizer = cls(model.parameters(), **options)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0], clip_grad_norm=0.05)
+    for x, y in batches:
+        step(x, y)
+    ref_optimizer = cls(reference.parameters(), **options)
+    norms = []
+
+    def clip_then_step() -> None:  # eager_losses's step, with the clipping before it
+        norms.append(float(clip_grad_norm_(reference.parameters(), 0.05)))
+        original_step()
+
+    original_step, ref_optimizer.step = ref_optimizer.step, clip_then_step  # type: ignore[method-assign]
+    eager_losses(reference, MSELoss(), ref_optimizer, batches)
+    assert step.captures == 1
+    assert min(norms) > 0.05  # every step was clipped
+    assert_same_training(model, reference)
+
+
+@pytest.mark.parametrize(("cls", "options"), CLIPPED, ids=[IDS[1], IDS[4]])
+def test_graphed_steps_with_clipping_train_as_eager_steps(
+    fake_cuda: FakeCuda, cls: type[Optimizer], options: dict[str, Any]
+) -> None:
+    _clipped_graph_vs_eager(cls, options, "cpu")
+
+
+def test_clipping_refuses_updates_per_layer_and_a_bad_norm() -> None:
+    model = make_model()
+    x, y = make_batches(1, torch.float64)[0]
+    sgd = SGD(model.parameters())
+    with pytest.raises(ValueError, match="clip_grad_norm needs every gradient"):
+        GraphedTrainStep(model, MSELoss(), sgd, x, y, update_per_layer=True, clip_grad_norm=1.0)
+    for bad in (0, -1.0, math.nan, True, "1"):
+        with pytest.raises(ValueError, match="clip_grad_norm must be a positive number"):
+            GraphedTrainStep(model, MSELoss(), sgd, x, y, clip_grad_norm=bad)  # type: ignore[arg-type]
 
 
 def test_one_side_stream_can_take_both_gradients(fake_cuda: FakeCuda) -> None:
@@ -620,6 +666,14 @@ def test_cuda_graphed_steps_train_as_eager_steps(
 ) -> None:
     step = _graphed_vs_eager(cls, options, dtype, MSELoss(), per_layer=per_layer)
     assert step.captures == 1
+
+
+@cuda
+@pytest.mark.parametrize(("cls", "options"), CLIPPED, ids=[IDS[1], IDS[4]])
+def test_cuda_graphed_steps_with_clipping_train_as_eager_steps(
+    cls: type[Optimizer], options: dict[str, Any]
+) -> None:
+    _clipped_graph_vs_eager(cls, options, "cuda")
 
 
 @cuda

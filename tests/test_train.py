@@ -293,6 +293,9 @@ def test_fit_refuses_labels_the_model_cannot_output_in_a_dataset_of_pairs() -> N
         ({"epochs": 2, "batch_size": 0}, "batch_size"),
         ({"epochs": 2.5}, "epochs"),
         ({"epochs": 2, "test_batch_size": 0}, "test_batch_size"),
+        ({"epochs": 2, "clip_grad_norm": 0.0}, "clip_grad_norm must be a positive number"),
+        ({"epochs": 2, "clip_grad_norm": float("inf")}, "clip_grad_norm must be a positive"),
+        ({"epochs": 2, "clip_grad_norm": "1"}, "clip_grad_norm must be a positive number"),
     ],
 )
 def test_fit_rejects_bad_settings(kwargs: dict[str, Any], message: str) -> None:

@@ -209,3 +209,32 @@ def test_fit_is_a_torch_training_loop_over_a_torch_dataloader(seeded_loader: boo
 
     for key, value in twin.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value), key
+
+
+def test_fit_with_clip_grad_norm_is_a_torch_loop_that_clips() -> None:
+    """``fit(clip_grad_norm=...)`` against the torch loop that calls
+    ``torch.nn.utils.clip_grad_norm_`` between backward and step: the same bits."""
+    from nograd.train import fit
+
+    train = disk(64, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(2, 25), nn.ReLU(), nn.Linear(25, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 25), torch.nn.ReLU(), torch.nn.Linear(25, 2))
+    twin.load_state_dict(ours.state_dict())
+    fit(ours, nn.CrossEntropyLoss(), optim.SGD(ours.parameters(), lr=0.5, momentum=0.9), train,
+        epochs=3, batch_size=8, shuffle=False, progress=False, clip_grad_norm=0.1)  # fmt: skip
+
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9)
+    norms = []
+    for _ in range(3):
+        for x, y in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*train.tensors), 8):
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss_fn(twin(x), y).backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.1)))
+            optimizer.step()
+
+    assert sum(norm > 0.1 for norm in norms) > len(norms) // 2  # most steps were clipped
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key

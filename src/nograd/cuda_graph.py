@@ -51,6 +51,7 @@ from nograd.nn.grad_stream import parameter_grads_on_side_stream
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.nn.parameter import Parameter
+from nograd.nn.utils.clip_grad import check_max_norm, clip_grad_norm_
 from nograd.optim import SGD, Adam, Optimizer, foreach
 from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 
@@ -67,6 +68,7 @@ class GraphedTrainStep:
         optimizer.zero_grad(set_to_none=True)     # the backward writes fresh gradients
         loss = loss_fn(model(x), y)
         model.backward(loss_fn.backward())        # captured: dL/dW, dL/db on a side stream
+        clip_grad_norm_(params, clip_grad_norm)   # only with clip_grad_norm
         optimizer.step()                          # Adam: capturable_adam_step instead
 
     Supports ``SGD`` (every option), ``Adam`` and ``AdamW``. The graph is captured again
@@ -97,6 +99,10 @@ class GraphedTrainStep:
         warmup: eager steps before the capture (>= 1).
         update_per_layer: update each layer as soon as its gradients are done, beside the
             backward of the layers below (a GPU runs the two side by side).
+        clip_grad_norm: scale the gradients of the optimizer's parameters, taken as one
+            vector, to this norm at most before the update (``nograd.nn.utils``); the
+            norm is computed on the GPU, so the graph captures it. Not with
+            ``update_per_layer``, which updates a layer before the others' gradients exist.
 
     Shape:
         x: the example input's shape, y: the example target's -> loss: (). The returned
@@ -112,12 +118,19 @@ class GraphedTrainStep:
         example_target: Tensor,
         warmup: int = 3,
         update_per_layer: bool = False,
+        clip_grad_norm: float | None = None,
     ) -> None:
         _check_arguments(model, loss_fn, optimizer, example_input, example_target, warmup)
         if not isinstance(update_per_layer, bool):
             raise TypeError(
                 "GraphedTrainStep: expected update_per_layer to be a bool, "
                 f"got {update_per_layer!r}"
+            )
+        check_max_norm(clip_grad_norm, "GraphedTrainStep: clip_grad_norm")
+        if clip_grad_norm is not None and update_per_layer:
+            raise ValueError(
+                "GraphedTrainStep: clip_grad_norm needs every gradient before the first "
+                "update, and update_per_layer=True updates each layer during the backward"
             )
         _require_cuda(example_input, "example_input")
         _require_cuda(example_target, "example_target")
@@ -128,6 +141,7 @@ class GraphedTrainStep:
                     f"example_input's device), got parameter {name!r} on {param.device}"
                 )
         self.model, self.loss_fn, self.optimizer, self.warmup = model, loss_fn, optimizer, warmup
+        self.clip_grad_norm = clip_grad_norm
         self.captures = 0  # how many times the step was captured (1 + re-captures)
         # whether the capture updates layer by layer (asked for, and the model allows it)
         self.updates_per_layer = update_per_layer and updates_per_layer_apply(model)
@@ -193,6 +207,7 @@ class GraphedTrainStep:
         loss = self.loss_fn(output, y)
         if grad_streams is None:  # a warm-up step: eager, one stream
             self.model.backward(self.loss_fn.backward())
+            self._clip()
             self.optimizer.step()
             return loss, output
         advanced: set[int] = set()  # Adam: the groups whose t this step has advanced
@@ -210,6 +225,7 @@ class GraphedTrainStep:
                 )
         if update_stream is not None:
             torch.cuda.current_stream(update_stream.device).wait_stream(update_stream)  # join
+        self._clip()  # after the join: every gradient is there
         rest = {
             param
             for group in self.optimizer.param_groups
@@ -219,6 +235,12 @@ class GraphedTrainStep:
         if rest:  # everything, or what no layer's update took
             self._update(rest, advanced)
         return loss, output
+
+    def _clip(self) -> None:
+        """Clip the optimizer's gradients to ``clip_grad_norm``, if it is set."""
+        if self.clip_grad_norm is not None:
+            params = (p for group in self.optimizer.param_groups for p in group["params"])
+            clip_grad_norm_(params, self.clip_grad_norm)
 
     def _update(self, params: AbstractSet[Parameter], advanced: set[int]) -> None:
         """The optimizer's update of ``params``, in a form a graph can replay."""

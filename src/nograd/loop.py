@@ -24,6 +24,8 @@ from nograd.guards import InterruptGuard, TrainingInterrupted, all_finite, loss_
 from nograd.metrics import History, _evaluate
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
+from nograd.nn.parameter import Parameter
+from nograd.nn.utils.clip_grad import clip_grad_norm_
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from nograd.targets import TargetTransform, predict_classes
@@ -62,6 +64,7 @@ class EpochLoop:
         self.last_good: Path | None = None  # a checkpoint to resume from
         self.history = History()
         self.cuda_graph = False  # replay each step as one CUDA graph (fit's cuda_graph)
+        self.clip_grad_norm: float | None = None  # fit's clip_grad_norm
         self.graphed: GraphedTrainStep | None = None
 
     def run_epoch(self, epoch: int, resumed: Progress | None) -> None:
@@ -99,7 +102,9 @@ class EpochLoop:
             target = y if transform is None else transform(y)
             if self.cuda_graph:
                 if self.graphed is None:
-                    self.graphed = GraphedTrainStep(model, loss_fn, optimizer, x, target)
+                    self.graphed = GraphedTrainStep(
+                        model, loss_fn, optimizer, x, target, clip_grad_norm=self.clip_grad_norm
+                    )
                 if x.shape != self.graphed.input_shape:
                     continue  # a graph replays one shape: the last, partial batch is dropped
                 loss = self.graphed(x, target)  # the five lines below, replayed at once
@@ -111,6 +116,8 @@ class EpochLoop:
                 loss = loss_fn(output, target)
                 watch.check(loss, step)  # stops before a non-finite loss reaches the weights
                 model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
+                if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
+                    clip_grad_norm_(_optimized(optimizer), self.clip_grad_norm)
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -176,3 +183,8 @@ def _add_hits(correct: Tensor, predicted: list[Tensor], labels: list[Tensor]) ->
 
 def _current_lr(optimizer: Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
+
+
+def _optimized(optimizer: Optimizer) -> list[Parameter]:
+    """The parameters ``optimizer`` updates, group by group."""
+    return [param for group in optimizer.param_groups for param in group["params"]]

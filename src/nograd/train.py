@@ -34,6 +34,7 @@ from nograd.loop import EpochLoop
 from nograd.metrics import Data, History, check_mean_loss, evaluate
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
+from nograd.nn.utils.clip_grad import check_max_norm
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from nograd.resume import load_progress, restore_last
@@ -65,6 +66,7 @@ def fit(
     checkpoint_metadata: dict[str, Any] | None = None,
     resume_from: str | os.PathLike[str] | None = None,
     cuda_graph: bool = False,
+    clip_grad_norm: float | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_data``; return the History.
 
@@ -107,9 +109,13 @@ def fit(
             or AdamW; every batch must have the first batch's shape, so the last,
             partial batch of each epoch is dropped. A per-step scheduler makes it
             capture the graph again at every step: schedule per epoch.
+        clip_grad_norm: before each update, scale the gradients of the optimizer's
+            parameters, taken as one vector, to this norm at most
+            (``nograd.nn.utils.clip_grad_norm_``, PyTorch's numbers); None: no clipping.
 
     Raises:
         ValueError: for epochs, batch_size, test_batch_size or checkpoint_every < 1, a
+            clip_grad_norm that is not a positive number, a
             ReduceLROnPlateau without test_data or stepped per batch, a
             loss whose reduction is not 'mean', a device that cannot compute here, an
             empty dataset, data with nan or inf, labels y not of shape (N,), data whose
@@ -127,6 +133,7 @@ def fit(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
+    check_max_norm(clip_grad_norm, "fit: clip_grad_norm")
     check_mean_loss(loss_fn, "fit")
     # checked before the model moves there: a failed move would leave it half moved
     move_to = None if device is None else usable_device(device, "fit: device")
@@ -168,7 +175,7 @@ def fit(
 
     loop = EpochLoop(model, loss_fn, optimizer, scheduler, scheduler_interval, train_loader,
                  test_loader, target_transform, device, dtype, epochs)  # fmt: skip
-    loop.cuda_graph = cuda_graph
+    loop.cuda_graph, loop.clip_grad_norm = cuda_graph, clip_grad_norm
     if checkpoint_path is not None:
         loop.writer = CheckpointWriter(checkpoint_path, model, scheduler, checkpoint_metadata)
         loop.every = checkpoint_every

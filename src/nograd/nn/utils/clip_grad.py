@@ -25,9 +25,11 @@ its last bit.
 
 from __future__ import annotations
 
+import math
 import types
 import warnings
 from collections.abc import Iterable
+from numbers import Real
 
 import torch
 from torch import Tensor
@@ -157,6 +159,22 @@ def clip_grad_value_(
         else:
             for g in group:
                 g.clamp_(min=-c, max=c)
+
+
+def check_max_norm(max_norm: object, what: str) -> None:
+    """Raise unless ``max_norm`` is None or a positive finite number (for fit and the graph).
+
+    ``clip_grad_norm_`` itself takes any number, as torch's does: 0 sets every
+    gradient to 0, and a negative one turns the step around.
+    """
+    if max_norm is None:
+        return
+    if (
+        isinstance(max_norm, bool)
+        or not isinstance(max_norm, Real)
+        or not 0 < float(max_norm) < math.inf
+    ):
+        raise ValueError(f"{what} must be a positive number, got {max_norm!r}")
 
 
 def _grads(parameters: Parameters) -> list[Tensor]:
