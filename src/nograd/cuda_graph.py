@@ -54,6 +54,7 @@ from nograd.nn.parameter import Parameter
 from nograd.nn.utils.clip_grad import check_max_norm, clip_grad_norm_
 from nograd.optim import SGD, Adam, Optimizer, foreach
 from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
+from nograd.optim.optimizer import optimized_parameters
 
 
 class GraphedTrainStep:
@@ -239,8 +240,7 @@ class GraphedTrainStep:
     def _clip(self) -> None:
         """Clip the optimizer's gradients to ``clip_grad_norm``, if it is set."""
         if self.clip_grad_norm is not None:
-            params = (p for group in self.optimizer.param_groups for p in group["params"])
-            clip_grad_norm_(params, self.clip_grad_norm)
+            clip_grad_norm_(optimized_parameters(self.optimizer), self.clip_grad_norm)
 
     def _update(self, params: AbstractSet[Parameter], advanced: set[int]) -> None:
         """The optimizer's update of ``params``, in a form a graph can replay."""

@@ -24,10 +24,10 @@ from nograd.guards import InterruptGuard, TrainingInterrupted, all_finite, loss_
 from nograd.metrics import History, _evaluate
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
-from nograd.nn.parameter import Parameter
 from nograd.nn.utils.clip_grad import clip_grad_norm_
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from nograd.optim.optimizer import optimized_parameters
 from nograd.targets import TargetTransform, predict_classes
 
 
@@ -117,7 +117,7 @@ class EpochLoop:
                 watch.check(loss, step)  # stops before a non-finite loss reaches the weights
                 model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
                 if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
-                    clip_grad_norm_(_optimized(optimizer), self.clip_grad_norm)
+                    clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -183,8 +183,3 @@ def _add_hits(correct: Tensor, predicted: list[Tensor], labels: list[Tensor]) ->
 
 def _current_lr(optimizer: Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
-
-
-def _optimized(optimizer: Optimizer) -> list[Parameter]:
-    """The parameters ``optimizer`` updates, group by group."""
-    return [param for group in optimizer.param_groups for param in group["params"]]

@@ -362,6 +362,11 @@ class Optimizer:
         return value.to(device=param.device, dtype=dtype, copy=True)
 
 
+def optimized_parameters(optimizer: Optimizer) -> list[Parameter]:
+    """Every parameter ``optimizer`` updates, group by group."""
+    return [param for group in optimizer.param_groups for param in group["params"]]
+
+
 def scalar_dtype() -> torch.dtype:
     """The dtype torch.optim gives its ``step`` counters: float64 only if that is the default."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
