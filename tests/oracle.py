@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from hypothesis import strategies as st
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -25,6 +27,13 @@ TORCH_2_13 = torch.__version__ >= "2.13"  # a TorchVersion compares with a strin
 since_torch_2_13 = pytest.mark.skipif(
     not TORCH_2_13, reason="compares with a behaviour of torch 2.13 that this torch lacks"
 )
+
+
+# What the elementwise modules' tests draw: shapes of 1 to 3 dims (size-1 dims included)
+# and seeds; a Pair makes a nograd module and its torch.nn twin.
+SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=3)
+SEEDS = st.integers(0, 2**31 - 1)
+Pair = Callable[[], tuple[Module, torch.nn.Module]]
 
 
 def tolerance(dtype: torch.dtype) -> dict[str, float]:

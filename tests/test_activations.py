@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import mpmath
 import pytest
@@ -12,6 +11,9 @@ from hypothesis import strategies as st
 from nograd.nn.activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from nograd.nn.module import Module
 from tests.oracle import (
+    SEEDS,
+    SHAPES,
+    Pair,
     assert_close,
     check_backward_before_forward,
     check_finite_at_1000,
@@ -26,10 +28,6 @@ from tests.oracle import (
 )
 
 DTYPES = [torch.float64, torch.float32]
-SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=3)  # 1-D to 3-D, size-1 dims included
-SEEDS = st.integers(0, 2**31 - 1)
-
-Pair = Callable[[], tuple[Module, torch.nn.Module]]
 
 # Modules without free parameters, and the torch.nn twin of each.
 PLAIN: dict[str, Pair] = {

@@ -8,7 +8,6 @@ layout; dim=None must pick torch's implicit dim, with torch's warning.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -20,6 +19,9 @@ from nograd.nn.activations import Softmax
 from nograd.nn.log_softmax import LogSoftmax
 from nograd.nn.module import Module
 from tests.oracle import (
+    SEEDS,
+    SHAPES,
+    Pair,
     assert_close,
     check_backward_before_forward,
     check_finite_at_1000,
@@ -33,10 +35,6 @@ from tests.oracle import (
 )
 
 DTYPES = [torch.float64, torch.float32]
-SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=3)  # 1-D to 3-D, size-1 dims included
-SEEDS = st.integers(0, 2**31 - 1)
-
-Pair = Callable[[], tuple[Module, torch.nn.Module]]
 
 # LogSoftmax along two dims, and the torch.nn twin of each.
 ALL: dict[str, Pair] = {

@@ -7,7 +7,6 @@ Both run torch's own kernels, so outputs and gradients must be torch's very bits
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -21,6 +20,9 @@ from nograd.nn.linear import Linear
 from nograd.nn.module import Module
 from nograd.nn.smooth_activations import SiLU, Softplus
 from tests.oracle import (
+    SEEDS,
+    SHAPES,
+    Pair,
     assert_close,
     check_backward_before_forward,
     check_finite_at_1000,
@@ -32,10 +34,6 @@ from tests.oracle import (
 )
 
 DTYPES = [torch.float64, torch.float32]
-SHAPES = st.lists(st.integers(1, 6), min_size=1, max_size=3)  # 1-D to 3-D, size-1 dims included
-SEEDS = st.integers(0, 2**31 - 1)
-
-Pair = Callable[[], tuple[Module, torch.nn.Module]]
 
 # Modules without free parameters, and the torch.nn twin of each.
 PLAIN: dict[str, Pair] = {
