@@ -123,10 +123,10 @@ def _each_(
     A list argument has one item per tensor and is split along with xs; ``kw`` goes
     to both ops as it is.
     """
-    big, small = _parts(xs)
-    if not big:  # the usual case: one call for the whole list
+    if not _split_big:  # the usual case (no capture under way): one call for the whole list
         fused(xs, *args, **kw)
         return
+    big, small = _parts(xs)
     for i in big:
         single(xs[i], *(_at(arg, i) for arg in args), **kw)
     if small:

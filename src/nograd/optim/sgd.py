@@ -109,11 +109,14 @@ class SGD(Optimizer):
             b = tensors.state(states, "momentum_buffer")
             self._decay_and_add(b, g, mu, dampening)
             return b
-        seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
-        if len(seen) == len(states):  # every step but the first
+        try:  # every step but the first: each parameter has its buffer
             b = [state["momentum_buffer"] for state in states]
+        except KeyError:
+            pass
+        else:
             self._decay_and_add(b, g, mu, dampening)
             return b
+        seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
         if seen:  # parameters that joined late: only those with a buffer decay
             b_seen = [states[i]["momentum_buffer"] for i in seen]
             self._decay_and_add(b_seen, [g[i] for i in seen], mu, dampening)
