@@ -28,6 +28,7 @@ from nograd.config import TrainConfig, build_loss, build_model, build_optimizer
 from nograd.data import DataLoader, TensorDataset
 from nograd.nn import Linear, Module, Sequential, activations
 from nograd.nn.cross_entropy import CrossEntropyLoss
+from nograd.nn.cross_entropy_shapes import TargetIndexError
 from nograd.nn.dropout import Dropout
 from nograd.nn.losses import MSELoss
 from nograd.optim import SGD, Adam
@@ -161,6 +162,11 @@ CASES = [
          "CrossEntropyLoss(reduction='mean'): expected target of an integer dtype "
          "(class indices of shape (4,)) or class probabilities of pred's shape (4, 2), "
          "got torch.float32 of shape (4,)"),
+    Case("ce-target-range", "a class index the logits have no class for",
+         lambda tmp: CrossEntropyLoss()(torch.randn(4, 2), torch.tensor([0, 1, 2, 1])),
+         TargetIndexError,
+         "CrossEntropyLoss(reduction='mean'): expected target values in [0, 2) for C=2 "
+         "classes, got values in [0, 2]"),
     Case("dropout-p", "a dropout probability above 1",
          lambda tmp: Dropout(1.5), ValueError, "Dropout: expected p in [0, 1], got 1.5"),
     Case("model-int-dtype", "casting a model to an integer dtype",

@@ -512,8 +512,9 @@ def test_floating_or_boolean_targets_are_refused_as_torch_does(
 def test_targets_out_of_range_are_refused_on_the_cpu_as_torch_does(
     shape: tuple[int, ...], bad: int
 ) -> None:
-    """torch raises an IndexError ("Target 5 is out of bounds"); nograd a ValueError
-    naming the range, as CrossEntropyLoss does. An ignored row may hold any value."""
+    """torch raises an IndexError ("Target 5 is out of bounds"); nograd an error that is
+    both an IndexError and a ValueError, naming the range, as CrossEntropyLoss does. An
+    ignored row may hold any value."""
     x, y = inputs(shape, torch.float32, torch.Generator().manual_seed(0), True)
     y = y.flatten().index_fill(0, torch.tensor([0]), bad).view(y.shape)
     with pytest.raises(IndexError, match="out of bounds"):
@@ -521,9 +522,10 @@ def test_targets_out_of_range_are_refused_on_the_cpu_as_torch_does(
     low, high = int(y.min()), int(y.max())
     assert bad in (low, high)
     with pytest.raises(
-        ValueError, match=rf"^NLLLoss\(.*values in \[0, 5\) for C=5 .*got values in \[{low}, {high}"
-    ):
+        IndexError, match=rf"^NLLLoss\(.*values in \[0, 5\) for C=5 .*got values in \[{low}, {high}"
+    ) as refused:
         NLLLoss()(x, y)
+    assert isinstance(refused.value, ValueError) and refused.value.__cause__ is None
     assert_bits(NLLLoss(ignore_index=bad), x, y, None)
 
 

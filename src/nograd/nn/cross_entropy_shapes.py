@@ -184,6 +184,15 @@ def nll_backward(
     return grad.view(log_p.shape)
 
 
+class TargetIndexError(IndexError, ValueError):
+    """A class index outside [0, C) in the target of a cross-entropy or NLL loss.
+
+    torch's kernels raise an ``IndexError`` there ("Target 5 is out of bounds."), so
+    this is one, for code that catches what torch raises; it is also a ``ValueError``,
+    as nograd's other refusals of bad input are.
+    """
+
+
 def register_class_weight(loss_fn: Loss, weight: Tensor | None) -> None:
     """Keep class weights w of shape (C,) as the buffer ``weight``, as torch does."""
     loss_fn._register_weight("weight", weight)
@@ -241,7 +250,7 @@ def explain_indices(
         kept = y[y != loss_fn.ignore_index]
         low, high = (int(kept.min()), int(kept.max())) if kept.numel() else (0, 0)
         if low < 0 or high >= c:
-            return ValueError(
+            return TargetIndexError(
                 f"{describe}: expected target values in [0, {c}) for C={c} classes, "
                 f"got values in [{low}, {high}]"
             )
