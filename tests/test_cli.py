@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -393,6 +394,8 @@ BOUNDS = [  # flag, the first value beyond, the last value within, its config fi
     ("--hidden", ",".join(["1"] * (MAX_HIDDEN_LAYERS + 1)), ",".join(["1"] * MAX_HIDDEN_LAYERS),
      "hidden"),
     ("--hidden", MAX_FEATURES + 1, MAX_FEATURES, "hidden"),
+    ("--clip-grad-norm", 0, 5e-324, "clip_grad_norm"),
+    ("--clip-grad-norm", math.inf, 1e308, "clip_grad_norm"),
 ]  # fmt: skip
 
 
@@ -503,6 +506,8 @@ def torch_twin_of_the_last_round(config: dict[str, Any]) -> torch.nn.Sequential:
             for x_batch, y_batch in loader:
                 optimizer.zero_grad()
                 losses[config["loss"]](twin(x_batch), targets[config["loss"]](y_batch)).backward()
+                if config["clip_grad_norm"] is not None:
+                    torch.nn.utils.clip_grad_norm_(twin.parameters(), config["clip_grad_norm"])
                 optimizer.step()
             if config["schedule"] == "cosine":
                 cosine.step()
@@ -522,6 +527,7 @@ def torch_twin_of_the_last_round(config: dict[str, Any]) -> torch.nn.Sequential:
          "constant", "--activation", "leaky_relu", "--task", "spirals", "--seed", "3"],
         ["--optimizer", "adamw", "--activation", "sigmoid", "--loss", "bce", "--task", "xor"],
         ["--activation", "relu", "--label-smoothing", "0.2", "--weight-decay", "0.1"],
+        ["--activation", "relu", "--lr", "0.05", "--clip-grad-norm", "0.05"],  # Adam; steps clip
     ],
 )  # fmt: skip
 def test_every_option_trains_what_a_torch_loop_trains(tmp_path: Path, options: list[str]) -> None:

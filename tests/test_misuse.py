@@ -317,6 +317,8 @@ CASES = [
 CLI_CASES = [
     ("cli-lr", "nograd train --lr -1", ["train", "--lr", "-1"],
      "argument --lr: expected a number in (0, inf), got '-1'"),
+    ("cli-clip-grad-norm", "nograd train --clip-grad-norm 0", ["train", "--clip-grad-norm", "0"],
+     "argument --clip-grad-norm: expected a number in (0, inf), got '0'"),
     ("cli-batch-size", "nograd train --batch-size 0", ["train", "--batch-size", "0"],
      "argument --batch-size: expected a positive integer, got '0'"),
     ("cli-activation", "nograd train --activation swish", ["train", "--activation", "swish"],

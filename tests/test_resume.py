@@ -314,20 +314,20 @@ def test_resume_refuses_the_threads_and_cpu_matmul_as_other_options(
     )
 
 
-def test_a_checkpoint_from_before_threads_and_cpu_matmul_were_kept_resumes(
+def test_a_checkpoint_from_before_threads_cpu_matmul_and_clipping_were_kept_resumes(
     tmp_path: Path,
 ) -> None:
-    """Their config lacks the two keys: the run resumes with the defaults it had."""
+    """Their config lacks the three keys: the run resumes with the defaults it had."""
     assert main(["train", *SHORT, "--rounds", "1", "--out", str(tmp_path)]) == 0
     path = tmp_path / "checkpoint.safetensors"
     with safetensors.safe_open(str(path), framework="pt") as file:
         tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
         header = dict(file.metadata())
     metadata = json.loads(header["metadata"])
-    for key in ("threads", "cpu_matmul"):
+    for key in ("threads", "cpu_matmul", "clip_grad_norm"):
         del metadata["experiment"]["config"][key]
     header["metadata"] = json.dumps(metadata)
     path.write_bytes(encode(tensors, header))
     config = read_resume(path).config
-    assert (config.threads, config.cpu_matmul) == (None, "blas")
+    assert (config.threads, config.cpu_matmul, config.clip_grad_norm) == (None, "blas", None)
     assert main(["train", "--resume", str(path), "--quiet"]) == 0

@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         shown = "0.01 for adamw, else 0" if flag == "--weight-decay" else shown
         train.add_argument(flag, **kwargs, help=f"default: {shown}")
     train.add_argument(
+        "--clip-grad-norm",
+        type=_number(0.0, open_low=True),
+        metavar="MAX",
+        help="before each step, scale the gradients to a total 2-norm of at most MAX, as "
+        "torch.nn.utils.clip_grad_norm_ does (default: no clipping)",
+    )
+    train.add_argument(
         "--standardize",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -73,6 +73,8 @@ class TrainConfig:
     ``weight_decay=None`` means the optimizer's own default (0.01 for AdamW, else 0).
     ``standardize`` feeds (x - mean) / std with the training set's statistics, and
     folds them into the first layer after training, so the saved model takes raw x.
+    ``clip_grad_norm`` scales the gradients to that total 2-norm before each step, as
+    ``torch.nn.utils.clip_grad_norm_`` does (None: no clipping).
     ``threads`` (None: 1 for a small network, else torch's default) and ``cpu_matmul``
     change only the last bits of the numbers; a resumed run keeps them, so that it
     ends bit-identical to one that never stopped.
@@ -89,6 +91,7 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float | None = None
+    clip_grad_norm: float | None = None
     schedule: str = "cosine"
     batch_size: int = 32
     epochs: int = 60
@@ -103,7 +106,7 @@ class TrainConfig:
 
 # Fields added after the first checkpoints were written, with the value those runs had
 # (an old run that chose --threads or --cpu-matmul is resumed with the defaults).
-LATER_FIELDS: dict[str, Any] = {"threads": None, "cpu_matmul": "blas"}
+LATER_FIELDS: dict[str, Any] = {"threads": None, "cpu_matmul": "blas", "clip_grad_norm": None}
 
 
 # "default" is the reference experiment. "seed" is the original course setup: plain
@@ -226,6 +229,8 @@ def config_from_dict(values: Any, where: str) -> TrainConfig:
         _real(0.0, MAX_WEIGHT_DECAY)(f"{where}: config.weight_decay", values["weight_decay"])
     if values["threads"] is not None:
         _integer(1, MAX_THREADS)(f"{where}: config.threads", values["threads"])
+    if values["clip_grad_norm"] is not None:
+        _positive(f"{where}: config.clip_grad_norm", values["clip_grad_norm"])
     config = TrainConfig(**{**values, "hidden": tuple(hidden)})
     check_size(config, where)
     return config

@@ -121,7 +121,7 @@ def train_round(
         generator=generator, progress=progress, desc=f"round {index + 1}/{config.rounds}",
         checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
         checkpoint_metadata=metadata if checkpoint else None, resume_from=resume_from,
-        cuda_graph=config.cuda_graph,
+        cuda_graph=config.cuda_graph, clip_grad_norm=config.clip_grad_norm,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     _fold_standardization(model, mean, std)  # the saved model takes raw inputs
