@@ -111,11 +111,15 @@ class SGD(Optimizer):
             return b
         try:  # every step but the first: each parameter has its buffer
             b = [state["momentum_buffer"] for state in states]
-        except KeyError:
-            pass
-        else:
-            self._decay_and_add(b, g, mu, dampening)
-            return b
+        except KeyError:  # the first step, or parameters whose first gradient came late
+            return self._start_buffers(states, g, mu, dampening)
+        self._decay_and_add(b, g, mu, dampening)
+        return b
+
+    def _start_buffers(
+        self, states: list[dict[str, Any]], g: TensorList, mu: float, dampening: float
+    ) -> TensorList:
+        """b = g for each parameter without a buffer yet; the others' buffers as usual."""
         seen = [i for i, state in enumerate(states) if "momentum_buffer" in state]
         if seen:  # parameters that joined late: only those with a buffer decay
             b_seen = [states[i]["momentum_buffer"] for i in seen]
