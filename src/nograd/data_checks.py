@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nograd.data.datasets import TensorDataset
 from nograd.data.loader import DataLoader
+from nograd.data.split import tensors_of
 from nograd.nn.module import Module
 
 
@@ -107,15 +107,15 @@ def first_pair(dataset: Any, what: str) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def check_labels_shape(dataset: Any, y: Tensor, what: str) -> None:
+def check_labels_shape(tensors: tuple[Tensor, ...] | None, y: Tensor, what: str) -> None:
     """Refuse labels y that are not one class index per sample: y of shape (N,).
 
     The loss's target is made from them (``nograd.targets``), and the accuracy compares
-    them with the predicted classes, whatever the ``target_transform``.
+    them with the predicted classes, whatever the ``target_transform``. ``tensors`` are
+    the dataset's (``tensors_of``), if it has any: the message then names y's shape.
     """
     if y.dim() == 0:
         return
-    tensors = getattr(dataset, "tensors", None)
     got = (
         f"y of shape {tuple(tensors[1].shape)}"
         if tensors
@@ -156,14 +156,15 @@ def usable_device(device: torch.device | str, where: str) -> torch.device:
     return place
 
 
-def check_finite(dataset: Any, what: str) -> None:
-    """Raise if a floating tensor of a TensorDataset holds nan or inf.
+def check_finite(tensors: tuple[Tensor, ...] | None, what: str) -> None:
+    """Raise if a floating tensor of the dataset's (``tensors_of``) holds nan or inf.
 
-    One pass over the data, once; other datasets are not read ahead of training.
+    One pass over the data, once; datasets without tensors are not read ahead of
+    training.
     """
-    if not isinstance(dataset, TensorDataset):
+    if tensors is None:
         return
-    for position, tensor in enumerate(dataset.tensors):
+    for position, tensor in enumerate(tensors):
         if not tensor.is_floating_point():
             continue
         bad = ~torch.isfinite(tensor)
@@ -191,8 +192,9 @@ def check_data(
     in the data up front, with both sides in the message.
     """
     x, y = first_pair(loader.dataset, what)
-    check_labels_shape(loader.dataset, y, what)
-    check_finite(loader.dataset, what)
+    tensors = tensors_of(loader.dataset)  # None: a dataset read sample by sample
+    check_labels_shape(tensors, y, what)
+    check_finite(tensors, what)
     first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
     in_features = getattr(first, "in_features", None)
     if in_features is not None and (x.dim() != 1 or x.shape[0] != in_features):
@@ -205,7 +207,7 @@ def check_data(
     output = model(x.unsqueeze(0).to(device=device, dtype=dtype))
     model.train(was_training)
     n_outputs = int(output.shape[-1]) if output.dim() > 1 else 1
-    labels = getattr(loader.dataset, "tensors", (x, y))[1]
+    labels = (tensors or (x, y))[1]
     if not labels.is_floating_point() and labels.numel() > 0:
         n_classes = max(n_outputs, 2)  # one output separates two classes
         low, high = int(labels.min()), int(labels.max())

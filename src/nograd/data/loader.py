@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from nograd.data.datasets import TensorDataset
+from nograd.data.split import tensors_of
 
 # The fast path cuts this many batches at a time with one torch.split call, which
 # costs less per batch than a Python slice and keeps at most this many views alive.
@@ -39,13 +39,14 @@ class DataLoader:
     numbers afterwards (Dropout's masks), also with two epochs under way at once.
 
     A ``TensorDataset`` is batched with tensor slices (views when not shuffling, one
-    gather per tensor per epoch when shuffling); any other dataset is indexed sample
+    gather per tensor per epoch when shuffling), and so is a ``Subset`` of one, after
+    one more gather of its rows per epoch; any other dataset is indexed sample
     by sample and the fields are stacked, which is slower. Fields that are Python
     numbers become tensors as in torch's ``default_collate``: float64 when the first
     is a float, else the dtype ``torch.tensor`` infers (int64, bool).
 
     Args:
-        dataset: a ``TensorDataset``, or any object with ``__len__`` and a
+        dataset: a ``TensorDataset`` or a ``Subset``, or any object with ``__len__`` and a
             ``__getitem__`` that returns a tuple of tensors or numbers.
         batch_size: samples per batch; the last batch may be smaller.
         shuffle: draw a new random order at each epoch.
@@ -133,8 +134,9 @@ class DataLoader:
         order = self._draw_order(n)
         full_batches = n // self.batch_size
         usable = full_batches * self.batch_size if self.drop_last else n
-        if isinstance(self.dataset, TensorDataset):
-            batches = self._tensor_batches(self.dataset.tensors, order, usable)
+        tensors = tensors_of(self.dataset)  # a TensorDataset, or a Subset of one
+        if tensors is not None:
+            batches = self._tensor_batches(tensors, order, usable)
         else:
             batches = self._generic_batches(order, usable)
         yield from itertools.islice(batches, full_batches)

@@ -1,0 +1,140 @@
+"""Subset and random_split: part of a dataset, and a dataset cut into random parts.
+
+``random_split(dataset, [800, 200])`` draws one random permutation of the indices and
+cuts it into consecutive pieces of those lengths; each piece is a ``Subset``, which
+reads the samples of the whole dataset at its indices. Both behave as
+``torch.utils.data``'s: the permutation is ``torch.randperm(n, generator=generator)``,
+the same draw from the same generator, so a seed gives the same split in both, and
+fractions that sum to 1 become lengths as torch computes them.
+
+The samples are never copied: a ``Subset`` keeps the dataset and a list of indices.
+A ``DataLoader`` over a ``Subset`` of a ``TensorDataset`` still batches by slicing
+tensors (``tensors_of``), after one gather of the subset's rows per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nograd.data.datasets import TensorDataset
+
+
+class Subset:
+    """The samples of ``dataset`` at ``indices``: ``subset[i] = dataset[indices[i]]``.
+
+    Args:
+        dataset: any object with ``__len__`` and ``__getitem__``.
+        indices: positions in ``dataset``, in the order the subset gives them.
+
+    Shape:
+        len(subset) = len(indices); each sample is the dataset's sample.
+    """
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(
+                f"Subset: expected a dataset with __len__ and __getitem__, "
+                f"got {type(dataset).__name__}"
+            )
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int | list[int]) -> Any:
+        if isinstance(index, list):  # several samples at once, as torch's Subset takes them
+            return self.dataset[[self.indices[i] for i in index]]
+        return self.dataset[self.indices[index]]
+
+    def __repr__(self) -> str:
+        return f"Subset({self.dataset!r}, {len(self.indices)} of {len(self.dataset)} samples)"
+
+
+def random_split(
+    dataset: Any,
+    lengths: Sequence[int | float],
+    generator: torch.Generator | None = None,
+) -> list[Subset]:
+    """Split ``dataset`` into non-overlapping random subsets of the given lengths.
+
+    ``lengths`` holds sample counts that sum to ``len(dataset)``, or fractions that sum
+    to 1: each fraction f gives floor(f * n) samples, and the n - sum of those left
+    over go one each to the first subsets in turn (a subset left empty is warned
+    about), as in torch.
+
+    Args:
+        dataset: any object with ``__len__`` and ``__getitem__``.
+        lengths: the size of each subset, or its fraction of the dataset.
+        generator: draws the permutation (torch's global generator when None).
+
+    Returns:
+        One ``Subset`` per length: the first ``lengths[0]`` indices of
+        ``torch.randperm(n, generator=generator)``, then the next ``lengths[1]``, ...
+
+    Raises:
+        ValueError: a fraction outside [0, 1], a negative length, or lengths that do
+            not add up to the dataset's size.
+    """
+    n = len(dataset)
+    total = sum(lengths)
+    if math.isclose(total, 1) and total <= 1:  # fractions of the dataset
+        lengths = _lengths_of_fractions(lengths, n)
+    for i, length in enumerate(lengths):
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise ValueError(
+                f"random_split: expected sample counts >= 0 (or fractions that sum to 1), "
+                f"got {length!r} at index {i}"
+            )
+    if sum(lengths) != n:
+        raise ValueError(
+            f"random_split: expected lengths that sum to the dataset's {n} samples, "
+            f"got {list(lengths)} (sum {sum(lengths)})"
+        )
+    order = torch.randperm(n, generator=generator).tolist()
+    subsets, start = [], 0
+    for length in lengths:
+        subsets.append(Subset(dataset, order[start : start + int(length)]))
+        start += int(length)
+    return subsets
+
+
+def _lengths_of_fractions(fractions: Sequence[int | float], n: int) -> list[int]:
+    """floor(f * n) samples for each fraction f; the remainder one each, in turn."""
+    lengths = []
+    for i, fraction in enumerate(fractions):
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"random_split: expected fractions in [0, 1], got {fraction} at {i}")
+        lengths.append(math.floor(n * fraction))
+    for i in range(n - sum(lengths)):
+        lengths[i % len(lengths)] += 1
+    for i, length in enumerate(lengths):
+        if length == 0:
+            warnings.warn(
+                f"random_split: the subset at index {i} is empty (0 samples)", stacklevel=3
+            )
+    return lengths
+
+
+def tensors_of(dataset: Any) -> tuple[Tensor, ...] | None:
+    """The tensors whose rows are the samples of ``dataset``, or None if it has none.
+
+    A ``TensorDataset``'s own tensors; for a ``Subset`` of one (or of such a subset),
+    their rows at its indices, gathered in one copy per tensor. Any other dataset,
+    a subclass of ``Subset`` included (it may change what ``__getitem__`` gives), is
+    read sample by sample.
+    """
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors
+    if type(dataset) is Subset:
+        inner = tensors_of(dataset.dataset)
+        if inner is not None:
+            index = torch.as_tensor(dataset.indices, dtype=torch.int64)
+            return tuple(tensor[index.to(tensor.device)] for tensor in inner)
+    return None
