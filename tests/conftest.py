@@ -13,7 +13,9 @@ import torch
 from hypothesis import settings
 
 settings.register_profile("ci", max_examples=30, deadline=None)
-settings.load_profile("ci")
+# HYPOTHESIS_PROFILE=deep for a long search (500 examples a property) before a release
+settings.register_profile("deep", max_examples=500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Under pytest-xdist (make test runs two workers on CI's two cores) each worker would
 # take torch's default of one thread per core: four threads on two cores, whose OpenMP
