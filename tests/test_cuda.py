@@ -89,7 +89,7 @@ def test_cross_entropy_on_cuda_reads_no_targets_and_matches_torch(
     torch.testing.assert_close(grad, z_ref.grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
 def test_optimizers_match_torch_on_cuda(name: str) -> None:
     options = {"SGD": {"lr": 0.1, "momentum": 0.9, "nesterov": True}}.get(name, {"lr": 1e-2})
     shapes = [(25, 2), (25,), (2, 25), (2,)]
@@ -99,17 +99,22 @@ def test_optimizers_match_torch_on_cuda(name: str) -> None:
 
 
 def train_with_torch(
-    name: str, options: dict[str, Any], init: list[Tensor], steps: int
+    name: str,
+    options: dict[str, Any],
+    init: list[Tensor],
+    steps: int,
+    torch_only: dict[str, Any] | None = None,
 ) -> list[tuple[Tensor, Tensor]]:
     """nograd's optimizer ``name`` and torch.optim's, on the same random gradients.
 
     nograd's steps run inside ``foreach.own_kernels()``, as in a CUDA graph capture.
+    ``torch_only`` are options for torch's optimizer alone (``foreach=False``).
     Returns each parameter's (nograd's, torch's) values after ``steps`` steps.
     """
     ours = [nn.Parameter(t.clone()) for t in init]
     ref = [torch.nn.Parameter(t.clone()) for t in init]
     opt = getattr(optim, name)(ours, **options)
-    opt_ref = getattr(torch.optim, name)(ref, **options)
+    opt_ref = getattr(torch.optim, name)(ref, **options, **(torch_only or {}))
     for _ in range(steps):
         grads = [torch.randn_like(t) for t in init]
         for p, q, g in zip(ours, ref, grads, strict=True):
@@ -147,6 +152,20 @@ def test_optimizers_on_big_float32_tensors_have_torchs_bits(
     init = [torch.randn(s, device=CUDA) for s in shapes]
     for p, q in train_with_torch(name, options, init, steps=5):
         assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("options", [{"lr": 1e-2}, {"lr": 1e-2, "lr_decay": 0.1, "maximize": True}])
+def test_adagrad_on_big_float32_tensors_has_torchs_single_tensor_bits(
+    options: dict[str, Any],
+) -> None:
+    """nograd's Adagrad ends each step with one addcdiv, as torch's single-tensor
+    Adagrad (its default on the CPU) does; torch's foreach Adagrad, its default on a
+    GPU, computes that line as a product, a quotient and a sum instead."""
+    shapes = [(1024, 784), (1024,), (10, 1024), (10,)]
+    torch.manual_seed(0)
+    init = [torch.randn(s, device=CUDA) for s in shapes]
+    for p, q in train_with_torch("Adagrad", options, init, 5, {"foreach": False}):
+        assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize("options", [{}, {"amsgrad": True, "weight_decay": 1e-2}])

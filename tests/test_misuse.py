@@ -184,7 +184,8 @@ CASES = [
          f"unknown activation 'swish'; expected one of {ACTIVATION_NAMES}"),
     Case("unknown-optimizer", "an unknown optimizer name",
          lambda tmp: build_optimizer(TrainConfig(optimizer="lbfgs"), model()), ValueError,
-         "unknown optimizer 'lbfgs'; expected one of ['adam', 'adamw', 'rmsprop', 'sgd']"),
+         "unknown optimizer 'lbfgs'; expected one of "
+         "['adagrad', 'adam', 'adamw', 'rmsprop', 'sgd']"),
     Case("unknown-loss", "an unknown loss name",
          lambda tmp: build_loss(TrainConfig(loss="hinge")), ValueError,
          "unknown loss 'hinge'; expected one of ['bce', 'ce', 'mse']"),

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from nograd.nn import Parameter
-from nograd.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from nograd.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from tests.oracle import assert_close
 
 SHAPES = [(3, 4), (4,), (2, 1, 3)]
@@ -21,6 +21,7 @@ TWINS: dict[type[Optimizer], Callable[..., torch.optim.Optimizer]] = {
     Adam: torch.optim.Adam,
     AdamW: torch.optim.AdamW,
     RMSprop: torch.optim.RMSprop,
+    Adagrad: torch.optim.Adagrad,
 }
 CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (SGD, {}),
@@ -51,6 +52,12 @@ CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (RMSprop, {"maximize": True}),
     (RMSprop, {"alpha": 0.5, "eps": 1e-4}),
     (RMSprop, {"centered": True, "momentum": 0.9, "weight_decay": 0.1, "maximize": True}),
+    (Adagrad, {}),
+    (Adagrad, {"lr": 0.1, "lr_decay": 0.05}),
+    (Adagrad, {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-3}),
+    (Adagrad, {"lr": 0.1, "weight_decay": 0.1}),
+    (Adagrad, {"lr": 0.1, "maximize": True}),
+    (Adagrad, {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.1, "maximize": True}),
 ]
 IDS = [f"{cls.__name__}-{kwargs}" for cls, kwargs in CASES]
 # One override per optimizer for a first group that differs from the second.
@@ -59,6 +66,7 @@ GROUP_OPTIONS: dict[type[Optimizer], dict[str, Any]] = {
     Adam: {"lr": 0.2, "amsgrad": True, "betas": (0.8, 0.9)},
     AdamW: {"lr": 0.2, "weight_decay": 0.3},
     RMSprop: {"lr": 0.05, "centered": True, "momentum": 0.5},
+    Adagrad: {"lr": 0.2, "lr_decay": 0.1, "initial_accumulator_value": 0.1},
 }
 
 
@@ -145,7 +153,23 @@ def test_parameter_without_grad_is_skipped(cls: type[Optimizer]) -> None:
     opt.step()
     assert torch.equal(unused.data, torch.ones(3))
     assert not torch.equal(used.data, torch.ones(3))
-    assert unused not in opt.state
+    assert_untouched_state_as_torchs(cls, opt, unused, 1)
+
+
+def assert_untouched_state_as_torchs(
+    cls: type[Optimizer], opt: Optimizer, param: Parameter, index: int
+) -> None:
+    """No state for a parameter that never had a gradient, or, where torch makes the
+    state when the optimizer is built (Adagrad), torch's state of step 0."""
+    ref = [torch.ones(3, requires_grad=True), torch.ones(param.shape, requires_grad=True)]
+    ref_opt = TWINS[cls](ref, lr=0.1)
+    ref[0].grad = torch.ones(3)
+    ref_opt.step()
+    assert (param in opt.state) == (ref[1] in ref_opt.state)
+    if param in opt.state:
+        ours, theirs = opt.state_dict()["state"][index], ref_opt.state_dict()["state"][1]
+        assert ours.keys() == theirs.keys() and ours["step"].item() == 0
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours)
 
 
 def test_step_returns_the_closure_loss() -> None:
@@ -351,6 +375,15 @@ def test_zero_grad_defaults_to_none() -> None:
         (RMSprop, {"eps": -1.0}, r"RMSprop: expected eps >= 0, got -1.0"),
         (RMSprop, {"momentum": -0.9}, r"RMSprop: expected momentum >= 0, got -0.9"),
         (RMSprop, {"weight_decay": -2}, r"RMSprop: expected weight_decay >= 0, got -2"),
+        (Adagrad, {"lr": -0.01}, r"Adagrad: expected lr >= 0, got -0.01"),
+        (Adagrad, {"lr_decay": -1}, r"Adagrad: expected lr_decay >= 0, got -1"),
+        (Adagrad, {"weight_decay": -2}, r"Adagrad: expected weight_decay >= 0, got -2"),
+        (
+            Adagrad,
+            {"initial_accumulator_value": -0.1},
+            r"Adagrad: expected initial_accumulator_value >= 0, got -0.1",
+        ),
+        (Adagrad, {"eps": -1.0}, r"Adagrad: expected eps >= 0, got -1.0"),
     ],
 )
 def test_invalid_options_raise(cls: type[Optimizer], kwargs: dict[str, Any], match: str) -> None:
@@ -488,7 +521,8 @@ def test_group_without_any_gradient_is_left_alone(cls: type[Optimizer]) -> None:
     trained.grad = torch.ones(3)
     opt.step()
     assert not torch.equal(trained.data, torch.ones(3))
-    assert torch.equal(idle.data, torch.ones(2, 2)) and idle not in opt.state
+    assert torch.equal(idle.data, torch.ones(2, 2))
+    assert_untouched_state_as_torchs(cls, opt, idle, 1)
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
@@ -514,7 +548,7 @@ def test_bfloat16_steps_match_torch_bit_for_bit(
 
 
 @pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop])
+@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad])
 def test_step_counter_is_a_number_written_as_torchs_tensor(
     cls: type[Optimizer], default_dtype: torch.dtype
 ) -> None:
@@ -535,7 +569,7 @@ def test_step_counter_is_a_number_written_as_torchs_tensor(
     assert all(isinstance(state["step"], float) for state in twins.opt.state.values())
 
 
-@pytest.mark.parametrize("cls", [Adam, RMSprop])
+@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad])
 def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
     twins = Twins(cls, {"lr": 0.01})
     twins.step(3)
@@ -551,7 +585,13 @@ def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
 
 @pytest.mark.parametrize(
     ("cls", "kwargs"),
-    [(Adam, {}), (AdamW, {"amsgrad": True}), (RMSprop, {}), (RMSprop, {"centered": True})],
+    [
+        (Adam, {}),
+        (AdamW, {"amsgrad": True}),
+        (RMSprop, {}),
+        (RMSprop, {"centered": True}),
+        (Adagrad, {}),
+    ],
 )
 def test_the_denominator_reuses_its_memory_and_keeps_torchs_bits(
     cls: type[Optimizer], kwargs: dict[str, Any]
@@ -586,3 +626,34 @@ def test_a_scratch_tensor_follows_a_change_of_shape() -> None:
     assert opt._scratch(group, "denom", [param.data])[0].shape == (300, 300)
     assert opt._scratch(group, "denom", [torch.zeros(2, 3)])[0].shape == (2, 3)  # made again
     assert opt._scratch(group, "denom", [torch.zeros(2, 3, device="meta")]) is None  # off the CPU
+
+
+def test_adagrad_makes_torchs_state_when_built() -> None:
+    """torch fills s when the optimizer is built, from the constructor's value for every
+    parameter (a group's own initial_accumulator_value is kept and not used)."""
+    ours = [Parameter(torch.randn(2, 3)), Parameter(torch.randn(3))]
+    ref = [p.data.clone().requires_grad_() for p in ours]
+    override = {"initial_accumulator_value": 0.7, "lr": 0.5}
+    opt = Adagrad([{"params": ours[:1], **override}, {"params": ours[1:]}], 0.1, 0.0, 0.0, 0.25)
+    ref_opt = torch.optim.Adagrad(
+        [{"params": ref[:1], **override}, {"params": ref[1:]}], 0.1, 0.0, 0.0, 0.25
+    )
+    state, ref_state = opt.state_dict()["state"], ref_opt.state_dict()["state"]
+    assert state.keys() == ref_state.keys() == {0, 1}
+    for index, entry in state.items():
+        assert entry.keys() == ref_state[index].keys() == {"step", "sum"}
+        assert all(torch.equal(entry[key], ref_state[index][key]) for key in entry)
+        assert torch.all(entry["sum"] == 0.25)
+    assert opt.param_groups[0]["initial_accumulator_value"] == 0.7
+
+
+def test_adagrad_gives_a_later_group_its_state_at_its_first_step() -> None:
+    first, later = Parameter(torch.ones(2)), Parameter(torch.ones(2))
+    opt = Adagrad([first], lr=0.1, initial_accumulator_value=3.0)
+    opt.add_param_group({"params": [later]})
+    assert later not in opt.state  # as in torch, which then fails at the step
+    first.grad, later.grad = torch.ones(2), torch.ones(2)
+    opt.step()
+    assert opt.state[later]["step"] == 1.0
+    assert torch.equal(opt.state[later]["sum"], torch.full((2,), 4.0))  # 3 + 1 * 1
+    assert torch.equal(later.data, first.data)  # the same history, the same step

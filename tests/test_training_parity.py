@@ -26,6 +26,7 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "adam-amsgrad-wd": ("Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 1e-2}),
     "adamw": ("AdamW", {"lr": 1e-2}),
     "rmsprop-centered-momentum": ("RMSprop", {"lr": 1e-3, "momentum": 0.5, "centered": True}),
+    "adagrad-decay": ("Adagrad", {"lr": 0.05, "lr_decay": 1e-3, "initial_accumulator_value": 0.1}),
 }
 LOSSES: dict[str, tuple[Callable[[], nn.Loss], Callable[[], torch.nn.Module]]] = {
     "ce": (nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss),
