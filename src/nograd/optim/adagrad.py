@@ -27,7 +27,12 @@ class Adagrad(Optimizer):
     whose gradients have been small takes large ones. s only grows, so every step
     shrinks over time; ``lr_decay`` shrinks them faster still.
 
-    Each line runs once per param group, on all its parameters together.
+    Each line runs once per param group, on all its parameters together. The last is
+    one ``addcdiv``, as in torch's single-tensor Adagrad, its default on the CPU, whose
+    bits its foreach Adagrad gives there too; on a GPU torch's default is the foreach
+    one, which computes that line as a product, a quotient and a sum, so there
+    nograd's bits are those of ``torch.optim.Adagrad(..., foreach=False)``
+    (``tests/test_cuda.py``).
 
     State per parameter: ``step`` (t, a Python float; a 0-dim CPU tensor in
     ``state_dict()``, as torch writes it) and ``sum`` (s). As in torch, the
