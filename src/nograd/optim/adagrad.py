@@ -31,8 +31,8 @@ class Adagrad(Optimizer):
     one ``addcdiv``, as in torch's single-tensor Adagrad, its default on the CPU, whose
     bits its foreach Adagrad gives there too; on a GPU torch's default is the foreach
     one, which computes that line as a product, a quotient and a sum, so there
-    nograd's bits are those of ``torch.optim.Adagrad(..., foreach=False)``
-    (``tests/test_cuda.py``).
+    nograd's bits should be those of ``torch.optim.Adagrad(..., foreach=False)``, which
+    ``tests/test_cuda.py`` checks on a GPU.
 
     State per parameter: ``step`` (t, a Python float; a 0-dim CPU tensor in
     ``state_dict()``, as torch writes it) and ``sum`` (s). As in torch, the
