@@ -313,3 +313,16 @@ def check_missing_dim_refused(
     )
     with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
         ours(torch.randn(shape))
+
+
+class SquaresDataset:
+    """A dataset with no tensors behind it: item i is ([i, i^2] as float, label i mod 3)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return torch.tensor([index, index**2], dtype=torch.float32), index % 3

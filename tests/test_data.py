@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nograd.data import DataLoader, TensorDataset, disk, moons, spirals, xor
+from tests.oracle import SquaresDataset
 
 TASKS: dict[str, Callable[..., TensorDataset]] = {"xor": xor, "moons": moons, "spirals": spirals}
 
@@ -314,19 +315,6 @@ def test_loader_without_shuffle_yields_views() -> None:
     batch = next(iter(DataLoader(TensorDataset(x), batch_size=4)))[0]
     batch[0, 0] = 123.0
     assert x[0, 0] == 123.0
-
-
-class SquaresDataset:
-    """A generic dataset: item i is (tensor [i, i^2] as float, label i mod 3)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.tensor([index, index**2], dtype=torch.float32), index % 3
 
 
 @pytest.mark.parametrize(("shuffle", "drop_last"), [(False, False), (True, False), (True, True)])

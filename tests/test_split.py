@@ -17,6 +17,7 @@ from nograd.data.split import tensors_of
 from nograd.nn import CrossEntropyLoss, Linear, ReLU, Sequential
 from nograd.optim import SGD
 from nograd.train import evaluate, fit
+from tests.oracle import SquaresDataset
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -27,19 +28,6 @@ def numbered(n: int) -> TensorDataset:
     """Sample i is (i as float in a row of 2, i mod 2): a batch shows which samples it holds."""
     index = torch.arange(n)
     return TensorDataset(index.double().unsqueeze(1).repeat(1, 2), index % 2)
-
-
-class Squares:
-    """A dataset without tensors behind it: item i is ([i, i^2], i mod 3)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.tensor([index, index**2], dtype=torch.float32), index % 3
 
 
 def split_indices(
@@ -130,8 +118,8 @@ def test_tensors_of_sees_through_subsets_of_tensor_datasets_only() -> None:
             return 2 * x, y
 
     assert tensors_of(Doubled(dataset, [0])) is None
-    assert tensors_of(Subset(Squares(4), [0])) is None
-    assert tensors_of(Squares(4)) is None
+    assert tensors_of(Subset(SquaresDataset(4), [0])) is None
+    assert tensors_of(SquaresDataset(4)) is None
 
 
 @pytest.mark.parametrize("own_generator", [True, False])
@@ -147,7 +135,7 @@ def test_a_loader_over_split_parts_gives_torchs_batches(
 
     def run(split: Callable[..., Any], loader_class: Callable[..., Any]) -> list[Any]:
         torch.manual_seed(3)
-        dataset: Any = Squares(n) if generic else numbered(n)
+        dataset: Any = SquaresDataset(n) if generic else numbered(n)
         train, test = split(dataset, [0.7, 0.3], generator=seeded(9))
         generator = seeded(7) if own_generator else None
         seen = []
