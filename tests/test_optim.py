@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from nograd.nn import Parameter
-from nograd.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, Optimizer, RMSprop
 from tests.oracle import assert_close
 
 SHAPES = [(3, 4), (4,), (2, 1, 3)]
@@ -22,6 +22,7 @@ TWINS: dict[type[Optimizer], Callable[..., torch.optim.Optimizer]] = {
     AdamW: torch.optim.AdamW,
     RMSprop: torch.optim.RMSprop,
     Adagrad: torch.optim.Adagrad,
+    NAdam: torch.optim.NAdam,
 }
 CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (SGD, {}),
@@ -58,6 +59,11 @@ CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Adagrad, {"lr": 0.1, "weight_decay": 0.1}),
     (Adagrad, {"lr": 0.1, "maximize": True}),
     (Adagrad, {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.1, "maximize": True}),
+    (NAdam, {}),
+    (NAdam, {"lr": 0.05, "momentum_decay": 0.05}),
+    (NAdam, {"lr": 0.05, "weight_decay": 0.1}),
+    (NAdam, {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    (NAdam, {"lr": 0.05, "betas": (0.5, 0.8), "eps": 1e-3, "maximize": True}),
 ]
 IDS = [f"{cls.__name__}-{kwargs}" for cls, kwargs in CASES]
 # One override per optimizer for a first group that differs from the second.
@@ -67,6 +73,7 @@ GROUP_OPTIONS: dict[type[Optimizer], dict[str, Any]] = {
     AdamW: {"lr": 0.2, "weight_decay": 0.3},
     RMSprop: {"lr": 0.05, "centered": True, "momentum": 0.5},
     Adagrad: {"lr": 0.2, "lr_decay": 0.1, "initial_accumulator_value": 0.1},
+    NAdam: {"lr": 0.2, "betas": (0.8, 0.9), "momentum_decay": 0.01},
 }
 
 
@@ -384,6 +391,8 @@ def test_zero_grad_defaults_to_none() -> None:
             r"Adagrad: expected initial_accumulator_value >= 0, got -0.1",
         ),
         (Adagrad, {"eps": -1.0}, r"Adagrad: expected eps >= 0, got -1.0"),
+        (NAdam, {"momentum_decay": -1}, r"NAdam: expected momentum_decay >= 0, got -1"),
+        (NAdam, {"betas": (0.9, 1.0)}, r"NAdam: expected betas\[1\] in \[0, 1\), got 1.0"),
     ],
 )
 def test_invalid_options_raise(cls: type[Optimizer], kwargs: dict[str, Any], match: str) -> None:
@@ -548,7 +557,7 @@ def test_bfloat16_steps_match_torch_bit_for_bit(
 
 
 @pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad])
+@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad, NAdam])
 def test_step_counter_is_a_number_written_as_torchs_tensor(
     cls: type[Optimizer], default_dtype: torch.dtype
 ) -> None:
@@ -569,7 +578,7 @@ def test_step_counter_is_a_number_written_as_torchs_tensor(
     assert all(isinstance(state["step"], float) for state in twins.opt.state.values())
 
 
-@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad])
+@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad, NAdam])
 def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
     twins = Twins(cls, {"lr": 0.01})
     twins.step(3)
@@ -591,6 +600,7 @@ def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
         (RMSprop, {}),
         (RMSprop, {"centered": True}),
         (Adagrad, {}),
+        (NAdam, {}),
     ],
 )
 def test_the_denominator_reuses_its_memory_and_keeps_torchs_bits(
@@ -657,3 +667,23 @@ def test_adagrad_gives_a_later_group_its_state_at_its_first_step() -> None:
     assert opt.state[later]["step"] == 1.0
     assert torch.equal(opt.state[later]["sum"], torch.full((2,), 4.0))  # 3 + 1 * 1
     assert torch.equal(later.data, first.data)  # the same history, the same step
+
+
+@pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
+def test_nadam_keeps_the_momentum_product_as_torchs_tensor_rounds_it(
+    default_dtype: torch.dtype,
+) -> None:
+    """P = mu_1 ... mu_t lives in a 0-dim tensor in torch: rounded to float32 at each
+    step (float64 under a float64 default); ours is a Python number rounded alike."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default_dtype)
+    try:
+        twins = Twins(NAdam, {"lr": 0.01, "momentum_decay": 0.02})
+        twins.step(60)
+        ours, ref = twins.opt.state_dict()["state"], twins.ref_opt.state_dict()["state"]
+    finally:
+        torch.set_default_dtype(previous)
+    for index, entry in ours.items():
+        assert entry["mu_product"].dtype == ref[index]["mu_product"].dtype == default_dtype
+        assert torch.equal(entry["mu_product"], ref[index]["mu_product"])
+    twins.assert_same_params()

@@ -27,6 +27,10 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "adamw": ("AdamW", {"lr": 1e-2}),
     "rmsprop-centered-momentum": ("RMSprop", {"lr": 1e-3, "momentum": 0.5, "centered": True}),
     "adagrad-decay": ("Adagrad", {"lr": 0.05, "lr_decay": 1e-3, "initial_accumulator_value": 0.1}),
+    "nadam-decoupled-wd": (
+        "NAdam",
+        {"lr": 1e-2, "weight_decay": 1e-2, "decoupled_weight_decay": True},
+    ),
 }
 LOSSES: dict[str, tuple[Callable[[], nn.Loss], Callable[[], torch.nn.Module]]] = {
     "ce": (nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss),

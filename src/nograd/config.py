@@ -24,7 +24,7 @@ from nograd.nn.binary_cross_entropy import BCEWithLogitsLoss
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.losses import Loss, MSELoss
 from nograd.nn.smooth_activations import SiLU, Softplus
-from nograd.optim import SGD, Adagrad, Adam, AdamW, RMSprop
+from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, RMSprop
 
 TASKS: dict[str, Callable[..., TensorDataset]] = {
     "disk": disk,
@@ -42,7 +42,14 @@ ACTIVATIONS = {
     "silu": SiLU,
     "softplus": Softplus,
 }
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+OPTIMIZERS = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+    "nadam": NAdam,
+}
 LOSSES = ("ce", "mse", "bce")
 SCHEDULES = ("cosine", "constant")
 CPU_MATMULS = ("blas", "onednn")  # nograd.set_cpu_matmul's backends

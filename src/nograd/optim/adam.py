@@ -70,12 +70,7 @@ class Adam(Optimizer):
 
     def _check_options(self, options: Mapping[str, Any]) -> None:
         self._require_non_negative(options, "lr", "eps", "weight_decay")
-        betas = options["betas"]
-        self._require(
-            isinstance(betas, (tuple, list)) and len(betas) == 2, "betas", "to be a pair", betas
-        )
-        for i, beta in enumerate(betas):
-            self._require(0 <= beta < 1, f"betas[{i}]", "in [0, 1)", beta)
+        self._require_betas(options)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = closure() if closure is not None else None

@@ -272,6 +272,21 @@ def _div_(x: Tensor, c: float | Tensor) -> None:
     x.div_(c)
 
 
+def div(xs: TensorList, cs: list[float], out: TensorList | None = None) -> TensorList:
+    """x_i / c_i, as new tensors, or into ``out`` (CPU tensors) where given."""
+    if out is not None:
+        return [torch.div(x, c, out=o) for x, c, o in zip(xs, cs, out, strict=True)]
+    x = _alone(xs)
+    if x is not None:
+        return [x / cs[0]]
+    return _each(torch._foreach_div, _div, xs, cs)
+
+
+def _div(x: Tensor, c: float) -> Tensor:
+    """x / c on a GPU, divided as ``_foreach_div`` divides (``_div_`` says why)."""
+    return x / torch.full((), c, dtype=x.dtype, device=x.device)
+
+
 def lerp_(xs: TensorList, ys: TensorList, weight: float) -> None:
     """x += weight * (y - x)."""
     x = _alone(xs)

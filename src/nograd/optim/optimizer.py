@@ -154,6 +154,15 @@ class Optimizer:
         if not ok:
             raise ValueError(f"{self._name}: expected {option} {expected}, got {value!r}")
 
+    def _require_betas(self, options: Mapping[str, Any]) -> None:
+        """Adam's family: ``betas`` must be a pair of decay rates, each in [0, 1)."""
+        betas = options["betas"]
+        self._require(
+            isinstance(betas, (tuple, list)) and len(betas) == 2, "betas", "to be a pair", betas
+        )
+        for i, beta in enumerate(betas):
+            self._require(0 <= beta < 1, f"betas[{i}]", "in [0, 1)", beta)
+
     def _require_non_negative(self, options: Mapping[str, Any], *names: str) -> None:
         for name in names:
             value = options[name]
