@@ -98,6 +98,16 @@ CASES: list[tuple[str, Callable[[Lists], Any], Callable[[Lists], Any]]] = [
         ),
     ),
     ("maximum_", lambda t: foreach.maximum_(t[0], t[1]), lambda t: torch._foreach_maximum_(*t[:2])),
+    (
+        "div a number each",  # NAdam's v / (1 - beta2^t), new tensors
+        lambda t: foreach.div(t[0], [0.3 + 0.1 * i for i in range(len(t[0]))]),
+        lambda t: torch._foreach_div(t[0], [0.3 + 0.1 * i for i in range(len(t[0]))]),
+    ),
+    (
+        "div into out",  # into the tensors an optimizer keeps on the CPU
+        lambda t: foreach.div(t[0], [0.7] * len(t[0]), out=t[2]),
+        lambda t: torch._foreach_div(t[0], [0.7] * len(t[0])),
+    ),
     ("sqrt", lambda t: foreach.sqrt(t[0]), lambda t: torch._foreach_sqrt(t[0])),
     ("sqrt_", lambda t: foreach.sqrt_(t[0]), lambda t: torch._foreach_sqrt_(t[0])),
 ]
@@ -156,8 +166,8 @@ def test_big_tensors_take_the_single_op_and_the_rest_one_foreach_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The GPU's split, run on the CPU: results in the list's order, arguments split along."""
-    if name == "mul_add_":
-        pytest.skip("mul_add_ is one single-tensor op per tensor anyway")
+    if name in ("mul_add_", "div into out"):
+        pytest.skip("one single-tensor op per tensor anyway (CPU lines)")
     monkeypatch.setattr(foreach, "_own_kernel", lambda x: x.numel() >= 600)  # 1427 and 625
     calls: list[int] = []
 
