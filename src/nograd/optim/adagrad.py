@@ -91,15 +91,11 @@ class Adagrad(Optimizer):
             if not params:
                 continue
             lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
-            weight_decay = group["weight_decay"]
             states = [self._state_of(param) for param in params]
             for state in states:
                 state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
             t = tensors.counters(states, "step")
-            if group["maximize"]:
-                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
-            if weight_decay != 0:
-                g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             s = tensors.state(states, "sum")
             foreach.addcmul_(s, g, g, value=1)  # s = s + g * g
             d = foreach.sqrt(s, out=self._scratch(group, "d", s))  # d = sqrt(s)

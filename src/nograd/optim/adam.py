@@ -80,19 +80,12 @@ class Adam(Optimizer):
             if not params:
                 continue
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
+            amsgrad = group["amsgrad"]
             states = [self._state_of(param, amsgrad) for param in params]
             for state in states:
                 state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
             t = tensors.counters(states, "step")
-            if group["maximize"]:
-                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    decay = self._scalar(1 - lr * weight_decay, p)
-                    foreach.mul_(p, decay)  # p = p * (1 - lr * wd)
-                else:
-                    g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            g = self._maximize_and_decay(group, p, g)  # -g if maximize; g + wd p, or p (1 - lr wd)
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
             foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
             foreach.mul_(v, self._scalar(beta2, v))  # v = beta2 * v

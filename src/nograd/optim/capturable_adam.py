@@ -82,7 +82,7 @@ def capturable_adam_step(
         if not params:
             continue
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        weight_decay, amsgrad = group["weight_decay"], group["amsgrad"]
+        amsgrad = group["amsgrad"]
         states = [optimizer.state[param] for param in params]
         if not all(states):
             raise ValueError(
@@ -93,13 +93,7 @@ def capturable_adam_step(
         g = [param.grad for param in params if param.grad is not None]
         m = [state["exp_avg"] for state in states]
         v = [state["exp_avg_sq"] for state in states]
-        if group["maximize"]:
-            g = list(foreach.neg(g))  # g = -g
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                foreach.mul_(p, 1 - lr * weight_decay)  # p = p * (1 - lr * wd)
-            else:
-                g = list(foreach.add(g, p, alpha=weight_decay))  # g = g + wd * p
+        g = list(optimizer._maximize_and_decay(group, p, g))  # -g; g + wd p, or p (1 - lr wd)
         foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
         foreach.mul_(v, beta2)  # v = beta2 * v
         foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g

@@ -89,19 +89,13 @@ class NAdam(Optimizer):
             if not params:
                 continue
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay, psi = group["weight_decay"], group["momentum_decay"]
+            psi = group["momentum_decay"]
             states = [self._state_of(param) for param in params]
             for state in states:
                 t = state["step"] = float(state["step"]) + 1  # t = t + 1
                 mu = beta1 * (1 - 0.5 * 0.96 ** (t * psi))  # mu_t
                 state["mu_product"] = _as_scalar(float(state["mu_product"]) * _as_scalar(mu))
-            if group["maximize"]:
-                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    foreach.mul_(p, self._scalar(1 - lr * weight_decay, p))  # p = p (1 - lr wd)
-                else:
-                    g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            g = self._maximize_and_decay(group, p, g)  # -g if maximize; g + wd p, or p (1 - lr wd)
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
             foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
             foreach.mul_(v, self._scalar(beta2, v))  # v = beta2 * v

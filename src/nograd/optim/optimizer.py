@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from nograd.nn.parameter import Parameter
+from nograd.optim import foreach
 from nograd.optim.flat import FlatGroup, can_flatten
 from nograd.optim.foreach import TensorList, foreach_scalar
 
@@ -236,6 +237,24 @@ class Optimizer:
         flat.current = True
         flat.remember_states(self.state)
         return flat
+
+    def _maximize_and_decay(self, group: ParamGroup, p: TensorList, g: TensorList) -> TensorList:
+        """The first lines of every update rule here, in torch's order; returns g.
+
+        ``maximize`` negates g, g = -g. A ``weight_decay`` wd != 0 then adds the L2
+        penalty's gradient, g = g + wd * p, or, decoupled (AdamW's
+        ``decoupled_weight_decay``), shrinks p itself, p = p * (1 - lr * wd). A changed
+        g is made of new tensors, so each ``param.grad`` stays as the backward left it.
+        """
+        if group["maximize"]:
+            g = foreach.neg(g)  # g = -g
+        weight_decay = group["weight_decay"]
+        if weight_decay != 0:
+            if group.get("decoupled_weight_decay", False):
+                foreach.mul_(p, self._scalar(1 - group["lr"] * weight_decay, p))  # p (1 - lr wd)
+            else:
+                g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p
+        return g
 
     def _scalar(self, value: float, tensors: TensorList) -> Tensor | float:
         """``value`` for a ``foreach`` op on ``tensors``, in the form it runs fastest in.

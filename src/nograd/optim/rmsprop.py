@@ -85,14 +85,11 @@ class RMSprop(Optimizer):
             if not params:
                 continue
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-            weight_decay, mu, centered = group["weight_decay"], group["momentum"], group["centered"]
+            mu, centered = group["momentum"], group["centered"]
             states = [self._state_of(param, mu, centered) for param in params]
             for state in states:  # unused by the update; counted for torch's checkpoints
                 state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
-            if group["maximize"]:
-                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
-            if weight_decay != 0:
-                g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             v = tensors.state(states, "square_avg")
             foreach.mul_(v, self._scalar(alpha, v))  # v = alpha * v
             foreach.addcmul_(v, g, g, value=1 - alpha)  # v = v + (1 - alpha) * g * g

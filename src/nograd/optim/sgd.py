@@ -87,11 +87,8 @@ class SGD(Optimizer):
             if not params:
                 continue
             lr, mu = group["lr"], group["momentum"]
-            dampening, weight_decay = group["dampening"], group["weight_decay"]
-            if group["maximize"]:
-                g = foreach.neg(g)  # g = -g (new tensors: param.grad stays intact)
-            if weight_decay != 0:
-                g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p, new tensors
+            dampening = group["dampening"]
+            g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             if mu != 0:
                 b = self._momentum_buffers(tensors, g, mu, dampening)
                 nesterov = group["nesterov"]
