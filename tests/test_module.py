@@ -114,6 +114,84 @@ def test_load_state_dict_copies_values_not_references() -> None:
     assert not torch.equal(source.weight.data, target.weight.data)
 
 
+def twins_with_batch_norm(device: str = "cpu") -> tuple[Sequential, torch.nn.Sequential]:
+    ours = Sequential(Linear(3, 4, device=device), nograd.nn.BatchNorm1d(4, device=device))
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, device=device), torch.nn.BatchNorm1d(4, device=device)
+    )
+    return ours, ref
+
+
+def float64_weights() -> dict[str, Tensor]:
+    torch.manual_seed(0)
+    _, source = twins_with_batch_norm()
+    source.double()(torch.randn(5, 3, dtype=torch.float64))  # running statistics move
+    return {key: value.detach() for key, value in source.state_dict().items()}
+
+
+def test_load_state_dict_assign_takes_the_tensors_themselves_as_torch() -> None:
+    """assign=True: no copy; each tensor keeps the state dict's memory and dtype."""
+    for model in twins_with_batch_norm():
+        state = float64_weights()
+        model.load_state_dict(state, assign=True)
+        for key, value in model.state_dict().items():
+            assert value.data_ptr() == state[key].data_ptr(), key
+            assert value.dtype == state[key].dtype, key
+    ours, ref = twins_with_batch_norm()
+    ours.load_state_dict(float64_weights(), assign=True)
+    ref.load_state_dict(float64_weights(), assign=True)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    ours.eval(), ref.eval()
+    assert torch.equal(ours(x), ref(x).detach())
+
+
+def test_load_state_dict_assign_fills_a_model_built_on_meta() -> None:
+    ours, ref = twins_with_batch_norm("meta")
+    ours.load_state_dict(float64_weights(), assign=True)
+    ref.load_state_dict(float64_weights(), assign=True)
+    assert {t.device.type for t in ours.state_dict().values()} == {"cpu"}
+    x = torch.randn(6, 3, dtype=torch.float64)
+    with torch.enable_grad():
+        x_ref = x.clone().requires_grad_()
+        y_ref = ref(x_ref)
+        y_ref.sum().backward()
+    y = ours(x)
+    assert torch.equal(y, y_ref.detach())
+    assert torch.equal(ours.backward(torch.ones_like(y)), x_ref.grad)
+
+
+def test_load_state_dict_assign_keeps_our_parameters_for_the_optimizer() -> None:
+    """torch's assign puts new Parameters in; ours keeps them, holding the new tensors,
+    so an optimizer built before trains the loaded weights, and a tied weight stays tied.
+    (Only the weight has a gradient: the group is not flattened, which would move the
+    parameters into the optimizer's buffer, as after any load.)"""
+    model = Sequential(Linear(2, 2), Linear(2, 2))
+    model[1].weight = model[0].weight  # tied
+    params = list(model.parameters())
+    optimizer = nograd.optim.SGD(params, lr=0.5)
+    own = model.state_dict()  # the tied weight under two keys, one tensor
+    zeros = {id(value): torch.zeros_like(value) for value in own.values()}
+    state = {key: zeros[id(value)] for key, value in own.items()}
+    model.load_state_dict(state, assign=True)
+    assert list(model.parameters()) == params and model[1].weight is model[0].weight
+    assert model[0].weight.data.data_ptr() == state["0.weight"].data_ptr()
+    model[0].weight.grad = torch.ones(2, 2)
+    optimizer.step()
+    assert torch.equal(state["0.weight"], torch.full((2, 2), -0.5))  # stepped in place
+
+
+def test_load_state_dict_assign_checks_what_a_copy_checks() -> None:
+    model = Linear(2, 3)
+    before = model.weight.data
+    with pytest.raises(RuntimeError, match=r"weight: expected shape \(3, 2\), got \(2, 2\)"):
+        model.load_state_dict({"weight": torch.zeros(2, 2), "bias": torch.zeros(3)}, assign=True)
+    assert model.weight.data is before
+    with pytest.raises(RuntimeError, match=r"missing keys \['bias'\]"):
+        model.load_state_dict({"weight": torch.zeros(3, 2)}, assign=True)
+    result = model.load_state_dict({"weight": torch.ones(3, 2)}, strict=False, assign=True)
+    assert result.missing_keys == ["bias"] and torch.equal(model.weight.data, torch.ones(3, 2))
+
+
 def test_load_state_dict_names_missing_and_unexpected_keys() -> None:
     ours, _ = nested_pair()
     state = dict(ours.state_dict())

@@ -20,6 +20,15 @@ from torch import Tensor
 from nograd.nn.parameter import Parameter
 
 
+def _plain(source: Tensor | Parameter) -> Tensor:
+    """A state dict's value as a plain tensor that shares its memory.
+
+    Detached: a source that requires grad (a torch ``nn.Parameter``) must not make our
+    storage part of an autograd graph; torch loads without recording too.
+    """
+    return (source.data if isinstance(source, Parameter) else source).detach()
+
+
 class _IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
@@ -533,11 +542,21 @@ class Module:
         return state
 
     def load_state_dict(
-        self, state_dict: Mapping[str, Tensor | Parameter], strict: bool = True
+        self,
+        state_dict: Mapping[str, Tensor | Parameter],
+        strict: bool = True,
+        assign: bool = False,
     ) -> _IncompatibleKeys:
         """Copy tensors from ``state_dict`` into this module, in place.
 
         Its values may be tensors or ``Parameter`` objects (``state_dict(keep_vars=True)``).
+
+        With ``assign=True`` nothing is copied: each parameter's ``data`` and each buffer
+        becomes the state dict's tensor itself, with its dtype, device and memory, as in
+        torch (which loads weights into a model built on the ``meta`` device this way).
+        torch puts new ``Parameter`` objects into the module, so an optimizer must be
+        built after; here the module keeps its ``Parameter`` objects, so an optimizer
+        built before goes on training them, and a weight two modules share stays shared.
 
         Raises:
             RuntimeError: naming every shape mismatch, and (when ``strict``) every
@@ -565,14 +584,25 @@ class Module:
             problems.append(f"unexpected keys {unexpected}")
         if problems:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
+        if assign:
+            self._assign(state_dict)
+            return _IncompatibleKeys(missing, unexpected)
         for key, tensor in own.items():
             if key in state_dict:
-                # detached: a source that requires grad (a torch Parameter) must not make
-                # our storage part of an autograd graph; torch copies without recording too
-                source = state_dict[key]
-                source = source.data if isinstance(source, Parameter) else source
-                tensor.copy_(source.detach())
+                tensor.copy_(_plain(state_dict[key]))
         return _IncompatibleKeys(missing, unexpected)
+
+    def _assign(self, state_dict: Mapping[str, Tensor | Parameter]) -> None:
+        """``load_state_dict(assign=True)``: the state dict's tensors become ours."""
+        for module_name, module in self.named_modules(remove_duplicate=False):
+            dot = f"{module_name}." if module_name else ""
+            for name, param in module._parameters.items():
+                if param is not None and dot + name in state_dict:
+                    param.data = _plain(state_dict[dot + name])
+            for name, buffer in module._buffers.items():
+                key = dot + name
+                if buffer is not None and name not in module._non_persistent and key in state_dict:
+                    setattr(module, name, _plain(state_dict[key]))
 
     def _unexpected_keys(self, state_dict: Mapping[str, Any]) -> list[str]:
         """The keys of ``state_dict`` that name nothing here, in torch's order.
