@@ -439,3 +439,62 @@ def test_fit_trains_a_batch_norm_network_under_inference_mode() -> None:
     ours.train()
     ours(torch.randn(4, 2))
     assert int(norm.num_batches_tracked) == 9
+
+
+def norm_twins(device: str = "cpu") -> tuple[nn.Sequential, torch.nn.Sequential]:
+    """The same net in both, each BatchNorm1d having counted 7 batches."""
+    ours = nn.Sequential(nn.Linear(3, 4, device=device), BatchNorm1d(4, device=device))
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, device=device), torch.nn.BatchNorm1d(4, device=device)
+    )
+    for model in (ours, ref):
+        if device != "meta":
+            model[1].num_batches_tracked.fill_(7)  # type: ignore[union-attr, operator]
+    return ours, ref
+
+
+def without_count(state: Any, version: int | None) -> Any:
+    """A dict without num_batches_tracked, with torch's metadata at ``version``, or none."""
+    state = type(state)((key, value) for key, value in state.items() if "num_batches" not in key)
+    if version is not None:
+        state._metadata = {"": {"version": 1}, "0": {"version": 1}, "1": {"version": version}}
+    return state
+
+
+@pytest.mark.parametrize("assign", [False, True])
+@pytest.mark.parametrize("version", [None, 1])
+def test_a_count_an_older_state_dict_lacks_is_filled_in_as_torch_does(
+    version: int | None, assign: bool
+) -> None:
+    """num_batches_tracked came with version 2 of torch's batch norm: a plain dict or an
+    older one without it loads, keeping the module's own count."""
+    source = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).state_dict()
+    ours, ref = norm_twins()
+    for model in (ref, ours):
+        result = model.load_state_dict(without_count(source, version), assign=assign)
+        assert list(result.missing_keys) == list(result.unexpected_keys) == []
+        assert int(model[1].num_batches_tracked) == 7  # type: ignore[arg-type]
+        assert torch.equal(model.state_dict()["1.running_var"], source["1.running_var"])
+
+
+def test_a_count_a_version_2_state_dict_lacks_is_missing_as_in_torch() -> None:
+    source = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).state_dict()
+    ours, ref = norm_twins()
+    with pytest.raises(
+        RuntimeError, match=r'Missing key\(s\) in state_dict: "1.num_batches_tracked"'
+    ):
+        ref.load_state_dict(without_count(source, 2))
+    with pytest.raises(RuntimeError, match=r"missing keys \['1.num_batches_tracked'\]"):
+        ours.load_state_dict(without_count(source, 2))
+    result = ours.load_state_dict(without_count(source, 2), strict=False)
+    assert result.missing_keys == ["1.num_batches_tracked"]
+
+
+def test_a_meta_model_takes_a_count_of_0_for_a_plain_dict_as_torch() -> None:
+    source = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).state_dict()
+    ours, ref = norm_twins("meta")
+    ref.load_state_dict(without_count(source, None), assign=True)
+    ours.load_state_dict(without_count(source, None), assign=True)
+    for model in (ref, ours):
+        count = model[1].num_batches_tracked
+        assert count is not None and count.device.type == "cpu" and int(count) == 0

@@ -98,6 +98,17 @@ class BatchNorm1d(Module):
         self.register_buffer("num_batches_tracked", count)  # int64 whatever dtype is
         self.reset_parameters()
 
+    def _entries_older_versions_lack(self, version: int | None) -> dict[str, Tensor]:
+        """torch added ``num_batches_tracked`` at version 2 of its batch norm: from a dict
+        of an older version, or of none (a plain dict), torch keeps the module's own
+        count (0 on the meta device), and so does this."""
+        count = self.num_batches_tracked
+        if (version is not None and version >= 2) or count is None:
+            return {}
+        if count.device.type == "meta":
+            count = torch.tensor(0, dtype=torch.long)
+        return {"num_batches_tracked": count}
+
     def reset_running_stats(self) -> None:
         """running_mean = 0, running_var = 1, num_batches_tracked = 0."""
         if self.running_mean is not None and self.running_var is not None:

@@ -562,6 +562,7 @@ class Module:
             RuntimeError: naming every shape mismatch, and (when ``strict``) every
                 missing or unexpected key.
         """
+        state_dict = self._with_entries_older_versions_lack(state_dict)
         own = self.state_dict()
         missing = [key for key in own if key not in state_dict]
         unexpected = self._unexpected_keys(state_dict)
@@ -591,6 +592,31 @@ class Module:
             if key in state_dict:
                 tensor.copy_(_plain(state_dict[key]))
         return _IncompatibleKeys(missing, unexpected)
+
+    def _with_entries_older_versions_lack(
+        self, state_dict: Mapping[str, Tensor | Parameter]
+    ) -> Mapping[str, Tensor | Parameter]:
+        """``state_dict`` with what a module fills in for a dict from an older torch.
+
+        torch's ``state_dict()`` records each module's version in ``_metadata``; a
+        plain dict has none. Each module names the entries it takes as given when
+        the dict lacks them at such a version (``_entries_older_versions_lack``).
+        """
+        metadata = getattr(state_dict, "_metadata", None)
+        filled: dict[str, Tensor] = {}
+        for name, module in self.named_modules(remove_duplicate=False):
+            local = metadata.get(name, {}) if isinstance(metadata, Mapping) else {}
+            dot = f"{name}." if name else ""
+            for key, value in module._entries_older_versions_lack(local.get("version")).items():
+                if dot + key not in state_dict:
+                    filled[dot + key] = value
+        return {**state_dict, **filled} if filled else state_dict
+
+    def _entries_older_versions_lack(self, version: int | None) -> dict[str, Tensor]:
+        """What ``load_state_dict`` assumes, by local name, where a dict from torch's
+        ``version`` of this module (None: unknown) lacks it. Nothing, but for a module
+        whose state gained an entry (BatchNorm1d)."""
+        return {}
 
     def _assign(self, state_dict: Mapping[str, Tensor | Parameter]) -> None:
         """``load_state_dict(assign=True)``: the state dict's tensors become ours."""
