@@ -108,6 +108,21 @@ CASES: list[tuple[str, Callable[[Lists], Any], Callable[[Lists], Any]]] = [
         lambda t: foreach.div(t[0], [0.7] * len(t[0]), out=t[2]),
         lambda t: torch._foreach_div(t[0], [0.7] * len(t[0])),
     ),
+    (
+        "mul_ a number each",  # RAdam's sqrt(1 - beta2^t) and rect, one per tensor
+        lambda t: foreach.mul_(t[0], [0.3 + 0.1 * i for i in range(len(t[0]))]),
+        lambda t: torch._foreach_mul_(t[0], [0.3 + 0.1 * i for i in range(len(t[0]))]),
+    ),
+    (
+        "mul_ a tensor each",
+        lambda t: foreach.mul_(t[0], t[1]),
+        lambda t: torch._foreach_mul_(*t[:2]),
+    ),
+    (
+        "reciprocal_",
+        lambda t: foreach.reciprocal_(t[0]),
+        lambda t: torch._foreach_reciprocal_(t[0]),
+    ),
     ("sqrt", lambda t: foreach.sqrt(t[0]), lambda t: torch._foreach_sqrt(t[0])),
     ("sqrt_", lambda t: foreach.sqrt_(t[0]), lambda t: torch._foreach_sqrt_(t[0])),
 ]
@@ -166,8 +181,8 @@ def test_big_tensors_take_the_single_op_and_the_rest_one_foreach_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The GPU's split, run on the CPU: results in the list's order, arguments split along."""
-    if name in ("mul_add_", "div into out"):
-        pytest.skip("one single-tensor op per tensor anyway (CPU lines)")
+    if name in ("mul_add_", "div into out", "mul_ a number each"):
+        pytest.skip("one single-tensor op per tensor anyway on the CPU")
     monkeypatch.setattr(foreach, "_own_kernel", lambda x: x.numel() >= 600)  # 1427 and 625
     calls: list[int] = []
 
@@ -358,3 +373,19 @@ def test_sgd_momentum_after_model_double_rounds_as_torch(flat: bool, nesterov: b
         assert buffer.dtype == torch_buffer.dtype == torch.float32
         assert torch.equal(buffer, torch_buffer)
         assert torch.equal(p.data, t.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_number_each_multiplies_half_precision_as_each_tensors_mul_(dtype: torch.dtype) -> None:
+    """torch's _foreach_mul_ rounds a list of numbers to the tensors' half-precision
+    type first; torch's single-tensor optimizers multiply by the number itself."""
+    x = lists(4, torch.float32, 0)[0]
+    ours, theirs = [t.to(dtype) for t in x], [t.to(dtype) for t in x]
+    numbers = [0.0848, 0.1407, 0.3, 0.9]
+    foreach.mul_(ours, numbers)
+    for t, c in zip(theirs, numbers, strict=True):
+        t.mul_(c)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    rounded = [t.to(dtype) for t in x]
+    torch._foreach_mul_(rounded, numbers)
+    assert not all(torch.equal(a, b) for a, b in zip(rounded, theirs, strict=True))

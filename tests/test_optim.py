@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from nograd.nn import Parameter
-from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, Optimizer, RMSprop
+from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
 from tests.oracle import assert_close
 
 SHAPES = [(3, 4), (4,), (2, 1, 3)]
@@ -23,6 +23,7 @@ TWINS: dict[type[Optimizer], Callable[..., torch.optim.Optimizer]] = {
     RMSprop: torch.optim.RMSprop,
     Adagrad: torch.optim.Adagrad,
     NAdam: torch.optim.NAdam,
+    RAdam: torch.optim.RAdam,
 }
 CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (SGD, {}),
@@ -64,6 +65,10 @@ CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (NAdam, {"lr": 0.05, "weight_decay": 0.1}),
     (NAdam, {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     (NAdam, {"lr": 0.05, "betas": (0.5, 0.8), "eps": 1e-3, "maximize": True}),
+    (RAdam, {}),
+    (RAdam, {"lr": 0.05, "weight_decay": 0.1}),
+    (RAdam, {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    (RAdam, {"lr": 0.05, "betas": (0.5, 0.8), "eps": 1e-3, "maximize": True}),
 ]
 IDS = [f"{cls.__name__}-{kwargs}" for cls, kwargs in CASES]
 # One override per optimizer for a first group that differs from the second.
@@ -74,6 +79,7 @@ GROUP_OPTIONS: dict[type[Optimizer], dict[str, Any]] = {
     RMSprop: {"lr": 0.05, "centered": True, "momentum": 0.5},
     Adagrad: {"lr": 0.2, "lr_decay": 0.1, "initial_accumulator_value": 0.1},
     NAdam: {"lr": 0.2, "betas": (0.8, 0.9), "momentum_decay": 0.01},
+    RAdam: {"lr": 0.2, "betas": (0.8, 0.9), "eps": 1e-4},
 }
 
 
@@ -393,6 +399,8 @@ def test_zero_grad_defaults_to_none() -> None:
         (Adagrad, {"eps": -1.0}, r"Adagrad: expected eps >= 0, got -1.0"),
         (NAdam, {"momentum_decay": -1}, r"NAdam: expected momentum_decay >= 0, got -1"),
         (NAdam, {"betas": (0.9, 1.0)}, r"NAdam: expected betas\[1\] in \[0, 1\), got 1.0"),
+        (RAdam, {"eps": -1e-8}, r"RAdam: expected eps >= 0, got -1e-08"),
+        (RAdam, {"betas": (-0.1, 0.9)}, r"RAdam: expected betas\[0\] in \[0, 1\), got -0.1"),
     ],
 )
 def test_invalid_options_raise(cls: type[Optimizer], kwargs: dict[str, Any], match: str) -> None:
@@ -557,7 +565,7 @@ def test_bfloat16_steps_match_torch_bit_for_bit(
 
 
 @pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad, NAdam])
+@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam])
 def test_step_counter_is_a_number_written_as_torchs_tensor(
     cls: type[Optimizer], default_dtype: torch.dtype
 ) -> None:
@@ -578,7 +586,7 @@ def test_step_counter_is_a_number_written_as_torchs_tensor(
     assert all(isinstance(state["step"], float) for state in twins.opt.state.values())
 
 
-@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad, NAdam])
+@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad, NAdam, RAdam])
 def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
     twins = Twins(cls, {"lr": 0.01})
     twins.step(3)

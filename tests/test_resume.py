@@ -28,7 +28,7 @@ from nograd.nn.activations import GELU
 from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
-from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, Optimizer, RMSprop
+from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
 from nograd.optim.lr_scheduler import CosineAnnealingLR
 from nograd.resume import read_resume
 from nograd.safefile import encode
@@ -42,6 +42,7 @@ OPTIMIZERS: dict[str, Callable[[Module], Optimizer]] = {
     "rmsprop": lambda m: RMSprop(m.parameters(), lr=0.005, momentum=0.5),
     "adagrad": lambda m: Adagrad(m.parameters(), lr=0.05, lr_decay=0.01),
     "nadam": lambda m: NAdam(m.parameters(), lr=0.01),
+    "radam": lambda m: RAdam(m.parameters(), lr=0.01),
 }
 in_main_thread = threading.current_thread() is threading.main_thread()
 

@@ -31,6 +31,7 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
         "NAdam",
         {"lr": 1e-2, "weight_decay": 1e-2, "decoupled_weight_decay": True},
     ),
+    "radam-wd": ("RAdam", {"lr": 1e-2, "weight_decay": 1e-2}),
 }
 LOSSES: dict[str, tuple[Callable[[], nn.Loss], Callable[[], torch.nn.Module]]] = {
     "ce": (nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss),

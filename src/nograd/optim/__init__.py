@@ -5,7 +5,18 @@ from nograd.optim.adagrad import Adagrad
 from nograd.optim.adam import Adam, AdamW
 from nograd.optim.nadam import NAdam
 from nograd.optim.optimizer import Optimizer
+from nograd.optim.radam import RAdam
 from nograd.optim.rmsprop import RMSprop
 from nograd.optim.sgd import SGD
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "NAdam", "Optimizer", "RMSprop", "lr_scheduler"]
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "Optimizer",
+    "RAdam",
+    "RMSprop",
+    "lr_scheduler",
+]

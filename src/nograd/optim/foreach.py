@@ -191,13 +191,29 @@ def add_scalar_(xs: TensorList, c: Tensor | float) -> None:
         _each_(torch._foreach_add_, Tensor.add_, xs, c)
 
 
-def mul_(xs: TensorList, c: Tensor | float) -> None:
-    """x *= c, for a number c or a 0-dim c from ``foreach_scalar``."""
+def mul_(xs: TensorList, c: Tensor | float | list[float] | TensorList) -> None:
+    """x *= c: by a number, a 0-dim c from ``foreach_scalar``, a number each (a list of
+    numbers), or elementwise by a tensor each (a list of tensors)."""
     x = _alone(xs)
     if x is not None:
-        x.mul_(c)
+        x.mul_(c[0] if isinstance(c, list | tuple) else c)
+    elif isinstance(c, list | tuple) and not isinstance(c[0], Tensor) and xs[0].is_cpu:
+        # a number each, on the CPU: each tensor's own mul_, as torch's single-tensor
+        # optimizers run it; _foreach_mul_ would round the numbers to a bfloat16 or
+        # float16 tensor's type before multiplying
+        for x, c_i in zip(xs, c, strict=True):
+            x.mul_(c_i)
     else:
         _each_(torch._foreach_mul_, Tensor.mul_, xs, c)
+
+
+def reciprocal_(xs: TensorList) -> None:
+    """x = 1 / x."""
+    x = _alone(xs)
+    if x is not None:
+        x.reciprocal_()
+    else:
+        _each_(torch._foreach_reciprocal_, Tensor.reciprocal_, xs)
 
 
 def mul_add_(xs: TensorList, c: float, ys: TensorList) -> None:
