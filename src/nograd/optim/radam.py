@@ -108,7 +108,8 @@ class RAdam(Optimizer):
                 chosen = list(rectified)
                 u_r, v_r = _pick(u, chosen), _pick(v, chosen)
                 scratch = self._scratch(group, "r", v)
-                r = foreach.sqrt(v_r, out=None if scratch is None else _pick(scratch, chosen))
+                kept = None if scratch is None else _pick(scratch, chosen)  # memory, CPU only
+                r = foreach.sqrt(v_r, out=kept)  # r = sqrt(v)
                 foreach.add_scalar_(r, self._scalar(eps, r))  # r = sqrt(v) + eps
                 foreach.reciprocal_(r)  # r = 1 / (sqrt(v) + eps)
                 foreach.mul_(r, [rectified[i][0] for i in chosen])  # r = sqrt(1 - beta2^t) * r
