@@ -87,9 +87,7 @@ class Adam(Optimizer):
             t = tensors.counters(states, "step")
             g = self._maximize_and_decay(group, p, g)  # -g if maximize; g + wd p, or p (1 - lr wd)
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
-            foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
-            foreach.mul_(v, self._scalar(beta2, v))  # v = beta2 * v
-            foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+            self._update_moments(m, v, g, beta1, beta2)  # m, v = running g and g^2
             if amsgrad:
                 v_max = tensors.state(states, "max_exp_avg_sq")
                 foreach.maximum_(v_max, v)  # v_max = max(v_max, v)

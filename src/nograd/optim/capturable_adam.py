@@ -94,9 +94,7 @@ def capturable_adam_step(
         m = [state["exp_avg"] for state in states]
         v = [state["exp_avg_sq"] for state in states]
         g = list(optimizer._maximize_and_decay(group, p, g))  # -g; g + wd p, or p (1 - lr wd)
-        foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
-        foreach.mul_(v, beta2)  # v = beta2 * v
-        foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+        optimizer._update_moments(m, v, g, beta1, beta2)  # m, v: the moments of g
         if amsgrad:
             v_max = [state["max_exp_avg_sq"] for state in states]
             foreach.maximum_(v_max, v)  # v_max = max(v_max, v)

@@ -97,9 +97,7 @@ class NAdam(Optimizer):
                 state["mu_product"] = _as_scalar(float(state["mu_product"]) * _as_scalar(mu))
             g = self._maximize_and_decay(group, p, g)  # -g if maximize; g + wd p, or p (1 - lr wd)
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
-            foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
-            foreach.mul_(v, self._scalar(beta2, v))  # v = beta2 * v
-            foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+            self._update_moments(m, v, g, beta1, beta2)  # m, v = running g and g^2
             t_list = tensors.counters(states, "step")
             product = tensors.counters(states, "mu_product")
             bias_correction2 = [1 - beta2**t_i for t_i in t_list]

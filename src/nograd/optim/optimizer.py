@@ -256,6 +256,14 @@ class Optimizer:
                 g = foreach.add(g, p, alpha=weight_decay)  # g = g + wd * p
         return g
 
+    def _update_moments(
+        self, m: TensorList, v: TensorList, g: TensorList, beta1: float, beta2: float
+    ) -> None:
+        """Adam's running moments of g, in place (Adam, AdamW, NAdam and RAdam share them)."""
+        foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
+        foreach.mul_(v, self._scalar(beta2, v))  # v = beta2 * v
+        foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
+
     def _scalar(self, value: float, tensors: TensorList) -> Tensor | float:
         """``value`` for a ``foreach`` op on ``tensors``, in the form it runs fastest in.
 
