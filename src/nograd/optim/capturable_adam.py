@@ -94,7 +94,7 @@ def capturable_adam_step(
         m = [state["exp_avg"] for state in states]
         v = [state["exp_avg_sq"] for state in states]
         g = list(optimizer._maximize_and_decay(group, p, g))  # -g; g + wd p, or p (1 - lr wd)
-        optimizer._update_moments(m, v, g, beta1, beta2)  # m, v: the moments of g
+        optimizer._update_moments(m, v, g, beta1, beta2)  # m, v = running g and g^2
         if amsgrad:
             v_max = [state["max_exp_avg_sq"] for state in states]
             foreach.maximum_(v_max, v)  # v_max = max(v_max, v)
