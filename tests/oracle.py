@@ -198,6 +198,17 @@ def compare_activation(
     assert_close(ours.backward(g), leaf.grad)
 
 
+def assert_module_bits(ours: Module, ref: torch.nn.Module, x: Tensor, g: Tensor) -> None:
+    """Output and dL/dx of ``ours`` are torch's, bit for bit (``same_bits``), in x's dtype."""
+    leaf = x.clone().requires_grad_()
+    with torch.enable_grad():
+        y_ref = ref(leaf * 1)  # a non-leaf, which in-place modules may overwrite
+        y_ref.backward(g)
+    y = ours(x.clone())
+    assert y.dtype == x.dtype and same_bits(y, y_ref.detach())
+    assert leaf.grad is not None and same_bits(ours.backward(g), leaf.grad)
+
+
 def same_bits(actual: Tensor, expected: Tensor) -> bool:
     """NaN where expected has NaN, and every other element identical, the sign of 0 included."""
     nan = expected.isnan()

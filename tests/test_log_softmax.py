@@ -23,6 +23,7 @@ from tests.oracle import (
     SHAPES,
     Pair,
     assert_close,
+    assert_module_bits,
     check_backward_before_forward,
     check_finite_at_1000,
     check_grad_output_shape,
@@ -31,7 +32,6 @@ from tests.oracle import (
     check_missing_dim_refused,
     check_no_warning_with_a_dim,
     compare_module,
-    same_bits,
 )
 
 DTYPES = [torch.float64, torch.float32]
@@ -140,13 +140,7 @@ def test_log_softmax_is_torchs_to_the_bit(
     generator = torch.Generator().manual_seed(len(shape) * 1000 + shape[0])
     x = (3 * torch.randn(shape, generator=generator)).to(dtype)
     g = torch.randn(shape, generator=generator).to(dtype)
-    ours, ref = ALL[name]()
-    leaf = x.clone().requires_grad_()
-    with torch.enable_grad():
-        y_ref = ref(leaf)
-        y_ref.backward(g)
-    assert torch.equal(ours(x.clone()), y_ref.detach())
-    assert torch.equal(ours.backward(g), leaf.grad)
+    assert_module_bits(*ALL[name](), x, g)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, *DTYPES])
@@ -161,14 +155,7 @@ def test_torchs_kernels_give_torchs_bits_in_every_dtype_and_layout(
     g = torch.randn(37, 21, generator=generator).to(dtype)
     if transposed:
         x, g = x.t(), g.t()
-    ours, ref = ALL[name]()
-    leaf = x.clone().requires_grad_()
-    with torch.enable_grad():
-        y_ref = ref(leaf)
-        y_ref.backward(g)
-    y = ours(x.clone())
-    assert y.dtype == dtype and same_bits(y, y_ref.detach())
-    assert leaf.grad is not None and same_bits(ours.backward(g), leaf.grad)
+    assert_module_bits(*ALL[name](), x, g)
 
 
 def test_log_softmax_keeps_its_precision_where_softmax_rounds_to_zero() -> None:
