@@ -82,7 +82,7 @@ def small_run(
 
 def progress_of(model: Module, generator: torch.Generator, step: int = 0) -> Progress:
     history = {key: [0.5, 0.25] for key in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    rng = capture_rng(generators(model, generator), CPU)
+    rng = capture_rng(generators(model, {"shuffle": generator}), CPU)
     return Progress(
         epoch=2,
         step=step,

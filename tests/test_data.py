@@ -302,12 +302,19 @@ def test_loader_draws_when_torch_dataloader_draws(
 
 
 def test_loader_takes_torchs_first_arguments_and_no_others_by_position() -> None:
-    """(dataset, batch_size, shuffle) as in torch; torch's fourth is a sampler, not
-    drop_last, so a fourth positional argument is refused rather than misread."""
+    """(dataset, batch_size, shuffle, sampler, batch_sampler) as in torch; torch's sixth
+    is num_workers, which nograd has not, so a sixth positional argument is refused
+    rather than misread (and a drop_last passed fourth is no sampler)."""
     loader = DataLoader(numbered(6), 4, True)
     assert (loader.batch_size, loader.shuffle, loader.drop_last) == (4, True, False)
+    loader = DataLoader(numbered(6), 4, False, [5, 4, 3, 2, 1, 0])
+    assert [batch[0].tolist() for batch in loader] == [[5, 4, 3, 2], [1, 0]]
+    loader = DataLoader(numbered(6), 1, False, None, [[1, 2], [0]])
+    assert [batch[0].tolist() for batch in loader] == [[1, 2], [0]]
     with pytest.raises(TypeError):
-        DataLoader(numbered(6), 4, True, True)  # type: ignore[misc]
+        DataLoader(numbered(6), 4, True, True)  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        DataLoader(numbered(6), 1, False, None, None, 0)  # type: ignore[call-overload]
 
 
 def test_loader_without_shuffle_yields_views() -> None:
@@ -368,7 +375,7 @@ def test_loader_argument_errors() -> None:
             torch.utils.data.DataLoader(dataset, batch_size)  # type: ignore[arg-type]
     for drop_last in (None, 1, "no"):  # torch refuses these too, rather than read them as bools
         with pytest.raises(ValueError, match=f"expected drop_last to be a bool, got {drop_last!r}"):
-            DataLoader(dataset, 2, drop_last=drop_last)  # type: ignore[arg-type]
+            DataLoader(dataset, 2, drop_last=drop_last)  # type: ignore[call-overload]
         with pytest.raises(ValueError):
             torch.utils.data.DataLoader(dataset, 2, drop_last=drop_last)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
@@ -377,9 +384,9 @@ def test_loader_argument_errors() -> None:
         DataLoader([])
     for not_a_dataset in (42, object(), None):
         with pytest.raises(TypeError, match="expected a dataset with __len__ and __getitem__"):
-            DataLoader(not_a_dataset)  # type: ignore[arg-type]
+            DataLoader(not_a_dataset)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"torch\.Generator"):
-        DataLoader(dataset, generator=1)  # type: ignore[arg-type]
+        DataLoader(dataset, generator=1)  # type: ignore[call-overload]
 
 
 def test_generic_dataset_item_errors() -> None:

@@ -198,6 +198,13 @@ CASES = [
     Case("loader-batch-zero", "a DataLoader with batch_size = 0",
          lambda tmp: DataLoader(TensorDataset(*points()), batch_size=0), ValueError,
          "DataLoader: expected batch_size >= 1, got 0"),
+    Case("loader-sampler-shuffle", "a sampler and shuffle=True together",
+         lambda tmp: DataLoader(TensorDataset(*points()), 4, True, sampler=range(8)), ValueError,
+         "DataLoader: sampler is mutually exclusive with shuffle=True"),
+    Case("loader-batch-sampler-size", "a batch sampler and a batch size together",
+         lambda tmp: DataLoader(TensorDataset(*points()), 4, batch_sampler=[[0, 1]]), ValueError,
+         "DataLoader: batch_sampler is mutually exclusive with batch_size, shuffle, sampler "
+         "and drop_last"),
     Case("fit-empty", "an empty dataset",
          lambda tmp: fit_on(*points(0)), ValueError, "fit: train_data is empty"),
     Case("fit-no-batch", "a DataLoader that drops its only, partial batch",

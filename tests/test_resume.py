@@ -22,7 +22,7 @@ import torch
 
 import nograd.experiment
 from nograd.cli import main
-from nograd.data import DataLoader, disk
+from nograd.data import DataLoader, WeightedRandomSampler, disk
 from nograd.nn import Linear, Module, Sequential, matmul
 from nograd.nn.activations import GELU
 from nograd.nn.batch_norm import BatchNorm1d
@@ -50,7 +50,7 @@ in_main_thread = threading.current_thread() is threading.main_thread()
 class Run:
     """One seeded run: data, a model with batch norm and dropout, an optimizer, a scheduler."""
 
-    def __init__(self, optimizer: str = "adam", interval: str = "epoch", loader: bool = False):
+    def __init__(self, optimizer: str = "adam", interval: str = "epoch", loader: str = "none"):
         generator = torch.Generator().manual_seed(7)
         self.train, self.test = disk(90, generator=generator), disk(40, generator=generator)
         torch.manual_seed(11)
@@ -62,8 +62,12 @@ class Run:
         self.scheduler = CosineAnnealingLR(self.optimizer, T_max=steps)
         self.interval, self.generator = interval, generator
         self.data: Any = self.train
-        if loader:  # a DataLoader that draws its shuffle from the global generator
+        if loader == "shuffle":  # a DataLoader that draws its shuffle from the global generator
             self.data = DataLoader(self.train, batch_size=16, shuffle=True)
+        elif loader == "sampler":  # one whose sampler draws from a generator of its own
+            weights = self.train.tensors[1].double() + 0.5  # class 1 three times as often
+            sampler = WeightedRandomSampler(weights, 90, generator=torch.Generator().manual_seed(9))
+            self.data = DataLoader(self.train, batch_size=16, sampler=sampler)
 
     def fit(self, **options: Any) -> History:
         return fit(
@@ -123,9 +127,9 @@ def test_resume_at_an_epoch_boundary_is_exact(
 
 @pytest.mark.skipif(not in_main_thread, reason="signal handlers live in the main thread")
 @pytest.mark.parametrize("at_step", [1, 9, 12, 17])  # first step; mid-epoch; epoch ends (6 steps)
-@pytest.mark.parametrize("loader", [False, True])
+@pytest.mark.parametrize("loader", ["none", "shuffle", "sampler"])
 def test_a_deferred_ctrl_c_saves_between_two_steps_and_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_step: int, loader: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_step: int, loader: str
 ) -> None:
     straight = Run(loader=loader)
     history = straight.fit()

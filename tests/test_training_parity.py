@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+import nograd.data
 from nograd import nn, optim
 from nograd.data import DataLoader, disk
 
@@ -212,6 +213,47 @@ def test_fit_is_a_torch_training_loop_over_a_torch_dataloader(seeded_loader: boo
         with torch.no_grad():
             for x, _ in test_loader:
                 twin(x)
+
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+
+
+def test_fit_over_a_weighted_sampler_is_a_torch_loop_over_torchs() -> None:
+    """An imbalanced task oversampled with ``WeightedRandomSampler`` (its own generator),
+    with Dropout drawing from the global one between batches: ``fit`` over nograd's
+    DataLoader ends where a torch loop over torch's ends, to the bit."""
+    from nograd.train import fit
+
+    train = disk(60, generator=torch.Generator().manual_seed(1))
+    labels = train.tensors[1]
+    weights = (1.0 / torch.bincount(labels).double())[labels].tolist()  # classes equally often
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+    twin = torch.nn.Sequential(
+        torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 2)
+    )
+    twin.load_state_dict(ours.state_dict())
+
+    def sampler(library: Any) -> Any:
+        generator = torch.Generator().manual_seed(5)
+        return library.WeightedRandomSampler(weights, 48, generator=generator)
+
+    torch.manual_seed(4)
+    loader = DataLoader(train, 8, sampler=sampler(nograd.data))
+    fit(ours, nn.CrossEntropyLoss(), optim.Adam(ours.parameters(), lr=0.01), loader,
+        epochs=3, progress=False)  # fmt: skip
+
+    torch.manual_seed(4)
+    dataset = torch.utils.data.TensorDataset(*train.tensors)
+    torch_loader = torch.utils.data.DataLoader(dataset, 8, sampler=sampler(torch.utils.data))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(twin.parameters(), lr=0.01)
+    for _ in range(3):
+        for x, y in torch_loader:
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss_fn(twin(x), y).backward()
+            optimizer.step()
 
     for key, value in twin.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value), key

@@ -7,7 +7,8 @@ with a training section added::
     tensors   training.rng.<name>        generator states (uint8), now:
                   torch                    torch's global generator (initialisation, dropout)
                   cuda                     the accelerator's, when training there
-                  shuffle                  the DataLoader's own generator, if it has one
+                  shuffle                  the DataLoader's own generator, if it shuffles
+                  sampler, batch_sampler   a sampler's own generator (DataLoader.generators)
                   module.<dotted name>     a module's own generator (Dropout(generator=...))
               training.rng_epoch.<name>  the same at the start of an unfinished epoch
               training.loss_sum, training.correct   that epoch's running sums
@@ -60,9 +61,10 @@ class Progress:
 
 
 # ------------------------------------------------------------------ generators
-def generators(model: Module, shuffle: torch.Generator | None) -> dict[str, torch.Generator]:
-    """Every generator a run draws from, besides torch's global ones, by name."""
-    named = {} if shuffle is None else {"shuffle": shuffle}
+def generators(model: Module, loader: dict[str, torch.Generator]) -> dict[str, torch.Generator]:
+    """Every generator a run draws from, besides torch's global ones, by name: the
+    loader's (``DataLoader.generators``) and each module's."""
+    named = dict(loader)
     for name, module in model.named_modules():
         generator = getattr(module, "generator", None)
         if isinstance(generator, torch.Generator):

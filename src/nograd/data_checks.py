@@ -25,7 +25,7 @@ def as_loader(
     shuffle: bool,
     generator: torch.Generator | None,
     what: str,
-) -> DataLoader:
+) -> DataLoader[Any]:
     """``data`` itself if it is a DataLoader, else a DataLoader over it (default batch 32).
 
     Raises:
@@ -180,7 +180,7 @@ def check_finite(tensors: tuple[Tensor, ...] | None, what: str) -> None:
 
 def check_data(
     model: Module,
-    loader: DataLoader,
+    loader: DataLoader[Any],
     what: str,
     device: torch.device,
     dtype: torch.dtype,

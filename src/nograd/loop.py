@@ -13,6 +13,7 @@ import itertools
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,8 +46,8 @@ class EpochLoop:
         optimizer: Optimizer,
         scheduler: LRScheduler | None,
         scheduler_interval: str,
-        loader: DataLoader,
-        test_loader: DataLoader | None,
+        loader: DataLoader[Any],
+        test_loader: DataLoader[Any] | None,
         target_transform: TargetTransform | None,
         device: torch.device,
         dtype: torch.dtype,
@@ -56,7 +57,7 @@ class EpochLoop:
         self.scheduler, self.per_step = scheduler, scheduler_interval == "step"
         self.loader, self.test_loader, self.target_transform = loader, test_loader, target_transform
         self.device, self.dtype, self.epochs = device, dtype, epochs
-        self.named = generators(model, loader.generator if loader.shuffle else None)
+        self.named = generators(model, loader.generators())
         self.watch = loss_watch(optimizer, device)
         self.writer: CheckpointWriter | None = None
         self.every = 1

@@ -76,7 +76,7 @@ def check_mean_loss(loss_fn: Loss, caller: str) -> None:
 def _evaluate(
     model: Module,
     loss_fn: Loss,
-    loader: DataLoader,
+    loader: DataLoader[Any],
     target_transform: TargetTransform | None,
     device: torch.device,
     dtype: torch.dtype,

@@ -162,10 +162,11 @@ def fit(
         if test_data is None
         else as_loader(test_data, test_batch_size, False, None, "fit: test_data")
     )
-    if cuda_graph and len(train_loader.dataset) < train_loader.batch_size:
+    batch_size = train_loader.batch_size  # None: a batch sampler's batches
+    if cuda_graph and batch_size is not None and len(train_loader.dataset) < batch_size:
         raise ValueError(
             f"fit: cuda_graph=True drops partial batches, and the {len(train_loader.dataset)} "
-            f"training samples make none of batch_size={train_loader.batch_size}"
+            f"training samples make none of batch_size={batch_size}"
         )
     n_outputs = check_data(model, train_loader, "fit: train_data", device, dtype, loss_fn)
     if test_loader is not None:

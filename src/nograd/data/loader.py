@@ -1,20 +1,29 @@
-"""DataLoader: cut a dataset into mini-batches, in order or in a fresh random order each epoch."""
+"""DataLoader: cut a dataset into mini-batches, in order, shuffled, or as a sampler says."""
 
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 import torch
 from torch import Tensor
 
+from nograd.data.samplers import (
+    BatchSampler,
+    RandomSampler,
+    SequentialSampler,
+    check_batching,
+    checked_generator,
+)
 from nograd.data.split import tensors_of
 
 # The fast path cuts this many batches at a time with one torch.split call, which
 # costs less per batch than a Python slice and keeps at most this many views alive.
 BATCHES_PER_SPLIT = 256
+
+Batch = TypeVar("Batch")
+Collate = Callable[[list[Any]], Any]  # the samples of one batch -> the batch
 
 
 class Dataset(Protocol):
@@ -25,51 +34,97 @@ class Dataset(Protocol):
     def __getitem__(self, index: int) -> Sequence[Any]: ...
 
 
-class DataLoader:
+class DataLoader(Generic[Batch]):
     """Yield mini-batches (tuples of tensors) covering every sample once per epoch.
 
     Each ``iter(loader)`` is one epoch. With ``shuffle=True`` the epoch visits the
     samples in the order of a ``torch.randperm(n)`` drawn afresh at every epoch, so a
-    seeded generator reproduces the whole sequence of epochs.
+    seeded generator reproduces the whole sequence of epochs. Any other order comes
+    from a ``sampler`` (indices, such as ``WeightedRandomSampler``) or a
+    ``batch_sampler`` (lists of indices, one per batch): ``nograd.data.samplers``.
 
     The random numbers are torch's: an epoch draws what an epoch of
     ``torch.utils.data.DataLoader`` (``num_workers=0``) draws, from the same
     generators, in the same order and between the same batches (``__iter__``,
-    ``_epoch``), so the same seed gives the same batches in both, and the same random
-    numbers afterwards (Dropout's masks), also with two epochs under way at once.
+    ``_sliced_epoch``), so the same seed gives the same batches in both, and the same
+    random numbers afterwards (Dropout's masks), also with two epochs under way at once.
 
-    A ``TensorDataset`` is batched with tensor slices (views when not shuffling, one
-    gather per tensor per epoch when shuffling), and so is a ``Subset`` of one, after
-    one more gather of its rows per epoch; any other dataset is indexed sample
-    by sample and the fields are stacked, which is slower. Fields that are Python
-    numbers become tensors as in torch's ``default_collate``: float64 when the first
-    is a float, else the dtype ``torch.tensor`` infers (int64, bool).
+    A ``TensorDataset`` is batched with tensor slices (views in order, one gather per
+    tensor per epoch when shuffling), and so is a ``Subset`` of one, after one more
+    gather of its rows per epoch; under any other sampler, each batch is one gather of
+    its rows. Any other dataset, or any ``collate_fn``, reads the samples one by one
+    and hands the batch's list of samples to ``collate_fn``, which by default is
+    ``default_collate``: field j of every sample stacked into batch tensor j.
 
     Args:
         dataset: a ``TensorDataset`` or a ``Subset``, or any object with ``__len__`` and a
             ``__getitem__`` that returns a tuple of tensors or numbers.
         batch_size: samples per batch; the last batch may be smaller.
         shuffle: draw a new random order at each epoch.
+        sampler: the indices of an epoch, in their order (instead of ``shuffle``).
+        batch_sampler: the lists of indices of an epoch's batches (instead of
+            ``batch_size``, ``shuffle``, ``sampler`` and ``drop_last``).
+        collate_fn: makes a batch from the list of its samples (default:
+            ``default_collate``); the loader yields what it returns.
         drop_last: drop the last batch when it holds fewer than ``batch_size`` samples
             (a bool, as torch requires).
-        generator: the generator the epoch draws from (torch's global one when None).
+        generator: the generator the epoch draws from (torch's global one when None):
+            ``shuffle``'s order and the seed torch draws for worker processes.
 
-    ``drop_last`` and ``generator`` are keyword-only: torch's DataLoader takes other
-    arguments at those positions (``sampler``, ``batch_sampler``, ...), which nograd
-    does not offer, so a call written for torch fails here instead of meaning another
-    thing.
+    ``collate_fn``, ``drop_last`` and ``generator`` are keyword-only: torch's
+    DataLoader takes ``num_workers`` and ``pin_memory`` at positions nograd does not
+    offer, so a call written for torch fails here instead of meaning another thing.
+
+    Raises:
+        ValueError: for a sampler with ``shuffle=True``, a batch sampler with
+            ``batch_size``, ``shuffle``, ``sampler`` or ``drop_last`` (torch's rules),
+            and for the batch_size and drop_last that ``BatchSampler`` refuses.
 
     Shape:
         each dataset tensor: (n, *) -> each batch tensor: (batch_size, *), the last
         one (min(batch_size, n mod batch_size or batch_size), *).
     """
 
+    batch_size: int | None  # None with a batch_sampler, which sizes the batches itself
+    batch_sampler: Iterable[Sequence[int]]  # each epoch's batches, as lists of indices
+
+    @overload
+    def __init__(
+        self: DataLoader[tuple[Tensor, ...]],
+        dataset: Dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        sampler: Iterable[int] | None = None,
+        batch_sampler: Iterable[Sequence[int]] | None = None,
+        *,
+        collate_fn: None = None,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None: ...
+
+    @overload
     def __init__(
         self,
         dataset: Dataset,
         batch_size: int = 1,
         shuffle: bool = False,
+        sampler: Iterable[int] | None = None,
+        batch_sampler: Iterable[Sequence[int]] | None = None,
         *,
+        collate_fn: Callable[[list[Any]], Batch],
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        sampler: Iterable[int] | None = None,
+        batch_sampler: Iterable[Sequence[int]] | None = None,
+        *,
+        collate_fn: Collate | None = None,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -78,107 +133,187 @@ class DataLoader:
                 f"DataLoader: expected a dataset with __len__ and __getitem__, "
                 f"got {type(dataset).__name__}"
             )
-        # ValueError, not TypeError, for the wrong type too: torch's BatchSampler raises it
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise ValueError(
-                f"DataLoader: expected an integer batch_size, got {type(batch_size).__name__}"
-            )
-        if batch_size <= 0:
-            raise ValueError(f"DataLoader: expected batch_size >= 1, got {batch_size}")
-        if not isinstance(drop_last, bool):  # as torch: None or "no" is refused, not read as bool
-            raise ValueError(f"DataLoader: expected drop_last to be a bool, got {drop_last!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
+        check_batching("DataLoader", batch_size, drop_last)
+        self.generator = checked_generator("DataLoader", generator)
+        for name, value in (("sampler", sampler), ("batch_sampler", batch_sampler)):
+            if value is not None and not hasattr(value, "__iter__"):
+                raise TypeError(
+                    f"DataLoader: expected {name} to be an iterable, got {type(value).__name__}"
+                )
+        if collate_fn is not None and not callable(collate_fn):
             raise TypeError(
-                f"DataLoader: expected a torch.Generator or None, got {type(generator).__name__}"
+                f"DataLoader: expected collate_fn to be callable, got {type(collate_fn).__name__}"
+            )
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler is mutually exclusive with shuffle=True")
+        if batch_sampler is not None and (
+            batch_size != 1 or shuffle or sampler is not None or drop_last
+        ):
+            raise ValueError(
+                "DataLoader: batch_sampler is mutually exclusive with batch_size, shuffle, "
+                "sampler and drop_last"
             )
         if len(dataset) == 0:
             raise ValueError("DataLoader: the dataset is empty (0 samples)")
+        if sampler is None and shuffle:  # the two orders shuffle chooses between, as torch's
+            sampler = RandomSampler(dataset, generator=generator)
+        elif sampler is None:
+            sampler = SequentialSampler(dataset)
         self.dataset = dataset
-        self.batch_size = batch_size
         self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.generator = generator
+        self.sampler = sampler
+        self.collate_fn = collate_fn
+        if batch_sampler is None:
+            self.batch_size, self.drop_last = batch_size, drop_last
+            self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+        else:  # as torch: the batch sampler decides, and these read None and False
+            self.batch_size, self.drop_last = None, False
+            self.batch_sampler = batch_sampler
 
     def __len__(self) -> int:
-        """The number of batches in one epoch."""
-        n = len(self.dataset)
-        if self.drop_last:
-            return n // self.batch_size
-        return math.ceil(n / self.batch_size)
+        """The number of batches in one epoch (the batch sampler's length)."""
+        return len(self.batch_sampler)  # type: ignore[arg-type]  # TypeError if it has none
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[Batch]:
         """One epoch. Its random numbers are drawn where torch's DataLoader draws them.
 
-        ``iter()`` draws torch's base seed for worker processes at once, shuffled or
-        not: one int64 from the loader's generator, or from the global one. nograd has
-        no workers, but draws it too, so that the numbers drawn after it are torch's.
-        The rest (``_epoch``) waits for the first ``next()``, as torch's sampler does.
+        torch's ``iter()`` opens the batch sampler, then draws its base seed for worker
+        processes: one int64 from the loader's generator, or from the global one.
+        nograd has no workers, but draws it too, so that the numbers drawn after it are
+        torch's. The samplers here draw nothing more until the first ``next()``.
         """
+        sliced = self._slicing()  # a TensorDataset in order or shuffled: the fast path
+        if sliced is not None:  # its samplers are nograd's, which draw nothing at iter()
+            self._draw_seed_for_workers()
+            return cast(Iterator[Batch], self._sliced_epoch(*sliced))  # Batch: a tuple here
+        index_batches = iter(self.batch_sampler)
+        self._draw_seed_for_workers()
+        return self._indexed_epoch(index_batches)
+
+    def _draw_seed_for_workers(self) -> None:
         seed_for_workers = torch.empty((), dtype=torch.int64)
         seed_for_workers.random_(generator=self.generator)  # drawn and not used
-        return self._epoch(len(self.dataset))
 
-    def _epoch(self, n: int) -> Iterator[tuple[Tensor, ...]]:
-        """The batches, with the draws torch's ``RandomSampler`` makes between them.
+    def generators(self) -> dict[str, torch.Generator]:
+        """The generators an epoch draws from besides torch's global one, by name.
 
-        At the first ``next()`` it draws the order: ``randperm(n)`` from the loader's
-        generator, or, without one, from a new generator seeded by one more int64 from
-        the global generator. Once the order is used up, it draws
-        ``randperm(n)[:num_samples % n]``, the rest of an epoch longer than n samples:
-        empty here (num_samples = n), but drawn all the same. From the loader's
-        generator, that moves it on; without one, it comes from the sampler's own
-        generator, which nothing else reads. torch's batch sampler runs out of indices
-        when it is asked for the batch after the last full one: the last, partial
-        batch, or the end of the epoch.
+        The loader's own when it shuffles ("shuffle"), and each sampler's own, once
+        each: what a checkpoint must keep to replay an epoch.
         """
-        order = self._draw_order(n)
-        full_batches = n // self.batch_size
-        usable = full_batches * self.batch_size if self.drop_last else n
-        tensors = tensors_of(self.dataset)  # a TensorDataset, or a Subset of one
-        if tensors is not None:
-            batches = self._tensor_batches(tensors, order, usable)
-        else:
-            batches = self._generic_batches(order, usable)
-        yield from itertools.islice(batches, full_batches)
+        named: dict[str, torch.Generator] = {}
         if self.shuffle and self.generator is not None:
-            torch.randperm(n, generator=self.generator)  # drawn and not used
-        yield from batches  # the last, partial batch, unless dropped
+            named["shuffle"] = self.generator
+        holders = {
+            "sampler": self.sampler,
+            "batch_sampler": self.batch_sampler,
+            "batch_sampler.sampler": getattr(self.batch_sampler, "sampler", None),
+        }
+        for name, holder in holders.items():
+            generator = getattr(holder, "generator", None)
+            if isinstance(generator, torch.Generator) and not any(
+                generator is seen for seen in named.values()
+            ):
+                named[name] = generator
+        return named
 
-    def _draw_order(self, n: int) -> Tensor | None:
-        """The epoch's order (None: in order), drawn as torch's ``RandomSampler`` draws it."""
-        if not self.shuffle:
+    def _slicing(self) -> tuple[tuple[Tensor, ...], RandomSampler | None, BatchSampler] | None:
+        """The dataset's tensors, the shuffling sampler (None: in order) and the batch
+        sampler, where batches can be cut as slices; else None.
+
+        That is a ``TensorDataset`` (or a ``Subset`` of one) under the default collation
+        and a ``BatchSampler`` over one pass of the dataset, in order or in a
+        permutation without replacement.
+        """
+        batches, n = self.batch_sampler, len(self.dataset)
+        if self.collate_fn is not None or type(batches) is not BatchSampler:
             return None
-        if self.generator is not None:
-            return torch.randperm(n, generator=self.generator)
-        seed = int(torch.empty((), dtype=torch.int64).random_().item())
-        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        sampler = batches.sampler
+        if type(sampler) is SequentialSampler:
+            shuffler = None
+        elif type(sampler) is RandomSampler and not sampler.replacement:
+            shuffler = sampler
+        else:
+            return None
+        if len(sampler) != n:
+            return None
+        tensors = tensors_of(self.dataset)  # None: not a dataset of tensors
+        return None if tensors is None else (tensors, shuffler, batches)
 
+    def _sliced_epoch(
+        self, tensors: tuple[Tensor, ...], shuffler: RandomSampler | None, batches: BatchSampler
+    ) -> Iterator[tuple[Tensor, ...]]:
+        """The batches of a TensorDataset as slices, with the draws torch makes between them.
+
+        At the first ``next()`` the sampler draws the order (``RandomSampler.blocks``).
+        torch's batch sampler runs out of indices when it is asked for the batch after
+        the last full one: the last, partial batch, or the end of the epoch. Only then
+        does its sampler draw the rest of a longer epoch, ``randperm(n)[:0]``, empty
+        here but drawn all the same: from the loader's generator, that moves it on.
+        """
+        n, batch_size = len(self.dataset), batches.batch_size
+        blocks = shuffler.blocks() if shuffler is not None else None
+        order = next(blocks) if blocks is not None else None  # None: in order
+        full_batches = n // batch_size
+        usable = full_batches * batch_size if batches.drop_last else n
+        sliced = self._tensor_batches(tensors, order, usable, batch_size)
+        yield from itertools.islice(sliced, full_batches)
+        if blocks is not None:
+            next(blocks, None)  # drawn and not used
+        yield from sliced  # the last, partial batch, unless dropped
+
+    @staticmethod
     def _tensor_batches(
-        self, tensors: tuple[Tensor, ...], order: Tensor | None, usable: int
+        tensors: tuple[Tensor, ...], order: Tensor | None, usable: int, batch_size: int
     ) -> Iterator[tuple[Tensor, ...]]:
         if order is not None:
             tensors = tuple(tensor[order] for tensor in tensors)  # one gather per epoch
-        step = self.batch_size * BATCHES_PER_SPLIT
+        step = batch_size * BATCHES_PER_SPLIT
         for start in range(0, usable, step):
             stop = min(start + step, usable)
-            columns = [torch.split(tensor[start:stop], self.batch_size) for tensor in tensors]
+            columns = [torch.split(tensor[start:stop], batch_size) for tensor in tensors]
             yield from zip(*columns, strict=True)
 
-    def _generic_batches(self, order: Tensor | None, usable: int) -> Iterator[tuple[Tensor, ...]]:
-        indices = order.tolist() if order is not None else list(range(len(self.dataset)))
-        for start in range(0, usable, self.batch_size):
-            batch_indices = indices[start : start + self.batch_size]
-            yield _collate([self.dataset[index] for index in batch_indices], batch_indices)
+    def _indexed_epoch(self, index_batches: Iterator[Sequence[int]]) -> Iterator[Any]:
+        """The batches at the batch sampler's indices: one gather per tensor of a
+        TensorDataset, else the samples one by one through ``collate_fn``."""
+        tensors = tensors_of(self.dataset) if self.collate_fn is None else None
+        for indices in index_batches:
+            if tensors is not None:
+                rows = torch.as_tensor(indices, dtype=torch.int64)
+                yield tuple(tensor[rows] for tensor in tensors)
+            elif self.collate_fn is not None:
+                yield self.collate_fn([self.dataset[index] for index in indices])
+            else:
+                yield _collate([self.dataset[index] for index in indices], list(indices))
 
     def __repr__(self) -> str:
+        if self.batch_size is None:
+            return f"DataLoader(n={len(self.dataset)}, batch_sampler={self.batch_sampler!r})"
         return (
             f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"
         )
 
 
-def _collate(samples: list[Sequence[Any]], indices: list[int]) -> tuple[Tensor, ...]:
-    """Stack field j of every sample into batch tensor j."""
+def default_collate(samples: Sequence[Sequence[Any]]) -> tuple[Tensor, ...]:
+    """Stack field j of every sample into batch tensor j: what DataLoader does by default.
+
+    Tensor fields are stacked (they must share a shape); Python numbers become a tensor
+    as in torch's ``default_collate``: float64 when the first is a float, else the
+    dtype ``torch.tensor`` infers (int64, bool). Call it from a ``collate_fn`` of your
+    own to change one field and keep the rest. Unlike torch's, it gives a tuple (torch:
+    a list) and takes tuples (or lists) of tensors and numbers only.
+
+    Raises:
+        TypeError: for samples that are not tuples, or fields of other types.
+        ValueError: for samples with different numbers of fields, or tensors of
+            different shapes in one field.
+    """
+    return _collate(samples, list(range(len(samples))))
+
+
+def _collate(samples: Sequence[Sequence[Any]], indices: list[int]) -> tuple[Tensor, ...]:
+    """``default_collate``, naming the samples by their dataset ``indices`` in errors."""
     first = samples[0]
     if not isinstance(first, (tuple, list)):
         raise TypeError(
