@@ -9,6 +9,7 @@ from typing import Any, overload
 
 from torch import Tensor
 
+from nograd.nn import hooks
 from nograd.nn.activations import ReLU
 from nograd.nn.linear import Linear
 from nograd.nn.module import Module
@@ -60,6 +61,7 @@ class Sequential(Module):
     # twice, or one with inplace=True); None where it need not
     _subtrees: list[list[Module]] | None = None
     _shared: bool = False  # a module used twice: each use's saved tensors are kept aside
+    _hooks_version: int = -1  # hooks.version when the plan was made: hooks change fusion
 
     def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
@@ -143,7 +145,9 @@ class Sequential(Module):
         first.needs_input_grad = value
 
     def forward(self, x: Tensor) -> Tensor:
-        plan = self._plan if self._plan is not None else self._make_plan()
+        plan = self._plan
+        if plan is None or self._hooks_version != hooks.version:
+            plan = self._make_plan()
         if self._subtrees is not None:
             return self._forward_keeping_books(x, plan, self._subtrees)
         for step in plan:  # a pair is relu(linear(x)), in one op where it can be
@@ -153,7 +157,8 @@ class Sequential(Module):
     def _make_plan(self) -> Plan:
         """Pair each Linear with the ReLU right after it (exactly these classes).
 
-        A subclass may override ``forward``, so only the classes themselves are fused.
+        A subclass may override ``forward``, so only the classes themselves are fused,
+        and only where neither has hooks, which must see the Linear's own output.
         Also decides whether forward must record each use of a module (class docstring).
         """
         modules = list(self._modules.values())
@@ -162,7 +167,11 @@ class Sequential(Module):
         while i < len(modules):
             module = modules[i]
             following = modules[i + 1] if i + 1 < len(modules) else None
-            if type(module) is Linear and type(following) is ReLU:
+            if (
+                type(module) is Linear
+                and type(following) is ReLU
+                and not (hooks.has_hooks(module) or hooks.has_hooks(following))
+            ):
                 plan.append((module, following))
                 i += 2
             else:
@@ -179,6 +188,7 @@ class Sequential(Module):
         object.__setattr__(self, "_shared", shared)
         self.saved.pop("uses", None)  # recorded for the old children
         object.__setattr__(self, "_plan", plan)
+        object.__setattr__(self, "_hooks_version", hooks.version)
         return plan
 
     def _forward_keeping_books(self, x: Tensor, plan: Plan, subtrees: list[list[Module]]) -> Tensor:

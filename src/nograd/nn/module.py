@@ -17,6 +17,8 @@ from typing import Any, Literal, NamedTuple, TypeVar, overload
 import torch
 from torch import Tensor
 
+from nograd.nn import hooks
+from nograd.nn.hooks import Hook, RemovableHandle
 from nograd.nn.parameter import Parameter
 
 
@@ -84,6 +86,41 @@ class Module:
 
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)
+
+    # -------------------------------------------------- hooks (nograd/nn/hooks.py)
+    def register_forward_pre_hook(
+        self, hook: Hook, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every ``forward``; a value it returns
+        replaces ``args`` (a single value is wrapped in a tuple). ``prepend``: run it
+        before the hooks already registered; ``with_kwargs``: call
+        ``hook(module, args, kwargs)``, which returns None or ``(args, kwargs)``."""
+        return hooks.add(self, "_forward_pre_hooks", hook, prepend, with_kwargs)
+
+    def register_forward_hook(
+        self,
+        hook: Hook,
+        *,
+        prepend: bool = False,
+        with_kwargs: bool = False,
+        always_call: bool = False,
+    ) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every ``forward``; a value it
+        returns replaces the output. ``with_kwargs``: call
+        ``hook(module, args, kwargs, output)``; ``always_call``: call it (with output
+        None) also when ``forward`` raised, before the error goes on."""
+        return hooks.add(self, "_forward_hooks", hook, prepend, with_kwargs, always_call)
+
+    def register_full_backward_pre_hook(self, hook: Hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(module, grad_output)`` before every ``backward``, with the tuple of
+        its arguments (dL/d(output),); a tuple it returns replaces them."""
+        return hooks.add(self, "_backward_pre_hooks", hook, prepend)
+
+    def register_full_backward_hook(self, hook: Hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` after every ``backward``, with
+        grad_input = (dL/d(input),), or (None,) where it was not computed; a tuple it
+        returns replaces grad_input, and ``backward`` returns its first element."""
+        return hooks.add(self, "_backward_hooks", hook, prepend)
 
     def overwrites_input(self) -> bool:
         """Whether the next ``forward`` writes its output into its input's memory.
