@@ -490,7 +490,8 @@ def torch_twin_of_the_last_round(config: dict[str, Any]) -> torch.nn.Sequential:
     if config["optimizer"] in ("sgd", "rmsprop"):
         hyper["momentum"] = config["momentum"]
     names = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-             "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam"}  # fmt: skip
+             "adagrad": "Adagrad", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax",
+             "adadelta": "Adadelta"}  # fmt: skip
     optimizer = getattr(torch.optim, names[config["optimizer"]])(twin.parameters(), **hyper)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"])
     mean, std = (x.mean(0), x.std(0)) if config["standardize"] else (torch.zeros(2), torch.ones(2))
@@ -532,6 +533,8 @@ def torch_twin_of_the_last_round(config: dict[str, Any]) -> torch.nn.Sequential:
         ["--optimizer", "adagrad", "--lr", "0.1", "--weight-decay", "0.01", "--activation", "tanh"],
         ["--optimizer", "nadam", "--weight-decay", "0.01", "--activation", "relu", "--task", "xor"],
         ["--optimizer", "radam", "--activation", "sigmoid", "--task", "spirals"],
+        ["--optimizer", "adamax", "--weight-decay", "0.1", "--activation", "relu", "--seed", "2"],
+        ["--optimizer", "adadelta", "--lr", "1.0", "--activation", "tanh"],
     ],
 )  # fmt: skip
 def test_every_option_trains_what_a_torch_loop_trains(tmp_path: Path, options: list[str]) -> None:

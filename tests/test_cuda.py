@@ -89,7 +89,9 @@ def test_cross_entropy_on_cuda_reads_no_targets_and_matches_torch(
     torch.testing.assert_close(grad, z_ref.grad, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam"])
+@pytest.mark.parametrize(
+    "name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "NAdam", "RAdam", "Adamax", "Adadelta"]
+)
 def test_optimizers_match_torch_on_cuda(name: str) -> None:
     options = {"SGD": {"lr": 0.1, "momentum": 0.9, "nesterov": True}}.get(name, {"lr": 1e-2})
     shapes = [(25, 2), (25,), (2, 25), (2,)]

@@ -185,7 +185,8 @@ CASES = [
     Case("unknown-optimizer", "an unknown optimizer name",
          lambda tmp: build_optimizer(TrainConfig(optimizer="lbfgs"), model()), ValueError,
          "unknown optimizer 'lbfgs'; expected one of "
-         "['adagrad', 'adam', 'adamw', 'nadam', 'radam', 'rmsprop', 'sgd']"),
+         "['adadelta', 'adagrad', 'adam', 'adamax', 'adamw', 'nadam', 'radam', 'rmsprop', "
+         "'sgd']"),
     Case("unknown-loss", "an unknown loss name",
          lambda tmp: build_loss(TrainConfig(loss="hinge")), ValueError,
          "unknown loss 'hinge'; expected one of ['bce', 'ce', 'mse']"),

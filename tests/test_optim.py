@@ -12,7 +12,18 @@ import torch
 from torch import Tensor
 
 from nograd.nn import Parameter
-from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
+from nograd.optim import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    NAdam,
+    Optimizer,
+    RAdam,
+    RMSprop,
+)
 from tests.oracle import assert_close
 
 SHAPES = [(3, 4), (4,), (2, 1, 3)]
@@ -24,6 +35,8 @@ TWINS: dict[type[Optimizer], Callable[..., torch.optim.Optimizer]] = {
     Adagrad: torch.optim.Adagrad,
     NAdam: torch.optim.NAdam,
     RAdam: torch.optim.RAdam,
+    Adamax: torch.optim.Adamax,
+    Adadelta: torch.optim.Adadelta,
 }
 CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (SGD, {}),
@@ -69,6 +82,13 @@ CASES: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (RAdam, {"lr": 0.05, "weight_decay": 0.1}),
     (RAdam, {"lr": 0.05, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     (RAdam, {"lr": 0.05, "betas": (0.5, 0.8), "eps": 1e-3, "maximize": True}),
+    (Adamax, {}),
+    (Adamax, {"lr": 0.05, "weight_decay": 0.1}),
+    (Adamax, {"lr": 0.05, "betas": (0.5, 0.8), "eps": 1e-3, "maximize": True}),
+    (Adadelta, {}),
+    (Adadelta, {"lr": 0.5, "rho": 0.5, "eps": 1e-3}),
+    (Adadelta, {"weight_decay": 0.1, "maximize": True}),
+    (Adadelta, {"rho": 1.0}),
 ]
 IDS = [f"{cls.__name__}-{kwargs}" for cls, kwargs in CASES]
 # One override per optimizer for a first group that differs from the second.
@@ -80,6 +100,8 @@ GROUP_OPTIONS: dict[type[Optimizer], dict[str, Any]] = {
     Adagrad: {"lr": 0.2, "lr_decay": 0.1, "initial_accumulator_value": 0.1},
     NAdam: {"lr": 0.2, "betas": (0.8, 0.9), "momentum_decay": 0.01},
     RAdam: {"lr": 0.2, "betas": (0.8, 0.9), "eps": 1e-4},
+    Adamax: {"lr": 0.2, "betas": (0.8, 0.9), "eps": 1e-4},
+    Adadelta: {"lr": 0.5, "rho": 0.8},
 }
 
 
@@ -401,6 +423,11 @@ def test_zero_grad_defaults_to_none() -> None:
         (NAdam, {"betas": (0.9, 1.0)}, r"NAdam: expected betas\[1\] in \[0, 1\), got 1.0"),
         (RAdam, {"eps": -1e-8}, r"RAdam: expected eps >= 0, got -1e-08"),
         (RAdam, {"betas": (-0.1, 0.9)}, r"RAdam: expected betas\[0\] in \[0, 1\), got -0.1"),
+        (Adamax, {"lr": -0.1}, r"Adamax: expected lr >= 0, got -0.1"),
+        (Adamax, {"betas": (0.9, 1.0)}, r"Adamax: expected betas\[1\] in \[0, 1\), got 1.0"),
+        (Adadelta, {"rho": 1.5}, r"Adadelta: expected rho in \[0, 1\], got 1.5"),
+        (Adadelta, {"eps": -1e-6}, r"Adadelta: expected eps >= 0, got -1e-06"),
+        (Adadelta, {"weight_decay": -1}, r"Adadelta: expected weight_decay >= 0, got -1"),
     ],
 )
 def test_invalid_options_raise(cls: type[Optimizer], kwargs: dict[str, Any], match: str) -> None:
@@ -565,7 +592,7 @@ def test_bfloat16_steps_match_torch_bit_for_bit(
 
 
 @pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam])
+@pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta])
 def test_step_counter_is_a_number_written_as_torchs_tensor(
     cls: type[Optimizer], default_dtype: torch.dtype
 ) -> None:
@@ -586,7 +613,7 @@ def test_step_counter_is_a_number_written_as_torchs_tensor(
     assert all(isinstance(state["step"], float) for state in twins.opt.state.values())
 
 
-@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad, NAdam, RAdam])
+@pytest.mark.parametrize("cls", [Adam, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta])
 def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
     twins = Twins(cls, {"lr": 0.01})
     twins.step(3)
@@ -609,6 +636,8 @@ def test_torch_step_counter_loads_and_counts_on(cls: type[Optimizer]) -> None:
         (RMSprop, {"centered": True}),
         (Adagrad, {}),
         (NAdam, {}),
+        (Adamax, {}),
+        (Adadelta, {}),
     ],
 )
 def test_the_denominator_reuses_its_memory_and_keeps_torchs_bits(
@@ -629,7 +658,8 @@ def test_the_denominator_reuses_its_memory_and_keeps_torchs_bits(
         ref_opt.step()
         scratch = [t for tensors in opt._scratch_space.values() for t in tensors]
         addresses.append([t.data_ptr() for t in scratch])
-    assert len(addresses[0]) == 2 and addresses[0] == addresses[1] == addresses[2]
+    scratches = 2 if cls is Adadelta else 1  # Adadelta's two square roots, d's for the rest
+    assert len(addresses[0]) == 2 * scratches and addresses[0] == addresses[1] == addresses[2]
     assert all(torch.equal(p.data, t.detach()) for p, t in zip(ours, ref, strict=True))
     state = opt.state_dict()["state"]
     assert all(set(entry) == set(ref_opt.state_dict()["state"][0]) for entry in state.values())

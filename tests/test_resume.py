@@ -28,7 +28,18 @@ from nograd.nn.activations import GELU
 from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
-from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, Optimizer, RAdam, RMSprop
+from nograd.optim import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    NAdam,
+    Optimizer,
+    RAdam,
+    RMSprop,
+)
 from nograd.optim.lr_scheduler import CosineAnnealingLR
 from nograd.resume import read_resume
 from nograd.safefile import encode
@@ -43,6 +54,8 @@ OPTIMIZERS: dict[str, Callable[[Module], Optimizer]] = {
     "adagrad": lambda m: Adagrad(m.parameters(), lr=0.05, lr_decay=0.01),
     "nadam": lambda m: NAdam(m.parameters(), lr=0.01),
     "radam": lambda m: RAdam(m.parameters(), lr=0.01),
+    "adamax": lambda m: Adamax(m.parameters(), lr=0.01),
+    "adadelta": lambda m: Adadelta(m.parameters(), weight_decay=0.01),
 }
 in_main_thread = threading.current_thread() is threading.main_thread()
 

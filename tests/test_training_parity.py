@@ -33,6 +33,8 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"lr": 1e-2, "weight_decay": 1e-2, "decoupled_weight_decay": True},
     ),
     "radam-wd": ("RAdam", {"lr": 1e-2, "weight_decay": 1e-2}),
+    "adamax-wd": ("Adamax", {"lr": 1e-2, "weight_decay": 1e-2}),
+    "adadelta": ("Adadelta", {"lr": 1.0}),
 }
 LOSSES: dict[str, tuple[Callable[[], nn.Loss], Callable[[], torch.nn.Module]]] = {
     "ce": (nn.CrossEntropyLoss, torch.nn.CrossEntropyLoss),

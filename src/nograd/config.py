@@ -24,7 +24,7 @@ from nograd.nn.binary_cross_entropy import BCEWithLogitsLoss
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.losses import Loss, MSELoss
 from nograd.nn.smooth_activations import SiLU, Softplus
-from nograd.optim import SGD, Adagrad, Adam, AdamW, NAdam, RAdam, RMSprop
+from nograd.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop
 
 TASKS: dict[str, Callable[..., TensorDataset]] = {
     "disk": disk,
@@ -50,6 +50,8 @@ OPTIMIZERS = {
     "adagrad": Adagrad,
     "nadam": NAdam,
     "radam": RAdam,
+    "adamax": Adamax,
+    "adadelta": Adadelta,
 }
 LOSSES = ("ce", "mse", "bce")
 SCHEDULES = ("cosine", "constant")

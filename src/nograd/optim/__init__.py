@@ -1,8 +1,10 @@
 """Optimizers that update ``Parameter.data`` from ``Parameter.grad``, and lr schedules."""
 
 from nograd.optim import lr_scheduler
+from nograd.optim.adadelta import Adadelta
 from nograd.optim.adagrad import Adagrad
 from nograd.optim.adam import Adam, AdamW
+from nograd.optim.adamax import Adamax
 from nograd.optim.nadam import NAdam
 from nograd.optim.optimizer import Optimizer
 from nograd.optim.radam import RAdam
@@ -11,9 +13,11 @@ from nograd.optim.sgd import SGD
 
 __all__ = [
     "SGD",
+    "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "NAdam",
     "Optimizer",
     "RAdam",

@@ -180,6 +180,17 @@ def add_(xs: TensorList, ys: TensorList, alpha: float = 1) -> None:
         _each_(torch._foreach_add_, Tensor.add_, xs, ys, alpha=alpha)
 
 
+def add_scalar(xs: TensorList, c: Tensor | float, out: TensorList | None = None) -> TensorList:
+    """x + c, as new tensors, or into ``out`` (CPU tensors) where given; c as in
+    ``add_scalar_``."""
+    if out is not None:
+        return [torch.add(x, c, out=o) for x, o in zip(xs, out, strict=True)]
+    x = _alone(xs)
+    if x is not None:
+        return [x + c]
+    return _each(torch._foreach_add, torch.add, xs, c)
+
+
 def add_scalar_(xs: TensorList, c: Tensor | float) -> None:
     """x += c, for a number c or a 0-dim c from ``foreach_scalar``."""
     x = _alone(xs)
@@ -268,11 +279,12 @@ def _one_pass_mul_add_exact(dtype: torch.dtype) -> bool:
     return True
 
 
-def div_(xs: TensorList, cs: list[float] | Tensor) -> None:
-    """x_i /= c_i, for one number per tensor, or x /= c for a 0-dim c on the tensors' device."""
+def div_(xs: TensorList, cs: list[float] | Tensor | TensorList) -> None:
+    """x_i /= c_i, for one number or one tensor per tensor (elementwise), or x /= c for
+    a 0-dim c on the tensors' device."""
     x = _alone(xs)
     if x is not None:
-        x.div_(cs[0] if isinstance(cs, list) else cs)
+        x.div_(cs[0] if isinstance(cs, list | tuple) else cs)
     else:
         _each_(torch._foreach_div_, _div_, xs, cs)
 
@@ -362,6 +374,16 @@ def maximum_(xs: TensorList, ys: TensorList) -> None:
 
 def _maximum_(x: Tensor, y: Tensor) -> None:
     torch.maximum(x, y, out=x)  # x = max(x, y)
+
+
+def abs(xs: TensorList, out: TensorList | None = None) -> TensorList:
+    """|x|, as new tensors, or into ``out`` (CPU tensors) where given."""
+    if out is not None:
+        return [torch.abs(x, out=o) for x, o in zip(xs, out, strict=True)]
+    x = _alone(xs)
+    if x is not None:
+        return [x.abs()]
+    return _each(torch._foreach_abs, torch.abs, xs)
 
 
 def sqrt(xs: TensorList, out: TensorList | None = None) -> TensorList:
