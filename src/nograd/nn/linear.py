@@ -99,11 +99,11 @@ class Linear(Module):
         ``_addmm_activation`` (``matmul.addmm_relu``) adds the bias and clamps at 0 as
         part of the matrix product: one kernel launch instead of two on a GPU, and on
         the CPU addmm then relu in place, the very numbers of ``forward`` followed by
-        ``ReLU``. Like ``forward``, it saves x. It returns None without a bias, for an
-        input that is not a matrix, and where torch refuses the input: the caller then
-        runs the two forwards, which explain any error.
+        ``ReLU``. Like ``forward``, it saves x. It returns None without a bias and where
+        torch's op refuses the input (one that is not a matrix, say): the caller then
+        runs the two forwards, which take any shape and explain any error.
         """
-        if self.bias is None or x.dim() != 2:
+        if self.bias is None:
             return None
         if self.weight.data is not self._weight_data:
             self._view_weight()
