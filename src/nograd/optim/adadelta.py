@@ -79,8 +79,7 @@ class Adadelta(Optimizer):
                 continue
             lr, rho, eps = group["lr"], group["rho"], group["eps"]
             states = [self._state_of(param) for param in params]
-            for state in states:  # unused by the update; counted for torch's checkpoints
-                state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
+            tensors.count_step(states)  # t = t + 1: unused by the update, kept for torch's format
             g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             v, u = tensors.state(states, "square_avg"), tensors.state(states, "acc_delta")
             foreach.mul_(v, self._scalar(rho, v))  # v = rho * v

@@ -92,9 +92,7 @@ class Adagrad(Optimizer):
                 continue
             lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
             states = [self._state_of(param) for param in params]
-            for state in states:
-                state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
-            t = tensors.counters(states, "step")
+            t = tensors.count_step(states)  # t = t + 1
             g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             s = tensors.state(states, "sum")
             foreach.addcmul_(s, g, g, value=1)  # s = s + g * g

@@ -82,9 +82,7 @@ class Adam(Optimizer):
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             amsgrad = group["amsgrad"]
             states = [self._state_of(param, amsgrad) for param in params]
-            for state in states:
-                state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
-            t = tensors.counters(states, "step")
+            t = tensors.count_step(states)  # t = t + 1
             g = self._maximize_and_decay(group, p, g)  # -g if maximize; g + wd p, or p (1 - lr wd)
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
             self._update_moments(m, v, g, beta1, beta2)  # m, v = running g and g^2

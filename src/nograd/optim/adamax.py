@@ -77,9 +77,7 @@ class Adamax(Optimizer):
                 continue
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             states = [self._state_of(param) for param in params]
-            for state in states:
-                state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
-            t = tensors.counters(states, "step")
+            t = tensors.count_step(states)  # t = t + 1
             g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             m, u = tensors.state(states, "exp_avg"), tensors.state(states, "exp_inf")
             foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)

@@ -55,6 +55,16 @@ class GroupTensors(NamedTuple):
         values = [state[key] for state in states]
         return values if self.flat is None else values[:1]
 
+    def count_step(self, states: list[dict[str, Any]]) -> list[float]:
+        """t = t + 1 in each parameter's ``state["step"]``; then t per tensor of the lists.
+
+        t is a Python float; ``float()`` also reads the 0-dim tensor a loaded
+        checkpoint holds.
+        """
+        for state in states:
+            state["step"] = float(state["step"]) + 1
+        return self.counters(states, "step")
+
 
 class Optimizer:
     """Base class of every optimizer: subclasses implement ``step``.

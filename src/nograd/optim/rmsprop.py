@@ -87,8 +87,7 @@ class RMSprop(Optimizer):
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
             mu, centered = group["momentum"], group["centered"]
             states = [self._state_of(param, mu, centered) for param in params]
-            for state in states:  # unused by the update; counted for torch's checkpoints
-                state["step"] = float(state["step"]) + 1  # t = t + 1; float() reads a loaded tensor
+            tensors.count_step(states)  # t = t + 1: unused by the update, kept for torch's format
             g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             v = tensors.state(states, "square_avg")
             foreach.mul_(v, self._scalar(alpha, v))  # v = alpha * v
