@@ -35,7 +35,7 @@ class Dataset(Protocol):
 
 
 class DataLoader(Generic[Batch]):
-    """Yield mini-batches (tuples of tensors) covering every sample once per epoch.
+    """Yield mini-batches (tuples of tensors, or what ``collate_fn`` makes), an epoch at a time.
 
     Each ``iter(loader)`` is one epoch. With ``shuffle=True`` the epoch visits the
     samples in the order of a ``torch.randperm(n)`` drawn afresh at every epoch, so a
@@ -248,7 +248,8 @@ class DataLoader(Generic[Batch]):
         torch's batch sampler runs out of indices when it is asked for the batch after
         the last full one: the last, partial batch, or the end of the epoch. Only then
         does its sampler draw the rest of a longer epoch, ``randperm(n)[:0]``, empty
-        here but drawn all the same: from the loader's generator, that moves it on.
+        here but drawn all the same: from the sampler's generator (``shuffle``'s is the
+        loader's), that moves it on.
         """
         n, batch_size = len(self.dataset), batches.batch_size
         blocks = shuffler.blocks() if shuffler is not None else None
