@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import operator
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, overload
 
 from torch import Tensor
@@ -57,6 +58,7 @@ class Sequential(Module):
     # Module allows, which would break the chain
     _modules: OrderedDict[str, Module]  # type: ignore[assignment]
     _plan: Plan | None = None  # forward's steps, made from the children when first needed
+    _calls: tuple[Callable[[Tensor], Tensor], ...] = ()  # the plan's steps as functions
     # each child and the modules inside it, where forward keeps books (a module used
     # twice, or one with inplace=True); None where it need not
     _subtrees: list[list[Module]] | None = None
@@ -150,8 +152,8 @@ class Sequential(Module):
             plan = self._make_plan()
         if self._subtrees is not None:
             return self._forward_keeping_books(x, plan, self._subtrees)
-        for step in plan:  # a pair is relu(linear(x)), in one op where it can be
-            x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
+        for call in self._calls:  # a child's forward, or a Linear and its ReLU in one op
+            x = call(x)
         return x
 
     def _make_plan(self) -> Plan:
@@ -188,6 +190,9 @@ class Sequential(Module):
         object.__setattr__(self, "_shared", shared)
         self.saved.pop("uses", None)  # recorded for the old children
         object.__setattr__(self, "_plan", plan)
+        # each step as the function forward calls: found once here, not at every step
+        calls = (partial(_linear_relu, *s) if isinstance(s, tuple) else s.forward for s in plan)
+        object.__setattr__(self, "_calls", tuple(calls))
         object.__setattr__(self, "_hooks_version", hooks.version)
         return plan
 
