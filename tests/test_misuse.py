@@ -154,6 +154,9 @@ CASES = [
     Case("sequential-item", "a non-module in a Sequential",
          lambda tmp: Sequential(Linear(2, 2), "relu"), TypeError,  # type: ignore[arg-type]
          "Sequential: expected a Module, got str"),
+    Case("hook-not-callable", "a hook that is not a function",
+         lambda tmp: Linear(2, 2).register_forward_hook("print"), TypeError,  # type: ignore[arg-type]
+         "Linear(in_features=2, out_features=2, bias=True): expected a callable hook, got str"),
     Case("mse-shape", "targets of another shape than the predictions",
          lambda tmp: MSELoss()(torch.randn(4, 2), torch.randn(4, 3)), ValueError,
          "MSELoss(reduction='mean'): expected target of shape (4, 2) (same as pred), got (4, 3)"),
