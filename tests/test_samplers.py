@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.utils.data as tud
@@ -263,10 +264,14 @@ def test_collate_fn_gets_each_batchs_samples_and_makes_the_batch(generic: bool) 
 
 
 def test_default_collate_is_torchs_for_tensors_and_numbers() -> None:
-    samples = [(torch.full((2,), float(i)), i, 0.5 * i, i % 2 == 0) for i in range(4)]
+    samples = [
+        (torch.full((2,), float(i)), i, 0.5 * i, i % 2 == 0, np.float32(i / 3), np.int32(i),
+         np.bool_(i > 1), np.arange(3, dtype=np.float32) * i, np.float64(i) / 7)
+        for i in range(4)
+    ]  # fmt: skip
     ours = nd.default_collate(samples)
     theirs = tud.default_collate(samples)
-    assert isinstance(ours, tuple) and len(ours) == len(theirs) == 4
+    assert isinstance(ours, tuple) and len(ours) == len(theirs) == 9
     for a, b in zip(ours, theirs, strict=True):
         assert a.dtype == b.dtype and torch.equal(a, b)
     with pytest.raises(ValueError, match="field 0 has different shapes"):

@@ -299,11 +299,12 @@ class DataLoader(Generic[Batch]):
 def default_collate(samples: Sequence[Sequence[Any]]) -> tuple[Tensor, ...]:
     """Stack field j of every sample into batch tensor j: what DataLoader does by default.
 
-    Tensor fields are stacked (they must share a shape); Python numbers become a tensor
+    Tensor fields are stacked (they must share a shape), and so are numpy arrays and
+    numpy numbers, each as a tensor of its own dtype; Python numbers become a tensor
     as in torch's ``default_collate``: float64 when the first is a float, else the
     dtype ``torch.tensor`` infers (int64, bool). Call it from a ``collate_fn`` of your
     own to change one field and keep the rest. Unlike torch's, it gives a tuple (torch:
-    a list) and takes tuples (or lists) of tensors and numbers only.
+    a list) and takes tuples (or lists) of these only, not dicts or strings.
 
     Raises:
         TypeError: for samples that are not tuples, or fields of other types.
@@ -329,6 +330,8 @@ def _collate(samples: Sequence[Sequence[Any]], indices: list[int]) -> tuple[Tens
             )
     batch = []
     for field, values in enumerate(zip(*samples, strict=True)):
+        if all(type(value).__module__ == "numpy" for value in values):  # arrays, numpy scalars
+            values = tuple(torch.as_tensor(value) for value in values)  # as torch: own dtypes
         if all(isinstance(value, Tensor) for value in values):
             shapes = {tuple(value.shape) for value in values}
             if len(shapes) != 1:
