@@ -295,3 +295,33 @@ def test_a_model_without_hooks_runs_the_class_methods() -> None:
     model, _ = twins()
     assert not any(hooks.has_hooks(child) for child in model.modules())
     assert all("forward" not in child.__dict__ for child in model.modules())
+
+
+def trained(hooked: bool) -> tuple[dict[str, torch.Tensor], int]:
+    """Two epochs of fit on the disk task; with ``hooked``, a forward and a backward
+    hook on every child. The parameters, and how many times the hooks ran."""
+    from nograd.data import disk
+    from nograd.optim import SGD
+    from nograd.train import fit
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    calls: list[str] = []
+    if hooked:
+        for child in model:
+            child.register_forward_hook(lambda m, a, o: calls.append("forward"))
+            child.register_full_backward_hook(lambda m, gi, go: calls.append("backward"))
+    data = disk(64, generator=torch.Generator().manual_seed(3))
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    fit(model, nn.CrossEntropyLoss(), optimizer, data, epochs=2, batch_size=16, progress=False)
+    return model.state_dict(), len(calls)
+
+
+def test_hooks_that_only_read_leave_training_as_it_was() -> None:
+    """fit with hooks that only look (the Linear and ReLU then run apart) ends with the
+    parameters of fit without hooks, to the bit."""
+    plain, no_calls = trained(hooked=False)
+    hooked, calls = trained(hooked=True)
+    for key, value in plain.items():
+        assert torch.equal(value, hooked[key]), key
+    assert no_calls == 0 and calls >= 2 * 5 * 8  # both hooks of 5 children, 8 steps

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 import torch.utils.data as tud
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nograd.data as nd
 from nograd.data import DataLoader, TensorDataset
@@ -347,3 +349,37 @@ def test_loader_refuses_a_sampler_or_collate_fn_of_the_wrong_kind() -> None:
         DataLoader(dataset, batch_sampler=1.0)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="expected collate_fn to be callable, got str"):
         DataLoader(dataset, collate_fn="stack")  # type: ignore[call-overload]
+
+
+@given(
+    n=st.integers(1, 30),
+    batch_size=st.integers(1, 12),
+    drop_last=st.booleans(),
+    replacement=st.booleans(),
+    num_samples=st.one_of(st.none(), st.integers(1, 70)),
+    generic=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_any_random_sampler_loader_is_torchs(
+    n: int,
+    batch_size: int,
+    drop_last: bool,
+    replacement: bool,
+    num_samples: int | None,
+    generic: bool,
+    seed: int,
+) -> None:
+    """Over random sizes: a RandomSampler's loader gives torch's batches and draws, for
+    a dataset of tensors (sliced or gathered) and one read sample by sample."""
+    dataset: Any = SquaresDataset(n) if generic else numbered_pairs(n)
+
+    def make(lib: Any, generator: torch.Generator | None) -> Any:
+        sampler = lib.RandomSampler(dataset, replacement, num_samples, generator=generator)
+        return lib.DataLoader(dataset, batch_size, sampler=sampler, drop_last=drop_last)
+
+    runs = []
+    for lib in (nd, tud):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed + 1)
+        runs.append(interleaved(make(lib, generator), generator, epochs=2))
+    assert runs[0] == runs[1]
