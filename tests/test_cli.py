@@ -169,6 +169,16 @@ def test_explicit_options_override_a_preset() -> None:
     assert (default.task, default.hidden, default.rounds) == ("disk", (25, 25, 25), 10)
 
 
+def test_adadelta_takes_torchs_lr_unless_one_is_given() -> None:
+    """Its lr only scales the step it sizes itself: 1.0 by default, as in torch."""
+    parse = build_parser().parse_args
+    assert config_from(parse(["train", "--optimizer", "adadelta"])).lr == 1.0
+    assert config_from(parse(["train", "--optimizer", "adadelta", "--lr", "0.5"])).lr == 0.5
+    assert config_from(parse(["train", "--optimizer", "adam"])).lr == 0.01
+    seed = config_from(parse(["train", "--preset", "seed", "--optimizer", "adadelta"]))
+    assert seed.lr == PRESETS["seed"]["lr"]  # the preset's lr stands
+
+
 def test_gradcheck_passes_for_every_module_of_nograd_nn(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gradcheck"]) == 0
     out = capsys.readouterr().out
@@ -534,7 +544,7 @@ def torch_twin_of_the_last_round(config: dict[str, Any]) -> torch.nn.Sequential:
         ["--optimizer", "nadam", "--weight-decay", "0.01", "--activation", "relu", "--task", "xor"],
         ["--optimizer", "radam", "--activation", "sigmoid", "--task", "spirals"],
         ["--optimizer", "adamax", "--weight-decay", "0.1", "--activation", "relu", "--seed", "2"],
-        ["--optimizer", "adadelta", "--lr", "1.0", "--activation", "tanh"],
+        ["--optimizer", "adadelta", "--activation", "tanh"],  # lr 1.0, its own default
     ],
 )  # fmt: skip
 def test_every_option_trains_what_a_torch_loop_trains(tmp_path: Path, options: list[str]) -> None:

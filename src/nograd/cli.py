@@ -26,6 +26,7 @@ from nograd.architecture import MAX_FEATURES
 from nograd.commands import UsageError, evaluate_command, gradcheck_command
 from nograd.config import (
     ACTIVATIONS,
+    ADADELTA_LR,
     CPU_MATMULS,
     LOSSES,
     MAX_BATCH_SIZE,
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = defaults[flag[2:].replace("-", "_")]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         shown = "0.01 for adamw, else 0" if flag == "--weight-decay" else shown
+        shown = f"{shown}, {ADADELTA_LR} for adadelta" if flag == "--lr" else shown
         train.add_argument(flag, **kwargs, help=f"default: {shown}")
     train.add_argument(
         "--clip-grad-norm",
@@ -252,11 +254,14 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     """Defaults, then the preset, then every option given explicitly; or the resumed run's."""
     if getattr(args, "resume", None) is not None:
         return _resumed_config(args)
-    values: dict[str, Any] = {**asdict(TrainConfig()), **PRESETS[args.preset or "default"]}
+    preset = PRESETS[args.preset or "default"]
+    values: dict[str, Any] = {**asdict(TrainConfig()), **preset}
     for f in fields(TrainConfig):
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
+    if values["optimizer"] == "adadelta" and args.lr is None and "lr" not in preset:
+        values["lr"] = ADADELTA_LR  # its lr scales a step it sizes itself: torch's default
     config = TrainConfig(**values)
     if config.standardize and config.n_train < 2:
         raise UsageError("argument --standardize: needs --n-train of at least 2 (for the std)")

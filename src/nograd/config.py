@@ -53,6 +53,9 @@ OPTIMIZERS = {
     "adamax": Adamax,
     "adadelta": Adadelta,
 }
+# nograd train's --lr for adadelta when none is given: its lr only scales a step whose
+# size it sets itself, so torch's default, 1.0, rather than the 0.01 of the others
+ADADELTA_LR = 1.0
 LOSSES = ("ce", "mse", "bce")
 SCHEDULES = ("cosine", "constant")
 CPU_MATMULS = ("blas", "onednn")  # nograd.set_cpu_matmul's backends
