@@ -16,6 +16,7 @@ from torch import Tensor
 
 from nograd.data.loader import DataLoader
 from nograd.data.split import tensors_of
+from nograd.nn import hooks
 from nograd.nn.module import Module
 
 
@@ -204,7 +205,8 @@ def check_data(
         )
     was_training = model.training
     model.eval()
-    output = model(x.unsqueeze(0).to(device=device, dtype=dtype))
+    with hooks.suspended():  # the user's hooks see the training, not this probe
+        output = model(x.unsqueeze(0).to(device=device, dtype=dtype))
     model.train(was_training)
     n_outputs = int(output.shape[-1]) if output.dim() > 1 else 1
     labels = (tensors or (x, y))[1]

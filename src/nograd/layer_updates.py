@@ -45,7 +45,7 @@ from collections.abc import Set as AbstractSet
 import torch
 from torch import Tensor
 
-from nograd.nn import grad_stream
+from nograd.nn import grad_stream, hooks
 from nograd.nn.container import Sequential
 from nograd.nn.module import Module
 from nograd.nn.parameter import Parameter
@@ -57,11 +57,14 @@ def updates_per_layer_apply(model: Module) -> bool:
     """Whether ``backward_updating_each_layer`` can run ``model``'s backward.
 
     It must be a ``Sequential`` with Sequential's own ``backward`` (the loop this module
-    runs in its place), and each parameter must belong to one child only. What this
+    runs in its place) and no backward hooks of its own (which that loop would skip;
+    its children's still run), and each parameter must belong to one child only. What this
     cannot see: a module that reads another module's weight without holding it (neither
     as a parameter nor as a child) would read the updated weight in its backward.
     """
     if not isinstance(model, Sequential) or type(model).backward is not Sequential.backward:
+        return False
+    if hooks.has_backward_hooks(model):
         return False
     owners: set[int] = set()
     for child in model:

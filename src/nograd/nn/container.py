@@ -146,6 +146,14 @@ class Sequential(Module):
             return  # its later use must still pass dL/d(input) down the chain
         first.needs_input_grad = value
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy``, ``deepcopy`` and ``pickle`` keep: not the plan, which the new
+        module makes at its first forward (``hooks.version`` counts in this process only)."""
+        state = self.__dict__.copy()
+        for name in ("_plan", "_calls", "_subtrees", "_shared", "_hooks_version"):
+            state.pop(name, None)
+        return state
+
     def forward(self, x: Tensor) -> Tensor:
         plan = self._plan
         if plan is None or self._hooks_version != hooks.version:

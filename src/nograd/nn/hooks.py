@@ -42,9 +42,11 @@ one op only where neither has hooks, and plans again when hooks come or go
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import operator
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor
@@ -134,9 +136,42 @@ def remove(module: Module, kind: str, key: int) -> None:
     version += 1
 
 
+def rebind(module: Module) -> None:
+    """Give a copied or unpickled module wrappers of its own (a copy of the original's
+    would still run the original module), over the hook dicts it was given."""
+    if "forward" in module.__dict__:
+        object.__setattr__(module, "forward", HookedForward(module))
+    if "backward" in module.__dict__:
+        object.__setattr__(module, "backward", HookedBackward(module))
+
+
 def has_hooks(module: Module) -> bool:
     """Whether ``module.forward`` or ``module.backward`` runs hooks."""
-    return "forward" in module.__dict__ or "backward" in module.__dict__
+    return "forward" in module.__dict__ or has_backward_hooks(module)
+
+
+def has_backward_hooks(module: Module) -> bool:
+    """Whether ``module.backward`` runs hooks."""
+    return "backward" in module.__dict__
+
+
+_suspended = False  # within suspended(): every hooked module runs as if it had no hooks
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Within the block, modules run without their hooks.
+
+    For the library's own calls that are not the user's forward: ``fit`` runs one
+    sample through the model to check the data, which a hook collecting activations
+    should not see (a torch training loop makes no such call).
+    """
+    global _suspended
+    previous, _suspended = _suspended, True
+    try:
+        yield
+    finally:
+        _suspended = previous
 
 
 def _warn_not_differentiated(module: Module, entry: Entry) -> None:
@@ -168,23 +203,14 @@ class HookedForward:
 
     def __call__(self, *args: Any) -> Any:
         module, forward = self.module, type(self.module).forward
-        if self.running:  # the module's own inner call
+        if self.running or _suspended:  # the module's own inner call, or hooks set aside
             return forward(module, *args)
         kwargs: dict[str, Any] = {}  # nograd's forwards take no keyword arguments
-        for entry in list(module.__dict__.get("_forward_pre_hooks", {}).values()):
-            if entry.with_kwargs:  # hook(module, args, kwargs) -> None or (args, kwargs)
-                changed = entry.hook(module, args, kwargs)
-                if changed is not None and changed[0] is not args:
-                    _warn_not_differentiated(module, entry)
-                    args, kwargs = changed
-            else:
-                changed = entry.hook(module, args)
-                if changed is not None and changed is not args:
-                    _warn_not_differentiated(module, entry)
-                    args = _as_tuple(changed)
         post = list(module.__dict__.get("_forward_hooks", {}).values())
         output, called = None, 0  # called: how many of post have run
-        try:
+        try:  # as torch: a pre-hook that raises runs the always_call hooks too
+            for entry in list(module.__dict__.get("_forward_pre_hooks", {}).values()):
+                args, kwargs = self._run_pre_hook(entry, args, kwargs)
             self.running = True
             try:
                 output = forward(module, *args, **kwargs)
@@ -200,6 +226,23 @@ class HookedForward:
             self._run_always_called(post[called:], args, kwargs, output)
             raise
         return output
+
+    def _run_pre_hook(
+        self, entry: Entry, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments after one pre-hook: what it returned, or the same."""
+        new_args, new_kwargs = args, kwargs
+        if entry.with_kwargs:  # hook(module, args, kwargs) -> None or (args, kwargs)
+            changed = entry.hook(self.module, args, kwargs)
+            if changed is not None:
+                new_args, new_kwargs = _as_tuple(changed[0]), changed[1]
+        else:
+            changed = entry.hook(self.module, args)
+            if changed is not None:
+                new_args = _as_tuple(changed)
+        if len(new_args) != len(args) or any(map(operator.is_not, new_args, args)):
+            _warn_not_differentiated(self.module, entry)  # a new value, not the one given
+        return new_args, new_kwargs
 
     def _run_always_called(
         self, entries: list[Entry], args: tuple[Any, ...], kwargs: dict[str, Any], output: Any

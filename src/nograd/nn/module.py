@@ -87,6 +87,11 @@ class Module:
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Fill a module made by ``copy``, ``deepcopy`` or ``pickle`` from ``state``."""
+        self.__dict__.update(state)
+        hooks.rebind(self)  # its hooks must run it, not the module it was copied from
+
     # -------------------------------------------------- hooks (nograd/nn/hooks.py)
     def register_forward_pre_hook(
         self, hook: Hook, *, prepend: bool = False, with_kwargs: bool = False
