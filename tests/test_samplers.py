@@ -383,3 +383,75 @@ def test_any_random_sampler_loader_is_torchs(
         generator = torch.Generator().manual_seed(seed + 1)
         runs.append(interleaved(make(lib, generator), generator, epochs=2))
     assert runs[0] == runs[1]
+
+
+def test_a_sampler_over_a_shorter_source_is_not_cut_as_slices() -> None:
+    """A RandomSampler of 5 indices, 10 a pass, over a dataset of 10: two permutations
+    of range(5), as torch, not one pass of the dataset."""
+    dataset = numbered_pairs(10)
+
+    def make(lib: Any, generator: torch.Generator | None) -> Any:
+        sampler = lib.RandomSampler(range(5), num_samples=10, generator=generator)
+        return lib.DataLoader(dataset, 3, sampler=sampler)
+
+    same_run(make, True)
+    assert len(make(nd, None)) == 4
+
+
+def test_a_tensor_dataset_subclass_is_read_through_its_getitem() -> None:
+    class Doubled(TensorDataset):
+        def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+            return tuple(t * 2 for t in super().__getitem__(index))
+
+    class TorchDoubled(tud.TensorDataset):
+        def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+            return tuple(t * 2 for t in super().__getitem__(index))
+
+    order = [4, 0, 1]
+    ours = [_plain(b) for b in DataLoader(Doubled(torch.arange(5)), 2, sampler=order)]
+    theirs = [_plain(b) for b in tud.DataLoader(TorchDoubled(torch.arange(5)), 2, sampler=order)]
+    assert ours == theirs == [[[8, 0]], [[2]]]
+    subset = nd.Subset(Doubled(torch.arange(5)), [3, 1])
+    assert [_plain(b) for b in DataLoader(subset, 2)] == [[[6, 2]]]
+
+
+def test_a_batch_sampler_makes_the_other_arguments_as_loose_as_torchs() -> None:
+    """torch checks batch_size, shuffle, sampler and drop_last against a batch sampler
+    only for being set: a batch_size of True (== 1) or a drop_last of None passes."""
+    dataset = numbered_pairs(4)
+    for arguments in ({"batch_size": True}, {"drop_last": None}, {"batch_size": 1.0}):
+        ours = DataLoader(dataset, batch_sampler=[[1, 0]], **arguments)  # type: ignore[call-overload]
+        theirs = tud.DataLoader(dataset, batch_sampler=[[1, 0]], **arguments)
+        assert _plain(list(ours)) == _plain(list(theirs))
+
+
+@pytest.mark.parametrize(
+    ("batches", "error"),
+    [([[0.0, 1.0]], IndexError), ([1, 2], TypeError), ([[]], IndexError)],
+    ids=["float indices", "not lists", "an empty batch"],
+)
+def test_a_bad_batch_of_indices_is_refused_as_torch_refuses_it(
+    batches: list[Any], error: type[Exception]
+) -> None:
+    """On a TensorDataset, which nograd gathers by rows where torch reads each sample;
+    any other dataset meets the indices itself, in both."""
+    dataset = numbered_pairs(4)
+    with pytest.raises(error):
+        list(DataLoader(dataset, batch_sampler=batches))
+    with pytest.raises(error):
+        list(tud.DataLoader(dataset, batch_sampler=batches))
+
+
+def test_default_collate_follows_the_first_value_of_a_mixed_field() -> None:
+    samples = [(np.int64(2),), (1,)]
+    (ours,), (theirs,) = nd.default_collate(samples), tud.default_collate(samples)
+    assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+    assert DataLoader(numbered_pairs(4)).collate_fn is nd.default_collate  # as torch says
+
+
+def test_random_split_takes_numpy_and_tensor_counts() -> None:
+    dataset = numbered_pairs(10)
+    for lengths in ([np.int64(3), np.int64(7)], [torch.tensor(3), torch.tensor(7)]):
+        parts = nd.random_split(dataset, lengths, generator=torch.Generator().manual_seed(0))
+        torch_parts = tud.random_split(dataset, lengths, generator=torch.Generator().manual_seed(0))
+        assert [list(p.indices) for p in parts] == [list(p.indices) for p in torch_parts]

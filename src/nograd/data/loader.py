@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
@@ -133,7 +134,8 @@ class DataLoader(Generic[Batch]):
                 f"DataLoader: expected a dataset with __len__ and __getitem__, "
                 f"got {type(dataset).__name__}"
             )
-        check_batching("DataLoader", batch_size, drop_last)
+        if batch_sampler is None:  # else torch ignores them, once they pass the check below
+            check_batching("DataLoader", batch_size, drop_last)
         self.generator = checked_generator("DataLoader", generator)
         for name, value in (("sampler", sampler), ("batch_sampler", batch_sampler)):
             if value is not None and not hasattr(value, "__iter__"):
@@ -162,7 +164,7 @@ class DataLoader(Generic[Batch]):
         self.dataset = dataset
         self.shuffle = shuffle
         self.sampler = sampler
-        self.collate_fn = collate_fn
+        self.collate_fn: Collate = default_collate if collate_fn is None else collate_fn
         if batch_sampler is None:
             self.batch_size, self.drop_last = batch_size, drop_last
             self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)
@@ -197,8 +199,9 @@ class DataLoader(Generic[Batch]):
     def generators(self) -> dict[str, torch.Generator]:
         """The generators an epoch draws from besides torch's global one, by name.
 
-        The loader's own when it shuffles ("shuffle"), and each sampler's own, once
-        each: what a checkpoint must keep to replay an epoch.
+        The loader's own when it shuffles ("shuffle"; otherwise it draws from it only the
+        unused seed for workers, which no batch depends on), and each sampler's own,
+        once each: what a checkpoint must keep to replay an epoch.
         """
         named: dict[str, torch.Generator] = {}
         if self.shuffle and self.generator is not None:
@@ -225,7 +228,7 @@ class DataLoader(Generic[Batch]):
         permutation without replacement.
         """
         batches, n = self.batch_sampler, len(self.dataset)
-        if self.collate_fn is not None or type(batches) is not BatchSampler:
+        if self.collate_fn is not default_collate or type(batches) is not BatchSampler:
             return None
         sampler = batches.sampler
         if type(sampler) is SequentialSampler:
@@ -234,7 +237,7 @@ class DataLoader(Generic[Batch]):
             shuffler = sampler
         else:
             return None
-        if len(sampler) != n:
+        if len(sampler) != n or len(sampler.data_source) != n:  # one pass over this dataset
             return None
         tensors = tensors_of(self.dataset)  # None: not a dataset of tensors
         return None if tensors is None else (tensors, shuffler, batches)
@@ -277,15 +280,16 @@ class DataLoader(Generic[Batch]):
     def _indexed_epoch(self, index_batches: Iterator[Sequence[int]]) -> Iterator[Any]:
         """The batches at the batch sampler's indices: one gather per tensor of a
         TensorDataset, else the samples one by one through ``collate_fn``."""
-        tensors = tensors_of(self.dataset) if self.collate_fn is None else None
+        default = self.collate_fn is default_collate
+        tensors = tensors_of(self.dataset) if default else None
         for indices in index_batches:
             if tensors is not None:
-                rows = torch.as_tensor(indices, dtype=torch.int64)
+                rows = _rows(indices)
                 yield tuple(tensor[rows] for tensor in tensors)
-            elif self.collate_fn is not None:
-                yield self.collate_fn([self.dataset[index] for index in indices])
-            else:
+            elif default:  # the indices name the samples in its errors
                 yield _collate([self.dataset[index] for index in indices], list(indices))
+            else:
+                yield self.collate_fn([self.dataset[index] for index in indices])
 
     def __repr__(self) -> str:
         if self.batch_size is None:
@@ -294,6 +298,17 @@ class DataLoader(Generic[Batch]):
             f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"
         )
+
+
+def _rows(indices: Sequence[int]) -> Tensor:
+    """A batch sampler's batch as the rows to gather: refused as reading it sample by
+    sample would refuse it (not a list, an index that is not an integer, no index)."""
+    rows = torch.as_tensor(indices)
+    if rows.dim() != 1:
+        raise TypeError(f"DataLoader: expected a batch to be a list of indices, got {indices!r}")
+    if rows.dtype not in (torch.int64, torch.int32) or rows.numel() == 0:
+        raise IndexError(f"DataLoader: expected a batch of integer indices, got {indices!r}")
+    return rows
 
 
 def default_collate(samples: Sequence[Sequence[Any]]) -> tuple[Tensor, ...]:
@@ -340,7 +355,7 @@ def _collate(samples: Sequence[Sequence[Any]], indices: list[int]) -> tuple[Tens
                     f"within the batch of indices {indices}"
                 )
             batch.append(torch.stack(values))
-        elif all(isinstance(value, (bool, int, float)) for value in values):
+        elif all(isinstance(value, numbers.Number) for value in values):  # numpy's too
             # torch's default_collate takes the dtype from the first item: float64 for a
             # float (0.1 stays 0.1), else what torch.tensor infers (int64, bool, float32)
             dtype = torch.float64 if isinstance(values[0], float) else None

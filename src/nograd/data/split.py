@@ -15,6 +15,7 @@ tensors (``tensors_of``), after one gather of the subset's rows per epoch.
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -86,23 +87,32 @@ def random_split(
     total = sum(lengths)
     if math.isclose(total, 1) and total <= 1:  # fractions of the dataset
         lengths = _lengths_of_fractions(lengths, n)
-    for i, length in enumerate(lengths):
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-            raise ValueError(
-                f"random_split: expected sample counts >= 0 (or fractions that sum to 1), "
-                f"got {length!r} at index {i}"
-            )
-    if sum(lengths) != n:
+    counts = [_count(length, i) for i, length in enumerate(lengths)]
+    if sum(counts) != n:
         raise ValueError(
             f"random_split: expected lengths that sum to the dataset's {n} samples, "
-            f"got {list(lengths)} (sum {sum(lengths)})"
+            f"got {counts} (sum {sum(counts)})"
         )
     order = torch.randperm(n, generator=generator).tolist()
     subsets, start = [], 0
-    for length in lengths:
-        subsets.append(Subset(dataset, order[start : start + int(length)]))
-        start += int(length)
+    for count in counts:
+        subsets.append(Subset(dataset, order[start : start + count]))
+        start += count
     return subsets
+
+
+def _count(length: Any, i: int) -> int:
+    """``lengths[i]`` as a sample count: any integer (numpy's, a 0-dim tensor's), not a bool."""
+    try:
+        count = operator.index(length)
+    except TypeError:
+        count = -1
+    if isinstance(length, bool) or count < 0:
+        raise ValueError(
+            f"random_split: expected sample counts >= 0 (or fractions that sum to 1), "
+            f"got {length!r} at index {i}"
+        )
+    return count
 
 
 def _lengths_of_fractions(fractions: Sequence[int | float], n: int) -> list[int]:
@@ -130,7 +140,7 @@ def tensors_of(dataset: Any) -> tuple[Tensor, ...] | None:
     a subclass of ``Subset`` included (it may change what ``__getitem__`` gives), is
     read sample by sample.
     """
-    if isinstance(dataset, TensorDataset):
+    if type(dataset) is TensorDataset:  # a subclass may change what __getitem__ gives
         return dataset.tensors
     if type(dataset) is Subset:
         inner = tensors_of(dataset.dataset)
