@@ -30,6 +30,17 @@ modules take positional ones), and one registered ``always_call=True`` runs even
 Hooks are Python: inside a CUDA graph (``fit(cuda_graph=True)``) they run while the
 step is captured, not at each replay, as with torch's graphs.
 
+Limits, each rarer than the case it keeps fast:
+
+- a hook that changes a tensor in place (``output.mul_(2)``) gets no warning: under
+  ``torch.inference_mode`` (``fit``) tensors keep no version counter to tell;
+- a hook registered during a forward, on a child that a ``Sequential`` has not reached
+  yet, runs from that Sequential's next forward on (torch: from the next call);
+- every ``Sequential`` plans again at its next forward when any hook anywhere comes
+  or goes (``version``): a few microseconds, not a cost for hooks kept while training;
+- a forward pre-hook that replaces the input of an ``inplace=True`` child in a
+  ``Sequential`` does not spare it the check for overwritten saved tensors.
+
 How they cost nothing where there are none: a module without hooks runs its class's
 ``forward`` and ``backward`` directly. Registering the first hook of a kind sets an
 instance attribute, ``module.forward`` or ``module.backward``, to a ``HookedForward`` or
