@@ -29,6 +29,8 @@ from nograd.config import (
     PRESETS,
     SEED_STRIDE,
     TrainConfig,
+    build_model,
+    build_optimizer,
     config_from_dict,
 )
 from nograd.nn import Linear, Sequential, matmul
@@ -177,6 +179,16 @@ def test_adadelta_takes_torchs_lr_unless_one_is_given() -> None:
     assert config_from(parse(["train", "--optimizer", "adam"])).lr == 0.01
     seed = config_from(parse(["train", "--preset", "seed", "--optimizer", "adadelta"]))
     assert seed.lr == PRESETS["seed"]["lr"]  # the preset's lr stands
+
+
+@pytest.mark.parametrize(("name", "expected"), [("adam", 0.0), ("adamw", 0.01), ("sgd", 0.0)])
+def test_a_config_without_weight_decay_builds_the_optimizers_default(
+    name: str, expected: float
+) -> None:
+    """TrainConfig's weight_decay=None means the optimizer's own default, as documented."""
+    model = build_model(TrainConfig())
+    optimizer = build_optimizer(TrainConfig(optimizer=name, weight_decay=None), model)
+    assert optimizer.param_groups[0]["weight_decay"] == expected
 
 
 def test_gradcheck_passes_for_every_module_of_nograd_nn(capsys: pytest.CaptureFixture[str]) -> None:

@@ -173,7 +173,9 @@ def build_loss(config: TrainConfig) -> Loss:
 def build_optimizer(config: TrainConfig, model: Module) -> Any:
     """The optimizer named by ``config.optimizer``, over ``model.parameters()``."""
     optimizer = lookup(OPTIMIZERS, config.optimizer, "optimizer")
-    options: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
+    options: dict[str, Any] = {"lr": config.lr}
+    if config.weight_decay is not None:  # None: the optimizer's own default
+        options["weight_decay"] = config.weight_decay
     if config.optimizer in ("sgd", "rmsprop"):
         options["momentum"] = config.momentum
     return optimizer(model.parameters(), **options)
