@@ -275,3 +275,20 @@ def test_cuda_and_cpu_move_a_model_and_back() -> None:
     assert model.cuda() is model and model.weight.device.type == "cuda"
     assert model.cuda(0).weight.device == torch.device("cuda", 0)
     assert torch.equal(model.cpu().weight.data, weight)
+
+
+def test_train_round_hands_fit_its_datasets_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nograd import experiment
+    from nograd.config import TrainConfig
+
+    devices: list[torch.device] = []
+
+    def recording_fit(model: Any, loss_fn: Any, optimizer: Any, train: Any, test: Any, **kw: Any):
+        devices.extend(t.device for t in (*train.tensors, *test.tensors))
+        return fit(model, loss_fn, optimizer, train, test, **kw)
+
+    monkeypatch.setattr(experiment, "fit", recording_fit)
+    config = TrainConfig(device="cuda", epochs=2, rounds=1, n_train=64, n_test=64)
+    result = experiment.train_round(config, 0, progress=False)
+    assert [d.type for d in devices] == ["cuda"] * 4  # no copy from the CPU at each step
+    assert result.record["test_acc"] >= 0.0
