@@ -53,6 +53,7 @@ from nograd.nn.module import Module
 from nograd.nn.parameter import Parameter
 from nograd.nn.utils.clip_grad import check_max_norm, clip_grad_norm_
 from nograd.optim import SGD, Adam, Optimizer, foreach
+from nograd.optim import hooks as optimizer_hooks
 from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
 from nograd.optim.optimizer import optimized_parameters
 
@@ -324,6 +325,12 @@ def _check_arguments(
         raise TypeError(
             "GraphedTrainStep: expected an SGD, Adam or AdamW optimizer (the ones whose "
             f"step a graph can replay), got {type(optimizer).__name__}"
+        )
+    if optimizer_hooks.has_step_hooks(optimizer):
+        raise ValueError(
+            f"GraphedTrainStep: the {type(optimizer).__name__} optimizer has step hooks, which "
+            "are Python and would not run when the graph is replayed; remove them, or train "
+            "without a CUDA graph"
         )
     for name, tensor in (("example_input", x), ("example_target", y)):
         if not isinstance(tensor, Tensor):

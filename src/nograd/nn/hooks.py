@@ -54,6 +54,7 @@ one op only where neither has hooks, and plans again when hooks come or go
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import operator
 import warnings
@@ -88,17 +89,18 @@ BACKWARD_KINDS = ("_backward_pre_hooks", "_backward_hooks")
 
 
 class RemovableHandle:
-    """What ``register_*_hook`` returns: ``remove()`` takes the hook off its module.
+    """What ``register_*_hook`` returns: ``remove()`` takes the hook off its module
+    (or optimizer: ``nograd.optim.hooks``).
 
     Also a context manager: the hook is removed when the ``with`` block ends.
     """
 
-    def __init__(self, module: Module, kind: str, key: int) -> None:
-        self.module, self.kind, self.id = module, kind, key
+    def __init__(self, remove: Callable[[], None], key: int) -> None:
+        self._remove, self.id = remove, key
 
     def remove(self) -> None:
         """Take the hook off (again: nothing happens)."""
-        remove(self.module, self.kind, self.id)
+        self._remove()
 
     def __enter__(self) -> RemovableHandle:
         return self
@@ -132,7 +134,7 @@ def add(
     if kind in BACKWARD_KINDS and "backward" not in module.__dict__:
         object.__setattr__(module, "backward", HookedBackward(module))
     version += 1
-    return RemovableHandle(module, kind, key)
+    return RemovableHandle(functools.partial(remove, module, kind, key), key)
 
 
 def remove(module: Module, kind: str, key: int) -> None:

@@ -22,10 +22,12 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
+from nograd.nn.hooks import RemovableHandle
 from nograd.nn.parameter import Parameter
-from nograd.optim import foreach
+from nograd.optim import foreach, hooks
 from nograd.optim.flat import FlatGroup, can_flatten
 from nograd.optim.foreach import TensorList, foreach_scalar
+from nograd.optim.hooks import Hook
 
 ParamGroup = dict[str, Any]
 ParamsT = Iterable[Parameter] | Iterable[ParamGroup]
@@ -314,6 +316,43 @@ class Optimizer:
                 scratch = self._scratch_space[key] = [torch.empty_like(x) for x in like]
         return scratch
 
+    # ---------------------------------------------- hooks (nograd/optim/hooks.py)
+    def register_step_pre_hook(self, hook: Hook) -> RemovableHandle:
+        """Call ``hook(optimizer, args, kwargs)`` before every ``step``; a pair
+        ``(new_args, new_kwargs)`` it returns replaces the arguments."""
+        return hooks.add(self, "_optimizer_step_pre_hooks", hook)
+
+    def register_step_post_hook(self, hook: Hook) -> RemovableHandle:
+        """Call ``hook(optimizer, args, kwargs)`` after every ``step``."""
+        return hooks.add(self, "_optimizer_step_post_hooks", hook)
+
+    def register_state_dict_pre_hook(self, hook: Hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(optimizer)`` before every ``state_dict``; ``prepend``: first."""
+        return hooks.add(self, "_optimizer_state_dict_pre_hooks", hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Hook, prepend: bool = False) -> RemovableHandle:
+        """Call ``hook(optimizer, state_dict)`` on what ``state_dict`` made; a dict it
+        returns is returned instead."""
+        return hooks.add(self, "_optimizer_state_dict_post_hooks", hook, prepend)
+
+    def register_load_state_dict_pre_hook(
+        self, hook: Hook, prepend: bool = False
+    ) -> RemovableHandle:
+        """Call ``hook(optimizer, state_dict)`` before every ``load_state_dict``, with a
+        shallow copy of the dict given; a dict it returns is loaded instead."""
+        return hooks.add(self, "_optimizer_load_state_dict_pre_hooks", hook, prepend)
+
+    def register_load_state_dict_post_hook(
+        self, hook: Hook, prepend: bool = False
+    ) -> RemovableHandle:
+        """Call ``hook(optimizer)`` after every ``load_state_dict``."""
+        return hooks.add(self, "_optimizer_load_state_dict_post_hooks", hook, prepend)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Fill an optimizer made by ``copy``, ``deepcopy`` or ``pickle`` from ``state``."""
+        self.__dict__.update(state)
+        hooks.rebind(self)  # its step hooks must step it, not the one it was copied from
+
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> StateDict:
         """``{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}``.
@@ -321,7 +360,10 @@ class Optimizer:
         Indices count parameters across groups in order, as ``torch.optim`` does.
         State tensors are shared with the optimizer, not copied; counters in
         ``scalar_state`` become new 0-dim CPU tensors, as torch stores them.
+        State-dict hooks (``register_state_dict_pre_hook``, ``..._post_hook``) run
+        before and after; a post-hook may return a new dict.
         """
+        hooks.run(self, "_optimizer_state_dict_pre_hooks")
         index: dict[Parameter, int] = {}
         param_groups = []
         for group in self.param_groups:
@@ -329,7 +371,8 @@ class Optimizer:
             packed["params"] = [index.setdefault(p, len(index)) for p in group["params"]]
             param_groups.append(packed)
         state = {index[p]: self._pack(entry) for p, entry in self.state.items() if p in index}
-        return {"state": state, "param_groups": param_groups}
+        packed_dict = {"state": state, "param_groups": param_groups}
+        return hooks.run(self, "_optimizer_state_dict_post_hooks", packed_dict)  # type: ignore[no-any-return]
 
     def _pack(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """One parameter's state as torch writes it: counters as 0-dim tensors."""
@@ -347,12 +390,14 @@ class Optimizer:
         0-dim tensor or a number, and ``step`` reads either.
 
         Options are taken as saved, without the checks of ``__init__``, as torch takes
-        them.
+        them. Load-state-dict pre-hooks get a shallow copy of ``state_dict`` first (and
+        may return another dict to load); post-hooks run after the load.
 
         Raises:
             ValueError: naming the group or parameter whose count or shape differs;
                 nothing is changed then.
         """
+        state_dict = hooks.run(self, "_optimizer_load_state_dict_pre_hooks", dict(state_dict))
         if "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(
                 f"{self._name}.load_state_dict: expected keys 'state' and 'param_groups', "
@@ -393,6 +438,7 @@ class Optimizer:
         self.state = state
         for flat in self._flat.values():  # kept: the parameters are still views of its buffer
             flat.current = False  # the loaded counters may differ: check in full at the next step
+        hooks.run(self, "_optimizer_load_state_dict_post_hooks")
 
     def _copy_state(self, param: Parameter, index: Any, key: str, value: Any) -> Any:
         if not isinstance(value, Tensor):

@@ -1,0 +1,219 @@
+"""Optimizer hooks against torch.optim's: the same calls, arguments, order and results."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from nograd import data, nn, optim
+from nograd.cuda_graph import GraphedTrainStep
+from nograd.nn import Parameter
+from nograd.train import fit
+
+Log = list[tuple[Any, ...]]
+
+
+def twins(make: str = "SGD", **options: Any) -> tuple[optim.Optimizer, torch.optim.Optimizer]:
+    """A nograd optimizer and torch's over equal parameters with equal gradients."""
+    torch.manual_seed(0)
+    values = [torch.randn(3, 2), torch.randn(2)]
+    grads = [torch.randn(3, 2), torch.randn(2)]
+    ours = [Parameter(v.clone()) for v in values]
+    theirs = [v.clone().requires_grad_() for v in values]
+    for p, q, g in zip(ours, theirs, grads, strict=True):
+        p.grad, q.grad = g.clone(), g.clone()
+    options = options or {"lr": 0.1, "momentum": 0.9}
+    return getattr(optim, make)(ours, **options), getattr(torch.optim, make)(theirs, **options)
+
+
+def both(
+    register: Callable[[Any, Log, str], Any],
+) -> tuple[optim.Optimizer, torch.optim.Optimizer, Log, Log]:
+    ours, theirs = twins()
+    our_log: Log = []
+    their_log: Log = []
+    register(ours, our_log, "ours")
+    register(theirs, their_log, "theirs")
+    return ours, theirs, our_log, their_log
+
+
+def describe_args(optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """What a step hook was given, in terms both libraries share."""
+    return (len(args), args[0] is optimizer, [type(a).__name__ for a in args[1:]], kwargs)
+
+
+def test_step_hooks_run_in_torchs_order_with_torchs_arguments() -> None:
+    def register(opt: Any, log: Log, _: str) -> None:
+        for name in ("pre A", "pre B"):
+            opt.register_step_pre_hook(
+                lambda o, args, kwargs, name=name: log.append((name, *describe_args(o, args, kwargs)))
+            )
+        opt.register_step_post_hook(
+            lambda o, args, kwargs: log.append(("post", *describe_args(o, args, kwargs)))
+        )
+
+    ours, theirs, our_log, their_log = both(register)
+    for opt in (ours, theirs):
+        opt.step()
+        opt.step(None)
+        opt.step(closure=None)
+    assert our_log == their_log
+    assert [entry[0] for entry in our_log[:3]] == ["pre A", "pre B", "post"]
+    assert our_log[3][1:] == (2, True, ["NoneType"], {})  # args start with the optimizer
+
+
+def test_step_hooks_see_the_update_between_them() -> None:
+    seen: dict[str, list[torch.Tensor]] = {"ours": [], "theirs": []}
+
+    def register(opt: Any, _: Log, side: str) -> None:
+        first = opt.param_groups[0]["params"][0]
+        opt.register_step_pre_hook(lambda o, a, k: seen[side].append(first.data.clone()))
+        opt.register_step_post_hook(lambda o, a, k: seen[side].append(first.data.clone()))
+
+    ours, theirs, _, _ = both(register)
+    ours.step()
+    theirs.step()
+    for our, their in zip(seen["ours"], seen["theirs"], strict=True):
+        assert torch.equal(our, their)
+    assert not torch.equal(seen["ours"][0], seen["ours"][1])
+
+
+def test_a_pre_hook_replaces_the_arguments() -> None:
+    def closure() -> float:
+        return 7.0
+
+    def register(opt: Any, _: Log, __: str) -> None:
+        opt.register_step_pre_hook(lambda o, args, kwargs: ((o,), {"closure": closure}))
+
+    ours, theirs, _, _ = both(register)
+    assert ours.step() == theirs.step() == 7.0
+
+
+def test_a_pre_hook_that_returns_something_else_raises_runtime_error() -> None:
+    for opt in twins():
+        opt.register_step_pre_hook(lambda o, args, kwargs: 3)
+        with pytest.raises(RuntimeError, match="must return None or a tuple of"):
+            opt.step()
+
+
+def test_removing_the_last_step_hook_restores_the_class_step() -> None:
+    ours, _ = twins()
+    calls: list[int] = []
+    pre = ours.register_step_pre_hook(lambda o, a, k: calls.append(1))
+    with ours.register_step_post_hook(lambda o, a, k: calls.append(2)):
+        ours.step()
+    assert calls == [1, 2] and "step" in ours.__dict__
+    pre.remove()
+    pre.remove()  # again: nothing happens
+    ours.step()
+    assert calls == [1, 2]
+    assert "step" not in ours.__dict__  # no hooks: the class's step, called directly
+
+
+@pytest.mark.parametrize("prepend", [False, True])
+def test_state_dict_hooks_match_torchs(prepend: bool) -> None:
+    def register(opt: Any, log: Log, _: str) -> None:
+        opt.register_state_dict_pre_hook(lambda o: log.append(("pre 1", o is opt)))
+        opt.register_state_dict_pre_hook(lambda o: log.append(("pre 2",)), prepend=prepend)
+
+        def add_key(o: Any, state_dict: dict[str, Any]) -> None:
+            log.append(("post 1", sorted(state_dict)))
+            state_dict["note"] = "kept in place"
+
+        def replace(o: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
+            log.append(("post 2", sorted(state_dict)))
+            return {**state_dict, "replaced": True}
+
+        opt.register_state_dict_post_hook(add_key)
+        opt.register_state_dict_post_hook(replace, prepend=prepend)
+
+    ours, theirs, our_log, their_log = both(register)
+    ours.step()
+    theirs.step()
+    our_dict, their_dict = ours.state_dict(), theirs.state_dict()
+    assert our_log == their_log
+    assert sorted(our_dict) == sorted(their_dict)
+    assert our_dict["replaced"] and (our_dict.get("note") == their_dict.get("note"))
+
+
+def test_load_state_dict_hooks_match_torchs() -> None:
+    saved_ours, saved_theirs = twins()
+    saved_ours.step()
+    saved_theirs.step()
+
+    def register(opt: Any, log: Log, _: str) -> None:
+        def pre(o: Any, state_dict: dict[str, Any]) -> dict[str, Any]:
+            log.append(("pre", sorted(state_dict)))
+            state_dict["scribbled"] = True  # on a shallow copy: the caller's dict is untouched
+            groups = [{**g, "lr": 0.5} for g in state_dict["param_groups"]]
+            return {"state": state_dict["state"], "param_groups": groups}
+
+        opt.register_load_state_dict_pre_hook(pre)
+        opt.register_load_state_dict_post_hook(
+            lambda o: log.append(("post", o.param_groups[0]["lr"]))
+        )
+
+    ours, theirs, our_log, their_log = both(register)
+    ours_dict, theirs_dict = saved_ours.state_dict(), saved_theirs.state_dict()
+    ours.load_state_dict(ours_dict)
+    theirs.load_state_dict(theirs_dict)
+    assert our_log == their_log == [("pre", ["param_groups", "state"]), ("post", 0.5)]
+    assert "scribbled" not in ours_dict and "scribbled" not in theirs_dict
+    ours.step()
+    theirs.step()
+    for p, q in zip(ours.param_groups[0]["params"], theirs.param_groups[0]["params"], strict=True):
+        assert torch.equal(p.data, q.detach())
+
+
+def named_hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+    """A module-level hook, so that an optimizer holding it can be pickled."""
+    optimizer.defaults.setdefault("calls", []).append(len(args))
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [copy.copy, copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))],
+    ids=["copy", "deepcopy", "pickle"],
+)
+def test_a_copied_optimizer_runs_its_hooks_around_its_own_step(duplicate: Callable) -> None:
+    ours, _ = twins()
+    ours.register_step_pre_hook(named_hook)
+    twin = duplicate(ours)
+    twin.defaults = dict(twin.defaults)  # a log of its own (copy.copy shares the dict)
+    before = ours.param_groups[0]["params"][0].data.clone()
+    twin.step()
+    assert twin.defaults["calls"] == [1]
+    assert "calls" not in ours.defaults
+    if duplicate is not copy.copy:  # a shallow copy shares the parameters themselves
+        assert torch.equal(ours.param_groups[0]["params"][0].data, before)
+
+
+def test_a_hook_must_be_callable() -> None:
+    ours, _ = twins()
+    with pytest.raises(TypeError, match="SGD: expected a callable hook, got int"):
+        ours.register_step_pre_hook(3)  # type: ignore[arg-type]
+
+
+def test_fit_calls_the_step_hooks_once_a_step() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    steps: list[int] = []
+    optimizer.register_step_post_hook(lambda o, a, k: steps.append(1))
+    train = data.disk(64, generator=torch.Generator().manual_seed(1))
+    fit(model, nn.CrossEntropyLoss(), optimizer, train, epochs=2, batch_size=16, progress=False)
+    assert len(steps) == 2 * 4
+
+
+def test_a_cuda_graph_refuses_an_optimizer_with_step_hooks() -> None:
+    model = nn.Sequential(nn.Linear(2, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    optimizer.register_step_pre_hook(lambda o, a, k: None)
+    x, y = torch.randn(4, 2), torch.randint(0, 3, (4,))
+    with pytest.raises(ValueError, match="SGD optimizer has step hooks"):
+        GraphedTrainStep(model, nn.CrossEntropyLoss(), optimizer, x, y)
