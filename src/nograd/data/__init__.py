@@ -1,7 +1,8 @@
 """Datasets (the reference disk task, xor, moons, spirals), splits, samplers and the DataLoader."""
 
+from nograd.data.collate import default_collate, default_convert
 from nograd.data.datasets import TensorDataset, disk, moons, spirals, xor
-from nograd.data.loader import DataLoader, Dataset, default_collate
+from nograd.data.loader import DataLoader, Dataset
 from nograd.data.samplers import (
     BatchSampler,
     RandomSampler,
@@ -24,6 +25,7 @@ __all__ = [
     "TensorDataset",
     "WeightedRandomSampler",
     "default_collate",
+    "default_convert",
     "disk",
     "moons",
     "random_split",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 import torch
 from torch import Tensor
 
+from nograd.data.collate import collate_samples, default_collate, default_convert
 from nograd.data.samplers import (
     BatchSampler,
     RandomSampler,
@@ -24,19 +24,19 @@ from nograd.data.split import tensors_of
 BATCHES_PER_SPLIT = 256
 
 Batch = TypeVar("Batch")
-Collate = Callable[[list[Any]], Any]  # the samples of one batch -> the batch
+Collate = Callable[[Any], Any]  # a batch's list of samples (without batching, a sample) -> item
 
 
 class Dataset(Protocol):
-    """Anything with a length whose items are tuples (of tensors or numbers)."""
+    """Anything with a length whose items come by index: tuples, dicts, tensors, ..."""
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index: int) -> Sequence[Any]: ...
+    def __getitem__(self, index: int) -> Any: ...
 
 
 class DataLoader(Generic[Batch]):
-    """Yield mini-batches (tuples of tensors, or what ``collate_fn`` makes), an epoch at a time.
+    """Yield mini-batches (of tensors, or what ``collate_fn`` makes), an epoch at a time.
 
     Each ``iter(loader)`` is one epoch. With ``shuffle=True`` the epoch visits the
     samples in the order of a ``torch.randperm(n)`` drawn afresh at every epoch, so a
@@ -55,18 +55,27 @@ class DataLoader(Generic[Batch]):
     gather of its rows per epoch; under any other sampler, each batch is one gather of
     its rows. Any other dataset, or any ``collate_fn``, reads the samples one by one
     and hands the batch's list of samples to ``collate_fn``, which by default is
-    ``default_collate``: field j of every sample stacked into batch tensor j.
+    ``default_collate``: field j of every sample stacked into batch tensor j (dicts,
+    namedtuples and nestings of them too: ``nograd.data.collate``).
+
+    ``batch_size=None`` turns batching off, as in torch: the loader yields
+    ``collate_fn(dataset[i])`` for each index i of the sampler, one sample at a time
+    (``collate_fn`` defaults to ``default_convert``, which makes numpy arrays tensors),
+    ``len(loader)`` is the sampler's length, and ``batch_sampler`` is None.
 
     Args:
         dataset: a ``TensorDataset`` or a ``Subset``, or any object with ``__len__`` and a
-            ``__getitem__`` that returns a tuple of tensors or numbers.
-        batch_size: samples per batch; the last batch may be smaller.
+            ``__getitem__`` that returns a sample ``default_collate`` takes (a tuple or
+            dict of tensors, numbers, strings, ...).
+        batch_size: samples per batch; the last batch may be smaller. None: no
+            batching, each sample on its own.
         shuffle: draw a new random order at each epoch.
         sampler: the indices of an epoch, in their order (instead of ``shuffle``).
         batch_sampler: the lists of indices of an epoch's batches (instead of
             ``batch_size``, ``shuffle``, ``sampler`` and ``drop_last``).
         collate_fn: makes a batch from the list of its samples (default:
-            ``default_collate``); the loader yields what it returns.
+            ``default_collate``), or without batching an item from one sample
+            (default: ``default_convert``); the loader yields what it returns.
         drop_last: drop the last batch when it holds fewer than ``batch_size`` samples
             (a bool, as torch requires).
         generator: the generator the epoch draws from (torch's global one when None):
@@ -79,21 +88,23 @@ class DataLoader(Generic[Batch]):
     Raises:
         ValueError: for a sampler with ``shuffle=True``, a batch sampler with
             ``batch_size``, ``shuffle``, ``sampler`` or ``drop_last`` (torch's rules),
-            and for the batch_size and drop_last that ``BatchSampler`` refuses.
+            ``drop_last=True`` without batching, and for the batch_size and drop_last
+            that ``BatchSampler`` refuses.
 
     Shape:
         each dataset tensor: (n, *) -> each batch tensor: (batch_size, *), the last
-        one (min(batch_size, n mod batch_size or batch_size), *).
+        one (min(batch_size, n mod batch_size or batch_size), *). Without batching,
+        each item is a sample: (*).
     """
 
-    batch_size: int | None  # None with a batch_sampler, which sizes the batches itself
-    batch_sampler: Iterable[Sequence[int]]  # each epoch's batches, as lists of indices
+    batch_size: int | None  # None: a batch_sampler sizes the batches, or no batching
+    batch_sampler: Iterable[Sequence[int]] | None  # each epoch's batches; None: no batching
 
     @overload
     def __init__(
-        self: DataLoader[tuple[Tensor, ...]],
+        self: DataLoader[Any],
         dataset: Dataset,
-        batch_size: int = 1,
+        batch_size: int | None = 1,
         shuffle: bool = False,
         sampler: Iterable[int] | None = None,
         batch_sampler: Iterable[Sequence[int]] | None = None,
@@ -117,10 +128,24 @@ class DataLoader(Generic[Batch]):
         generator: torch.Generator | None = None,
     ) -> None: ...
 
+    @overload
     def __init__(
         self,
         dataset: Dataset,
-        batch_size: int = 1,
+        batch_size: None,
+        shuffle: bool = False,
+        sampler: Iterable[int] | None = None,
+        batch_sampler: None = None,
+        *,
+        collate_fn: Callable[[Any], Batch],  # takes one sample
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int | None = 1,
         shuffle: bool = False,
         sampler: Iterable[int] | None = None,
         batch_sampler: Iterable[Sequence[int]] | None = None,
@@ -134,7 +159,7 @@ class DataLoader(Generic[Batch]):
                 f"DataLoader: expected a dataset with __len__ and __getitem__, "
                 f"got {type(dataset).__name__}"
             )
-        if batch_sampler is None:  # else torch ignores them, once they pass the check below
+        if batch_sampler is None and batch_size is not None:  # else torch ignores them
             check_batching("DataLoader", batch_size, drop_last)
         self.generator = checked_generator("DataLoader", generator)
         for name, value in (("sampler", sampler), ("batch_sampler", batch_sampler)):
@@ -155,6 +180,11 @@ class DataLoader(Generic[Batch]):
                 "DataLoader: batch_sampler is mutually exclusive with batch_size, shuffle, "
                 "sampler and drop_last"
             )
+        if batch_sampler is None and batch_size is None and drop_last:
+            raise ValueError(
+                "DataLoader: batch_size=None turns batching off, and is mutually exclusive "
+                "with drop_last"
+            )
         if len(dataset) == 0:
             raise ValueError("DataLoader: the dataset is empty (0 samples)")
         if sampler is None and shuffle:  # the two orders shuffle chooses between, as torch's
@@ -164,17 +194,23 @@ class DataLoader(Generic[Batch]):
         self.dataset = dataset
         self.shuffle = shuffle
         self.sampler = sampler
-        self.collate_fn: Collate = default_collate if collate_fn is None else collate_fn
+        if collate_fn is None:  # as torch: stack batches, convert lone samples
+            collate_fn = default_convert if batch_size is None else default_collate
+        self.collate_fn: Collate = collate_fn
         if batch_sampler is None:
             self.batch_size, self.drop_last = batch_size, drop_last
-            self.batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+            self.batch_sampler = (
+                None if batch_size is None else BatchSampler(sampler, batch_size, drop_last)
+            )
         else:  # as torch: the batch sampler decides, and these read None and False
             self.batch_size, self.drop_last = None, False
             self.batch_sampler = batch_sampler
 
     def __len__(self) -> int:
-        """The number of batches in one epoch (the batch sampler's length)."""
-        return len(self.batch_sampler)  # type: ignore[arg-type]  # TypeError if it has none
+        """The number of batches in one epoch (the batch sampler's length), or without
+        batching of samples (the sampler's)."""
+        indices = self.sampler if self.batch_sampler is None else self.batch_sampler
+        return len(indices)  # type: ignore[arg-type]  # TypeError if it has none
 
     def __iter__(self) -> Iterator[Batch]:
         """One epoch. Its random numbers are drawn where torch's DataLoader draws them.
@@ -184,6 +220,10 @@ class DataLoader(Generic[Batch]):
         nograd has no workers, but draws it too, so that the numbers drawn after it are
         torch's. The samplers here draw nothing more until the first ``next()``.
         """
+        if self.batch_sampler is None:  # no batching: torch opens the sampler itself
+            indices = iter(self.sampler)
+            self._draw_seed_for_workers()
+            return self._sample_epoch(indices)
         sliced = self._slicing()  # a TensorDataset in order or shuffled: the fast path
         if sliced is not None:  # its samplers are nograd's, which draw nothing at iter()
             self._draw_seed_for_workers()
@@ -277,6 +317,11 @@ class DataLoader(Generic[Batch]):
             columns = [torch.split(tensor[start:stop], batch_size) for tensor in tensors]
             yield from zip(*columns, strict=True)
 
+    def _sample_epoch(self, indices: Iterator[int]) -> Iterator[Any]:
+        """Without batching: ``collate_fn(dataset[i])`` for each index, as torch's."""
+        for index in indices:
+            yield self.collate_fn(self.dataset[index])
+
     def _indexed_epoch(self, index_batches: Iterator[Sequence[int]]) -> Iterator[Any]:
         """The batches at the batch sampler's indices: one gather per tensor of a
         TensorDataset, else the samples one by one through ``collate_fn``."""
@@ -287,11 +332,13 @@ class DataLoader(Generic[Batch]):
                 rows = _rows(indices)
                 yield tuple(tensor[rows] for tensor in tensors)
             elif default:  # the indices name the samples in its errors
-                yield _collate([self.dataset[index] for index in indices], list(indices))
+                yield collate_samples([self.dataset[index] for index in indices], indices)
             else:
                 yield self.collate_fn([self.dataset[index] for index in indices])
 
     def __repr__(self) -> str:
+        if self.batch_sampler is None:
+            return f"DataLoader(n={len(self.dataset)}, batch_size=None, shuffle={self.shuffle})"
         if self.batch_size is None:
             return f"DataLoader(n={len(self.dataset)}, batch_sampler={self.batch_sampler!r})"
         return (
@@ -309,58 +356,3 @@ def _rows(indices: Sequence[int]) -> Tensor:
     if rows.dtype not in (torch.int64, torch.int32) or rows.numel() == 0:
         raise IndexError(f"DataLoader: expected a batch of integer indices, got {indices!r}")
     return rows
-
-
-def default_collate(samples: Sequence[Sequence[Any]]) -> tuple[Tensor, ...]:
-    """Stack field j of every sample into batch tensor j: what DataLoader does by default.
-
-    Tensor fields are stacked (they must share a shape), and so are numpy arrays and
-    numpy numbers, each as a tensor of its own dtype; Python numbers become a tensor
-    as in torch's ``default_collate``: float64 when the first is a float, else the
-    dtype ``torch.tensor`` infers (int64, bool). Call it from a ``collate_fn`` of your
-    own to change one field and keep the rest. Unlike torch's, it gives a tuple (torch:
-    a list) and takes tuples (or lists) of these only, not dicts or strings.
-
-    Raises:
-        TypeError: for samples that are not tuples, or fields of other types.
-        ValueError: for samples with different numbers of fields, or tensors of
-            different shapes in one field.
-    """
-    return _collate(samples, list(range(len(samples))))
-
-
-def _collate(samples: Sequence[Sequence[Any]], indices: list[int]) -> tuple[Tensor, ...]:
-    """``default_collate``, naming the samples by their dataset ``indices`` in errors."""
-    first = samples[0]
-    if not isinstance(first, (tuple, list)):
-        raise TypeError(
-            f"DataLoader: expected dataset items to be tuples, got {type(first).__name__} "
-            f"at index {indices[0]}"
-        )
-    for sample, index in zip(samples, indices, strict=True):
-        if not isinstance(sample, (tuple, list)) or len(sample) != len(first):
-            raise ValueError(
-                f"DataLoader: expected every item to be a tuple of {len(first)} fields, "
-                f"got {sample!r} at index {index}"
-            )
-    batch = []
-    for field, values in enumerate(zip(*samples, strict=True)):
-        if all(type(value).__module__ == "numpy" for value in values):  # arrays, numpy scalars
-            values = tuple(torch.as_tensor(value) for value in values)  # as torch: own dtypes
-        if all(isinstance(value, Tensor) for value in values):
-            shapes = {tuple(value.shape) for value in values}
-            if len(shapes) != 1:
-                raise ValueError(
-                    f"DataLoader: field {field} has different shapes {sorted(shapes)} "
-                    f"within the batch of indices {indices}"
-                )
-            batch.append(torch.stack(values))
-        elif all(isinstance(value, numbers.Number) for value in values):  # numpy's too
-            # torch's default_collate takes the dtype from the first item: float64 for a
-            # float (0.1 stays 0.1), else what torch.tensor infers (int64, bool, float32)
-            dtype = torch.float64 if isinstance(values[0], float) else None
-            batch.append(torch.tensor(values, dtype=dtype))
-        else:
-            kinds = sorted({type(value).__name__ for value in values})
-            raise TypeError(f"DataLoader: field {field} must hold tensors or numbers, got {kinds}")
-    return tuple(batch)
