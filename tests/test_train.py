@@ -334,6 +334,18 @@ def test_fit_takes_a_dataloader_but_not_a_second_batch_size() -> None:
         fit(model, CrossEntropyLoss(), optimizer, loader, epochs=1, batch_size=16)
 
 
+def test_fit_and_evaluate_refuse_a_dataloader_without_batching() -> None:
+    model = small_net()
+    unbatched = DataLoader(disk(30), batch_size=None)  # yields single samples
+    optimizer = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"fit: train_data is a DataLoader without batching"):
+        fit(model, CrossEntropyLoss(), optimizer, unbatched, epochs=1)
+    with pytest.raises(ValueError, match=r"fit: test_data is a DataLoader without batching"):
+        fit(model, CrossEntropyLoss(), optimizer, disk(30), unbatched, epochs=1)
+    with pytest.raises(ValueError, match=r"evaluate: .*without batching.*needs batches"):
+        evaluate(model, CrossEntropyLoss(), unbatched)
+
+
 def test_fit_restores_needs_input_grad() -> None:
     model = small_net()
     fit_once(model, disk(10))

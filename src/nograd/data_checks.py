@@ -30,8 +30,8 @@ def as_loader(
     """``data`` itself if it is a DataLoader, else a DataLoader over it (default batch 32).
 
     Raises:
-        ValueError: for batch_size < 1, an empty dataset, or a batch_size that
-            contradicts the given DataLoader's.
+        ValueError: for batch_size < 1, an empty dataset, a DataLoader without
+            batching, or a batch_size that contradicts the given DataLoader's.
         TypeError: for data that is neither a dataset nor a DataLoader.
     """
     caller = what.split(":")[0]
@@ -39,6 +39,11 @@ def as_loader(
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"{caller}: batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(data, DataLoader) and data.batch_sampler is None:
+        raise ValueError(
+            f"{what} is a DataLoader without batching (batch_size=None), which yields "
+            f"single samples; {caller} needs batches: give the DataLoader a batch_size"
+        )
     if isinstance(data, DataLoader):
         if batch_size is not None and batch_size != data.batch_size and what == "fit: train_data":
             raise ValueError(
