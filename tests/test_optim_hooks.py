@@ -50,9 +50,11 @@ def describe_args(optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
 def test_step_hooks_run_in_torchs_order_with_torchs_arguments() -> None:
     def register(opt: Any, log: Log, _: str) -> None:
         for name in ("pre A", "pre B"):
-            opt.register_step_pre_hook(
-                lambda o, args, kwargs, name=name: log.append((name, *describe_args(o, args, kwargs)))
-            )
+
+            def pre(o: Any, args: tuple[Any, ...], kwargs: Any, name: str = name) -> None:
+                log.append((name, *describe_args(o, args, kwargs)))
+
+            opt.register_step_pre_hook(pre)
         opt.register_step_post_hook(
             lambda o, args, kwargs: log.append(("post", *describe_args(o, args, kwargs)))
         )
