@@ -5,6 +5,7 @@ from nograd.optim.adadelta import Adadelta
 from nograd.optim.adagrad import Adagrad
 from nograd.optim.adam import Adam, AdamW
 from nograd.optim.adamax import Adamax
+from nograd.optim.lbfgs import LBFGS
 from nograd.optim.nadam import NAdam
 from nograd.optim.optimizer import Optimizer
 from nograd.optim.radam import RAdam
@@ -12,6 +13,7 @@ from nograd.optim.rmsprop import RMSprop
 from nograd.optim.sgd import SGD
 
 __all__ = [
+    "LBFGS",
     "SGD",
     "Adadelta",
     "Adagrad",
