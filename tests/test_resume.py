@@ -29,6 +29,7 @@ from nograd.nn.batch_norm import BatchNorm1d
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
 from nograd.optim import (
+    LBFGS,
     SGD,
     Adadelta,
     Adagrad,
@@ -56,6 +57,9 @@ OPTIMIZERS: dict[str, Callable[[Module], Optimizer]] = {
     "radam": lambda m: RAdam(m.parameters(), lr=0.01),
     "adamax": lambda m: Adamax(m.parameters(), lr=0.01),
     "adadelta": lambda m: Adadelta(m.parameters(), weight_decay=0.01),
+    "lbfgs": lambda m: LBFGS(  # a history of lists of vectors, stored item by item
+        m.parameters(), lr=0.5, max_iter=3, history_size=4, line_search_fn="strong_wolfe"
+    ),
 }
 in_main_thread = threading.current_thread() is threading.main_thread()
 
@@ -100,12 +104,21 @@ def assert_same(a: Run, b: Run, history_a: History, history_b: History) -> None:
     assert state_a["param_groups"] == state_b["param_groups"]
     for index, entry in state_a["state"].items():
         for key, value in entry.items():
-            other = state_b["state"][index][key]
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), (index, key)
+            assert_same_value(value, state_b["state"][index][key], (index, key))
     assert a.scheduler.state_dict() == b.scheduler.state_dict()
     da, db = history_a.to_dict(), history_b.to_dict()
     del da["seconds"], db["seconds"]
     assert da == db
+
+
+def assert_same_value(value: Any, other: Any, where: Any) -> None:
+    """Equal numbers or tensors, or lists of them item by item (LBFGS's history)."""
+    if isinstance(value, list) or value is None:
+        assert type(other) is type(value), where
+        for a, b in zip(value or [], other, strict=True):
+            assert_same_value(a, b, where)
+    else:
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(other)), where
 
 
 def step_hook(monkeypatch: pytest.MonkeyPatch, optimizer: Optimizer, at: int, action: Any) -> None:

@@ -288,3 +288,41 @@ def test_fit_with_clip_grad_norm_is_a_torch_loop_that_clips() -> None:
     assert sum(norm > 0.1 for norm in norms) > len(norms) // 2  # most steps were clipped
     for key, value in twin.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_fit_with_lbfgs_is_a_torch_loop_that_passes_a_closure(line_search_fn: str | None) -> None:
+    """An optimizer that evaluates the loss itself: ``fit`` hands LBFGS the step's lines
+    as its closure, as a torch user writes them, and the parameters and the first loss of
+    each step (the one the epoch's mean counts) are torch's, to the bit in float32."""
+    from nograd.train import fit
+
+    train = disk(64, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    twin.load_state_dict(ours.state_dict())
+    options = {"lr": 0.5, "max_iter": 4, "history_size": 3, "line_search_fn": line_search_fn}
+    history = fit(ours, nn.CrossEntropyLoss(), optim.LBFGS(ours.parameters(), **options),
+                  train, epochs=3, batch_size=16, shuffle=False, progress=False)  # fmt: skip
+
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.LBFGS(twin.parameters(), **options)  # type: ignore[arg-type]
+    epoch_losses = []
+    for _ in range(3):
+        losses = []
+        for x, y in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*train.tensors), 16):
+
+            def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+                optimizer.zero_grad()
+                with torch.enable_grad():
+                    loss = loss_fn(twin(x), y)
+                    loss.backward()
+                return loss
+
+            losses.append(float(optimizer.step(closure)) * len(y))  # type: ignore[arg-type]
+        epoch_losses.append(sum(losses) / len(train))
+
+    assert history.train_loss == pytest.approx(epoch_losses, rel=1e-6)
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key

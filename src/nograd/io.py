@@ -160,8 +160,16 @@ def pack_optimizer(model: Module, optimizer: SupportsStateDict) -> tuple[dict[st
     scalars: dict[str, dict[str, Any]] = {}
     for index, entry in state_dict["state"].items():
         for name, value in entry.items():
+            key = f"optimizer.state.{index}.{name}"
             if isinstance(value, Tensor):
-                tensors[f"optimizer.state.{index}.{name}"] = value
+                tensors[key] = value
+            elif isinstance(value, list) and any(isinstance(item, Tensor) for item in value):
+                # a list of tensors (LBFGS's history): each at "key.j", {"tensor": j} in its place
+                tensors.update({f"{key}.{j}": t for j, t in _tensors_in(value)})
+                scalars.setdefault(str(index), {})[name] = [
+                    {"tensor": j} if isinstance(item, Tensor) else item
+                    for j, item in enumerate(value)
+                ]
             else:
                 scalars.setdefault(str(index), {})[name] = value
     packed = {
@@ -171,6 +179,10 @@ def pack_optimizer(model: Module, optimizer: SupportsStateDict) -> tuple[dict[st
         "param_keys": param_keys,
     }
     return tensors, _to_json("the optimizer's state", packed)
+
+
+def _tensors_in(items: list[Any]) -> list[tuple[int, Tensor]]:
+    return [(j, item) for j, item in enumerate(items) if isinstance(item, Tensor)]
 
 
 # -------------------------------------------------------------------- reading
@@ -356,11 +368,26 @@ def _unpack_optimizer(
         if not state_name:
             raise ValueError(f"{bad}: tensor name {_show(name)}")
         state.setdefault(_index(index_text, len(param_keys), bad), {})[state_name] = tensor
+    for entry in state.values():  # lists of tensors: each {"tensor": j} from "name.j"
+        for name, value in list(entry.items()):
+            if isinstance(value, list):
+                entry[name] = [_list_item(entry, name, item, bad) for item in value]
     param_groups = [
         {key: tuple(v) if isinstance(v, list) and key != "params" else v for key, v in g.items()}
         for g in groups
     ]  # JSON turned tuples (Adam's betas) into lists
     return {"state": state, "param_groups": param_groups}, param_keys
+
+
+def _list_item(entry: dict[str, Any], name: str, item: Any, bad: str) -> Any:
+    """An item of a saved list: the tensor its {"tensor": j} names, taken out of
+    ``entry``, or the item itself."""
+    if not (isinstance(item, dict) and set(item) == {"tensor"}):
+        return item
+    key = f"{name}.{item['tensor']}"
+    if key not in entry or not isinstance(entry[key], Tensor):
+        raise ValueError(f"{bad}: no tensor {_show(key)} for the list {_show(name)}")
+    return entry.pop(key)
 
 
 def _index(text: str, count: int, bad: str) -> int:

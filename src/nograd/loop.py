@@ -111,6 +111,8 @@ class EpochLoop:
                 loss = self.graphed(x, target)  # the five lines below, replayed at once
                 output = self.graphed.output
                 watch.check(loss, step)
+            elif optimizer.needs_closure:  # LBFGS: step() runs the step's lines itself
+                output, loss = self._step_with_closure(x, target, step)
             else:
                 optimizer.zero_grad()
                 output = model(x)  # each layer saves what its backward needs
@@ -153,6 +155,29 @@ class EpochLoop:
             done = Progress(epoch + 1, 0, 0, zero, zero.long(), history.to_dict(),
                             capture_rng(self.named, device))  # fmt: skip
             self.save(done, len(loader))
+
+    def _step_with_closure(self, x: Tensor, target: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """One step of an optimizer that evaluates the loss itself, as often as it needs
+        (LBFGS): the lines of a step, as its closure. The output and loss of the first
+        call, at the parameters the step starts from, are what the epoch counts, as for
+        every other optimizer."""
+        model, loss_fn, optimizer = self.model, self.loss_fn, self.optimizer
+        first: list[tuple[Tensor, Tensor]] = []
+
+        def closure() -> Any:  # the loss tensor; step() reads float(loss)
+            optimizer.zero_grad()
+            output = model(x)
+            loss = loss_fn(output, target)
+            if not first:  # the step's own loss: a later one may come from a trial point
+                self.watch.check(loss, step)
+                first.append((output, loss))
+            model.backward(loss_fn.backward())
+            if self.clip_grad_norm is not None:
+                clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
+            return loss
+
+        optimizer.step(closure)
+        return first[0]
 
     def save(self, progress: Progress, step: int) -> None:
         """Write ``progress`` unless a parameter is no longer finite; raise on Ctrl-C."""

@@ -233,9 +233,14 @@ def _leave_inference_mode(model: Module, optimizer: Optimizer) -> None:
         if param.grad is not None and param.grad.is_inference():
             param.grad = param.grad.clone()
     for state in optimizer.state.values():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.is_inference():
-                state[key] = value.clone()
+        for key, value in state.items():  # a list: LBFGS's history of vectors
+            state[key] = [_normal(v) for v in value] if isinstance(value, list) else _normal(value)
+
+
+def _normal(value: Any) -> Any:
+    """A normal clone of an inference tensor; anything else as it is."""
+    is_inference = isinstance(value, torch.Tensor) and value.is_inference()
+    return value.clone() if is_inference else value
 
 
 def _device_of(model: Module) -> torch.device:

@@ -84,6 +84,8 @@ class Optimizer:
 
     scalar_state: ClassVar[frozenset[str]] = frozenset()
     """State keys held as Python numbers here and as 0-dim tensors in ``state_dict``."""
+    needs_closure: ClassVar[bool] = False
+    """Whether ``step`` must be given a closure (LBFGS): ``fit`` then passes one."""
 
     def __init__(self, params: ParamsT, defaults: Mapping[str, Any]) -> None:
         self.defaults: dict[str, Any] = dict(defaults)
