@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import safetensors
 import safetensors.torch
 import torch
 
@@ -543,3 +544,42 @@ def test_saving_into_a_missing_folder_or_onto_a_folder_names_the_path(tmp_path: 
         str(info.value) == f"nograd.io.save: path {str(tmp_path)!r}: is a folder; name a file in it"
     )
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_lbfgs_history_lists_round_trip_and_a_missing_item_is_refused(tmp_path: Path) -> None:
+    """LBFGS keeps lists of vectors (and of Nones) in its state: each tensor is stored
+    as a tensor of its own, named by its position, and comes back in its place."""
+    from nograd.optim import LBFGS
+
+    model = small_model()
+    optimizer = LBFGS(model.parameters(), max_iter=3, history_size=2)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 2, generator=generator, dtype=torch.float64)
+    target = torch.randn(8, 3, generator=generator, dtype=torch.float64)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        y = model(x)
+        model.backward(2 * (y - target) / y.numel())  # dL/dy of the mean squared error
+        return ((y - target) ** 2).mean()
+
+    for _ in range(2):
+        optimizer.step(closure)
+    path = tmp_path / "m.safetensors"
+    io.save(model, path, optimizer=optimizer)
+    saved = io.load_checkpoint(path).optimizer_state
+    assert saved is not None
+    expected = optimizer.state_dict()["state"][0]
+    assert saved["state"][0].keys() == expected.keys()
+    for key in ("old_dirs", "old_stps", "ro", "al"):
+        assert len(saved["state"][0][key]) == len(expected[key]) > 0, key
+        for a, b in zip(saved["state"][0][key], expected[key], strict=True):
+            assert (a is None and b is None) or torch.equal(a, b), key
+
+    with safetensors.safe_open(str(path), "pt") as handle:  # the same file, one item short
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    del tensors["optimizer.state.0.old_dirs.0"]
+    safetensors.torch.save_file(tensors, str(tmp_path / "short.safetensors"), metadata=metadata)
+    with pytest.raises(ValueError, match=r"no tensor 'old_dirs\.0' for the list 'old_dirs'"):
+        io.load_checkpoint(tmp_path / "short.safetensors")
