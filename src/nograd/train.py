@@ -73,7 +73,8 @@ def fit(
     Args:
         model: the network; trained in place (and moved to ``device`` if given).
         loss_fn: a nograd loss, called as ``loss_fn(output, target)``.
-        optimizer: built over ``model.parameters()``.
+        optimizer: built over ``model.parameters()``. One whose ``step`` needs a
+            closure (``LBFGS``) is given the step's lines as one.
         train_data: a dataset of (x, y) pairs, y a class index (such as
             TensorDataset(x, y), y of shape (N,)), or a DataLoader over one.
         test_data: measured after every epoch when given.
