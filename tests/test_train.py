@@ -224,17 +224,88 @@ def test_one_hot_refuses_a_label_out_of_range_as_torchs(label: int) -> None:
         one_hot(y, 3, torch.float32)
 
 
-@pytest.mark.parametrize("ignore_index", [-100, 5])
-def test_fit_says_why_it_refuses_labels_the_loss_would_ignore(ignore_index: int) -> None:
-    x, y = torch.rand(6, 2), torch.tensor([0, 1, ignore_index, 1, 0, ignore_index])
+class Records:
+    """The samples of a TensorDataset one by one: a dataset fit cannot read ahead."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return self.data[index]
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+@pytest.mark.parametrize("generic", [False, True])
+def test_fit_with_ignored_labels_is_a_torch_loop_and_counts_only_the_rest(
+    ignore_index: int, generic: bool
+) -> None:
+    """Samples whose label is the loss's ignore_index train as in torch's loop (the loss
+    skips them) and count for nothing in fit's loss and accuracy, or in evaluate's. A
+    batch of ignored samples only (the third) has torch's loss 0 / 0 = nan: no
+    divergence, and its step is torch's (zero gradients, momentum still moves)."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(12, 2, generator=generator)
+    y = torch.tensor([0, 2, ignore_index, 1, ignore_index, ignore_index, 2, 0, 1, 2, 0, 1])
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    twin.load_state_dict(ours.state_dict())
+    data = TensorDataset(x, y)
+    history = fit(ours, CrossEntropyLoss(ignore_index=ignore_index),
+                  SGD(ours.parameters(), lr=0.5, momentum=0.9), Records(data) if generic else data,
+                  data, epochs=2, batch_size=2, shuffle=False, progress=False)  # fmt: skip
+
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=ignore_index)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9)
+    kept = y != ignore_index
+    for epoch in range(2):
+        loss_sum = hits = 0.0
+        for start in range(0, 12, 2):
+            xb, yb, keep = x[start : start + 2], y[start : start + 2], kept[start : start + 2]
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                output = twin(xb)
+                loss = loss_fn(output, yb)
+                loss.backward()
+            optimizer.step()
+            if keep.any():
+                loss_sum += float(loss) * int(keep.sum())
+                hits += int(((output.argmax(1) == yb) & keep).sum())
+        count = int(kept.sum())  # float32 losses, summed in another order: not to the bit
+        assert math.isclose(history.train_loss[epoch], loss_sum / count, rel_tol=1e-6)
+        assert history.train_acc[epoch] == hits / count
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+
+    with torch.no_grad():
+        output = twin(x)
+    test_loss = float(loss_fn(output, y))
+    test_acc = int(((output.argmax(1) == y) & kept).sum()) / int(kept.sum())
+    assert math.isclose(history.test_loss[-1], test_loss, rel_tol=1e-6)
+    assert history.test_acc[-1] == test_acc
+    assert evaluate(ours, CrossEntropyLoss(ignore_index=ignore_index), data) == (
+        history.test_loss[-1],
+        history.test_acc[-1],
+    )
+
+
+def test_ignored_labels_may_lie_outside_the_classes_but_not_fill_the_data() -> None:
+    x, y = torch.rand(6, 2), torch.tensor([0, 1, -100, 1, 0, -100])
     torch.manual_seed(0)
     model = Sequential(Linear(2, 2))
-    loss_fn = CrossEntropyLoss(ignore_index=ignore_index)
-    with pytest.raises(ValueError, match=rf"ignore_index \({ignore_index}\) are not taken here"):
-        fit(model, loss_fn, SGD(model.parameters(), lr=0.1), TensorDataset(x, y), epochs=1,
-            progress=False)  # fmt: skip
+    fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), TensorDataset(x, y),
+        epochs=1, progress=False)  # fmt: skip
     with pytest.raises(ValueError, match=r"model has 2 output\(s\), which fit classes 0..1$"):
-        evaluate(model, CrossEntropyLoss(ignore_index=7), TensorDataset(x, y))  # no hint
+        evaluate(model, CrossEntropyLoss(ignore_index=7), TensorDataset(x, y))
+    every = TensorDataset(x, torch.full((6,), 4))
+    with pytest.raises(
+        ValueError, match=r"every label equals CrossEntropyLoss's ignore_index \(4\)"
+    ):
+        fit(model, CrossEntropyLoss(ignore_index=4), SGD(model.parameters(), lr=0.1), every,
+            epochs=1, progress=False)  # fmt: skip
 
 
 class NoisyPairs:

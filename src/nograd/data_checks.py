@@ -18,6 +18,7 @@ from nograd.data.loader import DataLoader
 from nograd.data.split import tensors_of
 from nograd.nn import hooks
 from nograd.nn.module import Module
+from nograd.targets import ignored_class
 
 
 def as_loader(
@@ -215,6 +216,14 @@ def check_data(
     model.train(was_training)
     n_outputs = int(output.shape[-1]) if output.dim() > 1 else 1
     labels = (tensors or (x, y))[1]
+    ignored = ignored_class(loss_fn)
+    if ignored is not None and not labels.is_floating_point():  # those samples are skipped
+        labels = labels[labels != ignored]
+        if labels.numel() == 0 and tensors is not None:
+            raise ValueError(
+                f"{what}: every label equals {type(loss_fn).__name__}'s ignore_index "
+                f"({ignored}), so no sample counts"
+            )
     if not labels.is_floating_point() and labels.numel() > 0:
         n_classes = max(n_outputs, 2)  # one output separates two classes
         low, high = int(labels.min()), int(labels.max())
@@ -222,21 +231,23 @@ def check_data(
             raise ValueError(
                 f"{what} has class labels in [{low}, {high}] but the model has "
                 f"{n_outputs} output(s), which fit classes 0..{n_classes - 1}"
-                + _ignored_hint(labels, loss_fn)
             )
     return n_outputs
 
 
-def _ignored_hint(labels: Tensor, loss_fn: Module | None) -> str:
-    """Why labels equal to the loss's ``ignore_index`` are refused too, if there are any."""
-    ignore_index = getattr(loss_fn, "ignore_index", None)
-    if loss_fn is None or ignore_index is None or not bool((labels == ignore_index).any()):
-        return ""
-    return (
-        f"; labels equal to {type(loss_fn).__name__}'s ignore_index ({ignore_index}) are not "
-        f"taken here, since the accuracy counts every sample: drop those samples, or "
-        f"write the training loop yourself (the loss skips them)"
-    )
+def may_hold_ignored(loader: DataLoader[Any], loss_fn: Module) -> int | None:
+    """The loss's ignored label if some sample may carry it, else None.
+
+    For a ``TensorDataset`` that is known up front (one pass over its labels); any other
+    dataset is read batch by batch, so it may.
+    """
+    ignored = ignored_class(loss_fn)
+    if ignored is None:
+        return None
+    tensors = tensors_of(loader.dataset)
+    if tensors is not None and len(tensors) == 2 and not bool((tensors[1] == ignored).any()):
+        return None
+    return ignored
 
 
 def _features(x: Tensor) -> str:

@@ -66,6 +66,7 @@ class EpochLoop:
         self.history = History()
         self.cuda_graph = False  # replay each step as one CUDA graph (fit's cuda_graph)
         self.clip_grad_norm: float | None = None  # fit's clip_grad_norm
+        self.ignored: int | None = None  # a label the loss skips, where samples carry it
         self.graphed: GraphedTrainStep | None = None
 
     def run_epoch(self, epoch: int, resumed: Progress | None) -> None:
@@ -73,7 +74,7 @@ class EpochLoop:
         model, loss_fn, optimizer, loader = self.model, self.loss_fn, self.optimizer, self.loader
         device, dtype, transform, watch = self.device, self.dtype, self.target_transform, self.watch
         scheduler = self.scheduler if self.per_step else None
-        guard, history = self.guard, self.history
+        guard, history, ignored = self.guard, self.history, self.ignored
         start_time = time.perf_counter()
         if resumed is not None and resumed.step > 0:  # replay the shuffle, skip the done steps
             rng_epoch = resumed.rng_epoch
@@ -101,6 +102,7 @@ class EpochLoop:
         for step, (x, y) in enumerate(batches, first):
             x, y = x.to(device=device, dtype=dtype), y.to(device)
             target = y if transform is None else transform(y)
+            kept = None if ignored is None else (y != ignored).sum()  # the samples that count
             if self.cuda_graph:
                 if self.graphed is None:
                     self.graphed = GraphedTrainStep(
@@ -110,33 +112,39 @@ class EpochLoop:
                     continue  # a graph replays one shape: the last, partial batch is dropped
                 loss = self.graphed(x, target)  # the five lines below, replayed at once
                 output = self.graphed.output
-                watch.check(loss, step)
+                watch.check(loss if kept is None else _counted(loss, kept), step)
             elif optimizer.needs_closure:  # LBFGS: step() runs the step's lines itself
-                output, loss = self._step_with_closure(x, target, step)
+                output, loss = self._step_with_closure(x, target, step, kept)
             else:
                 optimizer.zero_grad()
                 output = model(x)  # each layer saves what its backward needs
                 loss = loss_fn(output, target)
-                watch.check(loss, step)  # stops before a non-finite loss reaches the weights
+                # stops before a non-finite loss reaches the weights
+                watch.check(loss if kept is None else _counted(loss, kept), step)
                 model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
                 if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
                     clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            n = y.shape[0]
-            loss_sum.add_(loss, alpha=n)  # kept as tensors: no device sync per step
+            if kept is None:
+                loss_sum.add_(loss, alpha=y.shape[0])  # kept as tensors: no device sync per step
+                seen += y.shape[0]
+            else:  # the loss is the mean over the kept samples
+                loss_sum.add_(_counted(loss, kept) * kept)
+                seen = seen + kept  # a tensor from here on: no device sync per step
             predicted.append(predict_classes(output, loss_fn))
             labels.append(y)
-            seen += n
             if guard.requested:  # Ctrl-C: save between two steps, where all agrees
-                correct = _add_hits(correct, predicted, labels)
-                done = Progress(epoch, step + 1, seen, loss_sum, correct, history.to_dict(),
+                correct = _add_hits(correct, predicted, labels, ignored)
+                done = Progress(epoch, step + 1, int(seen), loss_sum, correct, history.to_dict(),
                                 capture_rng(self.named, device), rng_epoch)  # fmt: skip
                 self.save(done, step + 1)
         watch.flush()
-        history.train_loss.append(float(loss_sum) / seen)
-        history.train_acc.append(int(_add_hits(correct, predicted, labels)) / seen)
+        count = float(seen)
+        correct = _add_hits(correct, predicted, labels, ignored)
+        history.train_loss.append(float(loss_sum) / count if count else math.nan)
+        history.train_acc.append(int(correct) / count if count else math.nan)
         if self.test_loader is not None:
             test_loss, test_acc = _evaluate(
                 model, loss_fn, self.test_loader, transform, device, dtype
@@ -156,7 +164,9 @@ class EpochLoop:
                             capture_rng(self.named, device))  # fmt: skip
             self.save(done, len(loader))
 
-    def _step_with_closure(self, x: Tensor, target: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    def _step_with_closure(
+        self, x: Tensor, target: Tensor, step: int, kept: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """One step of an optimizer that evaluates the loss itself, as often as it needs
         (LBFGS): the lines of a step, as its closure. The output and loss of the first
         call, at the parameters the step starts from, are what the epoch counts, as for
@@ -169,7 +179,7 @@ class EpochLoop:
             output = model(x)
             loss = loss_fn(output, target)
             if not first:  # the step's own loss: a later one may come from a trial point
-                self.watch.check(loss, step)
+                self.watch.check(loss if kept is None else _counted(loss, kept), step)
                 first.append((output, loss))
             model.backward(loss_fn.backward())
             if self.clip_grad_norm is not None:
@@ -198,13 +208,26 @@ class EpochLoop:
         return postfix
 
 
-def _add_hits(correct: Tensor, predicted: list[Tensor], labels: list[Tensor]) -> Tensor:
-    """``correct`` plus the predictions that equal their labels; empties both lists."""
+def _add_hits(
+    correct: Tensor, predicted: list[Tensor], labels: list[Tensor], ignored: int | None
+) -> Tensor:
+    """``correct`` plus the predictions that equal their labels, among the samples whose
+    label is not ``ignored``; empties both lists."""
     if predicted:
-        correct = correct + (torch.cat(predicted) == torch.cat(labels)).sum()
+        label = torch.cat(labels)
+        hits = torch.cat(predicted) == label
+        if ignored is not None:
+            hits &= label != ignored
+        correct = correct + hits.sum()
         predicted.clear()
         labels.clear()
     return correct
+
+
+def _counted(loss: Tensor, kept: Tensor) -> Tensor:
+    """The loss of a batch, 0 where no sample counts: the mean over no sample is 0 / 0,
+    a nan that is no divergence and adds nothing to the epoch's mean."""
+    return torch.where(kept > 0, loss, 0.0)
 
 
 def _current_lr(optimizer: Optimizer) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ from nograd.data import DataLoader
 from nograd.data_checks import as_loader, check_data, usable_device
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
-from nograd.targets import TargetTransform, predict_classes, target_for
+from nograd.targets import TargetTransform, ignored_class, predict_classes, target_for
 
 Data = Any  # a dataset of (x, y) pairs (TensorDataset) or a DataLoader over one
 
@@ -83,18 +84,28 @@ def _evaluate(
 ) -> tuple[float, float]:
     was_training = model.training
     model.eval()
-    seen = 0
+    ignored = ignored_class(loss_fn)  # samples with this label count for nothing
     try:
         with torch.inference_mode():  # no autograd bookkeeping: nothing here outlives the call
             loss_sum = torch.zeros((), device=device, dtype=dtype)
             correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = torch.zeros((), device=device, dtype=torch.long)
             for x, y in loader:
                 x, y = x.to(device=device, dtype=dtype), y.to(device)
                 output = model(x)
                 target = y if target_transform is None else target_transform(y)
-                loss_sum += loss_fn(output, target) * len(y)
-                correct += (predict_classes(output, loss_fn) == y).sum()
-                seen += len(y)
+                loss = loss_fn(output, target)  # the mean over the samples that count
+                hits = predict_classes(output, loss_fn) == y
+                if ignored is None:
+                    kept = torch.tensor(len(y), device=device)
+                else:
+                    counts = y != ignored
+                    kept, hits = counts.sum(), hits & counts
+                    loss = torch.where(kept > 0, loss, 0.0)  # none counts: 0 / 0, not a loss
+                loss_sum += loss * kept
+                correct += hits.sum()
+                seen += kept
     finally:  # an error (or Ctrl-C) on the way leaves the model in the mode it came in
         model.train(was_training)
-    return float(loss_sum) / seen, int(correct) / seen
+    count = int(seen)
+    return (float(loss_sum) / count, int(correct) / count) if count else (math.nan, math.nan)

@@ -6,7 +6,8 @@ since the accuracy compares y with the predicted classes whatever the loss's tar
 ``target_for(loss_fn, n_outputs, dtype)`` says how y becomes the loss's target
 (one-hot rows for MSE, floats for BCE, y itself for cross-entropy), and
 ``predict_classes`` turns the network's outputs back into class indices, by the
-decision rule that fits the loss, for the accuracy.
+decision rule that fits the loss, for the accuracy. ``ignored_class(loss_fn)`` is the
+label whose samples the loss skips, and the accuracy with it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ def target_for(loss_fn: Loss, n_outputs: int, dtype: torch.dtype) -> TargetTrans
     if n_outputs == 1:
         return lambda y: y.to(dtype).unsqueeze(1)
     return lambda y: one_hot(y, n_outputs, dtype)
+
+
+def ignored_class(loss_fn: Module | None) -> int | None:
+    """The label whose samples ``loss_fn`` skips: ``ignore_index`` of CrossEntropyLoss
+    and NLLLoss (-100 by default); None for a loss without one.
+
+    ``fit`` and ``evaluate`` leave such samples out of the accuracy and the mean loss
+    too, as the loss leaves them out of its mean.
+    """
+    value = getattr(loss_fn, "ignore_index", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def predict_classes(output: Tensor, loss_fn: Module | None = None) -> Tensor:

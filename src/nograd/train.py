@@ -10,7 +10,8 @@ One step is the whole of backpropagation in five lines::
 
 ``nograd.loop`` runs it, one epoch at a time. Datasets hold class indices y;
 ``nograd.targets`` turns them into what the loss compares with, and the outputs back
-into class indices for the accuracy.
+into class indices for the accuracy. A sample labelled with the loss's ``ignore_index``
+counts in neither the epoch's loss nor its accuracy, as it counts in no loss.
 
 Around the step, ``fit`` keeps three promises (docs/reliability.md): a loss of nan or
 inf stops training at once with ``DivergenceError`` (``nograd.guards``); checkpoints
@@ -28,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nograd.checkpoint import CheckpointWriter, restore_rng
-from nograd.data_checks import as_loader, check_data, usable_device
+from nograd.data_checks import as_loader, check_data, may_hold_ignored, usable_device
 from nograd.guards import DeferredLossWatch, DivergenceError, TrainingInterrupted
 from nograd.loop import EpochLoop
 from nograd.metrics import Data, History, check_mean_loss, evaluate
@@ -178,6 +179,7 @@ def fit(
     loop = EpochLoop(model, loss_fn, optimizer, scheduler, scheduler_interval, train_loader,
                  test_loader, target_transform, device, dtype, epochs)  # fmt: skip
     loop.cuda_graph, loop.clip_grad_norm = cuda_graph, clip_grad_norm
+    loop.ignored = may_hold_ignored(train_loader, loss_fn)  # None: every sample counts
     if checkpoint_path is not None:
         loop.writer = CheckpointWriter(checkpoint_path, model, scheduler, checkpoint_metadata)
         loop.every = checkpoint_every
