@@ -292,3 +292,33 @@ def test_train_round_hands_fit_its_datasets_on_the_device(monkeypatch: pytest.Mo
     result = experiment.train_round(config, 0, progress=False)
     assert [d.type for d in devices] == ["cuda"] * 4  # no copy from the CPU at each step
     assert result.record["test_acc"] >= 0.0
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_matches_torch_on_cuda(line_search_fn: str | None) -> None:
+    """A least-squares fit on the GPU: nograd's LBFGS and torch's, the gradient by formula
+    on our side and by autograd on torch's, agree to float64's last digits."""
+    generator = torch.Generator(device=CUDA).manual_seed(0)
+    a = torch.randn(40, 6, dtype=torch.float64, device=CUDA, generator=generator)
+    b = torch.randn(40, dtype=torch.float64, device=CUDA, generator=generator)
+    ours = nn.Parameter(torch.zeros(6, dtype=torch.float64, device=CUDA))
+    ref = torch.nn.Parameter(torch.zeros(6, dtype=torch.float64, device=CUDA))
+    options: dict[str, Any] = {"lr": 0.5, "history_size": 3, "line_search_fn": line_search_fn}
+    opt, opt_ref = optim.LBFGS([ours], **options), torch.optim.LBFGS([ref], **options)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        residual = a @ ours.data - b
+        ours.grad = 2 * a.t() @ residual / len(b)  # dL/dw of the mean of squares
+        return (residual**2).mean()
+
+    def closure_ref() -> Tensor:
+        opt_ref.zero_grad()
+        with torch.enable_grad():
+            loss = ((a @ ref - b) ** 2).mean()
+            loss.backward()
+        return loss
+
+    for _ in range(3):
+        torch.testing.assert_close(opt.step(closure), opt_ref.step(closure_ref))  # type: ignore[arg-type]
+    torch.testing.assert_close(ours.data, ref.detach(), rtol=1e-9, atol=1e-12)
