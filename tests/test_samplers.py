@@ -455,3 +455,42 @@ def test_random_split_takes_numpy_and_tensor_counts() -> None:
         parts = nd.random_split(dataset, lengths, generator=torch.Generator().manual_seed(0))
         torch_parts = tud.random_split(dataset, lengths, generator=torch.Generator().manual_seed(0))
         assert [list(p.indices) for p in parts] == [list(p.indices) for p in torch_parts]
+
+
+# batches of indices that torch reads one by one, dataset[i] for each i: any integer
+# kind, any iterable. The gather nograd makes instead must give the same batch, or
+# give way to reading them one by one where it would not (see ``integer_rows``).
+INDEX_BATCHES: dict[str, Callable[[], list[Any]]] = {
+    "numpy-int16": lambda: [[np.int16(3), np.int16(1)], [np.int16(0)]],
+    "numpy-uint8": lambda: [[np.uint8(2), np.uint8(0), np.uint8(3)]],
+    "numpy-uint64-and-int8": lambda: [[np.uint64(3), np.int8(1)]],
+    "numpy-0-dim-arrays": lambda: [[np.array(3), np.array(0)]],
+    "numpy-reversed": lambda: [np.arange(4)[::-1]],
+    "int16-tensor": lambda: [torch.tensor([3, 1], dtype=torch.int16)],
+    "uint16-tensor": lambda: [torch.tensor([2, 0], dtype=torch.uint16)],
+    "uint8-tensor": lambda: [torch.tensor([1, 1], dtype=torch.uint8)],  # masks, on tensors
+    "one-element-tensors": lambda: [[torch.tensor([3]), torch.tensor([1])]],  # keep a dim
+    "iterators": lambda: [iter([3, 0]), (i for i in [2])],
+}
+
+
+@pytest.mark.parametrize("dataset_kind", ["tensors", "subset", "generic"])
+@pytest.mark.parametrize("kind", sorted(INDEX_BATCHES))
+def test_any_batch_of_indices_torch_reads_gives_torchs_batch(kind: str, dataset_kind: str) -> None:
+    def batches(lib: Any) -> list[Any]:
+        dataset: Any = {
+            "tensors": lambda: lib.TensorDataset(torch.arange(4) * 10, torch.arange(4) % 3),
+            "subset": lambda: lib.Subset(lib.TensorDataset(torch.arange(6) * 10), [5, 4, 0, 1]),
+            "generic": lambda: [(torch.tensor(10 * i), i % 3) for i in range(4)],
+        }[dataset_kind]()
+        loader = lib.DataLoader(dataset, batch_sampler=INDEX_BATCHES[kind]())
+        return [_plain(batch) for batch in loader]
+
+    assert batches(nd) == batches(tud)
+
+
+def test_a_sampler_of_small_numpy_integers_gives_torchs_batches() -> None:
+    dataset = numbered_pairs(N)
+    order = [np.int16(i) for i in range(N - 1, -1, -2)]
+    ours = [_plain(batch) for batch in DataLoader(dataset, 3, sampler=order)]
+    assert ours == [_plain(batch) for batch in tud.DataLoader(dataset, 3, sampler=order)]

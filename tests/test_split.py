@@ -7,11 +7,13 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import nograd.data
 from nograd.data import DataLoader, Subset, TensorDataset, disk, random_split
 from nograd.data.split import tensors_of
 from nograd.nn import CrossEntropyLoss, Linear, ReLU, Sequential
@@ -193,3 +195,27 @@ def test_fits_checks_read_the_rows_of_a_subset() -> None:
             epochs=1,
             progress=False,
         )
+
+
+# a Subset's indices that torch reads otherwise than as rows to gather: it meets each
+# one itself, dataset[indices[i]], and so must nograd (torch's batch, or torch's error)
+ODD_INDICES: dict[str, Any] = {
+    "floats": [0.0, 1.7],  # IndexError: not rows 0 and 1
+    "bools": [True, False],  # indexing with a bool adds a dimension
+    "uint8-tensor": torch.tensor([2, 0], dtype=torch.uint8),  # masks
+    "one-element-tensors": [torch.tensor([2]), torch.tensor([0])],  # keep a dimension
+    "numpy-0-dim-arrays": [np.array(2), np.array(0)],
+    "numpy-uint64": np.array([2, 0], dtype=np.uint64),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_INDICES))
+def test_a_subset_with_odd_indices_is_read_as_torch_reads_it(kind: str) -> None:
+    def batches(lib: Any) -> Any:
+        subset = lib.Subset(lib.TensorDataset(torch.arange(4) * 10), ODD_INDICES[kind])
+        try:
+            return [[part.tolist() for part in batch] for batch in lib.DataLoader(subset, 2)]
+        except (IndexError, RuntimeError) as error:
+            return type(error)
+
+    assert batches(nograd.data) == batches(torch.utils.data)

@@ -17,7 +17,7 @@ from nograd.data.samplers import (
     check_batching,
     checked_generator,
 )
-from nograd.data.split import tensors_of
+from nograd.data.split import integer_rows, tensors_of
 
 # The fast path cuts this many batches at a time with one torch.split call, which
 # costs less per batch than a Python slice and keeps at most this many views alive.
@@ -324,12 +324,16 @@ class DataLoader(Generic[Batch]):
 
     def _indexed_epoch(self, index_batches: Iterator[Sequence[int]]) -> Iterator[Any]:
         """The batches at the batch sampler's indices: one gather per tensor of a
-        TensorDataset, else the samples one by one through ``collate_fn``."""
+        TensorDataset, else the samples one by one through ``collate_fn``, as torch
+        reads them (also a TensorDataset's, for indices a gather would misread:
+        ``integer_rows``)."""
         default = self.collate_fn is default_collate
         tensors = tensors_of(self.dataset) if default else None
         for indices in index_batches:
-            if tensors is not None:
-                rows = _rows(indices)
+            if not hasattr(indices, "__getitem__"):  # an iterator, say: read it once, as torch
+                indices = list(indices)
+            rows = integer_rows(indices) if tensors is not None else None
+            if tensors is not None and rows is not None:
                 yield tuple(tensor[rows] for tensor in tensors)
             elif default:  # the indices name the samples in its errors
                 yield collate_samples([self.dataset[index] for index in indices], indices)
@@ -345,14 +349,3 @@ class DataLoader(Generic[Batch]):
             f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"
         )
-
-
-def _rows(indices: Sequence[int]) -> Tensor:
-    """A batch sampler's batch as the rows to gather: refused as reading it sample by
-    sample would refuse it (not a list, an index that is not an integer, no index)."""
-    rows = torch.as_tensor(indices)
-    if rows.dim() != 1:
-        raise TypeError(f"DataLoader: expected a batch to be a list of indices, got {indices!r}")
-    if rows.dtype not in (torch.int64, torch.int32) or rows.numel() == 0:
-        raise IndexError(f"DataLoader: expected a batch of integer indices, got {indices!r}")
-    return rows

@@ -137,14 +137,50 @@ def tensors_of(dataset: Any) -> tuple[Tensor, ...] | None:
 
     A ``TensorDataset``'s own tensors; for a ``Subset`` of one (or of such a subset),
     their rows at its indices, gathered in one copy per tensor. Any other dataset,
-    a subclass of ``Subset`` included (it may change what ``__getitem__`` gives), is
-    read sample by sample.
+    a subclass of ``Subset`` included (it may change what ``__getitem__`` gives), and
+    a subset whose indices are not plain integers (``integer_rows``), is read sample
+    by sample.
     """
     if type(dataset) is TensorDataset:  # a subclass may change what __getitem__ gives
         return dataset.tensors
     if type(dataset) is Subset:
         inner = tensors_of(dataset.dataset)
-        if inner is not None:
-            index = torch.as_tensor(dataset.indices, dtype=torch.int64)
+        index = integer_rows(dataset.indices)  # None: indices a gather would misread
+        if inner is not None and index is not None:
             return tuple(tensor[index.to(tensor.device)] for tensor in inner)
+    return None
+
+
+# The dtypes whose values a gather reads as the integers torch sees when it reads
+# dataset[i] for each i. Unsigned ones only from numpy integers or Python ints: a uint8
+# tensor indexes as a mask. uint64 values may not fit int64: read one by one.
+_SIGNED_ROWS = (torch.int64, torch.int32, torch.int16, torch.int8)
+_UNSIGNED_ROWS = (torch.uint8, torch.uint16, torch.uint32)
+
+
+def integer_rows(indices: Any) -> Tensor | None:
+    """``indices`` as an int64 (or int32) tensor of rows, where gathering a tensor's rows
+    gives what stacking ``tensor[i]`` for each i gives (torch's way of reading them);
+    else None.
+
+    None (read the samples one by one) for indices that are not integers (floats and
+    bools: torch's error, or a dimension more), tensors that are not 0-dim (a kept
+    dimension), uint8 tensors (masks), what ``torch.as_tensor`` refuses (0-dim numpy
+    arrays, reversed arrays), and no indices at all (torch's error for an empty batch).
+    """
+    try:
+        rows = torch.as_tensor(indices)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if rows.dim() != 1 or rows.numel() == 0:
+        return None
+    first = indices[0]  # a 0-dim tensor for a tensor of indices
+    if isinstance(first, Tensor) and first.dim() != 0:
+        return None  # tensor([3]) would be read as 3, where tensor[tensor([3])] keeps a dim
+    if rows.dtype in (torch.int64, torch.int32):
+        return rows
+    if rows.dtype in _SIGNED_ROWS or (
+        rows.dtype in _UNSIGNED_ROWS and not isinstance(first, Tensor)
+    ):
+        return rows.long()  # torch indexes with int64 or int32 tensors only
     return None
