@@ -317,11 +317,17 @@ def test_loader_takes_torchs_first_arguments_and_no_others_by_position() -> None
         DataLoader(numbered(6), 1, False, None, None, 0)  # type: ignore[call-overload]
 
 
-def test_loader_without_shuffle_yields_views() -> None:
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_batch_changed_in_place_leaves_the_dataset_alone(shuffle: bool) -> None:
+    """As torch's batches, which are copies: normalising one in place (x -= mean) must
+    not change the dataset, or the change would compound epoch after epoch."""
     x = torch.randn(10, 3)
-    batch = next(iter(DataLoader(TensorDataset(x), batch_size=4)))[0]
-    batch[0, 0] = 123.0
-    assert x[0, 0] == 123.0
+    before = x.clone()
+    for batch in DataLoader(TensorDataset(x), batch_size=4, shuffle=shuffle):
+        batch[0].sub_(100.0)  # x -= mean, say
+    assert torch.equal(x, before)
+    for batch in DataLoader(TensorDataset(x), batch_size=4):  # still cut out of one copy
+        assert batch[0]._base is not None and batch[0]._base.data_ptr() != x.data_ptr()
 
 
 @pytest.mark.parametrize(("shuffle", "drop_last"), [(False, False), (True, False), (True, True)])

@@ -21,6 +21,7 @@ from nograd.data.split import integer_rows, tensors_of
 
 # The fast path cuts this many batches at a time with one torch.split call, which
 # costs less per batch than a Python slice and keeps at most this many views alive.
+# In order, it copies that many batches at a time: one copy per chunk, not per batch.
 BATCHES_PER_SPLIT = 256
 
 Batch = TypeVar("Batch")
@@ -50,8 +51,9 @@ class DataLoader(Generic[Batch]):
     ``_sliced_epoch``), so the same seed gives the same batches in both, and the same
     random numbers afterwards (Dropout's masks), also with two epochs under way at once.
 
-    A ``TensorDataset`` is batched with tensor slices (views in order, one gather per
-    tensor per epoch when shuffling), and so is a ``Subset`` of one, after one more
+    A ``TensorDataset`` is batched with tensor slices (of one copy per tensor per 256
+    batches in order, one gather per tensor per epoch when shuffling: never views of the
+    dataset, as torch's batches are copies), and so is a ``Subset`` of one, after one more
     gather of its rows per epoch; under any other sampler, each batch is one gather of
     its rows. Any other dataset, or any ``collate_fn``, reads the samples one by one
     and hands the batch's list of samples to ``collate_fn``, which by default is
@@ -314,7 +316,12 @@ class DataLoader(Generic[Batch]):
         step = batch_size * BATCHES_PER_SPLIT
         for start in range(0, usable, step):
             stop = min(start + step, usable)
-            columns = [torch.split(tensor[start:stop], batch_size) for tensor in tensors]
+            # In order, a copy of the chunk: torch's batches are copies, and a batch
+            # changed in place (x -= mean) must not change the dataset
+            chunks = [tensor[start:stop] for tensor in tensors]
+            if order is None:
+                chunks = [chunk.clone() for chunk in chunks]
+            columns = [torch.split(chunk, batch_size) for chunk in chunks]
             yield from zip(*columns, strict=True)
 
     def _sample_epoch(self, indices: Iterator[int]) -> Iterator[Any]:
