@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -172,27 +173,90 @@ def test_load_state_dict_hooks_match_torchs() -> None:
         assert torch.equal(p.data, q.detach())
 
 
-def named_hook(optimizer: Any, args: Any, kwargs: Any) -> None:
-    """A module-level hook, so that an optimizer holding it can be pickled."""
-    optimizer.defaults.setdefault("calls", []).append(len(args))
+def save_and_load(optimizer: Any) -> Any:
+    """The whole optimizer through ``torch.save`` and ``torch.load`` (a pickle)."""
+    buffer = io.BytesIO()
+    torch.save(optimizer, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
 
 
-@pytest.mark.parametrize(
-    "duplicate",
-    [copy.copy, copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))],
-    ids=["copy", "deepcopy", "pickle"],
-)
-def test_a_copied_optimizer_runs_its_hooks_around_its_own_step(duplicate: Callable) -> None:
+DUPLICATES = [copy.copy, copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o)), save_and_load]
+DUPLICATE_IDS = ["copy", "deepcopy", "pickle", "torch.save"]
+
+
+@pytest.mark.parametrize("duplicate", DUPLICATES, ids=DUPLICATE_IDS)
+@pytest.mark.parametrize("make", ["SGD", "Adam"])
+def test_a_copy_has_no_hooks_and_steps_on_as_torchs_copy(make: str, duplicate: Callable) -> None:
+    """torch's ``Optimizer.__getstate__`` keeps defaults, state and param_groups only: a
+    copy, deep copy or unpickled optimizer has no hooks (so closures, which pickle
+    cannot hold, are no obstacle), and goes on from the original's state. Copied after
+    a step, when nograd holds its flat buffers (which deepcopy could not copy)."""
+    ours, theirs = twins(make, lr=0.1)
+    calls: list[str] = []
+    for opt in (ours, theirs):
+        opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+        opt.register_state_dict_pre_hook(lambda o: calls.append("state_dict"))
+        opt.step()
+        opt.step()
+    calls.clear()
+    our_copy, their_copy = duplicate(ours), duplicate(theirs)
+    our_params, their_params = (opt.param_groups[0]["params"] for opt in (our_copy, their_copy))
+    for p, q in zip(our_params, their_params, strict=True):
+        p.grad = q.grad = torch.ones_like(q)  # (torch's pickle drops a tensor's grad)
+    for opt in (our_copy, their_copy):
+        opt.state_dict()
+        opt.step()
+    assert calls == []
+    assert "step" not in our_copy.__dict__  # the class's step, run directly
+    for p, q in zip(our_params, their_params, strict=True):
+        assert torch.equal(p.data, q.detach())
+    ours.step()
+    assert calls == ["pre"]  # the original keeps its hooks
+    our_copy.register_step_pre_hook(lambda o, a, k: calls.append("copy's"))
+    ours.step()
+    assert calls == ["pre", "pre"]  # and a copy's hook is the copy's alone
+
+
+def test_a_post_hook_registered_during_the_step_runs_in_it_as_in_torch() -> None:
+    """torch reads the post-hooks after the step: one that a pre-hook registers runs
+    the same step, one that a pre-hook removes does not."""
+
+    def register(opt: Any, log: Log, _: str) -> None:
+        handles: list[Any] = []
+
+        def pre(o: Any, args: Any, kwargs: Any) -> None:
+            log.append(("pre",))
+            if len(log) == 1:
+                handles.append(o.register_step_post_hook(lambda *a: log.append(("new post",))))
+            elif handles:
+                handles.pop().remove()
+
+        opt.register_step_pre_hook(pre)
+
+    ours, theirs, our_log, their_log = both(register)
+    for opt in (ours, theirs):
+        for _ in range(3):
+            opt.step()
+    assert our_log == their_log == [("pre",), ("new post",), ("pre",), ("pre",)]
+
+
+def test_removing_the_last_hook_keeps_a_step_the_user_set() -> None:
+    """A wrapper the user puts on ``optimizer.step`` stays when the hooks go."""
     ours, _ = twins()
-    ours.register_step_pre_hook(named_hook)
-    twin = duplicate(ours)
-    twin.defaults = dict(twin.defaults)  # a log of its own (copy.copy shares the dict)
-    before = ours.param_groups[0]["params"][0].data.clone()
-    twin.step()
-    assert twin.defaults["calls"] == [1]
-    assert "calls" not in ours.defaults
-    if duplicate is not copy.copy:  # a shallow copy shares the parameters themselves
-        assert torch.equal(ours.param_groups[0]["params"][0].data, before)
+    calls: list[str] = []
+    handle = ours.register_step_post_hook(lambda o, a, k: calls.append("hook"))
+    hooked = ours.step
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append("wrapper")
+        return hooked(*args, **kwargs)
+
+    ours.step = wrapper  # type: ignore[method-assign]
+    ours.step()
+    handle.remove()
+    ours.step()
+    assert calls == ["wrapper", "hook", "wrapper"]
 
 
 def test_a_hook_must_be_callable() -> None:

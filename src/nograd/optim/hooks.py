@@ -37,6 +37,10 @@ How step hooks cost nothing where there are none: an optimizer without them runs
 class's ``step`` directly. The first step hook sets an instance attribute,
 ``optimizer.step``, to a ``HookedStep`` that runs the hooks around the class's method;
 removing the last one deletes it, as ``nograd.nn.hooks`` does for a module's forward.
+
+A copy (``copy.copy``, ``copy.deepcopy``, ``pickle``) has no hooks, as in torch, whose
+``Optimizer.__getstate__`` keeps only ``defaults``, ``state`` and ``param_groups``: a
+hook is often a closure over the original's model or log, and cannot be pickled.
 """
 
 from __future__ import annotations
@@ -79,10 +83,13 @@ def add(optimizer: Optimizer, kind: str, hook: Hook, prepend: bool = False) -> R
 
 
 def remove(optimizer: Optimizer, kind: str, key: int) -> None:
-    """Take hook ``key`` off; with the last step hook, the ``HookedStep`` too."""
-    optimizer.__dict__.get(kind, {}).pop(key, None)
-    if kind in STEP_KINDS and not has_step_hooks_in(optimizer.__dict__):
-        optimizer.__dict__.pop("step", None)  # the class's method again
+    """Take hook ``key`` off; with the last step hook, the ``HookedStep`` too (a step
+    the user set on the optimizer stays)."""
+    attributes = optimizer.__dict__
+    attributes.get(kind, {}).pop(key, None)
+    last = kind in STEP_KINDS and not has_step_hooks_in(attributes)
+    if last and isinstance(attributes.get("step"), HookedStep):  # not a step the user set
+        del attributes["step"]  # the class's method again
 
 
 def has_step_hooks(optimizer: Optimizer) -> bool:
@@ -94,13 +101,11 @@ def has_step_hooks_in(attributes: dict[str, Any]) -> bool:
     return any(attributes.get(kind) for kind in STEP_KINDS)
 
 
-def rebind(optimizer: Optimizer) -> None:
-    """Give a copied or unpickled optimizer a ``HookedStep`` of its own (a copy of the
-    original's would still step the original optimizer)."""
-    if has_step_hooks_in(optimizer.__dict__):
-        optimizer.__dict__["step"] = HookedStep(optimizer)
-    else:
-        optimizer.__dict__.pop("step", None)
+def without_hooks(attributes: dict[str, Any]) -> dict[str, Any]:
+    """``attributes`` (an optimizer's ``__dict__``) less its hooks and its ``HookedStep``:
+    what a copy is made of."""
+    dropped = {*STEP_KINDS, *STATE_DICT_KINDS, "step"}
+    return {name: value for name, value in attributes.items() if name not in dropped}
 
 
 def run(optimizer: Optimizer, kind: str, *args: Any) -> Any:
@@ -126,9 +131,9 @@ class HookedStep:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         optimizer = self.optimizer
-        pre, post = (list(optimizer.__dict__.get(kind, {}).values()) for kind in STEP_KINDS)
+        pre_kind, post_kind = STEP_KINDS
         call_args: tuple[Any, ...] = (optimizer, *args)  # torch passes self in args
-        for hook in pre:
+        for hook in list(optimizer.__dict__.get(pre_kind, {}).values()):
             result = hook(optimizer, call_args, kwargs)
             if result is None:
                 continue
@@ -139,6 +144,8 @@ class HookedStep:
                 )
             call_args, kwargs = result
         out = type(optimizer).step(*call_args, **kwargs)
-        for hook in post:
+        # read after the step, as torch reads them: a post-hook registered by a pre-hook
+        # (or during the step) runs this time, one removed there does not
+        for hook in list(optimizer.__dict__.get(post_kind, {}).values()):
             hook(optimizer, call_args, kwargs)
         return out

@@ -350,10 +350,19 @@ class Optimizer:
         """Call ``hook(optimizer)`` after every ``load_state_dict``."""
         return hooks.add(self, "_optimizer_load_state_dict_post_hooks", hook, prepend)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy``, ``deepcopy`` and ``pickle`` copy: no hooks, as in torch, and
+        none of the caches the next step rebuilds (``_flat`` is keyed by the ids of the
+        original's lists, and holds what neither deepcopy nor pickle can copy)."""
+        state = hooks.without_hooks(self.__dict__)
+        for cache in ("_flat", "_scalars", "_scratch_space"):
+            state.pop(cache, None)
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Fill an optimizer made by ``copy``, ``deepcopy`` or ``pickle`` from ``state``."""
         self.__dict__.update(state)
-        hooks.rebind(self)  # its step hooks must step it, not the one it was copied from
+        self._flat, self._scalars, self._scratch_space = {}, {}, {}
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> StateDict:
