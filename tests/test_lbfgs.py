@@ -311,6 +311,43 @@ def test_non_contiguous_parameters(line_search_fn: str | None) -> None:
     assert ours.data.untyped_storage().data_ptr() == storage  # updated in place
 
 
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_parameters_are_pairs_of_real_ones_as_in_torch(
+    dtype: torch.dtype, line_search_fn: str | None
+) -> None:
+    """torch's LBFGS flattens a complex parameter and its gradient into their real and
+    imaginary parts (``view_as_real``); beside a real parameter, to the same bits."""
+    gen = torch.Generator().manual_seed(4)
+    z0, c = torch.randn(2, 3, 2, generator=gen, dtype=dtype)
+    r0 = torch.randn(4, generator=gen, dtype=dtype.to_real())
+    ours = [Parameter(z0.clone()), Parameter(r0.clone())]
+    ref = [z0.clone().requires_grad_(), r0.clone().requires_grad_()]
+    opt = LBFGS(ours, max_iter=6, history_size=3, line_search_fn=line_search_fn)
+    ref_opt = torch.optim.LBFGS(ref, max_iter=6, history_size=3, line_search_fn=line_search_fn)
+
+    def evaluate(z: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """f = |z - c|^2 + sum r^4 + r^2, and its gradient as torch writes a complex
+        one: df/d(Re z) + i df/d(Im z) = 2 (z - c)."""
+        dz = z - c
+        loss = (dz.real**2 + dz.imag**2).sum() + (r**4 + r**2).sum()
+        return loss, 2 * dz, 4 * r**3 + 2 * r
+
+    def closure() -> Tensor:
+        loss, ours[0].grad, ours[1].grad = evaluate(ours[0].data, ours[1].data)
+        return loss
+
+    def ref_closure() -> Tensor:
+        loss, ref[0].grad, ref[1].grad = evaluate(ref[0].detach(), ref[1].detach())
+        return loss
+
+    for _ in range(3):
+        assert torch.equal(opt.step(closure), ref_opt.step(ref_closure))
+        for p, q in zip(ours, ref, strict=True):
+            assert torch.equal(p.data, q.detach())
+        assert_same_state_dict(opt.state_dict(), ref_opt.state_dict())
+
+
 # ------------------------------------------------------------------- state_dict
 @pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -337,6 +374,26 @@ def test_state_dict_moves_both_ways_and_continues(
         loss, ref_loss = twins.step()
         assert torch.equal(loss, ref_loss.detach())
         twins.assert_same()
+
+
+@pytest.mark.parametrize("line_search_fn", LINE_SEARCHES)
+def test_a_state_dict_made_under_inference_mode_steps_on_in_torch(
+    line_search_fn: str | None,
+) -> None:
+    """torch's load_state_dict keeps the tensors it is given and its step overwrites
+    prev_flat_grad in place, which torch refuses for a tensor made under
+    torch.inference_mode: state_dict gives that one as a normal tensor."""
+    options = {"line_search_fn": line_search_fn, "max_iter": 5, "history_size": 3}
+    twins = NetTwins(torch.float32, **options)
+    twins.step(inference_mode=True)
+    twins.ref_opt = torch.optim.LBFGS(twins.ref.parameters(), **options)
+    twins.ref_opt.load_state_dict(twins.opt.state_dict())  # torch keeps what it is given
+    ours = twins.opt.state[next(twins.model.parameters())]["prev_flat_grad"]
+    before = ours.clone()
+    for _ in range(2):
+        twins.step(inference_mode=True)
+        twins.assert_same()
+    assert torch.equal(ours, before)  # torch's copy_ went into a copy, not into ours
 
 
 def test_loaded_state_is_a_copy_cast_to_the_parameters() -> None:

@@ -102,22 +102,41 @@ class LBFGS(Optimizer):
         dtype = param.dtype if param.data.is_floating_point() else None
         return value.to(device=param.device, dtype=dtype, copy=True)
 
+    def _pack(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """The state as torch writes it, with ``prev_flat_grad`` a normal tensor.
+
+        torch's step overwrites ``prev_flat_grad`` in place (``copy_``), and its
+        ``load_state_dict`` keeps the tensor it is given: one made under
+        ``torch.inference_mode`` (nograd's usual mode) would make torch's next step
+        fail. So such a one is given as a normal copy; the other tensors are shared.
+        """
+        packed = super()._pack(entry)
+        prev_flat_grad = packed.get("prev_flat_grad")
+        if isinstance(prev_flat_grad, Tensor) and prev_flat_grad.is_inference():
+            with torch.inference_mode(False):  # a clone made here is a normal tensor
+                packed["prev_flat_grad"] = prev_flat_grad.clone()
+        return packed
+
     # ------------------------------------------------------------ the flat vector x
     def _gather_flat_grad(self, params: list[Parameter]) -> Tensor:
-        """g: every gradient flattened into one vector; a missing one counts as zeros."""
-        views = [
-            param.data.new_zeros(param.numel()) if param.grad is None else param.grad.reshape(-1)
-            for param in params
-        ]
+        """g: every gradient flattened into one real vector; a missing one counts as zeros.
+
+        A complex gradient enters as its real and imaginary parts, side by side: torch
+        optimizes a complex parameter as the pair of real ones it is made of."""
+        views = []
+        for param in params:
+            grad = param.data.new_zeros(param.numel()) if param.grad is None else param.grad
+            views.append((torch.view_as_real(grad) if grad.is_complex() else grad).reshape(-1))
         return torch.cat(views, 0)
 
     def _add_step(self, params: list[Parameter], t: Step, d: Tensor) -> None:
         """x = x + t * d, slice by slice of d, in place in each ``param.data``."""
         offset = 0
         for param in params:
-            numel = param.numel()
+            data = torch.view_as_real(param.data) if param.data.is_complex() else param.data
+            numel = data.numel()
             # alpha takes a number: float(t) is the number torch reads from a 0-dim t
-            param.data.add_(d[offset : offset + numel].view_as(param.data), alpha=float(t))
+            data.add_(d[offset : offset + numel].view_as(data), alpha=float(t))
             offset += numel
 
     def _evaluate_at(
