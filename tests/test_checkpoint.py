@@ -172,6 +172,25 @@ def test_writer_checks_the_model_and_folder_up_front(tmp_path: Path) -> None:
         CheckpointWriter(tmp_path / "c.safetensors", Linear(2, 2), None, {"bad": object()})
 
 
+def test_fit_refuses_an_optimizer_a_checkpoint_cannot_hold_before_training(
+    tmp_path: Path,
+) -> None:
+    """LBFGS takes a tensor lr, as torch's does; JSON cannot hold it, so fit says so up
+    front instead of after the first epoch."""
+    from nograd.data import disk
+    from nograd.nn.cross_entropy import CrossEntropyLoss
+    from nograd.optim import LBFGS
+    from nograd.train import fit
+
+    model = Sequential(Linear(2, 2))
+    optimizer = LBFGS(model.parameters(), lr=torch.tensor(0.5))
+    before = model[0].weight.data.clone()
+    with pytest.raises(TypeError, match="must be JSON-serialisable"):
+        fit(model, CrossEntropyLoss(), optimizer, disk(20), epochs=1, progress=False,
+            checkpoint_path=tmp_path / "c.safetensors")  # fmt: skip
+    assert torch.equal(model[0].weight.data, before)  # no step was taken
+
+
 # ------------------------------------------------------------ refusals
 def forge(path: Path, change: Callable[[dict[str, torch.Tensor], dict[str, str]], None]) -> None:
     with safetensors.safe_open(str(path), framework="pt") as file:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from nograd import io
 from nograd.checkpoint import CheckpointWriter, restore_rng
 from nograd.data_checks import as_loader, check_data, may_hold_ignored, usable_device
 from nograd.guards import DeferredLossWatch, DivergenceError, TrainingInterrupted
@@ -182,6 +183,7 @@ def fit(
     loop.ignored = may_hold_ignored(train_loader, loss_fn)  # None: every sample counts
     if checkpoint_path is not None:
         loop.writer = CheckpointWriter(checkpoint_path, model, scheduler, checkpoint_metadata)
+        io.pack_optimizer(model, optimizer)  # refused now, not after an epoch of training
         loop.every = checkpoint_every
     resumed = None
     if resume_from is not None:
