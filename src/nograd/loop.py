@@ -102,7 +102,7 @@ class EpochLoop:
         for step, (x, y) in enumerate(batches, first):
             x, y = x.to(device=device, dtype=dtype), y.to(device)
             target = y if transform is None else transform(y)
-            kept = None if ignored is None else (y != ignored).sum()  # the samples that count
+            n_counted = None if ignored is None else (y != ignored).sum()  # what the loss counts
             if self.cuda_graph:
                 if self.graphed is None:
                     self.graphed = GraphedTrainStep(
@@ -112,27 +112,27 @@ class EpochLoop:
                     continue  # a graph replays one shape: the last, partial batch is dropped
                 loss = self.graphed(x, target)  # the five lines below, replayed at once
                 output = self.graphed.output
-                watch.check(loss if kept is None else _counted(loss, kept), step)
+                watch.check(loss if n_counted is None else _counted(loss, n_counted), step)
             elif optimizer.needs_closure:  # LBFGS: step() runs the step's lines itself
-                output, loss = self._step_with_closure(x, target, step, kept)
+                output, loss = self._step_with_closure(x, target, step, n_counted)
             else:
                 optimizer.zero_grad()
                 output = model(x)  # each layer saves what its backward needs
                 loss = loss_fn(output, target)
                 # stops before a non-finite loss reaches the weights
-                watch.check(loss if kept is None else _counted(loss, kept), step)
+                watch.check(loss if n_counted is None else _counted(loss, n_counted), step)
                 model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
                 if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
                     clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            if kept is None:
+            if n_counted is None:
                 loss_sum.add_(loss, alpha=y.shape[0])  # kept as tensors: no device sync per step
                 seen += y.shape[0]
-            else:  # the loss is the mean over the kept samples
-                loss_sum.add_(_counted(loss, kept) * kept)
-                seen = seen + kept  # a tensor from here on: no device sync per step
+            else:  # the loss is the mean over the counted samples
+                loss_sum.add_(_counted(loss, n_counted) * n_counted)
+                seen = seen + n_counted  # a tensor from here on: no device sync per step
             predicted.append(predict_classes(output, loss_fn))
             labels.append(y)
             if guard.requested:  # Ctrl-C: save between two steps, where all agrees
@@ -165,7 +165,7 @@ class EpochLoop:
             self.save(done, len(loader))
 
     def _step_with_closure(
-        self, x: Tensor, target: Tensor, step: int, kept: Tensor | None
+        self, x: Tensor, target: Tensor, step: int, n_counted: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """One step of an optimizer that evaluates the loss itself, as often as it needs
         (LBFGS): the lines of a step, as its closure. The output and loss of the first
@@ -179,7 +179,7 @@ class EpochLoop:
             output = model(x)
             loss = loss_fn(output, target)
             if not first:  # the step's own loss: a later one may come from a trial point
-                self.watch.check(loss if kept is None else _counted(loss, kept), step)
+                self.watch.check(loss if n_counted is None else _counted(loss, n_counted), step)
                 first.append((output, loss))
             model.backward(loss_fn.backward())
             if self.clip_grad_norm is not None:
@@ -224,10 +224,10 @@ def _add_hits(
     return correct
 
 
-def _counted(loss: Tensor, kept: Tensor) -> Tensor:
+def _counted(loss: Tensor, n_counted: Tensor) -> Tensor:
     """The loss of a batch, 0 where no sample counts: the mean over no sample is 0 / 0,
     a nan that is no divergence and adds nothing to the epoch's mean."""
-    return torch.where(kept > 0, loss, 0.0)
+    return torch.where(n_counted > 0, loss, 0.0)
 
 
 def _current_lr(optimizer: Optimizer) -> float:
