@@ -175,10 +175,28 @@ def test_adadelta_takes_torchs_lr_unless_one_is_given() -> None:
     """Its lr only scales the step it sizes itself: 1.0 by default, as in torch."""
     parse = build_parser().parse_args
     assert config_from(parse(["train", "--optimizer", "adadelta"])).lr == 1.0
+    assert config_from(parse(["train", "--optimizer", "lbfgs"])).lr == 1.0
     assert config_from(parse(["train", "--optimizer", "adadelta", "--lr", "0.5"])).lr == 0.5
     assert config_from(parse(["train", "--optimizer", "adam"])).lr == 0.01
     seed = config_from(parse(["train", "--preset", "seed", "--optimizer", "adadelta"]))
     assert seed.lr == PRESETS["seed"]["lr"]  # the preset's lr stands
+
+
+def test_lbfgs_trains_on_the_whole_training_set_with_a_line_search(tmp_path: Path) -> None:
+    """L-BFGS needs the whole gradient, not a minibatch's noise (torch's LBFGS turns nan
+    on batches of 32 here): its batch is --n-train unless one is given."""
+    parse = build_parser().parse_args
+    config = config_from(parse(["train", "--optimizer", "lbfgs", "--n-train", "300"]))
+    assert (config.batch_size, config.lr) == (300, 1.0)
+    given = config_from(parse(["train", "--optimizer", "lbfgs", "--batch-size", "50"]))
+    assert given.batch_size == 50
+    optimizer = build_optimizer(config, build_model(config))
+    assert optimizer.param_groups[0]["line_search_fn"] == "strong_wolfe"
+    code = main(["train", "--optimizer", "lbfgs", "--rounds", "1", "--epochs", "15", "--quiet",
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["rounds"][0]["test_acc"] >= 0.98
 
 
 @pytest.mark.parametrize(("name", "expected"), [("adam", 0.0), ("adamw", 0.01), ("sgd", 0.0)])

@@ -186,10 +186,10 @@ CASES = [
          lambda tmp: build_model(TrainConfig(activation="swish")), ValueError,
          f"unknown activation 'swish'; expected one of {ACTIVATION_NAMES}"),
     Case("unknown-optimizer", "an unknown optimizer name",
-         lambda tmp: build_optimizer(TrainConfig(optimizer="lbfgs"), model()), ValueError,
-         "unknown optimizer 'lbfgs'; expected one of "
-         "['adadelta', 'adagrad', 'adam', 'adamax', 'adamw', 'nadam', 'radam', 'rmsprop', "
-         "'sgd']"),
+         lambda tmp: build_optimizer(TrainConfig(optimizer="lion"), model()), ValueError,
+         "unknown optimizer 'lion'; expected one of "
+         "['adadelta', 'adagrad', 'adam', 'adamax', 'adamw', 'lbfgs', 'nadam', 'radam', "
+         "'rmsprop', 'sgd']"),
     Case("unknown-loss", "an unknown loss name",
          lambda tmp: build_loss(TrainConfig(loss="hinge")), ValueError,
          "unknown loss 'hinge'; expected one of ['bce', 'ce', 'mse']"),
@@ -335,8 +335,8 @@ CLI_CASES = [
      "argument --batch-size: expected a positive integer, got '0'"),
     ("cli-activation", "nograd train --activation swish", ["train", "--activation", "swish"],
      "argument --activation: invalid choice: 'swish' (choose from …)"),
-    ("cli-optimizer", "nograd train --optimizer lbfgs", ["train", "--optimizer", "lbfgs"],
-     "argument --optimizer: invalid choice: 'lbfgs' (choose from …)"),
+    ("cli-optimizer", "nograd train --optimizer lion", ["train", "--optimizer", "lion"],
+     "argument --optimizer: invalid choice: 'lion' (choose from …)"),
     ("cli-epochs", "nograd train --epochs 0", ["train", "--epochs", "0"],
      "argument --epochs: expected a positive integer, got '0'"),
     ("cli-huge-network", "nograd train --hidden 100000,100000",
@@ -346,6 +346,9 @@ CLI_CASES = [
      "argument --n-train: expected at most 100000000 samples, got '1000000000'"),
     ("cli-device", "nograd train --device nonsense", ["train", "--device", "nonsense"],
      "argument --device: unknown device 'nonsense'"),
+    ("cli-lbfgs-weight-decay", "nograd train --optimizer lbfgs --weight-decay 0.1",
+     ["train", "--optimizer", "lbfgs", "--weight-decay", "0.1"],
+     "argument --weight-decay: lbfgs has no weight_decay option"),
     ("cli-momentum", "nograd train --optimizer adam --momentum 0.9",
      ["train", "--optimizer", "adam", "--momentum", "0.9"],
      "argument --momentum: adam has no momentum option"),

@@ -26,7 +26,6 @@ from nograd.architecture import MAX_FEATURES
 from nograd.commands import UsageError, evaluate_command, gradcheck_command
 from nograd.config import (
     ACTIVATIONS,
-    ADADELTA_LR,
     CPU_MATMULS,
     LOSSES,
     MAX_BATCH_SIZE,
@@ -39,6 +38,7 @@ from nograd.config import (
     MAX_WEIGHT_DECAY,
     MIN_SEED,
     OPTIMIZERS,
+    OWN_STEP_LR,
     PRESETS,
     SCHEDULES,
     TASKS,
@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         default = defaults[flag[2:].replace("-", "_")]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         shown = "0.01 for adamw, else 0" if flag == "--weight-decay" else shown
-        shown = f"{shown}, {ADADELTA_LR} for adadelta" if flag == "--lr" else shown
+        shown = f"{shown}, 1.0 for adadelta and lbfgs" if flag == "--lr" else shown
+        shown = f"{shown}, all of --n-train for lbfgs" if flag == "--batch-size" else shown
         train.add_argument(flag, **kwargs, help=f"default: {shown}")
     train.add_argument(
         "--clip-grad-norm",
@@ -260,8 +261,11 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
-    if values["optimizer"] == "adadelta" and args.lr is None and "lr" not in preset:
-        values["lr"] = ADADELTA_LR  # its lr scales a step it sizes itself: torch's default
+    optimizer = values["optimizer"]
+    if optimizer in OWN_STEP_LR and args.lr is None and "lr" not in preset:
+        values["lr"] = OWN_STEP_LR[optimizer]  # it scales a step sized by the optimizer
+    if optimizer == "lbfgs" and args.batch_size is None and "batch_size" not in preset:
+        values["batch_size"] = values["n_train"]  # L-BFGS needs the whole gradient, not noise
     config = TrainConfig(**values)
     if config.standardize and config.n_train < 2:
         raise UsageError("argument --standardize: needs --n-train of at least 2 (for the std)")
@@ -269,6 +273,8 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         config.weight_decay = 0.01 if config.optimizer == "adamw" else 0.0
     if config.momentum and config.optimizer not in ("sgd", "rmsprop"):
         raise UsageError(f"argument --momentum: {config.optimizer} has no momentum option")
+    if config.weight_decay and config.optimizer == "lbfgs":
+        raise UsageError("argument --weight-decay: lbfgs has no weight_decay option")
     if config.label_smoothing and config.loss != "ce":
         raise UsageError(f"argument --label-smoothing: applies to --loss ce, not {config.loss}")
     try:

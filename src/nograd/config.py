@@ -24,7 +24,18 @@ from nograd.nn.binary_cross_entropy import BCEWithLogitsLoss
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.losses import Loss, MSELoss
 from nograd.nn.smooth_activations import SiLU, Softplus
-from nograd.optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop
+from nograd.optim import (
+    LBFGS,
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    NAdam,
+    RAdam,
+    RMSprop,
+)  # fmt: skip
 
 TASKS: dict[str, Callable[..., TensorDataset]] = {
     "disk": disk,
@@ -52,10 +63,11 @@ OPTIMIZERS = {
     "radam": RAdam,
     "adamax": Adamax,
     "adadelta": Adadelta,
+    "lbfgs": LBFGS,  # with the strong-Wolfe line search, over the whole training set
 }
-# nograd train's --lr for adadelta when none is given: its lr only scales a step whose
-# size it sets itself, so torch's default, 1.0, rather than the 0.01 of the others
-ADADELTA_LR = 1.0
+# nograd train's --lr for the optimizers that size their steps themselves, when none is
+# given: their lr only scales that step, so torch's default, 1.0, not the others' 0.01
+OWN_STEP_LR = {"adadelta": 1.0, "lbfgs": 1.0}
 LOSSES = ("ce", "mse", "bce")
 SCHEDULES = ("cosine", "constant")
 CPU_MATMULS = ("blas", "onednn")  # nograd.set_cpu_matmul's backends
@@ -174,7 +186,11 @@ def build_optimizer(config: TrainConfig, model: Module) -> Any:
     """The optimizer named by ``config.optimizer``, over ``model.parameters()``."""
     optimizer = lookup(OPTIMIZERS, config.optimizer, "optimizer")
     options: dict[str, Any] = {"lr": config.lr}
-    if config.weight_decay is not None:  # None: the optimizer's own default
+    if config.optimizer == "lbfgs":  # no weight decay; a line search sizes each step
+        if config.weight_decay:
+            raise ValueError("lbfgs has no weight_decay option")
+        options["line_search_fn"] = "strong_wolfe"
+    elif config.weight_decay is not None:  # None: the optimizer's own default
         options["weight_decay"] = config.weight_decay
     if config.optimizer in ("sgd", "rmsprop"):
         options["momentum"] = config.momentum
