@@ -283,3 +283,52 @@ def test_a_cuda_graph_refuses_an_optimizer_with_step_hooks() -> None:
     x, y = torch.randn(4, 2), torch.randint(0, 3, (4,))
     with pytest.raises(ValueError, match="SGD optimizer has step hooks"):
         GraphedTrainStep(model, nn.CrossEntropyLoss(), optimizer, x, y)
+
+
+def test_global_step_hooks_run_around_every_optimizers_own_as_in_torch() -> None:
+    """torch.optim.optimizer's global hooks: a global pre-hook before the optimizer's
+    own, a global post-hook after them, for optimizers made before and after it."""
+    import torch.optim.optimizer as torch_optimizer
+
+    from nograd.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
+
+    logs: dict[str, Log] = {"ours": [], "theirs": []}
+    ours, theirs = twins()
+    libraries = {
+        "ours": (register_optimizer_step_pre_hook, register_optimizer_step_post_hook),
+        "theirs": (
+            torch_optimizer.register_optimizer_step_pre_hook,
+            torch_optimizer.register_optimizer_step_post_hook,
+        ),
+    }
+    handles = []
+    for side, opt in (("ours", ours), ("theirs", theirs)):
+        log = logs[side]
+        pre, post = libraries[side]
+        opt.register_step_pre_hook(lambda o, a, k, log=log: log.append(("own pre", len(a))))
+        opt.register_step_post_hook(lambda o, a, k, log=log: log.append(("own post", len(a))))
+        handles.append(pre(lambda o, a, k, log=log: log.append(("global pre", len(a)))))
+        handles.append(post(lambda o, a, k, log=log: log.append(("global post", len(a)))))
+    try:
+        ours.step()
+        theirs.step()
+        later_ours, later_theirs = twins()  # made while the global hooks last
+        later_ours.step()
+        later_theirs.step()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert logs["ours"] == logs["theirs"]
+    assert [name for name, _ in logs["ours"][:4]] == [
+        "global pre",
+        "own pre",
+        "own post",
+        "global post",
+    ]
+    assert len(logs["ours"]) == 6  # the later optimizers ran the global hooks only
+    assert "step" not in later_ours.__dict__  # no hook left: the class's step again
+    ours.step()
+    assert len(logs["ours"]) == 8  # its own hooks stay

@@ -28,15 +28,21 @@ called as ``type(optimizer).step(*args, **kwargs)``: ``optimizer.step()`` gives
 Hooks of one kind run in the order they were registered; ``prepend=True`` (the four
 state_dict kinds, as in torch) puts a hook first.
 
+Step hooks for every optimizer, as torch's global ones:
+``register_optimizer_step_pre_hook(hook)`` and ``register_optimizer_step_post_hook(hook)``
+(also in ``nograd.optim.optimizer``, where torch has them). A global pre-hook runs
+before the optimizer's own, a global post-hook after them.
+
 Where step hooks cannot run, since they are Python: in a CUDA graph, whose replays run
 no Python (``fit(cuda_graph=True)``); ``GraphedTrainStep`` refuses an optimizer that
-has them. torch's global hooks for every optimizer
-(``torch.optim.optimizer.register_optimizer_step_pre_hook``) are not provided.
+has them.
 
 How step hooks cost nothing where there are none: an optimizer without them runs its
 class's ``step`` directly. The first step hook sets an instance attribute,
 ``optimizer.step``, to a ``HookedStep`` that runs the hooks around the class's method;
 removing the last one deletes it, as ``nograd.nn.hooks`` does for a module's forward.
+A global step hook sets it on every optimizer there is (``_live``) and every one made
+while the hook lasts.
 
 A copy (``copy.copy``, ``copy.deepcopy``, ``pickle``) has no hooks, as in torch, whose
 ``Optimizer.__getstate__`` keeps only ``defaults``, ``state`` and ``param_groups``: a
@@ -47,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +72,58 @@ STATE_DICT_KINDS = (
     "_optimizer_load_state_dict_post_hooks",
 )
 _ids = itertools.count()  # each hook's key in its dict, unique across optimizers
+# the global step hooks, pre and post, and every optimizer they must reach
+_global_hooks: tuple[dict[int, Hook], dict[int, Hook]] = ({}, {})
+_live: weakref.WeakSet[Optimizer] = weakref.WeakSet()
+
+
+def register_optimizer_step_pre_hook(hook: Hook) -> RemovableHandle:
+    """Call ``hook(optimizer, args, kwargs)`` before every step of every optimizer,
+    before its own pre-hooks; a pair ``(new_args, new_kwargs)`` it returns replaces the
+    arguments. As ``torch.optim.optimizer.register_optimizer_step_pre_hook``."""
+    return _add_global(0, hook)
+
+
+def register_optimizer_step_post_hook(hook: Hook) -> RemovableHandle:
+    """Call ``hook(optimizer, args, kwargs)`` after every step of every optimizer, after
+    its own post-hooks. As ``torch.optim.optimizer.register_optimizer_step_post_hook``."""
+    return _add_global(1, hook)
+
+
+def _add_global(which: int, hook: Hook) -> RemovableHandle:
+    if not callable(hook):
+        raise TypeError(f"expected a callable hook, got {type(hook).__name__}")
+    key = next(_ids)
+    _global_hooks[which][key] = hook
+    for optimizer in list(_live):
+        _wrap(optimizer)
+    return RemovableHandle(functools.partial(_remove_global, which, key), key)
+
+
+def _remove_global(which: int, key: int) -> None:
+    _global_hooks[which].pop(key, None)
+    for optimizer in list(_live):
+        _unwrap_if_unhooked(optimizer)
+
+
+def track(optimizer: Optimizer) -> None:
+    """Count a new (or copied) optimizer among those global hooks reach."""
+    _live.add(optimizer)
+    if any(_global_hooks):
+        _wrap(optimizer)
+
+
+def _wrap(optimizer: Optimizer) -> None:
+    if "step" not in optimizer.__dict__:
+        optimizer.__dict__["step"] = HookedStep(optimizer)
+
+
+def _unwrap_if_unhooked(optimizer: Optimizer) -> None:
+    """The class's ``step`` again, where no hook is left (a step the user set stays)."""
+    attributes = optimizer.__dict__
+    unhooked = not has_step_hooks_in(attributes) and not any(_global_hooks)
+    if unhooked and isinstance(attributes.get("step"), HookedStep):
+        del attributes["step"]
 
 
 def add(optimizer: Optimizer, kind: str, hook: Hook, prepend: bool = False) -> RemovableHandle:
@@ -77,19 +136,16 @@ def add(optimizer: Optimizer, kind: str, hook: Hook, prepend: bool = False) -> R
     if prepend:  # first to run: put it before the others (dicts keep insertion order)
         for other in [k for k in hooks if k != key]:
             hooks[other] = hooks.pop(other)
-    if kind in STEP_KINDS and "step" not in optimizer.__dict__:
-        optimizer.__dict__["step"] = HookedStep(optimizer)
+    if kind in STEP_KINDS:
+        _wrap(optimizer)
     return RemovableHandle(functools.partial(remove, optimizer, kind, key), key)
 
 
 def remove(optimizer: Optimizer, kind: str, key: int) -> None:
-    """Take hook ``key`` off; with the last step hook, the ``HookedStep`` too (a step
-    the user set on the optimizer stays)."""
-    attributes = optimizer.__dict__
-    attributes.get(kind, {}).pop(key, None)
-    last = kind in STEP_KINDS and not has_step_hooks_in(attributes)
-    if last and isinstance(attributes.get("step"), HookedStep):  # not a step the user set
-        del attributes["step"]  # the class's method again
+    """Take hook ``key`` off; with the last step hook, the ``HookedStep`` too."""
+    optimizer.__dict__.get(kind, {}).pop(key, None)
+    if kind in STEP_KINDS:
+        _unwrap_if_unhooked(optimizer)
 
 
 def has_step_hooks(optimizer: Optimizer) -> bool:
@@ -132,8 +188,10 @@ class HookedStep:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         optimizer = self.optimizer
         pre_kind, post_kind = STEP_KINDS
+        global_pre, global_post = _global_hooks
         call_args: tuple[Any, ...] = (optimizer, *args)  # torch passes self in args
-        for hook in list(optimizer.__dict__.get(pre_kind, {}).values()):
+        pre = [*global_pre.values(), *optimizer.__dict__.get(pre_kind, {}).values()]
+        for hook in pre:
             result = hook(optimizer, call_args, kwargs)
             if result is None:
                 continue
@@ -146,6 +204,7 @@ class HookedStep:
         out = type(optimizer).step(*call_args, **kwargs)
         # read after the step, as torch reads them: a post-hook registered by a pre-hook
         # (or during the step) runs this time, one removed there does not
-        for hook in list(optimizer.__dict__.get(post_kind, {}).values()):
+        post = [*optimizer.__dict__.get(post_kind, {}).values(), *global_post.values()]
+        for hook in post:
             hook(optimizer, call_args, kwargs)
         return out

@@ -27,7 +27,11 @@ from nograd.nn.parameter import Parameter
 from nograd.optim import foreach, hooks
 from nograd.optim.flat import FlatGroup, can_flatten
 from nograd.optim.foreach import TensorList, foreach_scalar
-from nograd.optim.hooks import Hook
+from nograd.optim.hooks import (  # noqa: F401  (torch.optim.optimizer has the two there)
+    Hook,
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 ParamGroup = dict[str, Any]
 ParamsT = Iterable[Parameter] | Iterable[ParamGroup]
@@ -95,6 +99,7 @@ class Optimizer:
         self._flat: dict[int, FlatGroup] = {}  # by id(group["params"]); see _flat_group
         self._scalars: dict[tuple[float, bool, torch.device], Tensor] = {}  # see _scalar
         self._scratch_space: dict[tuple[int, str], list[Tensor]] = {}  # see _scratch
+        hooks.track(self)  # global step hooks reach it too
 
         if isinstance(params, (Parameter, Tensor)):
             raise TypeError(
@@ -363,6 +368,7 @@ class Optimizer:
         """Fill an optimizer made by ``copy``, ``deepcopy`` or ``pickle`` from ``state``."""
         self.__dict__.update(state)
         self._flat, self._scalars, self._scratch_space = {}, {}, {}
+        hooks.track(self)
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> StateDict:
