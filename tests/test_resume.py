@@ -22,7 +22,7 @@ import torch
 
 import nograd.experiment
 from nograd.cli import main
-from nograd.data import DataLoader, WeightedRandomSampler, disk
+from nograd.data import DataLoader, TensorDataset, WeightedRandomSampler, disk
 from nograd.nn import Linear, Module, Sequential, matmul
 from nograd.nn.activations import GELU
 from nograd.nn.batch_norm import BatchNorm1d
@@ -78,6 +78,7 @@ class Run:
         steps = EPOCHS * 6 if interval == "step" else EPOCHS
         self.scheduler = CosineAnnealingLR(self.optimizer, T_max=steps)
         self.interval, self.generator = interval, generator
+        self.loss_fn = CrossEntropyLoss()
         self.data: Any = self.train
         if loader == "shuffle":  # a DataLoader that draws its shuffle from the global generator
             self.data = DataLoader(self.train, batch_size=16, shuffle=True)
@@ -88,7 +89,7 @@ class Run:
 
     def fit(self, **options: Any) -> History:
         return fit(
-            self.model, CrossEntropyLoss(), self.optimizer, self.data, self.test,
+            self.model, self.loss_fn, self.optimizer, self.data, self.test,
             epochs=options.pop("epochs", EPOCHS),
             batch_size=None if isinstance(self.data, DataLoader) else 16,
             scheduler=self.scheduler, scheduler_interval=self.interval,  # type: ignore[arg-type]
@@ -170,6 +171,53 @@ def test_a_deferred_ctrl_c_saves_between_two_steps_and_resumes_exactly(
 
     resumed = Run(loader=loader)
     history_resumed = resumed.fit(resume_from=path, checkpoint_path=path)
+    assert_same(straight, resumed, history, history_resumed)
+
+
+class Records:
+    """The samples of a dataset one by one: a dataset fit cannot read ahead."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.data[index]
+
+
+@pytest.mark.skipif(not in_main_thread, reason="signal handlers live in the main thread")
+@pytest.mark.parametrize("at_step", [2, 3, 9])  # before and after the ignored batch; epoch 2
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("generic", [False, True])
+def test_a_run_with_ignored_labels_resumes_exactly_from_a_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_step: int, weighted: bool, generic: bool
+) -> None:
+    """The epoch's counted samples (Progress.seen) and, with class weights, the sum of
+    their weights (not in the checkpoint: summed again over the replayed batches)
+    resume where they stopped; the second batch holds ignored samples only."""
+
+    def run() -> Run:
+        run = Run("sgd_nesterov")
+        x, y = run.train.tensors
+        y = y.masked_fill(torch.arange(90) % 3 == 0, -100)
+        y[16:32] = -100
+        run.data = TensorDataset(x, y)
+        run.data = Records(run.data) if generic else run.data
+        weight = torch.tensor([0.5, 2.0]) if weighted else None
+        run.loss_fn = CrossEntropyLoss(weight=weight)
+        return run
+
+    straight = run()
+    history = straight.fit(shuffle=False)
+    path = tmp_path / "c.safetensors"
+    stopped = run()
+    step_hook(monkeypatch, stopped.optimizer, at_step, lambda: signal.raise_signal(signal.SIGINT))
+    with pytest.raises(TrainingInterrupted):
+        stopped.fit(shuffle=False, checkpoint_path=path, checkpoint_every=100)
+    resumed = run()
+    history_resumed = resumed.fit(shuffle=False, resume_from=path)
     assert_same(straight, resumed, history, history_resumed)
 
 
@@ -275,6 +323,38 @@ def test_nograd_train_resume_writes_the_metrics_of_an_uninterrupted_run(
     monkeypatch.undo()
     assert main(["train", "--resume", str(checkpoint), "--quiet"]) == 0
     assert metrics_without_timings(out) == metrics_without_timings(tmp_path / "straight")
+
+
+@pytest.mark.skipif(not in_main_thread, reason="signal handlers live in the main thread")
+@pytest.mark.parametrize("how", ["ctrl_c", "raised"])
+def test_nograd_train_resume_of_an_lbfgs_run_writes_the_metrics_of_an_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """L-BFGS over the whole training set: one step, many closure calls, per epoch; its
+    history of vectors, the cosine's lr and the clipping resume to the bit."""
+    options = [*SHORT, "--optimizer", "lbfgs", "--clip-grad-norm", "2"]
+    assert main(["train", *options, "--out", str(tmp_path / "straight")]) == 0
+
+    original, calls = LBFGS.step, [0]
+
+    def step(self: LBFGS, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 4 + 3:  # round 2, epoch 3 (one step an epoch)
+            if how == "ctrl_c":
+                signal.raise_signal(signal.SIGINT)  # saved after this step
+            else:
+                raise KeyboardInterrupt  # back to the checkpoint of epoch 2
+        return original(self, *args)
+
+    monkeypatch.setattr(LBFGS, "step", step)
+    out = tmp_path / "stopped"
+    assert main(["train", *options, "--out", str(out), "--checkpoint-every", "2"]) == 130
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out / "checkpoint.safetensors"), "--quiet"]) == 0
+    assert metrics_without_timings(out) == metrics_without_timings(tmp_path / "straight")
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "model.safetensors")]) == 0
+    assert capsys.readouterr().out.startswith(f"{out / 'model.safetensors'}: accuracy ")
 
 
 def test_resume_refuses_other_options_and_model_files(

@@ -6,16 +6,18 @@ from typing import Any
 import pytest
 import torch
 
-from nograd.data import DataLoader, TensorDataset, disk, xor
+from nograd.data import DataLoader, TensorDataset, default_collate, disk, xor
 from nograd.nn import (
     BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
     HuberLoss,
     Linear,
+    LogSoftmax,
     Loss,
     Module,
     MSELoss,
+    NLLLoss,
     Sequential,
     SmoothL1Loss,
 )
@@ -306,6 +308,131 @@ def test_ignored_labels_may_lie_outside_the_classes_but_not_fill_the_data() -> N
     ):
         fit(model, CrossEntropyLoss(ignore_index=4), SGD(model.parameters(), lr=0.1), every,
             epochs=1, progress=False)  # fmt: skip
+
+
+def test_fit_counts_only_the_samples_a_collate_fn_leaves_to_the_loss() -> None:
+    """A collate_fn may mark labels as ignored (as masking collators do) in a dataset
+    whose own labels hold none: fit's accuracy and loss count the rest, as the loss."""
+
+    def mask_every_other_label(samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = default_collate(samples)
+        return x, y.masked_fill(torch.arange(len(y)) % 2 == 0, -100)
+
+    generator = torch.Generator().manual_seed(4)
+    x, y = torch.rand(12, 2, generator=generator), torch.randint(0, 3, (12,), generator=generator)
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    twin.load_state_dict(ours.state_dict())
+    loader = DataLoader(TensorDataset(x, y), batch_size=4, collate_fn=mask_every_other_label)
+    history = fit(ours, CrossEntropyLoss(), SGD(ours.parameters(), lr=0.5), loader, epochs=1,
+                  progress=False)  # fmt: skip
+
+    loss_fn, optimizer = torch.nn.CrossEntropyLoss(), torch.optim.SGD(twin.parameters(), lr=0.5)
+    loss_sum = hits = count = 0
+    for start in range(0, 12, 4):
+        xb, yb = mask_every_other_label([(x[i], y[i]) for i in range(start, start + 4)])
+        optimizer.zero_grad()
+        with torch.enable_grad():
+            output = twin(xb)
+            loss = loss_fn(output, yb)
+            loss.backward()
+        optimizer.step()
+        kept = yb != -100
+        loss_sum += float(loss) * int(kept.sum())
+        hits += int(((output.argmax(1) == yb) & kept).sum())
+        count += int(kept.sum())
+    assert math.isclose(history.train_loss[0], loss_sum / count, rel_tol=1e-6)
+    assert history.train_acc[0] == hits / count
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "smoothed", "nll"])
+@pytest.mark.parametrize("generic", [False, True])
+def test_class_weights_weigh_each_batch_as_torchs_weighted_mean(loss: str, generic: bool) -> None:
+    """With class weights w the loss of a batch is sum_i w_{y_i} l_i / sum_i w_{y_i} over
+    the samples counted: fit and evaluate weigh each batch by its sum_i w_{y_i}, so the
+    epoch's loss is torch's over the epoch's samples, and evaluate's is torch's over all
+    the data, whatever the batch size. The steps are torch's bits, ignored labels and an
+    all-ignored batch included."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.rand(15, 2, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (15,), generator=generator)
+    y[[1, 7, 8, 9, 13]] = -100  # the third batch of three holds ignored samples only
+    w = torch.tensor([0.5, 4.0, 1.5], dtype=torch.float64)
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3)).to(dtype=torch.float64)
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    twin = twin.to(dtype=torch.float64)
+    twin.load_state_dict(ours.state_dict())
+    if loss == "nll":
+        ours.append(LogSoftmax(dim=1))
+        twin.append(torch.nn.LogSoftmax(dim=1))
+        loss_ours, loss_fn = NLLLoss(weight=w), torch.nn.NLLLoss(weight=w)
+    else:
+        smoothing = 0.2 if loss == "smoothed" else 0.0
+        loss_ours = CrossEntropyLoss(weight=w, label_smoothing=smoothing)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=w, label_smoothing=smoothing)
+    data = TensorDataset(x, y)
+    history = fit(ours, loss_ours, SGD(ours.parameters(), lr=0.5, momentum=0.9),
+                  Records(data) if generic else data, epochs=2, batch_size=3, shuffle=False,
+                  progress=False)  # fmt: skip
+
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.5, momentum=0.9)
+    for epoch in range(2):
+        loss_sum = weight_sum = 0.0
+        for start in range(0, 15, 3):
+            xb, yb = x[start : start + 3], y[start : start + 3]
+            optimizer.zero_grad()
+            with torch.enable_grad():
+                loss = loss_fn(twin(xb), yb)
+                loss.backward()
+            optimizer.step()
+            kept = yb != -100
+            if kept.any():
+                weighs = float(w[yb[kept]].sum())  # the denominator of the batch's mean
+                loss_sum += float(loss) * weighs
+                weight_sum += weighs
+        assert math.isclose(history.train_loss[epoch], loss_sum / weight_sum, rel_tol=1e-12)
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+
+    with torch.no_grad():
+        expected = float(loss_fn(twin(x), y))  # the weighted mean over all the data
+    for batch_size in (1024, 4, 1):
+        test_loss, _ = evaluate(ours, loss_ours, data, batch_size=batch_size)
+        assert math.isclose(test_loss, expected, rel_tol=1e-12), batch_size
+
+
+class NumpyLabels:
+    """Inputs as tensors, labels as numpy integers: what torch's DataLoader collates."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.x, self.y = data.tensors[0], data.tensors[1].numpy()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        return self.x[index], self.y[index]
+
+
+def test_fit_takes_numpy_labels_as_the_collation_does() -> None:
+    """A dataset whose labels are numpy integers (-100 among them) trains as one of tensors."""
+    generator = torch.Generator().manual_seed(6)
+    x, y = torch.rand(10, 2, generator=generator), torch.randint(0, 2, (10,), generator=generator)
+    data = TensorDataset(x, y.masked_fill(torch.arange(10) % 4 == 0, -100))
+    models, histories = [], []
+    for dataset in (Records(data), NumpyLabels(data)):
+        torch.manual_seed(0)
+        model = small_net()
+        histories.append(fit_once(model, dataset, batch_size=3, shuffle=False).to_dict())
+        models.append(model)
+    del histories[0]["seconds"], histories[1]["seconds"]
+    assert histories[0] == histories[1]
+    for key, value in models[0].state_dict().items():
+        assert torch.equal(models[1].state_dict()[key], value), key
 
 
 class NoisyPairs:

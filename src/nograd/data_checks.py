@@ -9,11 +9,13 @@ look at the data once, before training, and name what was expected and what came
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from nograd.data.collate import default_collate
 from nograd.data.loader import DataLoader
 from nograd.data.split import tensors_of
 from nograd.nn import hooks
@@ -80,7 +82,7 @@ def _sized(data: Any, what: str) -> Any:
 
 
 def first_pair(dataset: Any, what: str) -> tuple[Tensor, Tensor]:
-    """The first sample as tensors (x, y): y a 0-dimensional tensor, a Python number made one.
+    """The first sample as tensors (x, y): y a 0-dimensional tensor, a number made one.
 
     The global random state is put back after the read: a dataset that draws random
     numbers in ``__getitem__`` (noise, augmentation) then draws in training what it
@@ -104,8 +106,8 @@ def first_pair(dataset: Any, what: str) -> tuple[Tensor, Tensor]:
     x, y = item
     if not isinstance(x, Tensor):
         raise TypeError(f"{what}: expected each x to be a tensor, got {type(x).__name__}")
-    if isinstance(y, (bool, int, float)):
-        y = torch.tensor(y)
+    if isinstance(y, numbers.Real):  # a Python or numpy number, which the collation takes
+        y = torch.as_tensor(y)
     if not isinstance(y, Tensor):
         raise TypeError(
             f"{what}: expected each y to be a class index (a number or a tensor), "
@@ -238,13 +240,15 @@ def check_data(
 def may_hold_ignored(loader: DataLoader[Any], loss_fn: Module) -> int | None:
     """The loss's ignored label if some sample may carry it, else None.
 
-    For a ``TensorDataset`` that is known up front (one pass over its labels); any other
-    dataset is read batch by batch, so it may.
+    For a ``TensorDataset`` batched by the default collation that is known up front
+    (one pass over its labels); any other dataset is read batch by batch, and a
+    ``collate_fn`` of the user's may change the labels (a collator that masks some as
+    ignored), so it may.
     """
     ignored = ignored_class(loss_fn)
     if ignored is None:
         return None
-    tensors = tensors_of(loader.dataset)
+    tensors = tensors_of(loader.dataset) if loader.collate_fn is default_collate else None
     if tensors is not None and len(tensors) == 2 and not bool((tensors[1] == ignored).any()):
         return None
     return ignored

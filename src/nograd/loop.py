@@ -29,7 +29,7 @@ from nograd.nn.utils.clip_grad import clip_grad_norm_
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from nograd.optim.optimizer import optimized_parameters
-from nograd.targets import TargetTransform, predict_classes
+from nograd.targets import TargetTransform, predict_classes, weight_of
 
 
 class EpochLoop:
@@ -67,6 +67,7 @@ class EpochLoop:
         self.cuda_graph = False  # replay each step as one CUDA graph (fit's cuda_graph)
         self.clip_grad_norm: float | None = None  # fit's clip_grad_norm
         self.ignored: int | None = None  # a label the loss skips, where samples carry it
+        self.weight: Tensor | None = None  # the loss's class weights (``class_weights``)
         self.graphed: GraphedTrainStep | None = None
 
     def run_epoch(self, epoch: int, resumed: Progress | None) -> None:
@@ -74,7 +75,8 @@ class EpochLoop:
         model, loss_fn, optimizer, loader = self.model, self.loss_fn, self.optimizer, self.loader
         device, dtype, transform, watch = self.device, self.dtype, self.target_transform, self.watch
         scheduler = self.scheduler if self.per_step else None
-        guard, history, ignored = self.guard, self.history, self.ignored
+        guard, history, ignored, weight = self.guard, self.history, self.ignored, self.weight
+        weight_sum = torch.zeros((), device=device, dtype=dtype)  # sum_i w_{y_i}, with weights
         start_time = time.perf_counter()
         if resumed is not None and resumed.step > 0:  # replay the shuffle, skip the done steps
             rng_epoch = resumed.rng_epoch
@@ -83,8 +85,9 @@ class EpochLoop:
             # Take the done batches under the epoch's first state: the loader draws (as
             # torch's) at iter(), the first next() and after its last full batch, and
             # resumed.rng already holds what those batches drew
-            for _ in itertools.islice(batches, resumed.step):
-                pass
+            for _, y_done in itertools.islice(batches, resumed.step):
+                if weight is not None:  # their class weights, which the checkpoint lacks
+                    weight_sum += weight_of(y_done.to(device), ignored, weight)
             restore_rng(resumed.rng, self.named, device)
             first, seen = resumed.step, resumed.seen
             loss_sum = resumed.loss_sum.to(device=device, dtype=dtype)
@@ -112,27 +115,34 @@ class EpochLoop:
                     continue  # a graph replays one shape: the last, partial batch is dropped
                 loss = self.graphed(x, target)  # the five lines below, replayed at once
                 output = self.graphed.output
-                watch.check(loss if n_counted is None else _counted(loss, n_counted), step)
+                loss = loss if n_counted is None else _counted(loss, n_counted)
+                watch.check(loss, step)
             elif optimizer.needs_closure:  # LBFGS: step() runs the step's lines itself
                 output, loss = self._step_with_closure(x, target, step, n_counted)
             else:
                 optimizer.zero_grad()
                 output = model(x)  # each layer saves what its backward needs
                 loss = loss_fn(output, target)
-                # stops before a non-finite loss reaches the weights
-                watch.check(loss if n_counted is None else _counted(loss, n_counted), step)
+                loss = loss if n_counted is None else _counted(loss, n_counted)
+                watch.check(loss, step)  # stops before a non-finite loss reaches the weights
                 model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
                 if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
                     clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            if n_counted is None:
+            if n_counted is None and weight is None:
                 loss_sum.add_(loss, alpha=y.shape[0])  # kept as tensors: no device sync per step
                 seen += y.shape[0]
-            else:  # the loss is the mean over the counted samples
-                loss_sum.add_(_counted(loss, n_counted) * n_counted)
-                seen = seen + n_counted  # a tensor from here on: no device sync per step
+            else:  # the loss is the mean over the counted samples, weighted by w_{y_i} if given
+                counted = y.shape[0] if n_counted is None else n_counted
+                if weight is None:
+                    loss_sum.add_(loss * counted)
+                else:
+                    weighs = weight_of(y, ignored, weight)  # sum_i w_{y_i}, the mean's denominator
+                    loss_sum.add_(loss * weighs)
+                    weight_sum += weighs
+                seen = seen + counted  # a tensor where a count is: no device sync per step
             predicted.append(predict_classes(output, loss_fn))
             labels.append(y)
             if guard.requested:  # Ctrl-C: save between two steps, where all agrees
@@ -142,8 +152,9 @@ class EpochLoop:
                 self.save(done, step + 1)
         watch.flush()
         count = float(seen)
+        total = count if weight is None else float(weight_sum)  # the mean loss's denominator
         correct = _add_hits(correct, predicted, labels, ignored)
-        history.train_loss.append(float(loss_sum) / count if count else math.nan)
+        history.train_loss.append(float(loss_sum) / total if total else math.nan)
         history.train_acc.append(int(correct) / count if count else math.nan)
         if self.test_loader is not None:
             test_loss, test_acc = _evaluate(
@@ -179,8 +190,9 @@ class EpochLoop:
             output = model(x)
             loss = loss_fn(output, target)
             if not first:  # the step's own loss: a later one may come from a trial point
-                self.watch.check(loss if n_counted is None else _counted(loss, n_counted), step)
-                first.append((output, loss))
+                step_loss = loss if n_counted is None else _counted(loss, n_counted)
+                self.watch.check(step_loss, step)
+                first.append((output, step_loss))  # step() itself reads torch's 0 / 0
             model.backward(loss_fn.backward())
             if self.clip_grad_norm is not None:
                 clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)

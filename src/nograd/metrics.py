@@ -12,7 +12,14 @@ from nograd.data import DataLoader
 from nograd.data_checks import as_loader, check_data, usable_device
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
-from nograd.targets import TargetTransform, ignored_class, predict_classes, target_for
+from nograd.targets import (
+    TargetTransform,
+    class_weights,
+    ignored_class,
+    predict_classes,
+    target_for,
+    weight_of,
+)
 
 Data = Any  # a dataset of (x, y) pairs (TensorDataset) or a DataLoader over one
 
@@ -45,6 +52,10 @@ def evaluate(
     target_transform: TargetTransform | None = None,
 ) -> tuple[float, float]:
     """Mean loss and accuracy (a fraction) of ``model`` on ``data``, in eval mode.
+
+    Samples labelled with the loss's ``ignore_index`` count in neither. With class
+    weights w the mean loss is the loss's weighted mean over all the data,
+    sum_i w_{y_i} l_i / sum_i w_{y_i}, whatever ``batch_size``.
 
     The model's training/eval mode is restored afterwards, also when the forward raises.
 
@@ -85,9 +96,11 @@ def _evaluate(
     was_training = model.training
     model.eval()
     ignored = ignored_class(loss_fn)  # samples with this label count for nothing
+    weight = class_weights(loss_fn)  # a batch's loss then weighs sum_i w_{y_i}, not its count
     try:
         with torch.inference_mode():  # no autograd bookkeeping: nothing here outlives the call
             loss_sum = torch.zeros((), device=device, dtype=dtype)
+            weight_sum = torch.zeros((), device=device, dtype=dtype)  # with class weights
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = torch.zeros((), device=device, dtype=torch.long)
             for x, y in loader:
@@ -97,15 +110,24 @@ def _evaluate(
                 loss = loss_fn(output, target)  # the mean over the samples that count
                 hits = predict_classes(output, loss_fn) == y
                 if ignored is None:
-                    kept = torch.tensor(len(y), device=device)
+                    loss_sum += loss * len(y)
+                    seen += len(y)
                 else:
                     counts = y != ignored
                     kept, hits = counts.sum(), hits & counts
-                    loss = torch.where(kept > 0, loss, 0.0)  # none counts: 0 / 0, not a loss
-                loss_sum += loss * kept
+                    # what the loss's mean divided by: its samples, or their class weights
+                    weighs = kept if weight is None else weight_of(y, ignored, weight)
+                    # none counts (or weighs): 0 / 0, not a loss
+                    loss_sum += torch.where(weighs > 0, loss, 0.0) * weighs
+                    if weight is not None:
+                        weight_sum += weighs
+                    seen += kept
                 correct += hits.sum()
-                seen += kept
     finally:  # an error (or Ctrl-C) on the way leaves the model in the mode it came in
         model.train(was_training)
     count = int(seen)
-    return (float(loss_sum) / count, int(correct) / count) if count else (math.nan, math.nan)
+    total = count if weight is None else float(weight_sum)  # the mean loss's denominator
+    return (
+        float(loss_sum) / total if total else math.nan,
+        int(correct) / count if count else math.nan,
+    )

@@ -7,7 +7,8 @@ since the accuracy compares y with the predicted classes whatever the loss's tar
 (one-hot rows for MSE, floats for BCE, y itself for cross-entropy), and
 ``predict_classes`` turns the network's outputs back into class indices, by the
 decision rule that fits the loss, for the accuracy. ``ignored_class(loss_fn)`` is the
-label whose samples the loss skips, and the accuracy with it.
+label whose samples the loss skips, and the accuracy with it; ``class_weights`` and
+``weight_of`` weigh a batch's mean loss as the loss weighs its samples.
 """
 
 from __future__ import annotations
@@ -69,6 +70,27 @@ def ignored_class(loss_fn: Module | None) -> int | None:
     """
     value = getattr(loss_fn, "ignore_index", None)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def class_weights(loss_fn: Module | None) -> Tensor | None:
+    """The class weights w of CrossEntropyLoss and NLLLoss, None without them.
+
+    Their mean is weighted, sum_i w_{y_i} l_i / sum_i w_{y_i} over the samples counted:
+    ``fit`` and ``evaluate`` weigh each batch's loss by its sum_i w_{y_i}, so that
+    their mean loss is torch's loss over all the data, whatever the batches.
+    """
+    weight = getattr(loss_fn, "weight", None) if ignored_class(loss_fn) is not None else None
+    return weight if isinstance(weight, Tensor) else None
+
+
+def weight_of(y: Tensor, ignored: int | None, weight: Tensor) -> Tensor:
+    """sum_i w_{y_i} over the samples whose label is not ``ignored``: the denominator
+    of a weighted mean loss (``class_weights``)."""
+    if ignored is None:
+        return weight.gather(0, y.long()).sum()
+    skipped = y == ignored
+    classes = y.long().masked_fill(skipped, 0)  # an ignored label may lie outside [0, C)
+    return weight.gather(0, classes).masked_fill_(skipped, 0).sum()
 
 
 def predict_classes(output: Tensor, loss_fn: Module | None = None) -> Tensor:

@@ -11,7 +11,9 @@ One step is the whole of backpropagation in five lines::
 ``nograd.loop`` runs it, one epoch at a time. Datasets hold class indices y;
 ``nograd.targets`` turns them into what the loss compares with, and the outputs back
 into class indices for the accuracy. A sample labelled with the loss's ``ignore_index``
-counts in neither the epoch's loss nor its accuracy, as it counts in no loss.
+counts in neither the epoch's loss nor its accuracy, as it counts in no loss; with
+class weights w, each batch's loss weighs sum_i w_{y_i}, as the loss's mean weighs it,
+so that the epoch's loss is torch's weighted mean over the epoch's samples.
 
 Around the step, ``fit`` keeps three promises (docs/reliability.md): a loss of nan or
 inf stops training at once with ``DivergenceError`` (``nograd.guards``); checkpoints
@@ -40,7 +42,7 @@ from nograd.nn.utils.clip_grad import check_max_norm
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from nograd.resume import load_progress, restore_last
-from nograd.targets import TargetTransform, target_for
+from nograd.targets import TargetTransform, class_weights, target_for
 
 __all__ = ["DivergenceError", "History", "TrainingInterrupted", "evaluate", "fit"]
 
@@ -181,6 +183,7 @@ def fit(
                  test_loader, target_transform, device, dtype, epochs)  # fmt: skip
     loop.cuda_graph, loop.clip_grad_norm = cuda_graph, clip_grad_norm
     loop.ignored = may_hold_ignored(train_loader, loss_fn)  # None: every sample counts
+    loop.weight = class_weights(loss_fn)  # None: every counted sample weighs 1
     if checkpoint_path is not None:
         loop.writer = CheckpointWriter(checkpoint_path, model, scheduler, checkpoint_metadata)
         io.pack_optimizer(model, optimizer)  # refused now, not after an epoch of training
