@@ -190,6 +190,8 @@ def test_lbfgs_trains_on_the_whole_training_set_with_a_line_search(tmp_path: Pat
     assert (config.batch_size, config.lr) == (300, 1.0)
     given = config_from(parse(["train", "--optimizer", "lbfgs", "--batch-size", "50"]))
     assert given.batch_size == 50
+    seed = config_from(parse(["train", "--preset", "seed", "--optimizer", "lbfgs"]))
+    assert (seed.batch_size, seed.lr) == (1000, PRESETS["seed"]["lr"])  # not the preset's 10
     optimizer = build_optimizer(config, build_model(config))
     assert optimizer.param_groups[0]["line_search_fn"] == "strong_wolfe"
     code = main(["train", "--optimizer", "lbfgs", "--rounds", "1", "--epochs", "15", "--quiet",

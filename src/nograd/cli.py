@@ -264,7 +264,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     optimizer = values["optimizer"]
     if optimizer in OWN_STEP_LR and args.lr is None and "lr" not in preset:
         values["lr"] = OWN_STEP_LR[optimizer]  # it scales a step sized by the optimizer
-    if optimizer == "lbfgs" and args.batch_size is None and "batch_size" not in preset:
+    if optimizer == "lbfgs" and args.batch_size is None:  # a preset's batches are too small
         values["batch_size"] = values["n_train"]  # L-BFGS needs the whole gradient, not noise
     config = TrainConfig(**values)
     if config.standardize and config.n_train < 2:
