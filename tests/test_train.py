@@ -226,6 +226,23 @@ def test_one_hot_refuses_a_label_out_of_range_as_torchs(label: int) -> None:
         one_hot(y, 3, torch.float32)
 
 
+def torch_step(
+    twin: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the torch loop fit is compared with; its output and loss."""
+    optimizer.zero_grad()
+    with torch.enable_grad():
+        output = twin(x)
+        loss = loss_fn(output, y)
+        loss.backward()
+    optimizer.step()
+    return output, loss
+
+
 class Records:
     """The samples of a TensorDataset one by one: a dataset fit cannot read ahead."""
 
@@ -267,12 +284,7 @@ def test_fit_with_ignored_labels_is_a_torch_loop_and_counts_only_the_rest(
         loss_sum = hits = 0.0
         for start in range(0, 12, 2):
             xb, yb, keep = x[start : start + 2], y[start : start + 2], kept[start : start + 2]
-            optimizer.zero_grad()
-            with torch.enable_grad():
-                output = twin(xb)
-                loss = loss_fn(output, yb)
-                loss.backward()
-            optimizer.step()
+            output, loss = torch_step(twin, loss_fn, optimizer, xb, yb)
             if keep.any():
                 loss_sum += float(loss) * int(keep.sum())
                 hits += int(((output.argmax(1) == yb) & keep).sum())
@@ -332,12 +344,7 @@ def test_fit_counts_only_the_samples_a_collate_fn_leaves_to_the_loss() -> None:
     loss_sum = hits = count = 0
     for start in range(0, 12, 4):
         xb, yb = mask_every_other_label([(x[i], y[i]) for i in range(start, start + 4)])
-        optimizer.zero_grad()
-        with torch.enable_grad():
-            output = twin(xb)
-            loss = loss_fn(output, yb)
-            loss.backward()
-        optimizer.step()
+        output, loss = torch_step(twin, loss_fn, optimizer, xb, yb)
         kept = yb != -100
         loss_sum += float(loss) * int(kept.sum())
         hits += int(((output.argmax(1) == yb) & kept).sum())
