@@ -391,11 +391,7 @@ def test_class_weights_weigh_each_batch_as_torchs_weighted_mean(loss: str, gener
         loss_sum = weight_sum = 0.0
         for start in range(0, 15, 3):
             xb, yb = x[start : start + 3], y[start : start + 3]
-            optimizer.zero_grad()
-            with torch.enable_grad():
-                loss = loss_fn(twin(xb), yb)
-                loss.backward()
-            optimizer.step()
+            _, loss = torch_step(twin, loss_fn, optimizer, xb, yb)
             kept = yb != -100
             if kept.any():
                 weighs = float(w[yb[kept]].sum())  # the denominator of the batch's mean
