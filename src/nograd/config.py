@@ -35,7 +35,7 @@ from nograd.optim import (
     NAdam,
     RAdam,
     RMSprop,
-)  # fmt: skip
+)
 
 TASKS: dict[str, Callable[..., TensorDataset]] = {
     "disk": disk,
