@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nograd.data import DataLoader, TensorDataset, default_collate, disk, xor
+from nograd.data_checks import may_hold_ignored
 from nograd.nn import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -24,7 +25,7 @@ from nograd.nn import (
 from nograd.nn.activations import ReLU, Sigmoid, Tanh
 from nograd.optim import SGD, Adam, AdamW
 from nograd.optim.lr_scheduler import CosineAnnealingLR
-from nograd.targets import one_hot, predict_classes, target_for
+from nograd.targets import one_hot, predict_classes, skipped_by, target_for
 from nograd.train import History, evaluate, fit
 from tests.oracle import assert_close
 
@@ -406,6 +407,123 @@ def test_class_weights_weigh_each_batch_as_torchs_weighted_mean(loss: str, gener
     for batch_size in (1024, 4, 1):
         test_loss, _ = evaluate(ours, loss_ours, data, batch_size=batch_size)
         assert math.isclose(test_loss, expected, rel_tol=1e-12), batch_size
+
+
+def test_a_target_transform_decides_which_samples_the_loss_and_accuracy_count() -> None:
+    """A target_transform may mark samples as ignored (here every label 2) in a dataset
+    whose labels hold none: the samples the loss skips are those of its targets, and fit
+    and evaluate count the rest only, in the loss and the accuracy."""
+
+    def drop_class_2(y: torch.Tensor) -> torch.Tensor:
+        return y.masked_fill(y == 2, -100)
+
+    generator = torch.Generator().manual_seed(6)
+    x, y = torch.rand(12, 2, generator=generator), torch.randint(0, 3, (12,), generator=generator)
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    twin.load_state_dict(ours.state_dict())
+    data = TensorDataset(x, y)
+    history = fit(ours, CrossEntropyLoss(), SGD(ours.parameters(), lr=0.5), data, data,
+                  epochs=1, batch_size=4, shuffle=False, target_transform=drop_class_2,
+                  progress=False)  # fmt: skip
+
+    loss_fn, optimizer = torch.nn.CrossEntropyLoss(), torch.optim.SGD(twin.parameters(), lr=0.5)
+    loss_sum = hits = count = 0
+    for start in range(0, 12, 4):
+        xb, yb = x[start : start + 4], y[start : start + 4]
+        output, loss = torch_step(twin, loss_fn, optimizer, xb, drop_class_2(yb))
+        kept = yb != 2
+        loss_sum += float(loss) * int(kept.sum())
+        hits += int(((output.argmax(1) == yb) & kept).sum())
+        count += int(kept.sum())
+    assert math.isclose(history.train_loss[0], loss_sum / count, rel_tol=1e-6)
+    assert history.train_acc[0] == hits / count
+    for key, value in twin.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+
+    with torch.no_grad():
+        output = twin(x)
+    kept = y != 2
+    assert math.isclose(history.test_loss[0], float(loss_fn(output, drop_class_2(y))),
+                        rel_tol=1e-6)  # fmt: skip
+    assert history.test_acc[0] == int(((output.argmax(1) == y) & kept).sum()) / int(kept.sum())
+
+
+def test_probability_targets_from_a_transform_take_the_batch_mean_despite_class_weights() -> None:
+    """With class probabilities as targets torch's weighted cross-entropy is a plain mean
+    over the batch (sum_i of w-weighted terms / N) and skips no sample: fit and evaluate
+    weigh each batch by its size, so evaluate gives torch's loss over all the data, and
+    every sample counts in the accuracy."""
+    w = torch.tensor([0.5, 4.0, 1.5], dtype=torch.float64)
+
+    def smoothed(y: torch.Tensor) -> torch.Tensor:
+        return one_hot(y, 3, torch.float64) * 0.9 + 0.1 / 3
+
+    generator = torch.Generator().manual_seed(7)
+    x = torch.rand(10, 2, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (10,), generator=generator)
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3)).to(dtype=torch.float64)
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    twin = twin.to(dtype=torch.float64)
+    twin.load_state_dict(ours.state_dict())
+    data = TensorDataset(x, y)
+    history = fit(ours, CrossEntropyLoss(weight=w), SGD(ours.parameters(), lr=0.5), data,
+                  epochs=1, batch_size=4, shuffle=False, target_transform=smoothed,
+                  progress=False)  # fmt: skip
+
+    loss_fn = torch.nn.CrossEntropyLoss(weight=w)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.5)
+    loss_sum = 0.0
+    for start in range(0, 10, 4):
+        xb, yb = x[start : start + 4], y[start : start + 4]
+        _, loss = torch_step(twin, loss_fn, optimizer, xb, smoothed(yb))
+        loss_sum += float(loss) * len(yb)
+    assert math.isclose(history.train_loss[0], loss_sum / 10, rel_tol=1e-12)
+
+    with torch.no_grad():
+        output = twin(x)
+    expected = float(loss_fn(output, smoothed(y)))
+    accuracy = int((output.argmax(1) == y).sum()) / 10
+    for batch_size in (1024, 4, 1):
+        assert evaluate(ours, CrossEntropyLoss(weight=w), data, batch_size=batch_size,
+                        target_transform=smoothed) == pytest.approx((expected, accuracy),
+                                                                    rel=1e-12)  # fmt: skip
+
+
+def test_uint8_labels_are_compared_with_ignore_index_as_the_loss_compares_them() -> None:
+    """As uint8, -100 wraps round to 156 (``uint8_tensor == -100`` holds for 156). The
+    loss reads labels as int64, where 156 is a class like any other: fit and evaluate
+    count those samples too, and no sample is taken for an ignored one."""
+    labels = torch.tensor([156, 3, 156, 159, 0, 156], dtype=torch.uint8)
+    assert bool((labels == -100).any())  # the trap
+    skipped = skipped_by(labels, -100)
+    assert skipped is not None and not bool(skipped.any())
+    assert may_hold_ignored(DataLoader(TensorDataset(torch.rand(6, 2), labels)),
+                            CrossEntropyLoss(), None) is None  # fmt: skip
+
+    generator = torch.Generator().manual_seed(8)
+    x = torch.rand(6, 2, generator=generator, dtype=torch.float64)
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 160)).to(dtype=torch.float64)
+    ours[0].bias.data[156] = 3.0  # so some predictions hit class 156
+    twin = torch.nn.Linear(2, 160).to(dtype=torch.float64)
+    twin.load_state_dict({k.removeprefix("0."): v for k, v in ours.state_dict().items()})
+    data = TensorDataset(x, labels)
+    loss_ours = CrossEntropyLoss()
+    with torch.no_grad():
+        output = twin(x)
+    expected_loss = float(torch.nn.functional.cross_entropy(output, labels.long()))
+    expected_acc = int((output.argmax(1) == labels.long()).sum()) / 6
+    assert 0 < expected_acc < 1
+    test_loss, test_acc = evaluate(ours, loss_ours, data)
+    assert math.isclose(test_loss, expected_loss, rel_tol=1e-12)
+    assert test_acc == expected_acc
+    history = fit(ours, loss_ours, SGD(ours.parameters(), lr=0.0), data, epochs=1,
+                  batch_size=4, shuffle=False, progress=False)  # fmt: skip
+    assert math.isclose(history.train_loss[0], expected_loss, rel_tol=1e-12)
+    assert history.train_acc[0] == expected_acc
 
 
 class NumpyLabels:

@@ -20,7 +20,7 @@ from nograd.data.loader import DataLoader
 from nograd.data.split import tensors_of
 from nograd.nn import hooks
 from nograd.nn.module import Module
-from nograd.targets import ignored_class
+from nograd.targets import TargetTransform, ignored_class, skipped_by
 
 
 def as_loader(
@@ -219,8 +219,9 @@ def check_data(
     n_outputs = int(output.shape[-1]) if output.dim() > 1 else 1
     labels = (tensors or (x, y))[1]
     ignored = ignored_class(loss_fn)
-    if ignored is not None and not labels.is_floating_point():  # those samples are skipped
-        labels = labels[labels != ignored]
+    skipped = None if ignored is None else skipped_by(labels, ignored)
+    if skipped is not None:  # those samples are skipped
+        labels = labels[~skipped]
         if labels.numel() == 0 and tensors is not None:
             raise ValueError(
                 f"{what}: every label equals {type(loss_fn).__name__}'s ignore_index "
@@ -237,20 +238,24 @@ def check_data(
     return n_outputs
 
 
-def may_hold_ignored(loader: DataLoader[Any], loss_fn: Module) -> int | None:
-    """The loss's ignored label if some sample may carry it, else None.
+def may_hold_ignored(
+    loader: DataLoader[Any], loss_fn: Module, target_transform: TargetTransform | None
+) -> int | None:
+    """The loss's ignored label if some sample's target may carry it, else None.
 
-    For a ``TensorDataset`` batched by the default collation that is known up front
-    (one pass over its labels); any other dataset is read batch by batch, and a
-    ``collate_fn`` of the user's may change the labels (a collator that masks some as
-    ignored), so it may.
+    For a ``TensorDataset`` batched by the default collation, with the labels as the
+    loss's targets, that is known up front (one pass over its labels). Any other dataset
+    is read batch by batch, and a ``collate_fn`` or ``target_transform`` of the user's
+    may change the labels (one that marks some as ignored), so it may.
     """
     ignored = ignored_class(loss_fn)
-    if ignored is None:
-        return None
+    if ignored is None or target_transform is not None:
+        return ignored
     tensors = tensors_of(loader.dataset) if loader.collate_fn is default_collate else None
-    if tensors is not None and len(tensors) == 2 and not bool((tensors[1] == ignored).any()):
-        return None
+    if tensors is not None and len(tensors) == 2:
+        skipped = skipped_by(tensors[1], ignored)
+        if skipped is None or not bool(skipped.any()):
+            return None
     return ignored
 
 

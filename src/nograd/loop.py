@@ -29,7 +29,7 @@ from nograd.nn.utils.clip_grad import clip_grad_norm_
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from nograd.optim.optimizer import optimized_parameters
-from nograd.targets import TargetTransform, predict_classes, weight_of
+from nograd.targets import TargetTransform, predict_classes, skipped_by, weight_of
 
 
 class EpochLoop:
@@ -77,6 +77,7 @@ class EpochLoop:
         scheduler = self.scheduler if self.per_step else None
         guard, history, ignored, weight = self.guard, self.history, self.ignored, self.weight
         weight_sum = torch.zeros((), device=device, dtype=dtype)  # sum_i w_{y_i}, with weights
+        seen: int | Tensor  # the samples counted so far: a tensor once some are ignored
         start_time = time.perf_counter()
         if resumed is not None and resumed.step > 0:  # replay the shuffle, skip the done steps
             rng_epoch = resumed.rng_epoch
@@ -87,7 +88,9 @@ class EpochLoop:
             # resumed.rng already holds what those batches drew
             for _, y_done in itertools.islice(batches, resumed.step):
                 if weight is not None:  # their class weights, which the checkpoint lacks
-                    weight_sum += weight_of(y_done.to(device), ignored, weight)
+                    y_done = y_done.to(device)
+                    target_done = y_done if transform is None else transform(y_done)
+                    weight_sum += weight_of(target_done, ignored, weight)
             restore_rng(resumed.rng, self.named, device)
             first, seen = resumed.step, resumed.seen
             loss_sum = resumed.loss_sum.to(device=device, dtype=dtype)
@@ -102,10 +105,13 @@ class EpochLoop:
         model.train()
         predicted: list[Tensor] = []  # each step's predicted classes and labels, compared
         labels: list[Tensor] = []  # once per epoch: one op a step instead of four
+        kept: list[Tensor] = []  # with ignored labels: which samples count
         for step, (x, y) in enumerate(batches, first):
             x, y = x.to(device=device, dtype=dtype), y.to(device)
             target = y if transform is None else transform(y)
-            n_counted = None if ignored is None else (y != ignored).sum()  # what the loss counts
+            skipped = None if ignored is None else skipped_by(target, ignored)
+            counts = None if skipped is None else ~skipped  # the samples the loss's mean is over
+            n_counted = None if counts is None else counts.sum()
             if self.cuda_graph:
                 if self.graphed is None:
                     self.graphed = GraphedTrainStep(
@@ -139,21 +145,23 @@ class EpochLoop:
                 if weight is None:
                     loss_sum.add_(loss * counted)
                 else:
-                    weighs = weight_of(y, ignored, weight)  # sum_i w_{y_i}, the mean's denominator
+                    weighs = weight_of(target, ignored, weight)  # the mean's denominator
                     loss_sum.add_(loss * weighs)
                     weight_sum += weighs
                 seen = seen + counted  # a tensor where a count is: no device sync per step
             predicted.append(predict_classes(output, loss_fn))
             labels.append(y)
+            if counts is not None:
+                kept.append(counts)
             if guard.requested:  # Ctrl-C: save between two steps, where all agrees
-                correct = _add_hits(correct, predicted, labels, ignored)
+                correct = _add_hits(correct, predicted, labels, kept)
                 done = Progress(epoch, step + 1, int(seen), loss_sum, correct, history.to_dict(),
                                 capture_rng(self.named, device), rng_epoch)  # fmt: skip
                 self.save(done, step + 1)
         watch.flush()
         count = float(seen)
         total = count if weight is None else float(weight_sum)  # the mean loss's denominator
-        correct = _add_hits(correct, predicted, labels, ignored)
+        correct = _add_hits(correct, predicted, labels, kept)
         history.train_loss.append(float(loss_sum) / total if total else math.nan)
         history.train_acc.append(int(correct) / count if count else math.nan)
         if self.test_loader is not None:
@@ -221,18 +229,17 @@ class EpochLoop:
 
 
 def _add_hits(
-    correct: Tensor, predicted: list[Tensor], labels: list[Tensor], ignored: int | None
+    correct: Tensor, predicted: list[Tensor], labels: list[Tensor], kept: list[Tensor]
 ) -> Tensor:
-    """``correct`` plus the predictions that equal their labels, among the samples whose
-    label is not ``ignored``; empties both lists."""
+    """``correct`` plus the predictions that equal their labels, among the samples that
+    count (``kept``, if not empty: the samples the loss did not skip); empties the lists."""
     if predicted:
-        label = torch.cat(labels)
-        hits = torch.cat(predicted) == label
-        if ignored is not None:
-            hits &= label != ignored
+        hits = torch.cat(predicted) == torch.cat(labels)
+        if kept:
+            hits &= torch.cat(kept)
         correct = correct + hits.sum()
-        predicted.clear()
-        labels.clear()
+        for batches in (predicted, labels, kept):
+            batches.clear()
     return correct
 
 

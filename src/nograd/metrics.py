@@ -17,6 +17,7 @@ from nograd.targets import (
     class_weights,
     ignored_class,
     predict_classes,
+    skipped_by,
     target_for,
     weight_of,
 )
@@ -109,14 +110,15 @@ def _evaluate(
                 target = y if target_transform is None else target_transform(y)
                 loss = loss_fn(output, target)  # the mean over the samples that count
                 hits = predict_classes(output, loss_fn) == y
-                if ignored is None:
+                if ignored is None:  # then no class weights either
                     loss_sum += loss * len(y)
                     seen += len(y)
                 else:
-                    counts = y != ignored
+                    skipped = skipped_by(target, ignored)  # None: probability targets
+                    counts = hits.new_ones(hits.shape) if skipped is None else ~skipped
                     kept, hits = counts.sum(), hits & counts
                     # what the loss's mean divided by: its samples, or their class weights
-                    weighs = kept if weight is None else weight_of(y, ignored, weight)
+                    weighs = kept if weight is None else weight_of(target, ignored, weight)
                     # none counts (or weighs): 0 / 0, not a loss
                     loss_sum += torch.where(weighs > 0, loss, 0.0) * weighs
                     if weight is not None:

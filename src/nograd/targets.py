@@ -7,8 +7,9 @@ since the accuracy compares y with the predicted classes whatever the loss's tar
 (one-hot rows for MSE, floats for BCE, y itself for cross-entropy), and
 ``predict_classes`` turns the network's outputs back into class indices, by the
 decision rule that fits the loss, for the accuracy. ``ignored_class(loss_fn)`` is the
-label whose samples the loss skips, and the accuracy with it; ``class_weights`` and
-``weight_of`` weigh a batch's mean loss as the loss weighs its samples.
+label whose samples the loss skips, and the accuracy with it (``skipped_by`` finds
+them); ``class_weights`` and ``weight_of`` weigh a batch's mean loss as the loss weighs
+its samples.
 """
 
 from __future__ import annotations
@@ -83,13 +84,29 @@ def class_weights(loss_fn: Module | None) -> Tensor | None:
     return weight if isinstance(weight, Tensor) else None
 
 
-def weight_of(y: Tensor, ignored: int | None, weight: Tensor) -> Tensor:
-    """sum_i w_{y_i} over the samples whose label is not ``ignored``: the denominator
-    of a weighted mean loss (``class_weights``)."""
-    if ignored is None:
-        return weight.gather(0, y.long()).sum()
-    skipped = y == ignored
-    classes = y.long().masked_fill(skipped, 0)  # an ignored label may lie outside [0, C)
+def skipped_by(target: Tensor, ignored: int) -> Tensor | None:
+    """Which samples the loss skips: those whose target is the class ``ignored``.
+
+    The targets are compared as the loss compares them, as int64: a uint8 label 156 is
+    not -100, though ``uint8_tensor == -100`` says it is (-100 wraps around to 156).
+    None for probability targets (floats), of which torch's loss skips none.
+    """
+    if target.is_floating_point():
+        return None
+    return (target if target.dtype == torch.int64 else target.long()) == ignored
+
+
+def weight_of(target: Tensor, ignored: int | None, weight: Tensor) -> Tensor:
+    """What the loss's weighted mean over a batch divides by (``class_weights``):
+    sum_i w_{t_i} over the samples whose target t_i is not ``ignored``; for probability
+    targets N, since torch takes their mean over the batch."""
+    if target.is_floating_point():
+        return weight.new_full((), target.shape[0])
+    classes = target.long()
+    skipped = None if ignored is None else classes == ignored
+    if skipped is None:
+        return weight.gather(0, classes).sum()
+    classes = classes.masked_fill(skipped, 0)  # an ignored label may lie outside [0, C)
     return weight.gather(0, classes).masked_fill_(skipped, 0).sum()
 
 

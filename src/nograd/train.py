@@ -176,13 +176,14 @@ def fit(
     n_outputs = check_data(model, train_loader, "fit: train_data", device, dtype, loss_fn)
     if test_loader is not None:
         check_data(model, test_loader, "fit: test_data", device, dtype, loss_fn)
+    ignored = may_hold_ignored(train_loader, loss_fn, target_transform)  # None: all count
     if target_transform is None:
         target_transform = target_for(loss_fn, n_outputs, dtype)
 
     loop = EpochLoop(model, loss_fn, optimizer, scheduler, scheduler_interval, train_loader,
                  test_loader, target_transform, device, dtype, epochs)  # fmt: skip
     loop.cuda_graph, loop.clip_grad_norm = cuda_graph, clip_grad_norm
-    loop.ignored = may_hold_ignored(train_loader, loss_fn)  # None: every sample counts
+    loop.ignored = ignored
     loop.weight = class_weights(loss_fn)  # None: every counted sample weighs 1
     if checkpoint_path is not None:
         loop.writer = CheckpointWriter(checkpoint_path, model, scheduler, checkpoint_metadata)
