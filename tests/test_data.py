@@ -301,10 +301,11 @@ def test_loader_draws_when_torch_dataloader_draws(
     assert ours == theirs
 
 
-def test_loader_takes_torchs_first_arguments_and_no_others_by_position() -> None:
-    """(dataset, batch_size, shuffle, sampler, batch_sampler) as in torch; torch's sixth
-    is num_workers, which nograd has not, so a sixth positional argument is refused
-    rather than misread (and a drop_last passed fourth is no sampler)."""
+def test_loader_takes_torchs_arguments_in_torchs_order() -> None:
+    """(dataset, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn,
+    pin_memory, drop_last, timeout, worker_init_fn, multiprocessing_context, generator)
+    by position, as in torch; prefetch_factor and persistent_workers by keyword only, as
+    in torch (and a drop_last passed fourth is no sampler)."""
     loader = DataLoader(numbered(6), 4, True)
     assert (loader.batch_size, loader.shuffle, loader.drop_last) == (4, True, False)
     loader = DataLoader(numbered(6), 4, False, [5, 4, 3, 2, 1, 0])
@@ -313,8 +314,12 @@ def test_loader_takes_torchs_first_arguments_and_no_others_by_position() -> None
     assert [batch[0].tolist() for batch in loader] == [[1, 2], [0]]
     with pytest.raises(TypeError):
         DataLoader(numbered(6), 4, True, True)  # type: ignore[call-overload]
+    loader = DataLoader(numbered(6), 4, False, None, None, 0, None, False, True, 0, None, None,
+                        torch.Generator())  # fmt: skip
+    assert (loader.num_workers, loader.drop_last, len(loader)) == (0, True, 1)
     with pytest.raises(TypeError):
-        DataLoader(numbered(6), 1, False, None, None, 0)  # type: ignore[call-overload]
+        DataLoader(numbered(6), 4, False, None, None, 0, None, False, True, 0, None, None,
+                   None, 2)  # type: ignore[call-overload]  # fmt: skip
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

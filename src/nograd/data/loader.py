@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from multiprocessing.context import BaseContext
 from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 import torch
 from torch import Tensor
 
-from nograd.data.collate import collate_samples, default_collate, default_convert
+from nograd.data.collate import default_collate, default_convert
+from nograd.data.fetch import END, Collate, StreamReader, fetch_indexed
+from nograd.data.iterable import Forever, is_iterable_dataset
+from nograd.data.pin_memory import pin_memory
 from nograd.data.samplers import (
     BatchSampler,
     RandomSampler,
@@ -17,7 +23,8 @@ from nograd.data.samplers import (
     check_batching,
     checked_generator,
 )
-from nograd.data.split import integer_rows, tensors_of
+from nograd.data.split import tensors_of
+from nograd.data.workers import WorkerPool, WorkerSpec
 
 # The fast path cuts this many batches at a time with one torch.split call, which
 # costs less per batch than a Python slice and keeps at most this many views alive.
@@ -25,7 +32,6 @@ from nograd.data.split import integer_rows, tensors_of
 BATCHES_PER_SPLIT = 256
 
 Batch = TypeVar("Batch")
-Collate = Callable[[Any], Any]  # a batch's list of samples (without batching, a sample) -> item
 
 
 class Dataset(Protocol):
@@ -105,62 +111,98 @@ class DataLoader(Generic[Batch]):
     @overload
     def __init__(
         self: DataLoader[Any],
-        dataset: Dataset,
+        dataset: Dataset | Iterable[Any],
         batch_size: int | None = 1,
-        shuffle: bool = False,
+        shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
         batch_sampler: Iterable[Sequence[int]] | None = None,
-        *,
+        num_workers: int = 0,
         collate_fn: None = None,
+        pin_memory: bool = False,
         drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: str | BaseContext | None = None,
         generator: torch.Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
     ) -> None: ...
 
     @overload
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset | Iterable[Any],
         batch_size: int = 1,
-        shuffle: bool = False,
+        shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
         batch_sampler: Iterable[Sequence[int]] | None = None,
+        num_workers: int = 0,
         *,
         collate_fn: Callable[[list[Any]], Batch],
+        pin_memory: bool = False,
         drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: str | BaseContext | None = None,
         generator: torch.Generator | None = None,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
     ) -> None: ...
 
     @overload
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset | Iterable[Any],
         batch_size: None,
-        shuffle: bool = False,
+        shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
         batch_sampler: None = None,
+        num_workers: int = 0,
         *,
         collate_fn: Callable[[Any], Batch],  # takes one sample
+        pin_memory: bool = False,
         drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: str | BaseContext | None = None,
         generator: torch.Generator | None = None,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
     ) -> None: ...
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset | Iterable[Any],
         batch_size: int | None = 1,
-        shuffle: bool = False,
+        shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
         batch_sampler: Iterable[Sequence[int]] | None = None,
-        *,
+        num_workers: int = 0,
         collate_fn: Collate | None = None,
+        pin_memory: bool = False,
         drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: str | BaseContext | None = None,
         generator: torch.Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
     ) -> None:
-        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        self.iterable = is_iterable_dataset(dataset)  # a stream: no indices, no length
+        indexed = hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")
+        if not (self.iterable or indexed):
             raise TypeError(
-                f"DataLoader: expected a dataset with __len__ and __getitem__, "
-                f"got {type(dataset).__name__}"
+                f"DataLoader: expected a dataset with __len__ and __getitem__ (or an "
+                f"IterableDataset), got {type(dataset).__name__}"
             )
+        self._check_workers(num_workers, timeout, prefetch_factor, persistent_workers)
+        self.num_workers, self.timeout = num_workers, timeout
+        self.prefetch_factor = 2 if num_workers > 0 and prefetch_factor is None else prefetch_factor
+        self.persistent_workers, self.worker_init_fn = persistent_workers, worker_init_fn
+        self.multiprocessing_context = _context(multiprocessing_context, num_workers)
+        self.pin_memory = pin_memory
         if batch_sampler is None and batch_size is not None:  # else torch ignores them
             check_batching("DataLoader", batch_size, drop_last)
         self.generator = checked_generator("DataLoader", generator)
@@ -173,6 +215,17 @@ class DataLoader(Generic[Batch]):
             raise TypeError(
                 f"DataLoader: expected collate_fn to be callable, got {type(collate_fn).__name__}"
             )
+        if self.iterable:  # the stream decides the order
+            given: dict[str, object] = {
+                "shuffle": shuffle, "sampler": sampler, "batch_sampler": batch_sampler
+            }  # fmt: skip
+            for name, option in given.items():
+                if option is not None and option is not False:
+                    raise ValueError(
+                        f"DataLoader with an IterableDataset: expected no {name}, "
+                        f"got {name}={option!r}"
+                    )
+        shuffle = bool(shuffle)
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler is mutually exclusive with shuffle=True")
         if batch_sampler is not None and (
@@ -187,13 +240,16 @@ class DataLoader(Generic[Batch]):
                 "DataLoader: batch_size=None turns batching off, and is mutually exclusive "
                 "with drop_last"
             )
-        if len(dataset) == 0:
+        if not self.iterable and len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError("DataLoader: the dataset is empty (0 samples)")
-        if sampler is None and shuffle:  # the two orders shuffle chooses between, as torch's
-            sampler = RandomSampler(dataset, generator=generator)
+        if self.iterable:  # as torch's: None for ever, only to pace the batches
+            sampler = Forever()  # type: ignore[assignment]
+        elif sampler is None and shuffle:  # the two orders shuffle chooses between, as torch's
+            sampler = RandomSampler(dataset, generator=generator)  # type: ignore[arg-type]
         elif sampler is None:
-            sampler = SequentialSampler(dataset)
-        self.dataset = dataset
+            sampler = SequentialSampler(dataset)  # type: ignore[arg-type]
+        assert sampler is not None
+        self.dataset: Any = dataset  # map-style (Dataset) or iterable (IterableDataset)
         self.shuffle = shuffle
         self.sampler = sampler
         if collate_fn is None:  # as torch: stack batches, convert lone samples
@@ -207,10 +263,41 @@ class DataLoader(Generic[Batch]):
         else:  # as torch: the batch sampler decides, and these read None and False
             self.batch_size, self.drop_last = None, False
             self.batch_sampler = batch_sampler
+        self._workers: WorkerPool | None = None  # persistent workers, once started
+
+    @staticmethod
+    def _check_workers(
+        num_workers: int, timeout: float, prefetch_factor: int | None, persistent: bool
+    ) -> None:
+        """Refuse the worker options torch refuses."""
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+            raise ValueError(
+                f"DataLoader: expected num_workers >= 0 (0 reads the batches in this "
+                f"process), got {num_workers!r}"
+            )
+        if timeout < 0:
+            raise ValueError(f"DataLoader: expected timeout >= 0, got {timeout}")
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError(
+                "DataLoader: prefetch_factor needs worker processes (num_workers > 0); "
+                "leave it None with num_workers=0"
+            )
+        if prefetch_factor is not None and prefetch_factor < 0:
+            raise ValueError(f"DataLoader: expected prefetch_factor >= 0, got {prefetch_factor}")
+        if persistent and num_workers == 0:
+            raise ValueError("DataLoader: persistent_workers=True needs num_workers > 0")
 
     def __len__(self) -> int:
         """The number of batches in one epoch (the batch sampler's length), or without
-        batching of samples (the sampler's)."""
+        batching of samples (the sampler's). An iterable dataset's loader counts them
+        from the dataset's ``__len__`` (TypeError without one), as torch's does."""
+        if self.iterable:
+            count = len(self.dataset)  # TypeError if it has none
+            if self.batch_size is None:
+                return count
+            if self.drop_last:
+                return count // self.batch_size
+            return (count + self.batch_size - 1) // self.batch_size  # ceil(count / batch_size)
         indices = self.sampler if self.batch_sampler is None else self.batch_sampler
         return len(indices)  # type: ignore[arg-type]  # TypeError if it has none
 
@@ -218,21 +305,63 @@ class DataLoader(Generic[Batch]):
         """One epoch. Its random numbers are drawn where torch's DataLoader draws them.
 
         torch's ``iter()`` opens the batch sampler, then draws its base seed for worker
-        processes: one int64 from the loader's generator, or from the global one.
-        nograd has no workers, but draws it too, so that the numbers drawn after it are
-        torch's. The samplers here draw nothing more until the first ``next()``.
+        processes: one int64 from the loader's generator, or from the global one (with
+        ``persistent_workers``, at the first epoch only). Without workers nograd draws
+        it too, so that the numbers drawn after it are torch's. The samplers here draw
+        nothing more until the first ``next()``; with workers, until ``iter()`` sends
+        the first batches' indices to them.
         """
-        if self.batch_sampler is None:  # no batching: torch opens the sampler itself
+        if self.num_workers > 0:
+            return self._worker_epoch()
+        epoch: Iterator[Any]
+        if self.iterable:  # torch opens the stream after drawing the seed
+            self._draw_seed_for_workers()
+            read = StreamReader(self.dataset, self.batch_size, self.drop_last, self.collate_fn)
+            epoch = self._stream_epoch(read)
+        elif self.batch_sampler is None:  # no batching: torch opens the sampler itself
             indices = iter(self.sampler)
             self._draw_seed_for_workers()
-            return self._sample_epoch(indices)
-        sliced = self._slicing()  # a TensorDataset in order or shuffled: the fast path
-        if sliced is not None:  # its samplers are nograd's, which draw nothing at iter()
+            epoch = self._sample_epoch(indices)
+        elif (sliced := self._slicing()) is not None:  # a TensorDataset: the fast path
+            self._draw_seed_for_workers()  # its samplers are nograd's: no draw at iter()
+            epoch = self._sliced_epoch(*sliced)
+        else:
+            index_batches = iter(self.batch_sampler)
             self._draw_seed_for_workers()
-            return cast(Iterator[Batch], self._sliced_epoch(*sliced))  # Batch: a tuple here
-        index_batches = iter(self.batch_sampler)
-        self._draw_seed_for_workers()
-        return self._indexed_epoch(index_batches)
+            epoch = self._indexed_epoch(index_batches)
+        return cast(Iterator[Batch], self._pinned(epoch) if self._pins() else epoch)
+
+    def _worker_epoch(self) -> Iterator[Batch]:
+        """An epoch read by worker processes (``nograd.data.workers``): new ones each
+        epoch, or with ``persistent_workers`` the ones the first epoch started."""
+        indices = iter(self.batch_sampler if self.batch_sampler is not None else self.sampler)
+        workers = self._workers
+        if workers is None or workers.closed:
+            seed = torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+            spec = WorkerSpec(self.dataset, self.collate_fn, self.iterable, self.batch_size,
+                              self.drop_last, self.num_workers, self.worker_init_fn)  # fmt: skip
+            assert self.prefetch_factor is not None
+            workers = WorkerPool(spec, int(seed), self.multiprocessing_context,
+                                 self.prefetch_factor, self.timeout)  # fmt: skip
+            if self.persistent_workers:
+                self._workers = workers
+        return workers.epoch(indices, self._pins(), self.persistent_workers)
+
+    def _pins(self) -> bool:
+        """Whether batches are pinned: asked for, and a GPU to copy them to (torch warns
+        and goes on without pinning where there is none)."""
+        if self.pin_memory and not torch.cuda.is_available():
+            warnings.warn(
+                "DataLoader: pin_memory=True, but there is no GPU: the batches are not pinned",
+                stacklevel=3,
+            )
+            return False
+        return self.pin_memory
+
+    @staticmethod
+    def _pinned(epoch: Iterator[Any]) -> Iterator[Any]:
+        for batch in epoch:
+            yield pin_memory(batch)
 
     def _draw_seed_for_workers(self) -> None:
         seed_for_workers = torch.empty((), dtype=torch.int64)
@@ -330,22 +459,17 @@ class DataLoader(Generic[Batch]):
             yield self.collate_fn(self.dataset[index])
 
     def _indexed_epoch(self, index_batches: Iterator[Sequence[int]]) -> Iterator[Any]:
-        """The batches at the batch sampler's indices: one gather per tensor of a
-        TensorDataset, else the samples one by one through ``collate_fn``, as torch
-        reads them (also a TensorDataset's, for indices a gather would misread:
-        ``integer_rows``)."""
+        """The batches at the batch sampler's indices (``fetch_indexed``)."""
         default = self.collate_fn is default_collate
         tensors = tensors_of(self.dataset) if default else None
         for indices in index_batches:
-            if not hasattr(indices, "__getitem__"):  # an iterator, say: read it once, as torch
-                indices = list(indices)
-            rows = integer_rows(indices) if tensors is not None else None
-            if tensors is not None and rows is not None:
-                yield tuple(tensor[rows] for tensor in tensors)
-            elif default:  # the indices name the samples in its errors
-                yield collate_samples([self.dataset[index] for index in indices], indices)
-            else:
-                yield self.collate_fn([self.dataset[index] for index in indices])
+            yield fetch_indexed(self.dataset, tensors, self.collate_fn, indices)
+
+    @staticmethod
+    def _stream_epoch(read: StreamReader) -> Iterator[Any]:
+        """An iterable dataset's batches, until its stream runs out."""
+        while (batch := read()) is not END:
+            yield batch
 
     def __repr__(self) -> str:
         if self.batch_sampler is None:
@@ -356,3 +480,27 @@ class DataLoader(Generic[Batch]):
             f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"
         )
+
+
+def _context(context: str | BaseContext | None, num_workers: int) -> BaseContext:
+    """The ``multiprocessing`` context that starts the workers: the platform's default
+    (fork on Linux), or one named ("spawn", "forkserver", ...) or given."""
+    if context is None:
+        return multiprocessing.get_context()
+    if num_workers == 0:
+        raise ValueError(
+            "DataLoader: multiprocessing_context needs worker processes (num_workers > 0)"
+        )
+    if isinstance(context, str):
+        if context not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"DataLoader: multiprocessing_context must be one of "
+                f"{multiprocessing.get_all_start_methods()}, got {context!r}"
+            )
+        return multiprocessing.get_context(context)
+    if not isinstance(context, BaseContext):
+        raise TypeError(
+            f"DataLoader: expected multiprocessing_context to be a start method's name or a "
+            f"multiprocessing context, got {type(context).__name__}"
+        )
+    return context
