@@ -22,7 +22,14 @@ import torch
 
 import nograd.experiment
 from nograd.cli import main
-from nograd.data import DataLoader, TensorDataset, WeightedRandomSampler, disk
+from nograd.data import (
+    DataLoader,
+    IterableDataset,
+    TensorDataset,
+    WeightedRandomSampler,
+    disk,
+    get_worker_info,
+)
 from nograd.nn import Linear, Module, Sequential, matmul
 from nograd.nn.activations import GELU
 from nograd.nn.batch_norm import BatchNorm1d
@@ -64,6 +71,29 @@ OPTIMIZERS: dict[str, Callable[[Module], Optimizer]] = {
 in_main_thread = threading.current_thread() is threading.main_thread()
 
 
+class Stream(IterableDataset[Any]):
+    """A dataset's samples as a stream, in order. With worker processes, worker w yields
+    the batches (of ``batch_size``) b with b mod k = w: the loader, which asks the workers
+    in turn, puts them back in order."""
+
+    def __init__(self, data: Any, batch_size: int = 16) -> None:
+        self.data, self.batch_size = data, batch_size
+
+    def __iter__(self) -> Any:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for index in range(len(self.data)):
+            if (index // self.batch_size) % workers == worker:
+                yield self.data[index]
+
+
+class SizedStream(Stream):
+    """A stream that says how many samples it yields: ``len(loader)`` is known."""
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
 class Run:
     """One seeded run: data, a model with batch norm and dropout, an optimizer, a scheduler."""
 
@@ -86,6 +116,12 @@ class Run:
             weights = self.train.tensors[1].double() + 0.5  # class 1 three times as often
             sampler = WeightedRandomSampler(weights, 90, generator=torch.Generator().manual_seed(9))
             self.data = DataLoader(self.train, batch_size=16, sampler=sampler)
+        elif loader == "workers":  # shuffled, read by two worker processes
+            self.data = DataLoader(self.train, batch_size=16, shuffle=True, num_workers=2)
+        elif loader == "stream":  # a stream of known length, read by two workers
+            self.data = DataLoader(SizedStream(self.train), batch_size=16, num_workers=2)
+        elif loader == "unsized_stream":  # a stream with no length, batched by fit
+            self.data = Stream(self.train)
 
     def fit(self, **options: Any) -> History:
         return fit(
@@ -154,7 +190,9 @@ def test_resume_at_an_epoch_boundary_is_exact(
 
 @pytest.mark.skipif(not in_main_thread, reason="signal handlers live in the main thread")
 @pytest.mark.parametrize("at_step", [1, 9, 12, 17])  # first step; mid-epoch; epoch ends (6 steps)
-@pytest.mark.parametrize("loader", ["none", "shuffle", "sampler"])
+@pytest.mark.parametrize(
+    "loader", ["none", "shuffle", "sampler", "workers", "stream", "unsized_stream"]
+)
 def test_a_deferred_ctrl_c_saves_between_two_steps_and_resumes_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_step: int, loader: str
 ) -> None:

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import pytest
 import torch
 
-from nograd.data import DataLoader, TensorDataset, default_collate, disk, xor
+from nograd.data import (
+    DataLoader,
+    IterableDataset,
+    TensorDataset,
+    default_collate,
+    disk,
+    get_worker_info,
+    xor,
+)
 from nograd.data_checks import may_hold_ignored
 from nograd.nn import (
     BCELoss,
@@ -524,6 +533,79 @@ def test_uint8_labels_are_compared_with_ignore_index_as_the_loss_compares_them()
                   batch_size=4, shuffle=False, progress=False)  # fmt: skip
     assert math.isclose(history.train_loss[0], expected_loss, rel_tol=1e-12)
     assert history.train_acc[0] == expected_acc
+
+
+class InOrder(IterableDataset[Any]):
+    """A TensorDataset's samples as a stream, in order; with k workers, worker w yields
+    the batches b of ``batch_size`` with b mod k = w, which the loader puts back in order."""
+
+    def __init__(self, data: TensorDataset, batch_size: int) -> None:
+        self.data, self.batch_size = data, batch_size
+
+    def __iter__(self) -> Any:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for index in range(len(self.data)):
+            if (index // self.batch_size) % workers == worker:
+                yield self.data[index]
+
+
+def reading(data: TensorDataset, reader: str, batch_size: int) -> tuple[Any, Any]:
+    """The data as ``reader`` reads them, and a plain DataLoader that gives the same
+    batches: in order for a stream, shuffled by the same generator for the others."""
+    if reader == "stream":  # batched by fit
+        return InOrder(data, batch_size), DataLoader(data, batch_size)
+    if reader.startswith("stream_"):
+        workers = 2 if reader == "stream_workers" else 0
+        return DataLoader(InOrder(data, batch_size), batch_size, num_workers=workers), DataLoader(
+            data, batch_size
+        )
+    shuffled = {"batch_size": batch_size, "shuffle": True}
+    plain = DataLoader(data, **shuffled, generator=torch.Generator().manual_seed(1))
+    if reader == "workers":
+        return DataLoader(data, **shuffled, generator=torch.Generator().manual_seed(1),
+                          num_workers=2), plain  # fmt: skip
+    return DataLoader(data, **shuffled, generator=torch.Generator().manual_seed(1),
+                      pin_memory=True), plain  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "reader", ["stream", "stream_loader", "stream_workers", "workers", "pinned"]
+)
+def test_fit_over_streams_and_worker_loaders_trains_as_over_the_dataset(reader: str) -> None:
+    """The same samples in the same batches give the same run, to the bit: from an
+    IterableDataset (given to fit, or in a DataLoader, read by 0 or 2 workers), from a
+    DataLoader whose worker processes read a shuffled TensorDataset (its order comes
+    from the same generator), or from one asked to pin its batches (on a machine
+    without a GPU it warns and does not)."""
+    data = disk(50, generator=torch.Generator().manual_seed(9))
+    runs = []
+    for train in reading(data, reader, batch_size=8):
+        torch.manual_seed(0)
+        model = Sequential(Linear(2, 8), Tanh(), Linear(8, 2))
+        optimizer = Adam(model.parameters(), lr=0.01)
+        options: dict[str, Any] = {"batch_size": 8} if isinstance(train, InOrder) else {}
+        pins = getattr(train, "pin_memory", False) and not torch.cuda.is_available()
+        with pytest.warns(UserWarning, match="no GPU") if pins else contextlib.nullcontext():
+            history = fit(model, CrossEntropyLoss(), optimizer, train, data, epochs=3,
+                          progress=False, **options)  # fmt: skip
+        runs.append((model.state_dict(), history.to_dict()))
+    (state, history), (state_other, history_other) = runs
+    for key, value in state.items():
+        assert torch.equal(value, state_other[key]), key
+    del history["seconds"], history_other["seconds"]
+    assert history == history_other
+
+
+def test_fit_refuses_an_empty_stream() -> None:
+    class Empty(IterableDataset[Any]):
+        def __iter__(self) -> Any:
+            return iter([])
+
+    model = small_net()
+    with pytest.raises(ValueError, match="fit: train_data is empty: its stream yields no sample"):
+        fit(model, CrossEntropyLoss(), SGD(model.parameters(), lr=0.1), Empty(), epochs=1,
+            progress=False)  # fmt: skip
 
 
 class NumpyLabels:

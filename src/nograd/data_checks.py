@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from nograd.data.collate import default_collate
+from nograd.data.iterable import is_iterable_dataset
 from nograd.data.loader import DataLoader
 from nograd.data.split import tensors_of
 from nograd.nn import hooks
@@ -30,7 +31,8 @@ def as_loader(
     generator: torch.Generator | None,
     what: str,
 ) -> DataLoader[Any]:
-    """``data`` itself if it is a DataLoader, else a DataLoader over it (default batch 32).
+    """``data`` itself if it is a DataLoader, else a DataLoader over it (default batch 32;
+    an IterableDataset's in the order of its stream, whatever ``shuffle`` says).
 
     Raises:
         ValueError: for batch_size < 1, an empty dataset, a DataLoader without
@@ -54,11 +56,21 @@ def as_loader(
                 f"batch_size={data.batch_size}; pass one or the other"
             )
         loader = data
+    elif is_iterable_dataset(data):  # a stream keeps its own order: nothing to shuffle
+        loader = DataLoader(data, batch_size or 32)
     else:
         loader = DataLoader(_sized(data, what), batch_size or 32, shuffle, generator=generator)
-    if len(loader) == 0:
+    if batches_per_epoch(loader) == 0:
         raise ValueError(f"{what} yields no batch: {loader!r}")
     return loader
+
+
+def batches_per_epoch(loader: DataLoader[Any]) -> int | None:
+    """``len(loader)``, or None for a stream that does not say how long it is."""
+    try:
+        return len(loader)
+    except TypeError:  # an IterableDataset without __len__
+        return None
 
 
 def _sized(data: Any, what: str) -> Any:
@@ -93,7 +105,13 @@ def first_pair(dataset: Any, what: str) -> tuple[Tensor, Tensor]:
         ValueError: for items of another number of elements than 2.
     """
     state = torch.get_rng_state()
-    item = dataset[0]
+    if is_iterable_dataset(dataset):  # a stream's first sample, from an iterator of its own
+        item = next(iter(dataset), None)
+        if item is None:
+            torch.set_rng_state(state)
+            raise ValueError(f"{what} is empty: its stream yields no sample")
+    else:
+        item = dataset[0]
     torch.set_rng_state(state)
     if not isinstance(item, (tuple, list)):
         raise TypeError(

@@ -117,7 +117,8 @@ class LossWatch:
         self.epoch = 0  # 1-based, set by ``start_epoch``
         self.checkpoint: Path | None = None  # the last good one, named in the error
 
-    def start_epoch(self, epoch: int, steps: int) -> None:
+    def start_epoch(self, epoch: int, steps: int | None) -> None:
+        """Epoch ``epoch`` (from 1) starts; it has ``steps`` steps (None: not known)."""
         self.epoch = epoch
 
     def check(self, loss: Tensor, step: int) -> None:
@@ -142,14 +143,18 @@ class DeferredLossWatch(LossWatch):
         self.losses = torch.empty(0, device=device)
         self.last = -1
 
-    def start_epoch(self, epoch: int, steps: int) -> None:
+    def start_epoch(self, epoch: int, steps: int | None) -> None:
         self.epoch = epoch
-        if self.losses.numel() < steps:
+        if steps is not None and self.losses.numel() < steps:
             self.losses = torch.empty(steps, device=self.device, dtype=torch.float64)
-        self.losses[:steps].fill_(0.0)  # skipped steps of a resumed epoch count as good
+        self.losses.fill_(0.0)  # skipped steps of a resumed epoch count as good
         self.last = -1
 
     def check(self, loss: Tensor, step: int) -> None:
+        if step >= self.losses.numel():  # a stream of no known length: make room
+            grown = torch.zeros(2 * step + 2, device=self.device, dtype=torch.float64)
+            grown[: self.losses.numel()].copy_(self.losses)
+            self.losses = grown
         self.losses[step].copy_(loss)  # asynchronous: no wait for the device
         self.last = step
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from nograd.checkpoint import CheckpointWriter, Progress, capture_rng, generators, restore_rng
 from nograd.cuda_graph import GraphedTrainStep
 from nograd.data import DataLoader
+from nograd.data_checks import batches_per_epoch
 from nograd.guards import InterruptGuard, TrainingInterrupted, all_finite, loss_watch
 from nograd.metrics import History, _evaluate
 from nograd.nn.losses import Loss
@@ -69,6 +70,7 @@ class EpochLoop:
         self.ignored: int | None = None  # a label the loss skips, where samples carry it
         self.weight: Tensor | None = None  # the loss's class weights (``class_weights``)
         self.graphed: GraphedTrainStep | None = None
+        self.non_blocking = loader.pin_memory and device.type == "cuda"  # copies from pinned
 
     def run_epoch(self, epoch: int, resumed: Progress | None) -> None:
         """Train epoch ``epoch`` (from 0), from its start or from where ``resumed`` stopped."""
@@ -101,13 +103,17 @@ class EpochLoop:
             batches, first, seen = iter(loader), 0, 0
             loss_sum = torch.zeros((), device=device, dtype=dtype)
             correct = torch.zeros((), device=device, dtype=torch.long)
-        watch.start_epoch(epoch + 1, len(loader))
+        watch.start_epoch(epoch + 1, batches_per_epoch(loader))
         model.train()
         predicted: list[Tensor] = []  # each step's predicted classes and labels, compared
         labels: list[Tensor] = []  # once per epoch: one op a step instead of four
         kept: list[Tensor] = []  # with ignored labels: which samples count
+        steps = first  # steps taken this epoch
         for step, (x, y) in enumerate(batches, first):
-            x, y = x.to(device=device, dtype=dtype), y.to(device)
+            # From pinned batches the copies to a GPU need not wait: the next batch's
+            # copy overlaps this step (``nograd.data.pin_memory``)
+            x = x.to(device=device, dtype=dtype, non_blocking=self.non_blocking)
+            y = y.to(device, non_blocking=self.non_blocking)
             target = y if transform is None else transform(y)
             skipped = None if ignored is None else skipped_by(target, ignored)
             counts = None if skipped is None else ~skipped  # the samples the loss's mean is over
@@ -153,6 +159,7 @@ class EpochLoop:
             labels.append(y)
             if counts is not None:
                 kept.append(counts)
+            steps = step + 1
             if guard.requested:  # Ctrl-C: save between two steps, where all agrees
                 correct = _add_hits(correct, predicted, labels, kept)
                 done = Progress(epoch, step + 1, int(seen), loss_sum, correct, history.to_dict(),
@@ -181,7 +188,7 @@ class EpochLoop:
             zero = torch.zeros(())
             done = Progress(epoch + 1, 0, 0, zero, zero.long(), history.to_dict(),
                             capture_rng(self.named, device))  # fmt: skip
-            self.save(done, len(loader))
+            self.save(done, steps)
 
     def _step_with_closure(
         self, x: Tensor, target: Tensor, step: int, n_counted: Tensor | None

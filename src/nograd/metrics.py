@@ -104,8 +104,10 @@ def _evaluate(
             weight_sum = torch.zeros((), device=device, dtype=dtype)  # with class weights
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = torch.zeros((), device=device, dtype=torch.long)
+            pinned = loader.pin_memory and device.type == "cuda"  # copies that need not wait
             for x, y in loader:
-                x, y = x.to(device=device, dtype=dtype), y.to(device)
+                x = x.to(device=device, dtype=dtype, non_blocking=pinned)
+                y = y.to(device, non_blocking=pinned)
                 output = model(x)
                 target = y if target_transform is None else target_transform(y)
                 loss = loss_fn(output, target)  # the mean over the samples that count

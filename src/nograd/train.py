@@ -80,7 +80,9 @@ def fit(
         optimizer: built over ``model.parameters()``. One whose ``step`` needs a
             closure (``LBFGS``) is given the step's lines as one.
         train_data: a dataset of (x, y) pairs, y a class index (such as
-            TensorDataset(x, y), y of shape (N,)), or a DataLoader over one.
+            TensorDataset(x, y), y of shape (N,)), an ``IterableDataset`` that
+            yields such pairs (read in its own order, with or without a length), or a
+            DataLoader over either (with worker processes, pinned batches, ...).
         test_data: measured after every epoch when given.
         epochs: number of passes over the training data (>= 1), in all: a resumed
             run trains the epochs that remain.
@@ -95,7 +97,8 @@ def fit(
             ReduceLROnPlateau is stepped once per epoch with the test loss, so it
             needs ``test_data``.
         scheduler_interval: ``"epoch"`` or ``"step"``.
-        shuffle: reshuffle the dataset every epoch (ignored for a DataLoader).
+        shuffle: reshuffle the dataset every epoch (ignored for a DataLoader and an
+            IterableDataset, which keep their own order).
         generator: draws the shuffling order, for repeatable runs (ignored for a
             DataLoader, which has its own).
         progress: show a tqdm bar over epochs; False prints nothing.
@@ -168,9 +171,10 @@ def fit(
         else as_loader(test_data, test_batch_size, False, None, "fit: test_data")
     )
     batch_size = train_loader.batch_size  # None: a batch sampler's batches
-    if cuda_graph and batch_size is not None and len(train_loader.dataset) < batch_size:
+    n_train = len(train_loader.dataset) if hasattr(train_loader.dataset, "__len__") else None
+    if cuda_graph and batch_size is not None and n_train is not None and n_train < batch_size:
         raise ValueError(
-            f"fit: cuda_graph=True drops partial batches, and the {len(train_loader.dataset)} "
+            f"fit: cuda_graph=True drops partial batches, and the {n_train} "
             f"training samples make none of batch_size={batch_size}"
         )
     n_outputs = check_data(model, train_loader, "fit: train_data", device, dtype, loss_fn)

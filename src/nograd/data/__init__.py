@@ -1,8 +1,11 @@
-"""Datasets (the reference disk task, xor, moons, spirals), splits, samplers and the DataLoader."""
+"""Datasets (the reference disk task, xor, moons, spirals, streams), splits, samplers and the
+DataLoader, with its worker processes."""
 
 from nograd.data.collate import default_collate, default_convert
 from nograd.data.datasets import TensorDataset, disk, moons, spirals, xor
+from nograd.data.iterable import IterableDataset
 from nograd.data.loader import DataLoader, Dataset
+from nograd.data.pin_memory import pin_memory
 from nograd.data.samplers import (
     BatchSampler,
     RandomSampler,
@@ -12,11 +15,13 @@ from nograd.data.samplers import (
     WeightedRandomSampler,
 )
 from nograd.data.split import Subset, random_split
+from nograd.data.workers import WorkerInfo, get_worker_info
 
 __all__ = [
     "BatchSampler",
     "DataLoader",
     "Dataset",
+    "IterableDataset",
     "RandomSampler",
     "Sampler",
     "SequentialSampler",
@@ -24,10 +29,13 @@ __all__ = [
     "SubsetRandomSampler",
     "TensorDataset",
     "WeightedRandomSampler",
+    "WorkerInfo",
     "default_collate",
     "default_convert",
     "disk",
+    "get_worker_info",
     "moons",
+    "pin_memory",
     "random_split",
     "spirals",
     "xor",
