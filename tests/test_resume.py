@@ -22,14 +22,7 @@ import torch
 
 import nograd.experiment
 from nograd.cli import main
-from nograd.data import (
-    DataLoader,
-    IterableDataset,
-    TensorDataset,
-    WeightedRandomSampler,
-    disk,
-    get_worker_info,
-)
+from nograd.data import DataLoader, TensorDataset, WeightedRandomSampler, disk
 from nograd.nn import Linear, Module, Sequential, matmul
 from nograd.nn.activations import GELU
 from nograd.nn.batch_norm import BatchNorm1d
@@ -52,6 +45,7 @@ from nograd.optim.lr_scheduler import CosineAnnealingLR
 from nograd.resume import read_resume
 from nograd.safefile import encode
 from nograd.train import History, TrainingInterrupted, fit
+from tests.streams import BatchedStream, SizedBatchedStream
 
 EPOCHS = 5
 OPTIMIZERS: dict[str, Callable[[Module], Optimizer]] = {
@@ -69,29 +63,6 @@ OPTIMIZERS: dict[str, Callable[[Module], Optimizer]] = {
     ),
 }
 in_main_thread = threading.current_thread() is threading.main_thread()
-
-
-class Stream(IterableDataset[Any]):
-    """A dataset's samples as a stream, in order. With worker processes, worker w yields
-    the batches (of ``batch_size``) b with b mod k = w: the loader, which asks the workers
-    in turn, puts them back in order."""
-
-    def __init__(self, data: Any, batch_size: int = 16) -> None:
-        self.data, self.batch_size = data, batch_size
-
-    def __iter__(self) -> Any:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for index in range(len(self.data)):
-            if (index // self.batch_size) % workers == worker:
-                yield self.data[index]
-
-
-class SizedStream(Stream):
-    """A stream that says how many samples it yields: ``len(loader)`` is known."""
-
-    def __len__(self) -> int:
-        return len(self.data)
 
 
 class Run:
@@ -119,9 +90,9 @@ class Run:
         elif loader == "workers":  # shuffled, read by two worker processes
             self.data = DataLoader(self.train, batch_size=16, shuffle=True, num_workers=2)
         elif loader == "stream":  # a stream of known length, read by two workers
-            self.data = DataLoader(SizedStream(self.train), batch_size=16, num_workers=2)
+            self.data = DataLoader(SizedBatchedStream(self.train, 16), batch_size=16, num_workers=2)
         elif loader == "unsized_stream":  # a stream with no length, batched by fit
-            self.data = Stream(self.train)
+            self.data = BatchedStream(self.train, 16)
 
     def fit(self, **options: Any) -> History:
         return fit(

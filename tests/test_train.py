@@ -13,7 +13,6 @@ from nograd.data import (
     TensorDataset,
     default_collate,
     disk,
-    get_worker_info,
     xor,
 )
 from nograd.data_checks import may_hold_ignored
@@ -37,6 +36,7 @@ from nograd.optim.lr_scheduler import CosineAnnealingLR
 from nograd.targets import one_hot, predict_classes, skipped_by, target_for
 from nograd.train import History, evaluate, fit
 from tests.oracle import assert_close
+from tests.streams import BatchedStream
 
 
 def small_net(outputs: int = 2, dtype: torch.dtype = torch.float32) -> Sequential:
@@ -253,6 +253,23 @@ def torch_step(
     return output, loss
 
 
+def torch_epoch_over_kept(
+    twin: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> tuple[float, float]:
+    """An epoch of the torch loop over (x, target, labels, kept) batches: its mean loss
+    and accuracy over the kept samples (those the loss does not skip), as fit counts."""
+    loss_sum = hits = count = 0.0
+    for x, target, labels, kept in batches:
+        output, loss = torch_step(twin, loss_fn, optimizer, x, target)
+        loss_sum += float(loss) * int(kept.sum())
+        hits += int(((output.argmax(1) == labels) & kept).sum())
+        count += int(kept.sum())
+    return loss_sum / count, hits / count
+
+
 class Records:
     """The samples of a TensorDataset one by one: a dataset fit cannot read ahead."""
 
@@ -351,16 +368,13 @@ def test_fit_counts_only_the_samples_a_collate_fn_leaves_to_the_loss() -> None:
                   progress=False)  # fmt: skip
 
     loss_fn, optimizer = torch.nn.CrossEntropyLoss(), torch.optim.SGD(twin.parameters(), lr=0.5)
-    loss_sum = hits = count = 0
+    batches = []
     for start in range(0, 12, 4):
         xb, yb = mask_every_other_label([(x[i], y[i]) for i in range(start, start + 4)])
-        output, loss = torch_step(twin, loss_fn, optimizer, xb, yb)
-        kept = yb != -100
-        loss_sum += float(loss) * int(kept.sum())
-        hits += int(((output.argmax(1) == yb) & kept).sum())
-        count += int(kept.sum())
-    assert math.isclose(history.train_loss[0], loss_sum / count, rel_tol=1e-6)
-    assert history.train_acc[0] == hits / count
+        batches.append((xb, yb, yb, yb != -100))
+    loss, accuracy = torch_epoch_over_kept(twin, loss_fn, optimizer, batches)
+    assert math.isclose(history.train_loss[0], loss, rel_tol=1e-6)
+    assert history.train_acc[0] == accuracy
     for key, value in twin.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value), key
 
@@ -438,16 +452,13 @@ def test_a_target_transform_decides_which_samples_the_loss_and_accuracy_count() 
                   progress=False)  # fmt: skip
 
     loss_fn, optimizer = torch.nn.CrossEntropyLoss(), torch.optim.SGD(twin.parameters(), lr=0.5)
-    loss_sum = hits = count = 0
+    batches = []
     for start in range(0, 12, 4):
         xb, yb = x[start : start + 4], y[start : start + 4]
-        output, loss = torch_step(twin, loss_fn, optimizer, xb, drop_class_2(yb))
-        kept = yb != 2
-        loss_sum += float(loss) * int(kept.sum())
-        hits += int(((output.argmax(1) == yb) & kept).sum())
-        count += int(kept.sum())
-    assert math.isclose(history.train_loss[0], loss_sum / count, rel_tol=1e-6)
-    assert history.train_acc[0] == hits / count
+        batches.append((xb, drop_class_2(yb), yb, yb != 2))
+    loss, accuracy = torch_epoch_over_kept(twin, loss_fn, optimizer, batches)
+    assert math.isclose(history.train_loss[0], loss, rel_tol=1e-6)
+    assert history.train_acc[0] == accuracy
     for key, value in twin.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value), key
 
@@ -535,31 +546,15 @@ def test_uint8_labels_are_compared_with_ignore_index_as_the_loss_compares_them()
     assert history.train_acc[0] == expected_acc
 
 
-class InOrder(IterableDataset[Any]):
-    """A TensorDataset's samples as a stream, in order; with k workers, worker w yields
-    the batches b of ``batch_size`` with b mod k = w, which the loader puts back in order."""
-
-    def __init__(self, data: TensorDataset, batch_size: int) -> None:
-        self.data, self.batch_size = data, batch_size
-
-    def __iter__(self) -> Any:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for index in range(len(self.data)):
-            if (index // self.batch_size) % workers == worker:
-                yield self.data[index]
-
-
 def reading(data: TensorDataset, reader: str, batch_size: int) -> tuple[Any, Any]:
     """The data as ``reader`` reads them, and a plain DataLoader that gives the same
     batches: in order for a stream, shuffled by the same generator for the others."""
     if reader == "stream":  # batched by fit
-        return InOrder(data, batch_size), DataLoader(data, batch_size)
+        return BatchedStream(data, batch_size), DataLoader(data, batch_size)
     if reader.startswith("stream_"):
         workers = 2 if reader == "stream_workers" else 0
-        return DataLoader(InOrder(data, batch_size), batch_size, num_workers=workers), DataLoader(
-            data, batch_size
-        )
+        stream = DataLoader(BatchedStream(data, batch_size), batch_size, num_workers=workers)
+        return stream, DataLoader(data, batch_size)
     shuffled = {"batch_size": batch_size, "shuffle": True}
     plain = DataLoader(data, **shuffled, generator=torch.Generator().manual_seed(1))
     if reader == "workers":
@@ -584,7 +579,7 @@ def test_fit_over_streams_and_worker_loaders_trains_as_over_the_dataset(reader: 
         torch.manual_seed(0)
         model = Sequential(Linear(2, 8), Tanh(), Linear(8, 2))
         optimizer = Adam(model.parameters(), lr=0.01)
-        options: dict[str, Any] = {"batch_size": 8} if isinstance(train, InOrder) else {}
+        options: dict[str, Any] = {"batch_size": 8} if isinstance(train, BatchedStream) else {}
         pins = getattr(train, "pin_memory", False) and not torch.cuda.is_available()
         with pytest.warns(UserWarning, match="no GPU") if pins else contextlib.nullcontext():
             history = fit(model, CrossEntropyLoss(), optimizer, train, data, epochs=3,
