@@ -52,10 +52,16 @@ class DataLoader(Generic[Batch]):
     ``batch_sampler`` (lists of indices, one per batch): ``nograd.data.samplers``.
 
     The random numbers are torch's: an epoch draws what an epoch of
-    ``torch.utils.data.DataLoader`` (``num_workers=0``) draws, from the same
-    generators, in the same order and between the same batches (``__iter__``,
-    ``_sliced_epoch``), so the same seed gives the same batches in both, and the same
-    random numbers afterwards (Dropout's masks), also with two epochs under way at once.
+    ``torch.utils.data.DataLoader`` draws, from the same generators, in the same order
+    and between the same batches (``__iter__``, ``_sliced_epoch``), so the same seed
+    gives the same batches in both, and the same random numbers afterwards (Dropout's
+    masks), also with two epochs under way at once.
+
+    With ``num_workers=k`` the batches are read by k worker processes, ahead of their
+    use, while the main process trains (``nograd.data.workers``); each worker seeds its
+    generators as torch's does, so a dataset that draws random numbers gives torch's
+    batches there too. An ``IterableDataset`` is read as a stream, in its own order
+    (``nograd.data.iterable``).
 
     A ``TensorDataset`` is batched with tensor slices (of one copy per tensor per 256
     batches in order, one gather per tensor per epoch when shuffling: never views of the
@@ -71,33 +77,43 @@ class DataLoader(Generic[Batch]):
     (``collate_fn`` defaults to ``default_convert``, which makes numpy arrays tensors),
     ``len(loader)`` is the sampler's length, and ``batch_sampler`` is None.
 
-    Args:
+    Args (torch's, in torch's order):
         dataset: a ``TensorDataset`` or a ``Subset``, or any object with ``__len__`` and a
             ``__getitem__`` that returns a sample ``default_collate`` takes (a tuple or
-            dict of tensors, numbers, strings, ...).
+            dict of tensors, numbers, strings, ...); or an ``IterableDataset``.
         batch_size: samples per batch; the last batch may be smaller. None: no
             batching, each sample on its own.
         shuffle: draw a new random order at each epoch.
         sampler: the indices of an epoch, in their order (instead of ``shuffle``).
         batch_sampler: the lists of indices of an epoch's batches (instead of
             ``batch_size``, ``shuffle``, ``sampler`` and ``drop_last``).
+        num_workers: worker processes that read the batches; 0 reads them here.
         collate_fn: makes a batch from the list of its samples (default:
             ``default_collate``), or without batching an item from one sample
             (default: ``default_convert``); the loader yields what it returns.
+        pin_memory: hand out batches in page-locked memory, which a GPU copies from
+            without making the host wait (``nograd.data.pin_memory``); without a GPU,
+            a warning and unpinned batches, as in torch.
         drop_last: drop the last batch when it holds fewer than ``batch_size`` samples
             (a bool, as torch requires).
+        timeout: seconds to wait for a worker's batch before a RuntimeError; 0: for ever.
+        worker_init_fn: called in each worker with its id, after seeding.
+        multiprocessing_context: how workers start: "fork", "spawn", "forkserver" or a
+            ``multiprocessing`` context; default: the platform's (fork on Linux).
         generator: the generator the epoch draws from (torch's global one when None):
-            ``shuffle``'s order and the seed torch draws for worker processes.
-
-    ``collate_fn``, ``drop_last`` and ``generator`` are keyword-only: torch's
-    DataLoader takes ``num_workers`` and ``pin_memory`` at positions nograd does not
-    offer, so a call written for torch fails here instead of meaning another thing.
+            ``shuffle``'s order and the workers' base seed.
+        prefetch_factor: batches under way per worker (keyword only; default 2 with
+            workers, and None without, as torch requires).
+        persistent_workers: keep the workers from one epoch to the next (keyword only).
 
     Raises:
         ValueError: for a sampler with ``shuffle=True``, a batch sampler with
             ``batch_size``, ``shuffle``, ``sampler`` or ``drop_last`` (torch's rules),
-            ``drop_last=True`` without batching, and for the batch_size and drop_last
-            that ``BatchSampler`` refuses.
+            ``drop_last=True`` without batching, the batch_size and drop_last that
+            ``BatchSampler`` refuses, ``shuffle``, a sampler or a batch sampler with an
+            ``IterableDataset``, and the worker options torch refuses (a negative
+            ``num_workers`` or ``timeout``, ``prefetch_factor``, ``persistent_workers``
+            or ``multiprocessing_context`` without workers).
 
     Shape:
         each dataset tensor: (n, *) -> each batch tensor: (batch_size, *), the last
