@@ -14,7 +14,8 @@ are, as torch's does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any
 
 import torch
@@ -24,9 +25,11 @@ def pin_memory(data: Any) -> Any:
     """``data`` with every tensor in it replaced by a pinned copy.
 
     Tensors nested in dicts, tuples, namedtuples and lists are pinned and the nesting
-    kept (a tuple stays a tuple, where torch's makes it a list); an object with a
-    ``pin_memory()`` method of its own is pinned by it; strings, numbers and anything
-    else come back as they are. Needs a GPU: torch refuses to pin without one.
+    kept (a tuple stays a tuple, where torch's makes it a list; a dict or list is a
+    shallow copy with its items replaced, as in torch, so a defaultdict keeps its
+    factory); an object with a ``pin_memory()`` method of its own is pinned by it;
+    strings, numbers and anything else come back as they are. Needs a GPU: torch
+    refuses to pin without one.
     """
     if isinstance(data, torch.Tensor):
         return data.pin_memory()
@@ -35,7 +38,11 @@ def pin_memory(data: Any) -> Any:
     if isinstance(data, Mapping):
         pinned = {key: pin_memory(value) for key, value in data.items()}
         try:
-            return type(data)(pinned)  # type: ignore[call-arg]  # an OrderedDict, or a mapping of the user's
+            if isinstance(data, MutableMapping):  # a copy keeps a defaultdict's factory
+                clone = copy.copy(data)
+                clone.update(pinned)
+                return clone
+            return type(data)(pinned)  # type: ignore[call-arg]  # a mapping of the user's
         except TypeError:  # a mapping that cannot be built from a dict
             return pinned
     if isinstance(data, tuple) and hasattr(data, "_fields"):  # a namedtuple
@@ -45,6 +52,11 @@ def pin_memory(data: Any) -> Any:
     if isinstance(data, Sequence):
         items = [pin_memory(item) for item in data]
         try:
+            if isinstance(data, MutableSequence):  # a copy, for a list whose __init__ differs
+                copied = copy.copy(data)
+                for position, item in enumerate(items):
+                    copied[position] = item
+                return copied
             return type(data)(items)  # type: ignore[call-arg]
         except TypeError:  # a sequence that cannot be built from a list
             return items

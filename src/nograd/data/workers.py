@@ -214,6 +214,15 @@ def _seed_numpy(base_seed: int, worker_id: int) -> None:
     np.random.seed(np.random.SeedSequence(entropy).generate_state(4))
 
 
+# The queues of the pools not shut down yet, held here so that they outlive their pool.
+# A pool dropped inside a reference cycle (an epoch kept by the traceback of an error it
+# raised, say) is freed by the garbage collector, which runs the queues' finalizers
+# before the pool's __del__: they stop each queue's thread that sends what is put on it,
+# so the None that tells the workers to stop would never leave, and shutdown would wait
+# POLL_SECONDS for every worker before terminating it.
+_open_queues: dict[int, list[Any]] = {}
+
+
 class WorkerPool:
     """k worker processes, their queues, and the epochs they read.
 
@@ -229,20 +238,24 @@ class WorkerPool:
         self, spec: WorkerSpec, base_seed: int, context: Any, prefetch_factor: int, timeout: float
     ) -> None:
         self.spec, self.prefetch_factor, self.timeout = spec, prefetch_factor, timeout
-        self.index_queues = [context.Queue() for _ in range(spec.num_workers)]
-        self.results = context.Queue()
-        self.processes = [
-            context.Process(
-                target=worker_loop,
-                args=(spec, worker_id, base_seed, self.index_queues[worker_id], self.results),
-                daemon=True,  # never outlives the main process
-            )
-            for worker_id in range(spec.num_workers)
-        ]
-        for process in self.processes:
-            process.start()
         self.epochs = 0  # epochs started on these workers
         self.closed = False
+        self.index_queues = [context.Queue() for _ in range(spec.num_workers)]
+        self.results = context.Queue()
+        _open_queues[id(self)] = [*self.index_queues, self.results]
+        self.processes: list[Any] = []  # those started
+        try:
+            for worker_id in range(spec.num_workers):
+                process = context.Process(
+                    target=worker_loop,
+                    args=(spec, worker_id, base_seed, self.index_queues[worker_id], self.results),
+                    daemon=True,  # never outlives the main process
+                )
+                process.start()  # spawn: pickles the spec here, which may fail
+                self.processes.append(process)
+        except BaseException:
+            self.shutdown()  # the workers started so far
+            raise
 
     def epoch(self, indices: Iterator[Any], pin: bool, persistent: bool) -> WorkerEpoch:
         """An epoch over the sampler's ``indices``; the workers start reading at once."""
@@ -271,12 +284,18 @@ class WorkerPool:
             try:
                 received: tuple[Any, Any] = self.results.get(timeout=wait)
                 return received
-            except queue.Empty:
+            except Exception as error:
+                # Not only queue.Empty: a batch's tensors are shared file descriptors
+                # that the main process fetches from their worker while unpickling, so
+                # a batch left by a worker that has since died fails to unpickle
+                # (ConnectionRefusedError). Either way the cause is the dead worker.
                 dead = [str(p.pid) for p in self.processes if not p.is_alive()]
                 if dead:
                     raise RuntimeError(
                         f"DataLoader worker (pid(s) {', '.join(dead)}) exited unexpectedly"
-                    ) from None
+                    ) from (None if isinstance(error, queue.Empty) else error)
+                if not isinstance(error, queue.Empty):
+                    raise
                 if self.timeout > 0 and time.monotonic() - start >= self.timeout:
                     raise RuntimeError(
                         f"DataLoader timed out after {self.timeout} seconds"
@@ -298,6 +317,7 @@ class WorkerPool:
         for any_queue in (*self.index_queues, self.results):
             any_queue.cancel_join_thread()  # what is left in them is not needed
             any_queue.close()
+        _open_queues.pop(id(self), None)
 
     def __del__(self) -> None:
         self.shutdown()
