@@ -25,7 +25,7 @@ from nograd import io
 from nograd.cli import main
 from nograd.data import DataLoader, disk
 from nograd.guards import DeferredLossWatch, DivergenceError
-from nograd.nn import Linear, Sequential, activations
+from nograd.nn import Linear, Parameter, Sequential, activations
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.losses import MSELoss
 from nograd.optim import SGD, Adam
@@ -117,6 +117,22 @@ def test_the_accelerator_strategy_names_the_same_step_and_restores_the_checkpoin
     assert (info.value.epoch, info.value.step) == (epoch, step)
     for param, expected in zip(run.model.parameters(), at_epoch_start, strict=True):
         assert torch.equal(param.data, expected)  # put back from the checkpoint
+
+
+def test_the_accelerator_strategy_keeps_every_loss_of_a_stream_of_unknown_length() -> None:
+    """For a stream without a length the buffer of the epoch's losses grows as the
+    steps come: the first bad one is still the one named, and the next epoch starts
+    clean."""
+    watch = DeferredLossWatch(SGD([Parameter(torch.zeros(1))], lr=0.1), CPU)
+    watch.start_epoch(1, None)
+    for step in range(300):
+        watch.check(torch.tensor(float("nan") if step in (150, 200) else 1.0), step)
+    with pytest.raises(DivergenceError, match="at epoch 1, step 151"):
+        watch.flush()
+    watch.start_epoch(2, None)
+    for step in range(500):
+        watch.check(torch.tensor(0.5), step)
+    watch.flush()  # nothing left of epoch 1's nan
 
 
 def test_a_non_finite_parameter_is_never_written(
