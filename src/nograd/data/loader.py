@@ -285,21 +285,30 @@ class DataLoader(Generic[Batch]):
     def _check_workers(
         num_workers: int, timeout: float, prefetch_factor: int | None, persistent: bool
     ) -> None:
-        """Refuse the worker options torch refuses."""
-        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        """Refuse the worker options torch refuses, when the loader is made (torch
+        refuses a few only at ``iter()``: a timeout without workers, prefetch_factor=0)."""
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool):
+            kind = type(num_workers).__name__
+            raise TypeError(f"DataLoader: expected an integer num_workers, got {kind}")
+        if num_workers < 0:
             raise ValueError(
                 f"DataLoader: expected num_workers >= 0 (0 reads the batches in this "
-                f"process), got {num_workers!r}"
+                f"process), got {num_workers}"
             )
         if timeout < 0:
             raise ValueError(f"DataLoader: expected timeout >= 0, got {timeout}")
+        if timeout > 0 and num_workers == 0:
+            raise ValueError(
+                "DataLoader: timeout needs worker processes (num_workers > 0): it bounds "
+                "the wait for a worker's batch"
+            )
         if num_workers == 0 and prefetch_factor is not None:
             raise ValueError(
                 "DataLoader: prefetch_factor needs worker processes (num_workers > 0); "
                 "leave it None with num_workers=0"
             )
-        if prefetch_factor is not None and prefetch_factor < 0:
-            raise ValueError(f"DataLoader: expected prefetch_factor >= 0, got {prefetch_factor}")
+        if prefetch_factor is not None and prefetch_factor < 1:
+            raise ValueError(f"DataLoader: expected prefetch_factor >= 1, got {prefetch_factor}")
         if persistent and num_workers == 0:
             raise ValueError("DataLoader: persistent_workers=True needs num_workers > 0")
 
@@ -354,8 +363,10 @@ class DataLoader(Generic[Batch]):
         workers = self._workers
         if workers is None or workers.closed:
             seed = torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-            spec = WorkerSpec(self.dataset, self.collate_fn, self.iterable, self.batch_size,
-                              self.drop_last, self.num_workers, self.worker_init_fn)  # fmt: skip
+            batched = self.batch_sampler is not None
+            spec = WorkerSpec(self.dataset, self.collate_fn, self.iterable, batched,
+                              self.batch_size, self.drop_last, self.num_workers,
+                              self.worker_init_fn)  # fmt: skip
             assert self.prefetch_factor is not None
             workers = WorkerPool(spec, int(seed), self.multiprocessing_context,
                                  self.prefetch_factor, self.timeout)  # fmt: skip

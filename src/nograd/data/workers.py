@@ -44,6 +44,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for_any
 from typing import Any
 
 import torch
@@ -54,6 +55,7 @@ from nograd.data.pin_memory import pin_memory
 from nograd.data.split import tensors_of
 
 POLL_SECONDS = 5.0  # how often a waiting process checks that the other side still lives
+DYING_SECONDS = 1.0  # how long a worker may take to end once its sockets have closed
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ class WorkerSpec:
     dataset: Any
     collate_fn: Collate
     iterable: bool  # an IterableDataset: a stream, not indices
-    batch_size: int | None  # for a stream; None: samples one by one
+    batched: bool  # tasks are batches (lists of indices), not single samples
+    batch_size: int | None  # a stream's batches; None: under a batch sampler, or unbatched
     drop_last: bool
     num_workers: int
     worker_init_fn: Callable[[int], None] | None
@@ -101,7 +104,7 @@ class WorkerSpec:
         """Reads the batch at the indices it is given (for a stream: the next one)."""
         if self.iterable:
             return StreamReader(self.dataset, self.batch_size, self.drop_last, self.collate_fn)
-        if self.batch_size is None:  # no batching: the index of one sample
+        if not self.batched:  # the index of one sample
             return lambda index: self.collate_fn(self.dataset[index])
         tensors = tensors_of(self.dataset) if self.collate_fn is default_collate else None
         return lambda indices: fetch_indexed(self.dataset, tensors, self.collate_fn, indices)
@@ -136,11 +139,22 @@ class Failure:
     def raise_again(self) -> None:
         """Raise the worker's exception type with its traceback as the message, or a
         RuntimeError where that type cannot be built from one string."""
+        message = self.message
+        if self.error_type is KeyError:  # str(KeyError(m)) is repr(m): one line of \n's
+            message = ShownAsIs(message)
         try:
-            error = self.error_type(self.message)
+            error = self.error_type(message)
         except Exception:
             error = RuntimeError(self.message)
         raise error
+
+
+class ShownAsIs(str):
+    """A string whose repr is itself, so that a KeyError carrying a traceback prints it
+    on its lines, as torch's does."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def worker_loop(
@@ -240,6 +254,9 @@ class WorkerPool:
         self.spec, self.prefetch_factor, self.timeout = spec, prefetch_factor, timeout
         self.epochs = 0  # epochs started on these workers
         self.closed = False
+        # A worker forked later holds a copy of this pool, which its garbage collector
+        # may free: only the process that started the workers may stop them
+        self.owner = os.getpid()
         self.index_queues = [context.Queue() for _ in range(spec.num_workers)]
         self.results = context.Queue()
         _open_queues[id(self)] = [*self.index_queues, self.results]
@@ -287,9 +304,15 @@ class WorkerPool:
             except Exception as error:
                 # Not only queue.Empty: a batch's tensors are shared file descriptors
                 # that the main process fetches from their worker while unpickling, so
-                # a batch left by a worker that has since died fails to unpickle
-                # (ConnectionRefusedError). Either way the cause is the dead worker.
-                dead = [str(p.pid) for p in self.processes if not p.is_alive()]
+                # a batch left by a worker that has died, or is dying, fails to unpickle
+                # (ConnectionRefusedError, ConnectionResetError, EOFError). A dying
+                # worker's sockets close a moment before it counts as dead: wait for
+                # its end that long, so that the error is the dead worker's.
+                grace = 0.0 if isinstance(error, queue.Empty) else DYING_SECONDS
+                ended = wait_for_any([p.sentinel for p in self.processes], timeout=grace)
+                dead = [
+                    str(p.pid) for p in self.processes if p.sentinel in ended or not p.is_alive()
+                ]
                 if dead:
                     raise RuntimeError(
                         f"DataLoader worker (pid(s) {', '.join(dead)}) exited unexpectedly"
@@ -303,7 +326,7 @@ class WorkerPool:
 
     def shutdown(self) -> None:
         """Stop the workers: ask, wait a little, then terminate those still running."""
-        if self.closed:
+        if self.closed or os.getpid() != self.owner:
             return
         self.closed = True
         for index_queue in self.index_queues:
