@@ -1,8 +1,9 @@
 """nograd's DataLoader against torch's, on a dataset that takes work to read.
 
 Each sample is a 3x32x32 uint8 image, read as a training pipeline reads it: made
-float, randomly cropped (4 pixels of padding) and flipped, and normalised, with torch's
-random numbers. The loaders are timed over whole epochs of batches of 64, shuffled:
+float, randomly cropped (4 pixels of padding) and flipped, blurred ``--blur`` times
+(work that stands for decoding a file), and normalised, with torch's random numbers.
+The loaders are timed over whole epochs of batches of 64, shuffled:
 
 - ``0 workers``: the main process reads every batch;
 - ``2 workers, persistent``: two worker processes, started once, read ahead;
@@ -15,7 +16,7 @@ The two libraries take turns, epoch by epoch (the first one alternating), and a 
 gives each one's median epoch time and the median of the per-turn ratios. Nothing is
 asserted.
 
-Usage: python benchmarks/loader.py [--samples 4096] [--repeats 7] [--out FILE]
+Usage: python benchmarks/loader.py [--samples 4096] [--repeats 7] [--blur 0] [--out FILE]
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ SETTINGS = {  # name -> the loader options both libraries get
 class Augmented:
     """Images as a training pipeline reads them: random crop and flip, then normalised."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, blur: int) -> None:
+        self.blur = blur
         generator = torch.Generator().manual_seed(0)
         self.images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
         self.labels = torch.randint(0, 10, (n,), generator=generator)
@@ -65,6 +67,8 @@ class Augmented:
         x = padded[:, top : top + 32, left : left + 32]
         if torch.rand(()) < 0.5:
             x = x.flip(2)
+        for _ in range(self.blur):  # a 3x3 box blur per round: the cost of decoding, say
+            x = sum(x.roll((dy, dx), (1, 2)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
         return (x - self.mean) / self.std, self.labels[index]
 
 
@@ -98,10 +102,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--blur", type=int, default=0, help="rounds of 3x3 blur per sample")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the workers run one thread each, as torch's
-    dataset = Augmented(args.samples)
+    dataset = Augmented(args.samples, args.blur)
     rows = []
     for name, options in SETTINGS.items():
         equal = same_batches(dataset, options)
@@ -123,7 +128,8 @@ def main() -> None:
             "✓" if equal else "✗",
         ])  # fmt: skip
     lines = [
-        f"DataLoader, {args.samples} augmented 3x32x32 images, batch {BATCH}, shuffled; "
+        f"DataLoader, {args.samples} augmented 3x32x32 images ({args.blur} rounds of blur), "
+        f"batch {BATCH}, shuffled; "
         f"median of {args.repeats} epochs each, taking turns",
         "",
         *machine_lines(torch.device("cpu")),
