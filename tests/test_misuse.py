@@ -12,7 +12,8 @@ import json
 import math
 import pickle
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from nograd import io
 from nograd.checkpoint import CheckpointWriter
 from nograd.cli import main
 from nograd.config import TrainConfig, build_loss, build_model, build_optimizer
-from nograd.data import DataLoader, TensorDataset
+from nograd.data import DataLoader, IterableDataset, TensorDataset
 from nograd.nn import Linear, Module, Sequential, activations
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.cross_entropy_shapes import TargetIndexError
@@ -107,6 +108,24 @@ def resume_with(optimizer: Callable[[Module], Any], net: Callable[[], Module] = 
                    epochs=2, progress=False, resume_from=tmp / "c.safetensors")  # fmt: skip
 
     return call
+
+
+class Slow:
+    """Two samples, each read in 1 s: slower than a worker's timeout of 0.2 s."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        time.sleep(1.0)
+        return torch.zeros(1)
+
+
+class Empty(IterableDataset[Any]):
+    """A stream that yields nothing."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([])
 
 
 def diverges(tmp: Path) -> Any:
@@ -209,8 +228,21 @@ CASES = [
          lambda tmp: DataLoader(TensorDataset(*points()), 4, batch_sampler=[[0, 1]]), ValueError,
          "DataLoader: batch_sampler is mutually exclusive with batch_size, shuffle, sampler "
          "and drop_last"),
+    Case("loader-workers-negative", "a negative number of worker processes",
+         lambda tmp: DataLoader(TensorDataset(*points()), 4, num_workers=-1), ValueError,
+         "DataLoader: expected num_workers >= 0 (0 reads the batches in this process), got -1"),
+    Case("loader-stream-shuffle", "shuffle=True for an IterableDataset, which has its own order",
+         lambda tmp: DataLoader(Empty(), 4, shuffle=True), ValueError,
+         "DataLoader with an IterableDataset: expected no shuffle, got shuffle=True"),
+    Case("loader-timeout", "a worker slower than the loader's timeout",
+         lambda tmp: next(iter(DataLoader(Slow(), num_workers=1, timeout=0.2))), RuntimeError,
+         "DataLoader timed out after 0.2 seconds"),
     Case("fit-empty", "an empty dataset",
          lambda tmp: fit_on(*points(0)), ValueError, "fit: train_data is empty"),
+    Case("fit-empty-stream", "an IterableDataset that yields nothing",
+         lambda tmp: fit(model(), CrossEntropyLoss(), Adam(model().parameters()), Empty(),
+                         epochs=1), ValueError,
+         "fit: train_data is empty: its stream yields no sample"),
     Case("fit-no-batch", "a DataLoader that drops its only, partial batch",
          lambda tmp: fit(model(), CrossEntropyLoss(), Adam(model().parameters()),
                          DataLoader(TensorDataset(*points(5)), 8, drop_last=True), epochs=1),
