@@ -535,6 +535,20 @@ def test_len_of_an_iterable_loader_comes_from_the_dataset() -> None:
         len(tud.DataLoader(TorchStream(10), 3))
 
 
+def test_the_repr_of_a_loader_over_a_stream_without_length_says_so() -> None:
+    """A repr must not raise (a debugger or an error message shows it): n=? for a
+    stream that does not say how long it is, its length for one that does."""
+    assert repr(DataLoader(OurStream(10), 3)) == (
+        "DataLoader(n=?, batch_size=3, shuffle=False, drop_last=False)"
+    )
+    assert repr(DataLoader(TorchStream(10), None)) == (
+        "DataLoader(n=?, batch_size=None, shuffle=False)"
+    )
+    assert repr(DataLoader(SizedStream(10), 3, drop_last=True)) == (
+        "DataLoader(n=10, batch_size=3, shuffle=False, drop_last=True)"
+    )
+
+
 @pytest.mark.parametrize(
     "option", [{"shuffle": True}, {"sampler": [0, 1]}, {"batch_sampler": [[0, 1]]}]
 )

@@ -499,12 +499,18 @@ class DataLoader(Generic[Batch]):
             yield batch
 
     def __repr__(self) -> str:
+        """The dataset's size and how it is batched. A stream without ``__len__`` shows
+        n=?: a repr must not raise, since debuggers and error messages show it."""
+        try:
+            n: int | str = len(self.dataset)
+        except TypeError:  # a stream without __len__
+            n = "?"
         if self.batch_sampler is None:
-            return f"DataLoader(n={len(self.dataset)}, batch_size=None, shuffle={self.shuffle})"
+            return f"DataLoader(n={n}, batch_size=None, shuffle={self.shuffle})"
         if self.batch_size is None:
-            return f"DataLoader(n={len(self.dataset)}, batch_sampler={self.batch_sampler!r})"
+            return f"DataLoader(n={n}, batch_sampler={self.batch_sampler!r})"
         return (
-            f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, "
+            f"DataLoader(n={n}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"
         )
 
