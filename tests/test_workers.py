@@ -33,7 +33,8 @@ import nograd.data.workers as workers_module
 from nograd.data import DataLoader
 from nograd.data.iterable import IterableDataset
 from nograd.data.pin_memory import pin_memory
-from nograd.data.workers import WorkerEpoch, WorkerPool, get_worker_info
+from nograd.data.worker_process import get_worker_info
+from nograd.data.workers import WorkerEpoch, WorkerPool
 
 # numpy.random is imported here, in the main process, and not in each forked worker at
 # its first draw: here torch's workers sometimes died of that import (a KeyError in

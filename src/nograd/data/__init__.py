@@ -15,7 +15,7 @@ from nograd.data.samplers import (
     WeightedRandomSampler,
 )
 from nograd.data.split import Subset, random_split
-from nograd.data.workers import WorkerInfo, get_worker_info
+from nograd.data.worker_process import WorkerInfo, get_worker_info
 
 __all__ = [
     "BatchSampler",

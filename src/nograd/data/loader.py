@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
@@ -24,7 +23,8 @@ from nograd.data.samplers import (
     checked_generator,
 )
 from nograd.data.split import tensors_of
-from nograd.data.workers import WorkerPool, WorkerSpec
+from nograd.data.worker_process import WorkerSpec
+from nograd.data.workers import WorkerPool, check_worker_options, worker_context
 
 # The fast path cuts this many batches at a time with one torch.split call, which
 # costs less per batch than a Python slice and keeps at most this many views alive.
@@ -213,11 +213,11 @@ class DataLoader(Generic[Batch]):
                 f"DataLoader: expected a dataset with __len__ and __getitem__ (or an "
                 f"IterableDataset), got {type(dataset).__name__}"
             )
-        self._check_workers(num_workers, timeout, prefetch_factor, persistent_workers)
+        check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers)
         self.num_workers, self.timeout = num_workers, timeout
         self.prefetch_factor = 2 if num_workers > 0 and prefetch_factor is None else prefetch_factor
         self.persistent_workers, self.worker_init_fn = persistent_workers, worker_init_fn
-        self.multiprocessing_context = _context(multiprocessing_context, num_workers)
+        self.multiprocessing_context = worker_context(multiprocessing_context, num_workers)
         self.pin_memory = pin_memory
         if batch_sampler is None and batch_size is not None:  # else torch ignores them
             check_batching("DataLoader", batch_size, drop_last)
@@ -280,37 +280,6 @@ class DataLoader(Generic[Batch]):
             self.batch_size, self.drop_last = None, False
             self.batch_sampler = batch_sampler
         self._workers: WorkerPool | None = None  # persistent workers, once started
-
-    @staticmethod
-    def _check_workers(
-        num_workers: int, timeout: float, prefetch_factor: int | None, persistent: bool
-    ) -> None:
-        """Refuse the worker options torch refuses, when the loader is made (torch
-        refuses a few only at ``iter()``: a timeout without workers, prefetch_factor=0)."""
-        if not isinstance(num_workers, int) or isinstance(num_workers, bool):
-            kind = type(num_workers).__name__
-            raise TypeError(f"DataLoader: expected an integer num_workers, got {kind}")
-        if num_workers < 0:
-            raise ValueError(
-                f"DataLoader: expected num_workers >= 0 (0 reads the batches in this "
-                f"process), got {num_workers}"
-            )
-        if timeout < 0:
-            raise ValueError(f"DataLoader: expected timeout >= 0, got {timeout}")
-        if timeout > 0 and num_workers == 0:
-            raise ValueError(
-                "DataLoader: timeout needs worker processes (num_workers > 0): it bounds "
-                "the wait for a worker's batch"
-            )
-        if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError(
-                "DataLoader: prefetch_factor needs worker processes (num_workers > 0); "
-                "leave it None with num_workers=0"
-            )
-        if prefetch_factor is not None and prefetch_factor < 1:
-            raise ValueError(f"DataLoader: expected prefetch_factor >= 1, got {prefetch_factor}")
-        if persistent and num_workers == 0:
-            raise ValueError("DataLoader: persistent_workers=True needs num_workers > 0")
 
     def __len__(self) -> int:
         """The number of batches in one epoch (the batch sampler's length), or without
@@ -513,27 +482,3 @@ class DataLoader(Generic[Batch]):
             f"DataLoader(n={n}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"
         )
-
-
-def _context(context: str | BaseContext | None, num_workers: int) -> BaseContext:
-    """The ``multiprocessing`` context that starts the workers: the platform's default
-    (fork on Linux), or one named ("spawn", "forkserver", ...) or given."""
-    if context is None:
-        return multiprocessing.get_context()
-    if num_workers == 0:
-        raise ValueError(
-            "DataLoader: multiprocessing_context needs worker processes (num_workers > 0)"
-        )
-    if isinstance(context, str):
-        if context not in multiprocessing.get_all_start_methods():
-            raise ValueError(
-                f"DataLoader: multiprocessing_context must be one of "
-                f"{multiprocessing.get_all_start_methods()}, got {context!r}"
-            )
-        return multiprocessing.get_context(context)
-    if not isinstance(context, BaseContext):
-        raise TypeError(
-            f"DataLoader: expected multiprocessing_context to be a start method's name or a "
-            f"multiprocessing context, got {type(context).__name__}"
-        )
-    return context
