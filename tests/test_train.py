@@ -349,6 +349,20 @@ def test_ignored_labels_may_lie_outside_the_classes_but_not_fill_the_data() -> N
             epochs=1, progress=False)  # fmt: skip
 
 
+def three_class_twins(
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, Sequential, torch.nn.Sequential]:
+    """12 random points with labels in 0..2, and a small net with its torch twin, which
+    starts from the same weights."""
+    generator = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(12, 2, generator=generator), torch.randint(0, 3, (12,), generator=generator)
+    torch.manual_seed(0)
+    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    twin.load_state_dict(ours.state_dict())
+    return x, y, ours, twin
+
+
 def test_fit_counts_only_the_samples_a_collate_fn_leaves_to_the_loss() -> None:
     """A collate_fn may mark labels as ignored (as masking collators do) in a dataset
     whose own labels hold none: fit's accuracy and loss count the rest, as the loss."""
@@ -357,12 +371,7 @@ def test_fit_counts_only_the_samples_a_collate_fn_leaves_to_the_loss() -> None:
         x, y = default_collate(samples)
         return x, y.masked_fill(torch.arange(len(y)) % 2 == 0, -100)
 
-    generator = torch.Generator().manual_seed(4)
-    x, y = torch.rand(12, 2, generator=generator), torch.randint(0, 3, (12,), generator=generator)
-    torch.manual_seed(0)
-    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3))
-    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    twin.load_state_dict(ours.state_dict())
+    x, y, ours, twin = three_class_twins(seed=4)
     loader = DataLoader(TensorDataset(x, y), batch_size=4, collate_fn=mask_every_other_label)
     history = fit(ours, CrossEntropyLoss(), SGD(ours.parameters(), lr=0.5), loader, epochs=1,
                   progress=False)  # fmt: skip
@@ -440,12 +449,7 @@ def test_a_target_transform_decides_which_samples_the_loss_and_accuracy_count() 
     def drop_class_2(y: torch.Tensor) -> torch.Tensor:
         return y.masked_fill(y == 2, -100)
 
-    generator = torch.Generator().manual_seed(6)
-    x, y = torch.rand(12, 2, generator=generator), torch.randint(0, 3, (12,), generator=generator)
-    torch.manual_seed(0)
-    ours = Sequential(Linear(2, 8), Tanh(), Linear(8, 3))
-    twin = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    twin.load_state_dict(ours.state_dict())
+    x, y, ours, twin = three_class_twins(seed=6)
     data = TensorDataset(x, y)
     history = fit(ours, CrossEntropyLoss(), SGD(ours.parameters(), lr=0.5), data, data,
                   epochs=1, batch_size=4, shuffle=False, target_transform=drop_class_2,
