@@ -2,6 +2,7 @@
 DataLoader, with its worker processes."""
 
 from nograd.data.collate import default_collate, default_convert
+from nograd.data.concat import ChainDataset, ConcatDataset
 from nograd.data.datasets import TensorDataset, disk, moons, spirals, xor
 from nograd.data.iterable import IterableDataset
 from nograd.data.loader import DataLoader, Dataset
@@ -19,6 +20,8 @@ from nograd.data.worker_process import WorkerInfo, get_worker_info
 
 __all__ = [
     "BatchSampler",
+    "ChainDataset",
+    "ConcatDataset",
     "DataLoader",
     "Dataset",
     "IterableDataset",

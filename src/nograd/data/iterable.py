@@ -40,6 +40,12 @@ class IterableDataset(Generic[Sample]):
     def __iter__(self) -> Iterator[Sample]:
         raise NotImplementedError(f"{type(self).__name__} must define __iter__")
 
+    def __add__(self, other: Any) -> Any:
+        """This stream's samples, then ``other``'s: a ``ChainDataset``."""
+        from nograd.data.concat import ChainDataset  # concat.py builds on this module
+
+        return ChainDataset([self, other])
+
 
 def is_iterable_dataset(dataset: Any) -> bool:
     """Whether ``dataset`` is read as a stream: nograd's ``IterableDataset``, or torch's

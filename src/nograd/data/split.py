@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nograd.data.concat import ConcatDataset
 from nograd.data.datasets import TensorDataset
 
 
@@ -53,6 +54,10 @@ class Subset:
         if isinstance(index, list):  # several samples at once, as torch's Subset takes them
             return self.dataset[[self.indices[i] for i in index]]
         return self.dataset[self.indices[index]]
+
+    def __add__(self, other: Any) -> ConcatDataset:
+        """This subset's samples, then ``other``'s (``nograd.data.concat``)."""
+        return ConcatDataset([self, other])
 
     def __repr__(self) -> str:
         return f"Subset({self.dataset!r}, {len(self.indices)} of {len(self.dataset)} samples)"
