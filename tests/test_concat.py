@@ -21,6 +21,7 @@ from nograd.data import (
     Subset,
     TensorDataset,
 )
+from nograd.data.split import tensors_of
 from nograd.nn import CrossEntropyLoss, Linear, Sequential, Tanh
 from nograd.optim import SGD
 from nograd.train import fit
@@ -62,6 +63,28 @@ def test_a_shuffled_loader_gives_torchs_batches() -> None:
     for _ in range(2):
         for mine, other in zip(ours, theirs, strict=True):
             assert all(torch.equal(a, b) for a, b in zip(mine, other, strict=True))
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_tensor_datasets_joined_are_batched_as_slices_where_their_rows_agree(mixed: bool) -> None:
+    """A ConcatDataset of TensorDatasets (and Subsets of them) is batched from its
+    tensors joined, once per epoch, where the rows agree in dtype and shape; with a
+    float64 part among float32 ones it is read sample by sample. Either way the
+    batches are torch's (which promotes the mixed rows as it stacks them)."""
+    parts = [numbered(0, 7), Subset(numbered(100, 6), [5, 1, 3]), numbered(200, 4)]
+    if mixed:
+        x, y = parts[2].tensors  # type: ignore[union-attr]
+        parts[2] = TensorDataset(x.double(), y)
+    assert (tensors_of(ConcatDataset(parts)) is None) == mixed
+    twins = [torch_twin(p) if isinstance(p, TensorDataset) else p for p in parts]
+    ours = DataLoader(ConcatDataset(parts), 4, shuffle=True,
+                      generator=torch.Generator().manual_seed(5))  # fmt: skip
+    theirs = tud.DataLoader(tud.ConcatDataset(twins), 4, shuffle=True,  # type: ignore[arg-type]
+                            generator=torch.Generator().manual_seed(5))  # fmt: skip
+    for mine, other in zip(ours, theirs, strict=True):
+        assert all(
+            a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(mine, other, strict=True)
+        )
 
 
 def test_plus_joins_datasets_and_streams_as_torchs() -> None:

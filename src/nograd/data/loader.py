@@ -66,7 +66,8 @@ class DataLoader(Generic[Batch]):
     A ``TensorDataset`` is batched with tensor slices (of one copy per tensor per 256
     batches in order, one gather per tensor per epoch when shuffling: never views of the
     dataset, as torch's batches are copies), and so is a ``Subset`` of one, after one more
-    gather of its rows per epoch; under any other sampler, each batch is one gather of
+    gather of its rows per epoch, and a ``ConcatDataset`` of such, after one join of
+    their tensors per epoch (``tensors_of``); under any other sampler, each batch is one gather of
     its rows. Any other dataset, or any ``collate_fn``, reads the samples one by one
     and hands the batch's list of samples to ``collate_fn``, which by default is
     ``default_collate``: field j of every sample stacked into batch tensor j (dicts,

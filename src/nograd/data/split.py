@@ -141,10 +141,12 @@ def tensors_of(dataset: Any) -> tuple[Tensor, ...] | None:
     """The tensors whose rows are the samples of ``dataset``, or None if it has none.
 
     A ``TensorDataset``'s own tensors; for a ``Subset`` of one (or of such a subset),
-    their rows at its indices, gathered in one copy per tensor. Any other dataset,
-    a subclass of ``Subset`` included (it may change what ``__getitem__`` gives), and
-    a subset whose indices are not plain integers (``integer_rows``), is read sample
-    by sample.
+    their rows at its indices, gathered in one copy per tensor; for a ``ConcatDataset``
+    of such datasets, their tensors joined, one copy per tensor, where the joined
+    tensors hold the same kind of rows (dtype, device and shape of a row). Any other
+    dataset, a subclass of ``Subset`` included (it may change what ``__getitem__``
+    gives), and a subset whose indices are not plain integers (``integer_rows``), is
+    read sample by sample.
     """
     if type(dataset) is TensorDataset:  # a subclass may change what __getitem__ gives
         return dataset.tensors
@@ -153,7 +155,26 @@ def tensors_of(dataset: Any) -> tuple[Tensor, ...] | None:
         index = integer_rows(dataset.indices)  # None: indices a gather would misread
         if inner is not None and index is not None:
             return tuple(tensor[index.to(tensor.device)] for tensor in inner)
+    if type(dataset) is ConcatDataset:
+        parts = [tensors_of(part) for part in dataset.datasets]
+        known = [part for part in parts if part is not None]
+        if len(known) == len(parts) and _same_rows(known):
+            return tuple(torch.cat(column) for column in zip(*known, strict=True))
     return None
+
+
+def _same_rows(parts: list[tuple[Tensor, ...]]) -> bool:
+    """Whether the datasets' tensors, position by position, hold rows of one dtype,
+    device and shape: then joining them gives what stacking their samples gives."""
+    first = parts[0]
+    return all(
+        len(part) == len(first)
+        and all(
+            (t.dtype, t.device, t.shape[1:]) == (f.dtype, f.device, f.shape[1:])
+            for t, f in zip(part, first, strict=True)
+        )
+        for part in parts
+    )
 
 
 # The dtypes whose values a gather reads as the integers torch sees when it reads
