@@ -99,7 +99,7 @@ def test_plus_joins_datasets_and_streams_as_torchs() -> None:
     assert [int(x) for x in chained] == [0, 1, 2, 0, 1] and len(chained) == 5
 
 
-class Counting(IterableDataset[Any]):
+class Count:
     """0, 1, ..., n - 1 as a stream of tensors, with a length."""
 
     def __init__(self, n: int) -> None:
@@ -112,15 +112,12 @@ class Counting(IterableDataset[Any]):
         return self.n
 
 
-class TorchCounting(tud.IterableDataset[Any]):
-    def __init__(self, n: int) -> None:
-        self.n = n
+class Counting(Count, IterableDataset[Any]):
+    """The stream as nograd's IterableDataset."""
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter(torch.arange(self.n))
 
-    def __len__(self) -> int:
-        return self.n
+class TorchCounting(Count, tud.IterableDataset[Any]):
+    """The stream as torch's IterableDataset."""
 
 
 def test_a_chain_reads_its_streams_in_turn_as_torchs() -> None:
