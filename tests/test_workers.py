@@ -703,6 +703,27 @@ def test_options_torch_refuses_at_iter_are_refused_when_the_loader_is_made(
         DataLoader(data, **options)
 
 
+# ------------------------------------------------------------------------- in_order
+@pytest.mark.parametrize("library", ["nograd", "torch"])
+def test_out_of_order_a_slow_batch_holds_up_no_other(library: str) -> None:
+    """With in_order=False the batches come as the workers finish them: sample 0, slow
+    to read, comes after the others (in both libraries), and the epoch holds the same
+    batches; in order it comes first."""
+    cls: Any = DataLoader if library == "nograd" else tud.DataLoader
+    out_of_order = [int(b) for b in cls(Slow(0.5), num_workers=2, in_order=False)]
+    assert out_of_order[0] != 0 and sorted(out_of_order) == [0, 1, 2, 3]
+    assert [int(b) for b in cls(Slow(0.5), num_workers=2)] == [0, 1, 2, 3]
+
+
+def test_out_of_order_means_nothing_without_workers() -> None:
+    """The main process reads the batches in turn: in_order=False changes nothing, as in
+    torch; and in_order is keyword-only, as in torch."""
+    assert [int(b) for b in DataLoader(Slow(0.0), in_order=False)] == [0, 1, 2, 3]
+    with pytest.raises(TypeError):
+        DataLoader(Slow(0.0), 1, False, None, None, 0, None, False, False, 0, None, None, None,
+                   None, False, False)  # type: ignore[call-overload]  # fmt: skip
+
+
 # ------------------------------------------------------------------------- clean-up
 def alive(processes: Sequence[Any]) -> list[Any]:
     """Those of ``processes`` still running, as seen by the process and by

@@ -106,6 +106,10 @@ class DataLoader(Generic[Batch]):
         prefetch_factor: batches under way per worker (keyword only; default 2 with
             workers, and None without, as torch requires).
         persistent_workers: keep the workers from one epoch to the next (keyword only).
+        in_order: hand out the batches in the sampler's order (default); False hands
+            each out as soon as a worker has it, so a slow batch does not hold up the
+            ones behind it, at the cost of an order that depends on timing (keyword
+            only; with workers only).
 
     Raises:
         ValueError: for a sampler with ``shuffle=True``, a batch sampler with
@@ -144,6 +148,7 @@ class DataLoader(Generic[Batch]):
         *,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        in_order: bool = True,
     ) -> None: ...
 
     @overload
@@ -165,6 +170,7 @@ class DataLoader(Generic[Batch]):
         generator: torch.Generator | None = None,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        in_order: bool = True,
     ) -> None: ...
 
     @overload
@@ -186,6 +192,7 @@ class DataLoader(Generic[Batch]):
         generator: torch.Generator | None = None,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        in_order: bool = True,
     ) -> None: ...
 
     def __init__(
@@ -206,6 +213,7 @@ class DataLoader(Generic[Batch]):
         *,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        in_order: bool = True,
     ) -> None:
         self.iterable = is_iterable_dataset(dataset)  # a stream: no indices, no length
         indexed = hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")
@@ -218,6 +226,7 @@ class DataLoader(Generic[Batch]):
         self.num_workers, self.timeout = num_workers, timeout
         self.prefetch_factor = 2 if num_workers > 0 and prefetch_factor is None else prefetch_factor
         self.persistent_workers, self.worker_init_fn = persistent_workers, worker_init_fn
+        self.in_order = in_order  # False: each batch as soon as a worker has it
         self.multiprocessing_context = worker_context(multiprocessing_context, num_workers)
         self.pin_memory = pin_memory
         if batch_sampler is None and batch_size is not None:  # else torch ignores them
@@ -342,7 +351,7 @@ class DataLoader(Generic[Batch]):
                                  self.prefetch_factor, self.timeout)  # fmt: skip
             if self.persistent_workers:
                 self._workers = workers
-        return workers.epoch(indices, self._pins(), self.persistent_workers)
+        return workers.epoch(indices, self._pins(), self.persistent_workers, self.in_order)
 
     def _pins(self) -> bool:
         """Whether batches are pinned: asked for, and a GPU to copy them to (torch warns

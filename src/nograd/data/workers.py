@@ -163,12 +163,14 @@ class WorkerPool:
             self.shutdown()  # the workers started so far
             raise
 
-    def epoch(self, indices: Iterator[Any], pin: bool, persistent: bool) -> WorkerEpoch:
+    def epoch(
+        self, indices: Iterator[Any], pin: bool, persistent: bool, in_order: bool = True
+    ) -> WorkerEpoch:
         """An epoch over the sampler's ``indices``; the workers start reading at once."""
         if self.epochs > 0:
             self._restart()
         self.epochs += 1
-        return WorkerEpoch(self, indices, pin, persistent)
+        return WorkerEpoch(self, indices, pin, persistent, in_order)
 
     def _restart(self) -> None:
         """Start a new epoch on persistent workers: drop what the last one left."""
@@ -242,15 +244,27 @@ class WorkerEpoch:
     Made by ``WorkerPool.epoch``, which sends the first ``prefetch_factor * k`` tasks
     at once, as torch's ``iter(loader)`` does; each batch handed out sends the next,
     so the sampler draws its random numbers when torch's draws them.
+
+    With ``in_order=False`` a batch is handed out as soon as it comes, and a batch goes
+    to the next worker in turn that has fewer than its share of the batches under way
+    (``prefetch_factor * k`` over the workers still reading), so that a slow worker
+    does not gather the work, as torch's does.
     """
 
     def __init__(
-        self, pool: WorkerPool, indices: Iterator[Any], pin: bool, persistent: bool
+        self,
+        pool: WorkerPool,
+        indices: Iterator[Any],
+        pin: bool,
+        persistent: bool,
+        in_order: bool = True,
     ) -> None:
         self.pool, self.indices, self.pin, self.persistent = pool, indices, pin, persistent
+        self.in_order = in_order
         self.epoch = pool.epochs  # a later epoch of persistent workers ends this one
         self.turns = itertools.cycle(range(len(pool.processes)))
         self.reading = [True] * len(pool.processes)  # False: its stream has run out
+        self.under_way = [0] * len(pool.processes)  # each worker's batches not handed out
         self.sent_to: dict[int, int] = {}  # batch number -> worker, until handed out
         self.arrived: dict[int, Any] = {}  # batches that came before their turn
         self.next_in = self.next_out = 0  # the next batch to send for, to hand out
@@ -265,13 +279,16 @@ class WorkerEpoch:
         if pool.closed or pool.epochs != self.epoch:
             raise StopIteration  # shut down, or a later epoch has the workers now
         while True:
-            # Batches sent to a worker whose stream has since run out will not come
+            # Batches sent to a worker whose stream has since run out will not come,
+            # and out of order, some were handed out before their turn
             while (
                 self.next_out < self.next_in
                 and self.next_out not in self.arrived
-                and not self.reading[self.sent_to[self.next_out]]
+                and not (
+                    self.next_out in self.sent_to and self.reading[self.sent_to[self.next_out]]
+                )
             ):
-                del self.sent_to[self.next_out]
+                self.sent_to.pop(self.next_out, None)
                 self.next_out += 1
             if self.next_out == self.next_in:  # nothing under way: the epoch is over
                 if not self.persistent:
@@ -279,32 +296,41 @@ class WorkerEpoch:
                 raise StopIteration
             if self.next_out in self.arrived:
                 data = self.arrived.pop(self.next_out)
-                del self.sent_to[self.next_out]
                 self.next_out += 1
-                self._send_next()  # keep prefetch_factor * k batches under way
-                if isinstance(data, Failure):
-                    data.raise_again()
-                return pin_memory(data) if self.pin else data
+                return self._hand_out(self.next_out - 1, data)
             number, data = pool.receive()
             if isinstance(data, RanOut):
                 self.reading[data.worker_id] = False
                 self._send_next()  # to a worker still reading, if any
+            elif not self.in_order:  # its turn or not, it goes out now
+                return self._hand_out(number, data)
             else:
                 self.arrived[number] = data
+
+    def _hand_out(self, number: int, data: Any) -> Any:
+        """Batch ``number``, pinned if asked, or its worker's error raised; first, the
+        next batch's indices go out, to keep prefetch_factor * k batches under way."""
+        self.under_way[self.sent_to.pop(number)] -= 1
+        self._send_next()
+        if isinstance(data, Failure):
+            data.raise_again()
+        return pin_memory(data) if self.pin else data
 
     def _send_next(self) -> None:
         """Send the sampler's next indices to the next worker still reading, if any."""
         indices = next(self.indices, END)
         if indices is END:
             return
+        share = self.pool.prefetch_factor * len(self.reading) // max(sum(self.reading), 1)
         for _ in range(len(self.reading)):
             worker = next(self.turns)
-            if self.reading[worker]:
+            if self.reading[worker] and (self.in_order or self.under_way[worker] < share):
                 break
         else:
-            return  # every stream has run out
+            return  # every stream has run out (or, out of order, every worker is busy)
         self.pool.index_queues[worker].put((self.next_in, indices))
         self.sent_to[self.next_in] = worker
+        self.under_way[worker] += 1
         self.next_in += 1
 
     def __del__(self) -> None:
