@@ -155,35 +155,13 @@ class DataLoader(Generic[Batch]):
     def __init__(
         self,
         dataset: Dataset | Iterable[Any],
-        batch_size: int = 1,
+        batch_size: int | None = 1,
         shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
         batch_sampler: Iterable[Sequence[int]] | None = None,
         num_workers: int = 0,
         *,
-        collate_fn: Callable[[list[Any]], Batch],
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        timeout: float = 0,
-        worker_init_fn: Callable[[int], None] | None = None,
-        multiprocessing_context: str | BaseContext | None = None,
-        generator: torch.Generator | None = None,
-        prefetch_factor: int | None = None,
-        persistent_workers: bool = False,
-        in_order: bool = True,
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self,
-        dataset: Dataset | Iterable[Any],
-        batch_size: None,
-        shuffle: bool | None = None,
-        sampler: Iterable[int] | None = None,
-        batch_sampler: None = None,
-        num_workers: int = 0,
-        *,
-        collate_fn: Callable[[Any], Batch],  # takes one sample
+        collate_fn: Callable[[Any], Batch],  # a batch's list of samples, or one sample
         pin_memory: bool = False,
         drop_last: bool = False,
         timeout: float = 0,
