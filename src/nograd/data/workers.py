@@ -140,7 +140,7 @@ class WorkerPool:
     def __init__(
         self, spec: WorkerSpec, base_seed: int, context: Any, prefetch_factor: int, timeout: float
     ) -> None:
-        self.spec, self.prefetch_factor, self.timeout = spec, prefetch_factor, timeout
+        self.prefetch_factor, self.timeout = prefetch_factor, timeout
         self.epochs = 0  # epochs started on these workers
         self.closed = False
         # A worker forked later holds a copy of this pool, which its garbage collector
