@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import Tensor
 
@@ -15,6 +15,7 @@ import nograd.nn
 from nograd.nn import Parameter
 from nograd.optim import SGD, Adam, Optimizer
 from nograd.optim.flat import ALIGN_BYTES, FLAT_MAX_NUMEL, FlatGroup
+from tests.oracle import torch_makes_state_at_first_step
 from tests.test_optim import CASES, IDS, SHAPES, TWINS
 
 
@@ -149,6 +150,8 @@ def test_a_parameter_whose_state_is_deleted_starts_afresh_as_in_torch(
     must notice, step tensor by tensor while the histories differ, and flatten again
     once they agree (SGD: after one step, every buffer exists again).
     """
+    if not torch_makes_state_at_first_step(cls.__name__):
+        pytest.skip("this torch's Adagrad cannot start a deleted state afresh")
     ours, ref, opt, ref_opt = _pair(cls, kwargs)
     gen = torch.Generator().manual_seed(1)
     for _ in range(5):
@@ -285,6 +288,8 @@ def test_any_mix_of_steps_rebinding_and_reloading_matches_torch_bit_for_bit(
 ) -> None:
     """Flattening, falling back and flattening again never change a single bit."""
     cls, kwargs = case
+    resets = any(kind == "reset" for kind, _ in events)
+    assume(torch_makes_state_at_first_step(cls.__name__) or not resets)
     ours, ref, opt, ref_opt = _pair(cls, kwargs)
     gen = torch.Generator().manual_seed(1)
     for kind, i in events:
