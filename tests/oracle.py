@@ -22,7 +22,7 @@ from nograd.nn import CrossEntropyLoss, Loss, Module
 # tests compare with are not in torch 2.11 (the GPU machines' torch): BatchNorm1d's
 # bias=False, the norms' reprs that show bias, eps = 0 with running statistics,
 # trunc_normal_'s two samplers, sparse_ drawing nothing for a meta tensor, Adagrad making
-# its state at the first step. Those tests skip on an older torch; every other test runs
+# a missing state at a step. Those tests skip on an older torch; every other test runs
 # there as here.
 TORCH_2_13 = torch.__version__ >= "2.13"  # a TorchVersion compares with a string
 since_torch_2_13 = pytest.mark.skipif(
@@ -31,10 +31,11 @@ since_torch_2_13 = pytest.mark.skipif(
 
 
 def torch_makes_state_at_first_step(optimizer_name: str) -> bool:
-    """Whether torch.optim's optimizer of that name makes a parameter's state at its first step.
+    """Whether torch.optim's optimizer of that name makes a missing state at a first step.
 
-    Every one does in torch 2.13. torch 2.11's Adagrad made it when it was built, so a
-    group added later, or a state deleted with ``del optimizer.state[p]``, raised KeyError.
+    Every one does in torch 2.13 (Adagrad makes its state when it is built too).
+    torch 2.11's Adagrad made it only when it was built, so a parameter of a group added
+    later, or one whose state was deleted (``del optimizer.state[p]``), raised KeyError.
     """
     return TORCH_2_13 or optimizer_name != "Adagrad"
 

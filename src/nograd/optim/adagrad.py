@@ -39,8 +39,9 @@ class Adagrad(Optimizer):
     optimizer makes them when it is built, so a checkpoint taken before the first
     step holds them too, and s starts at the ``initial_accumulator_value`` given to
     the constructor for every parameter: a param group's own value is kept in the
-    group and not used, as torch does. (torch gives a parameter of a group added
-    later no state, and fails at its first step; here it gets its state then.)
+    group and not used, as torch does. A parameter without state at a step (of a
+    group added later, or after ``del optimizer.state[p]``) gets it then, as in torch
+    2.13 (torch 2.11 raised KeyError).
 
     Args:
         params: parameters, or dicts defining parameter groups.
