@@ -939,6 +939,30 @@ def test_pin_memory_without_a_gpu_warns_and_leaves_the_batches(num_workers: int)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
+def test_the_deprecated_pin_memory_device_is_taken_with_torchs_warning(
+    num_workers: int, fake_pinning: list[torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch 2.13 takes ``pin_memory_device``, warns that it is deprecated and pins for
+    its accelerator; nograd takes it too, warns, and pins as without it. Without
+    ``pin_memory`` neither library warns."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    make = lambda: DataLoader(  # noqa: E731
+        Noisy(7), 3, num_workers=num_workers, pin_memory=True, pin_memory_device="cuda"
+    )
+    with pytest.warns(UserWarning, match="pin_memory_device is deprecated"):
+        batches = list(make())
+    assert len(batches) == 3 and len(fake_pinning) > 0  # pinned all the same
+    with warnings.catch_warnings():  # torch also says it has no accelerator here to pin for
+        warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true")
+        with pytest.warns(UserWarning, match="pin_memory_device is deprecated"):
+            list(tud.DataLoader(Noisy(7), 3, pin_memory=True, pin_memory_device="cuda"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(DataLoader(Noisy(7), 3, num_workers=num_workers, pin_memory_device="cuda"))
+        list(tud.DataLoader(Noisy(7), 3, pin_memory_device="cuda"))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
 def test_pin_memory_pins_every_batch_where_there_is_a_gpu(
     num_workers: int, fake_pinning: list[torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -106,6 +106,8 @@ class DataLoader(Generic[Batch]):
         prefetch_factor: batches under way per worker (keyword only; default 2 with
             workers, and None without, as torch requires).
         persistent_workers: keep the workers from one epoch to the next (keyword only).
+        pin_memory_device: deprecated in torch, which warns and pins for its current
+            accelerator; taken, with that warning, so that torch code runs (keyword only).
         in_order: hand out the batches in the sampler's order (default); False hands
             each out as soon as a worker has it, so a slow batch does not hold up the
             ones behind it, at the cost of an order that depends on timing (keyword
@@ -148,6 +150,7 @@ class DataLoader(Generic[Batch]):
         *,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        pin_memory_device: str = "",
         in_order: bool = True,
     ) -> None: ...
 
@@ -170,6 +173,7 @@ class DataLoader(Generic[Batch]):
         generator: torch.Generator | None = None,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        pin_memory_device: str = "",
         in_order: bool = True,
     ) -> None: ...
 
@@ -191,6 +195,7 @@ class DataLoader(Generic[Batch]):
         *,
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
+        pin_memory_device: str = "",
         in_order: bool = True,
     ) -> None:
         self.iterable = is_iterable_dataset(dataset)  # a stream: no indices, no length
@@ -206,7 +211,7 @@ class DataLoader(Generic[Batch]):
         self.persistent_workers, self.worker_init_fn = persistent_workers, worker_init_fn
         self.in_order = in_order  # False: each batch as soon as a worker has it
         self.multiprocessing_context = worker_context(multiprocessing_context, num_workers)
-        self.pin_memory = pin_memory
+        self.pin_memory, self.pin_memory_device = pin_memory, pin_memory_device
         if batch_sampler is None and batch_size is not None:  # else torch ignores them
             check_batching("DataLoader", batch_size, drop_last)
         self.generator = checked_generator("DataLoader", generator)
@@ -333,7 +338,14 @@ class DataLoader(Generic[Batch]):
 
     def _pins(self) -> bool:
         """Whether batches are pinned: asked for, and a GPU to copy them to (torch warns
-        and goes on without pinning where there is none)."""
+        and goes on without pinning where there is none). A ``pin_memory_device`` is
+        ignored with torch's warning: pinned memory serves whichever GPU copies from it."""
+        if self.pin_memory and self.pin_memory_device:
+            warnings.warn(
+                f"DataLoader: pin_memory_device is deprecated (as in torch): ignoring "
+                f"pin_memory_device={self.pin_memory_device!r}",
+                stacklevel=3,
+            )
         if self.pin_memory and not torch.cuda.is_available():
             warnings.warn(
                 "DataLoader: pin_memory=True, but there is no GPU: the batches are not pinned",
