@@ -16,13 +16,15 @@ from nograd.gradcheck import gradcheck
 from nograd.nn import Linear, Module, Sequential, activations
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.dropout import Dropout
+from nograd.nn.log_softmax import LogSoftmax
+from nograd.nn.smooth_activations import SiLU, Softplus
 from nograd.optim import Adam
 from nograd.train import fit
 
 LAYERS = [
     activations.ReLU, activations.Tanh, activations.Sigmoid, activations.GELU,
-    activations.ELU, activations.LeakyReLU, activations.Identity,
-    lambda: activations.Softmax(dim=-1), lambda: Dropout(0.3),
+    activations.ELU, activations.LeakyReLU, activations.Identity, SiLU, Softplus,
+    lambda: activations.Softmax(dim=-1), lambda: LogSoftmax(dim=-1), lambda: Dropout(0.3),
 ]  # fmt: skip
 
 
