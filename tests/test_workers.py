@@ -946,11 +946,11 @@ def test_the_deprecated_pin_memory_device_is_taken_with_torchs_warning(
     its accelerator; nograd takes it too, warns, and pins as without it. Without
     ``pin_memory`` neither library warns."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    make = lambda: DataLoader(  # noqa: E731
+    loader = DataLoader(
         Noisy(7), 3, num_workers=num_workers, pin_memory=True, pin_memory_device="cuda"
     )
     with pytest.warns(UserWarning, match="pin_memory_device is deprecated"):
-        batches = list(make())
+        batches = list(loader)
     assert len(batches) == 3 and len(fake_pinning) > 0  # pinned all the same
     with warnings.catch_warnings():  # torch also says it has no accelerator here to pin for
         warnings.filterwarnings("ignore", message="'pin_memory' argument is set as true")
