@@ -391,6 +391,33 @@ def test_an_inplace_module_after_a_linear_matches_torch(
     compare_module(ours.double(), ref.double(), torch.randn(5, 2, dtype=torch.float64))
 
 
+class _DoubleInPlace(Module):
+    """A user's module that overwrites its input, y = 2 x, without torch's inplace flag."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(2)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return grad_output * 2  # dL/dx = 2 dL/dy
+
+    def overwrites_input(self) -> bool:
+        return True
+
+
+def test_a_users_module_that_overwrites_a_saved_tensor_raises_too() -> None:
+    """``overwrites_input()`` is the contract, not an attribute named ``inplace``: Tanh's
+    saved y, doubled in place, would give a wrong dL/dx without a word."""
+    model = Sequential(Tanh(), _DoubleInPlace())
+    y = model(torch.randn(4))
+    with pytest.raises(RuntimeError, match="modified in place after its forward"):
+        model.backward(torch.ones_like(y))
+    after_a_linear = Sequential(Linear(2, 3), _DoubleInPlace(), Tanh())  # Linear saves x only
+    x = torch.randn(4, 2, dtype=torch.float64)
+    after_a_linear.double()
+    out = after_a_linear(x)
+    after_a_linear.backward(torch.ones_like(out))  # nothing it needs was overwritten
+
+
 def test_a_chain_of_distinct_modules_records_nothing() -> None:
     model = Sequential(Linear(2, 3), ReLU(), Linear(3, 1))
     model(torch.randn(4, 2))

@@ -193,7 +193,7 @@ class Sequential(Module):
         # a ReLU(inplace=True) fused with its Linear overwrites nothing anyone saved
         fused = {id(module) for step in plan if isinstance(step, tuple) for module in step}
         alone = [subtree for subtree in subtrees if id(subtree[0]) not in fused]
-        inplace = any(getattr(inner, "inplace", False) for subtree in alone for inner in subtree)
+        inplace = any(_may_overwrite_input(inner) for subtree in alone for inner in subtree)
         object.__setattr__(self, "_subtrees", subtrees if shared or inplace else None)
         object.__setattr__(self, "_shared", shared)
         self.saved.pop("uses", None)  # recorded for the old children
@@ -331,6 +331,21 @@ class Sequential(Module):
             return NotImplemented
         self._renumber(list(repeated))
         return self
+
+
+def _may_overwrite_input(module: Module) -> bool:
+    """Whether a module may write into its input at some forward (the plan is made once).
+
+    nograd's modules say so with torch's ``inplace`` flag (Dropout's
+    ``overwrites_input()`` also depends on the mode, which can change after the plan);
+    a module of the user's that overrides ``overwrites_input`` may, whatever it answers
+    now. A ``Sequential`` answers for its first child, which is planned on its own.
+    """
+    if hasattr(module, "inplace"):
+        return bool(module.inplace)
+    if isinstance(module, Sequential):
+        return False
+    return type(module).overwrites_input is not Module.overwrites_input
 
 
 def _linear_relu(linear: Linear, relu: ReLU, x: Tensor) -> Tensor:
