@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +83,7 @@ class EpochLoop:
         seen: int | Tensor  # the samples counted so far: a tensor once some are ignored
         start_time = time.perf_counter()
         if resumed is not None and resumed.step > 0:  # replay the shuffle, skip the done steps
-            rng_epoch = resumed.rng_epoch
-            restore_rng(rng_epoch, self.named, device)
-            batches = iter(loader)
-            # Take the done batches under the epoch's first state: the loader draws (as
-            # torch's) at iter(), the first next() and after its last full batch, and
-            # resumed.rng already holds what those batches drew
-            for _, y_done in itertools.islice(batches, resumed.step):
-                if weight is not None:  # their class weights, which the checkpoint lacks
-                    y_done = y_done.to(device)
-                    target_done = y_done if transform is None else transform(y_done)
-                    weight_sum += weight_of(target_done, ignored, weight)
-            restore_rng(resumed.rng, self.named, device)
+            batches, rng_epoch = self._skip_done_steps(resumed, weight_sum), resumed.rng_epoch
             first, seen = resumed.step, resumed.seen
             loss_sum = resumed.loss_sum.to(device=device, dtype=dtype)
             correct = resumed.correct.to(device)
@@ -116,49 +106,31 @@ class EpochLoop:
             y = y.to(device, non_blocking=self.non_blocking)
             target = y if transform is None else transform(y)
             skipped = None if ignored is None else skipped_by(target, ignored)
-            counts = None if skipped is None else ~skipped  # the samples the loss's mean is over
-            n_counted = None if counts is None else counts.sum()
-            if self.cuda_graph:
-                if self.graphed is None:
-                    self.graphed = GraphedTrainStep(
-                        model, loss_fn, optimizer, x, target, clip_grad_norm=self.clip_grad_norm
-                    )
-                if x.shape != self.graphed.input_shape:
-                    continue  # a graph replays one shape: the last, partial batch is dropped
-                loss = self.graphed(x, target)  # the five lines below, replayed at once
-                output = self.graphed.output
-                loss = loss if n_counted is None else _counted(loss, n_counted)
-                watch.check(loss, step)
-            elif optimizer.needs_closure:  # LBFGS: step() runs the step's lines itself
-                output, loss = self._step_with_closure(x, target, step, n_counted)
-            else:
-                optimizer.zero_grad()
-                output = model(x)  # each layer saves what its backward needs
-                loss = loss_fn(output, target)
-                loss = loss if n_counted is None else _counted(loss, n_counted)
-                watch.check(loss, step)  # stops before a non-finite loss reaches the weights
-                model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
-                if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
-                    clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
-                optimizer.step()
+            # which samples the loss's mean is over, and how many
+            counted_mask = None if skipped is None else ~skipped
+            n_counted = None if counted_mask is None else counted_mask.sum()
+            taken = self._train_step(x, target, step, n_counted)
+            if taken is None:
+                continue  # a graph replays one shape: the last, partial batch is dropped
+            output, loss = taken
             if scheduler is not None:
                 scheduler.step()
             if n_counted is None and weight is None:
                 loss_sum.add_(loss, alpha=y.shape[0])  # kept as tensors: no device sync per step
                 seen += y.shape[0]
             else:  # the loss is the mean over the counted samples, weighted by w_{y_i} if given
-                counted = y.shape[0] if n_counted is None else n_counted
+                n_in_mean = y.shape[0] if n_counted is None else n_counted
                 if weight is None:
-                    loss_sum.add_(loss * counted)
+                    loss_sum.add_(loss * n_in_mean)
                 else:
                     weighs = weight_of(target, ignored, weight)  # the mean's denominator
                     loss_sum.add_(loss * weighs)
                     weight_sum += weighs
-                seen = seen + counted  # a tensor where a count is: no device sync per step
+                seen = seen + n_in_mean  # a tensor where a count is: no device sync per step
             predicted.append(predict_classes(output, loss_fn))
             labels.append(y)
-            if counts is not None:
-                kept.append(counts)
+            if counted_mask is not None:
+                kept.append(counted_mask)
             steps = step + 1
             if guard.requested:  # Ctrl-C: save between two steps, where all agrees
                 correct = _add_hits(correct, predicted, labels, kept)
@@ -166,28 +138,88 @@ class EpochLoop:
                                 capture_rng(self.named, device), rng_epoch)  # fmt: skip
                 self.save(done, step + 1)
         watch.flush()
+        correct = _add_hits(correct, predicted, labels, kept)
         count = float(seen)
         total = count if weight is None else float(weight_sum)  # the mean loss's denominator
-        correct = _add_hits(correct, predicted, labels, kept)
         history.train_loss.append(float(loss_sum) / total if total else math.nan)
         history.train_acc.append(int(correct) / count if count else math.nan)
+        self._end_epoch(epoch, steps, start_time)
+
+    def _skip_done_steps(self, resumed: Progress, weight_sum: Tensor) -> Iterator[Any]:
+        """The epoch's batches after the ``resumed.step`` done ones, drawn as the stopped
+        run drew them.
+
+        The done batches are taken under the epoch's first state: the loader draws (as
+        torch's) at iter(), the first next() and after its last full batch, and
+        ``resumed.rng`` already holds what those batches drew. Their class weights,
+        which the checkpoint lacks, are added to ``weight_sum``.
+        """
+        device, transform, weight = self.device, self.target_transform, self.weight
+        restore_rng(resumed.rng_epoch, self.named, device)
+        batches = iter(self.loader)
+        for _, y_done in itertools.islice(batches, resumed.step):
+            if weight is not None:
+                y_done = y_done.to(device)
+                target_done = y_done if transform is None else transform(y_done)
+                weight_sum += weight_of(target_done, self.ignored, weight)
+        restore_rng(resumed.rng, self.named, device)
+        return batches
+
+    def _train_step(
+        self, x: Tensor, target: Tensor, step: int, n_counted: Tensor | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """One training step on a batch: its output and loss (the mean over the counted
+        samples, 0 if none counts), or None for a batch a CUDA graph cannot replay."""
+        model, loss_fn, optimizer, watch = self.model, self.loss_fn, self.optimizer, self.watch
+        if self.cuda_graph:
+            if self.graphed is None:
+                self.graphed = GraphedTrainStep(
+                    model, loss_fn, optimizer, x, target, clip_grad_norm=self.clip_grad_norm
+                )
+            if x.shape != self.graphed.input_shape:
+                return None
+            # the lines below (zero_grad, forward, loss, backward, clipping, step), replayed
+            # as one graph
+            loss = self.graphed(x, target)
+            output = self.graphed.output
+            loss = loss if n_counted is None else _counted(loss, n_counted)
+            watch.check(loss, step)
+            return output, loss
+        if optimizer.needs_closure:  # LBFGS: step() runs the step's lines itself
+            return self._step_with_closure(x, target, step, n_counted)
+        optimizer.zero_grad()
+        output = model(x)  # each layer saves what its backward needs
+        loss = loss_fn(output, target)
+        loss = loss if n_counted is None else _counted(loss, n_counted)
+        watch.check(loss, step)  # stops before a non-finite loss reaches the weights
+        model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
+        if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
+            clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
+        optimizer.step()
+        return output, loss
+
+    def _end_epoch(self, epoch: int, steps: int, start_time: float) -> None:
+        """After the last step: the test data, the scheduler's epoch step, the epoch's
+        time, and a checkpoint every ``every`` epochs (at the last, or at Ctrl-C)."""
+        history, scheduler = self.history, self.scheduler
         if self.test_loader is not None:
             test_loss, test_acc = _evaluate(
-                model, loss_fn, self.test_loader, transform, device, dtype
-            )
+                self.model, self.loss_fn, self.test_loader, self.target_transform, self.device,
+                self.dtype,
+            )  # fmt: skip
             history.test_loss.append(test_loss)
             history.test_acc.append(test_acc)
-        if isinstance(self.scheduler, ReduceLROnPlateau):  # fit checked: per epoch, test data
-            self.scheduler.step(history.test_loss[-1])
-        elif self.scheduler is not None and not self.per_step:
-            self.scheduler.step()
+        if isinstance(scheduler, ReduceLROnPlateau):  # fit checked: per epoch, test data
+            scheduler.step(history.test_loss[-1])
+        elif scheduler is not None and not self.per_step:
+            scheduler.step()
         history.seconds.append(time.perf_counter() - start_time)
         if self.writer is not None and (
-            (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs or guard.requested
+            (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs or self.guard.requested
         ):
             zero = torch.zeros(())
             done = Progress(epoch + 1, 0, 0, zero, zero.long(), history.to_dict(),
-                            capture_rng(self.named, device))  # fmt: skip
+                            capture_rng(self.named, self.device))  # fmt: skip
             self.save(done, steps)
 
     def _step_with_closure(
@@ -207,11 +239,11 @@ class EpochLoop:
             if not first:  # the step's own loss: a later one may come from a trial point
                 step_loss = loss if n_counted is None else _counted(loss, n_counted)
                 self.watch.check(step_loss, step)
-                first.append((output, step_loss))  # step() itself reads torch's 0 / 0
+                first.append((output, step_loss))  # its loss: 0 when no sample counts
             model.backward(loss_fn.backward())
             if self.clip_grad_norm is not None:
                 clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
-            return loss
+            return loss  # step() reads the loss as torch's LBFGS would: 0 / 0 when none counts
 
         optimizer.step(closure)
         return first[0]

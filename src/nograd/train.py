@@ -207,7 +207,7 @@ def fit(
 
     start = 0 if resumed is None else resumed.epoch
     previous_needs_input_grad = model.needs_input_grad
-    model.needs_input_grad = False  # nobody wants dL/dx of the data: skip the first layer's
+    model.needs_input_grad = False  # nobody wants dL/dx of the data: skip its g W product
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False, unit="epoch",
                initial=start, total=epochs)  # fmt: skip
     try:

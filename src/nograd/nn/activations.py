@@ -177,8 +177,11 @@ class LeakyReLU(Module):
 class ELU(Module):
     """Exponential linear unit, y = x if x > 0 else alpha * (exp(x) - 1), elementwise.
 
+    Its float32 forward and its backward agree with torch to about one unit in the last
+    place, not to the bit (torch's kernel computes exp(x) - 1 its own way; docs/design.md).
+
     Args:
-        alpha: the value y tends to as x -> -inf is -alpha.
+        alpha: the scale of the negative part; y tends to -alpha as x -> -inf.
         inplace: overwrite the input with the output. The backward then uses
             alpha * exp(x) = y + alpha, and needs alpha >= 0 (as in PyTorch).
 
@@ -234,6 +237,8 @@ class GELU(Module):
     right to 6 digits in float32. With ``approximate="tanh"``, Phi(x) is replaced by
     0.5 * (1 + tanh(u)) with u = sqrt(2/pi) * (x + 0.044715 x^3), as in PyTorch.
     float16 and bfloat16 inputs are computed in float32 and rounded once, as torch does.
+    Neither form gives torch's bits: they agree to about one unit in the last place
+    (docs/design.md, "Not to the bit, by choice").
 
     Args:
         approximate: ``"none"`` for the exact CDF, ``"tanh"`` for the approximation.
@@ -254,7 +259,8 @@ class GELU(Module):
             # x^3 of u overflows for |x| > ~97, and the backward's inf * 0 is NaN
             return self.forward(x.float()).to(x.dtype)
         if self.approximate == "tanh":
-            # 0.5 (1 + tanh(u)) = sigmoid(2u): one kernel, and no 1 + tanh cancellation
+            # 0.5 (1 + tanh(u)) = sigmoid(2u): one kernel, and no 1 + tanh cancellation;
+            # 2u = 2 sqrt(2/pi) x + 2 sqrt(2/pi) 0.044715 x^3, as x * c1 + (x x) x * c3
             two_u = torch.addcmul(x * scalar(2 * _SQRT_2_OVER_PI, x), x * x, x, value=2 * _K3)
             cdf = torch.sigmoid(two_u)
             self.saved["two_u"] = two_u
@@ -271,10 +277,11 @@ class GELU(Module):
         if self.approximate == "tanh":
             two_u = self.saved["two_u"]
             # x du/dx = sqrt(2/pi) (x + 3 * 0.044715 x^3) = 3/2 (2u - 4/3 sqrt(2/pi) x)
-            two_thirds_x_du = torch.add(two_u, x, alpha=-4 / 3 * _SQRT_2_OVER_PI)
-            cdf_survival = torch.addcmul(cdf, cdf, cdf, value=-1)  # Phi (1 - Phi)
-            # dy/dx = Phi + x dPhi/dx, with dPhi/dx = d sigmoid(2u)/dx = 2 Phi (1 - Phi) du/dx
-            slope = torch.addcmul(cdf, two_thirds_x_du, cdf_survival, value=3)
+            two_thirds_x_dudx = torch.add(two_u, x, alpha=-4 / 3 * _SQRT_2_OVER_PI)
+            cdf_times_tail = torch.addcmul(cdf, cdf, cdf, value=-1)  # Phi (1 - Phi)
+            # dy/dx = Phi + x dPhi/dx, with dPhi/dx = d sigmoid(2u)/dx = 2 Phi (1 - Phi) du/dx,
+            # so dy/dx = Phi + 3 (2/3 x du/dx) Phi (1 - Phi)
+            slope = torch.addcmul(cdf, two_thirds_x_dudx, cdf_times_tail, value=3)
         else:
             minus_half_x2 = torch.mul(x, x).mul_(scalar(-0.5, x))  # -x^2 / 2
             gauss = minus_half_x2.exp_()  # exp(-x^2 / 2) = sqrt(2 pi) phi(x)
@@ -327,7 +334,9 @@ def along_dim(
 class Softmax(Module):
     """Softmax along ``dim``, y_i = exp(x_i) / sum_j exp(x_j).
 
-    ``torch.softmax`` subtracts the maximum first, so inputs of +-1000 stay finite.
+    ``torch.softmax`` subtracts the maximum first, so inputs of +-1000 stay finite. The
+    forward is torch's; the backward, written out, agrees to about one unit in the last
+    place.
 
     Args:
         dim: the dimension that sums to 1. None (the default, as in torch) picks it

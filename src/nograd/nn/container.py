@@ -232,7 +232,9 @@ class Sequential(Module):
             self.backward_order() if "uses" in self.saved else reversed(self._modules.values())
         )
         for module in modules:
-            grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
+            # dL/d(in_k) from dL/d(out_k) by the chain rule; the module before (k - 1)
+            # takes it as its dL/d(out), since in_k = out_{k-1}
+            grad_output = module.backward(grad_output)
         return grad_output
 
     def backward_order(self) -> Iterator[Module]:

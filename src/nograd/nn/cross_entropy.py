@@ -21,8 +21,8 @@ p - q written out rounds differently). The chain rule goes through log p:
 1. dL/dlog p_ic, the gradient of the two terms. The NLL term's comes from ATen's own
    kernel ``nll_loss_backward`` (``nll_loss2d_backward`` for K dims): -(1 - e) g w_{y_i}
    at each row's target, divided by sum_i w_{y_i} under "mean", 0 elsewhere. The
-   smoothing term adds -(e / C) g w_c to every class of every row (divided by its own
-   denominator under "mean").
+   smoothing term adds -(e / C) g w_c to every class of every row not ignored (divided
+   under "mean" by the same sum_i w_{y_i}, computed apart, as torch's autograd does).
 2. dL/dz_i = dL/dlog p_i - p_i sum_c dL/dlog p_ic, the softmax's Jacobian, by ATen's
    ``_log_softmax_backward_data``.
 
@@ -216,7 +216,7 @@ class CrossEntropyLoss(Loss):
         return grad
 
     def _smoothing_grad(self, g: Tensor, log_p: Tensor) -> Tensor:
-        """dL/dlog p of the smoothing term, for its upstream gradient g = dL/dl (e / C).
+        """dL/dlog p of the smoothing term, for its upstream gradient g = dL/dl * e / C.
 
         The backward of ``_smoothing_term``, step by step in reverse, as torch's
         autograd takes it: the mean's division, the sum over rows (g for every row),
@@ -227,7 +227,8 @@ class CrossEntropyLoss(Loss):
         if self.reduction == "mean":
             g = g / self.saved["denominator"]
         per_row = g if self.reduction == "none" else g.expand(ignored.shape)
-        per_row = per_row.masked_fill(ignored, 0).neg()  # dL/d(-sum_c w_c log p_ic)
+        # dL/d(sum_c w_c log p_ic) = -dL/d(-sum_c w_c log p_ic); 0 in ignored rows
+        per_row = per_row.masked_fill(ignored, 0).neg()
         # dL/d(w_c log p_ic), the same for every c
         grad = per_row.unsqueeze(shapes.class_dim(log_p)).expand(log_p.shape)
         if self.weight is None:

@@ -38,7 +38,7 @@ class Linear(Module):
 
     bias: Parameter | None
     _weight_data: Tensor | None = None  # the weight.data that _weight_t views
-    _weight_t: Tensor
+    _weight_t: Tensor  # W^T, made once rather than at every forward; again for a new .data
 
     def __init__(
         self,
@@ -155,7 +155,9 @@ class Linear(Module):
         x, g = self.saved.get("x"), grad_output  # x: (N, in), g = dL/dy: (N, out)
         if x is None or x.dim() != 2 or g.shape != (x.shape[0], self.out_features):
             x, g = self._rows(grad_output, x)  # an input of shape (*, in_features); or an error
-        if grad_stream.side is None:  # always, but in a CUDA graph capture (see grad_stream)
+        # side is None except inside a CUDA graph's capture (grad_stream); the two lines
+        # are written out here, not called as _accumulate_*_grad: two calls fewer a step
+        if grad_stream.side is None:
             self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
             if self.bias is not None:
                 self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n

@@ -197,7 +197,9 @@ class MSELoss(Loss):
         diff = self._saved("diff")
         g = self._checked_grad_output(grad_output)  # None: dL/dl = 1
         norm = 2 / max(diff.numel(), 1) if self.reduction == "mean" else 2.0  # 2 / N or 2
-        grad = diff * scalar(norm, diff)  # dl/dpred = 2 (pred - target) (/ N under "mean")
+        # dl/dpred, for l this loss's value: 2 (pred - target), / N under "mean"; torch
+        # multiplies by 2 / N before g (g / N first would round differently)
+        grad = diff * scalar(norm, diff)
         return grad if g is None else grad.mul_(g)  # dL/dpred = g dl/dpred, in torch's order
 
 

@@ -38,7 +38,8 @@ class _IncompatibleKeys(NamedTuple):
 
 _M = TypeVar("_M", bound="Module")  # apply, train, to, ... return their own module's type
 
-# Returned by a backward pass that was told its input gradient is not needed.
+# Returned by a backward pass that was told its input gradient is not needed: an empty
+# tensor rather than None, so that backward always returns a Tensor (compare with "is").
 NO_INPUT_GRAD = torch.empty(0)
 
 
@@ -85,6 +86,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must implement backward()")
 
     def __call__(self, *args: Any) -> Any:
+        # hooks run too: registering one sets this instance's forward to a HookedForward
         return self.forward(*args)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -187,7 +189,7 @@ class Module:
             or name in self._buffers
             or name in self._modules
         ):
-            object.__setattr__(self, name, value)  # the common case: forward saving a tensor
+            object.__setattr__(self, name, value)  # a plain attribute: nothing to register
             return
         if isinstance(value, Parameter):
             # a parameter replaces whatever held the name before, as in torch

@@ -279,7 +279,7 @@ class Optimizer:
         self, m: TensorList, v: TensorList, g: TensorList, beta1: float, beta2: float
     ) -> None:
         """Adam's running moments of g, in place (Adam, AdamW, NAdam and RAdam share them)."""
-        foreach.lerp_(m, g, 1 - beta1)  # m = m + (1 - beta1) * (g - m)
+        foreach.lerp_(m, g, 1 - beta1)  # m = beta1 * m + (1 - beta1) * g, as m + (1 - beta1)(g - m)
         foreach.mul_(v, self._scalar(beta2, v))  # v = beta2 * v
         foreach.addcmul_(v, g, g, value=1 - beta2)  # v = v + (1 - beta2) * g * g
 
