@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nograd import io
-from nograd.checkpoint import CheckpointWriter, restore_rng
+from nograd.checkpoint import CheckpointWriter, Progress, restore_rng
 from nograd.data_checks import as_loader, check_data, may_hold_ignored, usable_device
 from nograd.guards import DeferredLossWatch, DivergenceError, TrainingInterrupted
 from nograd.loop import EpochLoop
@@ -134,31 +134,14 @@ def fit(
             the epoch and step; no checkpoint is written after that.
         TrainingInterrupted: (a KeyboardInterrupt) on Ctrl-C, naming the checkpoint.
     """
-    for name, value in (
-        ("epochs", epochs),
-        ("test_batch_size", test_batch_size),
-        ("checkpoint_every", checkpoint_every),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
-    check_max_norm(clip_grad_norm, "fit: clip_grad_norm")
-    check_mean_loss(loss_fn, "fit")
+    _check_options(loss_fn, scheduler, scheduler_interval, test_data, clip_grad_norm,
+                   epochs=epochs, test_batch_size=test_batch_size,
+                   checkpoint_every=checkpoint_every)  # fmt: skip
     # checked before the model moves there: a failed move would leave it half moved
     move_to = None if device is None else usable_device(device, "fit: device")
     device = move_to or usable_device(_device_of(model), "fit: the model's device")
     if cuda_graph and device.type != "cuda":
         raise ValueError(f"fit: cuda_graph=True needs a CUDA device, got {device}")
-    if scheduler_interval not in ("epoch", "step"):
-        raise ValueError(
-            f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
-        )
-    if isinstance(scheduler, ReduceLROnPlateau) and (
-        test_data is None or scheduler_interval != "epoch"
-    ):
-        raise ValueError(
-            "fit: ReduceLROnPlateau steps on the test loss once per epoch; pass test_data "
-            "and scheduler_interval='epoch'"
-        )
     params = list(model.parameters())
     if move_to is not None:
         model.to(move_to)
@@ -193,15 +176,7 @@ def fit(
         loop.writer = CheckpointWriter(checkpoint_path, model, scheduler, checkpoint_metadata)
         io.pack_optimizer(model, optimizer)  # refused now, not after an epoch of training
         loop.every = checkpoint_every
-    resumed = None
-    if resume_from is not None:
-        resumed = load_progress(resume_from, model, optimizer, scheduler, loop.named, device)
-        if resumed.epoch > epochs or (resumed.epoch == epochs and resumed.step > 0):
-            raise ValueError(f"fit: {resume_from} is past epoch {resumed.epoch}, epochs={epochs}")
-        loop.history = History(**resumed.history)
-        loop.last_good = Path(resume_from)
-        if resumed.step == 0:
-            restore_rng(resumed.rng, loop.named, device)
+    resumed = None if resume_from is None else _resume(loop, Path(resume_from))
     loop.watch.checkpoint = loop.last_good
     loop.guard.enabled = checkpoint_path is not None
 
@@ -232,6 +207,49 @@ def fit(
         model.needs_input_grad = previous_needs_input_grad
         _leave_inference_mode(model, optimizer)
     return loop.history
+
+
+def _check_options(
+    loss_fn: Loss,
+    scheduler: LRScheduler | None,
+    scheduler_interval: str,
+    test_data: Data | None,
+    clip_grad_norm: float | None,
+    **counts: object,
+) -> None:
+    """``fit``'s checks of its options that need no data and no device (see its Raises);
+    ``counts``: the options that must be positive integers, by name."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"fit: {name} must be a positive integer, got {value!r}")
+    check_max_norm(clip_grad_norm, "fit: clip_grad_norm")
+    check_mean_loss(loss_fn, "fit")
+    if scheduler_interval not in ("epoch", "step"):
+        raise ValueError(
+            f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+        )
+    if isinstance(scheduler, ReduceLROnPlateau) and (
+        test_data is None or scheduler_interval != "epoch"
+    ):
+        raise ValueError(
+            "fit: ReduceLROnPlateau steps on the test loss once per epoch; pass test_data "
+            "and scheduler_interval='epoch'"
+        )
+
+
+def _resume(loop: EpochLoop, checkpoint: Path) -> Progress:
+    """Load ``checkpoint`` into the loop's model, optimizer, scheduler and generators, and
+    its history into the loop; the progress it holds (epoch, step, running sums)."""
+    resumed = load_progress(
+        checkpoint, loop.model, loop.optimizer, loop.scheduler, loop.named, loop.device
+    )
+    if resumed.epoch > loop.epochs or (resumed.epoch == loop.epochs and resumed.step > 0):
+        raise ValueError(f"fit: {checkpoint} is past epoch {resumed.epoch}, epochs={loop.epochs}")
+    loop.history = History(**resumed.history)
+    loop.last_good = checkpoint
+    if resumed.step == 0:  # at an epoch's start: the generators as they were then
+        restore_rng(resumed.rng, loop.named, loop.device)
+    return resumed
 
 
 def _leave_inference_mode(model: Module, optimizer: Optimizer) -> None:
