@@ -247,6 +247,8 @@ FORGERIES: list[tuple[str, Any, str]] = [
     ("nan eps", group(eps=float("nan")), "eps >= 0"),
     ("one beta", group(betas=[0.9]), "option 'betas'"),
     ("no eps", optimizer_json(lambda o: o["param_groups"][0].pop("eps")), "option 'eps'"),
+    ("differentiable", group(differentiable=True), "differentiable=True"),
+    ("foreach of text", group(foreach="yes"), "foreach to be a bool or None"),
     ("param key a list", optimizer_json(lambda o: o["param_keys"].__setitem__(0, [1])), "names"),
 ]  # fmt: skip
 
@@ -275,6 +277,24 @@ def test_forged_optimizer_options_are_refused_by_load_too(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="option 'lr' of group 0"):
         io.load(path, optimizer=optimizer)
     assert optimizer.param_groups[0]["lr"] == 0.01 and not optimizer.state
+
+
+def test_a_checkpoint_without_torchs_implementation_options_loads(tmp_path: Path) -> None:
+    """Checkpoints written before the groups kept foreach, capturable, differentiable and
+    fused: the load takes their defaults, and the run goes on as it would have."""
+    path = tmp_path / "checkpoint.safetensors"
+    saved_model, saved_optimizer, _ = write(path)
+    implementation = ("foreach", "capturable", "differentiable", "fused")
+    strip = optimizer_json(lambda o: [o["param_groups"][0].pop(k) for k in implementation])
+    forge(path, strip)
+    model, optimizer, _, generator = fresh()
+    load_progress(path, model, optimizer, None, {"shuffle": generator}, CPU)
+    assert optimizer.param_groups[0]["foreach"] is None
+    assert optimizer.param_groups[0]["differentiable"] is False
+    for a, b in zip(model.parameters(), saved_model.parameters(), strict=True):
+        assert torch.equal(a.data, b.data)
+    for p, q in zip(model.parameters(), saved_model.parameters(), strict=True):
+        assert torch.equal(optimizer.state[p]["exp_avg"], saved_optimizer.state[q]["exp_avg"])
 
 
 @pytest.mark.parametrize(

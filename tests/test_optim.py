@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from nograd.nn import Parameter
 from nograd.optim import (
+    LBFGS,
     SGD,
     Adadelta,
     Adagrad,
@@ -238,8 +240,7 @@ def test_state_dict_has_torch_structure_and_values(
             assert value.dtype == expected.dtype and value.shape == expected.shape
             assert_close(value, expected)
     for group, ref_group in zip(ours["param_groups"], ref["param_groups"], strict=True):
-        assert group.keys() <= ref_group.keys()
-        assert group == {key: ref_group[key] for key in group}
+        assert group == ref_group  # every option, foreach, fused, ... included
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
@@ -727,3 +728,66 @@ def test_nadam_keeps_the_momentum_product_as_torchs_tensor_rounds_it(
         assert entry["mu_product"].dtype == ref[index]["mu_product"].dtype == default_dtype
         assert torch.equal(entry["mu_product"], ref[index]["mu_product"])
     twins.assert_same_params()
+
+
+@pytest.mark.parametrize("cls", [*TWINS, LBFGS], ids=lambda cls: cls.__name__)
+def test_constructors_take_torchs_arguments_in_torchs_order(cls: type[Optimizer]) -> None:
+    """The same names, defaults and kinds (positional or keyword-only) as torch.optim's."""
+
+    def parameters(of: Any) -> list[tuple[str, Any, Any]]:
+        signature = inspect.signature(of.__init__)
+        return [(p.name, p.default, p.kind) for p in signature.parameters.values()]
+
+    assert parameters(cls) == parameters(getattr(torch.optim, cls.__name__))
+
+
+IMPLEMENTATIONS = [
+    {"foreach": True},
+    {"foreach": False},
+    {"fused": True},
+    {"capturable": True},
+    {"foreach": False, "fused": False, "capturable": True},
+]
+
+
+@pytest.mark.parametrize("choice", IMPLEMENTATIONS, ids=str)
+@pytest.mark.parametrize("cls", list(TWINS), ids=lambda cls: cls.__name__)
+def test_torchs_implementation_options_are_kept_and_change_no_bit(
+    cls: type[Optimizer], choice: dict[str, Any]
+) -> None:
+    """foreach, fused and capturable choose an implementation in torch; nograd keeps the
+    ones torch's optimizer takes in its groups and steps exactly as without them."""
+    accepted = inspect.signature(cls.__init__).parameters.keys()
+    choice = {key: value for key, value in choice.items() if key in accepted}
+    gen = torch.Generator().manual_seed(0)
+    values = [torch.randn(shape, generator=gen) for shape in SHAPES]
+    plain, chosen = ([Parameter(v.clone()) for v in values] for _ in range(2))
+    plain_opt, chosen_opt = cls(plain, lr=0.05), cls(chosen, lr=0.05, **choice)
+    for _ in range(6):
+        for p, q in zip(plain, chosen, strict=True):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, q.grad = g, g.clone()
+        plain_opt.step()
+        chosen_opt.step()
+    for p, q in zip(plain, chosen, strict=True):
+        assert torch.equal(p.data, q.data)
+    assert all(chosen_opt.param_groups[0][key] == value for key, value in choice.items())
+
+
+@pytest.mark.parametrize("cls", list(TWINS), ids=lambda cls: cls.__name__)
+def test_differentiable_is_refused_and_fused_with_foreach_as_in_torch(
+    cls: type[Optimizer],
+) -> None:
+    """differentiable=True would let autograd go through the step: nograd has none."""
+    params = [Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match="differentiable=True"):
+        cls(params, differentiable=True)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="differentiable=True"):
+        cls([{"params": params, "differentiable": True}])
+    if "fused" in inspect.signature(cls.__init__).parameters:
+        with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True`"):
+            TWINS[cls]([torch.zeros(2, requires_grad=True)], fused=True, foreach=True)
+        with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True`"):
+            cls(params, fused=True, foreach=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="foreach to be a bool or None"):
+        cls(params, foreach="yes")  # type: ignore[call-arg, arg-type]

@@ -35,6 +35,7 @@ from nograd.architecture import (
     build,
 )
 from nograd.nn.module import Module
+from nograd.optim.optimizer import IMPLEMENTATION_OPTIONS
 from nograd.safefile import atomic_write, check_folder, encode
 
 FORMAT = "nograd"
@@ -406,13 +407,15 @@ def check_options(saved_groups: list[dict[str, Any]], optimizer: Any, where: str
     """
     for i, (saved, live) in enumerate(zip(saved_groups, optimizer.param_groups, strict=False)):
         for name, value in live.items():
+            if name in IMPLEMENTATION_OPTIONS and name not in saved:
+                continue  # a checkpoint of before nograd kept them: the load takes the default
             if name != "params" and (name not in saved or not same_kinds(value, saved[name])):
                 raise ValueError(
                     f"{where}: the optimizer's option {name!r} of group {i} is "
                     f"{_show(saved.get(name, 'missing'))}, expected one like {_show(value)}"
                 )
         try:
-            optimizer._check_options({k: v for k, v in saved.items() if k != "params"})
+            optimizer.check_all_options({k: v for k, v in saved.items() if k != "params"})
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: group {i}: {error}") from None
 

@@ -42,6 +42,10 @@ class Adadelta(Optimizer):
         eps: added under both square roots, for numerical stability.
         weight_decay: L2 penalty added to the gradient.
         maximize: ascend the objective instead of descending it.
+        foreach, capturable, differentiable: torch's choices of implementation
+            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
+            torch keeps them; the step is the same whatever they say (nograd has one
+            implementation), and differentiable=True is refused.
     """
 
     scalar_state = frozenset({"step"})
@@ -53,15 +57,21 @@ class Adadelta(Optimizer):
         rho: float = 0.9,
         eps: float = 1e-6,
         weight_decay: float = 0,
+        foreach: bool | None = None,
         *,
+        capturable: bool = False,
         maximize: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
             "rho": rho,
             "eps": eps,
             "weight_decay": weight_decay,
+            "foreach": foreach,
+            "capturable": capturable,
             "maximize": maximize,
+            "differentiable": differentiable,
         }
         super().__init__(params, defaults)
 

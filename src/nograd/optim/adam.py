@@ -40,6 +40,10 @@ class Adam(Optimizer):
         weight_decay: L2 penalty (or, when decoupled, the decay rate of p).
         amsgrad: normalise by the largest v seen so far (Reddi et al., 2018).
         maximize: ascend the objective instead of descending it.
+        foreach, capturable, differentiable, fused: torch's choices of implementation
+            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
+            torch keeps them; the step is the same whatever they say (nograd has one
+            implementation), and differentiable=True is refused.
         decoupled_weight_decay: decay p directly instead of adding to g (AdamW).
     """
 
@@ -54,7 +58,11 @@ class Adam(Optimizer):
         weight_decay: float = 0,
         amsgrad: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
         defaults = {
@@ -64,6 +72,10 @@ class Adam(Optimizer):
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
             "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(params, defaults)
@@ -129,6 +141,10 @@ class AdamW(Adam):
         weight_decay: decay rate lambda of the parameters (default 1e-2).
         amsgrad: normalise by the largest v seen so far.
         maximize: ascend the objective instead of descending it.
+        foreach, capturable, differentiable, fused: torch's choices of implementation
+            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
+            torch keeps them; the step is the same whatever they say (nograd has one
+            implementation), and differentiable=True is refused.
     """
 
     def __init__(
@@ -141,6 +157,10 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -149,7 +169,11 @@ class AdamW(Adam):
             eps,
             weight_decay,
             amsgrad,
+            foreach=foreach,
             maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
             decoupled_weight_decay=True,
         )
 

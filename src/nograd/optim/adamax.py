@@ -41,6 +41,10 @@ class Adamax(Optimizer):
         eps: added to |g| inside the maximum, for numerical stability.
         weight_decay: L2 penalty added to the gradient.
         maximize: ascend the objective instead of descending it.
+        foreach, differentiable, capturable: torch's choices of implementation
+            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
+            torch keeps them; the step is the same whatever they say (nograd has one
+            implementation), and differentiable=True is refused.
     """
 
     scalar_state = frozenset({"step"})
@@ -52,15 +56,21 @@ class Adamax(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0,
+        foreach: bool | None = None,
         *,
         maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
             "betas": betas,
             "eps": eps,
             "weight_decay": weight_decay,
+            "foreach": foreach,
             "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
         }
         super().__init__(params, defaults)
 

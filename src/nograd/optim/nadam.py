@@ -50,6 +50,10 @@ class NAdam(Optimizer):
         momentum_decay: how fast mu_t rises to beta1 (psi in the paper).
         decoupled_weight_decay: decay p directly instead of adding to g, as AdamW.
         maximize: ascend the objective instead of descending it.
+        foreach, capturable, differentiable: torch's choices of implementation
+            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
+            torch keeps them; the step is the same whatever they say (nograd has one
+            implementation), and differentiable=True is refused.
     """
 
     scalar_state = frozenset({"step", "mu_product"})
@@ -64,7 +68,10 @@ class NAdam(Optimizer):
         momentum_decay: float = 4e-3,
         decoupled_weight_decay: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -73,7 +80,10 @@ class NAdam(Optimizer):
             "weight_decay": weight_decay,
             "momentum_decay": momentum_decay,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "foreach": foreach,
             "maximize": maximize,
+            "capturable": capturable,
+            "differentiable": differentiable,
         }
         super().__init__(params, defaults)
 

@@ -37,6 +37,14 @@ ParamGroup = dict[str, Any]
 ParamsT = Iterable[Parameter] | Iterable[ParamGroup]
 StateDict = dict[str, Any]
 
+# torch's options that choose how its optimizers compute a step, not what they compute:
+# foreach (a list's tensors in shared kernels), fused (a whole update in one kernel),
+# capturable (counters on the device, for CUDA graphs), differentiable (a step autograd
+# can go through). nograd has one implementation, whose numbers are those of torch's
+# default (docs/design.md), so it keeps them in the groups, as torch does (state_dicts
+# move both ways), and steps alike whatever they say; see Optimizer._check_implementation.
+IMPLEMENTATION_OPTIONS = frozenset({"foreach", "fused", "capturable", "differentiable"})
+
 
 class GroupTensors(NamedTuple):
     """One param group's tensors for one step, as lists for torch's ``_foreach_*`` ops.
@@ -93,7 +101,7 @@ class Optimizer:
 
     def __init__(self, params: ParamsT, defaults: Mapping[str, Any]) -> None:
         self.defaults: dict[str, Any] = dict(defaults)
-        self._check_options(self.defaults)
+        self.check_all_options(self.defaults)
         self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         self.param_groups: list[ParamGroup] = []
         self._flat: dict[int, FlatGroup] = {}  # by id(group["params"]); see _flat_group
@@ -158,7 +166,7 @@ class Optimizer:
             if not set(group["params"]).isdisjoint(params):
                 raise ValueError(f"{self._name}: a parameter appears in more than one group")
 
-        self._check_options({**self.defaults, **param_group})
+        self.check_all_options({**self.defaults, **param_group})
         # The caller's dict itself, as torch.optim keeps it: an edit made through it
         # later (group["lr"] = 0) changes the optimizer. Checked first, filled after,
         # so a refused group is left as it came.
@@ -167,8 +175,32 @@ class Optimizer:
         param_group["params"] = params
         self.param_groups.append(param_group)
 
+    def check_all_options(self, options: Mapping[str, Any]) -> None:
+        """Raise for an option the constructor would refuse: torch's implementation
+        options (``_check_implementation``), then the optimizer's own."""
+        self._check_implementation(options)
+        self._check_options(options)
+
     def _check_options(self, options: Mapping[str, Any]) -> None:
         """Raise ValueError for an invalid option; each optimizer checks its own."""
+
+    def _check_implementation(self, options: Mapping[str, Any]) -> None:
+        """torch's ``IMPLEMENTATION_OPTIONS``: each a bool or None. ``differentiable=True``
+        is refused (autograd would go through the step, and nograd has none), and so,
+        as in torch, are ``fused`` and ``foreach`` both True."""
+        for name in sorted(IMPLEMENTATION_OPTIONS & options.keys()):
+            value = options[name]
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(
+                    f"{self._name}: expected {name} to be a bool or None, got {value!r}"
+                )
+        if options.get("differentiable"):
+            raise ValueError(
+                f"{self._name}: differentiable=True asks autograd to go through the step, "
+                f"and nograd has no autograd; leave it False"
+            )
+        if options.get("fused") and options.get("foreach"):
+            raise RuntimeError(f"{self._name}: `fused` and `foreach` cannot be `True` together.")
 
     def _require(self, ok: bool, option: str, expected: str, value: object) -> None:
         if not ok:

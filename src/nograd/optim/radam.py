@@ -54,6 +54,10 @@ class RAdam(Optimizer):
         weight_decay: L2 penalty (or, when decoupled, the decay rate of p).
         decoupled_weight_decay: decay p directly instead of adding to g, as AdamW.
         maximize: ascend the objective instead of descending it.
+        foreach, capturable, differentiable: torch's choices of implementation
+            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
+            torch keeps them; the step is the same whatever they say (nograd has one
+            implementation), and differentiable=True is refused.
     """
 
     scalar_state = frozenset({"step"})
@@ -67,7 +71,10 @@ class RAdam(Optimizer):
         weight_decay: float = 0,
         decoupled_weight_decay: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -75,7 +82,10 @@ class RAdam(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "foreach": foreach,
             "maximize": maximize,
+            "capturable": capturable,
+            "differentiable": differentiable,
         }
         super().__init__(params, defaults)
 

@@ -46,6 +46,10 @@ class RMSprop(Optimizer):
         momentum: momentum factor.
         centered: normalise by the gradient's estimated variance, not its raw
             second moment.
+        capturable, foreach, differentiable: torch's choices of implementation
+            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
+            torch keeps them; the step is the same whatever they say (nograd has one
+            implementation), and differentiable=True is refused.
         maximize: ascend the objective instead of descending it.
     """
 
@@ -60,8 +64,10 @@ class RMSprop(Optimizer):
         weight_decay: float = 0,
         momentum: float = 0,
         centered: bool = False,
-        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -70,7 +76,10 @@ class RMSprop(Optimizer):
             "weight_decay": weight_decay,
             "momentum": momentum,
             "centered": centered,
+            "capturable": capturable,
+            "foreach": foreach,
             "maximize": maximize,
+            "differentiable": differentiable,
         }
         super().__init__(params, defaults)
 
