@@ -408,7 +408,7 @@ def check_options(saved_groups: list[dict[str, Any]], optimizer: Any, where: str
     for i, (saved, live) in enumerate(zip(saved_groups, optimizer.param_groups, strict=False)):
         for name, value in live.items():
             if name in IMPLEMENTATION_OPTIONS and name not in saved:
-                continue  # a checkpoint of before nograd kept them: the load takes the default
+                continue  # written before nograd kept them: the load takes the default
             if name != "params" and (name not in saved or not same_kinds(value, saved[name])):
                 raise ValueError(
                     f"{where}: the optimizer's option {name!r} of group {i} is "
