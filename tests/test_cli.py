@@ -238,6 +238,8 @@ def test_gradcheck_passes_for_every_module_of_nograd_nn(capsys: pytest.CaptureFi
         ["train", "--momentum", "nan"],
         ["train", "--device", "nonsense"],
         ["train", "--optimizer", "adam", "--momentum", "0.9"],
+        ["train", "--optimizer", "lbfgs", "--weight-decay", "0.1"],
+        ["train", "--loss", "mse", "--label-smoothing", "0.1"],
         ["train", "--standardize", "--n-train", "1"],
         ["train", "--cuda-graph"],
         ["train", "--threads", "0"],

@@ -5,6 +5,7 @@ import os
 import pickle
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,51 @@ def test_optimizer_mismatches_are_refused(tmp_path: Path) -> None:
         io.load(tmp_path / "m.safetensors", optimizer=optim.Adam(list(fewer.parameters())[:2]))
     with pytest.raises(ValueError, match="not in the model"):
         io.save(Sequential(Tanh()), tmp_path / "x.safetensors", optimizer=optimizer)
+
+
+def _packed(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, str]], None]:
+    def apply(header: dict[str, str]) -> None:
+        packed = json.loads(header["optimizer"])
+        edit(packed)
+        header["optimizer"] = json.dumps(packed)
+
+    return apply
+
+
+def _rename(old: str, new: str) -> Callable[[dict[str, torch.Tensor]], None]:
+    return lambda tensors: tensors.__setitem__(new, tensors.pop(old))
+
+
+# A model file with an optimizer, forged one way at a time: (header edit, tensor edit, message)
+FORGED_OPTIMIZERS: dict[str, tuple[Any, Any, str]] = {
+    "metadata a list": (lambda h: h.update(metadata="[1, 2]"), None, "not a JSON object"),
+    "optimizer tensors, no section": (lambda h: h.pop("optimizer"), None, "no optimizer metadata"),
+    "indices not 0..n-1": (_packed(lambda o: o["param_groups"][0]["params"].append(7)), None,
+                           "parameter indices"),
+    "a key not the model's": (_packed(lambda o: o["param_keys"].__setitem__(0, "9.weight")), None,
+                              "not those of the model"),
+    "a tensor without a state name": (None, _rename("optimizer.state.0.exp_avg",
+                                                    "optimizer.state.0"), "tensor name"),
+    "a state index out of range": (None, _rename("optimizer.state.0.exp_avg",
+                                                 "optimizer.state.99.exp_avg"), "state index"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FORGED_OPTIMIZERS)
+def test_forged_optimizer_sections_are_refused(tmp_path: Path, case: str) -> None:
+    model = small_model()
+    optimizer = OPTIMIZERS["adam"](model.parameters())
+    train(model, optimizer, 1)
+    io.save(model, tmp_path / "m.safetensors", optimizer=optimizer)
+    tensors, metadata = read(tmp_path / "m.safetensors")
+    header = dict(metadata)
+    edit_header, edit_tensors, message = FORGED_OPTIMIZERS[case]
+    if edit_header is not None:
+        edit_header(header)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    with pytest.raises(ValueError, match=message):
+        io.load(write(tmp_path / "forged.safetensors", tensors, header))
 
 
 # ------------------------------------------------------------ crafted metadata

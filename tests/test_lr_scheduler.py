@@ -312,6 +312,18 @@ NEW_CASES: dict[str, Maker] = {
         ],
         milestones=[4, 15],
     ),
+    # every schedule with a closed form, restarted at its milestone by that form, as torch's
+    "SequentialLR-closed-forms": lambda lib, o: lib.SequentialLR(
+        o,
+        [
+            lib.ExponentialLR(o, gamma=0.9),
+            lib.StepLR(o, step_size=3, gamma=0.5),
+            lib.LinearLR(o, start_factor=0.5, end_factor=1.0, total_iters=4),
+            lib.PolynomialLR(o, total_iters=6, power=2.0),
+            lib.ConstantLR(o, factor=0.3, total_iters=3),
+        ],
+        milestones=[3, 9, 15, 24],
+    ),
     "SequentialLR-lambda-exp": lambda lib, o: lib.SequentialLR(
         o, [lib.LambdaLR(o, Warmup(6)), lib.ExponentialLR(o, gamma=0.9)], milestones=[6]
     ),
