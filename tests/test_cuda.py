@@ -156,6 +156,26 @@ def test_optimizers_on_big_float32_tensors_have_torchs_bits(
         assert torch.equal(p, q), name
 
 
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-2}),
+        ("Adam", {"lr": 1e-2, "amsgrad": True}),
+        ("AdamW", {"lr": 1e-2, "maximize": True}),
+        ("Adagrad", {"lr": 1e-2, "lr_decay": 0.1}),
+    ],
+)
+def test_fused_optimizers_have_torchs_fused_bits_on_cuda(
+    name: str, options: dict[str, Any]
+) -> None:
+    """fused=True runs torch's CUDA fused kernels (``nograd.optim.fused``)."""
+    shapes = [(1024, 784), (1024,), (10, 1024), (10,)]
+    torch.manual_seed(0)
+    init = [torch.randn(s, device=CUDA) for s in shapes]
+    for p, q in train_with_torch(name, {**options, "fused": True}, init, 5):
+        assert torch.equal(p, q), name
+
+
 @pytest.mark.parametrize("options", [{"lr": 1e-2}, {"lr": 1e-2, "lr_decay": 0.1, "maximize": True}])
 def test_adagrad_on_big_float32_tensors_has_torchs_single_tensor_bits(
     options: dict[str, Any],

@@ -744,7 +744,6 @@ def test_constructors_take_torchs_arguments_in_torchs_order(cls: type[Optimizer]
 IMPLEMENTATIONS = [
     {"foreach": True},
     {"foreach": False},
-    {"fused": True},
     {"capturable": True},
     {"foreach": False, "fused": False, "capturable": True},
 ]
@@ -755,8 +754,9 @@ IMPLEMENTATIONS = [
 def test_torchs_implementation_options_are_kept_and_change_no_bit(
     cls: type[Optimizer], choice: dict[str, Any]
 ) -> None:
-    """foreach, fused and capturable choose an implementation in torch; nograd keeps the
-    ones torch's optimizer takes in its groups and steps exactly as without them."""
+    """foreach and capturable choose an implementation in torch; nograd keeps the ones
+    torch's optimizer takes in its groups and steps exactly as without them (fused=True
+    runs torch's fused kernels: the tests below)."""
     accepted = inspect.signature(cls.__init__).parameters.keys()
     choice = {key: value for key, value in choice.items() if key in accepted}
     gen = torch.Generator().manual_seed(0)
@@ -791,3 +791,54 @@ def test_differentiable_is_refused_and_fused_with_foreach_as_in_torch(
             cls(params, fused=True, foreach=True)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="foreach to be a bool or None"):
         cls(params, foreach="yes")  # type: ignore[call-arg, arg-type]
+
+
+FUSED_CASES = [(cls, kwargs) for cls, kwargs in CASES if cls in (SGD, Adam, AdamW, Adagrad)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize(("cls", "kwargs"), FUSED_CASES, ids=[str(c) for c in FUSED_CASES])
+def test_fused_groups_give_torchs_fused_bits(
+    cls: type[Optimizer], kwargs: dict[str, Any], dtype: torch.dtype
+) -> None:
+    """fused=True runs torch's fused kernel: torch.optim's fused=True to the bit (which
+    differs from the default update in the last place here and there), with two groups
+    and a parameter whose gradient is missing now and then."""
+    twins = Twins(cls, {**kwargs, "fused": True}, dtype=dtype, groups=True)
+    twins.step(12)
+    for p, t in zip(twins.ours, twins.ref, strict=True):
+        assert torch.equal(p.data, t.detach())
+    ours, ref = twins.opt.state_dict(), twins.ref_opt.state_dict()
+    for index, entry in ref["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(ours["state"][index][key].to(value.dtype), value.cpu()), key
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, Adagrad], ids=lambda cls: cls.__name__)
+def test_a_fused_run_moves_to_torch_and_back_mid_training(cls: type[Optimizer]) -> None:
+    """Our fused state_dict loads into torch's fused optimizer, and torch's into ours:
+    each then goes on as the other would have, to the bit."""
+    kwargs = {"lr": 0.05, "momentum": 0.9} if cls is SGD else {"lr": 0.05}
+    straight = Twins(cls, {**kwargs, "fused": True}, dtype=torch.float32)
+    straight.step(10)
+    moved = Twins(cls, {**kwargs, "fused": True}, dtype=torch.float32)
+    moved.step(5)
+    ours, theirs = copy.deepcopy(moved.opt.state_dict()), copy.deepcopy(moved.ref_opt.state_dict())
+    moved.ref_opt.load_state_dict(ours)  # torch goes on from our state, we from torch's
+    moved.opt.load_state_dict(theirs)
+    moved.step(5)
+    for a, b, c in zip(straight.ours, moved.ours, moved.ref, strict=True):
+        assert torch.equal(a.data, b.data) and torch.equal(a.data, c.detach())
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, Adagrad], ids=lambda cls: cls.__name__)
+def test_fused_refuses_integer_parameters_as_torch(cls: type[Optimizer]) -> None:
+    param = Parameter(torch.zeros(3, dtype=torch.int64))
+    param.grad = torch.ones(3, dtype=torch.int64)
+    ref = torch.zeros(3, dtype=torch.int64)
+    ref.grad = torch.ones(3, dtype=torch.int64)
+    opt = cls([param], lr=0.1, fused=True)  # type: ignore[call-arg]
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params to be floating"):
+        opt.step()
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params to be floating"):
+        TWINS[cls]([ref], lr=0.1, fused=True).step()

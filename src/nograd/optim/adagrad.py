@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nograd.nn.parameter import Parameter
-from nograd.optim import foreach
+from nograd.optim import foreach, fused
 from nograd.optim.optimizer import Optimizer, ParamsT
 
 
@@ -51,10 +51,12 @@ class Adagrad(Optimizer):
         initial_accumulator_value: the starting value of every number of s.
         eps: added to the denominator for numerical stability.
         maximize: ascend the objective instead of descending it.
-        foreach, differentiable, fused: torch's choices of implementation
+        foreach, differentiable: torch's choices of implementation
             (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+            torch keeps them; the step is the same whatever they say, and
+            differentiable=True is refused.
+        fused: run the whole update in torch's fused kernel, one pass per tensor
+            (``nograd.optim.fused``): the bits of torch's ``fused=True``.
     """
 
     scalar_state = frozenset({"step"})
@@ -104,8 +106,12 @@ class Adagrad(Optimizer):
             lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
             states = [self._state_of(param) for param in params]
             t = tensors.count_step(states)  # t = t + 1
-            g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             s = tensors.state(states, "sum")
+            if group["fused"]:  # every line below in one kernel per tensor, torch's fused bits
+                fused.check_fused(self._name, p)
+                fused.adagrad_step(group, p, g, s, t)
+                continue
+            g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p
             foreach.addcmul_(s, g, g, value=1)  # s = s + g * g
             d = foreach.sqrt(s, out=self._scratch(group, "d", s))  # d = sqrt(s)
             foreach.add_scalar_(d, self._scalar(eps, d))  # d = d + eps

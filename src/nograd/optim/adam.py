@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nograd.nn.parameter import Parameter
-from nograd.optim import foreach
+from nograd.optim import foreach, fused
 from nograd.optim.optimizer import Optimizer, ParamsT
 
 
@@ -40,10 +40,12 @@ class Adam(Optimizer):
         weight_decay: L2 penalty (or, when decoupled, the decay rate of p).
         amsgrad: normalise by the largest v seen so far (Reddi et al., 2018).
         maximize: ascend the objective instead of descending it.
-        foreach, capturable, differentiable, fused: torch's choices of implementation
+        foreach, capturable, differentiable: torch's choices of implementation
             (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+            torch keeps them; the step is the same whatever they say, and
+            differentiable=True is refused.
+        fused: run the whole update in torch's fused kernel, one pass per tensor
+            (``nograd.optim.fused``): the bits of torch's ``fused=True``.
         decoupled_weight_decay: decay p directly instead of adding to g (AdamW).
     """
 
@@ -95,8 +97,13 @@ class Adam(Optimizer):
             amsgrad = group["amsgrad"]
             states = [self._state_of(param, amsgrad) for param in params]
             t = tensors.count_step(states)  # t = t + 1
-            g = self._maximize_and_decay(group, p, g)  # -g if maximize; g + wd p, or p (1 - lr wd)
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
+            if group["fused"]:  # every line below in one kernel per tensor, torch's fused bits
+                fused.check_fused(self._name, p)
+                v_max = tensors.state(states, "max_exp_avg_sq") if amsgrad else []
+                fused.adam_step(group, p, g, m, v, v_max, t)
+                continue
+            g = self._maximize_and_decay(group, p, g)  # -g if maximize; g + wd p, or p (1 - lr wd)
             self._update_moments(m, v, g, beta1, beta2)  # m, v = running g and g^2
             if amsgrad:
                 v_max = tensors.state(states, "max_exp_avg_sq")
@@ -141,10 +148,12 @@ class AdamW(Adam):
         weight_decay: decay rate lambda of the parameters (default 1e-2).
         amsgrad: normalise by the largest v seen so far.
         maximize: ascend the objective instead of descending it.
-        foreach, capturable, differentiable, fused: torch's choices of implementation
+        foreach, capturable, differentiable: torch's choices of implementation
             (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+            torch keeps them; the step is the same whatever they say, and
+            differentiable=True is refused.
+        fused: run the whole update in torch's fused kernel, one pass per tensor
+            (``nograd.optim.fused``): the bits of torch's ``fused=True``.
     """
 
     def __init__(

@@ -40,9 +40,10 @@ StateDict = dict[str, Any]
 # torch's options that choose how its optimizers compute a step, not what they compute:
 # foreach (a list's tensors in shared kernels), fused (a whole update in one kernel),
 # capturable (counters on the device, for CUDA graphs), differentiable (a step autograd
-# can go through). nograd has one implementation, whose numbers are those of torch's
-# default (docs/design.md), so it keeps them in the groups, as torch does (state_dicts
-# move both ways), and steps alike whatever they say; see Optimizer._check_implementation.
+# can go through). nograd keeps them in the groups, as torch does (state_dicts move both
+# ways). Its list update gives the numbers of torch's default whatever foreach and
+# capturable say; fused=True runs torch's fused kernels (``nograd.optim.fused``); see
+# Optimizer._check_implementation for what is refused.
 IMPLEMENTATION_OPTIONS = frozenset({"foreach", "fused", "capturable", "differentiable"})
 
 
@@ -259,7 +260,7 @@ class Optimizer:
         if only is not None:
             params = [param for param in params if param in only]
         grads = [param.grad for param in params if param.grad is not None]
-        flat = self._flat_group(group, params)
+        flat = None if group.get("fused") else self._flat_group(group, params)  # see fused.py
         if flat is None:
             return GroupTensors(params, [param.data for param in params], grads, None)
         return GroupTensors(params, [flat.data], [flat.gather_grads(grads)], flat)

@@ -7,7 +7,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from nograd.nn.parameter import Parameter
-from nograd.optim import foreach
+from nograd.optim import foreach, fused
 from nograd.optim.foreach import TensorList
 from nograd.optim.optimizer import GroupTensors, Optimizer, ParamsT
 
@@ -37,10 +37,12 @@ class SGD(Optimizer):
         weight_decay: L2 penalty added to the gradient.
         nesterov: look ahead along the momentum (needs momentum > 0, dampening 0).
         maximize: ascend the objective instead of descending it.
-        foreach, differentiable, fused: torch's choices of implementation
+        foreach, differentiable: torch's choices of implementation
             (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+            torch keeps them; the step is the same whatever they say, and
+            differentiable=True is refused.
+        fused: run the whole update in torch's fused kernel, one pass per tensor
+            (``nograd.optim.fused``): the bits of torch's ``fused=True``.
     """
 
     def __init__(
@@ -95,6 +97,10 @@ class SGD(Optimizer):
             tensors = self._with_grads(group, only)  # p, g: a tensor per parameter, or one flat
             params, p, g = tensors.params, tensors.p, tensors.g
             if not params:
+                continue
+            if group["fused"]:  # every line below in one kernel per tensor, torch's fused bits
+                fused.check_fused(self._name, p)
+                fused.sgd_step(group, p, g, [self.state[param] for param in params])
                 continue
             lr, mu = group["lr"], group["momentum"]
             dampening = group["dampening"]
