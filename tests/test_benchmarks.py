@@ -332,3 +332,16 @@ def test_a_ratio_that_rounds_onto_its_target_shows_a_third_decimal() -> None:
     assert ratio_text(0.36, 0.36) == "0.36"  # exactly on it: two decimals say it all
     assert ratio_text(0.28, 0.30) == "0.28"
     assert ratio_text(0.5) == "0.50"
+
+
+def test_fused_script_times_both_updates_and_checks_torchs_fused_bits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """fused.py: a row per optimizer, each with fused = torch's fused ✓."""
+    fused = import_script("fused")
+    assert fused.main(["--quick", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()]
+    rows = [row for row in rows if row[0] == "2-25-25-25-2"]
+    assert [row[1] for row in rows] == ["sgd", "adam"]
+    assert all(row[5] == "✓" and float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
