@@ -6,6 +6,7 @@ Benchmarks print numbers and ratios; they never assert on time.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -82,6 +83,17 @@ def calls_per_chunk(fn: Callable[[], object], chunk_s: float) -> int:
     while time_calls(fn, calls) < chunk_s:
         calls *= 2
     return calls
+
+
+def timing_arguments(doc: str, repeats: int, quick_help: str) -> argparse.ArgumentParser:
+    """A timing script's options: --quick, --repeats (default ``repeats``) and --out."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument(
+        "--repeats", type=int, default=None, help=f"timed chunks per variant ({repeats})"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    return parser
 
 
 def print_report(lines: Sequence[str], out: Path | None) -> None:

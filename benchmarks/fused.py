@@ -12,7 +12,6 @@ Usage: python benchmarks/fused.py [--quick] [--repeats N] [--out FILE]
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from collections.abc import Callable, Sequence
@@ -28,7 +27,15 @@ except ImportError:  # a bare checkout: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import nograd.nn
     import nograd.optim
-from _common import calls_per_chunk, machine_lines, markdown_table, median, print_report, time_calls
+from _common import (
+    calls_per_chunk,
+    machine_lines,
+    markdown_table,
+    median,
+    print_report,
+    time_calls,
+    timing_arguments,
+)
 
 NETWORKS = {  # name: (layer sizes, batch)
     "2-25-25-25-2": ([2, 25, 25, 25, 2], 100),
@@ -112,11 +119,7 @@ def time_row(network: str, optimizer: str, repeats: int, chunk_s: float) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the small network, short chunks")
-    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per variant (9)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
-    args = parser.parse_args(argv)
+    args = timing_arguments(__doc__, 9, "the small network, short chunks").parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 9)
     chunk_s = 0.01 if args.quick else 0.1
     networks = ["2-25-25-25-2"] if args.quick else list(NETWORKS)

@@ -21,18 +21,24 @@ Usage: python benchmarks/host_path.py [--quick] [--repeats N] [--out FILE]
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 import nograd.optim.optimizer
-from _common import calls_per_chunk, machine_lines, markdown_table, median, print_report, time_calls
+from _common import (
+    calls_per_chunk,
+    machine_lines,
+    markdown_table,
+    median,
+    print_report,
+    time_calls,
+    timing_arguments,
+)
 from gpu import NETWORKS, OPTIMIZERS, Variant, build, torch_mlp
 
 NAMES = ("minimal eager", "nograd eager")
@@ -86,11 +92,7 @@ def time_row(network: str, optimizer: str, repeats: int, chunk_s: float) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few, short repetitions")
-    parser.add_argument("--repeats", type=int, default=None, help="timed chunks per variant (15)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
-    args = parser.parse_args(argv)
+    args = timing_arguments(__doc__, 15, "few, short repetitions").parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 15)
     chunk_s = 0.01 if args.quick else 0.1
     threads = torch.get_num_threads()

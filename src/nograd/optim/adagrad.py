@@ -51,12 +51,9 @@ class Adagrad(Optimizer):
         initial_accumulator_value: the starting value of every number of s.
         eps: added to the denominator for numerical stability.
         maximize: ascend the objective instead of descending it.
-        foreach, differentiable: torch's choices of implementation
-            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say, and
-            differentiable=True is refused.
-        fused: run the whole update in torch's fused kernel, one pass per tensor
-            (``nograd.optim.fused``): the bits of torch's ``fused=True``.
+        foreach, differentiable: torch's choices of implementation, kept in the groups
+            (``optimizer.IMPLEMENTATION_OPTIONS``); differentiable=True is refused.
+        fused: the whole update in torch's fused kernel (``nograd.optim.fused``).
     """
 
     scalar_state = frozenset({"step"})

@@ -40,12 +40,9 @@ class Adam(Optimizer):
         weight_decay: L2 penalty (or, when decoupled, the decay rate of p).
         amsgrad: normalise by the largest v seen so far (Reddi et al., 2018).
         maximize: ascend the objective instead of descending it.
-        foreach, capturable, differentiable: torch's choices of implementation
-            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say, and
-            differentiable=True is refused.
-        fused: run the whole update in torch's fused kernel, one pass per tensor
-            (``nograd.optim.fused``): the bits of torch's ``fused=True``.
+        foreach, capturable, differentiable: torch's choices of implementation, kept in the groups
+            (``optimizer.IMPLEMENTATION_OPTIONS``); differentiable=True is refused.
+        fused: the whole update in torch's fused kernel (``nograd.optim.fused``).
         decoupled_weight_decay: decay p directly instead of adding to g (AdamW).
     """
 
@@ -148,12 +145,9 @@ class AdamW(Adam):
         weight_decay: decay rate lambda of the parameters (default 1e-2).
         amsgrad: normalise by the largest v seen so far.
         maximize: ascend the objective instead of descending it.
-        foreach, capturable, differentiable: torch's choices of implementation
-            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say, and
-            differentiable=True is refused.
-        fused: run the whole update in torch's fused kernel, one pass per tensor
-            (``nograd.optim.fused``): the bits of torch's ``fused=True``.
+        foreach, capturable, differentiable: torch's choices of implementation, kept in the groups
+            (``optimizer.IMPLEMENTATION_OPTIONS``); differentiable=True is refused.
+        fused: the whole update in torch's fused kernel (``nograd.optim.fused``).
     """
 
     def __init__(

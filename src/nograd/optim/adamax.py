@@ -41,10 +41,8 @@ class Adamax(Optimizer):
         eps: added to |g| inside the maximum, for numerical stability.
         weight_decay: L2 penalty added to the gradient.
         maximize: ascend the objective instead of descending it.
-        foreach, differentiable, capturable: torch's choices of implementation
-            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+        foreach, differentiable, capturable: torch's choices of implementation, kept in the groups
+            (``optimizer.IMPLEMENTATION_OPTIONS``); differentiable=True is refused.
     """
 
     scalar_state = frozenset({"step"})

@@ -50,10 +50,8 @@ class NAdam(Optimizer):
         momentum_decay: how fast mu_t rises to beta1 (psi in the paper).
         decoupled_weight_decay: decay p directly instead of adding to g, as AdamW.
         maximize: ascend the objective instead of descending it.
-        foreach, capturable, differentiable: torch's choices of implementation
-            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+        foreach, capturable, differentiable: torch's choices of implementation, kept in the groups
+            (``optimizer.IMPLEMENTATION_OPTIONS``); differentiable=True is refused.
     """
 
     scalar_state = frozenset({"step", "mu_product"})

@@ -54,10 +54,8 @@ class RAdam(Optimizer):
         weight_decay: L2 penalty (or, when decoupled, the decay rate of p).
         decoupled_weight_decay: decay p directly instead of adding to g, as AdamW.
         maximize: ascend the objective instead of descending it.
-        foreach, capturable, differentiable: torch's choices of implementation
-            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+        foreach, capturable, differentiable: torch's choices of implementation, kept in the groups
+            (``optimizer.IMPLEMENTATION_OPTIONS``); differentiable=True is refused.
     """
 
     scalar_state = frozenset({"step"})

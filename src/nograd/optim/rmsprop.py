@@ -46,10 +46,8 @@ class RMSprop(Optimizer):
         momentum: momentum factor.
         centered: normalise by the gradient's estimated variance, not its raw
             second moment.
-        capturable, foreach, differentiable: torch's choices of implementation
-            (``nograd.optim.optimizer.IMPLEMENTATION_OPTIONS``): kept in the groups, as
-            torch keeps them; the step is the same whatever they say (nograd has one
-            implementation), and differentiable=True is refused.
+        capturable, foreach, differentiable: torch's choices of implementation, kept in the groups
+            (``optimizer.IMPLEMENTATION_OPTIONS``); differentiable=True is refused.
         maximize: ascend the objective instead of descending it.
     """
 
