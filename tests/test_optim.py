@@ -842,3 +842,15 @@ def test_fused_refuses_integer_parameters_as_torch(cls: type[Optimizer]) -> None
         opt.step()
     with pytest.raises(RuntimeError, match="`fused=True` requires all the params to be floating"):
         TWINS[cls]([ref], lr=0.1, fused=True).step()
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, Adagrad], ids=lambda cls: cls.__name__)
+def test_a_group_without_the_fused_key_steps_as_before(cls: type[Optimizer]) -> None:
+    """An optimizer pickled before the groups held torch's implementation options."""
+    params = [Parameter(torch.ones(3))]
+    opt = cls(params, lr=0.1)
+    for name in ("foreach", "fused", "capturable", "differentiable"):
+        opt.param_groups[0].pop(name, None)
+    params[0].grad = torch.ones(3)
+    opt.step()
+    assert not torch.equal(params[0].data, torch.ones(3))

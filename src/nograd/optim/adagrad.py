@@ -104,7 +104,7 @@ class Adagrad(Optimizer):
             states = [self._state_of(param) for param in params]
             t = tensors.count_step(states)  # t = t + 1
             s = tensors.state(states, "sum")
-            if group["fused"]:  # every line below in one kernel per tensor, torch's fused bits
+            if group.get("fused"):  # every line below in one kernel per tensor, torch's fused bits
                 fused.check_fused(self._name, p)
                 fused.adagrad_step(group, p, g, s, t)
                 continue

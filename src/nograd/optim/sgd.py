@@ -95,7 +95,7 @@ class SGD(Optimizer):
             params, p, g = tensors.params, tensors.p, tensors.g
             if not params:
                 continue
-            if group["fused"]:  # every line below in one kernel per tensor, torch's fused bits
+            if group.get("fused"):  # every line below in one kernel per tensor, torch's fused bits
                 fused.check_fused(self._name, p)
                 fused.sgd_step(group, p, g, [self.state[param] for param in params])
                 continue
