@@ -854,3 +854,22 @@ def test_a_group_without_the_fused_key_steps_as_before(cls: type[Optimizer]) -> 
     params[0].grad = torch.ones(3)
     opt.step()
     assert not torch.equal(params[0].data, torch.ones(3))
+
+
+def test_fused_sgd_gives_a_parameter_that_joins_late_its_first_step() -> None:
+    """torch's fused SGD raises a TypeError when some parameters have a momentum buffer and
+    others not yet; nograd steps the new ones as their first step (b = g), as the
+    default update does: the late parameter moves as it would in an optimizer of its own."""
+    gen = torch.Generator().manual_seed(0)
+    early, late, alone = (Parameter(torch.randn(4, generator=gen)) for _ in range(3))
+    alone.data = late.data.clone()
+    both = SGD([early, late], lr=0.1, momentum=0.9, fused=True)
+    own = SGD([alone], lr=0.1, momentum=0.9, fused=True)
+    early.grad = torch.randn(4, generator=gen)
+    both.step()  # late has no gradient yet
+    for _ in range(3):
+        g = torch.randn(4, generator=gen)
+        early.grad, late.grad, alone.grad = torch.randn(4, generator=gen), g, g.clone()
+        both.step()
+        own.step()
+    assert torch.equal(late.data, alone.data)
