@@ -240,6 +240,7 @@ def test_gradcheck_passes_for_every_module_of_nograd_nn(capsys: pytest.CaptureFi
         ["train", "--optimizer", "adam", "--momentum", "0.9"],
         ["train", "--optimizer", "lbfgs", "--weight-decay", "0.1"],
         ["train", "--loss", "mse", "--label-smoothing", "0.1"],
+        ["train", "--fused", "--optimizer", "rmsprop"],
         ["train", "--standardize", "--n-train", "1"],
         ["train", "--cuda-graph"],
         ["train", "--threads", "0"],

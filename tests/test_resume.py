@@ -453,3 +453,37 @@ def test_a_checkpoint_from_before_threads_cpu_matmul_and_clipping_were_kept_resu
     config = read_resume(path).config
     assert (config.threads, config.cpu_matmul, config.clip_grad_norm) == (None, "blas", None)
     assert main(["train", "--resume", str(path), "--quiet"]) == 0
+
+
+def test_nograd_train_fused_resumes_to_the_bit_and_keeps_its_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--fused`` (torch's fused Adam) is kept in the checkpoint's config: the resumed run
+    updates with the same kernels and writes the metrics of a run that never stopped."""
+    options = [*SHORT, "--fused"]
+    kernel, kernel_calls = torch._fused_adam_, [0]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        kernel_calls[0] += 1
+        return kernel(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "_fused_adam_", counted)
+        assert main(["train", *options, "--out", str(tmp_path / "straight")]) == 0
+    assert kernel_calls[0] == 3 * 4 * 2  # every step of the 3 rounds, 4 epochs, 2 batches
+    straight = metrics_without_timings(tmp_path / "straight")
+    assert straight["config"]["fused"] is True
+    original, calls = Adam.step, [0]
+
+    def step(self: Adam, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 2 * 4 + 2 * 2 + 2:  # round 2, epoch 3, step 2 (2 batches of 32)
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(Adam, "step", step)
+    out = tmp_path / "stopped"
+    assert main(["train", *options, "--out", str(out), "--checkpoint-every", "2"]) == 130
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out / "checkpoint.safetensors"), "--quiet"]) == 0
+    assert metrics_without_timings(out) == straight

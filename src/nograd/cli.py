@@ -27,6 +27,7 @@ from nograd.commands import UsageError, evaluate_command, gradcheck_command
 from nograd.config import (
     ACTIVATIONS,
     CPU_MATMULS,
+    FUSED_OPTIMIZERS,
     LOSSES,
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
@@ -210,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the bit (default); onednn, about twice as fast where torch's BLAS does not use "
         "AVX-512 (MKL on AMD CPUs), and no longer PyTorch's bits (see nograd.set_cpu_matmul)",
     )
+    train.add_argument(
+        "--fused",
+        action="store_true",
+        default=None,
+        help="update with torch's fused optimizer kernels (sgd, adam, adamw, adagrad): "
+        "faster, and torch's fused=True bits, not its default's",
+    )
     train.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or table")
     train.add_argument(
@@ -281,6 +289,10 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         usable_device(config.device, "argument --device")
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if config.fused and config.optimizer not in FUSED_OPTIMIZERS:
+        raise UsageError(
+            f"argument --fused: supports {', '.join(FUSED_OPTIMIZERS)}, not {config.optimizer}"
+        )
     if config.cuda_graph and not config.device.startswith("cuda"):
         raise UsageError("argument --cuda-graph: needs --device cuda")
     if config.cuda_graph and config.optimizer not in ("sgd", "adam", "adamw"):

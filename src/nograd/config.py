@@ -65,6 +65,7 @@ OPTIMIZERS = {
     "adadelta": Adadelta,
     "lbfgs": LBFGS,  # with the strong-Wolfe line search, over the whole training set
 }
+FUSED_OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad")  # those torch has fused kernels for
 # nograd train's --lr for the optimizers that size their steps themselves, when none is
 # given: their lr only scales that step, so torch's default, 1.0, not the others' 0.01
 OWN_STEP_LR = {"adadelta": 1.0, "lbfgs": 1.0}
@@ -100,9 +101,10 @@ class TrainConfig:
     folds them into the first layer after training, so the saved model takes raw x.
     ``clip_grad_norm`` scales the gradients to that total 2-norm before each step, as
     ``torch.nn.utils.clip_grad_norm_`` does (None: no clipping).
-    ``threads`` (None: 1 for a small network, else torch's default) and ``cpu_matmul``
-    change only the last bits of the numbers; a resumed run keeps them, so that it
-    ends bit-identical to one that never stopped.
+    ``threads`` (None: 1 for a small network, else torch's default), ``cpu_matmul`` and
+    ``fused`` (torch's fused optimizer kernels, ``nograd.optim.fused``) change only the
+    last bits of the numbers; a resumed run keeps them, so that it ends bit-identical to
+    one that never stopped.
     """
 
     task: str = "disk"
@@ -127,11 +129,17 @@ class TrainConfig:
     cuda_graph: bool = False
     threads: int | None = None
     cpu_matmul: str = "blas"
+    fused: bool = False
 
 
 # Fields added after the first checkpoints were written, with the value those runs had
 # (an old run that chose --threads or --cpu-matmul is resumed with the defaults).
-LATER_FIELDS: dict[str, Any] = {"threads": None, "cpu_matmul": "blas", "clip_grad_norm": None}
+LATER_FIELDS: dict[str, Any] = {
+    "threads": None,
+    "cpu_matmul": "blas",
+    "clip_grad_norm": None,
+    "fused": False,
+}
 
 
 # "default" is the reference experiment. "seed" is the original course setup: plain
@@ -194,6 +202,10 @@ def build_optimizer(config: TrainConfig, model: Module) -> Any:
         options["weight_decay"] = config.weight_decay
     if config.optimizer in ("sgd", "rmsprop"):
         options["momentum"] = config.momentum
+    if config.fused:
+        if config.optimizer not in FUSED_OPTIMIZERS:
+            raise ValueError(f"{config.optimizer} has no fused update")
+        options["fused"] = True
     return optimizer(model.parameters(), **options)
 
 
@@ -232,6 +244,7 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "device": _device,
     "cuda_graph": _one_of(True, False),
     "cpu_matmul": _one_of(*CPU_MATMULS),
+    "fused": _one_of(True, False),
 }
 
 
