@@ -51,6 +51,7 @@ OPTIMIZERS: list[tuple[type[Optimizer], dict[str, Any]]] = [
     (Adam, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True}),
     (Adam, {"lr": 0.0}),
     (AdamW, {"lr": 0.01, "betas": (0.5, 0.8), "eps": 1e-3}),
+    (SGD, {"lr": 0.1, "momentum": 0.9, "fused": True}),  # torch._fused_sgd_ in the capture
 ]
 IDS = [f"{cls.__name__}-{options}" for cls, options in OPTIMIZERS]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
