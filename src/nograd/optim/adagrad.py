@@ -101,11 +101,12 @@ class Adagrad(Optimizer):
             if not params:
                 continue
             lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
+            if group.get("fused"):  # refused before any state changes, as in torch
+                fused.check_fused(self._name, p)
             states = [self._state_of(param) for param in params]
             t = tensors.count_step(states)  # t = t + 1
             s = tensors.state(states, "sum")
             if group.get("fused"):  # every line below in one kernel per tensor, torch's fused bits
-                fused.check_fused(self._name, p)
                 fused.adagrad_step(group, p, g, s, t)
                 continue
             g = self._maximize_and_decay(group, p, g)  # g = -g if maximize; g = g + wd * p

@@ -92,11 +92,12 @@ class Adam(Optimizer):
                 continue
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             amsgrad = group["amsgrad"]
+            if group.get("fused"):  # refused before any state changes, as in torch
+                fused.check_fused(self._name, p)
             states = [self._state_of(param, amsgrad) for param in params]
             t = tensors.count_step(states)  # t = t + 1
             m, v = tensors.state(states, "exp_avg"), tensors.state(states, "exp_avg_sq")
             if group.get("fused"):  # every line below in one kernel per tensor, torch's fused bits
-                fused.check_fused(self._name, p)
                 v_max = tensors.state(states, "max_exp_avg_sq") if amsgrad else []
                 fused.adam_step(group, p, g, m, v, v_max, t)
                 continue

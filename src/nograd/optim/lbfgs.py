@@ -102,7 +102,7 @@ class LBFGS(Optimizer):
         dtype = param.dtype if param.data.is_floating_point() else None
         return value.to(device=param.device, dtype=dtype, copy=True)
 
-    def _pack(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+    def _pack(self, entry: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
         """The state as torch writes it, with ``prev_flat_grad`` a normal tensor.
 
         torch's step overwrites ``prev_flat_grad`` in place (``copy_``), and its
@@ -110,7 +110,7 @@ class LBFGS(Optimizer):
         ``torch.inference_mode`` (nograd's usual mode) would make torch's next step
         fail. So such a one is given as a normal copy; the other tensors are shared.
         """
-        packed = super()._pack(entry)
+        packed = super()._pack(entry, dtype)
         prev_flat_grad = packed.get("prev_flat_grad")
         if isinstance(prev_flat_grad, Tensor) and prev_flat_grad.is_inference():
             with torch.inference_mode(False):  # a clone made here is a normal tensor

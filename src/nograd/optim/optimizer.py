@@ -325,8 +325,15 @@ class Optimizer:
         """
         if not tensors[0].is_cpu:
             return value
-        float64 = any(tensor.dtype == torch.float64 for tensor in tensors)
-        key = (value, float64, tensors[0].device)
+        dtype = tensors[0].dtype
+        if any(x.dtype != dtype for x in tensors) or (
+            dtype in (torch.float16, torch.bfloat16) and any(x.dim() == 0 for x in tensors)
+        ):
+            # the number itself, as torch's single-tensor update passes it: a 0-dim float64
+            # tensor would make a float32 tensor's op compute in float64, and a 0-dim
+            # float32 one a 0-dim half tensor's in float32 (two 0-dim tensors promote)
+            return value
+        key = (value, dtype == torch.float64, tensors[0].device)
         scalar = self._scalars.get(key)
         if scalar is None:
             if len(self._scalars) >= 64:  # a scheduled value (AdamW's 1 - lr * wd) changes often
@@ -416,20 +423,27 @@ class Optimizer:
         hooks.run(self, "_optimizer_state_dict_pre_hooks")
         index: dict[Parameter, int] = {}
         param_groups = []
+        fused: set[Parameter] = set()  # torch writes a fused group's counters in float32
         for group in self.param_groups:
             packed = {key: value for key, value in group.items() if key != "params"}
             packed["params"] = [index.setdefault(p, len(index)) for p in group["params"]]
             param_groups.append(packed)
-        state = {index[p]: self._pack(entry) for p, entry in self.state.items() if p in index}
+            if group.get("fused"):
+                fused.update(group["params"])
+        state = {
+            index[p]: self._pack(entry, torch.float32 if p in fused else scalar_dtype())
+            for p, entry in self.state.items()
+            if p in index
+        }
         packed_dict = {"state": state, "param_groups": param_groups}
         return hooks.run(self, "_optimizer_state_dict_post_hooks", packed_dict)  # type: ignore[no-any-return]
 
-    def _pack(self, entry: Mapping[str, Any]) -> dict[str, Any]:
-        """One parameter's state as torch writes it: counters as 0-dim tensors."""
+    def _pack(self, entry: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+        """One parameter's state as torch writes it: counters as 0-dim tensors of ``dtype``."""
         packed = dict(entry)
         for key in self.scalar_state & packed.keys():
             if not isinstance(packed[key], Tensor):  # a tensor if loaded and not stepped since
-                packed[key] = torch.tensor(packed[key], dtype=scalar_dtype())
+                packed[key] = torch.tensor(packed[key], dtype=dtype)
         return packed
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
