@@ -90,17 +90,11 @@ FUSED = st.sampled_from([True, False, None, "silent"])  # "silent": the group la
 
 @st.composite
 def parameter_specs(
-    draw: st.DrawFn, dtypes: list[torch.dtype], pinned: bool
+    draw: st.DrawFn, dtypes: list[torch.dtype]
 ) -> tuple[tuple[int, ...], str, torch.dtype]:
-    """A parameter's shape, layout (contiguous, transposed or strided view) and dtype.
-
-    A 0-dim half-precision parameter only in a ``pinned`` group (fused, and never
-    flipped): nograd's list update of such a parameter among others still rounds some
-    lines otherwise than torch (left for the maintainers; the note of 2026-11-27)."""
+    """A parameter's shape, layout (contiguous, transposed or strided view) and dtype."""
     shape = tuple(draw(st.lists(st.integers(0, 5), max_size=3)))
     dtype = draw(st.sampled_from(dtypes))
-    if shape == () and dtype in HALF and not pinned:
-        shape = (1,)
     layouts = ["contiguous"] + ["strided"] * (len(shape) >= 1) + ["transposed"] * (len(shape) >= 2)
     return shape, draw(st.sampled_from(layouts)), dtype
 
@@ -129,24 +123,17 @@ def runs(draw: st.DrawFn) -> dict[str, Any]:
     # precision (test_fused_sgd_in_half_precision_updates_every_number): no bits to match
     momentum = any({**defaults, **group}.get("momentum", 0) for group in groups)
     dtypes = DTYPES[:2] if cls is SGD and momentum else DTYPES
-    specs, pinned = [], []
-    for group in groups:
-        # a pinned group is fused and never flipped by a round trip: only there several
-        # dtypes share a group, for nograd's list update of a group that mixes a half
-        # type with another still rounds some lines otherwise than torch (left for the
-        # maintainers; float32 beside float64 is fixed: test_a_group_of_float32_and_...)
-        pin = {**defaults, **group}.get("fused") is True and draw(st.booleans())
-        choice = dtypes if pin else [draw(st.sampled_from(dtypes))]
-        specs.append(draw(st.lists(parameter_specs(choice, pin), min_size=1, max_size=3)))
-        pinned.append(pin)
+    specs = []
+    for _ in groups:  # one dtype, or several in one group
+        choice = dtypes if draw(st.booleans()) else [draw(st.sampled_from(dtypes))]
+        specs.append(draw(st.lists(parameter_specs(choice), min_size=1, max_size=3)))
     count = sum(len(group_specs) for group_specs in specs)
     schedule = []
     for _ in range(draw(st.integers(1, 8))):
         has_grad = draw(st.lists(st.booleans(), min_size=count, max_size=count))
         event = draw(st.sampled_from([None, None, None, "del", "round trip"]))
         index = draw(st.integers(0, count - 1))
-        flip = draw(st.booleans()) and not pinned[index % len(groups)]
-        schedule.append((has_grad, event, index, flip))
+        schedule.append((has_grad, event, index, draw(st.booleans())))
     return {
         "cls": cls,
         "defaults": defaults,

@@ -594,6 +594,22 @@ def test_bfloat16_steps_match_torch_bit_for_bit(
         torch.testing.assert_close(p.data, t.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_half_precision_beside_other_dtypes_matches_torch_bit_for_bit(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    # a group that is never flattened: float16 and bfloat16 among float32 and float64,
+    # 0-dim tensors too. torch's _foreach_* CPU ops would round each factor to a half
+    # tensor's type first (foreach.one_by_one), and a 0-dim float32 factor would make a
+    # 0-dim half tensor's line compute in float32
+    dtypes = [torch.bfloat16, torch.float32, torch.float16, torch.bfloat16, torch.float64]
+    shapes = [(3, 4), (), (), (5,), (2,)]
+    values = [torch.randn(s).to(d) for s, d in zip(shapes, dtypes, strict=True)]
+    ours, ref, _ = _race(cls, kwargs, values, 20, skip=lambda step, i: i == 3 and step % 3 == 1)
+    for p, t in zip(ours, ref, strict=True):
+        torch.testing.assert_close(p.data, t.detach(), rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("default_dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cls", [Adam, AdamW, RMSprop, Adagrad, NAdam, RAdam, Adamax, Adadelta])
 def test_step_counter_is_a_number_written_as_torchs_tensor(

@@ -115,16 +115,35 @@ def _pick(arg: Any, indices: list[int]) -> Any:
     return [arg[i] for i in indices] if isinstance(arg, list | tuple) else arg
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
+def one_by_one(xs: TensorList) -> bool:
+    """Whether a list takes each tensor's own op: a CPU list holding a half-precision tensor.
+
+    torch's optimizers on the CPU run each tensor's own op, and those compute a
+    float16 or bfloat16 tensor's line in float32 with the number as given. The
+    ``_foreach_*`` CPU ops round a Python number to the tensor's type first: 0.9 times a
+    bfloat16 tensor becomes 0.8984375 times it, and some results differ in the last bit.
+    """
+    return xs[0].is_cpu and any(x.dtype in HALF for x in xs)
+
+
 def _each_(
     fused: Callable[..., Any], single: Callable[..., Any], xs: TensorList, *args: Any, **kw: Any
 ) -> None:
-    """``fused(xs, *args)`` in place, but ``single(x_i, *args_i)`` on each big GPU tensor.
+    """``fused(xs, *args)`` in place, but ``single(x_i, *args_i)`` on each big GPU tensor,
+    and on every tensor of a ``one_by_one`` list.
 
     A list argument has one item per tensor and is split along with xs; ``kw`` goes
     to both ops as it is.
     """
     if not _split_big:  # the usual case (no capture under way): one call for the whole list
-        fused(xs, *args, **kw)
+        if one_by_one(xs):
+            for i, x in enumerate(xs):
+                single(x, *(_at(arg, i) for arg in args), **kw)
+        else:
+            fused(xs, *args, **kw)
         return
     big, small = _parts(xs)
     for i in big:
@@ -137,6 +156,8 @@ def _each(
     fused: Callable[..., Any], single: Callable[..., Any], xs: TensorList, *args: Any, **kw: Any
 ) -> TensorList:
     """``_each_`` for an op that returns new tensors: they come back in the order of xs."""
+    if one_by_one(xs):
+        return [single(x, *(_at(arg, i) for arg in args), **kw) for i, x in enumerate(xs)]
     big, small = _parts(xs)
     if not big:
         return fused(xs, *args, **kw)  # type: ignore[no-any-return]
@@ -208,12 +229,6 @@ def mul_(xs: TensorList, c: Tensor | float | list[float] | TensorList) -> None:
     x = _alone(xs)
     if x is not None:
         x.mul_(c[0] if isinstance(c, list | tuple) else c)
-    elif isinstance(c, list | tuple) and not isinstance(c[0], Tensor) and xs[0].is_cpu:
-        # a number each, on the CPU: each tensor's own mul_, as torch's single-tensor
-        # optimizers run it; _foreach_mul_ would round the numbers to a bfloat16 or
-        # float16 tensor's type before multiplying
-        for x, c_i in zip(xs, c, strict=True):
-            x.mul_(c_i)
     else:
         _each_(torch._foreach_mul_, Tensor.mul_, xs, c)
 
@@ -295,7 +310,7 @@ def _div_(x: Tensor, c: float | Tensor) -> None:
     For a Python number, torch's single-tensor GPU kernel multiplies by 1 / c, which
     can round differently; a 0-dim tensor on the device makes it divide.
     """
-    if not isinstance(c, Tensor):
+    if not isinstance(c, Tensor) and not x.is_cpu:
         c = torch.full((), c, dtype=x.dtype, device=x.device)
     x.div_(c)
 
@@ -312,6 +327,8 @@ def div(xs: TensorList, cs: list[float], out: TensorList | None = None) -> Tenso
 
 def _div(x: Tensor, c: float) -> Tensor:
     """x / c on a GPU, divided as ``_foreach_div`` divides (``_div_`` says why)."""
+    if x.is_cpu:
+        return x / c
     return x / torch.full((), c, dtype=x.dtype, device=x.device)
 
 

@@ -326,9 +326,7 @@ class Optimizer:
         if not tensors[0].is_cpu:
             return value
         dtype = tensors[0].dtype
-        if any(x.dtype != dtype for x in tensors) or (
-            dtype in (torch.float16, torch.bfloat16) and any(x.dim() == 0 for x in tensors)
-        ):
+        if any(x.dtype != dtype for x in tensors) or foreach.one_by_one(tensors):
             # the number itself, as torch's single-tensor update passes it: a 0-dim float64
             # tensor would make a float32 tensor's op compute in float64, and a 0-dim
             # float32 one a 0-dim half tensor's in float32 (two 0-dim tensors promote)
