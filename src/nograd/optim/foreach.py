@@ -30,6 +30,9 @@ computed by the same formula either way (tests/test_foreach.py and tests/test_cu
 check the bits on a GPU), except that a division by a Python number on a GPU kernel
 of one tensor multiplies by its inverse: ``div_`` passes it as a 0-dim tensor.
 
+Half precision on the CPU: a list holding a float16 or bfloat16 tensor takes each
+tensor's own op, as ``torch.optim`` does there (``one_by_one`` says why).
+
 Scalars: on the CPU, ``foreach_scalar`` turns a number into the 0-dim tensor these
 ops take fastest (on a GPU the number itself is as fast); a list of numbers gives
 each tensor its own (Adam's bias correction, where the tensors' step counts differ).
@@ -305,7 +308,8 @@ def div_(xs: TensorList, cs: list[float] | Tensor | TensorList) -> None:
 
 
 def _div_(x: Tensor, c: float | Tensor) -> None:
-    """x /= c on a GPU, divided as ``_foreach_div_`` divides.
+    """x /= c for one tensor: on a GPU divided as ``_foreach_div_`` divides, on the CPU
+    (a ``one_by_one`` list) as ``torch.optim``'s own ``div_``.
 
     For a Python number, torch's single-tensor GPU kernel multiplies by 1 / c, which
     can round differently; a 0-dim tensor on the device makes it divide.
@@ -326,7 +330,7 @@ def div(xs: TensorList, cs: list[float], out: TensorList | None = None) -> Tenso
 
 
 def _div(x: Tensor, c: float) -> Tensor:
-    """x / c on a GPU, divided as ``_foreach_div`` divides (``_div_`` says why)."""
+    """x / c for one tensor, divided as ``_div_`` divides."""
     if x.is_cpu:
         return x / c
     return x / torch.full((), c, dtype=x.dtype, device=x.device)
