@@ -29,6 +29,9 @@ _MINUS_SQRT_HALF = -math.sqrt(0.5)  # Phi(x) = erfc(-x / sqrt(2)) / 2
 _REDUCED = (torch.float16, torch.bfloat16)  # computed in float32, as torch computes them
 # dL/dy * 1[y > threshold] in one kernel; looked up once, as torch.ops resolves names slowly
 _threshold_backward = aten.kernel(torch.ops.aten.threshold_backward.default)
+# torch's kernels for Tanh's and Sigmoid's backward, which half types take (see Tanh)
+_tanh_backward = aten.kernel(torch.ops.aten.tanh_backward.default)
+_sigmoid_backward = aten.kernel(torch.ops.aten.sigmoid_backward.default)
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,6 +98,11 @@ class Tanh(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = self._saved_for(grad_output, "y")
+        if y.dtype in _REDUCED:
+            # torch computes float16 and bfloat16 in float32 and rounds once (on the CPU
+            # and on a GPU); its own kernel has those bits: dL/dx = dL/dy * (1 - y^2)
+            grad_input: Tensor = _tanh_backward(grad_output, y)
+            return grad_input
         # 1 - y^2 rounded once (a fused multiply-add), as in torch's own tanh_backward
         one_minus_y2 = torch.addcmul(one_like(y), y, y, value=-1)
         return grad_output * one_minus_y2  # dL/dx = dL/dy * (1 - y^2)
@@ -117,6 +125,12 @@ class Sigmoid(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = self._saved_for(grad_output, "y")
+        if y.dtype in _REDUCED:
+            # torch's kernel computes half types in a precision that depends on the dtype
+            # and the device (bfloat16 in float32 on the CPU, float16 step by step in
+            # float16): its own kernel has those bits. dL/dx = dL/dy * (1 - y) * y
+            grad_input: Tensor = _sigmoid_backward(grad_output, y)
+            return grad_input
         return (1 - y).mul_(grad_output).mul_(y)  # dL/dx = dL/dy * (1 - y) * y, torch's order
 
 

@@ -21,6 +21,7 @@ from nograd.nn.constants import scalar
 from nograd.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
+_REDUCED = (torch.float16, torch.bfloat16)  # half types, which MSELoss rounds 2 / N to
 # ATen's numbering of the reductions, which its loss kernels take
 REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
@@ -197,6 +198,9 @@ class MSELoss(Loss):
         diff = self._saved("diff")
         g = self._checked_grad_output(grad_output)  # None: dL/dl = 1
         norm = 2 / max(diff.numel(), 1) if self.reduction == "mean" else 2.0  # 2 / N or 2
+        if diff.dtype in _REDUCED:
+            # torch's kernel rounds 2 / N to pred's dtype before it multiplies
+            norm = torch.tensor(norm, dtype=diff.dtype).item()
         # dl/dpred, for l this loss's value: 2 (pred - target), / N under "mean"; torch
         # multiplies by 2 / N before g (g / N first would round differently)
         grad = diff * scalar(norm, diff)
