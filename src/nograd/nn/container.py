@@ -265,6 +265,10 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
+    def __dir__(self) -> list[str]:
+        """As torch's: the children's numbers ("0", "1", ...) are left out."""
+        return [name for name in super().__dir__() if not name.isdigit()]
+
     @overload
     def __getitem__(self, index: int) -> Module: ...
 
@@ -306,15 +310,24 @@ class Sequential(Module):
         return names[index]
 
     def __add__(self, other: Sequential) -> Sequential:
-        """A new Sequential of this one's modules, then ``other``'s (the same objects)."""
-        if not isinstance(other, Sequential):
-            return NotImplemented
+        """A new Sequential of this one's modules, then ``other``'s (the same objects).
+
+        Raises:
+            ValueError: ``other`` is not a Sequential (a list, a ModuleList), as in torch.
+        """
+        self._check_addend(other)
         return Sequential(*self, *other)
 
     def __iadd__(self, other: Sequential) -> Sequential:
-        if not isinstance(other, Sequential):
-            return NotImplemented
+        self._check_addend(other)
         return self.extend(list(other))
+
+    @staticmethod
+    def _check_addend(other: object) -> None:
+        if not isinstance(other, Sequential):
+            raise ValueError(
+                f"Sequential: + and += take another Sequential, got {type(other).__name__}"
+            )
 
     def __mul__(self, times: int) -> Sequential:
         """A new Sequential of this one's modules ``times`` over: the same objects, shared."""

@@ -248,6 +248,11 @@ class HookedForward:
         if entry.with_kwargs:  # hook(module, args, kwargs) -> None or (args, kwargs)
             changed = entry.hook(self.module, args, kwargs)
             if changed is not None:
+                if not (isinstance(changed, tuple) and len(changed) == 2):  # as torch
+                    raise RuntimeError(
+                        f"{self.module._describe()}: a forward pre-hook with kwargs must "
+                        f"return None or a tuple (new_args, new_kwargs), got {changed!r}"
+                    )
                 new_args, new_kwargs = _as_tuple(changed[0]), changed[1]
         else:
             changed = entry.hook(self.module, args)
@@ -297,12 +302,29 @@ class HookedBackward:
         for entry in list(module.__dict__.get("_backward_pre_hooks", {}).values()):
             changed = entry.hook(module, grad_output)
             if changed is not None:
-                grad_output = _as_tuple(changed)
+                grad_output = self._replacing(grad_output, changed, "grad_output")
         grad = type(module).backward(module, *grad_output)
         grad_input: tuple[Tensor | None, ...] = (None if grad is NO_INPUT_GRAD else grad,)
         for entry in list(module.__dict__.get("_backward_hooks", {}).values()):
             changed = entry.hook(module, grad_input, grad_output)
             if changed is not None:
-                grad_input = _as_tuple(changed)
+                grad_input = self._replacing(grad_input, changed, "grad_input")
         first = grad_input[0]
         return NO_INPUT_GRAD if first is None else first
+
+    def _replacing(self, grads: tuple[Any, ...], changed: Any, name: str) -> tuple[Any, ...]:
+        """What a backward hook returned, in place of ``grads``: a tuple or a list (as
+        torch takes either) of as many gradients, or one tensor, taken as a tuple of one.
+
+        Raises:
+            RuntimeError: another number of gradients, as torch raises.
+        """
+        if isinstance(changed, Tensor):
+            return (changed,)
+        replaced = tuple(changed)
+        if len(replaced) != len(grads):
+            raise RuntimeError(
+                f"{self.module._describe()}: a backward hook returned {len(replaced)} "
+                f"values for {name}, expected {len(grads)}"
+            )
+        return replaced

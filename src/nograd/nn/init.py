@@ -4,9 +4,10 @@ Here: calculate_gain, uniform_, normal_, constant_, ones_, zeros_, xavier_unifor
 xavier_normal_, kaiming_uniform_, kaiming_normal_. Re-exported from ``init_structured``:
 trunc_normal_, eye_, dirac_, orthogonal_, sparse_.
 
-Every function fills its tensor in place and returns it. ``fan_in`` and ``fan_out``
-follow PyTorch: for a weight of shape (out, in, *kernel), fan_in = in * prod(kernel)
-and fan_out = out * prod(kernel).
+Every function fills its tensor in place and returns it; given a ``Parameter`` (torch
+users write ``init.zeros_(layer.bias)``), it fills the parameter's ``data`` and returns
+the parameter. ``fan_in`` and ``fan_out`` follow PyTorch: for a weight of shape
+(out, in, *kernel), fan_in = in * prod(kernel) and fan_out = out * prod(kernel).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from nograd.nn.init_structured import dirac_, eye_, orthogonal_, sparse_, trunc_normal_
+from nograd.nn.init_structured import (
+    Fillable,
+    dirac_,
+    eye_,
+    orthogonal_,
+    sparse_,
+    trunc_normal_,
+    values_of,
+)
 
 __all__ = [
     "calculate_gain",
@@ -110,54 +119,63 @@ def _fan(tensor: Tensor, mode: str) -> int:
 
 
 def uniform_(
-    tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None
-) -> Tensor:
+    tensor: Fillable, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None
+) -> Fillable:
     """Fill with draws from U(a, b)."""
-    return tensor.uniform_(a, b, generator=generator)
+    values_of(tensor).uniform_(a, b, generator=generator)
+    return tensor
 
 
 def normal_(
-    tensor: Tensor,
+    tensor: Fillable,
     mean: float = 0.0,
     std: float = 1.0,
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Fillable:
     """Fill with draws from N(mean, std^2)."""
-    return tensor.normal_(mean, std, generator=generator)
+    values_of(tensor).normal_(mean, std, generator=generator)
+    return tensor
 
 
-def zeros_(tensor: Tensor) -> Tensor:
+def zeros_(tensor: Fillable) -> Fillable:
     """Fill with 0."""
-    return tensor.zero_()
+    values_of(tensor).zero_()
+    return tensor
 
 
-def ones_(tensor: Tensor) -> Tensor:
+def ones_(tensor: Fillable) -> Fillable:
     """Fill with 1."""
-    return tensor.fill_(1.0)
+    values_of(tensor).fill_(1.0)
+    return tensor
 
 
-def constant_(tensor: Tensor, val: float) -> Tensor:
+def constant_(tensor: Fillable, val: float) -> Fillable:
     """Fill with ``val``."""
-    return tensor.fill_(val)
+    values_of(tensor).fill_(val)
+    return tensor
 
 
 def xavier_uniform_(
-    tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
-) -> Tensor:
+    tensor: Fillable, gain: float = 1.0, generator: torch.Generator | None = None
+) -> Fillable:
     """Glorot: U(-a, a) with a = gain * sqrt(6 / (fan_in + fan_out))."""
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    values = values_of(tensor)
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(values)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     bound = math.sqrt(3.0) * std
-    return tensor.uniform_(-bound, bound, generator=generator)
+    values.uniform_(-bound, bound, generator=generator)
+    return tensor
 
 
 def xavier_normal_(
-    tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
-) -> Tensor:
+    tensor: Fillable, gain: float = 1.0, generator: torch.Generator | None = None
+) -> Fillable:
     """Glorot: N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    values = values_of(tensor)
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(values)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    return tensor.normal_(0.0, std, generator=generator)
+    values.normal_(0.0, std, generator=generator)
+    return tensor
 
 
 def _kaiming_std(tensor: Tensor, a: float, mode: str, nonlinearity: Nonlinearity) -> float:
@@ -166,12 +184,12 @@ def _kaiming_std(tensor: Tensor, a: float, mode: str, nonlinearity: Nonlinearity
 
 
 def kaiming_uniform_(
-    tensor: Tensor,
+    tensor: Fillable,
     a: float = 0,
     mode: FanMode = "fan_in",
     nonlinearity: Nonlinearity = "leaky_relu",
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Fillable:
     """He: U(-bound, bound) with bound = gain * sqrt(3 / fan).
 
     ``a`` is the negative slope of the leaky ReLU that follows (used by the gain).
@@ -183,19 +201,23 @@ def kaiming_uniform_(
             "kaiming_uniform_: initializing zero-element tensors is a no-op", stacklevel=2
         )
         return tensor
-    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
-    return tensor.uniform_(-bound, bound, generator=generator)
+    values = values_of(tensor)
+    bound = math.sqrt(3.0) * _kaiming_std(values, a, mode, nonlinearity)
+    values.uniform_(-bound, bound, generator=generator)
+    return tensor
 
 
 def kaiming_normal_(
-    tensor: Tensor,
+    tensor: Fillable,
     a: float = 0,
     mode: FanMode = "fan_in",
     nonlinearity: Nonlinearity = "leaky_relu",
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Fillable:
     """He: N(0, std^2) with std = gain / sqrt(fan); zero-sized tensors as kaiming_uniform_."""
     if 0 in tensor.shape:
         warnings.warn("kaiming_normal_: initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    return tensor.normal_(0, _kaiming_std(tensor, a, mode, nonlinearity), generator=generator)
+    values = values_of(tensor)
+    values.normal_(0, _kaiming_std(values, a, mode, nonlinearity), generator=generator)
+    return tensor

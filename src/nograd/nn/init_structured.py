@@ -4,17 +4,29 @@ trunc_normal_ samples by rejection, over several rounds; eye_ and dirac_ write i
 weights; orthogonal_ factorises a normal draw; sparse_ zeroes random rows of one.
 Re-exported by ``nograd.nn.init``, which holds the one-call fills (uniform, normal,
 constants) and their scale rules (calculate_gain, Xavier, Kaiming). As there, every
-function fills its tensor in place, returns it, and draws its random numbers in
-``torch.nn.init``'s order, so that equal seeds give torch's bits.
+function fills its tensor (or a Parameter's data) in place, returns it, and draws its
+random numbers in ``torch.nn.init``'s order, so that equal seeds give torch's bits.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+from nograd.nn.parameter import Parameter
+
+# what the functions fill: a tensor, or a Parameter, whose data they fill (torch's
+# functions take an nn.Parameter, and torch users write init.zeros_(layer.bias))
+Fillable = TypeVar("Fillable", Tensor, Parameter)
+
+
+def values_of(tensor: Tensor | Parameter) -> Tensor:
+    """The tensor to fill in place: a Parameter's ``data``, or ``tensor`` itself."""
+    return tensor.data if isinstance(tensor, Parameter) else tensor
 
 
 def _standard_normal_cdf(x: float) -> float:
@@ -22,13 +34,13 @@ def _standard_normal_cdf(x: float) -> float:
 
 
 def trunc_normal_(
-    tensor: Tensor,
+    tensor: Fillable,
     mean: float = 0.0,
     std: float = 1.0,
     a: float = -2.0,
     b: float = 2.0,
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Fillable:
     """Fill with draws from N(mean, std^2) conditioned on a <= x <= b.
 
     By rejection, with torch 2.13's two samplers, chosen by the mass the bounds keep,
@@ -42,7 +54,8 @@ def trunc_normal_(
 
     Warns, as torch does, when the mean lies more than 2 std outside [a, b].
     """
-    if tensor.is_meta:
+    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    if values.is_meta:
         return tensor  # no storage to fill, and torch draws nothing
     if mean < a - 2 * std or mean > b + 2 * std:
         warnings.warn(
@@ -52,11 +65,11 @@ def trunc_normal_(
         )
     kept_mass = _standard_normal_cdf((b - mean) / std) - _standard_normal_cdf((a - mean) / std)
     if kept_mass > 0.3:
-        result = _reject_normal_draws(tensor, mean, std, a, b, generator)
+        result = _reject_normal_draws(values, mean, std, a, b, generator)
     else:
-        result = _reject_uniform_proposals(tensor, mean, std, a, b, generator)
-    if result is not tensor:
-        tensor.copy_(result)
+        result = _reject_uniform_proposals(values, mean, std, a, b, generator)
+    if result is not values:
+        values.copy_(result)
     return tensor
 
 
@@ -99,17 +112,19 @@ def _reject_uniform_proposals(
     return result
 
 
-def eye_(tensor: Tensor) -> Tensor:
+def eye_(tensor: Fillable) -> Fillable:
     """Fill a 2-D tensor with the identity: W[i, j] = 1 if i == j else 0.
 
     A Linear with this weight passes its first min(in, out) inputs through unchanged.
     """
-    if tensor.dim() != 2:
-        raise ValueError(f"eye_: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
-    return torch.eye(*tensor.shape, out=tensor)
+    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    if values.dim() != 2:
+        raise ValueError(f"eye_: expected a 2-D tensor, got shape {tuple(values.shape)}")
+    torch.eye(*values.shape, out=values)
+    return tensor
 
 
-def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
+def dirac_(tensor: Fillable, groups: int = 1) -> Fillable:
     """Fill a convolution weight with the Dirac delta, so that the convolution is identity.
 
     For a weight of shape (out, in, *kernel) split into ``groups`` blocks of
@@ -127,29 +142,30 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     Raises:
         ValueError: a tensor that is not 3-, 4- or 5-D, or ``groups`` not dividing out.
     """
-    if tensor.dim() not in (3, 4, 5):
+    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    if values.dim() not in (3, 4, 5):
         raise ValueError(
-            f"dirac_: expected a 3-, 4- or 5-D tensor, got shape {tuple(tensor.shape)}"
+            f"dirac_: expected a 3-, 4- or 5-D tensor, got shape {tuple(values.shape)}"
         )
-    out_channels, in_channels = tensor.shape[0], tensor.shape[1]
+    out_channels, in_channels = values.shape[0], values.shape[1]
     if out_channels % groups != 0:
         raise ValueError(f"dirac_: dim 0 ({out_channels}) must be divisible by groups ({groups})")
-    if tensor.is_meta:
+    if values.is_meta:
         return tensor  # no storage to write into
     out_per_group = out_channels // groups
     identity_channels = min(out_per_group, in_channels)
-    centre = tuple(size // 2 for size in tensor.shape[2:])
-    tensor.zero_()
+    centre: tuple[int, ...] = tuple(size // 2 for size in values.shape[2:])
+    values.zero_()
     for group in range(groups):
         for channel in range(identity_channels):
             index = (group * out_per_group + channel, channel, *centre)
-            tensor[index] = 1
+            values[index] = 1
     return tensor
 
 
 def orthogonal_(
-    tensor: Tensor, gain: float = 1, generator: torch.Generator | None = None
-) -> Tensor:
+    tensor: Fillable, gain: float = 1, generator: torch.Generator | None = None
+) -> Fillable:
     """Fill with gain * Q, Q a random (semi-)orthogonal matrix (Saxe et al., 2013).
 
     The tensor is seen as a matrix of shape (rows, numel / rows). Q comes from the QR
@@ -157,28 +173,30 @@ def orthogonal_(
     wider than tall), each column of Q multiplied by the sign of R's diagonal so that
     Q is uniform over orthogonal matrices (Mezzadri, 2007). Drawn as torch draws it.
     """
-    if tensor.dim() < 2:
+    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    if values.dim() < 2:
         raise ValueError(
-            f"orthogonal_: expected 2 or more dimensions, got shape {tuple(tensor.shape)}"
+            f"orthogonal_: expected 2 or more dimensions, got shape {tuple(values.shape)}"
         )
-    if tensor.numel() == 0 or tensor.is_meta:
+    if values.numel() == 0 or values.is_meta:
         return tensor  # nothing to fill, and torch draws nothing either
-    rows = tensor.shape[0]
-    cols = tensor.numel() // rows
-    a = tensor.new_empty((rows, cols)).normal_(0, 1, generator=generator)
+    rows = values.shape[0]
+    cols = values.numel() // rows
+    a = values.new_empty((rows, cols)).normal_(0, 1, generator=generator)
     wide = rows < cols
     q, r = torch.linalg.qr(a.t() if wide else a)  # A = Q R, Q of orthonormal columns
     q *= torch.diag(r, 0).sign()  # column j of Q times sign(R[j, j])
-    tensor.view_as(q.t() if wide else q).copy_(q.t() if wide else q)
-    return tensor.mul_(gain)
+    values.view_as(q.t() if wide else q).copy_(q.t() if wide else q)
+    values.mul_(gain)
+    return tensor
 
 
 def sparse_(
-    tensor: Tensor,
+    tensor: Fillable,
     sparsity: float,
     std: float = 0.01,
     generator: torch.Generator | None = None,
-) -> Tensor:
+) -> Fillable:
     """Fill a 2-D tensor with N(0, std^2) draws, then zero part of each column (Martens, 2010).
 
     In every column, ceil(sparsity * rows) entries, at rows chosen uniformly without
@@ -194,14 +212,15 @@ def sparse_(
     Raises:
         ValueError: a tensor that is not 2-D.
     """
-    if tensor.dim() != 2:
-        raise ValueError(f"sparse_: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
-    if tensor.is_meta:
+    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    if values.dim() != 2:
+        raise ValueError(f"sparse_: expected a 2-D tensor, got shape {tuple(values.shape)}")
+    if values.is_meta:
         return tensor  # no storage, and torch consumes no random numbers here
-    rows, cols = tensor.shape
+    rows, cols = values.shape
     zeros_per_column = math.ceil(sparsity * rows)
-    tensor.normal_(0, std, generator=generator)
+    values.normal_(0, std, generator=generator)
     for column in range(cols):
         zeroed_rows = torch.randperm(rows)[:zeros_per_column]  # global RNG, as torch
-        tensor[zeroed_rows, column] = 0
+        values[zeroed_rows, column] = 0
     return tensor

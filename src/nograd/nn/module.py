@@ -10,6 +10,7 @@ Chaining these calls in reverse order is the whole of backpropagation
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple, TypeVar, overload
@@ -20,6 +21,7 @@ from torch import Tensor
 from nograd.nn import hooks
 from nograd.nn.hooks import Hook, RemovableHandle
 from nograd.nn.parameter import Parameter
+from nograd.nn.to_arguments import to_arguments
 
 
 def _plain(source: Tensor | Parameter) -> Tensor:
@@ -31,9 +33,26 @@ def _plain(source: Tensor | Parameter) -> Tensor:
     return (source.data if isinstance(source, Parameter) else source).detach()
 
 
+def _as_shaped_like(own: Tensor, value: Tensor) -> Tensor:
+    """``value`` as it loads into ``own``: a one-element vector into a 0-dim entry is
+    its element, as torch reads a scalar saved by its version 0.3; else unchanged."""
+    if own.dim() == 0 and value.shape == (1,):
+        return value[0]
+    return value
+
+
 class _IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns: the keys it missed, and those it did not use."""
+
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+    def __repr__(self) -> str:
+        # torch's text, which a notebook shows after model.load_state_dict(...)
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        missing, unexpected = self
+        return f"_IncompatibleKeys(missing_keys={missing}, unexpected_keys={unexpected})"
 
 
 _M = TypeVar("_M", bound="Module")  # apply, train, to, ... return their own module's type
@@ -489,24 +508,55 @@ class Module:
                 param.grad.zero_()
 
     # ---------------------------------------------------------- devices, dtypes
+    @overload
     def to(
         self: _M,
-        device: torch.device | str | torch.dtype | None = None,
+        device: torch.device | str | int | None = None,
         dtype: torch.dtype | None = None,
-    ) -> _M:
-        """Move parameters, gradients and buffers to ``device`` and/or cast to ``dtype``.
+        non_blocking: bool = False,
+        *,
+        memory_format: torch.memory_format | None = None,
+    ) -> _M: ...
 
-        Only floating-point tensors change dtype; integer buffers keep theirs.
-        ``model.to(torch.float64)`` is accepted, as in PyTorch.
+    @overload
+    def to(
+        self: _M,
+        dtype: torch.dtype,
+        non_blocking: bool = False,
+        *,
+        memory_format: torch.memory_format | None = None,
+    ) -> _M: ...
+
+    @overload
+    def to(
+        self: _M,
+        tensor: Tensor,
+        non_blocking: bool = False,
+        *,
+        memory_format: torch.memory_format | None = None,
+    ) -> _M: ...
+
+    def to(self: _M, *args: Any, **kwargs: Any) -> _M:
+        """Move parameters, gradients and buffers to a device and/or cast them to a dtype.
+
+        torch's three forms: ``to(device, dtype, non_blocking)``, ``to(dtype,
+        non_blocking)`` and ``to(tensor, non_blocking)`` (that tensor's device and
+        dtype); ``memory_format`` applies to 4-D and 5-D tensors, as in torch. Only
+        floating-point tensors change dtype; integer buffers keep theirs.
+
+        Raises:
+            TypeError: a dtype that is not floating point (complex ones included:
+                nograd's layers are real), or arguments none of the forms takes.
         """
-        if isinstance(device, torch.dtype):
-            device, dtype = None, device
-        if dtype is not None and not dtype.is_floating_point:
+        device, dtype, non_blocking, memory_format = to_arguments(*args, **kwargs)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"{type(self).__name__}.to: expected a floating dtype, got {dtype}")
 
         def convert(tensor: Tensor) -> Tensor:
             cast = dtype if tensor.is_floating_point() else None
-            return tensor.to(device=device, dtype=cast)
+            if memory_format is not None and tensor.dim() in (4, 5):
+                return tensor.to(device, cast, non_blocking, memory_format=memory_format)
+            return tensor.to(device, cast, non_blocking)
 
         for module in self.modules():
             for param in module._parameters.values():
@@ -602,10 +652,19 @@ class Module:
         built after; here the module keeps its ``Parameter`` objects, so an optimizer
         built before goes on training them, and a weight two modules share stays shared.
 
+        A one-element vector loads into a 0-dim entry, as in torch, which reads it
+        as a scalar saved by its version 0.3.
+
         Raises:
+            TypeError: ``state_dict`` is not a mapping (a list of pairs, say), as in torch.
             RuntimeError: naming every shape mismatch, and (when ``strict``) every
                 missing or unexpected key.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{type(self).__name__}.load_state_dict: expected a dict-like state_dict, "
+                f"got {type(state_dict).__name__}"
+            )
         state_dict = self._with_entries_older_versions_lack(state_dict)
         own = self.state_dict()
         missing = [key for key in own if key not in state_dict]
@@ -617,10 +676,15 @@ class Module:
         ]
         if wrong_type:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + "; ".join(wrong_type))
-        mismatched = [
-            f"{key}: expected shape {tuple(own[key].shape)}, got {tuple(state_dict[key].shape)}"
+        given = {
+            key: _as_shaped_like(own[key], _plain(state_dict[key]))
             for key in own
-            if key in state_dict and own[key].shape != state_dict[key].shape
+            if key in state_dict
+        }
+        mismatched = [
+            f"{key}: expected shape {tuple(own[key].shape)}, got {tuple(value.shape)}"
+            for key, value in given.items()
+            if own[key].shape != value.shape
         ]
         problems = list(mismatched)
         if strict and missing:
@@ -630,11 +694,16 @@ class Module:
         if problems:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
         if assign:
-            self._assign(state_dict)
+            self._assign(given)
             return _IncompatibleKeys(missing, unexpected)
-        for key, tensor in own.items():
-            if key in state_dict:
-                tensor.copy_(_plain(state_dict[key]))
+        for key, value in given.items():
+            if own[key].is_meta and not value.is_meta:
+                warnings.warn(
+                    f"{type(self).__name__}.load_state_dict: {key} is on the meta device, "
+                    f"so copying into it does nothing (did you mean assign=True?)",
+                    stacklevel=2,
+                )
+            own[key].copy_(value)
         return _IncompatibleKeys(missing, unexpected)
 
     def _with_entries_older_versions_lack(
@@ -662,17 +731,17 @@ class Module:
         whose state gained an entry (BatchNorm1d)."""
         return {}
 
-    def _assign(self, state_dict: Mapping[str, Tensor | Parameter]) -> None:
-        """``load_state_dict(assign=True)``: the state dict's tensors become ours."""
+    def _assign(self, given: Mapping[str, Tensor]) -> None:
+        """``load_state_dict(assign=True)``: the tensors ``given`` by key become ours."""
         for module_name, module in self.named_modules(remove_duplicate=False):
             dot = f"{module_name}." if module_name else ""
             for name, param in module._parameters.items():
-                if param is not None and dot + name in state_dict:
-                    param.data = _plain(state_dict[dot + name])
+                if param is not None and dot + name in given:
+                    param.data = given[dot + name]
             for name, buffer in module._buffers.items():
                 key = dot + name
-                if buffer is not None and name not in module._non_persistent and key in state_dict:
-                    setattr(module, name, _plain(state_dict[key]))
+                if buffer is not None and name not in module._non_persistent and key in given:
+                    setattr(module, name, given[key])
 
     def _unexpected_keys(self, state_dict: Mapping[str, Any]) -> list[str]:
         """The keys of ``state_dict`` that name nothing here, in torch's order.

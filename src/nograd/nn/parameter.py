@@ -38,6 +38,18 @@ class Parameter:
         else:
             self.grad.add_(grad)
 
+    def __getstate__(self) -> dict[str, Tensor]:
+        """What ``copy``, ``deepcopy`` and ``pickle`` keep: the value, not the gradient.
+
+        As torch's ``nn.Parameter``: a snapshot of a model (``best = deepcopy(model)``)
+        starts with no gradient, so its first backward does not add into stale ones.
+        """
+        return {"data": self.data}
+
+    def __setstate__(self, state: dict[str, Tensor]) -> None:
+        self.data = state["data"]
+        self.grad = None
+
     @property
     def shape(self) -> torch.Size:
         return self.data.shape
