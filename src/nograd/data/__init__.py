@@ -3,9 +3,10 @@ DataLoader, with its worker processes."""
 
 from nograd.data.collate import default_collate, default_convert
 from nograd.data.concat import ChainDataset, ConcatDataset
+from nograd.data.dataset import Dataset
 from nograd.data.datasets import TensorDataset, disk, moons, spirals, xor
 from nograd.data.iterable import IterableDataset
-from nograd.data.loader import DataLoader, Dataset
+from nograd.data.loader import DataLoader
 from nograd.data.pin_memory import pin_memory
 from nograd.data.samplers import (
     BatchSampler,

@@ -20,10 +20,11 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from nograd.data.dataset import Dataset
 from nograd.data.iterable import IterableDataset, is_iterable_dataset
 
 
-class ConcatDataset:
+class ConcatDataset(Dataset[Any]):
     """The samples of several datasets, one after the other, read by index.
 
     Args:
@@ -70,9 +71,6 @@ class ConcatDataset:
             )
         start = self.cumulative_sizes[which - 1] if which > 0 else 0
         return self.datasets[which][index - start]
-
-    def __add__(self, other: Any) -> ConcatDataset:
-        return ConcatDataset([self, other])
 
     def __repr__(self) -> str:
         return f"ConcatDataset(n={len(self)}, datasets={len(self.datasets)})"

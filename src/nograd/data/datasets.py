@@ -11,19 +11,18 @@ points, so its classes are balanced only in expectation.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from nograd.data.concat import ConcatDataset
+from nograd.data.dataset import Dataset
 
 # The disk centred at (1/2, 1/2) with radius 1/sqrt(2 pi) has area pi r^2 = 1/2.
 DISK_RADIUS_SQUARED = 1 / (2 * math.pi)
 SPIRAL_TURNS = 1.5
 
 
-class TensorDataset:
+class TensorDataset(Dataset[tuple[Tensor, ...]]):
     """Samples are the rows of a few tensors: ``dataset[i] = (t[i] for t in tensors)``.
 
     Args:
@@ -59,10 +58,6 @@ class TensorDataset:
 
     def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         return tuple(tensor[index] for tensor in self.tensors)
-
-    def __add__(self, other: Any) -> ConcatDataset:
-        """This dataset's samples, then ``other``'s (``nograd.data.concat``)."""
-        return ConcatDataset([self, other])
 
     def __repr__(self) -> str:
         shapes = ", ".join(str(tuple(tensor.shape)) for tensor in self.tensors)

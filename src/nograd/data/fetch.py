@@ -26,16 +26,21 @@ def fetch_indexed(
     dataset: Any, tensors: tuple[Tensor, ...] | None, collate_fn: Collate, indices: Any
 ) -> Any:
     """The batch at ``indices``: one gather per tensor of a ``TensorDataset`` (its
-    ``tensors``, given only under the default collation), else the samples one by one
-    through ``collate_fn``, as torch reads them (also a TensorDataset's, for indices a
-    gather would misread: ``integer_rows``)."""
+    ``tensors``, given only under the default collation), else the samples through
+    ``collate_fn``, as torch reads them: all at once with the dataset's
+    ``__getitems__(indices)`` where it has one, or else one by one (also a
+    TensorDataset's, for indices a gather would misread: ``integer_rows``)."""
     if not hasattr(indices, "__getitem__"):  # an iterator, say: read it once, as torch
         indices = list(indices)
     rows = integer_rows(indices) if tensors is not None else None
     if tensors is not None and rows is not None:
-        return tuple(tensor[rows] for tensor in tensors)
-    samples = [dataset[index] for index in indices]
-    if collate_fn is default_collate:  # the indices name the samples in its errors
+        # contiguous, as torch's stack of the samples, whatever the dataset's layout
+        return tuple(tensor[rows].contiguous() for tensor in tensors)
+    read_batch = getattr(dataset, "__getitems__", None)  # torch's test: present and truthy
+    samples = read_batch(indices) if read_batch else [dataset[index] for index in indices]
+    # The indices name the samples in default_collate's errors, where there is one each
+    # (a __getitems__ may leave some out)
+    if collate_fn is default_collate and len(samples) == len(indices):
         return collate_samples(samples, indices)
     return collate_fn(samples)
 

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import torch.utils.data
+
+from nograd.data.dataset import Dataset
 
 Sample = TypeVar("Sample", covariant=True)
 
 
-class IterableDataset(Generic[Sample]):
+class IterableDataset(Dataset[Sample]):
     """A dataset whose samples come from ``__iter__``, in the order it yields them.
 
     Subclasses define ``__iter__``; they may define ``__len__`` too, the number of

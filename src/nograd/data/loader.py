@@ -6,12 +6,13 @@ import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
-from typing import Any, Generic, Protocol, TypeVar, cast, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import torch
 from torch import Tensor
 
 from nograd.data.collate import default_collate, default_convert
+from nograd.data.dataset import Dataset, Indexed
 from nograd.data.fetch import END, Collate, StreamReader, fetch_indexed
 from nograd.data.iterable import Forever, is_iterable_dataset
 from nograd.data.pin_memory import pin_memory
@@ -32,14 +33,6 @@ from nograd.data.workers import WorkerPool, check_worker_options, worker_context
 BATCHES_PER_SPLIT = 256
 
 Batch = TypeVar("Batch")
-
-
-class Dataset(Protocol):
-    """Anything with a length whose items come by index: tuples, dicts, tensors, ..."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> Any: ...
 
 
 class DataLoader(Generic[Batch]):
@@ -81,7 +74,9 @@ class DataLoader(Generic[Batch]):
     Args (torch's, in torch's order):
         dataset: a ``TensorDataset`` or a ``Subset``, or any object with ``__len__`` and a
             ``__getitem__`` that returns a sample ``default_collate`` takes (a tuple or
-            dict of tensors, numbers, strings, ...); or an ``IterableDataset``.
+            dict of tensors, numbers, strings, ...), read a batch at a time by its
+            ``__getitems__(indices)`` where it has one, as in torch; or an
+            ``IterableDataset``.
         batch_size: samples per batch; the last batch may be smaller. None: no
             batching, each sample on its own.
         shuffle: draw a new random order at each epoch.
@@ -100,7 +95,8 @@ class DataLoader(Generic[Batch]):
         timeout: seconds to wait for a worker's batch before a RuntimeError; 0: for ever.
         worker_init_fn: called in each worker with its id, after seeding.
         multiprocessing_context: how workers start: "fork", "spawn", "forkserver" or a
-            ``multiprocessing`` context; default: the platform's (fork on Linux).
+            ``multiprocessing`` context; default: the platform's (fork on Linux), and
+            the attribute reads None, as torch's.
         generator: the generator the epoch draws from (torch's global one when None):
             ``shuffle``'s order and the workers' base seed.
         prefetch_factor: batches under way per worker (keyword only; default 2 with
@@ -134,7 +130,7 @@ class DataLoader(Generic[Batch]):
     @overload
     def __init__(
         self: DataLoader[Any],
-        dataset: Dataset | Iterable[Any],
+        dataset: Dataset[Any] | Indexed | Iterable[Any],
         batch_size: int | None = 1,
         shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
@@ -157,7 +153,7 @@ class DataLoader(Generic[Batch]):
     @overload
     def __init__(
         self,
-        dataset: Dataset | Iterable[Any],
+        dataset: Dataset[Any] | Indexed | Iterable[Any],
         batch_size: int | None = 1,
         shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
@@ -179,7 +175,7 @@ class DataLoader(Generic[Batch]):
 
     def __init__(
         self,
-        dataset: Dataset | Iterable[Any],
+        dataset: Dataset[Any] | Indexed | Iterable[Any],
         batch_size: int | None = 1,
         shuffle: bool | None = None,
         sampler: Iterable[int] | None = None,
@@ -210,7 +206,11 @@ class DataLoader(Generic[Batch]):
         self.prefetch_factor = 2 if num_workers > 0 and prefetch_factor is None else prefetch_factor
         self.persistent_workers, self.worker_init_fn = persistent_workers, worker_init_fn
         self.in_order = in_order  # False: each batch as soon as a worker has it
-        self.multiprocessing_context = worker_context(multiprocessing_context, num_workers)
+        # None unless given, as torch's: the workers then start the platform's way
+        self.multiprocessing_context: BaseContext | None = (
+            None if multiprocessing_context is None
+            else worker_context(multiprocessing_context, num_workers)
+        )  # fmt: skip
         self.pin_memory, self.pin_memory_device = pin_memory, pin_memory_device
         if batch_sampler is None and batch_size is not None:  # else torch ignores them
             check_batching("DataLoader", batch_size, drop_last)
@@ -229,7 +229,9 @@ class DataLoader(Generic[Batch]):
                 "shuffle": shuffle, "sampler": sampler, "batch_sampler": batch_sampler
             }  # fmt: skip
             for name, option in given.items():
-                if option is not None and option is not False:
+                # as torch: a shuffle equal to False (0 too) is no shuffle
+                unset = option in (None, False) if name == "shuffle" else option is None
+                if not unset:
                     raise ValueError(
                         f"DataLoader with an IterableDataset: expected no {name}, "
                         f"got {name}={option!r}"
@@ -249,8 +251,6 @@ class DataLoader(Generic[Batch]):
                 "DataLoader: batch_size=None turns batching off, and is mutually exclusive "
                 "with drop_last"
             )
-        if not self.iterable and len(dataset) == 0:  # type: ignore[arg-type]
-            raise ValueError("DataLoader: the dataset is empty (0 samples)")
         if self.iterable:  # as torch's: None for ever, only to pace the batches
             sampler = Forever()  # type: ignore[assignment]
         elif sampler is None and shuffle:  # the two orders shuffle chooses between, as torch's
@@ -330,8 +330,9 @@ class DataLoader(Generic[Batch]):
                               self.batch_size, self.drop_last, self.num_workers,
                               self.worker_init_fn)  # fmt: skip
             assert self.prefetch_factor is not None
-            workers = WorkerPool(spec, int(seed), self.multiprocessing_context,
-                                 self.prefetch_factor, self.timeout)  # fmt: skip
+            context = worker_context(self.multiprocessing_context, self.num_workers)
+            workers = WorkerPool(spec, int(seed), context, self.prefetch_factor,
+                                 self.timeout)  # fmt: skip
             if self.persistent_workers:
                 self._workers = workers
         return workers.epoch(indices, self._pins(), self.persistent_workers, self.in_order)
@@ -436,8 +437,10 @@ class DataLoader(Generic[Batch]):
     def _tensor_batches(
         tensors: tuple[Tensor, ...], order: Tensor | None, usable: int, batch_size: int
     ) -> Iterator[tuple[Tensor, ...]]:
-        if order is not None:
-            tensors = tuple(tensor[order] for tensor in tensors)  # one gather per epoch
+        # torch's batches are stacks of samples: contiguous, whatever the layout of the
+        # dataset's tensors (a transpose, a permute), so batch.view(n, -1) works on them
+        if order is not None:  # one gather per epoch
+            tensors = tuple(tensor[order].contiguous() for tensor in tensors)
         step = batch_size * BATCHES_PER_SPLIT
         for start in range(0, usable, step):
             stop = min(start + step, usable)
@@ -445,7 +448,7 @@ class DataLoader(Generic[Batch]):
             # changed in place (x -= mean) must not change the dataset
             chunks = [tensor[start:stop] for tensor in tensors]
             if order is None:
-                chunks = [chunk.clone() for chunk in chunks]
+                chunks = [chunk.clone(memory_format=torch.contiguous_format) for chunk in chunks]
             columns = [torch.split(chunk, batch_size) for chunk in chunks]
             yield from zip(*columns, strict=True)
 

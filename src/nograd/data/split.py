@@ -24,10 +24,11 @@ import torch
 from torch import Tensor
 
 from nograd.data.concat import ConcatDataset
+from nograd.data.dataset import Dataset
 from nograd.data.datasets import TensorDataset
 
 
-class Subset:
+class Subset(Dataset[Any]):
     """The samples of ``dataset`` at ``indices``: ``subset[i] = dataset[indices[i]]``.
 
     Args:
@@ -55,9 +56,14 @@ class Subset:
             return self.dataset[[self.indices[i] for i in index]]
         return self.dataset[self.indices[index]]
 
-    def __add__(self, other: Any) -> ConcatDataset:
-        """This subset's samples, then ``other``'s (``nograd.data.concat``)."""
-        return ConcatDataset([self, other])
+    def __getitems__(self, index: list[int]) -> list[Any]:
+        """The samples at a batch's indices, as the loader reads them: with the dataset's
+        own ``__getitems__`` where it has one (a batch in one read), as torch's Subset."""
+        rows = [self.indices[i] for i in index]
+        if callable(getattr(self.dataset, "__getitems__", None)):
+            samples: list[Any] = self.dataset.__getitems__(rows)
+            return samples
+        return [self.dataset[row] for row in rows]
 
     def __repr__(self) -> str:
         return f"Subset({self.dataset!r}, {len(self.indices)} of {len(self.dataset)} samples)"
