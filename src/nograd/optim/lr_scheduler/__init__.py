@@ -12,7 +12,9 @@ One concept per file:
     composite.py   SequentialLR, ChainedScheduler (made of other schedulers)
 
 Class names, arguments, learning rates (to the bit) and state_dicts are PyTorch's, so a
-state_dict moves between nograd and torch in both directions.
+state_dict moves between nograd and torch in both directions. So are PyTorch's warnings
+for ``step(epoch)`` (deprecated: it jumps by the closed form) and for a user's call of
+``get_lr()``; CosineAnnealingWarmRestarts takes ``step(epoch + i / batches)`` without one.
 """
 
 from nograd.optim.lr_scheduler.base import LRScheduler

@@ -9,12 +9,25 @@ compose and the numbers agree with PyTorch's to the bit.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar, TypeAlias
 
 from nograd.optim.optimizer import Optimizer
 
 PerGroup: TypeAlias = "list[float] | tuple[float, ...]"  # one value per param group
+
+# torch's words, so that a warnings filter written for torch's message works here too
+EPOCH_DEPRECATION_WARNING = (
+    "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated "
+    "where possible. Please use `scheduler.step()` to step the scheduler. During the "
+    "deprecation, if epoch is different from None, the closed form is used instead of the "
+    "new chainable form, where available."
+)
+GET_LR_WARNING = (
+    "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."
+)
 
 
 class LRScheduler:
@@ -34,6 +47,8 @@ class LRScheduler:
     """Attributes that ``state_dict`` leaves out (or saves in a form of its own)."""
     _per_group_keys: ClassVar[tuple[str, ...]] = ("base_lrs",)
     """State entries that hold one value per param group (where the scheduler has them)."""
+    _in_step: bool = False
+    """True while a step computes the new lrs (``_stepping``); never in ``state_dict``."""
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         _check_optimizer(self, optimizer)
@@ -64,27 +79,57 @@ class LRScheduler:
         self._is_initial = False
 
     def get_lr(self) -> list[float]:
-        """The lr of each group for epoch ``last_epoch``, from the current ones."""
+        """The lr of each group for epoch ``last_epoch``, from the current ones.
+
+        The step calls it; a call from outside warns, as in PyTorch, since for most
+        schedules it gives the next lr rather than the last (``get_last_lr()``).
+        """
         raise NotImplementedError(f"{self._name} must implement get_lr()")
+
+    def _warn_unless_stepping(self) -> None:
+        """Each ``get_lr`` calls this first: PyTorch's warning for a user's call."""
+        if not self._in_step:
+            warnings.warn(GET_LR_WARNING, UserWarning, stacklevel=3)
+
+    @contextmanager
+    def _stepping(self) -> Iterator[None]:
+        """The step computing the new lrs: its own ``get_lr()`` calls do not warn."""
+        self._in_step = True
+        try:
+            yield
+        finally:
+            del self._in_step  # the class's False again, kept out of state_dict
 
     def _closed_form_lr(self) -> list[float] | None:
         """The lr of each group at ``last_epoch`` from ``base_lrs``; None if there is no formula."""
         return None
 
-    def step(self) -> None:
-        """Advance one epoch and set every group's lr."""
+    def step(self, epoch: int | None = None) -> None:
+        """Advance one epoch and set every group's lr.
+
+        Args:
+            epoch: deprecated, as in PyTorch, which warns the same way: go to this
+                epoch instead, by the closed form where the schedule has one.
+        """
         self._step_count += 1
-        self._update_lr()
+        if epoch is not None:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+        self._update_lr(epoch)
 
     def _update_lr(self, epoch: int | None = None) -> None:
         """Set every group's lr for the next epoch, or for ``epoch`` by the closed form."""
-        if epoch is None:
-            self.last_epoch += 1
-            lrs = self.get_lr()
-        else:  # SequentialLR restarts a schedule at epoch 0 this way
-            self.last_epoch = epoch
-            closed_form = self._closed_form_lr()
-            lrs = self.get_lr() if closed_form is None else closed_form
+        with self._stepping():
+            if epoch is None:
+                self.last_epoch += 1
+                lrs = self.get_lr()
+            else:  # step(epoch), and SequentialLR restarting a schedule at epoch 0
+                self.last_epoch = epoch
+                closed_form = self._closed_form_lr()
+                lrs = self.get_lr() if closed_form is None else closed_form
+        self._set_lrs(lrs)
+
+    def _set_lrs(self, lrs: list[float]) -> None:
+        """Write one lr into each group, and remember them for ``get_last_lr``."""
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
         self._last_lr = self._current_lrs()

@@ -117,7 +117,7 @@ class SequentialLR(_CompositeScheduler):
         else:
             scheduler.last_epoch -= 1
 
-    def step(self) -> None:
+    def step(self) -> None:  # type: ignore[override]  # no epoch, as torch's
         """Advance one epoch: restart the next schedule at a milestone, else step the current."""
         self.last_epoch += 1
         index = bisect_right(self._milestones, self.last_epoch)
@@ -148,7 +148,7 @@ class ChainedScheduler(_CompositeScheduler):
         self.optimizer = optimizer
         self._last_lr = self._current_lrs()
 
-    def step(self) -> None:
+    def step(self) -> None:  # type: ignore[override]  # no epoch, as torch's
         """Step each scheduler, in order."""
         for scheduler in self._schedulers:
             scheduler.step()

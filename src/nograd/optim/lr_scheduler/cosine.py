@@ -31,9 +31,12 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         t, T, eta_min = self.last_epoch, self.T_max, self.eta_min
         if self._is_initial:
             return self._current_lrs()
+        if self._step_count == 1 and t > 0:  # get_lr() called right after resuming, as torch
+            return self._closed_form_lr()
         if (t - 1 - T) % (2 * T) == 0:  # leaving a minimum, where the ratio below is 0/0
             return [
                 lr + (base - eta_min) * (1 - math.cos(math.pi / T)) / 2
@@ -77,26 +80,46 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self.T_i = T_0
         self.T_mult = T_mult
         self.eta_min = eta_min
-        self.T_cur = last_epoch
+        self.T_cur: float = last_epoch  # a fraction after step(epoch) with one
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         cosine = 1 + math.cos(math.pi * self.T_cur / self.T_i)
         return [self.eta_min + (base_lr - self.eta_min) * cosine / 2 for base_lr in self.base_lrs]
 
-    def step(self) -> None:
-        """Advance one epoch, restarting the cosine when T_cur reaches T_i.
+    def step(self, epoch: float | None = None) -> None:
+        """Advance one epoch, restarting the cosine when T_cur reaches T_i; or go to ``epoch``.
 
+        ``step(epoch)`` is not deprecated here: called once per batch with a fraction,
+        ``scheduler.step(epoch + i / batches)``, it moves the lr within an epoch.
         As in PyTorch, this step leaves ``_step_count`` as the constructor set it.
         """
-        if self.last_epoch < 0:  # the constructor's step 0
-            self.T_i, self.T_cur = self.T_0, 0
-        else:
+        if epoch is None and self.last_epoch < 0:  # the constructor's step 0
+            epoch = 0
+        if epoch is None:
             self.T_cur += 1
             if self.T_cur >= self.T_i:  # a restart: the next period is T_mult times longer
                 self.T_cur %= self.T_i  # (a resumed run may start past T_0)
                 self.T_i *= self.T_mult
-        self.last_epoch = max(self.last_epoch + 1, 0)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
-            group["lr"] = lr
-        self._last_lr = self._current_lrs()
+            self.last_epoch += 1
+        else:
+            self._go_to(epoch)
+            self.last_epoch = math.floor(epoch)
+        with self._stepping():
+            lrs = self.get_lr()
+        self._set_lrs(lrs)
+
+    def _go_to(self, epoch: float) -> None:
+        """Set T_cur and T_i for ``epoch`` (a fraction too), counted from the first period."""
+        if epoch < 0:
+            raise ValueError(f"CosineAnnealingWarmRestarts: expected epoch >= 0, got {epoch}")
+        if epoch < self.T_0:
+            self.T_i, self.T_cur = self.T_0, epoch
+        elif self.T_mult == 1:
+            self.T_cur = epoch % self.T_0
+        else:
+            # period n starts at T_0 * (1 + m + ... + m^(n-1)) = T_0 * (m^n - 1) / (m - 1)
+            n = int(math.log(epoch / self.T_0 * (self.T_mult - 1) + 1, self.T_mult))
+            self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+            self.T_i = self.T_0 * self.T_mult**n

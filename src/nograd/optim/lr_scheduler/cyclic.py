@@ -133,6 +133,7 @@ class CyclicLR(LRScheduler):
         return float(self.gamma**x)
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         cycle = math.floor(1 + self.last_epoch / self.total_size)
         x = 1.0 + self.last_epoch / self.total_size - cycle
         up = x <= self.step_ratio  # always, when step_size_down is 0

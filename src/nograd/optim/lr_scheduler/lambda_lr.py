@@ -85,6 +85,7 @@ class LambdaLR(_LambdaScheduler):
     """
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         return [
             base_lr * fn(self.last_epoch)
             for fn, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)
@@ -103,6 +104,7 @@ class MultiplicativeLR(_LambdaScheduler):
     """
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         if self._is_initial:
             return self._current_lrs()
         return [

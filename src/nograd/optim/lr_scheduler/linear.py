@@ -40,6 +40,7 @@ class LinearLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         t, start, end = self.last_epoch, self.start_factor, self.end_factor
         if t == 0:
             return [lr * start for lr in self._current_lrs()]  # lr(0) = start * base_lr
@@ -82,6 +83,7 @@ class PolynomialLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         t, total = self.last_epoch, self.total_iters
         if self._is_initial or t > total:
             return self._current_lrs()

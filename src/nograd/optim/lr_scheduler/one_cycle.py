@@ -132,6 +132,7 @@ class OneCycleLR(LRScheduler):
         return (end - start) * pct + start
 
     def get_lr(self) -> list[float]:
+        self._warn_unless_stepping()
         step = self.last_epoch
         if step > self.total_steps:
             raise ValueError(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal, SupportsFloat
 
 from nograd.optim.lr_scheduler.base import (
+    EPOCH_DEPRECATION_WARNING,
     LRScheduler,
     PerGroup,
     _check,
@@ -93,10 +95,17 @@ class ReduceLROnPlateau(LRScheduler):
         """Whether the epochs after the last reduction are still being ignored."""
         return self.cooldown_counter > 0
 
-    def step(self, metrics: SupportsFloat) -> None:  # type: ignore[override]
-        """Record one epoch's metric (such as the validation loss) and reduce the lr if due."""
+    def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Record one epoch's metric (such as the validation loss) and reduce the lr if due.
+
+        ``epoch``, deprecated as in LRScheduler.step, sets ``last_epoch``, and warns.
+        """
         current = float(metrics)  # a 0-dim tensor too
-        self.last_epoch += 1
+        if epoch is None:
+            epoch = self.last_epoch + 1
+        else:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+        self.last_epoch = epoch
         if self._is_better(current, self.best):
             self.best = current
             self.num_bad_epochs = 0
