@@ -514,6 +514,63 @@ def test_param_groups_are_the_callers_dicts_as_in_torch(cls: type[Optimizer]) ->
         assert torch.equal(p.data, t.detach())
 
 
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_repr_is_torchs(cls: type[Optimizer]) -> None:
+    ours = [Parameter(torch.ones(2)), Parameter(torch.ones(3))]
+    ref = [torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)]
+    opt = cls([{"params": ours[:1]}, {"params": ours[1:], "lr": 0.5}])
+    ref_opt = TWINS[cls]([{"params": ref[:1]}, {"params": ref[1:], "lr": 0.5}])
+    assert repr(opt) == repr(ref_opt)
+    assert repr(opt).startswith(f"{cls.__name__} (\nParameter Group 0\n")
+
+
+@pytest.mark.parametrize("cls", list(TWINS))
+def test_named_parameters_keep_their_names_as_in_torch(cls: type[Optimizer]) -> None:
+    gen = torch.Generator().manual_seed(0)
+    values = [torch.randn(shape, generator=gen) for shape in SHAPES]
+    names = ["layer.weight", "layer.bias", "head.weight"]
+    ours = [Parameter(v.clone()) for v in values]
+    ref = [v.clone().requires_grad_() for v in values]
+    opt = cls(list(zip(names[:2], ours[:2], strict=True)), lr=0.05)
+    ref_opt = TWINS[cls](list(zip(names[:2], ref[:2], strict=True)), lr=0.05)
+    opt.add_param_group({"params": [(names[2], ours[2])], "lr": 0.1})
+    ref_opt.add_param_group({"params": [(names[2], ref[2])], "lr": 0.1})
+    assert [group["params"] for group in opt.param_groups] == [ours[:2], ours[2:]]
+    assert [group["param_names"] for group in opt.param_groups] == [names[:2], names[2:]]
+    for _ in range(3):
+        for p, t in zip(ours, ref, strict=True):
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, t.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+    ours_saved, ref_saved = opt.state_dict(), ref_opt.state_dict()
+    assert ours_saved["param_groups"] == ref_saved["param_groups"]  # the names included
+    opt.load_state_dict(ref_saved)
+    ref_opt.load_state_dict(ours_saved)
+    for group in ref_saved["param_groups"]:  # a checkpoint without names: the live ones stay
+        del group["param_names"]
+    opt.load_state_dict(ref_saved)
+    assert [group["param_names"] for group in opt.param_groups] == [names[:2], names[2:]]
+    for p, t in zip(ours, ref, strict=True):
+        assert torch.equal(p.data, t.detach())
+
+
+def test_names_for_some_parameters_or_groups_only_are_refused_as_in_torch() -> None:
+    a, b = Parameter(torch.ones(2)), Parameter(torch.ones(2))
+    ta, tb = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    with pytest.raises(ValueError, match="with a name or none"):
+        SGD([("a", a), b], lr=0.1)
+    with pytest.raises(ValueError):
+        torch.optim.SGD([("a", ta), tb], lr=0.1)
+    opt, ref_opt = SGD([("a", a)], lr=0.1), torch.optim.SGD([("a", ta)], lr=0.1)
+    group = {"params": [b]}
+    with pytest.raises(ValueError, match="with names"):
+        opt.add_param_group(group)
+    with pytest.raises(ValueError):
+        ref_opt.add_param_group({"params": [tb]})
+    assert group == {"params": [b]} and len(opt.param_groups) == 1
+
+
 def test_a_refused_param_group_is_left_as_it_came() -> None:
     opt = SGD([Parameter(torch.ones(2))], lr=0.1)
     group = {"params": [Parameter(torch.ones(3))], "lr": -1.0}

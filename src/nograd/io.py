@@ -409,6 +409,8 @@ def check_options(saved_groups: list[dict[str, Any]], optimizer: Any, where: str
         for name, value in live.items():
             if name in IMPLEMENTATION_OPTIONS and name not in saved:
                 continue  # written before nograd kept them: the load takes the default
+            if name == "param_names" and name not in saved:
+                continue  # saved without names: the load keeps the live group's, as torch
             if name != "params" and (name not in saved or not same_kinds(value, saved[name])):
                 raise ValueError(
                     f"{where}: the optimizer's option {name!r} of group {i} is "

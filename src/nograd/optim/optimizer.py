@@ -85,8 +85,9 @@ class Optimizer:
     """Base class of every optimizer: subclasses implement ``step``.
 
     Args:
-        params: the parameters to optimize (``model.parameters()``), or a list of
-            dicts, one per group, each with ``"params"`` and any option to override.
+        params: the parameters to optimize (``model.parameters()``, or
+            ``model.named_parameters()`` to keep their names), or a list of dicts, one
+            per group, each with ``"params"`` and any option to override.
         defaults: every option with its default value, used where a group is silent.
 
     Attributes:
@@ -131,17 +132,29 @@ class Optimizer:
     def _name(self) -> str:
         return type(self).__name__
 
+    def __repr__(self) -> str:
+        """torch's text: each group's options, sorted by name, under "Parameter Group i"."""
+        text = f"{self._name} ("
+        for i, group in enumerate(self.param_groups):
+            text += f"\nParameter Group {i}\n"
+            options = sorted(key for key in group if key != "params")
+            text += "".join(f"    {key}: {group[key]}\n" for key in options)
+        return text + ")"
+
     # ----------------------------------------------------------------- groups
     def add_param_group(self, param_group: ParamGroup) -> None:
         """Add a group of parameters, with options falling back to ``defaults``.
 
         As in ``torch.optim``, the dict itself joins ``param_groups``: each option it
-        lacks is set to its default, and ``"params"`` becomes a list.
+        lacks is set to its default, and ``"params"`` becomes a list. Parameters given
+        as ``(name, parameter)`` pairs (``model.named_parameters()``) leave their names
+        in ``"param_names"``, as torch's do.
 
         Raises:
             TypeError: if the group is not a dict or holds something other than
                 Parameters (a set is refused too: its order changes between runs).
-            ValueError: if a parameter appears twice, or an option is invalid.
+            ValueError: if a parameter appears twice, an option is invalid, or some
+                parameters or groups have names and others not.
         """
         if not isinstance(param_group, dict):
             raise TypeError(
@@ -155,6 +168,7 @@ class Optimizer:
                 f"{self._name}: expected parameters in an ordered collection, got a set"
             )
         params = [params] if isinstance(params, Parameter) else list(params)
+        params, names = self._split_names(params)
         for param in params:
             if not isinstance(param, Parameter):
                 raise TypeError(
@@ -166,6 +180,11 @@ class Optimizer:
         for group in self.param_groups:
             if not set(group["params"]).isdisjoint(params):
                 raise ValueError(f"{self._name}: a parameter appears in more than one group")
+            if ("param_names" in group) != (names is not None):
+                raise ValueError(
+                    f"{self._name}: expected every param group with names "
+                    f"(model.named_parameters()) or none"
+                )
 
         self.check_all_options({**self.defaults, **param_group})
         # The caller's dict itself, as torch.optim keeps it: an edit made through it
@@ -174,7 +193,24 @@ class Optimizer:
         for name, default in self.defaults.items():
             param_group.setdefault(name, default)
         param_group["params"] = params
+        if names is not None:
+            param_group["param_names"] = names
         self.param_groups.append(param_group)
+
+    def _split_names(self, params: list[Any]) -> tuple[list[Any], list[str] | None]:
+        """The parameters and their names, for a group given as ``(name, parameter)``
+        pairs (``model.named_parameters()``); a list without names, and None, else.
+
+        torch keeps the names in the group as ``"param_names"`` (and so in ``state_dict``).
+        """
+        names = [param[0] for param in params if isinstance(param, tuple)]
+        if not names:
+            return params, None
+        if len(names) != len(params):
+            raise ValueError(
+                f"{self._name}: expected every parameter of a group with a name or none"
+            )
+        return [param[1] for param in params], names
 
     def check_all_options(self, options: Mapping[str, Any]) -> None:
         """Raise for an option the constructor would refuse: torch's implementation
@@ -495,6 +531,8 @@ class Optimizer:
             options = {key: copy.deepcopy(v) for key, v in saved.items() if key != "params"}
             # taken as saved, unchecked, as torch.optim takes them: a scheduler may have
             # driven lr a little below 0, and the checkpoint must still load
+            if "param_names" in group:  # kept where the checkpoint has none, as in torch
+                options.setdefault("param_names", group["param_names"])
             new_groups.append({**self.defaults, **options, "params": group["params"]})
         self.param_groups = new_groups
         self.state = state
