@@ -85,6 +85,17 @@ def calls_per_chunk(fn: Callable[[], object], chunk_s: float) -> int:
     return calls
 
 
+def positive_ints(text: str) -> list[int]:
+    """Parse "1,2" for --threads, --batches and the like."""
+    try:
+        values = [int(item) for item in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2, got {text!r}")
+    return values
+
+
 def timing_arguments(doc: str, repeats: int, quick_help: str) -> argparse.ArgumentParser:
     """A timing script's options: --quick, --repeats (default ``repeats``) and --out."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])

@@ -29,7 +29,15 @@ try:
 except ImportError:  # a bare checkout: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from nograd.cli import threads_for
-from _common import calls_per_chunk, machine_lines, markdown_table, median, print_report, time_calls
+from _common import (
+    calls_per_chunk,
+    machine_lines,
+    markdown_table,
+    median,
+    positive_ints,
+    print_report,
+    time_calls,
+)
 from nograd.config import TASKS, TrainConfig, build_loss, build_model, build_optimizer
 
 CHUNK_S = 0.025  # each timed chunk lasts at least this long
@@ -85,13 +93,6 @@ def measure(width: int, batch: int, threads: int, repeats: int) -> list[str]:
         faster,
         str(threads_for(config_for(width, batch), threads)),
     ]
-
-
-def positive_ints(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",")]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -107,6 +107,7 @@ from _common import (
     minimal_backward,
     minor_faults,
     peak_rss_since_reset_mib,
+    positive_ints,
     print_report,
     ratio_text,
     reset_peak_rss,
@@ -784,17 +785,6 @@ def onednn_table(rows: Sequence[Row]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- main
-def positive_ints(text: str) -> list[int]:
-    """Parse "1,2" for --threads, --batches and the like."""
-    try:
-        values = [int(item) for item in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2, got {text!r}")
-    return values
-
-
 def names_among(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         values = text.split(",")
