@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from nograd.nn import aten
-from nograd.nn.constants import one_like, scalar
+from nograd.nn.constants import HALF_DTYPES, one_like, scalar
 from nograd.nn.module import Module
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)  # the tanh approximation of GELU
@@ -26,7 +26,6 @@ _KAPPA = 0.044715
 _K3 = _SQRT_2_OVER_PI * _KAPPA  # the coefficient of x^3 in u
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
 _MINUS_SQRT_HALF = -math.sqrt(0.5)  # Phi(x) = erfc(-x / sqrt(2)) / 2
-_REDUCED = (torch.float16, torch.bfloat16)  # computed in float32, as torch computes them
 # dL/dy * 1[y > threshold] in one kernel; looked up once, as torch.ops resolves names slowly
 _threshold_backward = aten.kernel(torch.ops.aten.threshold_backward.default)
 # torch's kernels for Tanh's and Sigmoid's backward, which half types take (see Tanh)
@@ -98,7 +97,7 @@ class Tanh(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = self._saved_for(grad_output, "y")
-        if y.dtype in _REDUCED:
+        if y.dtype in HALF_DTYPES:
             # torch computes float16 and bfloat16 in float32 and rounds once (on the CPU
             # and on a GPU); its own kernel has those bits: dL/dx = dL/dy * (1 - y^2)
             grad_input: Tensor = _tanh_backward(grad_output, y)
@@ -125,7 +124,7 @@ class Sigmoid(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = self._saved_for(grad_output, "y")
-        if y.dtype in _REDUCED:
+        if y.dtype in HALF_DTYPES:
             # torch's kernel computes half types in a precision that depends on the dtype
             # and the device (bfloat16 in float32 on the CPU, float16 step by step in
             # float16): its own kernel has those bits. dL/dx = dL/dy * (1 - y) * y
@@ -268,7 +267,7 @@ class GELU(Module):
         self.approximate = approximate
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dtype in _REDUCED:
+        if x.dtype in HALF_DTYPES:
             # torch computes half types in float32 and rounds once; in float16 itself the
             # x^3 of u overflows for |x| > ~97, and the backward's inf * 0 is NaN
             return self.forward(x.float()).to(x.dtype)

@@ -17,11 +17,10 @@ import warnings
 import torch
 from torch import Tensor
 
-from nograd.nn.constants import scalar
+from nograd.nn.constants import HALF_DTYPES, scalar
 from nograd.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
-_REDUCED = (torch.float16, torch.bfloat16)  # half types, which MSELoss rounds 2 / N to
 # ATen's numbering of the reductions, which its loss kernels take
 REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
@@ -198,7 +197,7 @@ class MSELoss(Loss):
         diff = self._saved("diff")
         g = self._checked_grad_output(grad_output)  # None: dL/dl = 1
         norm = 2 / max(diff.numel(), 1) if self.reduction == "mean" else 2.0  # 2 / N or 2
-        if diff.dtype in _REDUCED:
+        if diff.dtype in HALF_DTYPES:
             # torch's kernel rounds 2 / N to pred's dtype before it multiplies
             norm = torch.tensor(norm, dtype=diff.dtype).item()
         # dl/dpred, for l this loss's value: 2 (pred - target), / N under "mean"; torch

@@ -48,6 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nograd.nn.constants import HALF_DTYPES
+
 TensorList = list[Tensor] | tuple[Tensor, ...]  # what torch's _foreach_* ops take and return
 Scalars = float | list[float]  # one number for every tensor, or one number each
 
@@ -118,9 +120,6 @@ def _pick(arg: Any, indices: list[int]) -> Any:
     return [arg[i] for i in indices] if isinstance(arg, list | tuple) else arg
 
 
-HALF = (torch.float16, torch.bfloat16)
-
-
 def one_by_one(xs: TensorList) -> bool:
     """Whether a list takes each tensor's own op: a CPU list holding a half-precision tensor.
 
@@ -129,7 +128,7 @@ def one_by_one(xs: TensorList) -> bool:
     ``_foreach_*`` CPU ops round a Python number to the tensor's type first: 0.9 times a
     bfloat16 tensor becomes 0.8984375 times it, and some results differ in the last bit.
     """
-    return xs[0].is_cpu and any(x.dtype in HALF for x in xs)
+    return xs[0].is_cpu and any(x.dtype in HALF_DTYPES for x in xs)
 
 
 def _each_(
