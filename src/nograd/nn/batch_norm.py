@@ -16,7 +16,7 @@ from torch import Tensor
 
 from nograd.nn import aten
 from nograd.nn.module import NO_INPUT_GRAD, Module
-from nograd.nn.parameter import Parameter
+from nograd.nn.parameter import Parameter, wants_grad
 
 # ATen's gradient of batch norm, looked up once: torch.ops resolves names slowly
 _native_batch_norm_backward = aten.kernel(torch.ops.aten.native_batch_norm_backward.default)
@@ -203,7 +203,6 @@ class BatchNorm1d(Module):
             return self._backward_of_empty(x)
         saved = self.saved
         weight = None if self.weight is None else self.weight.data
-        bias = None if self.bias is None else self.bias.data
         # With g = dL/dy, x_hat = (x - mean) * rstd, sums per feature over the n = N (* L)
         # numbers of the batch, and rstd = invstd of the batch in training:
         #   dL/dx = w * rstd / n * (n * g - sum g - x_hat * sum(g * x_hat))   (training)
@@ -211,7 +210,7 @@ class BatchNorm1d(Module):
         #   dL/dw = sum g * x_hat
         #   dL/db = sum g
         # ATen's kernel, as torch's autograd calls it; the mask skips what is not wanted
-        mask = [self.needs_input_grad, weight is not None, bias is not None]
+        mask = [self.needs_input_grad, wants_grad(self.weight), wants_grad(self.bias)]
         grad_input, grad_weight, grad_bias = _native_batch_norm_backward(
             grad_output,
             x,

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from nograd.nn import aten
 from nograd.nn.module import NO_INPUT_GRAD, Module
-from nograd.nn.parameter import Parameter
+from nograd.nn.parameter import Parameter, wants_grad
 
 # ATen's gradient of layer norm, looked up once: torch.ops resolves names slowly
 _native_layer_norm_backward = aten.kernel(torch.ops.aten.native_layer_norm_backward.default)
@@ -135,7 +135,7 @@ class LayerNorm(Module):
         #   dL/dw = sum g * x_hat
         #   dL/db = sum g
         # ATen's kernel, as torch's autograd calls it; the mask skips what is not wanted
-        mask = [self.needs_input_grad, weight is not None, bias is not None]
+        mask = [self.needs_input_grad, wants_grad(self.weight), wants_grad(self.bias)]
         grad_input, grad_weight, grad_bias = _native_layer_norm_backward(
             grad_output, x, self.normalized_shape, mean, rstd, weight, bias, mask
         )

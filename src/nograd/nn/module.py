@@ -499,6 +499,17 @@ class Module:
     def eval(self: _M) -> _M:
         return self.train(False)
 
+    def requires_grad_(self: _M, requires_grad: bool = True) -> _M:
+        """Freeze (False) or unfreeze every parameter, as torch's: a frozen one gets no
+        gradient, so an optimizer leaves it as it is. Returns the module.
+
+        ``model[0].requires_grad_(False)`` trains all but the first layer; the layers
+        still pass dL/dx down the chain to the layers below.
+        """
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's gradient (to ``None``, or to zeros in place)."""
         for param in self.parameters():
