@@ -17,10 +17,9 @@ Used as in PyTorch::
 Each function runs the ops torch.nn.utils runs, in its order, so the clipped
 gradients and the returned norm are PyTorch's to the bit: the norm of each gradient,
 the norm of those norms, and the scale computed as ``float / tensor`` is (the
-reciprocal, then the product). One caveat: with gradients of several dtypes or
-devices, torch groups them in the order of a C++ hash map and nograd in their order
-of appearance, so the total norm, a sum of squares in another order, may differ in
-its last bit.
+reciprocal, then the product). Gradients of several dtypes or devices are grouped by
+torch's own grouping function, whose order of groups (that of a C++ hash map) is the
+order in which the total norm sums the norms.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import types
 import warnings
 from collections.abc import Iterable
 from numbers import Real
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -64,13 +64,13 @@ def get_total_norm(
     p = float(norm_type)
     if not tensors:
         return torch.tensor(0.0)
+    first_device = tensors[0].device
     norms: list[Tensor] = []  # ||t_i||, each a 0-dim tensor
     for device, group in _by_device_and_dtype(tensors):
         if _use_foreach(foreach, device):
             norms.extend(torch._foreach_norm(group, p))
         else:
             norms.extend(torch.linalg.vector_norm(t, p) for t in group)
-    first_device = tensors[0].device
     total: Tensor = torch.linalg.vector_norm(torch.stack([n.to(first_device) for n in norms]), p)
     if error_if_nonfinite and bool(torch.logical_or(total.isnan(), total.isinf())):
         raise RuntimeError(
@@ -94,10 +94,11 @@ def clip_grads_with_norm_(
     read a GPU's number on the host and wait for the GPU.
     """
     grads = _grads(parameters)
+    max_norm = float(max_norm)  # checked even when there is nothing to clip, as torch does
     if not grads:
         return
-    # max_norm / (||g|| + 1e-6), as torch computes a number over a tensor: 1 / x, then * max_norm
-    coef = torch.add(total_norm, 1e-6).reciprocal() * float(max_norm)
+    # A number over a tensor is computed as torch's Tensor.__rtruediv__: 1 / x, then * max_norm
+    coef = max_norm / (total_norm + 1e-6)
     coef = torch.clamp(coef, max=1.0)  # never scaled up
     for device, group in _by_device_and_dtype(grads):
         coef_here = coef.to(device)
@@ -185,11 +186,16 @@ def _grads(parameters: Parameters) -> list[Tensor]:
 
 
 def _by_device_and_dtype(tensors: list[Tensor]) -> list[tuple[torch.device, list[Tensor]]]:
-    """The tensors in groups of one device and dtype (a foreach call takes one of each)."""
-    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-    for t in tensors:
-        groups.setdefault((t.device, t.dtype), []).append(t)
-    return [(device, group) for (device, _), group in groups.items()]
+    """The tensors in groups of one device and dtype (a foreach call takes one of each).
+
+    torch's own grouping, so the groups come in torch's order (that of a C++ hash map,
+    not of appearance): the total norm sums the groups' norms in that order, and a sum
+    in another order may round differently. A None among the tensors raises its
+    RuntimeError, as in torch."""
+    if not tensors:
+        return []  # (torch's grouping refuses an empty list)
+    groups = torch._C._group_tensors_by_device_and_dtype([list(tensors)], False)
+    return [(device, cast(list[Tensor], group)) for (device, _), ([group], _) in groups.items()]
 
 
 def _use_foreach(foreach: bool | None, device: torch.device) -> bool:
