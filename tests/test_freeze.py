@@ -1,6 +1,6 @@
-"""Frozen parameters (``requires_grad_(False)``), against torch: a frozen parameter gets
-no gradient, an optimizer leaves it as it is, and everything else trains as torch's
-twin does, to the bit in float32."""
+"""Frozen parameters (``trainable = False``, ``freeze()``), against torch's
+``requires_grad_(False)``: a frozen parameter gets no gradient, an optimizer leaves it
+as it is, and everything else trains as torch's twin does, to the bit in float32."""
 
 from __future__ import annotations
 
@@ -29,8 +29,15 @@ def twins() -> tuple[nn.Sequential, torch.nn.Sequential]:
     return ours, ref
 
 
-def freeze(model: Any) -> None:
+def freeze(model: nn.Sequential) -> None:
     """The first Linear whole, the LayerNorm's weight and the BatchNorm's bias."""
+    model[0].freeze()
+    model[2].weight.trainable = False
+    model[5].bias.trainable = False
+
+
+def freeze_torch(model: torch.nn.Sequential) -> None:
+    """``freeze`` in torch's words."""
     model[0].requires_grad_(False)
     model[2].weight.requires_grad_(False)
     model[5].bias.requires_grad_(False)
@@ -49,7 +56,7 @@ def test_a_frozen_parameter_gets_no_gradient_and_the_rest_trains_as_torchs(
 ) -> None:
     ours, ref = twins()
     freeze(ours)
-    freeze(ref)
+    freeze_torch(ref)
     frozen = {key: value.clone() for key, value in ours.state_dict().items()}
     opt = getattr(optim, name)(ours.parameters(), **options)
     ref_opt = getattr(torch.optim, name)(ref.parameters(), **options)
@@ -66,10 +73,10 @@ def test_a_frozen_parameter_gets_no_gradient_and_the_rest_trains_as_torchs(
             ref_loss_fn(ref(x), y).backward()
         ref_opt.step()
     for (key, p), t in zip(ours.named_parameters(), ref.parameters(), strict=True):
-        assert p.requires_grad == t.requires_grad, key
+        assert p.trainable == t.requires_grad, key
         assert (p.grad is None) == (t.grad is None), key  # None exactly where torch's is
         assert torch.equal(p.data, t.detach()), key
-        if not p.requires_grad:
+        if not p.trainable:
             assert torch.equal(p.data, frozen[key]), key
     assert ours[0].weight.grad is None and ours[2].bias.grad is not None
 
@@ -78,7 +85,7 @@ def test_a_frozen_first_layer_still_passes_its_input_gradient() -> None:
     ours, ref = twins()
     ours.eval()
     ref.eval()
-    ours.requires_grad_(False)
+    assert ours.freeze() is ours
     ref.requires_grad_(False)
     x = torch.randn(4, 3, dtype=torch.float32)
     x_ref = x.clone().requires_grad_()
@@ -93,8 +100,8 @@ def test_a_frozen_first_layer_still_passes_its_input_gradient() -> None:
 def test_an_optimizer_of_the_trainable_parameters_only_as_torch_users_build_it() -> None:
     ours, ref = twins()
     freeze(ours)
-    freeze(ref)
-    opt = optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.5)
+    freeze_torch(ref)
+    opt = optim.SGD([p for p in ours.parameters() if p.trainable], lr=0.5)
     ref_opt = torch.optim.SGD(filter(lambda p: p.requires_grad, ref.parameters()), lr=0.5)
     assert len(opt.param_groups[0]["params"]) == len(ref_opt.param_groups[0]["params"]) == 6
     x, y = torch.randn(8, 3), torch.randn(8, 2)
@@ -110,36 +117,37 @@ def test_an_optimizer_of_the_trainable_parameters_only_as_torch_users_build_it()
 
 
 def test_unfreezing_brings_the_gradient_back() -> None:
+    assert nn.Linear(3, 2).freeze().unfreeze().weight.trainable
     layer = nn.Linear(3, 2)
-    assert layer.requires_grad_(False) is layer
+    assert layer.freeze() is layer
     layer(torch.randn(5, 3))
     layer.backward(torch.ones(5, 2))
     assert layer.weight.grad is None and layer.bias.grad is None
-    layer.weight.requires_grad = True
+    layer.weight.trainable = True
     layer(torch.randn(5, 3))
     layer.backward(torch.ones(5, 2))
     assert layer.weight.grad is not None and layer.bias.grad is None
 
 
-def test_parameter_takes_requires_grad_as_torchs() -> None:
-    p = nn.Parameter(torch.ones(2), requires_grad=False)
-    assert p.requires_grad is False and "requires_grad=False" in repr(p)
-    assert p.requires_grad_() is p and p.requires_grad is True
-    assert nn.Parameter(torch.ones(2)).requires_grad is True
+def test_a_frozen_parameter_adds_no_gradient() -> None:
+    p = nn.Parameter(torch.ones(2), trainable=False)
+    assert p.trainable is False and "trainable=False" in repr(p)
+    assert nn.Parameter(torch.ones(2)).trainable is True
+    p.trainable = True
     p.accumulate_grad(torch.ones(2))
-    p.requires_grad_(False)
+    p.trainable = False
     p.accumulate_grad(torch.ones(2))  # frozen: nothing added
     assert torch.equal(p.grad, torch.ones(2))  # type: ignore[arg-type]
 
 
-def test_copies_keep_requires_grad_as_torchs() -> None:
-    p = nn.Parameter(torch.ones(2), requires_grad=False)
+def test_copies_stay_frozen_as_torchs() -> None:
+    p = nn.Parameter(torch.ones(2), trainable=False)
     t = torch.nn.Parameter(torch.ones(2), requires_grad=False)
     for copied, ref_copied in [
         (copy.deepcopy(p), copy.deepcopy(t)),
         (pickle.loads(pickle.dumps(p)), pickle.loads(pickle.dumps(t))),
     ]:
-        assert copied.requires_grad is ref_copied.requires_grad is False
-    old = nn.Parameter.__new__(nn.Parameter)  # pickled before requires_grad existed
+        assert copied.trainable is ref_copied.requires_grad is False
+    old = nn.Parameter.__new__(nn.Parameter)  # pickled before trainable existed
     old.__setstate__({"data": torch.ones(2)})
-    assert old.requires_grad is True and old.grad is None
+    assert old.trainable is True and old.grad is None

@@ -158,9 +158,9 @@ class Linear(Module):
         # side is None except inside a CUDA graph's capture (grad_stream); the two lines
         # are written out here, not called as _accumulate_*_grad: two calls fewer a step
         if grad_stream.side is None:
-            if self.weight.requires_grad:  # frozen (requires_grad_(False)): no product
+            if self.weight.trainable:  # frozen (trainable = False): no product
                 self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
-            if self.bias is not None and self.bias.requires_grad:
+            if self.bias is not None and self.bias.trainable:
                 self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
         else:
             self._parameter_grads_on_side_streams(grad_stream.side, g, x)
@@ -184,12 +184,12 @@ class Linear(Module):
 
     def _accumulate_weight_grad(self, g: Tensor, x: Tensor) -> None:
         """Add dL/dW, for dL/dy = g (N, out) and input x (N, in), into weight.grad."""
-        if self.weight.requires_grad:
+        if self.weight.trainable:
             self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
 
     def _accumulate_bias_grad(self, g: Tensor) -> None:
         """Add dL/db, for dL/dy = g (N, out), into bias.grad (if there is a bias)."""
-        if self.bias is not None and self.bias.requires_grad:
+        if self.bias is not None and self.bias.trainable:
             self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
 
     def _rows(self, grad_output: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -499,15 +499,22 @@ class Module:
     def eval(self: _M) -> _M:
         return self.train(False)
 
-    def requires_grad_(self: _M, requires_grad: bool = True) -> _M:
-        """Freeze (False) or unfreeze every parameter, as torch's: a frozen one gets no
-        gradient, so an optimizer leaves it as it is. Returns the module.
+    def freeze(self: _M) -> _M:
+        """Freeze every parameter (``trainable = False``): a frozen one gets no gradient,
+        so an optimizer leaves it as it is, as torch's ``requires_grad_(False)``. Returns
+        the module.
 
-        ``model[0].requires_grad_(False)`` trains all but the first layer; the layers
-        still pass dL/dx down the chain to the layers below.
+        ``model[0].freeze()`` trains all but the first layer; the layers still pass dL/dx
+        down the chain to the layers below.
         """
         for param in self.parameters():
-            param.requires_grad_(requires_grad)
+            param.trainable = False
+        return self
+
+    def unfreeze(self: _M) -> _M:
+        """Make every parameter trainable again (torch's ``requires_grad_(True)``)."""
+        for param in self.parameters():
+            param.trainable = True
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:

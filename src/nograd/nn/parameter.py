@@ -11,7 +11,7 @@ from torch import Tensor
 def wants_grad(param: Parameter | None) -> bool:
     """Whether a layer's backward must compute this parameter's gradient: it exists
     (a layer made with ``bias=False`` has None) and is not frozen."""
-    return param is not None and param.requires_grad
+    return param is not None and param.trainable
 
 
 class Parameter:
@@ -20,28 +20,24 @@ class Parameter:
     Gradients accumulate: every backward pass adds into ``grad``, so a weight used
     twice receives both contributions, and ``zero_grad`` clears it between steps.
 
-    A frozen parameter (``requires_grad`` False, as in torch: ``requires_grad_(False)``
-    or ``model.requires_grad_(False)``) gets no gradient: its ``grad`` stays None, so
-    optimizers leave it as it is, and the layers skip the products that would make it.
+    A frozen parameter (``trainable`` False: ``param.trainable = False``, or
+    ``model.freeze()`` for all of a module's) gets no gradient: its ``grad`` stays None,
+    so optimizers leave it as it is, and the layers skip the products that would make
+    it. torch calls this flag by its autograd's name; nograd has no autograd.
 
     Args:
         data: the initial value; the parameter keeps this tensor (no copy).
-        requires_grad: whether backward passes compute dL/d(data) for it.
+        trainable: whether backward passes compute dL/d(data) for it.
     """
 
-    __slots__ = ("data", "grad", "requires_grad")
+    __slots__ = ("data", "grad", "trainable")
 
-    def __init__(self, data: Tensor, requires_grad: bool = True) -> None:
+    def __init__(self, data: Tensor, trainable: bool = True) -> None:
         if not isinstance(data, Tensor):
             raise TypeError(f"Parameter: expected a torch.Tensor, got {type(data).__name__}")
         self.data: Tensor = data
         self.grad: Tensor | None = None
-        self.requires_grad: bool = requires_grad
-
-    def requires_grad_(self, requires_grad: bool = True) -> Parameter:
-        """Freeze (False) or unfreeze (True) the parameter in place; returns it."""
-        self.requires_grad = requires_grad
-        return self
+        self.trainable: bool = trainable
 
     def accumulate_grad(self, grad: Tensor) -> None:
         """Add ``grad`` into ``self.grad``; the first gradient is stored as it is.
@@ -52,7 +48,7 @@ class Parameter:
         pass over memory but rounds each partial sum with the old gradient in it: other
         bits in the last place.)
         """
-        if not self.requires_grad:  # frozen: no gradient, as torch leaves .grad None
+        if not self.trainable:  # frozen: no gradient, as torch leaves a frozen .grad None
             return
         if self.grad is None:
             self.grad = grad  # callers hand over a tensor they will not reuse
@@ -66,12 +62,12 @@ class Parameter:
         As torch's ``nn.Parameter``: a snapshot of a model (``best = deepcopy(model)``)
         starts with no gradient, so its first backward does not add into stale ones.
         """
-        return {"data": self.data, "requires_grad": self.requires_grad}
+        return {"data": self.data, "trainable": self.trainable}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.data = state["data"]
         self.grad = None
-        self.requires_grad = state.get("requires_grad", True)  # pickled before it existed
+        self.trainable = state.get("trainable", True)  # pickled before it existed
 
     @property
     def shape(self) -> torch.Size:
@@ -89,5 +85,5 @@ class Parameter:
         return self.data.numel()
 
     def __repr__(self) -> str:
-        frozen = "" if self.requires_grad else ", requires_grad=False"
+        frozen = "" if self.trainable else ", trainable=False"
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}{frozen})"
