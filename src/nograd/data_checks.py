@@ -213,27 +213,31 @@ def check_data(
     dtype: torch.dtype,
     loss_fn: Module | None = None,
 ) -> int:
-    """Run one sample through the model (eval mode) and return its number of outputs.
+    """Run the first sample through the model (eval mode); return its number of outputs.
 
     Catches a feature-count mismatch, labels the model cannot output, and nan or inf
-    in the data up front, with both sides in the message.
+    in the data up front, with both sides in the message. The model's mode is restored
+    afterwards, also when its forward raises.
     """
     x, y = first_pair(loader.dataset, what)
     tensors = tensors_of(loader.dataset)  # None: a dataset read sample by sample
     check_labels_shape(tensors, y, what)
     check_finite(tensors, what)
-    first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
-    in_features = getattr(first, "in_features", None)
-    if in_features is not None and (x.dim() != 1 or x.shape[0] != in_features):
-        raise ValueError(
-            f"{what} has {_features(x)} per sample but the model's first layer "
-            f"{first._describe()} expects {in_features} features"  # type: ignore[union-attr]
-        )
     was_training = model.training
     model.eval()
-    with hooks.suspended():  # the user's hooks see the training, not this probe
-        output = model(x.unsqueeze(0).to(device=device, dtype=dtype))
-    model.train(was_training)
+    # Two copies of the sample, not one: a BatchNorm1d without running statistics
+    # normalises over the batch in eval mode too, and refuses a batch of one, as torch's
+    probe = torch.stack((x, x)).to(device=device, dtype=dtype)
+    try:
+        with hooks.suspended():  # the user's hooks see the training, not this probe
+            output = model(probe)
+    except (ValueError, TypeError, RuntimeError):
+        # Only now, once the model refused the data, is the sample's layout compared
+        # with the first Linear's: a model may flatten or reshape its input first
+        _check_features(model, x, what)
+        raise
+    finally:
+        model.train(was_training)
     n_outputs = int(output.shape[-1]) if output.dim() > 1 else 1
     labels = (tensors or (x, y))[1]
     ignored = ignored_class(loss_fn)
@@ -275,6 +279,18 @@ def may_hold_ignored(
         if skipped is None or not bool(skipped.any()):
             return None
     return ignored
+
+
+def _check_features(model: Module, x: Tensor, what: str) -> None:
+    """Name both sizes if a sample's last dimension is not what the model's first
+    Linear takes (Linear maps (*, in_features))."""
+    first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
+    in_features = getattr(first, "in_features", None)
+    if in_features is not None and (x.dim() == 0 or x.shape[-1] != in_features):
+        raise ValueError(
+            f"{what} has {_features(x)} per sample but the model's first layer "
+            f"{first._describe()} expects {in_features} features"  # type: ignore[union-attr]
+        ) from None
 
 
 def _features(x: Tensor) -> str:

@@ -37,7 +37,9 @@ from torch import Tensor
 
 
 class DivergenceError(RuntimeError):
-    """The loss (or a parameter) became nan or inf: training stopped.
+    """The loss (or a parameter, or an update) became nan or inf: training stopped.
+
+    ``remedy`` ends the message (what to try: "a lower learning rate" by default).
 
     Attributes:
         epoch, step: where it was first seen, both counted from 1.
@@ -46,13 +48,20 @@ class DivergenceError(RuntimeError):
     """
 
     def __init__(
-        self, what: str, value: float, epoch: int, step: int, lr: float, checkpoint: Path | None
+        self,
+        what: str,
+        value: float,
+        epoch: int,
+        step: int,
+        lr: float,
+        checkpoint: Path | None,
+        remedy: str = "a lower learning rate",
     ) -> None:
         self.epoch, self.step, self.value, self.checkpoint = epoch, step, value, checkpoint
         where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint"
         super().__init__(
             f"fit: {what} became {value} at epoch {epoch}, step {step} (lr {lr:g}); "
-            f"training stopped ({where}); try a lower learning rate"
+            f"training stopped ({where}); try {remedy}"
         )
 
 
@@ -129,9 +138,11 @@ class LossWatch:
     def flush(self) -> None:
         """Raise for a non-finite loss not reported yet: none here, each step was checked."""
 
-    def error(self, step: int, value: float, what: str = "the loss") -> DivergenceError:
+    def error(
+        self, step: int, value: float, what: str = "the loss", remedy: str = "a lower learning rate"
+    ) -> DivergenceError:
         lr = float(self.optimizer.param_groups[0]["lr"])
-        return DivergenceError(what, value, self.epoch, step, lr, self.checkpoint)
+        return DivergenceError(what, value, self.epoch, step, lr, self.checkpoint, remedy)
 
 
 class DeferredLossWatch(LossWatch):

@@ -24,7 +24,7 @@ from nograd.cuda_graph import GraphedTrainStep
 from nograd.data import DataLoader
 from nograd.data_checks import batches_per_epoch
 from nograd.guards import InterruptGuard, TrainingInterrupted, all_finite, loss_watch
-from nograd.metrics import History, _evaluate
+from nograd.metrics import History, _evaluate, sum_dtype
 from nograd.nn.losses import Loss
 from nograd.nn.module import Module
 from nograd.nn.utils.clip_grad import clip_grad_norm_
@@ -59,7 +59,10 @@ class EpochLoop:
         self.scheduler, self.per_step = scheduler, scheduler_interval == "step"
         self.loader, self.test_loader, self.target_transform = loader, test_loader, target_transform
         self.device, self.dtype, self.epochs = device, dtype, epochs
-        self.named = generators(model, loader.generators())
+        # the test loader's too: one that shuffles sums the test loss in its own order
+        tested = {} if test_loader is None else test_loader.generators()
+        loaders = {**loader.generators(), **{f"test.{k}": g for k, g in tested.items()}}
+        self.named = generators(model, loaders)
         self.watch = loss_watch(optimizer, device)
         self.writer: CheckpointWriter | None = None
         self.every = 1
@@ -79,19 +82,20 @@ class EpochLoop:
         device, dtype, transform, watch = self.device, self.dtype, self.target_transform, self.watch
         scheduler = self.scheduler if self.per_step else None
         guard, history, ignored, weight = self.guard, self.history, self.ignored, self.weight
-        weight_sum = torch.zeros((), device=device, dtype=dtype)  # sum_i w_{y_i}, with weights
+        summed = sum_dtype(dtype)  # float32 at least: a half-precision sum loses the loss
+        weight_sum = torch.zeros((), device=device, dtype=summed)  # sum_i w_{y_i}, with weights
         seen: int | Tensor  # the samples counted so far: a tensor once some are ignored
         start_time = time.perf_counter()
         if resumed is not None and resumed.step > 0:  # replay the shuffle, skip the done steps
             batches, rng_epoch = self._skip_done_steps(resumed, weight_sum), resumed.rng_epoch
             first, seen = resumed.step, resumed.seen
-            loss_sum = resumed.loss_sum.to(device=device, dtype=dtype)
+            loss_sum = resumed.loss_sum.to(device=device, dtype=summed)
             correct = resumed.correct.to(device)
         else:
             rng_epoch = capture_rng(self.named, device) if self.writer else {}
             history.lr.append(_current_lr(optimizer))
             batches, first, seen = iter(loader), 0, 0
-            loss_sum = torch.zeros((), device=device, dtype=dtype)
+            loss_sum = torch.zeros((), device=device, dtype=summed)
             correct = torch.zeros((), device=device, dtype=torch.long)
         watch.start_epoch(epoch + 1, batches_per_epoch(loader))
         model.train()
@@ -121,10 +125,10 @@ class EpochLoop:
             else:  # the loss is the mean over the counted samples, weighted by w_{y_i} if given
                 n_in_mean = y.shape[0] if n_counted is None else n_counted
                 if weight is None:
-                    loss_sum.add_(loss * n_in_mean)
+                    loss_sum.add_(loss.to(summed) * n_in_mean)
                 else:
                     weighs = weight_of(target, ignored, weight)  # the mean's denominator
-                    loss_sum.add_(loss * weighs)
+                    loss_sum.add_(loss.to(summed) * weighs)
                     weight_sum += weighs
                 seen = seen + n_in_mean  # a tensor where a count is: no device sync per step
             predicted.append(predict_classes(output, loss_fn))
@@ -195,7 +199,11 @@ class EpochLoop:
         model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
         if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
             clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
-        optimizer.step()
+        try:  # an inline try costs nothing when nothing is raised (a with block would)
+            optimizer.step()
+        except RuntimeError as error:
+            self._raise_if_overflow(error, step)
+            raise
         return output, loss
 
     def _end_epoch(self, epoch: int, steps: int, start_time: float) -> None:
@@ -245,8 +253,21 @@ class EpochLoop:
                 clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
             return loss  # step() reads the loss as torch's LBFGS would: 0 / 0 when none counts
 
-        optimizer.step(closure)
+        try:
+            optimizer.step(closure)
+        except RuntimeError as error:
+            self._raise_if_overflow(error, step)
+            raise
         return first[0]
+
+    def _raise_if_overflow(self, error: RuntimeError, step: int) -> None:
+        """Raise the ``DivergenceError`` that torch's error for an update with a number
+        the parameters' dtype cannot hold is (an lr or a weight decay far too large: -lr
+        in p - lr g beyond float32's 3.4e38). torch raises it ("value cannot be converted
+        to type float without overflow") before it writes the tensor."""
+        if "without overflow" in str(error):
+            remedy = "a lower learning rate or weight decay"
+            raise self.watch.error(step + 1, math.inf, "the update", remedy) from None
 
     def save(self, progress: Progress, step: int) -> None:
         """Write ``progress`` unless a parameter is no longer finite; raise on Ctrl-C."""

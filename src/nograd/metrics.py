@@ -77,6 +77,16 @@ def evaluate(
     return _evaluate(model, loss_fn, loader, target_transform, device, dtype)
 
 
+def sum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to sum losses over an epoch in: the model's, but float32 at least.
+
+    A half-precision sum keeps 8 (bfloat16) or 11 (float16) bits: the epoch's mean loss
+    of a bfloat16 model came out 6% off over 250 batches, and a float16 sum overflows
+    to inf past 65504, about 100 000 samples of a loss near 0.7.
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
 def check_mean_loss(loss_fn: Loss, caller: str) -> None:
     """Refuse a loss summed (or not reduced) over the batch: its figures would depend on
     the batch size, and ``fit`` weighs each batch's mean by its size."""
@@ -100,8 +110,8 @@ def _evaluate(
     weight = class_weights(loss_fn)  # a batch's loss then weighs sum_i w_{y_i}, not its count
     try:
         with torch.inference_mode():  # no autograd bookkeeping: nothing here outlives the call
-            loss_sum = torch.zeros((), device=device, dtype=dtype)
-            weight_sum = torch.zeros((), device=device, dtype=dtype)  # with class weights
+            loss_sum = torch.zeros((), device=device, dtype=sum_dtype(dtype))
+            weight_sum = torch.zeros_like(loss_sum)  # with class weights
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = torch.zeros((), device=device, dtype=torch.long)
             pinned = loader.pin_memory and device.type == "cuda"  # copies that need not wait
@@ -111,6 +121,7 @@ def _evaluate(
                 output = model(x)
                 target = y if target_transform is None else target_transform(y)
                 loss = loss_fn(output, target)  # the mean over the samples that count
+                loss = loss.to(loss_sum.dtype)  # summed in float32 at least (``sum_dtype``)
                 hits = predict_classes(output, loss_fn) == y
                 if ignored is None:  # then no class weights either
                     loss_sum += loss * len(y)

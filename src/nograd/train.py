@@ -130,8 +130,9 @@ def fit(
             feature count or classes do not fit the model, or a checkpoint that does
             not fit the run.
         TypeError: for data that are not a dataset of (x, y) pairs or a DataLoader.
-        DivergenceError: (a RuntimeError) when the loss becomes nan or inf, naming
-            the epoch and step; no checkpoint is written after that.
+        DivergenceError: (a RuntimeError) when the loss becomes nan or inf, or an
+            update holds a number the parameters' dtype cannot (an lr or weight decay
+            far too large), naming the epoch and step; no checkpoint is written after that.
         TrainingInterrupted: (a KeyboardInterrupt) on Ctrl-C, naming the checkpoint.
     """
     _check_options(loss_fn, scheduler, scheduler_interval, test_data, clip_grad_norm,
