@@ -65,8 +65,9 @@ RESHAPING: dict[str, tuple[tuple[int, ...], Callable[[Any], list[Any]]]] = {
 
 @pytest.mark.parametrize("case", list(RESHAPING))
 def test_fit_trains_a_model_that_reshapes_its_samples_as_a_torch_loop(case: str) -> None:
-    """Before, ``fit`` and ``evaluate`` compared each sample's shape with the first
-    Linear's in_features and refused these models, which torch trains."""
+    """A model that flattens or reshapes its samples before its first Linear trains as in
+    torch's loop: the data check compares a sample's shape with that Linear's
+    in_features only once the model has refused the data."""
     shape, layers = RESHAPING[case]
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(
@@ -103,8 +104,8 @@ def test_a_sample_of_the_wrong_width_still_names_both_sizes() -> None:
 
 def test_batch_norm_without_running_statistics_trains_and_evaluates_as_torch() -> None:
     """A BatchNorm1d(track_running_stats=False) normalises over the batch in eval mode
-    too, and refuses a batch of one, as torch's does: ``fit`` used to run its check of
-    the data on one sample, and so refused every such model."""
+    too, and refuses a batch of one, as torch's does: so ``fit``'s data check runs the
+    model on two copies of a sample, since one alone would refuse every such model."""
     data = disk(48, generator=torch.Generator().manual_seed(2))
     torch.manual_seed(3)
     ours = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8, track_running_stats=False),

@@ -236,7 +236,8 @@ def test_a_backward_hook_returning_another_number_of_gradients_raises_as_torch(
     with pytest.raises(RuntimeError, match="invalid number"):
         backward_with_hook(torch.nn, kind, wrong)
     name = "grad_output" if kind == "pre" else "grad_input"
-    with pytest.raises(RuntimeError, match=f"returned {count} values for {name}, expected 1"):
+    expected = rf"expected a backward hook to return 1 value\(s\) for {name}, got {count}"
+    with pytest.raises(RuntimeError, match=expected):
         backward_with_hook(nn, kind, wrong)
 
 

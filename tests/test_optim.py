@@ -558,13 +558,15 @@ def test_named_parameters_keep_their_names_as_in_torch(cls: type[Optimizer]) -> 
 def test_names_for_some_parameters_or_groups_only_are_refused_as_in_torch() -> None:
     a, b = Parameter(torch.ones(2)), Parameter(torch.ones(2))
     ta, tb = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
-    with pytest.raises(ValueError, match="with a name or none"):
+    with pytest.raises(ValueError, match="a name for every parameter of a group or for none"):
         SGD([("a", a), b], lr=0.1)
     with pytest.raises(ValueError):
         torch.optim.SGD([("a", ta), tb], lr=0.1)
     opt, ref_opt = SGD([("a", a)], lr=0.1), torch.optim.SGD([("a", ta)], lr=0.1)
     group = {"params": [b]}
-    with pytest.raises(ValueError, match="with names"):
+    with pytest.raises(
+        ValueError, match="in every param group or in none, got a group without names"
+    ):
         opt.add_param_group(group)
     with pytest.raises(ValueError):
         ref_opt.add_param_group({"params": [tb]})

@@ -9,7 +9,7 @@ with a training section added::
                   cuda                     the accelerator's, when training there
                   shuffle                  the DataLoader's own generator, if it shuffles
                   sampler, batch_sampler   a sampler's own generator (DataLoader.generators)
-                  test.<name>              the same of the test data's DataLoader
+                  test.<name>              the same for the test data's DataLoader
                   module.<dotted name>     a module's own generator (Dropout(generator=...))
               training.rng_epoch.<name>  the same at the start of an unfinished epoch
               training.loss_sum, training.correct   that epoch's running sums

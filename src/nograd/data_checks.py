@@ -213,7 +213,8 @@ def check_data(
     dtype: torch.dtype,
     loss_fn: Module | None = None,
 ) -> int:
-    """Run the first sample through the model (eval mode); return its number of outputs.
+    """Run the first sample through the model (eval mode, as a batch of two copies);
+    return the model's number of outputs.
 
     Catches a feature-count mismatch, labels the model cannot output, and nan or inf
     in the data up front, with both sides in the message. The model's mode is restored
@@ -282,8 +283,8 @@ def may_hold_ignored(
 
 
 def _check_features(model: Module, x: Tensor, what: str) -> None:
-    """Name both sizes if a sample's last dimension is not what the model's first
-    Linear takes (Linear maps (*, in_features))."""
+    """Raise a ValueError naming both sizes if a sample's last dimension is not what
+    the model's first Linear takes (Linear maps (*, in_features)); else nothing."""
     first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
     in_features = getattr(first, "in_features", None)
     if in_features is not None and (x.dim() == 0 or x.shape[-1] != in_features):

@@ -15,7 +15,9 @@ the arithmetic means anything; every later step only spreads the damage. How
   those of the last checkpoint it wrote, if it wrote one.
 
 Either way no checkpoint is written after a non-finite loss (and none holding a
-non-finite parameter), so the last good one on disk survives.
+non-finite parameter), so the last good one on disk survives. An update holding a
+number the parameters' dtype cannot represent (an lr of 1e300 in float32) raises the
+same ``DivergenceError`` (``EpochLoop._raise_if_overflow`` in ``nograd.loop``).
 
 **Interrupts.** ``InterruptGuard`` turns the first Ctrl-C into a request that the
 loop honours between two steps, where the model, the optimizer and the generators
@@ -35,11 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+LOWER_LR = "a lower learning rate"  # what a DivergenceError suggests, unless told otherwise
+
 
 class DivergenceError(RuntimeError):
     """The loss (or a parameter, or an update) became nan or inf: training stopped.
 
-    ``remedy`` ends the message (what to try: "a lower learning rate" by default).
+    The message ends with ``remedy``, what to try next (``LOWER_LR`` by default).
 
     Attributes:
         epoch, step: where it was first seen, both counted from 1.
@@ -55,7 +59,7 @@ class DivergenceError(RuntimeError):
         step: int,
         lr: float,
         checkpoint: Path | None,
-        remedy: str = "a lower learning rate",
+        remedy: str = LOWER_LR,
     ) -> None:
         self.epoch, self.step, self.value, self.checkpoint = epoch, step, value, checkpoint
         where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint"
@@ -139,8 +143,9 @@ class LossWatch:
         """Raise for a non-finite loss not reported yet: none here, each step was checked."""
 
     def error(
-        self, step: int, value: float, what: str = "the loss", remedy: str = "a lower learning rate"
+        self, step: int, value: float, what: str = "the loss", remedy: str = LOWER_LR
     ) -> DivergenceError:
+        """The ``DivergenceError`` for ``what`` at ``step`` (from 1) of the current epoch."""
         lr = float(self.optimizer.param_groups[0]["lr"])
         return DivergenceError(what, value, self.epoch, step, lr, self.checkpoint, remedy)
 

@@ -1,10 +1,11 @@
 """One epoch of ``fit``: the training step, and what happens between steps and epochs.
 
-Between two steps the loop may stop: at a non-finite loss (``nograd.guards``), or at
-Ctrl-C, after saving a checkpoint where the model, the optimizer and the generators
-agree. At the end of an epoch it measures the test data, steps the scheduler (a
-ReduceLROnPlateau with the test loss), and writes a checkpoint (``nograd.checkpoint``)
-every ``every`` epochs, never one holding a non-finite parameter.
+Between two steps the loop may stop: at a non-finite loss or an update the
+parameters' dtype cannot hold (``nograd.guards``), or at Ctrl-C, after saving a
+checkpoint where the model, the optimizer and the generators agree. At the end of an
+epoch it measures the test data, steps the scheduler (a ReduceLROnPlateau with the
+test loss), and writes a checkpoint (``nograd.checkpoint``) every ``every`` epochs,
+never one holding a non-finite parameter.
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ class EpochLoop:
                 clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
             return loss  # step() reads the loss as torch's LBFGS would: 0 / 0 when none counts
 
-        try:
+        try:  # as in _train_step: an update beyond the dtype becomes a DivergenceError
             optimizer.step(closure)
         except RuntimeError as error:
             self._raise_if_overflow(error, step)
@@ -261,10 +262,13 @@ class EpochLoop:
         return first[0]
 
     def _raise_if_overflow(self, error: RuntimeError, step: int) -> None:
-        """Raise the ``DivergenceError`` that torch's error for an update with a number
-        the parameters' dtype cannot hold is (an lr or a weight decay far too large: -lr
-        in p - lr g beyond float32's 3.4e38). torch raises it ("value cannot be converted
-        to type float without overflow") before it writes the tensor."""
+        """Raise a ``DivergenceError`` in place of torch's error for an update the
+        parameters' dtype cannot hold; return, for any other error, to let it through.
+
+        An lr or a weight decay far too large puts a factor of the update beyond the
+        dtype's range (-lr in p - lr * g past float32's 3.4e38), and torch raises "value
+        cannot be converted to type float without overflow" before it writes the tensor.
+        """
         if "without overflow" in str(error):
             remedy = "a lower learning rate or weight decay"
             raise self.watch.error(step + 1, math.inf, "the update", remedy) from None

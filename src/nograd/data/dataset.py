@@ -25,19 +25,22 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 if TYPE_CHECKING:  # concat.py builds on this module
     from nograd.data.concat import ConcatDataset
 
-Sample = TypeVar("Sample", covariant=True)
+Sample = TypeVar("Sample", covariant=True)  # the type of one sample (IterableDataset's too)
 
 
 class Dataset(Generic[Sample]):
-    """Base class of the datasets read by index: subclasses define ``__getitem__`` and,
-    for ``len(loader)`` and the default samplers, ``__len__``."""
+    """Base class of the datasets read by index: ``dataset[i]`` is sample i.
+
+    Subclasses define ``__getitem__``, and ``__len__`` for ``len(loader)`` and the
+    default samplers (the module docstring shows one).
+    """
 
     def __getitem__(self, index: int) -> Sample:
         raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
 
     def __add__(self, other: Any) -> ConcatDataset:
         """This dataset's samples, then ``other``'s (``nograd.data.concat``)."""
-        from nograd.data.concat import ConcatDataset
+        from nograd.data.concat import ConcatDataset  # here: concat.py imports this module
 
         return ConcatDataset([self, other])
 

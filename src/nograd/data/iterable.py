@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import torch.utils.data
 
-from nograd.data.dataset import Dataset
-
-Sample = TypeVar("Sample", covariant=True)
+from nograd.data.dataset import Dataset, Sample
 
 
 class IterableDataset(Dataset[Sample]):

@@ -56,10 +56,10 @@ class Subset(Dataset[Any]):
             return self.dataset[[self.indices[i] for i in index]]
         return self.dataset[self.indices[index]]
 
-    def __getitems__(self, index: list[int]) -> list[Any]:
+    def __getitems__(self, indices: list[int]) -> list[Any]:
         """The samples at a batch's indices, as the loader reads them: with the dataset's
         own ``__getitems__`` where it has one (a batch in one read), as torch's Subset."""
-        rows = [self.indices[i] for i in index]
+        rows = [self.indices[i] for i in indices]
         if callable(getattr(self.dataset, "__getitems__", None)):
             samples: list[Any] = self.dataset.__getitems__(rows)
             return samples

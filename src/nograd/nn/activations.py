@@ -28,7 +28,7 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
 _MINUS_SQRT_HALF = -math.sqrt(0.5)  # Phi(x) = erfc(-x / sqrt(2)) / 2
 # dL/dy * 1[y > threshold] in one kernel; looked up once, as torch.ops resolves names slowly
 _threshold_backward = aten.kernel(torch.ops.aten.threshold_backward.default)
-# torch's kernels for Tanh's and Sigmoid's backward, which half types take (see Tanh)
+# torch's own backward kernels, which Tanh and Sigmoid call for half types (see there)
 _tanh_backward = aten.kernel(torch.ops.aten.tanh_backward.default)
 _sigmoid_backward = aten.kernel(torch.ops.aten.sigmoid_backward.default)
 
@@ -99,8 +99,8 @@ class Tanh(Module):
         y = self._saved_for(grad_output, "y")
         if y.dtype in HALF_DTYPES:
             # torch computes float16 and bfloat16 in float32 and rounds once (on the CPU
-            # and on a GPU); its own kernel has those bits: dL/dx = dL/dy * (1 - y^2)
-            grad_input: Tensor = _tanh_backward(grad_output, y)
+            # and on a GPU): its own kernel has those bits
+            grad_input: Tensor = _tanh_backward(grad_output, y)  # dL/dx = dL/dy * (1 - y^2)
             return grad_input
         # 1 - y^2 rounded once (a fused multiply-add), as in torch's own tanh_backward
         one_minus_y2 = torch.addcmul(one_like(y), y, y, value=-1)
@@ -127,8 +127,8 @@ class Sigmoid(Module):
         if y.dtype in HALF_DTYPES:
             # torch's kernel computes half types in a precision that depends on the dtype
             # and the device (bfloat16 in float32 on the CPU, float16 step by step in
-            # float16): its own kernel has those bits. dL/dx = dL/dy * (1 - y) * y
-            grad_input: Tensor = _sigmoid_backward(grad_output, y)
+            # float16): its own kernel has those bits
+            grad_input: Tensor = _sigmoid_backward(grad_output, y)  # dL/dx = dL/dy * (1 - y) * y
             return grad_input
         return (1 - y).mul_(grad_output).mul_(y)  # dL/dx = dL/dy * (1 - y) * y, torch's order
 

@@ -16,8 +16,9 @@ from torch import Tensor
 # Dtypes in which a 0-dim tensor c of the same dtype stands in for a Python number c
 # bit for bit (and sum / N rounds as mean): float16 and bfloat16 compute both in float32.
 EXACT_SCALAR_DTYPES = (torch.float32, torch.float64)
-# The half-precision dtypes, whose lines torch computes in float32 on the CPU and rounds
-# once, in ways some layers and optimizers must follow kernel by kernel
+# The half-precision dtypes. torch's kernels compute them in float32 and round once, or
+# step by step in the dtype, kernel by kernel: code that claims torch's bits for them
+# follows each kernel's way (often by calling that kernel)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 

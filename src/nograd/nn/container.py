@@ -319,14 +319,16 @@ class Sequential(Module):
         return Sequential(*self, *other)
 
     def __iadd__(self, other: Sequential) -> Sequential:
+        """Append ``other``'s modules to this one (the same objects); raises as ``+``."""
         self._check_addend(other)
         return self.extend(list(other))
 
     @staticmethod
     def _check_addend(other: object) -> None:
+        """Refuse anything but a Sequential after + or +=, with torch's ValueError."""
         if not isinstance(other, Sequential):
             raise ValueError(
-                f"Sequential: + and += take another Sequential, got {type(other).__name__}"
+                f"Sequential: expected another Sequential after + or +=, got {type(other).__name__}"
             )
 
     def __mul__(self, times: int) -> Sequential:

@@ -302,17 +302,17 @@ class HookedBackward:
         for entry in list(module.__dict__.get("_backward_pre_hooks", {}).values()):
             changed = entry.hook(module, grad_output)
             if changed is not None:
-                grad_output = self._replacing(grad_output, changed, "grad_output")
+                grad_output = self._replaced_grads(grad_output, changed, "grad_output")
         grad = type(module).backward(module, *grad_output)
         grad_input: tuple[Tensor | None, ...] = (None if grad is NO_INPUT_GRAD else grad,)
         for entry in list(module.__dict__.get("_backward_hooks", {}).values()):
             changed = entry.hook(module, grad_input, grad_output)
             if changed is not None:
-                grad_input = self._replacing(grad_input, changed, "grad_input")
+                grad_input = self._replaced_grads(grad_input, changed, "grad_input")
         first = grad_input[0]
         return NO_INPUT_GRAD if first is None else first
 
-    def _replacing(self, grads: tuple[Any, ...], changed: Any, name: str) -> tuple[Any, ...]:
+    def _replaced_grads(self, grads: tuple[Any, ...], changed: Any, name: str) -> tuple[Any, ...]:
         """What a backward hook returned, in place of ``grads``: a tuple or a list (as
         torch takes either) of as many gradients, or one tensor, taken as a tuple of one.
 
@@ -324,7 +324,7 @@ class HookedBackward:
         replaced = tuple(changed)
         if len(replaced) != len(grads):
             raise RuntimeError(
-                f"{self.module._describe()}: a backward hook returned {len(replaced)} "
-                f"values for {name}, expected {len(grads)}"
+                f"{self.module._describe()}: expected a backward hook to return "
+                f"{len(grads)} value(s) for {name}, got {len(replaced)}"
             )
         return replaced

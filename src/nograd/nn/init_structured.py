@@ -54,7 +54,7 @@ def trunc_normal_(
 
     Warns, as torch does, when the mean lies more than 2 std outside [a, b].
     """
-    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    values = values_of(tensor)
     if values.is_meta:
         return tensor  # no storage to fill, and torch draws nothing
     if mean < a - 2 * std or mean > b + 2 * std:
@@ -117,7 +117,7 @@ def eye_(tensor: Fillable) -> Fillable:
 
     A Linear with this weight passes its first min(in, out) inputs through unchanged.
     """
-    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    values = values_of(tensor)
     if values.dim() != 2:
         raise ValueError(f"eye_: expected a 2-D tensor, got shape {tuple(values.shape)}")
     torch.eye(*values.shape, out=values)
@@ -142,7 +142,7 @@ def dirac_(tensor: Fillable, groups: int = 1) -> Fillable:
     Raises:
         ValueError: a tensor that is not 3-, 4- or 5-D, or ``groups`` not dividing out.
     """
-    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    values = values_of(tensor)
     if values.dim() not in (3, 4, 5):
         raise ValueError(
             f"dirac_: expected a 3-, 4- or 5-D tensor, got shape {tuple(values.shape)}"
@@ -173,7 +173,7 @@ def orthogonal_(
     wider than tall), each column of Q multiplied by the sign of R's diagonal so that
     Q is uniform over orthogonal matrices (Mezzadri, 2007). Drawn as torch draws it.
     """
-    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    values = values_of(tensor)
     if values.dim() < 2:
         raise ValueError(
             f"orthogonal_: expected 2 or more dimensions, got shape {tuple(values.shape)}"
@@ -212,7 +212,7 @@ def sparse_(
     Raises:
         ValueError: a tensor that is not 2-D.
     """
-    values = values_of(tensor)  # a Parameter's data, or the tensor itself
+    values = values_of(tensor)
     if values.dim() != 2:
         raise ValueError(f"sparse_: expected a 2-D tensor, got shape {tuple(values.shape)}")
     if values.is_meta:

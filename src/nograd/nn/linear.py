@@ -158,7 +158,7 @@ class Linear(Module):
         # side is None except inside a CUDA graph's capture (grad_stream); the two lines
         # are written out here, not called as _accumulate_*_grad: two calls fewer a step
         if grad_stream.side is None:
-            if self.weight.trainable:  # frozen (trainable = False): no product
+            if self.weight.trainable:  # a frozen weight takes no gradient: skip the product
                 self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
             if self.bias is not None and self.bias.trainable:
                 self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
@@ -183,12 +183,14 @@ class Linear(Module):
                 self._accumulate_bias_grad(g)
 
     def _accumulate_weight_grad(self, g: Tensor, x: Tensor) -> None:
-        """Add dL/dW, for dL/dy = g (N, out) and input x (N, in), into weight.grad."""
+        """Add dL/dW, for dL/dy = g (N, out) and input x (N, in), into weight.grad
+        (unless the weight is frozen)."""
         if self.weight.trainable:
             self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
 
     def _accumulate_bias_grad(self, g: Tensor) -> None:
-        """Add dL/db, for dL/dy = g (N, out), into bias.grad (if there is a bias)."""
+        """Add dL/db, for dL/dy = g (N, out), into bias.grad (if there is a bias, and
+        it is not frozen)."""
         if self.bias is not None and self.bias.trainable:
             self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
 

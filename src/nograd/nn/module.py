@@ -33,7 +33,7 @@ def _plain(source: Tensor | Parameter) -> Tensor:
     return (source.data if isinstance(source, Parameter) else source).detach()
 
 
-def _as_shaped_like(own: Tensor, value: Tensor) -> Tensor:
+def _as_loaded_into(own: Tensor, value: Tensor) -> Tensor:
     """``value`` as it loads into ``own``: a one-element vector into a 0-dim entry is
     its element, as torch reads a scalar saved by its version 0.3; else unchanged."""
     if own.dim() == 0 and value.shape == (1,):
@@ -500,19 +500,20 @@ class Module:
         return self.train(False)
 
     def freeze(self: _M) -> _M:
-        """Freeze every parameter (``trainable = False``): a frozen one gets no gradient,
-        so an optimizer leaves it as it is, as torch's ``requires_grad_(False)``. Returns
-        the module.
+        """Freeze every parameter (``trainable = False``), as torch's
+        ``requires_grad_(False)``, and return the module.
 
-        ``model[0].freeze()`` trains all but the first layer; the layers still pass dL/dx
-        down the chain to the layers below.
+        A frozen parameter gets no gradient, so an optimizer leaves it as it is:
+        ``model[0].freeze()`` trains all but the first layer. A frozen layer still passes
+        dL/dx back to the layers before it (``model[1].freeze()`` still trains ``model[0]``).
         """
         for param in self.parameters():
             param.trainable = False
         return self
 
     def unfreeze(self: _M) -> _M:
-        """Make every parameter trainable again (torch's ``requires_grad_(True)``)."""
+        """Make every parameter trainable again (torch's ``requires_grad_(True)``), and
+        return the module."""
         for param in self.parameters():
             param.trainable = True
         return self
@@ -566,7 +567,10 @@ class Module:
             TypeError: a dtype that is not floating point (complex ones included:
                 nograd's layers are real), or arguments none of the forms takes.
         """
-        device, dtype, non_blocking, memory_format = to_arguments(*args, **kwargs)
+        try:
+            device, dtype, non_blocking, memory_format = to_arguments(*args, **kwargs)
+        except TypeError as error:  # Python's own message, which names no module
+            raise TypeError(f"{type(self).__name__}.to: {error}") from None
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"{type(self).__name__}.to: expected a floating dtype, got {dtype}")
 
@@ -695,7 +699,7 @@ class Module:
         if wrong_type:
             raise RuntimeError(f"{type(self).__name__}.load_state_dict: " + "; ".join(wrong_type))
         given = {
-            key: _as_shaped_like(own[key], _plain(state_dict[key]))
+            key: _as_loaded_into(own[key], _plain(state_dict[key]))
             for key in own
             if key in state_dict
         }

@@ -1,4 +1,4 @@
-"""Parameter: a trainable tensor and the gradient that accumulates for it."""
+"""Parameter: a tensor that training learns, and the gradient that accumulates for it."""
 
 from __future__ import annotations
 
@@ -8,22 +8,17 @@ import torch
 from torch import Tensor
 
 
-def wants_grad(param: Parameter | None) -> bool:
-    """Whether a layer's backward must compute this parameter's gradient: it exists
-    (a layer made with ``bias=False`` has None) and is not frozen."""
-    return param is not None and param.trainable
-
-
 class Parameter:
-    """A trainable tensor: ``data`` holds its value, ``grad`` holds dL/d(data).
+    """A learnable tensor: ``data`` holds its value, ``grad`` holds dL/d(data).
 
     Gradients accumulate: every backward pass adds into ``grad``, so a weight used
     twice receives both contributions, and ``zero_grad`` clears it between steps.
 
     A frozen parameter (``trainable`` False: ``param.trainable = False``, or
-    ``model.freeze()`` for all of a module's) gets no gradient: its ``grad`` stays None,
-    so optimizers leave it as it is, and the layers skip the products that would make
-    it. torch calls this flag by its autograd's name; nograd has no autograd.
+    ``model.freeze()`` for all of a module's) gets no gradient: backward passes add
+    nothing into its ``grad`` (None after ``zero_grad``), so optimizers leave it as it
+    is, and the layers skip the products that would compute it. torch names this flag
+    ``requires_grad``, after its autograd; nograd has no autograd.
 
     Args:
         data: the initial value; the parameter keeps this tensor (no copy).
@@ -87,3 +82,9 @@ class Parameter:
     def __repr__(self) -> str:
         frozen = "" if self.trainable else ", trainable=False"
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}{frozen})"
+
+
+def wants_grad(param: Parameter | None) -> bool:
+    """Whether a layer's backward must compute this parameter's gradient: it exists
+    (a layer made with ``bias=False`` has None) and is not frozen."""
+    return param is not None and param.trainable

@@ -140,12 +140,12 @@ def _each_(
     A list argument has one item per tensor and is split along with xs; ``kw`` goes
     to both ops as it is.
     """
+    if one_by_one(xs):
+        for i, x in enumerate(xs):
+            single(x, *(_at(arg, i) for arg in args), **kw)
+        return
     if not _split_big:  # the usual case (no capture under way): one call for the whole list
-        if one_by_one(xs):
-            for i, x in enumerate(xs):
-                single(x, *(_at(arg, i) for arg in args), **kw)
-        else:
-            fused(xs, *args, **kw)
+        fused(xs, *args, **kw)
         return
     big, small = _parts(xs)
     for i in big:

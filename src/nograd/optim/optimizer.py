@@ -181,9 +181,10 @@ class Optimizer:
             if not set(group["params"]).isdisjoint(params):
                 raise ValueError(f"{self._name}: a parameter appears in more than one group")
             if ("param_names" in group) != (names is not None):
+                given, earlier = ("with", "without") if names else ("without", "with")
                 raise ValueError(
-                    f"{self._name}: expected every param group with names "
-                    f"(model.named_parameters()) or none"
+                    f"{self._name}: expected names (model.named_parameters()) in every "
+                    f"param group or in none, got a group {given} names after one {earlier}"
                 )
 
         self.check_all_options({**self.defaults, **param_group})
@@ -208,7 +209,8 @@ class Optimizer:
             return params, None
         if len(names) != len(params):
             raise ValueError(
-                f"{self._name}: expected every parameter of a group with a name or none"
+                f"{self._name}: expected a name for every parameter of a group or for "
+                f"none, got {len(names)} (name, parameter) pairs among {len(params)}"
             )
         return [param[1] for param in params], names
 

@@ -97,8 +97,9 @@ def clip_grads_with_norm_(
     max_norm = float(max_norm)  # checked even when there is nothing to clip, as torch does
     if not grads:
         return
-    # A number over a tensor is computed as torch's Tensor.__rtruediv__: 1 / x, then * max_norm
-    coef = max_norm / (total_norm + 1e-6)
+    # Written as torch writes it: a number over a tensor is Tensor.__rtruediv__, which
+    # rounds 1 / x, then * max_norm (not the same bits as one division)
+    coef = max_norm / (total_norm + 1e-6)  # coef = max_norm / (||g|| + 1e-6)
     coef = torch.clamp(coef, max=1.0)  # never scaled up
     for device, group in _by_device_and_dtype(grads):
         coef_here = coef.to(device)

@@ -35,8 +35,8 @@ class CosineAnnealingLR(LRScheduler):
         t, T, eta_min = self.last_epoch, self.T_max, self.eta_min
         if self._is_initial:
             return self._current_lrs()
-        if self._step_count == 1 and t > 0:  # get_lr() called right after resuming, as torch
-            return self._closed_form_lr()
+        if self._step_count == 1 and t > 0:  # a user's get_lr() on a resumed schedule, before
+            return self._closed_form_lr()  # its first step: the closed form, as torch's
         if (t - 1 - T) % (2 * T) == 0:  # leaving a minimum, where the ratio below is 0/0
             return [
                 lr + (base - eta_min) * (1 - math.cos(math.pi / T)) / 2

@@ -98,7 +98,10 @@ class ReduceLROnPlateau(LRScheduler):
     def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
         """Record one epoch's metric (such as the validation loss) and reduce the lr if due.
 
-        ``epoch``, deprecated as in LRScheduler.step, sets ``last_epoch``, and warns.
+        Args:
+            metrics: the epoch's value of the watched quantity (a number, a 0-dim tensor).
+            epoch: deprecated, as in PyTorch, which warns the same way: the epoch to
+                record the metric at, in place of ``last_epoch + 1``.
         """
         current = float(metrics)  # a 0-dim tensor too
         if epoch is None:
