@@ -84,6 +84,7 @@ class EpochLoop:
         scheduler = self.scheduler if self.per_step else None
         guard, history, ignored, weight = self.guard, self.history, self.ignored, self.weight
         summed = sum_dtype(dtype)  # float32 at least: a half-precision sum loses the loss
+        widen = summed != dtype  # each step's loss cast first (else a no-op .to() a step)
         weight_sum = torch.zeros((), device=device, dtype=summed)  # sum_i w_{y_i}, with weights
         seen: int | Tensor  # the samples counted so far: a tensor once some are ignored
         start_time = time.perf_counter()
@@ -126,10 +127,10 @@ class EpochLoop:
             else:  # the loss is the mean over the counted samples, weighted by w_{y_i} if given
                 n_in_mean = y.shape[0] if n_counted is None else n_counted
                 if weight is None:
-                    loss_sum.add_(loss.to(summed) * n_in_mean)
+                    loss_sum.add_((loss.to(summed) if widen else loss) * n_in_mean)
                 else:
                     weighs = weight_of(target, ignored, weight)  # the mean's denominator
-                    loss_sum.add_(loss.to(summed) * weighs)
+                    loss_sum.add_((loss.to(summed) if widen else loss) * weighs)
                     weight_sum += weighs
                 seen = seen + n_in_mean  # a tensor where a count is: no device sync per step
             predicted.append(predict_classes(output, loss_fn))
