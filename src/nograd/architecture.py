@@ -55,7 +55,9 @@ def _real(low: float, high: float, *, high_included: bool = True) -> Check:
     interval = f"[{low}, {high}" + ("]" if high_included else ")")
 
     def check(where: str, value: Any) -> Any:
-        finite = type(value) in (int, float) and math.isfinite(value)
+        # a float's subclass too (NumPy's float64, as a hyperparameter often comes), not a bool
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        finite = number and math.isfinite(value)
         if not (finite and low <= value <= high and (high_included or value < high)):
             raise ValueError(f"{where}: expected a number in {interval}, got {_show(value)}")
         return value

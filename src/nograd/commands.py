@@ -25,7 +25,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"argument path: {str(args.path)!r} is a folder, not a file{hint}")
     if not args.path.is_file():
         raise UsageError(f"argument path: no such file {str(args.path)!r}")
-    accuracy, task = saved_model_accuracy(args.path, args.task, args.n, args.seed)
+    try:
+        accuracy, task = saved_model_accuracy(args.path, args.task, args.n, args.seed)
+    except (TypeError, RuntimeError) as error:  # a model that loads but cannot run (dtypes)
+        reason = str(error).strip().splitlines() or [type(error).__name__]
+        raise UsageError(f"{args.path}: cannot evaluate the model it holds: {reason[0]}") from None
     where = f"{args.n} fresh {task} points (seed {args.seed})"
     print(f"{args.path}: accuracy {100 * accuracy:.2f}% on {where}")
     return 0

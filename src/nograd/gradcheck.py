@@ -147,8 +147,9 @@ def gradcheck(
     Args:
         module: a Module, or a Loss called as ``loss_fn(pred, target)``.
         *inputs: the forward's arguments; the first (``pred`` for a loss) is checked
-            along with every parameter. Floating inputs are cast to float64, others
-            (class indices, say) are passed unchanged.
+            along with every trainable parameter (a frozen one gets no gradient).
+            Floating inputs are cast to float64, others (class indices, say) are
+            passed unchanged.
         eps: the step of the central difference.
         atol: absolute tolerance.
         rtol: relative tolerance.
@@ -160,7 +161,7 @@ def gradcheck(
 
     Raises:
         ValueError: no inputs, or nothing to check (the first input is not a
-            floating-point tensor and the module has no parameters).
+            floating-point tensor and the module has no trainable parameters).
     """
     if not inputs:
         raise ValueError(f"gradcheck: {module._describe()} needs at least one input")
@@ -170,11 +171,14 @@ def gradcheck(
     args = [_as_float64(x) for x in inputs]
     x = args[0]
     checks_input = isinstance(x, Tensor) and x.is_floating_point()
-    if not checks_input and next(model.parameters(), None) is None:
+    # a frozen parameter gets no gradient by design: as torch checks only the tensors
+    # that require grad, it is left out
+    trained = [(name, p) for name, p in model.named_parameters() if p.trainable]
+    if not checks_input and not trained:
         # a pass that checked nothing would vouch for any backward (torch refuses too)
         raise ValueError(
             f"gradcheck: nothing to check in {module._describe()}: its first input is not "
-            f"a floating-point tensor and it has no parameters"
+            f"a floating-point tensor and it has no trainable parameters"
         )
     rng = _RandomState(model)
     loss_fn = _as_loss(model)
@@ -204,7 +208,7 @@ def gradcheck(
     targets: list[tuple[str, Tensor, Tensor | None]] = []
     if checks_input:
         targets.append(("input", x, _copy(grad_x)))
-    targets += [(name, p.data, _copy(p.grad)) for name, p in model.named_parameters()]
+    targets += [(name, p.data, _copy(p.grad)) for name, p in trained]
 
     def objective() -> float:
         return float((run_forward() * upstream).sum())  # L = sum(f(x) * g)

@@ -42,6 +42,7 @@ FORMAT = "nograd"
 FORMAT_VERSION = 1
 TRAINING_PREFIX = "training."  # tensors of a training checkpoint (nograd.checkpoint)
 OPTIMIZER_KEYS = {"class", "param_groups", "state", "param_keys"}
+LIST_OPTIONS = {"params", "param_names"}  # the group entries that torch keeps as lists
 PathLike = str | os.PathLike[str]
 
 
@@ -128,7 +129,10 @@ def _check_rebuilds(model: Module, arch: dict[str, Any]) -> None:
     slots = sum(p is not None for m in model.modules() for p in m._parameters.values())
     if slots != len(list(model.parameters())):
         raise ValueError("nograd.io.save: the model shares (ties) parameters between layers")
-    rebuilt = {key: t.shape for key, t in build(arch, device="meta").state_dict().items()}
+    try:
+        rebuilt = {key: t.shape for key, t in build(arch, device="meta").state_dict().items()}
+    except ValueError as error:  # an argument outside what ``load`` accepts
+        raise ValueError(f"nograd.io.save: load would refuse this model: {error}") from None
     actual = {key: t.shape for key, t in model.state_dict().items()}
     if rebuilt != actual:
         raise TypeError(
@@ -247,7 +251,11 @@ def _read(path: PathLike, map_location: torch.device | str | None, where: str) -
     except Exception as error:  # safetensors' own error types are not public
         raise ValueError(f"{where}: not a valid safetensors file ({error})") from None
     header_size = int.from_bytes(data[:8], "little")  # safetensors has checked the header
-    header = json.loads(data[8 : 8 + header_size]).get("__metadata__") or {}
+    file_header = json.loads(data[8 : 8 + header_size])
+    header = file_header.get("__metadata__") or {}
+    # safetensors hands the tensors back in no fixed order: put them in the file's, so that
+    # a loaded optimizer's state keeps the order it was saved in (and saves the same bytes)
+    tensors = {key: tensors[key] for key in file_header if key != "__metadata__"}
     if header.get("format") != FORMAT:
         raise ValueError(f"{where}: not a nograd checkpoint (its metadata lacks format=nograd)")
     if header.get("format_version") != str(FORMAT_VERSION):
@@ -374,9 +382,12 @@ def _unpack_optimizer(
             if isinstance(value, list):
                 entry[name] = [_list_item(entry, name, item, bad) for item in value]
     param_groups = [
-        {key: tuple(v) if isinstance(v, list) and key != "params" else v for key, v in g.items()}
+        {
+            key: tuple(v) if isinstance(v, list) and key not in LIST_OPTIONS else v
+            for key, v in g.items()
+        }
         for g in groups
-    ]  # JSON turned tuples (Adam's betas) into lists
+    ]  # JSON turned tuples (Adam's betas) into lists; torch's own lists stay lists
     return {"state": state, "param_groups": param_groups}, param_keys
 
 
@@ -392,7 +403,9 @@ def _list_item(entry: dict[str, Any], name: str, item: Any, bad: str) -> Any:
 
 
 def _index(text: str, count: int, bad: str) -> int:
-    if not (text.isdigit() and int(text) < count):
+    # the ASCII digits that str(index) wrote: isdigit alone takes "²" (int() refuses it),
+    # "١" and "01" (which int() reads as another entry's index)
+    if not (text.isascii() and text.isdigit() and str(int(text)) == text and int(text) < count):
         raise ValueError(f"{bad}: state index {_show(text)}")
     return int(text)
 

@@ -58,7 +58,9 @@ def encode(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
             "shape": list(tensor.shape),
             "data_offsets": [offset, offset + size],
         }
-        chunks.append(tensor.detach().reshape(-1).view(torch.uint8).to("cpu"))
+        # contiguous: a strided view (weight[:, ::2]) can flatten to a 1-D view whose
+        # stride is not 1, and only a dense one can be read as bytes
+        chunks.append(tensor.detach().contiguous().view(-1).view(torch.uint8).to("cpu"))
         offset += size
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-(8 + len(text)) % HEADER_ALIGNMENT)
