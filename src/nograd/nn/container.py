@@ -29,7 +29,12 @@ class Sequential(Module):
 
     Setting ``needs_input_grad = False`` tells the first module that nobody wants
     dL/d(input) (a training loop never does), which saves the first layer's largest
-    matrix product; ``fit`` does this for you.
+    matrix product; ``fit`` does this for you. After an edit, the first forward tells
+    the new first module instead (and the old one that it is wanted again).
+
+    ``backward`` runs the children that the last forward ran, as torch differentiates
+    the graph its forward recorded: a child added, removed or replaced in between takes
+    part from the next forward on.
 
     A ``Linear`` followed by a ``ReLU`` runs its forward as one op (``Linear.forward_relu``),
     with the same numbers; both modules still save what their backward needs, so
@@ -44,7 +49,10 @@ class Sequential(Module):
     - **A module with** ``inplace=True`` overwrites its input, which the module before
       it may have saved (a Tanh's output, say). As torch does, ``backward`` then
       raises instead of returning a wrong gradient: before such a child's forward,
-      the chain looks for a tensor saved in its input's memory.
+      the chain looks for a tensor saved in its input's memory (an inner chain lists
+      its children's writes, for the chain around it to look too). Only modules that
+      a gradient reaches count, as in torch: none before the first trainable
+      parameter when ``needs_input_grad`` is False (a frozen start, under ``fit``).
 
     Chains with neither run without this bookkeeping (``nograd/nn/uses.py``). It is
     planned when the children are set; a change deep inside a child after the first
@@ -64,6 +72,11 @@ class Sequential(Module):
     _subtrees: list[list[Module]] | None = None
     _shared: bool = False  # a module used twice: each use's saved tensors are kept aside
     _hooks_version: int = -1  # hooks.version when the plan was made: hooks change fusion
+    # the children as the last plan ran them: backward runs these, as torch runs the graph
+    # its forward recorded, even if a child was added or removed in between
+    _planned: tuple[Module, ...] | None = None
+    _input_grad_unwanted: bool = False  # needs_input_grad = False was set on the chain
+    _told_first: Module | None = None  # the child told so (the first, unless used again)
 
     def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
@@ -135,22 +148,38 @@ class Sequential(Module):
 
     @property
     def needs_input_grad(self) -> bool:
-        return bool(self._modules) and next(iter(self._modules.values())).needs_input_grad
+        if not self._modules or self._input_grad_unwanted:
+            return False
+        return next(iter(self._modules.values())).needs_input_grad
 
     @needs_input_grad.setter
     def needs_input_grad(self, value: bool) -> None:
-        if not self._modules:
-            return
-        first, *rest = self._modules.values()
-        if not value and shares_a_module(first, rest):
-            return  # its later use must still pass dL/d(input) down the chain
-        first.needs_input_grad = value
+        object.__setattr__(self, "_input_grad_unwanted", not value)
+        self._tell_first()
+        if value and self._modules:
+            next(iter(self._modules.values())).needs_input_grad = True
+
+    def _tell_first(self) -> None:
+        """Pass ``needs_input_grad = False``, set on the chain, to its first child; again
+        at the first forward after an edit (a backward runs the chain its forward ran): a
+        child told so earlier that is no longer first, or is now used again further on,
+        needs its dL/d(input) once more."""
+        children = list(self._modules.values())
+        first = children[0] if self._input_grad_unwanted and children else None
+        if first is not None and shares_a_module(first, children[1:]):
+            first = None  # its later use must still pass dL/d(input) down the chain
+        told = self._told_first
+        if told is not None and told is not first:
+            told.needs_input_grad = True
+        if first is not None:
+            first.needs_input_grad = False
+        object.__setattr__(self, "_told_first", first)
 
     def __getstate__(self) -> dict[str, Any]:
         """What ``copy``, ``deepcopy`` and ``pickle`` keep: not the plan, which the new
         module makes at its first forward (``hooks.version`` counts in this process only)."""
         state = self.__dict__.copy()
-        for name in ("_plan", "_calls", "_subtrees", "_shared", "_hooks_version"):
+        for name in ("_plan", "_calls", "_subtrees", "_shared", "_hooks_version", "_planned"):
             state.pop(name, None)
         return state
 
@@ -196,8 +225,12 @@ class Sequential(Module):
         inplace = any(_may_overwrite_input(inner) for subtree in alone for inner in subtree)
         object.__setattr__(self, "_subtrees", subtrees if shared or inplace else None)
         object.__setattr__(self, "_shared", shared)
-        self.saved.pop("uses", None)  # recorded for the old children
+        for books in ("uses", "overwritten", "written"):
+            self.saved.pop(books, None)  # recorded for the old children
         object.__setattr__(self, "_plan", plan)
+        object.__setattr__(self, "_planned", tuple(modules))
+        if self._input_grad_unwanted:
+            self._tell_first()
         # each step as the function forward calls: found once here, not at every step
         calls = (partial(_linear_relu, *s) if isinstance(s, tuple) else s.forward for s in plan)
         object.__setattr__(self, "_calls", tuple(calls))
@@ -209,28 +242,38 @@ class Sequential(Module):
         uses: list[Use] = []  # a shared chain's record of each use, for its backward
         saved: list[tuple[Module, dict[str, Any]]] = []  # what each module run so far saved
         overwritten: list[str] = []  # why the backward must refuse, if it must
+        # each in-place write (the module, the memory it wrote into), told to the chain
+        # around this one, whose modules before this chain may have saved that memory
+        written: list[tuple[Module, Tensor]] = []
+        # whether a gradient reaches the modules run so far: only then does what they saved
+        # matter, as torch records no graph before its first parameter that requires grad
+        # when its input does not (a frozen or parameter-free start, under fit)
+        grad_flows = not self._input_grad_unwanted
         position = 0
         for step in plan:
-            if not isinstance(step, tuple) and step.overwrites_input():
-                owner = saved_into(x, saved)
-                if owner is not None:
-                    overwritten.append(f"{step._describe()} overwrote a tensor {owner._describe()}")
+            # an inner chain's children write after its first: it lists its writes itself
+            if not isinstance(step, (tuple, Sequential)) and step.overwrites_input():
+                written.append((step, x))
+                _check_write(step, x, saved, overwritten)
             x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
-            for _ in step if isinstance(step, tuple) else (step,):
+            if isinstance(step, Sequential):
+                for writer, memory in step.saved.get("written", ()):
+                    written.append((writer, memory))
+                    _check_write(writer, memory, saved, overwritten)
+            modules = step if isinstance(step, tuple) else (step,)
+            grad_flows = grad_flows or any(p.trainable for m in modules for p in m.parameters())
+            for _ in modules:
                 if self._shared:
                     uses.append(Use.record(subtrees[position]))
-                    saved.extend(uses[-1].saved)
-                else:  # each module runs once: its saved dict is this use's
-                    saved.extend((inner, inner.saved) for inner in subtrees[position])
+                if grad_flows:  # unshared, each module runs once: its saved dict is this use's
+                    saved.extend(uses[-1].saved if self._shared else _saved_in(subtrees[position]))
                 position += 1
-        self.saved["uses"], self.saved["overwritten"] = uses, overwritten
+        self.saved.update(uses=uses, overwritten=overwritten, written=written)
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
         # a chain that keeps books (its forward set "uses") goes through backward_order
-        modules = (
-            self.backward_order() if "uses" in self.saved else reversed(self._modules.values())
-        )
+        modules = self.backward_order() if "uses" in self.saved else reversed(self._chain())
         for module in modules:
             # dL/d(in_k) from dL/d(out_k) by the chain rule; the module before (k - 1)
             # takes it as its dL/d(out), since in_k = out_{k-1}
@@ -254,10 +297,14 @@ class Sequential(Module):
             )
         uses: list[Use] = self.saved.get("uses", [])
         if not uses:  # no module used twice: each holds its one use's tensors
-            yield from reversed(self._modules.values())
+            yield from reversed(self._chain())
             return
         for use in reversed(uses):
             yield use.restore()
+
+    def _chain(self) -> tuple[Module, ...]:
+        """The children the last forward ran (all of them now, before any forward)."""
+        return tuple(self._modules.values()) if self._planned is None else self._planned
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -363,6 +410,20 @@ def _may_overwrite_input(module: Module) -> bool:
     if isinstance(module, Sequential):
         return False
     return type(module).overwrites_input is not Module.overwrites_input
+
+
+def _saved_in(subtree: list[Module]) -> list[tuple[Module, dict[str, Any]]]:
+    """Each module of ``subtree`` with what it saved."""
+    return [(inner, inner.saved) for inner in subtree]
+
+
+def _check_write(
+    writer: Module, memory: Tensor, saved: list[tuple[Module, dict[str, Any]]], why: list[str]
+) -> None:
+    """Add to ``why`` that ``writer`` destroys a tensor of ``saved`` by writing into ``memory``."""
+    owner = saved_into(memory, saved)
+    if owner is not None:
+        why.append(f"{writer._describe()} overwrote a tensor {owner._describe()}")
 
 
 def _linear_relu(linear: Linear, relu: ReLU, x: Tensor) -> Tensor:

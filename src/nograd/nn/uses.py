@@ -47,7 +47,13 @@ class Use(NamedTuple):
 
 
 def saved_into(memory: Tensor, saved: list[tuple[Module, dict[str, Any]]]) -> Module | None:
-    """The first module of ``saved`` that kept a tensor in ``memory``'s storage, or None."""
+    """The first module of ``saved`` that kept a tensor in ``memory``'s storage, or None.
+
+    An empty ``memory`` holds no number to destroy (and its address, 0, is that of
+    every other empty tensor): None.
+    """
+    if memory.numel() == 0:
+        return None
     place = memory.untyped_storage().data_ptr()
     for module, entries in saved:
         for value in entries.values():
