@@ -392,3 +392,29 @@ def test_per_layer_updates_keep_the_models_own_backward_hooks() -> None:
     assert updates_per_layer_apply(model)
     model.register_full_backward_pre_hook(lambda m, go: None)  # the loop would skip it
     assert not updates_per_layer_apply(model)
+
+
+def test_keyword_arguments_reach_a_hooked_forward_as_in_torch() -> None:
+    class Scale(nn.Module):
+        def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+            return x * scale
+
+        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+            return grad_output
+
+    class TorchScale(torch.nn.Module):
+        def forward(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+            return x * scale
+
+    seen: list[tuple[str, dict[str, float]]] = []
+    outputs = []
+    for module, name in ((Scale(), "ours"), (TorchScale(), "torch")):
+
+        def pre(m: Any, args: tuple[Any, ...], kwargs: dict[str, float], who: str = name) -> Any:
+            seen.append((who, dict(kwargs)))
+            return args, {"scale": kwargs["scale"] * 2}
+
+        module.register_forward_pre_hook(pre, with_kwargs=True)
+        outputs.append(module(torch.ones(2), scale=3.0))
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], torch.full((2,), 6.0))
+    assert seen == [("ours", {"scale": 3.0}), ("torch", {"scale": 3.0})]

@@ -214,11 +214,10 @@ class HookedForward:
         self.module = module
         self.running = False
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         module, forward = self.module, type(self.module).forward
         if self.running or _suspended:  # the module's own inner call, or hooks set aside
-            return forward(module, *args)
-        kwargs: dict[str, Any] = {}  # nograd's forwards take no keyword arguments
+            return forward(module, *args, **kwargs)
         post = list(module.__dict__.get("_forward_hooks", {}).values())
         output, called = None, 0  # called: how many of post have run
         try:  # as torch: a pre-hook that raises runs the always_call hooks too

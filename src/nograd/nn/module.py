@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -54,6 +54,10 @@ class _IncompatibleKeys(NamedTuple):
         missing, unexpected = self
         return f"_IncompatibleKeys(missing_keys={missing}, unexpected_keys={unexpected})"
 
+
+# What Module.__init__ makes, and what a torch script asks a module for under autograd's name
+_REGISTRIES = ("_parameters", "_buffers", "_non_persistent", "_modules")
+_AUTOGRAD_NAMES = {"requires_grad_": "model.freeze() and model.unfreeze()"}
 
 _M = TypeVar("_M", bound="Module")  # apply, train, to, ... return their own module's type
 
@@ -104,9 +108,10 @@ class Module:
     def backward(self, grad_output: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement backward()")
 
-    def __call__(self, *args: Any) -> Any:
-        # hooks run too: registering one sets this instance's forward to a HookedForward
-        return self.forward(*args)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # keyword arguments go to forward as in torch: model(x, mask=mask). Hooks run too:
+        # registering one sets this instance's forward to a HookedForward
+        return self.forward(*args, **kwargs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Fill a module made by ``copy``, ``deepcopy`` or ``pickle`` from ``state``."""
@@ -202,12 +207,12 @@ class Module:
 
     # ------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
-        if not (
-            isinstance(value, (Parameter, Module))
-            or name in self._parameters
-            or name in self._buffers
-            or name in self._modules
-        ):
+        try:
+            registered = name in self._parameters or name in self._buffers or name in self._modules
+        except AttributeError:  # before Module.__init__ made the registries
+            self._set_before_init(name, value)
+            return
+        if not (registered or isinstance(value, (Parameter, Module))):
             object.__setattr__(self, name, value)  # a plain attribute: nothing to register
             return
         if isinstance(value, Parameter):
@@ -240,6 +245,34 @@ class Module:
                 f"{name!r} (Module or None expected)"
             )
         object.__setattr__(self, name, value)
+
+    def _set_before_init(self, name: str, value: Any) -> None:
+        """``self.name = value`` in a subclass's ``__init__`` before ``super().__init__()``.
+
+        A plain attribute is set, as torch allows (``self.width = width`` first is
+        common); a Parameter or a Module would have nowhere to be registered.
+        """
+        if isinstance(value, (Parameter, Module)):
+            kind = "parameters" if isinstance(value, Parameter) else "module"
+            raise AttributeError(
+                f"{type(self).__name__}: cannot assign {kind} before Module.__init__() call "
+                f"(call super().__init__() first)"
+            )
+        object.__setattr__(self, name, value)
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would accept any name on a Module
+
+        def __getattr__(self, name: str) -> Any:
+            """Only reached for a name the module lacks: say why, where a torch script
+            would expect it."""
+            cls = type(self).__name__
+            if name in _REGISTRIES:  # register_buffer(...) before super().__init__(), say
+                message = f"{cls}: call super().__init__() first, which makes {name}"
+            else:
+                message = f"'{cls}' object has no attribute '{name}'"
+                if name in _AUTOGRAD_NAMES:
+                    message += f": nograd has no autograd; use {_AUTOGRAD_NAMES[name]}"
+            raise AttributeError(message, name=name, obj=self)
 
     def _forget(self, name: str, *registries: OrderedDict[str, Any]) -> None:
         """Drop ``name`` from ``registries`` and from the instance, before it is re-registered.

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import Tensor
+
+# What a torch script asks a parameter for under autograd's name, and nograd's own
+_AUTOGRAD_NAMES = {
+    "requires_grad": "param.trainable (param.trainable = False freezes it)",
+    "requires_grad_": "param.trainable = False, or model.freeze() for a module's parameters",
+}
 
 
 class Parameter:
@@ -76,8 +82,51 @@ class Parameter:
     def device(self) -> torch.device:
         return self.data.device
 
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.dim()
+
+    @overload
+    def size(self, dim: None = None) -> torch.Size: ...
+
+    @overload
+    def size(self, dim: int) -> int: ...
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        """The shape, or its length along ``dim``, as ``Tensor.size``."""
+        return self.data.size() if dim is None else self.data.size(dim)
+
     def numel(self) -> int:
         return self.data.numel()
+
+    def nelement(self) -> int:
+        return self.data.nelement()
+
+    def element_size(self) -> int:
+        """Bytes per number: ``p.numel() * p.element_size()`` is the memory it takes."""
+        return self.data.element_size()
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.data.is_cuda
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would accept any name on a Parameter
+
+        def __getattr__(self, name: str) -> Any:
+            """Only reached for a name the parameter lacks: say what nograd calls it.
+
+            A torch script's ``p.requires_grad`` or ``p.copy_(...)`` meets a Parameter
+            that is no Tensor (its value is ``p.data``) and has no autograd.
+            """
+            message = f"'Parameter' object has no attribute '{name}'"
+            if name in _AUTOGRAD_NAMES:
+                message += f": nograd has no autograd; use {_AUTOGRAD_NAMES[name]}"
+            elif not name.startswith("__") and hasattr(Tensor, name):
+                message += f": a nograd Parameter is not a Tensor; use param.data.{name}"
+            raise AttributeError(message, name=name, obj=self)
 
     def __repr__(self) -> str:
         frozen = "" if self.trainable else ", trainable=False"
