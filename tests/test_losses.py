@@ -235,6 +235,8 @@ def test_grad_output_checks() -> None:
     ce(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
     with pytest.raises(ValueError, match=r"CrossEntropyLoss.*0-dim grad_output, got shape \(4,\)"):
         ce.backward(torch.ones(4))
+    with pytest.raises(TypeError, match=r"CrossEntropyLoss.*Tensor or None, got float"):
+        ce.backward(1 / 3)  # type: ignore[arg-type]  (torch's backward takes no number either)
 
 
 # ------------------------------------------------------------ torch's argument order

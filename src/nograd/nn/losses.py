@@ -74,7 +74,16 @@ class Loss(Module):
 
         Unreduced, None is 1 only for a single loss (one sample), as autograd seeds
         ``loss.backward()`` only for a loss of one element.
+
+        Raises:
+            TypeError: a grad_output that is not a tensor (torch's backward takes none).
+            ValueError: a grad_output of the wrong shape.
         """
+        if grad_output is not None and not isinstance(grad_output, Tensor):
+            raise TypeError(
+                f"{self._describe()}: expected grad_output as a Tensor or None, got "
+                f"{type(grad_output).__name__} (pass torch.tensor(c) for a number c)"
+            )
         loss = self._saved("l")
         if self.reduction == "none":
             if grad_output is None and loss.numel() == 1:
