@@ -317,6 +317,28 @@ def test_graphed_steps_train_as_eager_steps(
     assert step.output.shape == (6, 3)
 
 
+@pytest.mark.parametrize("per_layer", [False, True])
+@pytest.mark.parametrize(("cls", "options"), [OPTIMIZERS[1], OPTIMIZERS[5]], ids=[IDS[1], IDS[5]])
+def test_frozen_parameters_stay_frozen_in_the_graph(
+    fake_cuda: FakeCuda, cls: type[Optimizer], options: dict[str, Any], per_layer: bool
+) -> None:
+    model, reference = make_model(), make_model()
+    for net in (model, reference):
+        net[0].freeze()  # the first Linear whole, and the last one's bias
+        net[4].bias.trainable = False
+    frozen = [p.data.clone() for p in model.parameters() if not p.trainable]
+    batches = make_batches(10, torch.float64)
+    optimizer = cls(model.parameters(), **options)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0], update_per_layer=per_layer)
+    for x, y in batches:
+        step(x, y)
+    eager_losses(reference, MSELoss(), cls(reference.parameters(), **options), batches)
+    assert_same_training(model, reference)
+    still = [p.data for p in model.parameters() if not p.trainable]
+    assert all(torch.equal(a, b) for a, b in zip(still, frozen, strict=True))
+    assert not torch.equal(model[2].weight.data, make_model()[2].weight.data)  # the rest trained
+
+
 CLIPPED = [OPTIMIZERS[1], OPTIMIZERS[4]]  # SGD with momentum, Adam
 
 
