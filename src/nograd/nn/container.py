@@ -55,8 +55,8 @@ class Sequential(Module):
       parameter when ``needs_input_grad`` is False (a frozen start, under ``fit``).
 
     Chains with neither run without this bookkeeping (``nograd/nn/uses.py``). It is
-    planned when the children are set; a change deep inside a child after the first
-    forward is not seen.
+    planned at the first forward after the children change; a change deep inside a
+    child after that forward is not seen.
 
     Shape:
         input: whatever the first module takes -> output: whatever the last returns.
