@@ -365,6 +365,34 @@ def _clipped_graph_vs_eager(cls: type[Optimizer], options: dict[str, Any], devic
     assert_same_training(model, reference)
 
 
+def test_clipping_in_the_graph_takes_the_models_order(fake_cuda: FakeCuda) -> None:
+    """Param groups that list the head first: the graph clips the gradients in the
+    model's order, as fit's eager steps and a torch loop's clip_grad_norm_(
+    model.parameters()) do (the norm sums one norm per tensor, in that order)."""
+    model, reference = make_model(), make_model()
+
+    def head_first(net: Sequential) -> list[dict[str, Any]]:
+        rest = [*net[0].parameters(), *net[2].parameters()]
+        return [{"params": list(net[4].parameters())}, {"params": rest, "lr": 0.05}]
+
+    batches = make_batches(12, torch.float64)
+    step = GraphedTrainStep(
+        model, MSELoss(), Adam(head_first(model), lr=0.1), *batches[0], clip_grad_norm=0.05
+    )
+    assert step.clipped == list(model.parameters())
+    for x, y in batches:
+        step(x, y)
+    ref_optimizer = Adam(head_first(reference), lr=0.1)
+
+    def clip_then_step() -> None:
+        clip_grad_norm_(reference.parameters(), 0.05)
+        original_step()
+
+    original_step, ref_optimizer.step = ref_optimizer.step, clip_then_step  # type: ignore[method-assign]
+    eager_losses(reference, MSELoss(), ref_optimizer, batches)
+    assert_same_training(model, reference)
+
+
 @pytest.mark.parametrize(("cls", "options"), CLIPPED, ids=[IDS[1], IDS[4]])
 def test_graphed_steps_with_clipping_train_as_eager_steps(
     fake_cuda: FakeCuda, cls: type[Optimizer], options: dict[str, Any]

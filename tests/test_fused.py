@@ -431,3 +431,13 @@ def test_a_0_dim_half_precision_parameter_steps_as_torchs(
     opt.step()
     ref_opt.step()
     assert torch.equal(param.data, ref)
+
+
+def test_fused_sgd_without_momentum_keeps_no_state_as_torchs() -> None:
+    param, ref = Parameter(torch.ones(3)), torch.ones(3)
+    param.grad, ref.grad = torch.ones(3), torch.ones(3)
+    opt, ref_opt = SGD([param], lr=0.1, fused=True), torch.optim.SGD([ref], lr=0.1, fused=True)
+    opt.step()
+    ref_opt.step()
+    assert opt.state_dict()["state"] == ref_opt.state_dict()["state"] == {}
+    assert torch.equal(param.data, ref)

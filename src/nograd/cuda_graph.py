@@ -55,7 +55,7 @@ from nograd.nn.utils.clip_grad import check_max_norm, clip_grad_norm_
 from nograd.optim import SGD, Adam, Optimizer, foreach
 from nograd.optim import hooks as optimizer_hooks
 from nograd.optim.capturable_adam import adam_step_counts, capturable_adam_step
-from nograd.optim.optimizer import optimized_parameters
+from nograd.optim.optimizer import in_model_order, optimized_parameters
 
 
 class GraphedTrainStep:
@@ -144,6 +144,8 @@ class GraphedTrainStep:
                 )
         self.model, self.loss_fn, self.optimizer, self.warmup = model, loss_fn, optimizer, warmup
         self.clip_grad_norm = clip_grad_norm
+        # whose gradients clip_grad_norm scales, in the model's order, as fit's eager steps
+        self.clipped = in_model_order(optimized_parameters(optimizer), model.parameters())
         self.captures = 0  # how many times the step was captured (1 + re-captures)
         # whether the capture updates layer by layer (asked for, and the model allows it)
         self.updates_per_layer = update_per_layer and updates_per_layer_apply(model)
@@ -241,7 +243,7 @@ class GraphedTrainStep:
     def _clip(self) -> None:
         """Clip the optimizer's gradients to ``clip_grad_norm``, if it is set."""
         if self.clip_grad_norm is not None:
-            clip_grad_norm_(optimized_parameters(self.optimizer), self.clip_grad_norm)
+            clip_grad_norm_(self.clipped, self.clip_grad_norm)
 
     def _update(self, params: AbstractSet[Parameter], advanced: set[int]) -> None:
         """The optimizer's update of ``params``, in a form a graph can replay."""

@@ -31,7 +31,7 @@ from nograd.nn.module import Module
 from nograd.nn.utils.clip_grad import clip_grad_norm_
 from nograd.optim import Optimizer
 from nograd.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
-from nograd.optim.optimizer import optimized_parameters
+from nograd.optim.optimizer import in_model_order, optimized_parameters
 from nograd.targets import TargetTransform, predict_classes, skipped_by, weight_of
 
 
@@ -72,6 +72,8 @@ class EpochLoop:
         self.history = History()
         self.cuda_graph = False  # replay each step as one CUDA graph (fit's cuda_graph)
         self.clip_grad_norm: float | None = None  # fit's clip_grad_norm
+        # whose gradients clip_grad_norm scales, in the model's order (in_model_order)
+        self.clipped = in_model_order(optimized_parameters(optimizer), model.parameters())
         self.ignored: int | None = None  # a label the loss skips, where samples carry it
         self.weight: Tensor | None = None  # the loss's class weights (``class_weights``)
         self.graphed: GraphedTrainStep | None = None
@@ -200,7 +202,7 @@ class EpochLoop:
         watch.check(loss, step)  # stops before a non-finite loss reaches the weights
         model.backward(loss_fn.backward())  # dL/d(output), then the chain rule
         if self.clip_grad_norm is not None:  # the optimizer's gradients as one vector
-            clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
+            clip_grad_norm_(self.clipped, self.clip_grad_norm)
         try:  # an inline try costs nothing when nothing is raised (a with block would)
             optimizer.step()
         except RuntimeError as error:
@@ -252,7 +254,7 @@ class EpochLoop:
                 first.append((output, step_loss))  # its loss: 0 when no sample counts
             model.backward(loss_fn.backward())
             if self.clip_grad_norm is not None:
-                clip_grad_norm_(optimized_parameters(optimizer), self.clip_grad_norm)
+                clip_grad_norm_(self.clipped, self.clip_grad_norm)
             return loss  # step() reads the loss as torch's LBFGS would: 0 / 0 when none counts
 
         try:  # as in _train_step: an update beyond the dtype becomes a DivergenceError

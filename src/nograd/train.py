@@ -118,8 +118,9 @@ def fit(
             partial batch of each epoch is dropped. A per-step scheduler makes it
             capture the graph again at every step: schedule per epoch.
         clip_grad_norm: before each update, scale the gradients of the optimizer's
-            parameters, taken as one vector, to this norm at most
-            (``nograd.nn.utils.clip_grad_norm_``, PyTorch's numbers); None: no clipping.
+            parameters, taken as one vector in the model's order, to this norm at most
+            (the bits of ``clip_grad_norm_(model.parameters(), ...)`` in a torch loop,
+            whatever the order of the param groups); None: no clipping.
 
     Raises:
         ValueError: for epochs, batch_size, test_batch_size or checkpoint_every < 1, a

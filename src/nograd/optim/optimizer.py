@@ -561,6 +561,21 @@ def optimized_parameters(optimizer: Optimizer) -> list[Parameter]:
     return [param for group in optimizer.param_groups for param in group["params"]]
 
 
+def in_model_order(params: list[Parameter], model_params: Iterable[Parameter]) -> list[Parameter]:
+    """``params`` in the order of ``model_params`` (``model.parameters()``), then any
+    the model lacks, in their own order.
+
+    What ``fit`` clips: the norm of all the gradients sums one norm per tensor in the
+    order given, so a torch loop's ``clip_grad_norm_(model.parameters(), max_norm)``
+    has these bits even where the param groups list the layers in another order (a
+    head's group first).
+    """
+    wanted = {id(param) for param in params}
+    ordered = [param for param in model_params if id(param) in wanted]
+    placed = {id(param) for param in ordered}
+    return ordered + [param for param in params if id(param) not in placed]
+
+
 def scalar_dtype() -> torch.dtype:
     """The dtype torch.optim gives its ``step`` counters: float64 only if that is the default."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32

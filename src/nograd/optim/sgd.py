@@ -97,7 +97,9 @@ class SGD(Optimizer):
                 continue
             if group.get("fused"):  # every line below in one kernel per tensor, torch's fused bits
                 fused.check_fused(self._name, p)
-                fused.sgd_step(group, p, g, [self.state[param] for param in params])
+                # without momentum there is no state: none made, as torch's has none
+                states = [self.state[param] for param in params] if group["momentum"] else []
+                fused.sgd_step(group, p, g, states)
                 continue
             lr, mu = group["lr"], group["momentum"]
             dampening = group["dampening"]
