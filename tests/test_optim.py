@@ -531,6 +531,8 @@ def test_named_parameters_keep_their_names_as_in_torch(cls: type[Optimizer]) -> 
     names = ["layer.weight", "layer.bias", "head.weight"]
     ours = [Parameter(v.clone()) for v in values]
     ref = [v.clone().requires_grad_() for v in values]
+    if not torch_makes_state_at_first_step(cls.__name__):
+        pytest.skip("this torch's Adagrad makes no state for a group added later")
     opt = cls(list(zip(names[:2], ours[:2], strict=True)), lr=0.05)
     ref_opt = TWINS[cls](list(zip(names[:2], ref[:2], strict=True)), lr=0.05)
     opt.add_param_group({"params": [(names[2], ours[2])], "lr": 0.1})
