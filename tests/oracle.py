@@ -22,8 +22,8 @@ from nograd.nn import CrossEntropyLoss, Loss, Module
 # tests compare with are not in torch 2.11 (the GPU machines' torch): BatchNorm1d's
 # bias=False, the norms' reprs that show bias, eps = 0 with running statistics,
 # trunc_normal_'s two samplers, sparse_ drawing nothing for a meta tensor, Adagrad making
-# a missing state at a step, fused Adagrad on a GPU. Those tests skip on an older torch; every other test runs
-# there as here.
+# a missing state at a step, fused Adagrad on a GPU. Those tests skip on an older torch;
+# every other test runs there as here.
 TORCH_2_13 = torch.__version__ >= "2.13"  # a TorchVersion compares with a string
 since_torch_2_13 = pytest.mark.skipif(
     not TORCH_2_13, reason="compares with a behaviour of torch 2.13 that this torch lacks"
