@@ -345,3 +345,27 @@ def test_fused_script_times_both_updates_and_checks_torchs_fused_bits(
     rows = [row for row in rows if row[0] == "2-25-25-25-2"]
     assert [row[1] for row in rows] == ["sgd", "adam"]
     assert all(row[5] == "✓" and float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_frozen_script_times_both_and_checks_the_parameters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """frozen.py: a row per count of frozen layers, each with the same parameters ✓."""
+    frozen = import_script("frozen")
+    assert frozen.main(["--frozen", "0,2", "--repeats", "1"]) == 0
+    rows = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines()]
+    rows = [[cell.strip() for cell in row] for row in rows if row[0].strip() == "1"]
+    assert [row[1] for row in rows] == ["0", "2"]
+    assert all(row[5] == "✓" and float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_frozen_script_catches_a_wrong_gradient(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen = import_script("frozen")
+    accumulate = nograd.nn.Parameter.accumulate_grad
+    monkeypatch.setattr(
+        nograd.nn.Parameter, "accumulate_grad", lambda p, g: accumulate(p, g * 1.01)
+    )
+    assert frozen.main(["--frozen", "1", "--repeats", "1"]) == 1
+    assert "✗ differ" in capsys.readouterr().out

@@ -10,10 +10,10 @@ from typing import Any, overload
 
 from torch import Tensor
 
-from nograd.nn import hooks
+from nograd.nn import hooks, parameter
 from nograd.nn.activations import ReLU
 from nograd.nn.linear import Linear
-from nograd.nn.module import Module
+from nograd.nn.module import NO_INPUT_GRAD, Module
 from nograd.nn.uses import Use, saved_into, shares_a_module
 
 Plan = list[Module | tuple[Linear, ReLU]]  # forward's steps: a module, or a Linear and its ReLU
@@ -27,10 +27,17 @@ class Sequential(Module):
     torch.nn twin. It edits like torch's: ``append``, ``extend``, ``insert``, ``pop``,
     ``model[i] = m``, ``del model[i]`` (the children are numbered again), ``+`` and ``*``.
 
-    Setting ``needs_input_grad = False`` tells the first module that nobody wants
-    dL/d(input) (a training loop never does), which saves the first layer's largest
-    matrix product; ``fit`` does this for you. After an edit, the first forward tells
-    the new first module instead (and the old one that it is wanted again).
+    Setting ``needs_input_grad = False`` says that nobody wants dL/d(input) (a training
+    loop never does); ``fit`` does this for you. Then a gradient has to reach only the
+    trainable parameters: ``backward`` starts at the first child that holds one (the
+    first Linear, say) and tells that child that nobody wants its dL/d(input), which
+    saves its largest matrix product. The children before it (a frozen start, or layers
+    with no parameters) have nothing to learn, so their backward does not run at all,
+    as torch's autograd stops where no tensor requires grad. The chain plans this at
+    its first forward after a change to its children, to a module's parameters or
+    children anywhere (``Module.__setattr__``), or to a ``trainable`` flag
+    (``nograd.nn.parameter.version`` counts them). A module's own tensors that are
+    not registered ``Parameter``s do not count: a module that learns must register them.
 
     ``backward`` runs the children that the last forward ran, as torch differentiates
     the graph its forward recorded: a child added, removed or replaced in between takes
@@ -72,11 +79,15 @@ class Sequential(Module):
     _subtrees: list[list[Module]] | None = None
     _shared: bool = False  # a module used twice: each use's saved tensors are kept aside
     _hooks_version: int = -1  # hooks.version when the plan was made: hooks change fusion
+    _parameters_version: int = -1  # parameter.version then: trainable flags move the start
     # the children as the last plan ran them: backward runs these, as torch runs the graph
     # its forward recorded, even if a child was added or removed in between
     _planned: tuple[Module, ...] | None = None
+    _start: int = 0  # the first of them that a gradient must reach (class docstring)
+    _backward_chain: tuple[Module, ...] | None = None  # _planned[_start:], last first
+    _learns_nothing: bool = False  # a start after the last child: no backward runs
     _input_grad_unwanted: bool = False  # needs_input_grad = False was set on the chain
-    _told_first: Module | None = None  # the child told so (the first, unless used again)
+    _told: Module | None = None  # the child told that nobody wants its dL/d(input)
 
     def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
@@ -155,37 +166,43 @@ class Sequential(Module):
     @needs_input_grad.setter
     def needs_input_grad(self, value: bool) -> None:
         object.__setattr__(self, "_input_grad_unwanted", not value)
-        self._tell_first()
-        if value and self._modules:
-            next(iter(self._modules.values())).needs_input_grad = True
-
-    def _tell_first(self) -> None:
-        """Pass ``needs_input_grad = False``, set on the chain, to its first child; again
-        at the first forward after an edit (a backward runs the chain its forward ran): a
-        child told so earlier that is no longer first, or is now used again further on,
-        needs its dL/d(input) once more."""
+        object.__setattr__(self, "_plan", None)  # the start moves: plan again at the forward
         children = list(self._modules.values())
-        first = children[0] if self._input_grad_unwanted and children else None
-        if first is not None and shares_a_module(first, children[1:]):
+        self._tell(children, _first_that_learns(children) if not value else 0)
+        if value and children:
+            children[0].needs_input_grad = True
+
+    def _tell(self, children: list[Module], start: int) -> None:
+        """Tell ``children[start]``, where the backward starts, that nobody wants its
+        dL/d(input), if ``needs_input_grad = False`` was set on the chain; again at the
+        first forward after a change (a backward runs the chain its forward ran): a child
+        told so earlier that no longer starts the backward, or is now used again further
+        on, needs its dL/d(input) once more."""
+        first = children[start] if self._input_grad_unwanted and start < len(children) else None
+        if first is not None and shares_a_module(first, children[start + 1 :]):
             first = None  # its later use must still pass dL/d(input) down the chain
-        told = self._told_first
+        told = self._told
         if told is not None and told is not first:
             told.needs_input_grad = True
         if first is not None:
             first.needs_input_grad = False
-        object.__setattr__(self, "_told_first", first)
+        object.__setattr__(self, "_told", first)
 
     def __getstate__(self) -> dict[str, Any]:
         """What ``copy``, ``deepcopy`` and ``pickle`` keep: not the plan, which the new
         module makes at its first forward (``hooks.version`` counts in this process only)."""
         state = self.__dict__.copy()
-        for name in ("_plan", "_calls", "_subtrees", "_shared", "_hooks_version", "_planned"):
+        for name in _PLAN_ATTRIBUTES:
             state.pop(name, None)
         return state
 
     def forward(self, x: Tensor) -> Tensor:
         plan = self._plan
-        if plan is None or self._hooks_version != hooks.version:
+        if (
+            plan is None
+            or self._hooks_version != hooks.version
+            or self._parameters_version != parameter.version
+        ):
             plan = self._make_plan()
         if self._subtrees is not None:
             return self._forward_keeping_books(x, plan, self._subtrees)
@@ -198,7 +215,8 @@ class Sequential(Module):
 
         A subclass may override ``forward``, so only the classes themselves are fused,
         and only where neither has hooks, which must see the Linear's own output.
-        Also decides whether forward must record each use of a module (class docstring).
+        Also decides whether forward must record each use of a module, and where the
+        backward starts (class docstring).
         """
         modules = list(self._modules.values())
         plan: Plan = []
@@ -229,12 +247,16 @@ class Sequential(Module):
             self.saved.pop(books, None)  # recorded for the old children
         object.__setattr__(self, "_plan", plan)
         object.__setattr__(self, "_planned", tuple(modules))
-        if self._input_grad_unwanted:
-            self._tell_first()
+        start = _first_that_learns(modules) if self._input_grad_unwanted else 0
+        object.__setattr__(self, "_start", start)
+        object.__setattr__(self, "_backward_chain", tuple(reversed(modules[start:])))
+        object.__setattr__(self, "_learns_nothing", 0 < start == len(modules))
+        self._tell(modules, start)
         # each step as the function forward calls: found once here, not at every step
         calls = (partial(_linear_relu, *s) if isinstance(s, tuple) else s.forward for s in plan)
         object.__setattr__(self, "_calls", tuple(calls))
         object.__setattr__(self, "_hooks_version", hooks.version)
+        object.__setattr__(self, "_parameters_version", parameter.version)
         return plan
 
     def _forward_keeping_books(self, x: Tensor, plan: Plan, subtrees: list[list[Module]]) -> Tensor:
@@ -245,10 +267,6 @@ class Sequential(Module):
         # each in-place write (the module, the memory it wrote into), told to the chain
         # around this one, whose modules before this chain may have saved that memory
         written: list[tuple[Module, Tensor]] = []
-        # whether a gradient reaches the modules run so far: only then does what they saved
-        # matter, as torch records no graph before its first parameter that requires grad
-        # when its input does not (a frozen or parameter-free start, under fit)
-        grad_flows = not self._input_grad_unwanted
         position = 0
         for step in plan:
             # an inner chain's children write after its first: it lists its writes itself
@@ -260,20 +278,26 @@ class Sequential(Module):
                 for writer, memory in step.saved.get("written", ()):
                     written.append((writer, memory))
                     _check_write(writer, memory, saved, overwritten)
-            modules = step if isinstance(step, tuple) else (step,)
-            grad_flows = grad_flows or any(p.trainable for m in modules for p in m.parameters())
-            for _ in modules:
+            for _ in step if isinstance(step, tuple) else (step,):
                 if self._shared:
                     uses.append(Use.record(subtrees[position]))
-                if grad_flows:  # unshared, each module runs once: its saved dict is this use's
+                # what a module saved matters only where its backward runs: not before the
+                # start (a frozen or parameter-free one, under fit), as torch records no graph
+                # there; unshared, each module runs once: its saved dict is this use's
+                if position >= self._start:
                     saved.extend(uses[-1].saved if self._shared else _saved_in(subtrees[position]))
                 position += 1
         self.saved.update(uses=uses, overwritten=overwritten, written=written)
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        # a chain that keeps books (its forward set "uses") goes through backward_order
-        modules = self.backward_order() if "uses" in self.saved else reversed(self._chain())
+        # a chain that keeps books (its forward set "uses") goes through backward_order,
+        # as does one with no forward yet (its children then say that they need one)
+        if self._learns_nothing:  # a frozen chain, and nobody wants dL/d(input)
+            return NO_INPUT_GRAD
+        modules: Iterable[Module] | None = self._backward_chain
+        if modules is None or "uses" in self.saved:
+            modules = self.backward_order()
         for module in modules:
             # dL/d(in_k) from dL/d(out_k) by the chain rule; the module before (k - 1)
             # takes it as its dL/d(out), since in_k = out_{k-1}
@@ -281,9 +305,10 @@ class Sequential(Module):
         return grad_output
 
     def backward_order(self) -> Iterator[Module]:
-        """The children, last first, each ready for its backward (also for code that runs
-        the children's backward itself): in a chain that shares a module, each use's
-        saved tensors are put back before it is yielded.
+        """The children that a gradient must reach, last first, each ready for its
+        backward (also for code that runs the children's backward itself): in a chain
+        that shares a module, each use's saved tensors are put back before it is yielded.
+        All the children, unless ``needs_input_grad`` is False (class docstring).
 
         Raises:
             RuntimeError: if a child with ``inplace=True`` overwrote a tensor that a module
@@ -297,9 +322,10 @@ class Sequential(Module):
             )
         uses: list[Use] = self.saved.get("uses", [])
         if not uses:  # no module used twice: each holds its one use's tensors
-            yield from reversed(self._chain())
+            planned = self._backward_chain
+            yield from reversed(self._chain()) if planned is None else planned
             return
-        for use in reversed(uses):
+        for use in reversed(uses[self._start :]):  # a use for each child, in order
             yield use.restore()
 
     def _chain(self) -> tuple[Module, ...]:
@@ -395,6 +421,30 @@ class Sequential(Module):
             return NotImplemented
         self._renumber(list(repeated))
         return self
+
+
+# what a Sequential plans, left out of its copies and pickles
+_PLAN_ATTRIBUTES = (
+    "_plan",
+    "_calls",
+    "_subtrees",
+    "_shared",
+    "_hooks_version",
+    "_parameters_version",
+    "_planned",
+    "_start",
+    "_backward_chain",
+    "_learns_nothing",
+)
+
+
+def _first_that_learns(children: list[Module]) -> int:
+    """The position of the first child that holds a trainable parameter (the number of
+    children if none does): where a backward must start when nobody wants dL/d(input)."""
+    for position, child in enumerate(children):
+        if any(p.trainable for p in child.parameters()):
+            return position
+    return len(children)
 
 
 def _may_overwrite_input(module: Module) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar, overload
 import torch
 from torch import Tensor
 
-from nograd.nn import hooks
+from nograd.nn import hooks, parameter
 from nograd.nn.hooks import Hook, RemovableHandle
 from nograd.nn.parameter import Parameter
 from nograd.nn.to_arguments import to_arguments
@@ -227,9 +227,11 @@ class Module:
                     f"{name!r} (Parameter or None expected)"
                 )
             self._parameters[name] = None  # an absent optional parameter, e.g. bias=False
+            parameter.changed()
         elif isinstance(value, Module):
             self._forget(name, self._buffers)
             self._modules[name] = value
+            parameter.changed()  # the parameters inside this module changed
         elif name in self._buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"{self._describe()}: buffer {name!r} must be a Tensor")
@@ -239,6 +241,7 @@ class Module:
             # assigned there later comes back at the same position in parameters() and
             # state_dict(), so an optimizer's per-index state still lines up with torch's
             self._modules[name] = None
+            parameter.changed()
         else:
             raise TypeError(
                 f"{self._describe()}: cannot assign {type(value).__name__} to child module "
@@ -286,6 +289,8 @@ class Module:
         self.__dict__.pop(name, None)
 
     def __delattr__(self, name: str) -> None:
+        if name in self._parameters or name in self._modules:
+            parameter.changed()
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         self._buffers.pop(name, None)
@@ -326,6 +331,7 @@ class Module:
             )
         self._parameters[name] = param
         object.__setattr__(self, name, param)
+        parameter.changed()
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         """Add a non-trainable tensor (running statistics, say) that moves with ``to()``.

@@ -13,6 +13,17 @@ _AUTOGRAD_NAMES = {
     "requires_grad_": "param.trainable = False, or model.freeze() for a module's parameters",
 }
 
+# Counts every change to which parameters are trainable, and to which parameters and
+# children a module holds (``changed``): a Sequential plans again when it moved, to
+# find the frozen start that its backward skips (``nograd.nn.Sequential``).
+version = 0
+
+
+def changed() -> None:
+    """Some parameter's ``trainable`` flag, or some module's registry, changed."""
+    global version
+    version += 1
+
 
 class Parameter:
     """A learnable tensor: ``data`` holds its value, ``grad`` holds dL/d(data).
@@ -31,14 +42,24 @@ class Parameter:
         trainable: whether backward passes compute dL/d(data) for it.
     """
 
-    __slots__ = ("data", "grad", "trainable")
+    __slots__ = ("_trainable", "data", "grad")
 
     def __init__(self, data: Tensor, trainable: bool = True) -> None:
         if not isinstance(data, Tensor):
             raise TypeError(f"Parameter: expected a torch.Tensor, got {type(data).__name__}")
         self.data: Tensor = data
         self.grad: Tensor | None = None
-        self.trainable: bool = trainable
+        self._trainable = trainable  # not registered anywhere yet: no plan depends on it
+
+    @property
+    def trainable(self) -> bool:
+        """Whether backward passes compute dL/d(data) (False: frozen)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = value
+        changed()  # a Sequential's frozen start may have moved
 
     def accumulate_grad(self, grad: Tensor) -> None:
         """Add ``grad`` into ``self.grad``; the first gradient is stored as it is.
@@ -49,7 +70,7 @@ class Parameter:
         pass over memory but rounds each partial sum with the old gradient in it: other
         bits in the last place.)
         """
-        if not self.trainable:  # frozen: no gradient, as torch leaves a frozen .grad None
+        if not self._trainable:  # frozen: no gradient, as torch leaves a frozen .grad None
             return
         if self.grad is None:
             self.grad = grad  # callers hand over a tensor they will not reuse

@@ -1,0 +1,245 @@
+"""A frozen start: when nobody wants dL/d(input) (``needs_input_grad = False``, as
+``fit`` sets it), a Sequential's backward starts at the first child with a trainable
+parameter, as torch's autograd stops where no tensor requires grad.
+
+Each test builds a chain and its torch.nn twin with the same weights, freezes the same
+parameters, and compares which children's backward hooks run, what they see, and the
+gradients that follow, also after a parameter is unfrozen or a child replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from nograd import nn
+from nograd.nn.module import NO_INPUT_GRAD
+
+Record = tuple[int, Any]  # a child's position and the grad_input its hook saw
+
+
+def twins() -> tuple[nn.Sequential, torch.nn.Sequential]:
+    """Three Linear layers with ReLU and Tanh between them, and a LayerNorm."""
+    torch.manual_seed(0)
+    ours = nn.Sequential(
+        nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 6), nn.Tanh(), nn.LayerNorm(6),
+        nn.Linear(6, 2),
+    )  # fmt: skip
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 6), torch.nn.Tanh(),
+        torch.nn.LayerNorm(6), torch.nn.Linear(6, 2),
+    )  # fmt: skip
+    theirs.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False  # as fit sets it; torch's input does not require grad
+    return ours, theirs
+
+
+def record_backwards(model: Any) -> list[Record]:
+    """A full backward hook on every child, recording its position and grad_input."""
+    records: list[Record] = []
+    for i, child in enumerate(model):
+
+        def hook(module: Any, grad_input: Any, grad_output: Any, i: int = i) -> None:
+            records.append((i, tuple(g if g is None else g.clone() for g in grad_input)))
+
+        child.register_full_backward_hook(hook)
+    return records
+
+
+def step(ours: nn.Sequential, theirs: torch.nn.Sequential, seed: int = 1) -> Any:
+    """One forward and backward of 0.5 * sum(y^2) in each, gradients zeroed first;
+    what our backward returned."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 3, generator=gen)
+    ours.zero_grad()
+    theirs.zero_grad()
+    y = ours(x)
+    grad_input = ours.backward(y.clone())  # dL/dy = y
+    with torch.enable_grad():
+        (0.5 * (theirs(x) ** 2).sum()).backward()
+    return grad_input
+
+
+def assert_same_grads(ours: nn.Sequential, theirs: torch.nn.Sequential) -> None:
+    """None exactly where torch's is; equal values elsewhere."""
+    for (name, p), t in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert (p.grad is None) == (t.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, t.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def assert_same_records(ours: list[Record], theirs: list[Record]) -> None:
+    assert [i for i, _ in ours] == [i for i, _ in theirs]  # the same children, in order
+    for (i, a), (_, b) in zip(ours, theirs, strict=True):
+        assert [g is None for g in a] == [g is None for g in b], i
+        for g, h in zip(a, b, strict=True):
+            if g is not None:
+                torch.testing.assert_close(g, h, rtol=1e-6, atol=1e-7)
+
+
+FREEZES: dict[str, Callable[[Any], None]] = {
+    "nothing": lambda model: None,
+    "first layer": lambda model: model[0].requires_grad_(False),
+    "first two layers": lambda model: [model[i].requires_grad_(False) for i in (0, 2)],
+    "first weight only": lambda model: model[0].weight.requires_grad_(False),
+    "all but the norm": lambda model: [model[i].requires_grad_(False) for i in (0, 2, 5)],
+}
+
+
+def freeze_ours(model: nn.Sequential, name: str) -> None:
+    """FREEZES[name], applied to our model through torch's words, translated."""
+    for ours_param, flag in zip(model.parameters(), frozen_flags(name), strict=True):
+        ours_param.trainable = flag
+
+
+def frozen_flags(name: str) -> list[bool]:
+    """Which of the twin's parameters FREEZES[name] leaves trainable."""
+    _, theirs = twins()
+    FREEZES[name](theirs)
+    return [p.requires_grad for p in theirs.parameters()]
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # torch's, at the start
+@pytest.mark.parametrize("name", list(FREEZES))
+def test_the_backward_starts_where_torchs_does(name: str) -> None:
+    """The children before the first trainable parameter run no backward (their hooks
+    stay silent, as torch's); the first that runs sees grad_input (None,)."""
+    ours, theirs = twins()
+    freeze_ours(ours, name)
+    FREEZES[name](theirs)
+    seen = record_backwards(ours), record_backwards(theirs)
+    grad_input = step(ours, theirs)
+    assert_same_records(*seen)
+    assert seen[0][-1][1] == (None,)  # nobody wants the start's dL/d(input)
+    assert grad_input is NO_INPUT_GRAD
+    assert_same_grads(ours, theirs)
+
+
+@pytest.mark.parametrize("name", list(FREEZES))
+def test_the_skipped_children_run_no_backward_without_hooks(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted on the classes, so the fused Linear and ReLU pairs stay fused."""
+    ours, theirs = twins()
+    freeze_ours(ours, name)
+    FREEZES[name](theirs)
+    ran: list[str] = []
+    for cls in (nn.Linear, nn.ReLU, nn.Tanh, nn.LayerNorm):
+
+        def counted(self: Any, g: torch.Tensor, original: Any = cls.backward) -> Any:
+            ran.append(f"{type(self).__name__}{id(self)}")
+            return original(self, g)
+
+        monkeypatch.setattr(cls, "backward", counted)
+    step(ours, theirs)
+    first = next(i for i, t in enumerate(theirs) if any(p.requires_grad for p in t.parameters()))
+    assert ran == [f"{type(m).__name__}{id(m)}" for m in list(ours)[first:][::-1]]
+    assert_same_grads(ours, theirs)
+
+
+def test_unfreezing_a_layer_of_the_start_brings_its_backward_back() -> None:
+    ours, theirs = twins()
+    ours[0].freeze()
+    ours[2].freeze()
+    theirs[0].requires_grad_(False)
+    theirs[2].requires_grad_(False)
+    step(ours, theirs)
+    assert ours[2].weight.grad is None
+    ours[2].weight.trainable = True  # set between two steps: the next forward plans again
+    theirs[2].weight.requires_grad_(True)
+    step(ours, theirs, seed=2)
+    assert ours[2].weight.grad is not None
+    assert_same_grads(ours, theirs)
+    ours.unfreeze()
+    theirs.requires_grad_(True)
+    step(ours, theirs, seed=3)
+    assert_same_grads(ours, theirs)
+
+
+def test_a_parameter_frozen_between_forward_and_backward_gets_no_gradient_as_in_torch() -> None:
+    """torch's graph is what its forward recorded, but its AccumulateGrad drops the
+    gradient of a tensor that no longer requires grad; ours too: the backward still runs
+    down to the layer (the plan is the forward's), whose frozen weight adds nothing."""
+    ours, theirs = twins()
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(4))
+    y = ours(x)
+    ours[0].freeze()
+    ours.backward(y.clone())
+    with torch.enable_grad():
+        y_torch = theirs(x)
+        theirs[0].requires_grad_(False)
+        (0.5 * (y_torch**2).sum()).backward()
+    assert ours[0].weight.grad is None and ours[2].weight.grad is not None
+    assert_same_grads(ours, theirs)
+
+
+def test_a_child_replaced_deep_inside_the_start_is_seen() -> None:
+    """A trainable Linear put into a frozen inner chain, after a step: the next forward
+    starts the backward there (``Module.__setattr__`` moves ``parameter.version``)."""
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    ours = nn.Sequential(nn.Sequential(inner), nn.Linear(4, 2))
+    theirs = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())),
+        torch.nn.Linear(4, 2),
+    )
+    theirs.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False
+    ours[0].freeze()
+    theirs[0].requires_grad_(False)
+    replacement = nn.Linear(3, 4)  # made before the step: only putting it in is news
+    step(ours, theirs)
+    assert_same_grads(ours, theirs)
+    inner[0] = replacement  # two levels down: trainable
+    theirs[0][0][0] = torch.nn.Linear(3, 4)
+    theirs.load_state_dict(ours.state_dict())
+    step(ours, theirs, seed=2)
+    assert inner[0].weight.grad is not None
+    assert_same_grads(ours, theirs)
+
+
+def test_a_chain_that_learns_nothing_runs_no_backward() -> None:
+    ours, _ = twins()
+    ours.freeze()
+    records = record_backwards(ours)
+    y = ours(torch.randn(5, 3))
+    assert ours.backward(y.clone()) is NO_INPUT_GRAD
+    assert records == [] and all(p.grad is None for p in ours.parameters())
+    ours.needs_input_grad = True  # asked for: every child passes dL/d(input) down again
+    ours(torch.randn(5, 3))
+    assert ours.backward(y.clone()).shape == (5, 3)
+    assert [i for i, _ in records] == [5, 4, 3, 2, 1, 0]
+
+
+def test_a_frozen_start_with_a_module_used_twice_trains_as_torchs() -> None:
+    """A chain that keeps each use's tensors aside (nograd/nn/uses.py) starts late too."""
+    torch.manual_seed(0)
+    act, theirs_act = nn.Tanh(), torch.nn.Tanh()
+    ours = nn.Sequential(nn.Linear(3, 4), act, nn.Linear(4, 4), act, nn.Linear(4, 2), act)
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), theirs_act, torch.nn.Linear(4, 4), theirs_act,
+        torch.nn.Linear(4, 2), theirs_act,
+    )  # fmt: skip
+    theirs.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False
+    ours[0].freeze()
+    theirs[0].requires_grad_(False)
+    for seed in (1, 2):
+        assert step(ours, theirs, seed) is NO_INPUT_GRAD
+        assert_same_grads(ours, theirs)
+
+
+def test_the_start_tells_its_first_child_again_when_it_moves() -> None:
+    """The child told that nobody wants its dL/d(input) is the one the backward starts
+    at; the one told before is told that it is wanted again."""
+    ours, _ = twins()
+    ours(torch.randn(2, 3))
+    assert not ours[0].needs_input_grad and ours[2].needs_input_grad
+    ours[0].freeze()
+    ours(torch.randn(2, 3))
+    assert ours[0].needs_input_grad and not ours[2].needs_input_grad
+    ours.needs_input_grad = True
+    assert all(child.needs_input_grad for child in ours)
