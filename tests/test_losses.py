@@ -11,6 +11,7 @@ from torch import Tensor
 from nograd.nn import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, Loss, MSELoss
 from nograd.nn.binary_cross_entropy import BCELoss
 from nograd.nn.huber import HuberLoss, SmoothL1Loss
+from nograd.nn.nll_loss import NLLLoss
 from tests.oracle import assert_loss_close, compare_loss
 
 DTYPES = [torch.float64, torch.float32]
@@ -290,3 +291,18 @@ def test_deprecated_size_average_and_reduce_choose_torchs_reduction(
         ref = getattr(torch.nn, name)(size_average=size_average, reduce=reduce)
     assert ours.reduction == ref.reduction
     assert str(ours_warnings[0].message) == str(ref_warnings[0].message)
+
+
+@pytest.mark.parametrize("loss_cls", [*LOSSES, NLLLoss])
+def test_a_loss_takes_torchs_keyword_arguments(loss_cls: type[Loss]) -> None:
+    """``loss_fn(input=..., target=...)``, as torch's losses name their arguments."""
+    torch_cls = getattr(torch.nn, loss_cls.__name__)
+    pred = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    target: Tensor = torch.rand(4, 3)
+    if loss_cls in (CrossEntropyLoss, NLLLoss):
+        target = torch.tensor([0, 2, 1, 2])
+    if loss_cls is BCELoss:
+        pred = torch.sigmoid(pred)
+    assert list(inspect.signature(torch_cls.forward).parameters)[1:] == ["input", "target"]
+    ours = loss_cls()(input=pred, target=target)
+    assert torch.equal(ours, torch_cls()(input=pred, target=target))

@@ -51,8 +51,10 @@ class Loss(Module):
             )
         self.reduction = reduction
 
-    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.forward(pred, target)
+    def __call__(self, input: Tensor, target: Tensor) -> Tensor:
+        """The loss of ``input`` (the predictions) against ``target``; torch's argument
+        names, so ``loss_fn(input=y_hat, target=y)`` runs as in torch."""
+        return self.forward(input, target)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
