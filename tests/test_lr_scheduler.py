@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ def test_state_dicts_move_between_nograd_and_torch(name: str, kwargs: dict[str, 
         twins.assert_same_lr()
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the lr alone: no optimizer steps
 @pytest.mark.parametrize(("name", "kwargs"), CASES, ids=IDS)
 def test_resuming_with_last_epoch_matches_torch(name: str, kwargs: dict[str, Any]) -> None:
     opt = SGD([Parameter(torch.zeros(2))], lr=0.02)
@@ -500,6 +502,7 @@ def test_one_cycle_refuses_an_optimizer_without_momentum_and_stops_at_total_step
         sched.step()
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the lr alone: no optimizer steps
 def test_cyclic_lr_refuses_an_optimizer_without_momentum() -> None:
     opt = PlainDescent([Parameter(torch.zeros(2))])
     ref_opt = torch.optim.Adagrad([torch.zeros(2, requires_grad=True)], lr=0.1)
@@ -519,6 +522,7 @@ def test_cyclic_lr_refuses_an_optimizer_without_momentum() -> None:
     assert same_values(sched.state_dict(), ref.state_dict())
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the lr alone: no optimizer steps
 def test_cyclic_lr_starts_at_base_lr_even_after_another_schedule_as_torch() -> None:
     opt, ref_opt = three_groups()
     lr_scheduler.StepLR(opt, step_size=2)  # leaves initial_lr in every group
@@ -579,6 +583,7 @@ RESUMABLE: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the lr alone: no optimizer steps
 @pytest.mark.parametrize(("name", "kwargs"), RESUMABLE, ids=[n for n, _ in RESUMABLE])
 def test_new_schedulers_resume_with_last_epoch_as_torch(name: str, kwargs: dict[str, Any]) -> None:
     opt, ref_opt = three_groups()
@@ -852,3 +857,69 @@ def test_fit_refuses_reduce_lr_on_plateau_without_a_test_loss() -> None:
     with pytest.raises(ValueError, match=expected):
         fit(model, CrossEntropyLoss(), opt, train, train, epochs=1, progress=False,
             scheduler=lr_scheduler.ReduceLROnPlateau(opt), scheduler_interval="step")  # fmt: skip
+
+
+def step_order_warnings(scheduler: Any, optimizer: Any, scheduler_first: bool) -> list[str]:
+    """The messages of the step-order warnings that two steps give, in that order."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            if scheduler_first:
+                scheduler.step()
+            optimizer.step()
+            if not scheduler_first:
+                scheduler.step()
+    return [str(w.message) for w in caught if "before `optimizer.step()`" in str(w.message)]
+
+
+@pytest.mark.parametrize("scheduler_first", [True, False])
+@pytest.mark.parametrize("case", [*NEW_CASES, *IDS])
+def test_a_scheduler_stepped_before_its_optimizer_warns_as_torchs(
+    case: str, scheduler_first: bool
+) -> None:
+    """torch's words, where torch warns (the composite schedules through their parts;
+    CosineAnnealingWarmRestarts, whose step is its own, never), and the same learning
+    rates after (the first value of the schedule skipped)."""
+    if case in NEW_CASES:
+        twins: Any = NewTwins(case)
+    else:
+        name, kwargs = CASES[IDS.index(case)]
+        twins = Twins(name, kwargs)
+    ours = step_order_warnings(twins.sched, twins.opt, scheduler_first)
+    theirs = step_order_warnings(twins.ref_sched, twins.ref_opt, scheduler_first)
+    assert ours == theirs
+    assert bool(ours) == (scheduler_first and not case.startswith("WarmRestarts"))
+    assert twins.sched.get_last_lr() == pytest.approx(twins.ref_sched.get_last_lr(), rel=1e-12)
+
+
+def test_the_step_order_is_noted_for_an_optimizer_of_ones_own_and_through_hooks() -> None:
+    """A subclass's own step notes that it ran (Optimizer.__init_subclass__), also when
+    step hooks wrap it or a subclass of it calls it through super()."""
+
+    class HalfSGD(SGD):
+        def step(self, closure: Any = None) -> Any:
+            for group in self.param_groups:
+                group["lr"] /= 2
+            return super().step(closure)
+
+    class Plain(Optimizer):
+        def __init__(self, params: Any) -> None:
+            super().__init__(params, {"lr": 0.1})
+
+        def step(self, closure: Any = None) -> None:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.data.add_(p.grad, alpha=-group["lr"])
+
+    for cls in (HalfSGD, Plain):
+        param = Parameter(torch.zeros(2))
+        param.grad = torch.ones(2)
+        optimizer = cls([param])
+        scheduler = lr_scheduler.StepLR(optimizer, 3)
+        assert not optimizer._opt_called
+        assert step_order_warnings(scheduler, optimizer, scheduler_first=False) == []
+    for scheduler_first in (True, False):
+        hooked = SGD([Parameter(torch.zeros(2))], lr=0.1)
+        hooked.register_step_post_hook(lambda *args: None)
+        seen = step_order_warnings(lr_scheduler.StepLR(hooked, 3), hooked, scheduler_first)
+        assert bool(seen) == scheduler_first

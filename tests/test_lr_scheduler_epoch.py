@@ -98,7 +98,9 @@ def test_step_with_an_epoch_warns_and_moves_to_it_as_torch(name: str, optimizer:
 
 
 def test_an_epoch_deprecation_warning_can_be_filtered_with_torchs_message() -> None:
-    sched = lr_scheduler.StepLR(twins()[0], step_size=2)
+    optimizer = twins()[0]
+    sched = lr_scheduler.StepLR(optimizer, step_size=2)
+    optimizer.step()  # first, or the scheduler warns about the order (as torch's does)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         start = "The epoch parameter in `scheduler.step()` was not necessary"  # torch's words

@@ -14,6 +14,7 @@ writes them as the 0-dim CPU tensors torch writes.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -81,6 +82,17 @@ class GroupTensors(NamedTuple):
         return self.counters(states, "step")
 
 
+def _noting_that_it_ran(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step``, which first sets ``optimizer._opt_called`` (``Optimizer``'s docstring)."""
+
+    @functools.wraps(step)
+    def noted(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+        self._opt_called = True
+        return step(self, *args, **kwargs)
+
+    return noted
+
+
 class Optimizer:
     """Base class of every optimizer: subclasses implement ``step``.
 
@@ -94,12 +106,24 @@ class Optimizer:
         param_groups: list of dicts, each with ``"params"`` and every option.
         state: per-parameter dict of tensors (and the counters named in
             ``scalar_state``), filled lazily by ``step``.
+
+    Every subclass's ``step`` notes that it ran (``_opt_called``, torch's name; one
+    attribute set a step, wrapped around the method when the class is made), so that
+    a scheduler stepped before its optimizer warns as torch's does
+    (``nograd.optim.lr_scheduler``).
     """
 
     scalar_state: ClassVar[frozenset[str]] = frozenset()
     """State keys held as Python numbers here and as 0-dim tensors in ``state_dict``."""
     needs_closure: ClassVar[bool] = False
     """Whether ``step`` must be given a closure (LBFGS): ``fit`` then passes one."""
+    _opt_called: bool = False
+    """Whether ``step`` has run (the instance's own True after its first step)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:  # this class writes its own step: note when it runs
+            cls.step = _noting_that_it_ran(cls.__dict__["step"])  # type: ignore[method-assign]
 
     def __init__(self, params: ParamsT, defaults: Mapping[str, Any]) -> None:
         self.defaults: dict[str, Any] = dict(defaults)

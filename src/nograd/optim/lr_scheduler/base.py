@@ -28,6 +28,13 @@ EPOCH_DEPRECATION_WARNING = (
 GET_LR_WARNING = (
     "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."
 )
+STEP_ORDER_WARNING = (
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`. In PyTorch 1.1.0 and "
+    "later, you should call them in the opposite order: `optimizer.step()` before "
+    "`lr_scheduler.step()`.  Failure to do this will result in PyTorch skipping the first "
+    "value of the learning rate schedule. See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+)
 
 
 class LRScheduler:
@@ -107,10 +114,15 @@ class LRScheduler:
     def step(self, epoch: int | None = None) -> None:
         """Advance one epoch and set every group's lr.
 
+        Call it after ``optimizer.step()``: a first call before the optimizer has ever
+        stepped warns, as in PyTorch (the schedule's first lr would be skipped).
+
         Args:
             epoch: deprecated, as in PyTorch, which warns the same way: go to this
                 epoch instead, by the closed form where the schedule has one.
         """
+        if self._step_count == 1 and not self.optimizer._opt_called:  # 1: the constructor's
+            warnings.warn(STEP_ORDER_WARNING, UserWarning, stacklevel=2)
         self._step_count += 1
         if epoch is not None:
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
