@@ -784,3 +784,25 @@ def test_cuda_host_sync_is_reported_before_the_capture() -> None:
     with pytest.raises(RuntimeError, match=r"waits for the GPU.*cannot capture"):
         step(x, y)
     assert torch.cuda.get_sync_debug_mode() == 0  # put back
+
+
+@pytest.mark.parametrize("change", ["unfreeze", "freeze"])
+def test_freezing_or_unfreezing_after_the_capture_raises(fake_cuda: FakeCuda, change: str) -> None:
+    """The graph computes the gradients it captured, and a parameter that starts to learn
+    needs its optimizer state made by an eager step: a replay after the change refuses."""
+    model = make_model()
+    model[0].freeze()
+    batches = make_batches(6, torch.float64)
+    optimizer = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = GraphedTrainStep(model, MSELoss(), optimizer, *batches[0])
+    for x, y in batches[:5]:
+        step(x, y)  # 3 warm-up steps, the capture, a replay
+    model[4].weight.trainable = True  # a change elsewhere that leaves every flag as it was
+    step(*batches[0])
+    if change == "unfreeze":
+        model[0].unfreeze()
+    else:
+        model[2].weight.trainable = False
+    name = "0.weight, 0.bias" if change == "unfreeze" else "2.weight"
+    with pytest.raises(RuntimeError, match=f"GraphedTrainStep: {name} was frozen or unfrozen"):
+        step(*batches[5])

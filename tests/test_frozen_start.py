@@ -1,6 +1,8 @@
 """A frozen start: when nobody wants dL/d(input) (``needs_input_grad = False``, as
 ``fit`` sets it), a Sequential's backward starts at the first child with a trainable
-parameter, as torch's autograd stops where no tensor requires grad.
+parameter, as torch's autograd stops where no tensor requires grad, and returns
+``NO_INPUT_GRAD``. Only the chain's first child is told that nobody wants its
+dL/d(input): the flag stays on the module, which other chains may hold.
 
 Each test builds a chain and its torch.nn twin with the same weights, freezes the same
 parameters, and compares which children's backward hooks run, what they see, and the
@@ -106,14 +108,15 @@ def frozen_flags(name: str) -> list[bool]:
 @pytest.mark.parametrize("name", list(FREEZES))
 def test_the_backward_starts_where_torchs_does(name: str) -> None:
     """The children before the first trainable parameter run no backward (their hooks
-    stay silent, as torch's); the first that runs sees grad_input (None,)."""
+    stay silent, as torch's); the one it starts at sees grad_input (None,), told for
+    that call that nobody wants its dL/d(input)."""
     ours, theirs = twins()
     freeze_ours(ours, name)
     FREEZES[name](theirs)
     seen = record_backwards(ours), record_backwards(theirs)
     grad_input = step(ours, theirs)
     assert_same_records(*seen)
-    assert seen[0][-1][1] == (None,)  # nobody wants the start's dL/d(input)
+    assert seen[0][-1][1] == (None,)
     assert grad_input is NO_INPUT_GRAD
     assert_same_grads(ours, theirs)
 
@@ -232,14 +235,114 @@ def test_a_frozen_start_with_a_module_used_twice_trains_as_torchs() -> None:
         assert_same_grads(ours, theirs)
 
 
-def test_the_start_tells_its_first_child_again_when_it_moves() -> None:
-    """The child told that nobody wants its dL/d(input) is the one the backward starts
-    at; the one told before is told that it is wanted again."""
+def test_only_the_first_child_is_told_wherever_the_backward_starts() -> None:
     ours, _ = twins()
     ours(torch.randn(2, 3))
     assert not ours[0].needs_input_grad and ours[2].needs_input_grad
     ours[0].freeze()
     ours(torch.randn(2, 3))
-    assert ours[0].needs_input_grad and not ours[2].needs_input_grad
+    assert not ours[0].needs_input_grad and ours[2].needs_input_grad
     ours.needs_input_grad = True
     assert all(child.needs_input_grad for child in ours)
+
+
+def test_a_body_trained_under_a_frozen_stem_serves_another_chain() -> None:
+    """Transfer learning: the trained body and head under a new, trainable stem, and a
+    slice of the trained model: each passes dL/d(input) on as torch's does."""
+    torch.manual_seed(0)
+    stem, body, head = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+    model = nn.Sequential(stem, nn.Tanh(), body, nn.Tanh(), head)
+    stem.freeze()
+    model.needs_input_grad = False
+    y = model(torch.randn(5, 3))
+    model.backward(y.clone())
+    new = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), body, nn.Tanh(), head)
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4), torch.nn.Tanh(),
+        torch.nn.Linear(4, 2),
+    )  # fmt: skip
+    theirs.load_state_dict(new.state_dict())
+    new.needs_input_grad = False
+    step(new, theirs)
+    assert_same_grads(new, theirs)
+    features = torch.randn(5, 4)
+    tail = model[2:]
+    assert tail.backward(tail(features)).shape == (5, 4)  # dL/d(features), wanted here
+
+
+class OwnForward(nn.Sequential):
+    """A Sequential subclass that runs its children itself (no plan is made)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for child in self:
+            x = child(x)
+        return x
+
+
+class Residual(nn.Sequential):
+    """y = f(x) + x, as a Sequential subclass: dL/dx = dL/dy f'(x) + dL/dy."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + x
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return super().backward(grad_output) + grad_output
+
+
+class TorchResidual(torch.nn.Sequential):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + x
+
+
+def test_sequential_subclasses_after_a_frozen_stem_train_as_torchs() -> None:
+    """One that runs its own forward (its children all run backward), and a residual
+    block that adds dL/dy to its chain's dL/dx, right after the frozen stem."""
+    torch.manual_seed(0)
+    own = OwnForward(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    own_twin = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4), torch.nn.Tanh(),
+        torch.nn.Linear(4, 2),
+    )  # fmt: skip
+    residual = nn.Sequential(
+        nn.Linear(3, 4), Residual(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)), nn.Linear(4, 2)
+    )
+    residual_twin = torch.nn.Sequential(
+        torch.nn.Linear(3, 4),
+        TorchResidual(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4)),
+        torch.nn.Linear(4, 2),
+    )
+    for ours, theirs in ((own, own_twin), (residual, residual_twin)):
+        theirs.load_state_dict(ours.state_dict())
+        ours[0].freeze()
+        theirs[0].requires_grad_(False)
+        ours.needs_input_grad = False
+        for seed in (1, 2):
+            step(ours, theirs, seed)
+            assert_same_grads(ours, theirs)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # torch's, at the start
+def test_a_flatten_first_skips_the_first_layers_input_gradient_as_torch() -> None:
+    """A parameter-free first child (Flatten, as image models start): the backward
+    starts at the Linear after it, which is told for that call only that nobody wants
+    its dL/d(input) (torch's hook sees None there too); its own flag stays as it was."""
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))
+    theirs = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)
+    )
+    theirs.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False
+    seen = record_backwards(ours), record_backwards(theirs)
+    x = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(1))
+    y = ours(x)
+    assert ours.backward(y.clone()) is NO_INPUT_GRAD
+    with torch.enable_grad():
+        (0.5 * (theirs(x) ** 2).sum()).backward()
+    assert_same_records(*seen)
+    assert seen[0][-1] == (1, (None,))
+    assert_same_grads(ours, theirs)
+    assert ours[1].needs_input_grad and "needs_input_grad" not in ours[1].__dict__
+    ours[1].needs_input_grad = False  # a user's own setting outlives the call
+    ours.backward(ours(x).clone())
+    assert ours[1].needs_input_grad is False

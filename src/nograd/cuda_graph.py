@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from nograd.layer_updates import backward_updating_each_layer, updates_per_layer_apply
+from nograd.nn import parameter
 from nograd.nn.container import Sequential
 from nograd.nn.grad_stream import parameter_grads_on_side_stream
 from nograd.nn.losses import Loss
@@ -91,6 +92,9 @@ class GraphedTrainStep:
     Do not replace parameters or optimizer state between calls (``model.to``,
     ``optimizer.load_state_dict``): the graph keeps the old tensors; and do not take
     eager steps in between (Adam's t on the device would fall behind). Build a new step.
+    Nor freeze or unfreeze a parameter after the capture: the graph computes the
+    gradients it captured, and a parameter that starts to learn needs its optimizer
+    state made by an eager step first; a call after such a change raises.
 
     Args:
         model: the network, on a CUDA device.
@@ -156,6 +160,9 @@ class GraphedTrainStep:
         self._calls = 0
         self._graph: torch.cuda.CUDAGraph | None = None
         self._captured_settings: object = None
+        self._params = list(model.parameters())
+        self._captured_trainable: list[bool] = []  # each parameter's flag at the capture
+        self._checked_version = -1  # parameter.version when the flags were last compared
         self._loss = self._output = torch.empty(0)
         self._adam_t: list[Tensor] = []  # Adam: t per param group, on the device
         self._adam_params: list[Parameter] = []  # whose Python state["step"] mirrors t
@@ -182,6 +189,8 @@ class GraphedTrainStep:
         self._calls += 1
         if self._calls <= self.warmup:
             return self._warmup_step(x, y, check_syncs=self._calls == self.warmup)
+        if self._graph is not None and self._checked_version != parameter.version:
+            self._check_trainable_flags()  # a flag may have changed since the capture
         settings = self._settings()
         if self._graph is None or settings != self._captured_settings:
             self._capture(settings)
@@ -303,6 +312,22 @@ class GraphedTrainStep:
             ]
         self._graph, self._captured_settings = graph, settings
         self.captures += 1
+        self._captured_trainable = [param.trainable for param in self._params]
+        self._checked_version = parameter.version
+
+    def _check_trainable_flags(self) -> None:
+        """Raise if a parameter was frozen or unfrozen since the capture (class docstring);
+        compared only when ``parameter.version`` moved, so a replay pays one integer test."""
+        now = [param.trainable for param in self._params]
+        if now != self._captured_trainable:
+            flags = zip(self.model.named_parameters(), self._captured_trainable, now, strict=True)
+            names = [name for (name, _), was, is_ in flags if was != is_]
+            raise RuntimeError(
+                f"GraphedTrainStep: {', '.join(names)} was frozen or unfrozen after the step "
+                "was captured; its graph cannot follow (build a new GraphedTrainStep: its "
+                "warm-up makes the optimizer state a parameter that starts to learn needs)"
+            )
+        self._checked_version = parameter.version
 
     def _settings(self) -> object:
         """Everything Python-side that the graph freezes: group options, training modes."""

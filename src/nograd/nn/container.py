@@ -28,16 +28,22 @@ class Sequential(Module):
     ``model[i] = m``, ``del model[i]`` (the children are numbered again), ``+`` and ``*``.
 
     Setting ``needs_input_grad = False`` says that nobody wants dL/d(input) (a training
-    loop never does); ``fit`` does this for you. Then a gradient has to reach only the
-    trainable parameters: ``backward`` starts at the first child that holds one (the
-    first Linear, say) and tells that child that nobody wants its dL/d(input), which
-    saves its largest matrix product. The children before it (a frozen start, or layers
-    with no parameters) have nothing to learn, so their backward does not run at all,
-    as torch's autograd stops where no tensor requires grad. The chain plans this at
-    its first forward after a change to its children, to a module's parameters or
+    loop never does); ``fit`` does this for you. The chain tells its first child so,
+    which saves the first layer's largest matrix product (after an edit, the first
+    forward tells the new first child instead, and the old one that it is wanted
+    again). Then a gradient also has to reach only the trainable parameters:
+    ``backward`` starts at the first child that holds one, and returns
+    ``NO_INPUT_GRAD``; the children before it (a frozen start, or layers with no
+    parameters, such as a ``Flatten``) have nothing to learn, so their backward does
+    not run at all, as torch's autograd stops where no tensor requires grad. The child
+    it starts at is told that nobody wants its dL/d(input) for that one call only: the
+    flag would otherwise stay on a module that other chains may hold (a trained body
+    reused under a new stem). A nested chain there is not told (its flag passes to its
+    own children): it computes its dL/d(input), which is dropped. The chain plans this
+    at its first forward after a change to its children, to a module's parameters or
     children anywhere (``Module.__setattr__``), or to a ``trainable`` flag
-    (``nograd.nn.parameter.version`` counts them). A module's own tensors that are
-    not registered ``Parameter``s do not count: a module that learns must register them.
+    (``nograd.nn.parameter.version`` counts them). A module's own tensors that are not
+    registered ``Parameter``s do not count: a module that learns must register them.
 
     ``backward`` runs the children that the last forward ran, as torch differentiates
     the graph its forward recorded: a child added, removed or replaced in between takes
@@ -85,9 +91,8 @@ class Sequential(Module):
     _planned: tuple[Module, ...] | None = None
     _start: int = 0  # the first of them that a gradient must reach (class docstring)
     _backward_chain: tuple[Module, ...] | None = None  # _planned[_start:], last first
-    _learns_nothing: bool = False  # a start after the last child: no backward runs
     _input_grad_unwanted: bool = False  # needs_input_grad = False was set on the chain
-    _told: Module | None = None  # the child told that nobody wants its dL/d(input)
+    _told_first: Module | None = None  # the child told so (the first, unless used again)
 
     def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
@@ -167,26 +172,25 @@ class Sequential(Module):
     def needs_input_grad(self, value: bool) -> None:
         object.__setattr__(self, "_input_grad_unwanted", not value)
         object.__setattr__(self, "_plan", None)  # the start moves: plan again at the forward
-        children = list(self._modules.values())
-        self._tell(children, _first_that_learns(children) if not value else 0)
-        if value and children:
-            children[0].needs_input_grad = True
+        self._tell_first()
+        if value and self._modules:
+            next(iter(self._modules.values())).needs_input_grad = True
 
-    def _tell(self, children: list[Module], start: int) -> None:
-        """Tell ``children[start]``, where the backward starts, that nobody wants its
-        dL/d(input), if ``needs_input_grad = False`` was set on the chain; again at the
-        first forward after a change (a backward runs the chain its forward ran): a child
-        told so earlier that no longer starts the backward, or is now used again further
-        on, needs its dL/d(input) once more."""
-        first = children[start] if self._input_grad_unwanted and start < len(children) else None
-        if first is not None and shares_a_module(first, children[start + 1 :]):
+    def _tell_first(self) -> None:
+        """Pass ``needs_input_grad = False``, set on the chain, to its first child; again
+        at the first forward after an edit (a backward runs the chain its forward ran): a
+        child told so earlier that is no longer first, or is now used again further on,
+        needs its dL/d(input) once more."""
+        children = list(self._modules.values())
+        first = children[0] if self._input_grad_unwanted and children else None
+        if first is not None and shares_a_module(first, children[1:]):
             first = None  # its later use must still pass dL/d(input) down the chain
-        told = self._told
+        told = self._told_first
         if told is not None and told is not first:
             told.needs_input_grad = True
         if first is not None:
             first.needs_input_grad = False
-        object.__setattr__(self, "_told", first)
+        object.__setattr__(self, "_told_first", first)
 
     def __getstate__(self) -> dict[str, Any]:
         """What ``copy``, ``deepcopy`` and ``pickle`` keep: not the plan, which the new
@@ -250,8 +254,8 @@ class Sequential(Module):
         start = _first_that_learns(modules) if self._input_grad_unwanted else 0
         object.__setattr__(self, "_start", start)
         object.__setattr__(self, "_backward_chain", tuple(reversed(modules[start:])))
-        object.__setattr__(self, "_learns_nothing", 0 < start == len(modules))
-        self._tell(modules, start)
+        if self._input_grad_unwanted:
+            self._tell_first()
         # each step as the function forward calls: found once here, not at every step
         calls = (partial(_linear_relu, *s) if isinstance(s, tuple) else s.forward for s in plan)
         object.__setattr__(self, "_calls", tuple(calls))
@@ -293,16 +297,43 @@ class Sequential(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         # a chain that keeps books (its forward set "uses") goes through backward_order,
         # as does one with no forward yet (its children then say that they need one)
-        if self._learns_nothing:  # a frozen chain, and nobody wants dL/d(input)
-            return NO_INPUT_GRAD
-        modules: Iterable[Module] | None = self._backward_chain
-        if modules is None or "uses" in self.saved:
+        chain = self._backward_chain
+        modules: Iterable[Module]
+        if chain is None or "uses" in self.saved:
             modules = self.backward_order()
+        elif self._start:  # a frozen or parameter-free start: its children run no backward
+            return self._backward_to_start(grad_output, chain)
+        else:
+            modules = chain
         for module in modules:
             # dL/d(in_k) from dL/d(out_k) by the chain rule; the module before (k - 1)
             # takes it as its dL/d(out), since in_k = out_{k-1}
             grad_output = module.backward(grad_output)
+        if self._start:  # a start after the first child (a chain that keeps books)
+            return NO_INPUT_GRAD
         return grad_output
+
+    def _backward_to_start(self, grad_output: Tensor, modules: tuple[Module, ...]) -> Tensor:
+        """``backward`` from the last child down to the one the backward starts at, which
+        is told, for this call only, that nobody wants its dL/d(input) (class docstring)."""
+        if not modules:  # nothing learns
+            return NO_INPUT_GRAD
+        *later, start = modules  # the children last first: the start comes last
+        for module in later:
+            grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
+        if not isinstance(getattr(type(start), "needs_input_grad", None), bool):
+            start.backward(grad_output)  # a chain's flag is a property: not told, dL/dx dropped
+            return NO_INPUT_GRAD
+        own = start.__dict__.get("needs_input_grad")  # set by a chain that holds it first
+        object.__setattr__(start, "needs_input_grad", False)
+        try:
+            start.backward(grad_output)
+        finally:
+            if own is None:
+                del start.__dict__["needs_input_grad"]  # the class's True again
+            else:
+                object.__setattr__(start, "needs_input_grad", own)
+        return NO_INPUT_GRAD
 
     def backward_order(self) -> Iterator[Module]:
         """The children that a gradient must reach, last first, each ready for its
@@ -434,7 +465,6 @@ _PLAN_ATTRIBUTES = (
     "_planned",
     "_start",
     "_backward_chain",
-    "_learns_nothing",
 )
 
 
