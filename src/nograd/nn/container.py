@@ -68,8 +68,7 @@ class Sequential(Module):
       parameter when ``needs_input_grad`` is False (a frozen start, under ``fit``).
 
     Chains with neither run without this bookkeeping (``nograd/nn/uses.py``). It is
-    planned at the first forward after the children change; a change deep inside a
-    child after that forward is not seen.
+    planned with the rest, at the first forward after a change (above).
 
     Shape:
         input: whatever the first module takes -> output: whatever the last returns.
