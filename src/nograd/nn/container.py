@@ -68,7 +68,8 @@ class Sequential(Module):
       parameter when ``needs_input_grad`` is False (a frozen start, under ``fit``).
 
     Chains with neither run without this bookkeeping (``nograd/nn/uses.py``). It is
-    planned with the rest, at the first forward after a change (above).
+    planned with the rest (above); a plain attribute changed inside a child after that,
+    such as a ReLU's ``inplace``, is not seen.
 
     Shape:
         input: whatever the first module takes -> output: whatever the last returns.
