@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nograd import nn
 from nograd.nn.module import NO_INPUT_GRAD
@@ -346,3 +348,49 @@ def test_a_flatten_first_skips_the_first_layers_input_gradient_as_torch() -> Non
     ours[1].needs_input_grad = False  # a user's own setting outlives the call
     ours.backward(ours(x).clone())
     assert ours[1].needs_input_grad is False
+
+
+LAYERS = {  # a layer of width 4 in each library, by name
+    "linear": lambda lib: lib.Linear(4, 4),
+    "tanh": lambda lib: lib.Tanh(),
+    "relu": lambda lib: lib.ReLU(),
+    "norm": lambda lib: lib.LayerNorm(4),
+    "chain": lambda lib: lib.Sequential(lib.Linear(4, 4), lib.Tanh()),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+@given(
+    names=st.lists(st.sampled_from(list(LAYERS)), min_size=1, max_size=6),
+    frozen=st.lists(st.booleans(), min_size=12, max_size=12),
+    input_grad_wanted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_random_chains_with_frozen_parts_train_as_torchs(
+    names: list[str], frozen: list[bool], input_grad_wanted: bool, seed: int
+) -> None:
+    """Any chain of these layers, any parameters frozen, dL/d(input) wanted or not: the
+    same parameter gradients as torch's, and dL/d(input) where it is wanted."""
+    torch.manual_seed(seed)
+    ours = nn.Sequential(*(LAYERS[name](nn) for name in names))
+    theirs = torch.nn.Sequential(*(LAYERS[name](torch.nn) for name in names))
+    theirs.load_state_dict(ours.state_dict())
+    for p, t, flag in zip(ours.parameters(), theirs.parameters(), frozen, strict=False):
+        p.trainable = not flag
+        t.requires_grad_(not flag)
+    ours.needs_input_grad = input_grad_wanted
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(seed))
+    for _ in range(2):  # the second forward reuses the plan
+        ours.zero_grad()
+        theirs.zero_grad()
+        grad_input = ours.backward(ours(x).clone())
+        x_ref = x.clone().requires_grad_(input_grad_wanted)
+        with torch.enable_grad():
+            y = theirs(x_ref)
+            if y.requires_grad:
+                (0.5 * (y**2).sum()).backward()
+        assert_same_grads(ours, theirs)
+        if input_grad_wanted:
+            torch.testing.assert_close(grad_input, x_ref.grad, rtol=1e-6, atol=1e-7)
+        else:
+            assert grad_input is NO_INPUT_GRAD
