@@ -394,3 +394,27 @@ def test_random_chains_with_frozen_parts_train_as_torchs(
             torch.testing.assert_close(grad_input, x_ref.grad, rtol=1e-6, atol=1e-7)
         else:
             assert grad_input is NO_INPUT_GRAD
+
+
+def test_a_stem_told_by_one_chain_passes_its_input_gradient_in_another() -> None:
+    """The first child of a chain trained with needs_input_grad = False keeps that flag
+    (it saves its product at every step); a chain that holds it further on, or that
+    wants dL/d(input), makes it pass dL/d(input) again at its first forward."""
+    torch.manual_seed(0)
+    stem, head = nn.Linear(3, 4), nn.Linear(4, 2)
+    trained = nn.Sequential(stem, nn.Tanh(), head)
+    trained.needs_input_grad = False
+    trained.backward(trained(torch.randn(5, 3)).clone())
+    assert not stem.needs_input_grad
+    new = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), stem, nn.Tanh(), head)
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(3, 3), torch.nn.Tanh(), torch.nn.Linear(3, 4), torch.nn.Tanh(),
+        torch.nn.Linear(4, 2),
+    )  # fmt: skip
+    theirs.load_state_dict(new.state_dict())
+    new.needs_input_grad = False
+    step(new, theirs)
+    assert_same_grads(new, theirs)
+    alone = nn.Sequential(stem, nn.Tanh())  # wants dL/d(input): the default
+    x = torch.randn(5, 3)
+    assert alone.backward(alone(x)).shape == (5, 3)

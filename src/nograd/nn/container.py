@@ -31,7 +31,9 @@ class Sequential(Module):
     loop never does); ``fit`` does this for you. The chain tells its first child so,
     which saves the first layer's largest matrix product (after an edit, the first
     forward tells the new first child instead, and the old one that it is wanted
-    again). Then a gradient also has to reach only the trainable parameters:
+    again). The flag stays on that module: a chain that holds it where its dL/d(input)
+    is needed (a trained stem reused further on) sets it back at its first forward.
+    Then a gradient also has to reach only the trainable parameters:
     ``backward`` starts at the first child that holds one, and returns
     ``NO_INPUT_GRAD``; the children before it (a frozen start, or layers with no
     parameters, such as a ``Flatten``) have nothing to learn, so their backward does
@@ -256,6 +258,11 @@ class Sequential(Module):
         object.__setattr__(self, "_backward_chain", tuple(reversed(modules[start:])))
         if self._input_grad_unwanted:
             self._tell_first()
+        # the children whose dL/d(input) this chain needs, told otherwise by another chain
+        # that held one first (a trained stem reused further on): wanted again
+        for child in modules[start + 1 :] if self._input_grad_unwanted else modules:
+            if not child.needs_input_grad:
+                child.needs_input_grad = True
         # each step as the function forward calls: found once here, not at every step
         calls = (partial(_linear_relu, *s) if isinstance(s, tuple) else s.forward for s in plan)
         object.__setattr__(self, "_calls", tuple(calls))
