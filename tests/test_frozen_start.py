@@ -11,6 +11,7 @@ gradients that follow, also after a parameter is unfrozen or a child replaced.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -248,6 +249,25 @@ def test_only_the_first_child_is_told_wherever_the_backward_starts() -> None:
     assert all(child.needs_input_grad for child in ours)
 
 
+def torch_tanh_chain(*widths: int) -> torch.nn.Sequential:
+    """torch.nn.Linear layers of these widths, with a Tanh between each two."""
+    layers: list[torch.nn.Module] = []
+    for n_in, n_out in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.Tanh()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def assert_trains_as_torch(ours: nn.Sequential) -> None:
+    """A chain of Linear layers and Tanh, with needs_input_grad = False: one step gives
+    the gradients of its torch twin (the same widths and weights)."""
+    widths = [m.in_features for m in ours if isinstance(m, nn.Linear)] + [ours[-1].out_features]
+    theirs = torch_tanh_chain(*widths)
+    theirs.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False
+    step(ours, theirs)
+    assert_same_grads(ours, theirs)
+
+
 def test_a_body_trained_under_a_frozen_stem_serves_another_chain() -> None:
     """Transfer learning: the trained body and head under a new, trainable stem, and a
     slice of the trained model: each passes dL/d(input) on as torch's does."""
@@ -258,15 +278,7 @@ def test_a_body_trained_under_a_frozen_stem_serves_another_chain() -> None:
     model.needs_input_grad = False
     y = model(torch.randn(5, 3))
     model.backward(y.clone())
-    new = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), body, nn.Tanh(), head)
-    theirs = torch.nn.Sequential(
-        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4), torch.nn.Tanh(),
-        torch.nn.Linear(4, 2),
-    )  # fmt: skip
-    theirs.load_state_dict(new.state_dict())
-    new.needs_input_grad = False
-    step(new, theirs)
-    assert_same_grads(new, theirs)
+    assert_trains_as_torch(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), body, nn.Tanh(), head))
     features = torch.randn(5, 4)
     tail = model[2:]
     assert tail.backward(tail(features)).shape == (5, 4)  # dL/d(features), wanted here
@@ -301,10 +313,7 @@ def test_sequential_subclasses_after_a_frozen_stem_train_as_torchs() -> None:
     block that adds dL/dy to its chain's dL/dx, right after the frozen stem."""
     torch.manual_seed(0)
     own = OwnForward(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
-    own_twin = torch.nn.Sequential(
-        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4), torch.nn.Tanh(),
-        torch.nn.Linear(4, 2),
-    )  # fmt: skip
+    own_twin = torch_tanh_chain(3, 4, 4, 2)
     residual = nn.Sequential(
         nn.Linear(3, 4), Residual(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)), nn.Linear(4, 2)
     )
@@ -406,15 +415,7 @@ def test_a_stem_told_by_one_chain_passes_its_input_gradient_in_another() -> None
     trained.needs_input_grad = False
     trained.backward(trained(torch.randn(5, 3)).clone())
     assert not stem.needs_input_grad
-    new = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), stem, nn.Tanh(), head)
-    theirs = torch.nn.Sequential(
-        torch.nn.Linear(3, 3), torch.nn.Tanh(), torch.nn.Linear(3, 4), torch.nn.Tanh(),
-        torch.nn.Linear(4, 2),
-    )  # fmt: skip
-    theirs.load_state_dict(new.state_dict())
-    new.needs_input_grad = False
-    step(new, theirs)
-    assert_same_grads(new, theirs)
+    assert_trains_as_torch(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), stem, nn.Tanh(), head))
     alone = nn.Sequential(stem, nn.Tanh())  # wants dL/d(input): the default
     x = torch.randn(5, 3)
     assert alone.backward(alone(x)).shape == (5, 3)
