@@ -82,7 +82,9 @@ class Module:
             module twice keeps each use's aside (``nograd/nn/uses.py``).
         needs_input_grad: when set to False (by ``Sequential`` for its first layer,
             say), ``backward`` may skip dL/d(input) and return ``NO_INPUT_GRAD``;
-            parameter gradients are accumulated either way.
+            parameter gradients are accumulated either way. Set it on the chain
+            (``model.needs_input_grad = False``): a ``Sequential`` that needs a
+            child's dL/d(input) sets the child's flag back to True when it plans.
     """
 
     training: bool
