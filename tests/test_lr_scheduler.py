@@ -923,3 +923,57 @@ def test_the_step_order_is_noted_for_an_optimizer_of_ones_own_and_through_hooks(
         hooked.register_step_post_hook(lambda *args: None)
         seen = step_order_warnings(lr_scheduler.StepLR(hooked, 3), hooked, scheduler_first)
         assert bool(seen) == scheduler_first
+
+
+def test_only_steps_after_the_first_scheduler_count_as_in_torch() -> None:
+    """torch notes the optimizer's steps through a wrapper that its first scheduler puts
+    on it: steps before it do not count, a second scheduler sees the steps after the
+    first, and a copy of the optimizer has taken none."""
+    ours_param, ref_param = Parameter(torch.zeros(2)), torch.zeros(2, requires_grad=True)
+    ours_param.grad, ref_param.grad = torch.ones(2), torch.ones(2)
+    ours, ref = SGD([ours_param], lr=0.1), torch.optim.SGD([ref_param], lr=0.1)
+    ours.step()
+    ref.step()  # before any scheduler: not counted
+
+    def warnings_of_a_new_schedule(ours: Any, ref: Any) -> tuple[list[str], list[str]]:
+        ours_sched = lr_scheduler.StepLR(ours, 2)
+        ref_sched = torch.optim.lr_scheduler.StepLR(ref, 2)
+        return (
+            step_order_warnings(ours_sched, ours, scheduler_first=True),
+            step_order_warnings(ref_sched, ref, scheduler_first=True),
+        )
+
+    first = warnings_of_a_new_schedule(ours, ref)
+    assert first[0] == first[1] and len(first[0]) == 1
+    second = warnings_of_a_new_schedule(ours, ref)  # the steps since the first count
+    assert second == ([], [])
+    copies = warnings_of_a_new_schedule(copy.deepcopy(ours), copy.deepcopy(ref))
+    assert copies[0] == copies[1] and len(copies[0]) == 1
+
+
+def test_a_step_the_class_binds_itself_runs_and_is_noted() -> None:
+    """A step that is a staticmethod, a classmethod, a partialmethod or a callable object
+    runs as the class binds it (Optimizer.__init_subclass__ wraps it)."""
+    import functools
+
+    calls: list[str] = []
+
+    class Counter:
+        def __call__(self, *args: Any) -> None:
+            calls.append("object")
+
+    def record(kind: str, *args: Any) -> None:
+        calls.append(kind)
+
+    steps = {
+        "static": staticmethod(lambda *args: record("static")),
+        "class": classmethod(lambda cls, *args: record("class")),
+        "partial": functools.partialmethod(lambda self, kind: record(kind), "partial"),
+        "object": Counter(),
+    }
+    for kind, step in steps.items():
+        cls = type(f"{kind}Optimizer", (SGD,), {"step": step})
+        optimizer = cls([Parameter(torch.zeros(2))], lr=0.1)
+        scheduler = lr_scheduler.StepLR(optimizer, 2)
+        assert step_order_warnings(scheduler, optimizer, scheduler_first=False) == []
+        assert calls[-1] == kind and optimizer._opt_called

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import types
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -82,15 +83,28 @@ class GroupTensors(NamedTuple):
         return self.counters(states, "step")
 
 
-def _noting_that_it_ran(step: Callable[..., Any]) -> Callable[..., Any]:
-    """``step``, which first sets ``optimizer._opt_called`` (``Optimizer``'s docstring)."""
+def _noting_that_it_ran(step: Any) -> Callable[..., Any]:
+    """``step``, which first sets ``optimizer._opt_called`` (``Optimizer``'s docstring).
 
-    @functools.wraps(step)
-    def noted(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+    A plain function is called with the optimizer; anything else the class may hold
+    (a ``staticmethod``, ``classmethod`` or ``functools.partialmethod``, a callable
+    object) is first bound as the class would bind it.
+    """
+    if isinstance(step, types.FunctionType):
+
+        @functools.wraps(step)
+        def noted(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
+            self._opt_called = True
+            return step(self, *args, **kwargs)
+
+        return noted
+
+    def noted_descriptor(self: Optimizer, *args: Any, **kwargs: Any) -> Any:
         self._opt_called = True
-        return step(self, *args, **kwargs)
+        bound = step.__get__(self, type(self)) if hasattr(step, "__get__") else step
+        return bound(*args, **kwargs)
 
-    return noted
+    return noted_descriptor
 
 
 class Optimizer:
@@ -110,7 +124,8 @@ class Optimizer:
     Every subclass's ``step`` notes that it ran (``_opt_called``, torch's name; one
     attribute set a step, wrapped around the method when the class is made), so that
     a scheduler stepped before its optimizer warns as torch's does
-    (``nograd.optim.lr_scheduler``).
+    (``nograd.optim.lr_scheduler``). As in torch, only steps after the first scheduler
+    was attached count, and a copy of the optimizer has taken none.
     """
 
     scalar_state: ClassVar[frozenset[str]] = frozenset()
@@ -118,7 +133,9 @@ class Optimizer:
     needs_closure: ClassVar[bool] = False
     """Whether ``step`` must be given a closure (LBFGS): ``fit`` then passes one."""
     _opt_called: bool = False
-    """Whether ``step`` has run (the instance's own True after its first step)."""
+    """Whether ``step`` has run since the first scheduler was attached (``_scheduled``)."""
+    _scheduled: bool = False
+    """Whether a scheduler was attached: its construction clears ``_opt_called`` once."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -460,8 +477,8 @@ class Optimizer:
         none of the caches the next step rebuilds (``_flat`` is keyed by the ids of the
         original's lists, and holds what neither deepcopy nor pickle can copy)."""
         state = hooks.without_hooks(self.__dict__)
-        for cache in ("_flat", "_scalars", "_scratch_space"):
-            state.pop(cache, None)
+        for cache in ("_flat", "_scalars", "_scratch_space", "_opt_called", "_scheduled"):
+            state.pop(cache, None)  # torch's copy loses its scheduler's note of steps too
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -62,6 +62,8 @@ class LRScheduler:
         ok = _is_count(last_epoch) and last_epoch >= -1
         _check(self, ok, "last_epoch", "an int >= -1", last_epoch)
         self.optimizer = optimizer
+        if not optimizer._scheduled:  # torch counts the steps from its first scheduler on
+            optimizer._opt_called, optimizer._scheduled = False, True
         for i, group in enumerate(optimizer.param_groups):
             if last_epoch == -1:
                 group.setdefault("initial_lr", group["lr"])
