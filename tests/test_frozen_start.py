@@ -419,3 +419,92 @@ def test_a_stem_told_by_one_chain_passes_its_input_gradient_in_another() -> None
     alone = nn.Sequential(stem, nn.Tanh())  # wants dL/d(input): the default
     x = torch.randn(5, 3)
     assert alone.backward(alone(x)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("order", ["AB", "BA"])
+def test_two_chains_sharing_a_layer_train_in_turns_as_torchs(order: str) -> None:
+    """A holds the layer first (and tells it that nobody wants its dL/d(input)), B after
+    its start (where B needs it): each setting moves parameter.version, so the other
+    chain plans again and sets the flag as it needs, step after step."""
+
+    def build(lib: Any) -> tuple[Any, Any, Any]:
+        torch.manual_seed(0)
+        shared, stem = lib.Linear(4, 6), lib.Linear(3, 4)
+        a = lib.Sequential(shared, lib.Tanh(), lib.Linear(6, 2))
+        b = lib.Sequential(stem, lib.Tanh(), lib.Linear(4, 4), lib.Tanh(), shared, lib.Linear(6, 2))
+        stem.requires_grad_(False) if lib is torch.nn else stem.freeze()
+        return a, b, stem
+
+    ours, theirs = build(nn), build(torch.nn)
+    for o, t in zip(ours[:2], theirs[:2], strict=True):
+        t.load_state_dict(o.state_dict())
+        o.needs_input_grad = False
+    gen = torch.Generator().manual_seed(1)
+    inputs = {"A": torch.randn(5, 4, generator=gen), "B": torch.randn(5, 3, generator=gen)}
+    for _ in range(3):
+        for name in order:
+            o, t = (ours[0], theirs[0]) if name == "A" else (ours[1], theirs[1])
+            o.zero_grad()
+            t.zero_grad()
+            assert o.backward(o(inputs[name]).clone()) is NO_INPUT_GRAD
+            with torch.enable_grad():
+                (0.5 * (t(inputs[name]) ** 2).sum()).backward()
+            assert_same_grads(o, t)
+
+
+def test_a_block_holding_a_layer_another_chain_told_passes_its_input_gradient() -> None:
+    """A module of the user's (not a Sequential) holds the layer that another chain has
+    first: the chain that holds the block further on sets every flag inside it back."""
+
+    class Block(nn.Module):
+        """y = tanh(layer(x)), with its own backward."""
+
+        def __init__(self, layer: nn.Linear) -> None:
+            super().__init__()
+            self.layer, self.act = layer, nn.Tanh()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.layer(x))
+
+        def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+            return self.layer.backward(self.act.backward(grad_output))  # dL/dx = g tanh' W
+
+    class TorchBlock(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer, self.act = torch.nn.Linear(4, 4), torch.nn.Tanh()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.layer(x))
+
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 4)
+    first = nn.Sequential(layer, nn.Linear(4, 2))
+    first.needs_input_grad = False
+    first(torch.randn(5, 4))
+    assert not layer.needs_input_grad
+    ours = nn.Sequential(nn.Linear(3, 4), Block(layer), nn.Linear(4, 2))
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 4), TorchBlock(), torch.nn.Linear(4, 2))
+    theirs.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False
+    step(ours, theirs)
+    assert_same_grads(ours, theirs)
+    assert layer.needs_input_grad
+
+
+def test_a_residual_block_first_in_the_chain_is_not_told() -> None:
+    """A Sequential subclass whose backward adds dL/dy to its chain's dL/dx
+    (``super().backward(g) + g``) needs that dL/dx: the chain does not tell it."""
+    torch.manual_seed(0)
+    ours = nn.Sequential(Residual(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4)), nn.Linear(4, 2))
+    theirs = torch.nn.Sequential(
+        TorchResidual(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4)),
+        torch.nn.Linear(4, 2),
+    )
+    theirs.load_state_dict(ours.state_dict())
+    ours.needs_input_grad = False
+    x = torch.randn(5, 4)
+    ours.backward(ours(x).clone())
+    with torch.enable_grad():
+        (0.5 * (theirs(x) ** 2).sum()).backward()
+    assert_same_grads(ours, theirs)

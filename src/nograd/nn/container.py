@@ -31,8 +31,11 @@ class Sequential(Module):
     loop never does); ``fit`` does this for you. The chain tells its first child so,
     which saves the first layer's largest matrix product (after an edit, the first
     forward tells the new first child instead, and the old one that it is wanted
-    again). The flag stays on that module: a chain that holds it where its dL/d(input)
-    is needed (a trained stem reused further on) sets it back at its first forward.
+    again). The flag stays on that module: a chain that holds it, or a module with it
+    inside, where its dL/d(input) is needed (a trained stem reused further on) sets it
+    back when it plans, and each such change makes the other chains plan again (two
+    chains that share a layer, trained in turns). A ``Sequential`` subclass with a
+    ``backward`` of its own (a residual block: ``super().backward(g) + g``) is not told.
     Then a gradient also has to reach only the trainable parameters:
     ``backward`` starts at the first child that holds one, and returns
     ``NO_INPUT_GRAD``; the children before it (a frozen start, or layers with no
@@ -176,7 +179,7 @@ class Sequential(Module):
         object.__setattr__(self, "_plan", None)  # the start moves: plan again at the forward
         self._tell_first()
         if value and self._modules:
-            next(iter(self._modules.values())).needs_input_grad = True
+            _set_needs_input_grad(next(iter(self._modules.values())), True)
 
     def _tell_first(self) -> None:
         """Pass ``needs_input_grad = False``, set on the chain, to its first child; again
@@ -187,11 +190,13 @@ class Sequential(Module):
         first = children[0] if self._input_grad_unwanted and children else None
         if first is not None and shares_a_module(first, children[1:]):
             first = None  # its later use must still pass dL/d(input) down the chain
+        if first is not None and _adds_to_its_chains_input_grad(first):
+            first = None  # it would add to the NO_INPUT_GRAD its chain returned
         told = self._told_first
         if told is not None and told is not first:
-            told.needs_input_grad = True
+            _set_needs_input_grad(told, True)
         if first is not None:
-            first.needs_input_grad = False
+            _set_needs_input_grad(first, False)
         object.__setattr__(self, "_told_first", first)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -258,11 +263,12 @@ class Sequential(Module):
         object.__setattr__(self, "_backward_chain", tuple(reversed(modules[start:])))
         if self._input_grad_unwanted:
             self._tell_first()
-        # the children whose dL/d(input) this chain needs, told otherwise by another chain
-        # that held one first (a trained stem reused further on): wanted again
+        # the children whose dL/d(input) this chain needs, and every module inside them,
+        # told otherwise by another chain that held one first (a trained stem reused
+        # further on): wanted again
         for child in modules[start + 1 :] if self._input_grad_unwanted else modules:
-            if not child.needs_input_grad:
-                child.needs_input_grad = True
+            for inner in child.modules():
+                _set_needs_input_grad(inner, True)
         # each step as the function forward calls: found once here, not at every step
         calls = (partial(_linear_relu, *s) if isinstance(s, tuple) else s.forward for s in plan)
         object.__setattr__(self, "_calls", tuple(calls))
@@ -473,6 +479,21 @@ _PLAN_ATTRIBUTES = (
     "_start",
     "_backward_chain",
 )
+
+
+def _set_needs_input_grad(module: Module, value: bool) -> None:
+    """Set a module's ``needs_input_grad`` where it differs, and move ``parameter.version``:
+    another chain that holds the module plans again at its next forward, to tell it or
+    set it back as that chain needs (two chains that share a module, trained in turns)."""
+    if module.needs_input_grad != value:
+        module.needs_input_grad = value
+        parameter.changed()
+
+
+def _adds_to_its_chains_input_grad(module: Module) -> bool:
+    """Whether ``module`` is a Sequential whose own ``backward`` may use the dL/d(input)
+    of its chain (a residual block: ``super().backward(g) + g``), which must then exist."""
+    return isinstance(module, Sequential) and type(module).backward is not Sequential.backward
 
 
 def _first_that_learns(children: list[Module]) -> int:

@@ -13,9 +13,10 @@ _AUTOGRAD_NAMES = {
     "requires_grad_": "param.trainable = False, or model.freeze() for a module's parameters",
 }
 
-# Counts every change to which parameters are trainable, and to which parameters and
-# children a module holds (``changed``): a Sequential plans again when it moved, to
-# find the frozen start that its backward skips (``nograd.nn.Sequential``).
+# Counts every change to which parameters are trainable, to which parameters and
+# children a module holds, and to a ``needs_input_grad`` flag that a chain sets on a
+# child (``changed``): a Sequential plans again when it moved, to find the frozen start
+# that its backward skips and to set its children's flags (``nograd.nn.Sequential``).
 version = 0
 
 
