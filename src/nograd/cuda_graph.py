@@ -325,7 +325,9 @@ class GraphedTrainStep:
             raise RuntimeError(
                 f"GraphedTrainStep: {', '.join(names)} was frozen or unfrozen after the step "
                 "was captured; its graph cannot follow (build a new GraphedTrainStep: its "
-                "warm-up makes the optimizer state a parameter that starts to learn needs)"
+                "warm-up makes the optimizer state a parameter that starts to learn needs; "
+                "with Adam, give those parameters a param group of their own, whose step "
+                "count starts at 0)"
             )
         self._checked_version = parameter.version
 
