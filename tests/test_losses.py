@@ -306,3 +306,22 @@ def test_a_loss_takes_torchs_keyword_arguments(loss_cls: type[Loss]) -> None:
     assert list(inspect.signature(torch_cls.forward).parameters)[1:] == ["input", "target"]
     ours = loss_cls()(input=pred, target=target)
     assert torch.equal(ours, torch_cls()(input=pred, target=target))
+
+
+def test_a_loss_of_ones_own_takes_its_own_arguments_as_torchs() -> None:
+    """A Loss subclass whose forward names its arguments otherwise, or takes a third,
+    is called with them, by position or keyword, as a torch.nn.Module subclass is."""
+
+    class Masked(Loss):
+        """l = sum_i m_i (y_hat_i - y_i)^2 / sum_i m_i."""
+
+        def forward(self, logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+            self.saved["d"], self.saved["m"] = logits - labels, mask
+            return (mask * (logits - labels) ** 2).sum() / mask.sum()
+
+    y_hat, y, m = torch.randn(4), torch.randn(4), torch.tensor([1.0, 0.0, 1.0, 1.0])
+    expected = (m * (y_hat - y) ** 2).sum() / m.sum()
+    loss = Masked()
+    assert torch.equal(loss(y_hat, y, m), expected)
+    assert torch.equal(loss(logits=y_hat, labels=y, mask=m), expected)
+    assert torch.equal(loss(y_hat, labels=y, mask=m), expected)

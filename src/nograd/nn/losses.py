@@ -13,6 +13,7 @@ files of their own: ``binary_cross_entropy`` (BCELoss, BCEWithLogitsLoss), ``hub
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,10 +52,15 @@ class Loss(Module):
             )
         self.reduction = reduction
 
-    def __call__(self, input: Tensor, target: Tensor) -> Tensor:
-        """The loss of ``input`` (the predictions) against ``target``; torch's argument
-        names, so ``loss_fn(input=y_hat, target=y)`` runs as in torch."""
-        return self.forward(input, target)
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        """``forward``'s loss, called with whatever arguments it takes (a loss of the
+        user's may take more, or name them otherwise). ``input=``, torch's name for the
+        predictions, is passed as the first argument, so ``loss_fn(input=y_hat,
+        target=y)`` runs as in torch."""
+        if "input" in kwargs and not args:
+            args = (kwargs.pop("input"),)
+        loss: Tensor = self.forward(*args, **kwargs)
+        return loss
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
