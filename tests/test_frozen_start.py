@@ -508,3 +508,29 @@ def test_a_residual_block_first_in_the_chain_is_not_told() -> None:
     with torch.enable_grad():
         (0.5 * (theirs(x) ** 2).sum()).backward()
     assert_same_grads(ours, theirs)
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_a_nested_chain_where_the_backward_starts_is_told_as_torch_records_it() -> None:
+    """The inner chain after a frozen stem needs no dL/d(input): its Tanh, whose input
+    requires no grad in torch, saves nothing that matters, so a ReLU(inplace=True)
+    writing over its output is no error (torch records no graph there), and the hooks
+    see what torch's see."""
+
+    def build(lib: Any) -> Any:
+        torch.manual_seed(0)
+        inner = lib.Sequential(lib.Tanh(), lib.ReLU(inplace=True), lib.Linear(4, 4))
+        return lib.Sequential(lib.Linear(3, 4), inner, lib.Linear(4, 2))
+
+    ours, theirs = build(nn), build(torch.nn)
+    theirs.load_state_dict(ours.state_dict())
+    ours[0].freeze()
+    theirs[0].requires_grad_(False)
+    ours.needs_input_grad = False
+    seen = record_backwards(ours[1]), record_backwards(theirs[1])
+    assert step(ours, theirs) is NO_INPUT_GRAD
+    assert_same_grads(ours, theirs)
+    assert_same_records(*seen)
+    ours[0].unfreeze()  # the inner chain is wanted again: now the write is an error
+    with pytest.raises(RuntimeError, match=r"ReLU\(inplace=True\) overwrote a tensor Tanh\(\)"):
+        ours.backward(ours(torch.randn(5, 3)).clone())

@@ -43,8 +43,8 @@ class Sequential(Module):
     not run at all, as torch's autograd stops where no tensor requires grad. The child
     it starts at is told that nobody wants its dL/d(input) for that one call only: the
     flag would otherwise stay on a module that other chains may hold (a trained body
-    reused under a new stem). A nested chain there is not told (its flag passes to its
-    own children): it computes its dL/d(input), which is dropped. The chain plans this
+    reused under a new stem). A nested chain there is told when the chain plans, as
+    the first child is (its own plan depends on it). The chain plans this
     at its first forward after a change to its children, to a module's parameters or
     children anywhere (``Module.__setattr__``), or to a ``trainable`` flag
     (``nograd.nn.parameter.version`` counts them). A module's own tensors that are not
@@ -98,6 +98,7 @@ class Sequential(Module):
     _backward_chain: tuple[Module, ...] | None = None  # _planned[_start:], last first
     _input_grad_unwanted: bool = False  # needs_input_grad = False was set on the chain
     _told_first: Module | None = None  # the child told so (the first, unless used again)
+    _told_start: Sequential | None = None  # a nested chain told so where the backward starts
 
     def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
@@ -199,6 +200,24 @@ class Sequential(Module):
             _set_needs_input_grad(first, False)
         object.__setattr__(self, "_told_first", first)
 
+    def _tell_start(self, modules: list[Module], start: int) -> None:
+        """Tell a nested chain where the backward starts (after the first child) that
+        nobody wants its dL/d(input), for good, as the first child is told: its own plan
+        (where its backward starts, which saved tensors matter) is made at its forward.
+        A leaf there is told at the backward instead, for that call only
+        (``_backward_to_start``). The chain told before is told it is wanted again."""
+        child = modules[start] if self._input_grad_unwanted and 0 < start < len(modules) else None
+        if not isinstance(child, Sequential) or _adds_to_its_chains_input_grad(child):
+            child = None
+        elif shares_a_module(child, modules[start + 1 :]):
+            child = None  # its later use must still pass dL/d(input) down the chain
+        told = self._told_start
+        if told is not None and told is not child:
+            _set_needs_input_grad(told, True)
+        if child is not None:
+            _set_needs_input_grad(child, False)
+        object.__setattr__(self, "_told_start", child)
+
     def __getstate__(self) -> dict[str, Any]:
         """What ``copy``, ``deepcopy`` and ``pickle`` keep: not the plan, which the new
         module makes at its first forward (``hooks.version`` counts in this process only)."""
@@ -263,6 +282,7 @@ class Sequential(Module):
         object.__setattr__(self, "_backward_chain", tuple(reversed(modules[start:])))
         if self._input_grad_unwanted:
             self._tell_first()
+        self._tell_start(modules, start)
         # the children whose dL/d(input) this chain needs, and every module inside them,
         # told otherwise by another chain that held one first (a trained stem reused
         # further on): wanted again
@@ -311,41 +331,27 @@ class Sequential(Module):
         # a chain that keeps books (its forward set "uses") goes through backward_order,
         # as does one with no forward yet (its children then say that they need one)
         chain = self._backward_chain
-        modules: Iterable[Module]
-        if chain is None or "uses" in self.saved:
-            modules = self.backward_order()
-        elif self._start:  # a frozen or parameter-free start: its children run no backward
-            return self._backward_to_start(grad_output, chain)
-        else:
-            modules = chain
+        in_order = chain is None or "uses" in self.saved  # through backward_order
+        modules: Iterable[Module] = self.backward_order() if in_order or chain is None else chain
+        if self._start:  # a frozen or parameter-free start: its children run no backward
+            return self._backward_to_start(grad_output, modules, len(chain or ()))
         for module in modules:
             # dL/d(in_k) from dL/d(out_k) by the chain rule; the module before (k - 1)
             # takes it as its dL/d(out), since in_k = out_{k-1}
             grad_output = module.backward(grad_output)
-        if self._start:  # a start after the first child (a chain that keeps books)
-            return NO_INPUT_GRAD
         return grad_output
 
-    def _backward_to_start(self, grad_output: Tensor, modules: tuple[Module, ...]) -> Tensor:
-        """``backward`` from the last child down to the one the backward starts at, which
-        is told, for this call only, that nobody wants its dL/d(input) (class docstring)."""
-        if not modules:  # nothing learns
-            return NO_INPUT_GRAD
-        *later, start = modules  # the children last first: the start comes last
-        for module in later:
-            grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
-        if not isinstance(getattr(type(start), "needs_input_grad", None), bool):
-            start.backward(grad_output)  # a chain's flag is a property: not told, dL/dx dropped
-            return NO_INPUT_GRAD
-        own = start.__dict__.get("needs_input_grad")  # set by a chain that holds it first
-        object.__setattr__(start, "needs_input_grad", False)
-        try:
-            start.backward(grad_output)
-        finally:
-            if own is None:
-                del start.__dict__["needs_input_grad"]  # the class's True again
+    def _backward_to_start(
+        self, grad_output: Tensor, modules: Iterable[Module], count: int
+    ) -> Tensor:
+        """``backward`` through the ``count`` children from the last to the one the
+        backward starts at, which is told, for this call only, that nobody wants its
+        dL/d(input) (class docstring); nobody gets one."""
+        for k, module in enumerate(modules, 1):
+            if k < count:
+                grad_output = module.backward(grad_output)  # dL/d(in_k) = dL/d(out_{k-1})
             else:
-                object.__setattr__(start, "needs_input_grad", own)
+                _backward_unwanted(module, grad_output)
         return NO_INPUT_GRAD
 
     def backward_order(self) -> Iterator[Module]:
@@ -479,6 +485,24 @@ _PLAN_ATTRIBUTES = (
     "_start",
     "_backward_chain",
 )
+
+
+def _backward_unwanted(module: Module, grad_output: Tensor) -> None:
+    """``module.backward(grad_output)`` with its ``needs_input_grad`` False for that call
+    only, then as it was (a module that other chains may hold keeps no such flag). A
+    nested chain, whose flag is a property, was told when its chain planned."""
+    if not isinstance(getattr(type(module), "needs_input_grad", None), bool):
+        module.backward(grad_output)
+        return
+    own = module.__dict__.get("needs_input_grad")  # set by a chain that holds it first
+    object.__setattr__(module, "needs_input_grad", False)
+    try:
+        module.backward(grad_output)
+    finally:
+        if own is None:
+            del module.__dict__["needs_input_grad"]  # the class's True again
+        else:
+            object.__setattr__(module, "needs_input_grad", own)
 
 
 def _set_needs_input_grad(module: Module, value: bool) -> None:
