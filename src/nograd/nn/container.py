@@ -189,16 +189,7 @@ class Sequential(Module):
         needs its dL/d(input) once more."""
         children = list(self._modules.values())
         first = children[0] if self._input_grad_unwanted and children else None
-        if first is not None and shares_a_module(first, children[1:]):
-            first = None  # its later use must still pass dL/d(input) down the chain
-        if first is not None and _adds_to_its_chains_input_grad(first):
-            first = None  # it would add to the NO_INPUT_GRAD its chain returned
-        told = self._told_first
-        if told is not None and told is not first:
-            _set_needs_input_grad(told, True)
-        if first is not None:
-            _set_needs_input_grad(first, False)
-        object.__setattr__(self, "_told_first", first)
+        self._tell("_told_first", first if _may_tell(first, children[1:]) else None)
 
     def _tell_start(self, modules: list[Module], start: int) -> None:
         """Tell a nested chain where the backward starts (after the first child) that
@@ -207,16 +198,18 @@ class Sequential(Module):
         A leaf there is told at the backward instead, for that call only
         (``_backward_to_start``). The chain told before is told it is wanted again."""
         child = modules[start] if self._input_grad_unwanted and 0 < start < len(modules) else None
-        if not isinstance(child, Sequential) or _adds_to_its_chains_input_grad(child):
-            child = None
-        elif shares_a_module(child, modules[start + 1 :]):
-            child = None  # its later use must still pass dL/d(input) down the chain
-        told = self._told_start
+        nested = isinstance(child, Sequential) and _may_tell(child, modules[start + 1 :])
+        self._tell("_told_start", child if nested else None)
+
+    def _tell(self, slot: str, child: Module | None) -> None:
+        """Tell ``child`` (None: none) that nobody wants its dL/d(input), and the module
+        told so before, noted in ``slot``, that it is wanted again if it is another."""
+        told = getattr(self, slot)
         if told is not None and told is not child:
             _set_needs_input_grad(told, True)
         if child is not None:
             _set_needs_input_grad(child, False)
-        object.__setattr__(self, "_told_start", child)
+        object.__setattr__(self, slot, child)
 
     def __getstate__(self) -> dict[str, Any]:
         """What ``copy``, ``deepcopy`` and ``pickle`` keep: not the plan, which the new
@@ -514,10 +507,14 @@ def _set_needs_input_grad(module: Module, value: bool) -> None:
         parameter.changed()
 
 
-def _adds_to_its_chains_input_grad(module: Module) -> bool:
-    """Whether ``module`` is a Sequential whose own ``backward`` may use the dL/d(input)
-    of its chain (a residual block: ``super().backward(g) + g``), which must then exist."""
-    return isinstance(module, Sequential) and type(module).backward is not Sequential.backward
+def _may_tell(child: Module | None, later: list[Module]) -> bool:
+    """Whether ``child`` may be told that nobody wants its dL/d(input): not if it is
+    used again among the ``later`` children (that use must pass dL/d(input) down the
+    chain), nor if it is a Sequential whose own ``backward`` adds to its chain's
+    dL/d(input) (a residual block: ``super().backward(g) + g``), which must then exist."""
+    if child is None or shares_a_module(child, later):
+        return False
+    return not (isinstance(child, Sequential) and type(child).backward is not Sequential.backward)
 
 
 def _first_that_learns(children: list[Module]) -> int:
