@@ -116,8 +116,9 @@ class LRScheduler:
     def step(self, epoch: int | None = None) -> None:
         """Advance one epoch and set every group's lr.
 
-        Call it after ``optimizer.step()``: a first call before the optimizer has ever
-        stepped warns, as in PyTorch (the schedule's first lr would be skipped).
+        Call it after ``optimizer.step()``: a first call before any optimizer step since
+        the optimizer's first scheduler was made warns, as in PyTorch (the schedule's
+        first lr would be skipped).
 
         Args:
             epoch: deprecated, as in PyTorch, which warns the same way: go to this
