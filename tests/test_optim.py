@@ -483,6 +483,22 @@ def test_add_param_group_fills_defaults_and_trains_the_new_group() -> None:
     assert torch.equal(second.data, torch.full((3,), 0.5))
 
 
+def step_both(
+    opt: Optimizer,
+    ref_opt: torch.optim.Optimizer,
+    ours: list[Parameter],
+    ref: list[Tensor],
+    gen: torch.Generator,
+) -> None:
+    """One step of our optimizer and of torch's twin, each parameter given the same random
+    gradient as its twin."""
+    for p, t in zip(ours, ref, strict=True):
+        g = torch.randn(p.shape, generator=gen)
+        p.grad, t.grad = g.clone(), g.clone()
+    opt.step()
+    ref_opt.step()
+
+
 @pytest.mark.parametrize("cls", list(TWINS))
 def test_param_groups_are_the_callers_dicts_as_in_torch(cls: type[Optimizer]) -> None:
     """torch.optim keeps the dict it was given: an edit through it changes the optimizer."""
@@ -505,11 +521,7 @@ def test_param_groups_are_the_callers_dicts_as_in_torch(cls: type[Optimizer]) ->
     for step in range(6):
         if step == 3:  # freeze the first group through the caller's dict
             group["lr"], ref_group["lr"] = 0.0, 0.0
-        for p, t in zip(ours, ref, strict=True):
-            g = torch.randn(p.shape, generator=gen)
-            p.grad, t.grad = g.clone(), g.clone()
-        opt.step()
-        ref_opt.step()
+        step_both(opt, ref_opt, ours, ref, gen)
     for p, t in zip(ours, ref, strict=True):
         assert torch.equal(p.data, t.detach())
 
@@ -540,11 +552,7 @@ def test_named_parameters_keep_their_names_as_in_torch(cls: type[Optimizer]) -> 
     assert [group["params"] for group in opt.param_groups] == [ours[:2], ours[2:]]
     assert [group["param_names"] for group in opt.param_groups] == [names[:2], names[2:]]
     for _ in range(3):
-        for p, t in zip(ours, ref, strict=True):
-            g = torch.randn(p.shape, generator=gen)
-            p.grad, t.grad = g.clone(), g.clone()
-        opt.step()
-        ref_opt.step()
+        step_both(opt, ref_opt, ours, ref, gen)
     ours_saved, ref_saved = opt.state_dict(), ref_opt.state_dict()
     assert ours_saved["param_groups"] == ref_saved["param_groups"]  # the names included
     opt.load_state_dict(ref_saved)
@@ -731,11 +739,7 @@ def test_the_denominator_reuses_its_memory_and_keeps_torchs_bits(
     opt, ref_opt = cls(ours, **kwargs), TWINS[cls](ref, **kwargs)
     addresses = []
     for _ in range(3):
-        for p, t in zip(ours, ref, strict=True):
-            g = torch.randn(p.shape, generator=gen)
-            p.grad, t.grad = g.clone(), g.clone()
-        opt.step()
-        ref_opt.step()
+        step_both(opt, ref_opt, ours, ref, gen)
         scratch = [t for tensors in opt._scratch_space.values() for t in tensors]
         addresses.append([t.data_ptr() for t in scratch])
     scratches = 2 if cls is Adadelta else 1  # Adadelta's two square roots, d's for the rest
