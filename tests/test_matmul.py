@@ -248,3 +248,19 @@ def test_a_bias_that_is_not_a_vector_stays_with_torch() -> None:
     names = op_names(lambda: matmul.addmm(b, a, c))
     assert ONEDNN_OP not in names
     assert torch.equal(matmul.addmm(b, a, c), torch.addmm(b, a, c))
+
+
+@pytest.mark.parametrize("backend", ["blas", pytest.param("onednn", marks=needs_onednn)])
+@pytest.mark.parametrize("n", [3, BATCH])
+def test_mm_into_out_gives_the_bits_of_a_new_tensor(backend: matmul.CpuMatmul, n: int) -> None:
+    """``mm(a, c, out=slot)``, as Linear computes dL/dW into an optimizer's flat buffer
+    (``Parameter.grad_out``): the same numbers as the new tensor, in ``slot`` itself."""
+    generator = torch.Generator().manual_seed(n)
+    a, c = torch.randn(WIDTH, n, generator=generator), torch.randn(n, WIDTH, generator=generator)
+    nograd.set_cpu_matmul(backend)
+    buffer = torch.full((WIDTH * WIDTH + 32,), float("nan"))
+    slot = buffer[16 : 16 + WIDTH * WIDTH].view(WIDTH, WIDTH)  # 64-byte aligned, as flat's
+    result = matmul.mm(a, c, out=slot)
+    assert result is slot
+    assert torch.equal(slot, matmul.mm(a, c))
+    assert buffer[:16].isnan().all() and buffer[-16:].isnan().all()  # nothing written outside

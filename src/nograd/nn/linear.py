@@ -155,13 +155,24 @@ class Linear(Module):
         x, g = self.saved.get("x"), grad_output  # x: (N, in), g = dL/dy: (N, out)
         if x is None or x.dim() != 2 or g.shape != (x.shape[0], self.out_features):
             x, g = self._rows(grad_output, x)  # an input of shape (*, in_features); or an error
-        # side is None except inside a CUDA graph's capture (grad_stream); the two lines
-        # are written out here, not called as _accumulate_*_grad: two calls fewer a step
+        # side is None except inside a CUDA graph's capture (grad_stream); the lines are
+        # written out here, not called as _accumulate_*_grad: two calls fewer a step.
+        # A slot is None, or where an optimizer keeps the gradient (Parameter.grad_out):
+        # then it is computed straight into it, as the parameter's first gradient
         if grad_stream.side is None:
-            if self.weight.trainable:  # a frozen weight takes no gradient: skip the product
-                self.weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
-            if self.bias is not None and self.bias.trainable:
-                self.bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
+            weight, bias = self.weight, self.bias
+            if weight.trainable:  # a frozen weight takes no gradient: skip the product
+                slot = weight.grad_out()
+                if slot is None:
+                    weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
+                else:
+                    weight.grad = matmul.mm(g.t(), x, out=slot)  # dL/dW = g^T x
+            if bias is not None and bias.trainable:
+                slot = bias.grad_out()
+                if slot is None:
+                    bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
+                else:
+                    bias.grad = torch.sum(g, 0, out=slot)  # dL/db = sum_n g_n
         else:
             self._parameter_grads_on_side_streams(grad_stream.side, g, x)
         if not self.needs_input_grad:

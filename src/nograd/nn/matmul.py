@@ -30,13 +30,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
 CpuMatmul = Literal["blas", "onednn"]
-Product = Callable[[Tensor, Tensor], Tensor]  # (a, c) -> a c
+
+
+class Product(Protocol):
+    """(a, c) -> a c, as ``torch.mm``: a new tensor, or written into ``out``."""
+
+    def __call__(self, input: Tensor, mat2: Tensor, *, out: Tensor | None = None) -> Tensor: ...
+
+
 BiasedProduct = Callable[[Tensor, Tensor, Tensor], Tensor]  # (b, a, c) -> b + a c
 
 # Below this many multiply-adds (rows x inner x columns), oneDNN's fixed cost per call
@@ -135,10 +142,12 @@ def _addmm_relu(bias: Tensor, a: Tensor, c: Tensor) -> Tensor:
     return torch._addmm_activation(bias, a, c)
 
 
-def _mm(a: Tensor, c: Tensor) -> Tensor:
+def _mm(input: Tensor, mat2: Tensor, *, out: Tensor | None = None) -> Tensor:
+    a, c = input, mat2  # torch.mm's names, so that this stands in for it
     if _on_onednn(a, c):
-        return _linear(a, c, None, "none")  # a c
-    return torch.mm(a, c)
+        y = _linear(a, c, None, "none")  # a c
+        return y if out is None else out.copy_(y)
+    return torch.mm(a, c, out=out)
 
 
 _PRODUCTS: dict[str, tuple[BiasedProduct, BiasedProduct, Product]] = {

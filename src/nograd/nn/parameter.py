@@ -43,7 +43,7 @@ class Parameter:
         trainable: whether backward passes compute dL/d(data) for it.
     """
 
-    __slots__ = ("_trainable", "data", "grad")
+    __slots__ = ("_grad_home", "_trainable", "data", "grad")
 
     def __init__(self, data: Tensor, trainable: bool = True) -> None:
         if not isinstance(data, Tensor):
@@ -51,6 +51,9 @@ class Parameter:
         self.data: Tensor = data
         self.grad: Tensor | None = None
         self._trainable = trainable  # not registered anywhere yet: no plan depends on it
+        # (the data it was lent for, the tensor its next gradient may be written into);
+        # set by an optimizer's zero_grad, taken by grad_out
+        self._grad_home: tuple[Tensor, Tensor] | None = None
 
     @property
     def trainable(self) -> bool:
@@ -78,6 +81,34 @@ class Parameter:
         else:
             self.grad.add_(grad)
 
+    def grad_out(self) -> Tensor | None:
+        """Where a layer may compute this parameter's next gradient, or None (a new tensor).
+
+        A layer asks before it computes a gradient. Given a tensor, it writes the
+        gradient into it (``torch.mm(a, b, out=slot)``) and makes that ``grad``; given
+        None, it hands a new tensor to ``accumulate_grad``.
+
+        An optimizer that keeps its gradients end to end in one buffer
+        (``nograd.optim.flat``) lends each parameter its slice of that buffer at
+        ``zero_grad()``, where nobody else holds the slice, as torch's AccumulateGrad
+        reuses a gradient that nobody else holds. The first gradient of the next
+        backward is then written straight into it, and the optimizer's step has
+        nothing to copy. The slice is given once: where ``grad`` is already set (a
+        second backward before the step adds into it) or ``data`` is no longer the
+        tensor it was lent for (``model.to()``), this is None.
+        """
+        home = self._grad_home
+        if home is None:
+            return None
+        self._grad_home = None
+        lent_for, out = home
+        return out if self.grad is None and self.data is lent_for else None
+
+    def lend_grad_home(self, home: tuple[Tensor, Tensor] | None) -> None:
+        """Set, or with None withdraw, what ``grad_out`` gives: (the ``data`` it is for,
+        the tensor to write the next gradient into)."""
+        self._grad_home = home
+
     def __getstate__(self) -> dict[str, Any]:
         """What ``copy``, ``deepcopy`` and ``pickle`` keep: the value and whether it is
         frozen, not the gradient.
@@ -90,6 +121,7 @@ class Parameter:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.data = state["data"]
         self.grad = None
+        self._grad_home = None
         self.trainable = state.get("trainable", True)  # pickled before it existed
 
     @property

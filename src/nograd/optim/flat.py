@@ -13,8 +13,12 @@ same memory. Each slice starts on a 64-byte boundary, as a tensor of its own doe
 MKL's matrix-vector product (a batch of one row) rounds differently for a weight that
 starts elsewhere, and then nograd's numbers would stop being PyTorch's. The few
 numbers of padding between slices are 0 in every buffer and stay 0 under every update
-rule. Gradients arrive as fresh tensors from the backward and are copied
-into ``grad`` (one call) at each step. State tensors (momentum, moments) get a flat
+rule. Gradients are written straight into ``grad``: ``zero_grad()`` lends each
+parameter its slice (``lend_grad_views``), and a layer computes the next gradient
+into it (``Parameter.grad_out``; ``Linear`` does), as torch's AccumulateGrad reuses
+a buffer that nobody else holds. A gradient that came as a new tensor (a layer that
+takes no slice, ``model.zero_grad()``, ``p.grad = ...``) is copied in at the step,
+one call for all. State tensors (momentum, moments) get a flat
 buffer each, and ``optimizer.state`` keeps one view per parameter, so
 ``state_dict()`` is unchanged. Each step checks, by identity, that the parameters and
 state are still these views (``model.to()``, ``load_state_dict`` or an assignment to
@@ -41,7 +45,8 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -119,6 +124,11 @@ def _memory_span(tensor: Tensor) -> tuple[int, int]:
     return tensor.data_ptr(), tensor.data_ptr() + _nbytes(tensor)
 
 
+# How many tensors share a storage's memory, by the storage's address (``_cdata``);
+# None in a torch without the count (then ``lend_grad_views`` lends nothing)
+_STORAGE_USE_COUNT: Callable[[int], int] | None = getattr(torch._C, "_storage_Use_Count", None)
+
+
 class FlatGroup:
     """A group's parameters, gradients and state as views of flat buffers.
 
@@ -128,8 +138,13 @@ class FlatGroup:
 
     Attributes:
         data: every parameter's values, end to end (1-D).
-        grad: every parameter's gradient, end to end (1-D), filled by ``gather_grads``.
+        grad: every parameter's gradient, end to end (1-D), written by the backward
+            into the slices ``lend_grad_views`` lent, or copied in by ``gather_grads``.
     """
+
+    grad: Tensor
+    _grad_views: list[Tensor]
+    _slices_lent: bool  # whether a parameter was lent a slice of grad since it was made
 
     def __init__(self, params: Sequence[Parameter]) -> None:
         self.params = list(params)
@@ -146,9 +161,7 @@ class FlatGroup:
         self._data_views = self._split(self.data)
         for param, view in zip(params, self._data_views, strict=True):
             param.data = view
-        with torch.inference_mode(False):
-            self.grad = torch.zeros_like(self.data)  # its padding stays 0
-        self._grad_views = self._split(self.grad)
+        self._new_grad_buffer()  # grad and _grad_views
         self._state: dict[str, tuple[Tensor, list[Tensor]]] = {}  # key -> (flat, views)
         self._state_dicts: list[Mapping[str, Any]] = []  # see remember_states
         self._state_sizes: list[int] = []
@@ -216,9 +229,68 @@ class FlatGroup:
         return tensor.is_contiguous() and start <= tensor.data_ptr() < end
 
     def gather_grads(self, grads: list[Tensor]) -> Tensor:
-        """Copy the parameters' gradients into ``grad`` and return it."""
-        torch._foreach_copy_(self._grad_views, grads)
+        """Copy the parameters' gradients into ``grad`` and return it.
+
+        Nothing to copy where the backward wrote each gradient into its slice
+        (``lend_grad_views``): the usual step. Where slices were lent, the user's
+        code may still hold one as an old gradient (``last = p.grad``), which must
+        keep its numbers: the copy then goes into a new buffer.
+        """
+        if not all(map(operator.is_, grads, self._grad_views)):
+            if self._slices_lent and self._held_elsewhere(grads):
+                self._new_grad_buffer()
+            torch._foreach_copy_(self._grad_views, grads)
         return self.grad
+
+    def lend_grad_views(self) -> None:
+        """Lend each parameter its slice of ``grad``, for the backward to write the
+        next gradient into (``Parameter.grad_out``). The optimizer's ``zero_grad``
+        calls this once it has set every ``param.grad`` to None.
+
+        An old gradient that was such a slice, still held by the user's code (``last =
+        p.grad``, a view of it, a numpy array on it), must keep its numbers, as torch's
+        ``zero_grad()`` leaves old gradients alone: then the buffer is left to it, and
+        the slices lent are those of a new one (``_held_elsewhere``).
+        """
+        if _STORAGE_USE_COUNT is None:  # this torch cannot tell who holds a slice
+            return
+        if self._slices_lent and self._held_elsewhere():
+            self._new_grad_buffer()
+        self._slices_lent = True
+        for param, home in zip(self.params, self._homes, strict=True):
+            param.lend_grad_home(home)
+
+    def _held_elsewhere(self, grads: list[Tensor] | None = None) -> bool:
+        """Whether code outside this group may hold a slice of ``grad`` or its memory.
+
+        Two counts tell, each against its value when nobody else could hold them:
+        the tensors that share the buffer's memory (``grad`` and its slices, or
+        more), and each slice's Python references. ``grads``: the parameters'
+        gradients now, one per slice, of which those that are their slice hold it
+        twice (``param.grad`` and the list); None where no parameter has one.
+        """
+        if _STORAGE_USE_COUNT is None or (_STORAGE_USE_COUNT(self._storage) != self._sharing_alone):
+            return True
+        references = list(map(sys.getrefcount, self._grad_views))  # counted before the loop
+        if grads is not None:
+            for i, (grad, view) in enumerate(zip(grads, self._grad_views, strict=True)):
+                references[i] -= 2 * (grad is view)
+        return references != self._referenced_alone
+
+    def _new_grad_buffer(self) -> None:
+        """A zero ``grad`` and its slices; the old ones stay with whoever holds them."""
+        with torch.inference_mode(False):
+            self.grad = torch.zeros_like(self.data)  # its padding stays 0
+        self._grad_views = self._split(self.grad)
+        # what lend_grad_views gives each parameter: (its data, its slice of grad)
+        self._homes = list(zip(self._data_views, self._grad_views, strict=True))
+        # the counts while nobody else holds the slices: the tensors sharing grad's
+        # storage (by its address, valid while grad holds it), each slice's references
+        self._storage = self.grad.untyped_storage()._cdata
+        count = _STORAGE_USE_COUNT
+        self._sharing_alone = None if count is None else count(self._storage)
+        self._referenced_alone = list(map(sys.getrefcount, self._grad_views))
+        self._slices_lent = False
 
     def state(self, states: Sequence[dict[str, Any]], key: str) -> Tensor:
         """The flat buffer behind ``state[key]`` of every parameter.

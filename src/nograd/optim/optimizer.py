@@ -306,13 +306,22 @@ class Optimizer:
 
     # ------------------------------------------------------------------ steps
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear every gradient: to ``None`` (the default) or to zeros in place."""
+        """Clear every gradient: to ``None`` (the default) or to zeros in place.
+
+        To ``None``, a flattened group then lends each parameter its slice of the flat
+        gradient buffer, which the next backward writes the new gradient into
+        (``FlatGroup.lend_grad_views``, ``Parameter.grad_out``).
+        """
         for group in self.param_groups:
             for param in group["params"]:
                 if set_to_none:
                     param.grad = None
                 elif param.grad is not None:
                     param.grad.zero_()
+        if set_to_none:
+            for flat in self._flat.values():
+                if flat.current:
+                    flat.lend_grad_views()
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Update every parameter that has a gradient (``grad is None``: skipped).
