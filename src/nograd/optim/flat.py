@@ -30,7 +30,7 @@ the reference network's 8 tensors, most of an Adam step's 20, so it runs in full
 after something changed: a step tensor by tensor, a new ``param.data``, a
 ``load_state_dict``. Every other step checks, in about 1 us, that each parameter's
 state is still the dict object the last full check saw, with as many entries
-(``FlatGroup.unchanged``). So an edit of ``optimizer.state`` between steps is noticed
+(``FlatGroup.grad_if_unchanged``). So an edit of ``optimizer.state`` between steps is noticed
 if it replaces or deletes a parameter's dict (``del optimizer.state[p]`` starts that
 parameter afresh, as in torch) or adds or removes a key; where the histories then
 differ, the group steps tensor by tensor, as torch's does, until they agree again.
@@ -201,27 +201,40 @@ class FlatGroup:
         self._state_dicts = [state.get(param, NO_STATE) for param in self.params]
         self._state_sizes = [len(entry) for entry in self._state_dicts]
 
-    def unchanged(
+    def grad_if_unchanged(
         self, params: Sequence[Parameter], state: Mapping[Parameter, Mapping[str, Any]]
-    ) -> bool:
-        """``holds(params)``, and each parameter's state the dict ``remember_states`` saw.
+    ) -> Tensor | None:
+        """``grad``, holding every parameter's gradient, if nothing changed since the
+        last full check (``can_flatten``); else None, and the optimizer checks again.
 
-        The cheap stand-in, at every step, for ``can_flatten``: the state dict must be
-        the same object with as many entries, so this fails when a dict was replaced or
-        deleted (``del optimizer.state[p]``) or a key was added or removed. The
-        optimizer's own first step fills the dicts too, so the step after it runs the
-        full check once more. One loop for every check: about 0.8 us for 8 parameters,
-        where ``holds`` and a second loop for the states took 1.4 us.
+        The cheap stand-in, at every step, for ``can_flatten``: the parameters must be
+        these, each ``param.data`` still its view and each with a gradient, and each
+        parameter's state the dict ``remember_states`` saw, with as many entries. So
+        this fails when a dict was replaced or deleted (``del optimizer.state[p]``) or a
+        key was added or removed; the optimizer's own first step fills the dicts too,
+        so the step after it runs the full check once more. One loop for every check:
+        the same loop notes whether each gradient is already its slice of ``grad``
+        (the usual step, ``lend_grad_views``); if not, they are copied in.
         """
         if len(params) != len(self.params):
-            return False
-        for param, mine, view, entry, size in zip(
-            params, self.params, self._data_views, self._state_dicts, self._state_sizes, strict=True
-        ):
+            return None
+        in_slices = True
+        slices = self._grad_views  # read by index: a loop variable would hold a slice
+        seen = (self.params, self._data_views, self._state_dicts, self._state_sizes)
+        for i, (param, own, view, entry, size) in enumerate(zip(params, *seen, strict=True)):
             now = state.get(param, NO_STATE)
-            if param is not mine or param.data is not view or now is not entry or len(now) != size:
-                return False
-        return True
+            if (
+                param is not own
+                or param.data is not view
+                or param.grad is None
+                or now is not entry
+                or len(now) != size
+            ):
+                return None
+            in_slices = in_slices and param.grad is slices[i]
+        if in_slices:
+            return self.grad
+        return self.gather_grads([param.grad for param in self.params])  # type: ignore[misc]
 
     def contains(self, tensor: Tensor) -> bool:
         """Whether ``tensor`` is a contiguous piece of ``data``."""

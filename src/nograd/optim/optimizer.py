@@ -344,11 +344,17 @@ class Optimizer:
         kernel. With ``only``, just the group's parameters in it (an update of part of
         the model: ``nograd.layer_updates``).
         """
+        fused = group.get("fused")  # torch's fused kernels take the tensors one by one
+        flat = None if fused or only is not None else self._flat.get(id(group["params"]))
+        if flat is not None and flat.current:  # the usual step: one check for all
+            grad = flat.grad_if_unchanged(group["params"], self.state)
+            if grad is not None:
+                return GroupTensors(flat.params, [flat.data], [grad], flat)
         params = [param for param in group["params"] if param.grad is not None]
         if only is not None:
             params = [param for param in params if param in only]
         grads = [param.grad for param in params if param.grad is not None]
-        flat = None if group.get("fused") else self._flat_group(group, params)  # see fused.py
+        flat = None if fused else self._flat_group(group, params)  # see fused.py
         if flat is None:
             return GroupTensors(params, [param.data for param in params], grads, None)
         return GroupTensors(params, [flat.data], [flat.gather_grads(grads)], flat)
@@ -356,14 +362,13 @@ class Optimizer:
     def _flat_group(self, group: ParamGroup, params: list[Parameter]) -> FlatGroup | None:
         """The group's ``FlatGroup``, flattened (again) if needed; None if it cannot be.
 
-        The full check (``can_flatten``) runs only when something changed since the
-        last one: a step tensor by tensor, new ``param.data``, or a parameter's state
-        dict replaced, deleted, or given or robbed of a key (``FlatGroup.unchanged``).
+        ``_with_grads`` runs this only where ``FlatGroup.grad_if_unchanged`` failed:
+        something changed since the last full check (``can_flatten``), such as a step
+        tensor by tensor, new ``param.data``, or a parameter's state dict replaced,
+        deleted, or given or robbed of a key; or not every parameter has a gradient.
         """
         key = id(group["params"])  # the list lives as long as the group: the id stays its own
         flat = self._flat.get(key)
-        if flat is not None and flat.current and flat.unchanged(params, self.state):
-            return flat  # the usual step: nothing changed since the last full check
         if (
             len(params) != len(group["params"])
             or not params
