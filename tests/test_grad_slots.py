@@ -226,7 +226,7 @@ def test_zero_grad_to_zeros_in_place_lends_nothing_and_matches_torch() -> None:
         twins.zero_grad(set_to_none=False)
         twins.backward()
         twins.step()
-    assert all(p._grad_home is None for p in twins.params())
+    assert all(p.lent_grad is None for p in twins.params())
     twins.assert_same_bits()
 
 
@@ -293,21 +293,21 @@ def test_without_torchs_storage_count_nothing_is_lent(monkeypatch: pytest.Monkey
 def test_a_slot_is_given_once_and_only_for_the_data_it_was_lent_for() -> None:
     param = Parameter(torch.zeros(3))
     slot = torch.empty(3)
-    param.lend_grad_home((param.data, slot))
+    param.lent_grad = (param.data, slot)
     assert param.grad_out() is slot
     assert param.grad_out() is None  # taken
-    param.lend_grad_home((param.data, slot))
+    param.lent_grad = (param.data, slot)
     param.grad = torch.ones(3)  # a gradient already: the next one adds into it
     assert param.grad_out() is None
     param.grad = None
-    param.lend_grad_home((param.data, slot))
+    param.lent_grad = (param.data, slot)
     param.data = torch.zeros(3)  # new data (model.to()): the slot was for the old
     assert param.grad_out() is None
 
 
 def test_copies_of_a_parameter_hold_no_slot() -> None:
     param = Parameter(torch.zeros(3))
-    param.lend_grad_home((param.data, torch.empty(3)))
+    param.lent_grad = (param.data, torch.empty(3))
     for clone in (copy.deepcopy(param), pickle.loads(pickle.dumps(param))):
         assert clone.grad_out() is None
 

@@ -41,9 +41,13 @@ class Parameter:
     Args:
         data: the initial value; the parameter keeps this tensor (no copy).
         trainable: whether backward passes compute dL/d(data) for it.
+
+    Attributes:
+        lent_grad: None, or (the ``data`` it is for, a tensor to write the next gradient
+            into), lent by an optimizer's ``zero_grad`` and taken once by ``grad_out``.
     """
 
-    __slots__ = ("_grad_home", "_trainable", "data", "grad")
+    __slots__ = ("_trainable", "data", "grad", "lent_grad")
 
     def __init__(self, data: Tensor, trainable: bool = True) -> None:
         if not isinstance(data, Tensor):
@@ -51,9 +55,7 @@ class Parameter:
         self.data: Tensor = data
         self.grad: Tensor | None = None
         self._trainable = trainable  # not registered anywhere yet: no plan depends on it
-        # (the data it was lent for, the tensor its next gradient may be written into);
-        # set by an optimizer's zero_grad, taken by grad_out
-        self._grad_home: tuple[Tensor, Tensor] | None = None
+        self.lent_grad: tuple[Tensor, Tensor] | None = None  # see grad_out
 
     @property
     def trainable(self) -> bool:
@@ -90,24 +92,20 @@ class Parameter:
 
         An optimizer that keeps its gradients end to end in one buffer
         (``nograd.optim.flat``) lends each parameter its slice of that buffer at
-        ``zero_grad()``, where nobody else holds the slice, as torch's AccumulateGrad
+        ``zero_grad()`` (``lent_grad``: the ``data`` it is lent for, and the slice),
+        where nobody else holds the slice, as torch's AccumulateGrad
         reuses a gradient that nobody else holds. The first gradient of the next
         backward is then written straight into it, and the optimizer's step has
         nothing to copy. The slice is given once: where ``grad`` is already set (a
         second backward before the step adds into it) or ``data`` is no longer the
         tensor it was lent for (``model.to()``), this is None.
         """
-        home = self._grad_home
-        if home is None:
+        lent = self.lent_grad  # (the data it was lent for, the tensor), or None
+        if lent is None:
             return None
-        self._grad_home = None
-        lent_for, out = home
+        self.lent_grad = None
+        lent_for, out = lent
         return out if self.grad is None and self.data is lent_for else None
-
-    def lend_grad_home(self, home: tuple[Tensor, Tensor] | None) -> None:
-        """Set, or with None withdraw, what ``grad_out`` gives: (the ``data`` it is for,
-        the tensor to write the next gradient into)."""
-        self._grad_home = home
 
     def __getstate__(self) -> dict[str, Any]:
         """What ``copy``, ``deepcopy`` and ``pickle`` keep: the value and whether it is
@@ -121,7 +119,7 @@ class Parameter:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.data = state["data"]
         self.grad = None
-        self._grad_home = None
+        self.lent_grad = None
         self.trainable = state.get("trainable", True)  # pickled before it existed
 
     @property

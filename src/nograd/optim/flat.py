@@ -270,8 +270,8 @@ class FlatGroup:
         if self._slices_lent and self._held_elsewhere():
             self._new_grad_buffer()
         self._slices_lent = True
-        for param, home in zip(self.params, self._homes, strict=True):
-            param.lend_grad_home(home)
+        for param, lent in zip(self.params, self._lent, strict=True):
+            param.lent_grad = lent
 
     def _held_elsewhere(self, grads: list[Tensor] | None = None) -> bool:
         """Whether code outside this group may hold a slice of ``grad`` or its memory.
@@ -296,7 +296,7 @@ class FlatGroup:
             self.grad = torch.zeros_like(self.data)  # its padding stays 0
         self._grad_views = self._split(self.grad)
         # what lend_grad_views gives each parameter: (its data, its slice of grad)
-        self._homes = list(zip(self._data_views, self._grad_views, strict=True))
+        self._lent = list(zip(self._data_views, self._grad_views, strict=True))
         # the counts while nobody else holds the slices: the tensors sharing grad's
         # storage (by its address, valid while grad holds it), each slice's references
         self._storage = self.grad.untyped_storage()._cdata
