@@ -282,7 +282,8 @@ class FlatGroup:
         gradients now, one per slice, of which those that are their slice hold it
         twice (``param.grad`` and the list); None where no parameter has one.
         """
-        if _STORAGE_USE_COUNT is None or (_STORAGE_USE_COUNT(self._storage) != self._sharing_alone):
+        count = _STORAGE_USE_COUNT
+        if count is None or count(self._storage._cdata) != self._sharing_alone:
             return True
         references = list(map(sys.getrefcount, self._grad_views))  # counted before the loop
         if grads is not None:
@@ -298,10 +299,10 @@ class FlatGroup:
         # what lend_grad_views gives each parameter: (its data, its slice of grad)
         self._lent = list(zip(self._data_views, self._grad_views, strict=True))
         # the counts while nobody else holds the slices: the tensors sharing grad's
-        # storage (by its address, valid while grad holds it), each slice's references
-        self._storage = self.grad.untyped_storage()._cdata
+        # storage (this handle on it included), each slice's references
+        self._storage = self.grad.untyped_storage()
         count = _STORAGE_USE_COUNT
-        self._sharing_alone = None if count is None else count(self._storage)
+        self._sharing_alone = None if count is None else count(self._storage._cdata)
         self._referenced_alone = list(map(sys.getrefcount, self._grad_views))
         self._slices_lent = False
 
