@@ -369,3 +369,54 @@ def test_frozen_script_catches_a_wrong_gradient(
     )
     assert frozen.main(["--frozen", "1", "--repeats", "1"]) == 1
     assert "✗ differ" in capsys.readouterr().out
+
+
+def _git_revision() -> bool:
+    """Whether this checkout is a git repository that ``git archive HEAD`` can read."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(BENCHMARKS.parent), "rev-parse", "HEAD"],
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+needs_git = pytest.mark.skipif(not _git_revision(), reason="not a git checkout")
+
+
+def _versions_rows(out: str) -> list[list[str]]:
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()]
+    return [row for row in rows if row[0] in ("sgd", "adam") and len(row) == 6]
+
+
+@needs_git
+def test_versions_script_times_a_revision_beside_this_checkout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """versions.py: HEAD's package imported as nograd_old, timed in turns with nograd;
+    the same code trains to the same bits, and the old package is gone afterwards."""
+    versions = import_script("versions")
+    assert versions.main(["--rev", "HEAD", "--quick", "--optimizers", "sgd"]) == 0
+    (row,) = _versions_rows(capsys.readouterr().out)
+    assert row[:2] == ["sgd", "1000"] and row[5] == "✓"
+    assert float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0
+    assert not any(name.startswith("nograd_old") for name in sys.modules)
+
+
+@needs_git
+def test_versions_script_catches_a_version_that_trains_otherwise(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    versions = import_script("versions")
+    backward = nograd.nn.CrossEntropyLoss.backward
+    monkeypatch.setattr(
+        nograd.nn.CrossEntropyLoss, "backward", lambda self, g=None: backward(self, g) * 1.01
+    )
+    assert versions.main(["--rev", "HEAD", "--quick", "--optimizers", "sgd"]) == 1
+    (row,) = _versions_rows(capsys.readouterr().out)
+    assert row[5] == "✗ differ"
