@@ -76,6 +76,13 @@ class Twins:
         self.opt.step()
         self.ref_opt.step()
 
+    def train(self, steps: int) -> None:
+        """``steps`` whole steps of each, as a training loop takes them."""
+        for _ in range(steps):
+            self.zero_grad()
+            self.backward()
+            self.step()
+
     def assert_same_bits(self) -> None:
         for p, t in zip(self.params(), self.ref.parameters(), strict=True):
             assert torch.equal(p.data, t.detach())
@@ -144,10 +151,7 @@ def test_new_gradients_beside_slices_are_copied_in_and_the_buffer_is_kept() -> N
 
 def test_a_gradient_the_user_kept_keeps_its_numbers() -> None:
     twins = Twins()
-    for _ in range(2):
-        twins.zero_grad()
-        twins.backward()
-        twins.step()
+    twins.train(2)
     kept = twins.params()[0].grad
     assert kept is not None
     before = kept.clone()
@@ -165,10 +169,7 @@ def test_a_kept_gradient_survives_the_step_after_model_zero_grad(norm: bool) -> 
     """Cleared by the model, not the optimizer: the new gradients are copied in at the
     step, and not into the slice the user still holds."""
     twins = Twins(norm=norm)
-    for _ in range(2):
-        twins.zero_grad()
-        twins.backward()
-        twins.step()
+    twins.train(2)
     kept = twins.params()[0].grad
     assert kept is not None
     before = kept.clone()
@@ -183,10 +184,7 @@ def test_a_kept_gradient_survives_the_step_after_model_zero_grad(norm: bool) -> 
 @pytest.mark.parametrize("hold", ["view", "slice", "numpy", "list"])
 def test_anything_that_shares_an_old_gradient_keeps_its_numbers(hold: str) -> None:
     twins = Twins()
-    for _ in range(2):
-        twins.zero_grad()
-        twins.backward()
-        twins.step()
+    twins.train(2)
     grad = twins.params()[2].grad
     assert grad is not None
     held: object = {
@@ -232,10 +230,7 @@ def test_zero_grad_to_zeros_in_place_lends_nothing_and_matches_torch() -> None:
 
 def test_module_zero_grad_gives_new_tensors_and_the_step_copies_them() -> None:
     twins = Twins()
-    for _ in range(2):
-        twins.zero_grad()
-        twins.backward()
-        twins.step()
+    twins.train(2)
     twins.ours.zero_grad()  # not the optimizer's: no slices lent
     twins.ref.zero_grad()
     old = [p.grad for p in twins.params()]  # None: nothing holds the slices
@@ -248,10 +243,7 @@ def test_module_zero_grad_gives_new_tensors_and_the_step_copies_them() -> None:
 
 def test_a_model_converted_after_zero_grad_gets_new_gradients_of_its_dtype() -> None:
     twins = Twins()
-    for _ in range(2):
-        twins.zero_grad()
-        twins.backward()
-        twins.step()
+    twins.train(2)
     twins.zero_grad()  # lends float32 slices
     twins.ours.double()
     twins.ref.double()
@@ -271,10 +263,7 @@ def test_a_frozen_parameter_takes_no_slice_and_no_gradient() -> None:
     twins = Twins()
     twins.ref[2].weight.requires_grad_(False)
     twins.ours[2].weight.trainable = False
-    for _ in range(3):
-        twins.zero_grad()
-        twins.backward()
-        twins.step()
+    twins.train(3)
     assert twins.ours[2].weight.grad is None
     twins.assert_same_bits()
 
@@ -339,10 +328,8 @@ def test_any_order_of_steps_and_kept_gradients_matches_torch(
     twins = Twins(norm=norm)
     kept: list[tuple[Tensor, Tensor]] = []  # (ours, torch's), taken together
     for action in actions:
-        if action == "train":  # a whole step, as a training loop takes it
-            twins.zero_grad()
-            twins.backward()
-            twins.step()
+        if action == "train":
+            twins.train(1)
         elif action == "zero_grad":
             twins.zero_grad()
         elif action == "zero_grad_in_place":
