@@ -93,12 +93,12 @@ class Parameter:
         An optimizer that keeps its gradients end to end in one buffer
         (``nograd.optim.flat``) lends each parameter its slice of that buffer at
         ``zero_grad()`` (``lent_grad``: the ``data`` it is lent for, and the slice),
-        where nobody else holds the slice, as torch's AccumulateGrad
-        reuses a gradient that nobody else holds. The first gradient of the next
-        backward is then written straight into it, and the optimizer's step has
-        nothing to copy. The slice is given once: where ``grad`` is already set (a
-        second backward before the step adds into it) or ``data`` is no longer the
-        tensor it was lent for (``model.to()``), this is None.
+        where nobody else holds the slice, as torch's AccumulateGrad reuses a gradient
+        that nobody else holds. The first gradient of the next backward is then
+        written straight into it, and the optimizer's step has nothing to copy. The
+        slice is given once: where ``grad`` is already set (a second backward before
+        the step adds into it) or ``data`` is no longer the tensor it was lent for
+        (``model.to()``), this is None.
         """
         lent = self.lent_grad  # (the data it was lent for, the tensor), or None
         if lent is None:
