@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ from torch import Tensor
 import nograd.nn
 import nograd.optim.flat
 from nograd.nn import Parameter
-from nograd.optim import SGD
+from nograd.optim import SGD, Optimizer
+from tests.test_optim import CASES, IDS, TWINS
 
 SIZES = (3, 8, 8, 2)
 
@@ -35,7 +37,12 @@ class Twins:
     as new tensors, copied into the flat buffer beside the Linears' slices.
     """
 
-    def __init__(self, seed: int = 0, norm: bool = False) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        norm: bool = False,
+        optimizer: tuple[type[Optimizer], dict[str, Any]] = (SGD, {"lr": 0.1, "momentum": 0.9}),
+    ) -> None:
         torch.manual_seed(seed)
         layers: list[torch.nn.Module] = []
         ours: list[nograd.nn.Module] = []
@@ -51,8 +58,9 @@ class Twins:
         self.ref = torch.nn.Sequential(*layers)
         self.ours = nograd.nn.Sequential(*ours)
         self.ours.load_state_dict(self.ref.state_dict())
-        self.opt = SGD(self.ours.parameters(), lr=0.1, momentum=0.9)
-        self.ref_opt = torch.optim.SGD(self.ref.parameters(), lr=0.1, momentum=0.9)
+        cls, kwargs = optimizer
+        self.opt = cls(self.ours.parameters(), **kwargs)
+        self.ref_opt = TWINS[cls](self.ref.parameters(), **kwargs)
         self.loss_fn = nograd.nn.CrossEntropyLoss()
         self.gen = torch.Generator().manual_seed(seed + 1)
 
@@ -112,6 +120,22 @@ def test_gradients_are_written_into_the_flat_buffer_with_torchs_bits(batch: int)
         twins.assert_same_bits()
         twins.step()
         twins.assert_same_bits()
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_every_optimizer_leaves_the_lent_gradients_as_the_backward_wrote_them(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    """``param.grad`` is the flat buffer's slice, which the update reads: no rule may
+    write into it (torch's leave ``p.grad`` as the backward left it)."""
+    twins = Twins(optimizer=(cls, kwargs))
+    for step in range(4):
+        twins.zero_grad()
+        twins.backward()
+        twins.step()
+        twins.assert_same_bits()  # the parameters, and the gradients after the step
+        if step > 0 and twins.opt._flat:
+            assert all(_in_flat_buffer(twins, p.grad) for p in twins.params())
 
 
 def test_the_step_copies_nothing_once_the_slices_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
