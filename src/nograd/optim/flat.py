@@ -29,13 +29,15 @@ counters (Adam's t), which ``can_flatten`` checks. That check takes about 15 us 
 the reference network's 8 tensors, most of an Adam step's 20, so it runs in full only
 after something changed: a step tensor by tensor, a new ``param.data``, a
 ``load_state_dict``. Every other step checks, in one loop of about 1.5 us for 8
-parameters, that each still has its ``data`` view and a gradient, and that its state
-is still the dict object the last full check saw, with as many entries
+parameters, that each still has its ``data`` view and a gradient, that its state
+is still the dict object the last full check saw, with as many entries, and that
+each of its state tensors is still its view of the flat buffer
 (``FlatGroup.grad_if_unchanged``). So an edit of ``optimizer.state`` between steps is
 noticed if it replaces or deletes a parameter's dict (``del optimizer.state[p]``
-starts that parameter afresh, as in torch) or adds or removes a key; where the
-histories then differ, the group steps tensor by tensor, as torch's does, until they
-agree again. A value changed in place (``state[p]["step"] = 0``) is not noticed.
+starts that parameter afresh, as in torch), adds or removes a key, or replaces a
+tensor; where the histories then differ, the group steps tensor by tensor, as torch's
+does, until they agree again. A value changed in place (``state[p]["step"] = 0``) is
+not noticed.
 
 Only small CPU groups are flattened (``can_flatten``): for large tensors the
 dispatch saved is nothing beside the copy of the gradients wherever they are not
@@ -165,6 +167,7 @@ class FlatGroup:
             param.data = view
         self._new_grad_buffer()  # grad and _grad_views
         self._state: dict[str, tuple[Tensor, list[Tensor]]] = {}  # key -> (flat, views)
+        self._note_state_views()  # none yet
         self._state_dicts: list[Mapping[str, Any]] = []  # see remember_states
         self._state_sizes: list[int] = []
         self.remember_states({})  # no state yet
@@ -198,7 +201,7 @@ class FlatGroup:
     def remember_states(self, state: Mapping[Parameter, Mapping[str, Any]]) -> None:
         """Note each parameter's state dict, by identity, and its number of entries.
 
-        Called when ``can_flatten`` has just passed; ``unchanged`` compares with it.
+        Called when ``can_flatten`` has just passed; ``grad_if_unchanged`` compares with it.
         """
         self._state_dicts = [state.get(param, NO_STATE) for param in self.params]
         self._state_sizes = [len(entry) for entry in self._state_dicts]
@@ -211,12 +214,15 @@ class FlatGroup:
 
         The cheap stand-in, at every step, for ``can_flatten``: the parameters must be
         these, each ``param.data`` still its view and each with a gradient, and each
-        parameter's state the dict ``remember_states`` saw, with as many entries. So
-        this fails when a dict was replaced or deleted (``del optimizer.state[p]``) or a
-        key was added or removed; the optimizer's own first step fills the dicts too,
-        so the step after it runs the full check once more. One loop for every check:
-        the same loop notes whether each gradient is already its slice of ``grad``
-        (the usual step, ``lend_grad_views``); if not, they are copied in.
+        parameter's state the dict ``remember_states`` saw, with as many entries, each
+        flat state tensor still its view there. So this fails when a dict was replaced
+        or deleted (``del optimizer.state[p]``), a key was added or removed, or a state
+        tensor replaced (``state[p]["momentum_buffer"] = b``); the optimizer's own
+        first step fills the dicts too, so the step after it runs the full check once
+        more. Where this passes, ``held_state`` gives the flat state buffers without
+        another look. One loop for every check: the same loop notes whether each
+        gradient is already its slice of ``grad`` (the usual step,
+        ``lend_grad_views``); if not, they are copied in.
         """
         if len(params) != len(self.params):
             return None
@@ -233,6 +239,9 @@ class FlatGroup:
                 or len(now) != size
             ):
                 return None
+            for key, state_view in self._state_views[i]:  # its views of the flat state
+                if now.get(key) is not state_view:
+                    return None
             in_slices = in_slices and param.grad is slices[i]
         if in_slices:
             return self.grad
@@ -331,4 +340,20 @@ class FlatGroup:
         for state, view in zip(states, views, strict=True):
             state[key] = view
         self._state[key] = (flat, views)
+        self._note_state_views()
         return flat
+
+    def _note_state_views(self) -> None:
+        """For each parameter, the (key, view) of each flat state buffer, which
+        ``grad_if_unchanged`` expects to find in its state dict."""
+        self._state_views = [
+            tuple((key, views[i]) for key, (_, views) in self._state.items())
+            for i in range(len(self.params))
+        ]
+
+    def held_state(self, key: str) -> Tensor | None:
+        """The flat buffer behind every parameter's ``state[key]`` (None: none yet),
+        without a look at the state: for a caller that ``grad_if_unchanged`` has just
+        let through, which checked each view."""
+        held = self._state.get(key)
+        return None if held is None else held[0]

@@ -60,12 +60,16 @@ class GroupTensors(NamedTuple):
     p: TensorList  # their values
     g: TensorList  # their gradients
     flat: FlatGroup | None
+    # whether the flat group's check loop let this step through (FlatGroup.grad_if_unchanged),
+    # which also found every state tensor to be its view of the flat buffer
+    checked: bool = False
 
     def state(self, states: list[dict[str, Any]], key: str) -> TensorList:
         """``state[key]`` of each parameter, or the flat buffer behind them all."""
         if self.flat is None:
             return [state[key] for state in states]
-        return [self.flat.state(states, key)]
+        held = self.flat.held_state(key) if self.checked else None
+        return [self.flat.state(states, key) if held is None else held]
 
     def counters(self, states: list[dict[str, Any]], key: str) -> list[Any]:
         """A counter such as Adam's t per tensor of the lists (flat: one for all)."""
@@ -349,7 +353,7 @@ class Optimizer:
         if flat is not None and flat.current:  # the usual step: one check for all
             grad = flat.grad_if_unchanged(group["params"], self.state)
             if grad is not None:
-                return GroupTensors(flat.params, [flat.data], [grad], flat)
+                return GroupTensors(flat.params, [flat.data], [grad], flat, checked=True)
         params = [param for param in group["params"] if param.grad is not None]
         if only is not None:
             params = [param for param in params if param in only]
