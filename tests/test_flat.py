@@ -193,6 +193,74 @@ def test_a_state_dict_replaced_or_robbed_of_a_key_is_noticed(edit: str) -> None:
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
+def test_a_state_tensor_replaced_between_flat_steps_is_the_one_used_as_in_torch(
+    cls: type[Optimizer], kwargs: dict[str, Any]
+) -> None:
+    """``state[p][key] = new tensor``: same dict, same keys, but no longer a view.
+
+    The per-step check (``FlatGroup.grad_if_unchanged``) must see it, since the step
+    then takes the flat state buffers without another look (``held_state``).
+    """
+    ours, ref, opt, ref_opt = _pair(cls, kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    replaced = 0
+    for state, param in ((opt.state, ours[1]), (ref_opt.state, ref[1])):
+        for key, value in list(state[param].items()):
+            if isinstance(value, Tensor) and value.dim() > 0:
+                state[param][key] = value * 0.5 + 0.25  # a new tensor, other numbers
+                replaced += 1
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+    if replaced:  # and the group is flat again, the new numbers in its buffers
+        assert len(_storages(ours)) == 1
+        for tensors in _tensor_state(opt, ours).values():
+            assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"nesterov": True}, {"dampening": 0.5}, {"weight_decay": 0.1}]
+)
+def test_sgd_steps_a_flat_group_with_plain_momentum_on_the_flat_tensors(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SGD._flat_momentum_step``: the usual flat step skips the general helpers, and
+    every other option still goes through them; torch's bits either way."""
+    kwargs = {"lr": 0.1, "momentum": 0.9, **options}
+    ours, ref, opt, ref_opt = _pair(SGD, kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):  # makes the buffers, then checks the group in full once more
+        _step_both(ours, ref, opt, ref_opt, gen)
+    general = []
+    decay_and_add = SGD._decay_and_add
+    monkeypatch.setattr(
+        SGD, "_decay_and_add", lambda *args: general.append(1) or decay_and_add(*args)
+    )
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    assert len(general) == (3 if options else 0)
+    _assert_equal(ours, ref)
+    for p, t in zip(ours, ref, strict=True):
+        assert torch.equal(opt.state[p]["momentum_buffer"], ref_opt.state[t]["momentum_buffer"])
+
+
+def test_sgd_momentum_set_to_zero_between_flat_steps_leaves_the_buffer_as_torch() -> None:
+    """With momentum 0 torch neither reads nor updates the buffer made before."""
+    ours, ref, opt, ref_opt = _pair(SGD, {"lr": 0.1, "momentum": 0.9})
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    opt.param_groups[0]["momentum"] = ref_opt.param_groups[0]["momentum"] = 0.0
+    for _ in range(2):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    _assert_equal(ours, ref)
+    for p, t in zip(ours, ref, strict=True):
+        assert torch.equal(opt.state[p]["momentum_buffer"], ref_opt.state[t]["momentum_buffer"])
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)
 def test_after_load_state_dict_the_group_is_flat_again_with_the_loaded_state(
     cls: type[Optimizer], kwargs: dict[str, Any]
 ) -> None:
