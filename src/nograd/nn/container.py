@@ -283,7 +283,9 @@ class Sequential(Module):
             for inner in child.modules():
                 _set_needs_input_grad(inner, True)
         # each step as the function forward calls: found once here, not at every step
-        calls = (partial(_linear_relu, *s) if isinstance(s, tuple) else s.forward for s in plan)
+        calls = [
+            partial(s[0].forward_relu, s[1]) if isinstance(s, tuple) else s.forward for s in plan
+        ]
         object.__setattr__(self, "_calls", tuple(calls))
         object.__setattr__(self, "_hooks_version", hooks.version)
         object.__setattr__(self, "_parameters_version", parameter.version)
@@ -303,7 +305,7 @@ class Sequential(Module):
             if not isinstance(step, (tuple, Sequential)) and step.overwrites_input():
                 written.append((step, x))
                 _check_write(step, x, saved, overwritten)
-            x = _linear_relu(*step, x) if isinstance(step, tuple) else step.forward(x)
+            x = step[0].forward_relu(step[1], x) if isinstance(step, tuple) else step.forward(x)
             if isinstance(step, Sequential):
                 for writer, memory in step.saved.get("written", ()):
                     written.append((writer, memory))
@@ -553,12 +555,3 @@ def _check_write(
     owner = saved_into(memory, saved)
     if owner is not None:
         why.append(f"{writer._describe()} overwrote a tensor {owner._describe()}")
-
-
-def _linear_relu(linear: Linear, relu: ReLU, x: Tensor) -> Tensor:
-    """y = relu(linear(x)); each module saves what its own backward needs."""
-    y = linear.forward_relu(x)  # saves x for the Linear
-    if y is None:  # no bias, or an input the fused op refuses: the two forwards
-        return relu.forward(linear.forward(x))
-    relu.saved["y"] = y  # what ReLU.forward saves: its output, for the mask 1[y > 0]
-    return y

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -11,6 +12,9 @@ from torch import Tensor
 from nograd.nn import grad_stream, init, matmul
 from nograd.nn.module import NO_INPUT_GRAD, Module
 from nograd.nn.parameter import Parameter
+
+if TYPE_CHECKING:
+    from nograd.nn.activations import ReLU
 
 
 class Linear(Module):
@@ -92,27 +96,31 @@ class Linear(Module):
         self.saved["x"] = x  # the backward needs the input for dL/dW
         return y
 
-    def forward_relu(self, x: Tensor) -> Tensor | None:
-        """relu(x W^T + b) in one op, or None (nothing done) where only ``forward`` can run.
+    def forward_relu(self, relu: ReLU, x: Tensor) -> Tensor:
+        """y = relu(x W^T + b): this layer's forward, then ``relu``'s, as one op where it can.
 
-        ``Sequential`` calls this for a Linear that a ReLU follows. torch's
+        ``Sequential`` calls this for a Linear that a ReLU follows, bound to the pair
+        once, so that a pair costs one Python call a step. torch's
         ``_addmm_activation`` (``matmul.addmm_relu``) adds the bias and clamps at 0 as
         part of the matrix product: one kernel launch instead of two on a GPU, and on
-        the CPU addmm then relu in place, the very numbers of ``forward`` followed by
-        ``ReLU``. Like ``forward``, it saves x. It returns None without a bias and where
-        torch's op refuses the input (one that is not a matrix, say): the caller then
-        runs the two forwards, which take any shape and explain any error.
+        the CPU addmm then relu in place, the very numbers of the two forwards. Each
+        module saves what its own backward needs: x here, y in ``relu.saved``, as
+        ``ReLU.forward`` does. Without a bias, or where torch's op refuses the input
+        (one that is not a matrix, say), the two forwards run, which take any shape
+        and explain any error.
         """
-        if self.bias is None:
-            return None
-        if self.weight.data is not self._weight_data:
-            self._view_weight()
-        try:
-            y = matmul.addmm_relu(self.bias.data, x, self._weight_t)  # max(0, b + x W^T)
-        except RuntimeError:
-            return None
-        self.saved["x"] = x  # the backward needs the input for dL/dW
-        return y
+        bias = self.bias
+        if bias is not None:
+            if self.weight.data is not self._weight_data:
+                self._view_weight()
+            try:
+                y = matmul.addmm_relu(bias.data, x, self._weight_t)  # max(0, b + x W^T)
+            except RuntimeError:
+                return relu.forward(self.forward(x))
+            self.saved["x"] = x  # the backward needs the input for dL/dW
+            relu.saved["y"] = y  # the ReLU's output, for its mask 1[y > 0]
+            return y
+        return relu.forward(self.forward(x))
 
     def _view_weight(self) -> None:
         """Keep W^T as a view of the current weight.data (new after to(), or a flat buffer)."""
@@ -161,13 +169,15 @@ class Linear(Module):
         # then it is computed straight into it, as the parameter's first gradient
         if grad_stream.side is None:
             weight, bias = self.weight, self.bias
-            if weight.trainable:  # a frozen weight takes no gradient: skip the product
+            # _trainable, the flag behind the trainable property, whose getter would
+            # cost a Python call for each parameter at every step
+            if weight._trainable:  # a frozen weight takes no gradient: skip the product
                 slot = weight.grad_out()
                 if slot is None:
                     weight.accumulate_grad(matmul.mm(g.t(), x))  # dL/dW = g^T x
                 else:
                     weight.grad = matmul.mm(g.t(), x, out=slot)  # dL/dW = g^T x
-            if bias is not None and bias.trainable:
+            if bias is not None and bias._trainable:
                 slot = bias.grad_out()
                 if slot is None:
                     bias.accumulate_grad(g.sum(0))  # dL/db = sum_n g_n
