@@ -199,7 +199,7 @@ def test_a_state_tensor_replaced_between_flat_steps_is_the_one_used_as_in_torch(
     """``state[p][key] = new tensor``: same dict, same keys, but no longer a view.
 
     The per-step check (``FlatGroup.grad_if_unchanged``) must see it, since the step
-    then takes the flat state buffers without another look (``held_state``).
+    then takes the flat state buffers without another look (``state_buffers``).
     """
     ours, ref, opt, ref_opt = _pair(cls, kwargs)
     gen = torch.Generator().manual_seed(1)
@@ -258,6 +258,30 @@ def test_sgd_momentum_set_to_zero_between_flat_steps_leaves_the_buffer_as_torch(
     _assert_equal(ours, ref)
     for p, t in zip(ours, ref, strict=True):
         assert torch.equal(opt.state[p]["momentum_buffer"], ref_opt.state[t]["momentum_buffer"])
+
+
+def test_a_state_key_gone_from_every_parameter_leaves_the_cheap_check_working(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SGD's buffers deleted and momentum set to 0: after one full check the steps
+    pass the per-step loop again, which no longer looks for the old buffer's views."""
+    ours, ref, opt, ref_opt = _pair(SGD, {"lr": 0.1, "momentum": 0.9})
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    for state, params in ((opt.state, ours), (ref_opt.state, ref)):
+        for param in params:
+            del state[param]["momentum_buffer"]
+    opt.param_groups[0]["momentum"] = ref_opt.param_groups[0]["momentum"] = 0.0
+    full_checks = []
+    remember_states = FlatGroup.remember_states
+    monkeypatch.setattr(
+        FlatGroup, "remember_states", lambda *args: full_checks.append(1) or remember_states(*args)
+    )
+    for _ in range(4):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    assert len(full_checks) == 1
+    _assert_equal(ours, ref)
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), CASES, ids=IDS)

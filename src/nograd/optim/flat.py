@@ -144,6 +144,8 @@ class FlatGroup:
         data: every parameter's values, end to end (1-D).
         grad: every parameter's gradient, end to end (1-D), written by the backward
             into the slices ``lend_grad_views`` lent, or copied in by ``gather_grads``.
+        state_buffers: for each state key, the flat buffer behind every parameter's
+            ``state[key]``; trust it only right after ``grad_if_unchanged`` passed.
     """
 
     grad: Tensor
@@ -167,9 +169,10 @@ class FlatGroup:
             param.data = view
         self._new_grad_buffer()  # grad and _grad_views
         self._state: dict[str, tuple[Tensor, list[Tensor]]] = {}  # key -> (flat, views)
-        self._note_state_views()  # none yet
+        self.state_buffers: dict[str, Tensor] = {}
         self._state_dicts: list[Mapping[str, Any]] = []  # see remember_states
         self._state_sizes: list[int] = []
+        self._state_views: list[tuple[tuple[str, Tensor], ...]] = []  # see _note_state_views
         self.remember_states({})  # no state yet
         # the optimizer's flag: False once a step went tensor by tensor, or after a
         # load_state_dict, until can_flatten passes again
@@ -205,6 +208,11 @@ class FlatGroup:
         """
         self._state_dicts = [state.get(param, NO_STATE) for param in self.params]
         self._state_sizes = [len(entry) for entry in self._state_dicts]
+        # a key the states no longer have (can_flatten found them all with the same
+        # keys): its buffer goes, or the check would look for its views at every step
+        for key in self._state.keys() - self._state_dicts[0].keys():
+            del self._state[key], self.state_buffers[key]
+        self._note_state_views()
 
     def grad_if_unchanged(
         self, params: Sequence[Parameter], state: Mapping[Parameter, Mapping[str, Any]]
@@ -219,7 +227,7 @@ class FlatGroup:
         or deleted (``del optimizer.state[p]``), a key was added or removed, or a state
         tensor replaced (``state[p]["momentum_buffer"] = b``); the optimizer's own
         first step fills the dicts too, so the step after it runs the full check once
-        more. Where this passes, ``held_state`` gives the flat state buffers without
+        more. Where this passes, ``state_buffers`` holds the flat state buffers, without
         another look. One loop for every check: the same loop notes whether each
         gradient is already its slice of ``grad`` (the usual step,
         ``lend_grad_views``); if not, they are copied in.
@@ -340,6 +348,7 @@ class FlatGroup:
         for state, view in zip(states, views, strict=True):
             state[key] = view
         self._state[key] = (flat, views)
+        self.state_buffers[key] = flat
         self._note_state_views()
         return flat
 
@@ -350,10 +359,3 @@ class FlatGroup:
             tuple((key, views[i]) for key, (_, views) in self._state.items())
             for i in range(len(self.params))
         ]
-
-    def held_state(self, key: str) -> Tensor | None:
-        """The flat buffer behind every parameter's ``state[key]`` (None: none yet),
-        without a look at the state: for a caller that ``grad_if_unchanged`` has just
-        let through, which checked each view."""
-        held = self._state.get(key)
-        return None if held is None else held[0]

@@ -68,7 +68,7 @@ class GroupTensors(NamedTuple):
         """``state[key]`` of each parameter, or the flat buffer behind them all."""
         if self.flat is None:
             return [state[key] for state in states]
-        held = self.flat.held_state(key) if self.checked else None
+        held = self.flat.state_buffers.get(key) if self.checked else None
         return [self.flat.state(states, key) if held is None else held]
 
     def counters(self, states: list[dict[str, Any]], key: str) -> list[Any]:

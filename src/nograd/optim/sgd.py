@@ -130,7 +130,7 @@ class SGD(Optimizer):
             return False
         if group["nesterov"] or group["dampening"] or group["weight_decay"] or group["maximize"]:
             return False
-        b = flat.held_state("momentum_buffer")
+        b = flat.state_buffers.get("momentum_buffer")
         if b is None or not foreach.one_pass_mul_add([b], g):
             return False
         foreach.mul_add_([b], mu, g)  # b = mu * b + g, one pass
