@@ -87,6 +87,8 @@ class Loss(Module):
             TypeError: a grad_output that is not a tensor (torch's backward takes none).
             ValueError: a grad_output of the wrong shape.
         """
+        if grad_output is None and self.reduction != "none":
+            return None  # the usual call, loss_fn.backward(): dL/dl = 1, nothing to check
         if grad_output is not None and not isinstance(grad_output, Tensor):
             raise TypeError(
                 f"{self._describe()}: expected grad_output as a Tensor or None, got "
