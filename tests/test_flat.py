@@ -220,6 +220,14 @@ def test_a_state_tensor_replaced_between_flat_steps_is_the_one_used_as_in_torch(
             assert len({t.untyped_storage().data_ptr() for t in tensors}) == 1
 
 
+def _count_calls(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[None]:
+    """A list that gets an entry at each call of ``cls.name``, which still runs."""
+    calls: list[None] = []
+    method = getattr(cls, name)
+    monkeypatch.setattr(cls, name, lambda *args: calls.append(None) or method(*args))
+    return calls
+
+
 @pytest.mark.parametrize(
     "options", [{}, {"nesterov": True}, {"dampening": 0.5}, {"weight_decay": 0.1}]
 )
@@ -233,11 +241,7 @@ def test_sgd_steps_a_flat_group_with_plain_momentum_on_the_flat_tensors(
     gen = torch.Generator().manual_seed(1)
     for _ in range(2):  # makes the buffers, then checks the group in full once more
         _step_both(ours, ref, opt, ref_opt, gen)
-    general = []
-    decay_and_add = SGD._decay_and_add
-    monkeypatch.setattr(
-        SGD, "_decay_and_add", lambda *args: general.append(1) or decay_and_add(*args)
-    )
+    general = _count_calls(monkeypatch, SGD, "_decay_and_add")
     for _ in range(3):
         _step_both(ours, ref, opt, ref_opt, gen)
     assert len(general) == (3 if options else 0)
@@ -273,11 +277,7 @@ def test_a_state_key_gone_from_every_parameter_leaves_the_cheap_check_working(
         for param in params:
             del state[param]["momentum_buffer"]
     opt.param_groups[0]["momentum"] = ref_opt.param_groups[0]["momentum"] = 0.0
-    full_checks = []
-    remember_states = FlatGroup.remember_states
-    monkeypatch.setattr(
-        FlatGroup, "remember_states", lambda *args: full_checks.append(1) or remember_states(*args)
-    )
+    full_checks = _count_calls(monkeypatch, FlatGroup, "remember_states")
     for _ in range(4):
         _step_both(ours, ref, opt, ref_opt, gen)
     assert len(full_checks) == 1
