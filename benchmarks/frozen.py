@@ -29,11 +29,8 @@ from pathlib import Path
 
 import torch
 
-try:
-    import nograd
-except ImportError:  # a bare checkout: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import nograd
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
+import nograd
 from _common import (
     calls_per_chunk,
     machine_lines,

@@ -15,18 +15,13 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-try:
-    import nograd.nn
-    import nograd.optim
-except ImportError:  # a bare checkout: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import nograd.nn
-    import nograd.optim
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
+import nograd.nn
+import nograd.optim
 from _common import (
     calls_per_chunk,
     machine_lines,

@@ -71,11 +71,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-try:
-    import nograd
-except ImportError:  # a bare checkout: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import nograd
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
+import nograd
 import nograd.nn
 import nograd.optim
 from _common import markdown_table, minimal_backward, ratio_text

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
 import nograd.optim.optimizer
 from _common import (
     calls_per_chunk,

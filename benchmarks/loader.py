@@ -22,7 +22,6 @@ Usage: python benchmarks/loader.py [--samples 4096] [--repeats 7] [--blur 0] [--
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,8 @@ from typing import Any
 import torch
 import torch.utils.data
 
-try:
-    import nograd.data
-except ImportError:  # a bare checkout: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import nograd.data
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
+import nograd.data
 from _common import machine_lines, markdown_table, median, print_report
 
 BATCH = 64

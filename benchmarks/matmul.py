@@ -28,12 +28,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-try:
-    from nograd.nn import matmul
-except ImportError:  # a bare checkout: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from nograd.nn import matmul
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
 from _common import calls_per_chunk, machine_lines, markdown_table, median, print_report, time_calls
+from nograd.nn import matmul
 
 CHUNK_S = 0.02
 # the MLP's two big layers, the reference net at batch 1000, and shapes around the line

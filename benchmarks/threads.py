@@ -24,11 +24,7 @@ from pathlib import Path
 
 import torch
 
-try:
-    from nograd.cli import threads_for
-except ImportError:  # a bare checkout: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from nograd.cli import threads_for
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
 from _common import (
     calls_per_chunk,
     machine_lines,
@@ -38,6 +34,7 @@ from _common import (
     print_report,
     time_calls,
 )
+from nograd.cli import threads_for
 from nograd.config import TASKS, TrainConfig, build_loss, build_model, build_optimizer
 
 CHUNK_S = 0.025  # each timed chunk lasts at least this long

@@ -39,11 +39,8 @@ from types import ModuleType
 
 import torch
 
-try:
-    import nograd
-except ImportError:  # a bare checkout: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    import nograd
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
+import nograd
 from _common import machine_lines, markdown_table, median, positive_ints, print_report
 from vs_torch import OPTIMIZERS, disk_points, initial_state
 

@@ -97,6 +97,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
 import nograd
 import nograd.nn
 import nograd.optim
