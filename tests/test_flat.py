@@ -367,7 +367,7 @@ def test_a_group_flattened_in_inference_mode_still_steps_outside_it() -> None:
 
 # One event of a training run, applied alike to ours and torch's: (kind, parameter index).
 EVENTS = st.tuples(
-    st.sampled_from(["step", "skip", "rebind", "reload", "reset"]), st.integers(0, 2)
+    st.sampled_from(["step", "skip", "rebind", "reload", "reset", "replace"]), st.integers(0, 2)
 )
 
 
@@ -395,6 +395,12 @@ def test_any_mix_of_steps_rebinding_and_reloading_matches_torch_bit_for_bit(
         if kind == "reset":  # del optimizer.state[p]: that parameter starts afresh
             opt.state.pop(ours[i], None)
             ref_opt.state.pop(ref[i], None)
+            continue
+        if kind == "replace":  # state[p][key] = a new tensor, in the same dict
+            for state, param in ((opt.state, ours[i]), (ref_opt.state, ref[i])):
+                for key, value in list(state.get(param, {}).items()):
+                    if isinstance(value, Tensor) and value.dim() > 0:
+                        state[param][key] = value * 0.5 + 0.25
             continue
         for j, (p, t) in enumerate(zip(ours, ref, strict=True)):
             g = torch.randn(p.shape, generator=gen)
