@@ -38,7 +38,10 @@ each chunk runs enough epochs to last >= 25 ms; the variants take turns
 (A, B, C, then B, C, A, then C, A, B, ...) so machine noise hits them alike and
 each runs first, second and third equally often (a variant's place in the turn
 moves its time by 1-2% on this machine); a row reports the median time per step and,
-for each ratio, the median of the per-repetition ratios.
+for each ratio, the median of the per-repetition ratios. A single row's ratio to the
+minimal loop still moves by a few percent from one fresh process to the next (the
+reference net at batch 1000: 1.10 to 1.18 in eight runs): ``--processes K`` runs each
+row in K fresh processes in turn and pools their chunks (``pooled``).
 Allocator: torch's CPU tensors come from the C library's malloc. glibc's gives each
 block of 128 KiB or more a mapping of its own and returns it to the kernel when it is
 freed, so a step that makes such tensors anew pays a page fault for every 4 KiB of
@@ -568,6 +571,40 @@ def row_in_child(spec: RowSpec, settings: Settings, quick: bool, repeats: int | 
     return Row(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def pooled(runs: Sequence[Row]) -> Row:
+    """One row from the same row run in several fresh processes (``--processes``).
+
+    What a process inherits (where the C allocator put its blocks, the address-space
+    layout) moves a row's ratios by a few percent from one process to the next, beyond
+    what the interleaving within a process evens out. Each run's chunks are rescaled to
+    one step and pooled, so a row reports the medians over all of them; a chunk stays
+    paired with the chunks of the other variants that ran beside it, in its own
+    process, so a ratio is still the median of per-repetition ratios. The equality
+    checks report the worst run, the page faults the median one.
+    """
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    seconds = {  # per step, each run's chunks in the order they ran
+        name: [chunk / run.steps for run in runs for chunk in run.seconds[name]]
+        for name in first.seconds
+    }
+    onednn = [run.onednn_error_ratio for run in runs if run.onednn_error_ratio is not None]
+    return Row(
+        first.case, first.threads, first.optimizer, first.batch, seconds, 1,
+        worst([run.gap_float64 for run in runs]),
+        {name: worst([run.gap_float32[name] for run in runs]) for name in first.gap_float32},
+        {name: median([run.faults[name] for run in runs]) for name in first.faults},
+        worst(onednn) if onednn else None,
+        first.allocator,
+    )  # fmt: skip
+
+
+def worst(gaps: Sequence[float]) -> float:
+    """The largest gap, or NaN if any is NaN (``max`` would depend on where the NaN sits)."""
+    return math.nan if any(math.isnan(gap) for gap in gaps) else max(gaps)
+
+
 def row_child(spec: str, settings: Settings) -> str:
     """The child's side of ``row_in_child``: run the row, return it as a line of JSON."""
     case, threads, optimizer, batch, allocator = spec.split(",")
@@ -809,6 +846,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="fresh processes per row, their chunks pooled (1)",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="run every row in this process, not each in its own",
@@ -845,20 +888,26 @@ def row_specs(args: argparse.Namespace, device: torch.device) -> list[RowSpec]:
 
 def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row], list[str]]:
     """Run every requested row; return them with the report's markdown lines."""
-    quick, settings = args.quick, settings_from(args, device)
+    quick, settings, processes = args.quick, settings_from(args, device), args.processes
     rows = []
     for spec in row_specs(args, device):
         if args.in_process:
             row = run_row(spec, settings)
         else:
-            row = row_in_child(spec, settings, quick, args.repeats)
+            runs = [row_in_child(spec, settings, quick, args.repeats) for _ in range(processes)]
+            row = pooled(runs)
         rows.append(row)
         timing = ", ".join(f"{n} {row.us_per_step(n):.1f}" for n in row.seconds)
         case, threads, optimizer, batch, allocator = spec
         print(f"{case} threads={threads} {optimizer} batch={batch} allocator={allocator}: "
               f"{timing} us/step", file=sys.stderr)  # fmt: skip
     steps = f"one epoch of {REF_POINTS} points (ref), {settings.mlp_steps} steps (MLP)"
-    where = "all rows in this process" if args.in_process else "each row in a fresh process"
+    if args.in_process:
+        where = "all rows in this process"
+    elif processes == 1:
+        where = "each row in a fresh process"
+    else:
+        where = f"each row in {processes} fresh processes, their chunks pooled"
     lines = [
         "# nograd vs PyTorch: training speed",
         "",
@@ -868,7 +917,8 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
         "",
         *results_table(rows),
         "",
-        f"- us/step: the median of {settings.repeats} chunks. A ratio is the median of the "
+        f"- us/step: the median of {settings.repeats * processes} chunks. A ratio is the "
+        "median of the "
         "per-repetition ratios (the variants run back to back, so a burst of load slows both "
         "sides of a pair); below 1, the left one is faster.",
         "- target: the lead's ceilings; they hold for the 1-thread ref rows and every MLP row.",
@@ -898,7 +948,12 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit code 1 if any row's parameters disagree, 2 on bad arguments."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, got {args.processes}")
+    if args.in_process and args.processes > 1:
+        parser.error("--processes runs each row in fresh processes: not with --in-process")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("vs_torch: --device cuda, but torch sees no CUDA device", file=sys.stderr)

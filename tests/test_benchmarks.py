@@ -5,7 +5,9 @@ Nothing here looks at a timing; the script's numbers are for people to read.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +109,50 @@ def test_a_warm_row_frees_a_block_before_it_starts(
     assert warmed == [True]
 
 
+def test_rows_from_several_processes_are_pooled_step_by_step(vs_torch: ModuleType) -> None:
+    """--processes: each run's chunks rescaled to one step, each still paired with the
+    chunks that ran beside it; the worst gap, the median page faults."""
+    row = functools.partial(vs_torch.Row, "ref", 1, "sgd", 1000)
+    first = row(
+        {"nograd": [2.0, 4.0], "minimal": [1.0, 1.0]},  # steps=2: 1 and 2 s per step
+        2, 1e-17, {"nograd": 0.0, "minimal": 1e-7}, {"nograd": 1.0, "minimal": 5.0},
+    )  # fmt: skip
+    second = row(
+        {"nograd": [3.0, 3.0], "minimal": [2.0, 3.0]},  # steps=3: 1 s per step, 1 against 1
+        3, 1e-12, {"nograd": 0.0, "minimal": math.nan}, {"nograd": 3.0, "minimal": 7.0},
+    )  # fmt: skip
+    third = row(
+        {"nograd": [1.5, 1.5], "minimal": [1.0, 1.0]},
+        1, 1e-16, {"nograd": 0.0, "minimal": 1e-6}, {"nograd": 2.0, "minimal": 6.0},
+    )  # fmt: skip
+
+    assert vs_torch.pooled([first]) is first
+    pooled = vs_torch.pooled([first, second, third])
+
+    assert pooled.steps == 1
+    assert pooled.seconds["nograd"] == [1.0, 2.0, 1.0, 1.0, 1.5, 1.5]
+    assert pooled.seconds["minimal"] == [0.5, 0.5, 2 / 3, 1.0, 1.0, 1.0]
+    assert pooled.us_per_step("nograd") == 1.25e6
+    # per-chunk ratios 2, 4, 1.5, 1, 1.5, 1.5: paired within each process
+    assert pooled.ratio("nograd", "minimal") == 1.5
+    assert pooled.gap_float64 == 1e-12
+    assert pooled.gap_float32["nograd"] == 0.0 and math.isnan(pooled.gap_float32["minimal"])
+    assert pooled.faults == {"nograd": 2.0, "minimal": 6.0}
+    assert pooled.onednn_error_ratio is None and pooled.allocator == "fresh"
+
+
+def test_a_row_in_several_processes(
+    vs_torch: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert vs_torch.main([*QUICK, "--optimizers", "sgd", "--processes", "2"]) == 0
+
+    out = capsys.readouterr().out
+    assert "each row in 2 fresh processes, their chunks pooled" in out
+    assert "us/step: the median of 6 chunks" in out  # 3 quick chunks from each process
+    (row,) = table_rows(out)
+    assert row[EQUAL_COLUMN] == "✓" and float(row[EQUAL_COLUMN + 2]) == 0.0
+
+
 def test_a_wrong_update_is_caught(
     vs_torch: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -185,7 +231,14 @@ def test_a_wrong_onednn_product_is_caught(
 
 @pytest.mark.parametrize(
     "argv",
-    [["--cases", "resnet"], ["--threads", "0"], ["--batches", "ten"], ["--device", "tpu"]],
+    [
+        ["--cases", "resnet"],
+        ["--threads", "0"],
+        ["--batches", "ten"],
+        ["--device", "tpu"],
+        ["--processes", "0"],
+        ["--in-process", "--processes", "2"],
+    ],
 )
 def test_bad_arguments_exit_with_code_2(vs_torch: ModuleType, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
