@@ -13,7 +13,7 @@ from torch import Tensor
 
 import nograd.nn
 from nograd.nn import Parameter
-from nograd.optim import SGD, Adam, Optimizer
+from nograd.optim import SGD, Adam, Optimizer, foreach
 from nograd.optim.flat import ALIGN_BYTES, FLAT_MAX_NUMEL, FlatGroup
 from tests.oracle import torch_makes_state_at_first_step
 from tests.test_optim import CASES, IDS, SHAPES, TWINS
@@ -248,6 +248,23 @@ def test_sgd_steps_a_flat_group_with_plain_momentum_on_the_flat_tensors(
     _assert_equal(ours, ref)
     for p, t in zip(ours, ref, strict=True):
         assert torch.equal(opt.state[p]["momentum_buffer"], ref_opt.state[t]["momentum_buffer"])
+
+
+def test_a_flat_group_asks_once_whether_its_momentum_line_may_take_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a torch whose ``addcmul`` rounded once (``foreach.one_pass_mul_add`` False for
+    the group's dtype), every flat step takes the general two passes: torch's bits."""
+    monkeypatch.setattr(foreach, "_one_pass_mul_add_exact", lambda dtype: False)
+    ours, ref, opt, ref_opt = _pair(SGD, {"lr": 0.1, "momentum": 0.9})
+    gen = torch.Generator().manual_seed(1)
+    general = _count_calls(monkeypatch, SGD, "_decay_and_add")
+    for _ in range(4):
+        _step_both(ours, ref, opt, ref_opt, gen)
+    (flat,) = opt._flat.values()
+    assert not flat.one_pass_mul_add
+    assert len(general) == 3  # every step after the first, which makes the buffers
+    _assert_equal(ours, ref)
 
 
 def test_sgd_momentum_set_to_zero_between_flat_steps_leaves_the_buffer_as_torch() -> None:

@@ -52,12 +52,16 @@ import operator
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from nograd.nn.parameter import Parameter
+from nograd.optim import foreach
+
+if TYPE_CHECKING:
+    from nograd.optim.optimizer import GroupTensors
 
 FLAT_MAX_NUMEL = 1 << 16  # past this the gradient copy costs more than the dispatch saved
 ALIGN_BYTES = 64  # where torch's CPU allocator starts every tensor
@@ -146,9 +150,16 @@ class FlatGroup:
             into the slices ``lend_grad_views`` lent, or copied in by ``gather_grads``.
         state_buffers: for each state key, the flat buffer behind every parameter's
             ``state[key]``; trust it only right after ``grad_if_unchanged`` passed.
+        one_pass_mul_add: whether ``foreach.mul_add_`` may update these buffers
+            (``foreach.one_pass_mul_add``: on the CPU, in float32 or float64). A group's
+            dtype and device are its own for good, so this is asked once.
+        step_tensors: the optimizer's lists for a step that ``grad_if_unchanged`` let
+            through, kept for the next such step while ``grad`` is the same tensor
+            (``Optimizer._with_grads``).
     """
 
     grad: Tensor
+    step_tensors: GroupTensors | None = None
     _grad_views: list[Tensor]
     _slices_lent: bool  # whether a parameter was lent a slice of grad since it was made
 
@@ -174,6 +185,7 @@ class FlatGroup:
         self._state_sizes: list[int] = []
         self._state_views: list[tuple[tuple[str, Tensor], ...]] = []  # see _note_state_views
         self.remember_states({})  # no state yet
+        self.one_pass_mul_add = foreach.one_pass_mul_add([self.data], [self.data])
         # the optimizer's flag: False once a step went tensor by tensor, or after a
         # load_state_dict, until can_flatten passes again
         self.current = True

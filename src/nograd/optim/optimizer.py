@@ -353,7 +353,13 @@ class Optimizer:
         if flat is not None and flat.current:  # the usual step: one check for all
             grad = flat.grad_if_unchanged(group["params"], self.state)
             if grad is not None:
-                return GroupTensors(flat.params, [flat.data], [grad], flat, checked=True)
+                # the lists of the last such step while grad is the same tensor: a new
+                # GroupTensors would cost a Python call (its __new__) at every step
+                tensors = flat.step_tensors
+                if tensors is None or tensors.g[0] is not grad:
+                    tensors = GroupTensors(flat.params, [flat.data], [grad], flat, checked=True)
+                    flat.step_tensors = tensors
+                return tensors
         params = [param for param in group["params"] if param.grad is not None]
         if only is not None:
             params = [param for param in params if param in only]

@@ -131,7 +131,9 @@ class SGD(Optimizer):
         if group["nesterov"] or group["dampening"] or group["weight_decay"] or group["maximize"]:
             return False
         b = flat.state_buffers.get("momentum_buffer")
-        if b is None or not foreach.one_pass_mul_add([b], g):
+        # mul_add_'s conditions (foreach.one_pass_mul_add): the group's, asked once when
+        # it was made, and a buffer of the gradient's dtype
+        if b is None or not (flat.one_pass_mul_add and b.dtype == g[0].dtype):
             return False
         foreach.mul_add_([b], mu, g)  # b = mu * b + g, one pass
         tensors.p[0].add_(b, alpha=-group["lr"])  # p = p - lr * b
