@@ -917,10 +917,9 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
         "",
         *results_table(rows),
         "",
-        f"- us/step: the median of {settings.repeats * processes} chunks. A ratio is the "
-        "median of the "
-        "per-repetition ratios (the variants run back to back, so a burst of load slows both "
-        "sides of a pair); below 1, the left one is faster.",
+        f"- us/step: the median of {settings.repeats * processes} chunks. A ratio is the median "
+        "of the per-repetition ratios (the variants run back to back, so a burst of load slows "
+        "both sides of a pair); below 1, the left one is faster.",
         "- target: the lead's ceilings; they hold for the 1-thread ref rows and every MLP row.",
         "- allocator: the C allocator's state when the row began. fresh: as a new process "
         "starts; warm: after a block of "

@@ -53,7 +53,8 @@ class GroupTensors(NamedTuple):
     """One param group's tensors for one step, as lists for torch's ``_foreach_*`` ops.
 
     Each list has one tensor per parameter, or, when ``flat`` is set, a single flat
-    tensor for the whole group.
+    tensor for the whole group. A step reads the lists and never changes them: a flat
+    group's may serve several steps (``FlatGroup.step_tensors``).
     """
 
     params: list[Parameter]  # the parameters that have a gradient
