@@ -473,3 +473,34 @@ def test_versions_script_catches_a_version_that_trains_otherwise(
     assert versions.main(["--rev", "HEAD", "--quick", "--optimizers", "sgd"]) == 1
     (row,) = _versions_rows(capsys.readouterr().out)
     assert row[5] == "✗ differ"
+
+
+def _straight_rows(out: str) -> list[list[str]]:
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()]
+    return [row for row in rows if len(row) == 8 and row[0].isdigit()]
+
+
+def test_straight_line_script_runs_nograds_kernels_to_the_same_bits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """straight_line.py: nograd's kernels as one function train to nograd's parameters."""
+    straight = import_script("straight_line")
+    threads_before = torch.get_num_threads()
+    assert straight.main(["--quick"]) == 0
+    (row,) = _straight_rows(capsys.readouterr().out)
+    assert row[0] == "1000" and row[-1] == "✓"
+    assert all(float(cell) > 0 for cell in row[1:7])
+    assert torch.get_num_threads() == threads_before
+
+
+def test_straight_line_script_catches_a_step_that_is_not_nograds(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Straight's ReLU backward letting the gradient through at 0: not nograd's step."""
+    straight = import_script("straight_line")
+    monkeypatch.setattr(
+        straight, "_threshold_backward", lambda g, a, at: torch.where(a >= at, g, 0.0)
+    )
+    assert straight.main(["--quick"]) == 1
+    (row,) = _straight_rows(capsys.readouterr().out)
+    assert row[-1] == "✗ differ"
