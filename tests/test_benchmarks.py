@@ -118,7 +118,7 @@ def test_rows_from_several_processes_are_pooled_step_by_step(vs_torch: ModuleTyp
         2, 1e-17, {"nograd": 0.0, "minimal": 1e-7}, {"nograd": 1.0, "minimal": 5.0},
     )  # fmt: skip
     second = row(
-        {"nograd": [3.0, 3.0], "minimal": [2.0, 3.0]},  # steps=3: 1 s per step, 1 against 1
+        {"nograd": [3.0, 3.0], "minimal": [2.0, 3.0]},  # steps=3: nograd 1 s per step
         3, 1e-12, {"nograd": 0.0, "minimal": math.nan}, {"nograd": 3.0, "minimal": 7.0},
     )  # fmt: skip
     third = row(
