@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
 from _common import (
+    calls_per_chunk,
     machine_lines,
     markdown_table,
     median,
@@ -52,9 +53,9 @@ from _common import (
 from nograd.optim.flat import ALIGN_BYTES
 from vs_torch import (
     OPTIMIZERS,
-    Batch,
     Variant,
     initial_state,
+    looped,
     make_batches,
     minimal_variant,
     nograd_variant,
@@ -115,24 +116,7 @@ def straight_variant(init: dict[str, Tensor], lr: float, momentum: float) -> Var
             torch.addcmul(grad, b, one, value=momentum, out=b)  # b = (mu b) * 1 + g
         data.add_(momentum_buffer[0], alpha=-lr)  # p = p - lr b
 
-    def train(batches: Sequence[Batch], epochs: int) -> None:
-        with torch.inference_mode():
-            for _ in range(epochs):
-                for x, y in batches:
-                    step(x, y)
-
-    return Variant(train, lambda: params)
-
-
-def epochs_per_chunk(train: Callable[[int], None]) -> int:
-    """Epochs that take at least ``CHUNK_S`` (timed on ``train`` itself)."""
-    epochs = 1
-    while True:
-        start = time.perf_counter()
-        train(epochs)
-        if time.perf_counter() - start >= CHUNK_S or epochs >= 1 << 12:
-            return epochs
-        epochs *= 2
+    return Variant(looped(step), lambda: params)
 
 
 def row(batch: int, repeats: int) -> list[str]:
@@ -150,7 +134,7 @@ def row(batch: int, repeats: int) -> list[str]:
         variant.train(batches, 1)  # warm up: the first steps plan, flatten, make buffers
     # sized on the minimal loop, whose parameters nobody compares: nograd and straight
     # take the same steps
-    epochs = epochs_per_chunk(lambda n: variants["minimal"].train(batches, n))
+    epochs = calls_per_chunk(lambda: variants["minimal"].train(batches, 1), CHUNK_S)
     steps = epochs * len(batches)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for turn in range(repeats):

@@ -33,7 +33,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -41,7 +41,14 @@ import torch
 
 import _checkout  # noqa: F401  (a bare checkout: its src/ on the path)
 import nograd
-from _common import machine_lines, markdown_table, median, positive_ints, print_report
+from _common import (
+    calls_per_chunk,
+    machine_lines,
+    markdown_table,
+    median,
+    positive_ints,
+    print_report,
+)
 from vs_torch import OPTIMIZERS, disk_points, initial_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,17 +118,6 @@ class Run:
         return [p.data for p in self.model.parameters()]
 
 
-def epochs_per_chunk(train: Callable[[int], None]) -> int:
-    """Epochs that take at least ``CHUNK_S`` (timed on ``train`` itself)."""
-    epochs = 1
-    while True:
-        start = time.perf_counter()
-        train(epochs)
-        if time.perf_counter() - start >= CHUNK_S or epochs >= 1 << 12:
-            return epochs
-        epochs *= 2
-
-
 def row(optimizer: str, batch: int, repeats: int) -> list[str]:
     """A table row: each version's us/step, new / old, and whether the bits agree."""
     x, y = disk_points(POINTS, torch.Generator().manual_seed(0))
@@ -131,7 +127,7 @@ def row(optimizer: str, batch: int, repeats: int) -> list[str]:
     for run in runs.values():
         run.train(batches, 1)  # warm up: the first steps plan and flatten
     probe = Run("nograd", optimizer, init)  # sized on a third run: the two take the same steps
-    epochs = epochs_per_chunk(lambda n: probe.train(batches, n))
+    epochs = calls_per_chunk(lambda: probe.train(batches, 1), CHUNK_S)
     steps = epochs * len(batches)
     times: dict[str, list[float]] = {name: [] for name in runs}
     ratios = []

@@ -380,13 +380,20 @@ def minimal_variant(
             g.mul_(inverse_n[n])  # dL/dz = (p - onehot(y)) / N
         update(minimal_backward(g, activations, weights))
 
+    return Variant(looped(step), lambda: params)
+
+
+def looped(step: Callable[[Tensor, Tensor], None]) -> Callable[[Sequence[Batch], int], None]:
+    """A variant's ``train``: ``step(x, y)`` on every batch, epoch after epoch, under
+    ``torch.inference_mode``."""
+
     def train(batches: Sequence[Batch], epochs: int) -> None:
         with torch.inference_mode():
             for _ in range(epochs):
                 for x, y in batches:
                     step(x, y)
 
-    return Variant(train, lambda: params)
+    return train
 
 
 BUILDERS = {
