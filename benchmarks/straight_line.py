@@ -24,8 +24,9 @@ So straight does what nograd does, kernel for kernel, and the row's last column 
 that both end with the same parameters, bit for bit. Whatever nograd takes beyond
 straight's time is the Python of its modules, its loss and its optimizer (the calls,
 the checks, the bookkeeping that lets a user add hooks or change the learning rate
-between two steps). The variants take turns chunk by chunk, as in ``vs_torch.py``.
-Nothing here is asserted on time.
+between two steps). PyTorch's idiomatic loop (``vs_torch.py``'s) runs in the same turns,
+so that straight's time is also measured against it. The variants take turns chunk by
+chunk, as in ``vs_torch.py``. Nothing here is asserted on time.
 
 Usage: python benchmarks/straight_line.py [--batches 1,10,100,1000] [--repeats 15]
        [--threads 1] [--quick] [--out FILE]
@@ -59,11 +60,12 @@ from vs_torch import (
     make_batches,
     minimal_variant,
     nograd_variant,
+    torch_variant,
 )
 
 SIZES = (2, 25, 25, 25, 2)
 CHUNK_S = 0.025  # each timed chunk lasts at least this long
-VARIANTS = ("nograd", "straight", "minimal")
+VARIANTS = ("nograd", "straight", "minimal", "PyTorch")
 
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default._op
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default._op
@@ -129,6 +131,7 @@ def row(batch: int, repeats: int) -> list[str]:
         "nograd": nograd_variant(SIZES, init, "sgd", cpu, torch.float32),
         "straight": straight_variant(init, options["lr"], options["momentum"]),
         "minimal": minimal_variant(SIZES, init, "sgd", cpu, torch.float32),
+        "PyTorch": torch_variant(SIZES, init, "sgd", cpu, torch.float32),
     }
     for variant in variants.values():
         variant.train(batches, 1)  # warm up: the first steps plan, flatten, make buffers
@@ -138,7 +141,7 @@ def row(batch: int, repeats: int) -> list[str]:
     steps = epochs * len(batches)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for turn in range(repeats):
-        shift = turn % len(VARIANTS)  # each runs first, second and third in turn
+        shift = turn % len(VARIANTS)  # each runs in each place of the turn in turn
         for name in VARIANTS[shift:] + VARIANTS[:shift]:
             start = time.perf_counter()
             variants[name].train(batches, epochs)
@@ -160,6 +163,7 @@ def row(batch: int, repeats: int) -> list[str]:
         ratio("nograd", "minimal"),
         ratio("straight", "minimal"),
         ratio("straight", "nograd"),
+        ratio("straight", "PyTorch"),
         "✓" if same else "✗ differ",
     ]
 
@@ -190,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     header = [
         "batch", "nograd (us/step)", "straight (us/step)", "minimal (us/step)",
-        "nograd/minimal", "straight/minimal", "straight/nograd", "straight = nograd, bit for bit",
+        "PyTorch (us/step)", "nograd/minimal", "straight/minimal", "straight/nograd",
+        "straight/PyTorch", "straight = nograd, bit for bit",
     ]  # fmt: skip
     lines += markdown_table(header, rows)
     print_report(lines, args.out)
