@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from nograd import data, nn, optim
 from nograd.gradcheck import GradcheckResult, gradcheck
 from nograd.nn.matmul import get_cpu_matmul, set_cpu_matmul
+from nograd.train_step import TrainStep
 
 if TYPE_CHECKING:
     from nograd import train
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GradcheckResult",
+    "TrainStep",
     "data",
     "get_cpu_matmul",
     "gradcheck",

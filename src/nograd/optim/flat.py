@@ -304,7 +304,20 @@ class FlatGroup:
         for param, lent in zip(self.params, self._lent, strict=True):
             param.lent_grad = lent
 
-    def _held_elsewhere(self, grads: list[Tensor] | None = None) -> bool:
+    def slices_to_write(self, grads: Sequence[Tensor | None]) -> list[Tensor] | None:
+        """The slices of ``grad``, for a caller that writes every gradient straight into
+        them and makes each ``param.grad`` its slice (``nograd.TrainStep``: zero_grad and
+        the backward in one); or None where code outside may still hold one of them as
+        an old gradient, as ``lend_grad_views`` checks: the caller then runs
+        ``zero_grad``, which leaves that buffer to it. ``grads``: each parameter's
+        gradient now.
+        """
+        if _STORAGE_USE_COUNT is None or (self._slices_lent and self._held_elsewhere(grads)):
+            return None
+        self._slices_lent = True
+        return self._grad_views
+
+    def _held_elsewhere(self, grads: Sequence[Tensor | None] | None = None) -> bool:
         """Whether code outside this group may hold a slice of ``grad`` or its memory.
 
         Two counts tell, each against its value when nobody else could hold them:

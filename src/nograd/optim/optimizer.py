@@ -370,6 +370,12 @@ class Optimizer:
             return GroupTensors(params, [param.data for param in params], grads, None)
         return GroupTensors(params, [flat.data], [flat.gather_grads(grads)], flat)
 
+    def flat_group(self, group: ParamGroup) -> FlatGroup | None:
+        """The group's flat buffers (``nograd.optim.flat``) if its last step used them,
+        else None (``nograd.TrainStep`` writes the gradients straight into them)."""
+        flat = self._flat.get(id(group["params"]))
+        return flat if flat is not None and flat.current else None
+
     def _flat_group(self, group: ParamGroup, params: list[Parameter]) -> FlatGroup | None:
         """The group's ``FlatGroup``, flattened (again) if needed; None if it cannot be.
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from nograd.nn.parameter import Parameter
 from nograd.optim import foreach, fused
+from nograd.optim.flat import FlatGroup
 from nograd.optim.foreach import TensorList
 from nograd.optim.optimizer import GroupTensors, Optimizer, ParamGroup, ParamsT
 
@@ -137,6 +138,28 @@ class SGD(Optimizer):
             return False
         foreach.mul_add_([b], mu, g)  # b = mu * b + g, one pass
         tensors.p[0].add_(b, alpha=-group["lr"])  # p = p - lr * b
+        return True
+
+    def step_on_flat(self, flat: FlatGroup) -> bool:
+        """``step()``, for a caller that has just written every gradient of ``flat``'s
+        group into ``flat.grad`` (``nograd.TrainStep``), where it is the usual momentum
+        line (``_flat_momentum_step``); False, having done nothing, elsewhere.
+
+        The caller made each ``param.grad`` its slice of ``flat.grad``; it vouches for
+        that, so ``grad_if_unchanged``'s loop over the parameters is skipped. Also
+        skipped, and so not seen: a state tensor replaced by hand since the last
+        ``step()`` (``nograd.train_step``).
+        """
+        group, tensors = self.param_groups[0], flat.step_tensors
+        if (
+            len(self.param_groups) != 1
+            or group.get("fused")
+            or tensors is None
+            or tensors.g[0] is not flat.grad  # the lists of a step on this very buffer
+            or not self._flat_momentum_step(group, tensors)
+        ):
+            return False
+        self._opt_called = True  # what step() notes (a scheduler checks it)
         return True
 
     def _momentum_buffers(
