@@ -66,6 +66,17 @@ of torch's BLAS, faster on CPUs where MKL does not use AVX-512 (AMD's). Its numb
 not PyTorch's bits, so its check is in float32: after a few steps, its parameters may
 stray from PyTorch's float64 run at most ONEDNN_ERROR_RATIO times as far as PyTorch's
 own float32 run does. It has a table of its own, below the main one.
+A fifth variant on every row, **nograd TrainStep**, is nograd's one-call training step
+(``nograd.TrainStep``), which runs the same four lines as straight-line code where the
+model allows (the reference net and the MLP both are such a model)::
+
+      step = nograd.TrainStep(model, loss_fn, optimizer)
+      with torch.inference_mode():
+          for x, y in batches:
+              loss = step(x, y)
+
+It must train to nograd's parameters bit for bit ("= nograd"); its table comes after
+oneDNN's.
 Memory (when the MLP runs): the peak of a few MLP steps, per variant, in a fresh
 process on the CPU (peak RSS) or in process on CUDA (max_memory_allocated).
 Alone (when the MLP runs on the CPU): each variant's MLP step in a fresh process of its
@@ -73,7 +84,7 @@ own, the processes in turns, with its page faults per step: in a row's process t
 variants share the allocator, and each one's frees change the others' costs.
 Targets (nograd/PyTorch, nograd/minimal) apply to the 1-thread rows of the reference
 net and to every MLP row. Exit code 1 if any row's parameters disagree (or
-nograd+oneDNN's stray too far).
+nograd+oneDNN's stray too far, or TrainStep's differ from nograd's).
 
 Usage: python benchmarks/vs_torch.py [--quick] [--repeats N] [--cases ref,mlp]
        [--threads 1,2] [--optimizers sgd,adam] [--batches 1,10] [--out FILE]
@@ -125,6 +136,7 @@ Batch = tuple[Tensor, Tensor]
 AloneRuns = dict[str, list[dict[str, float]]]  # variant -> alone_child's results
 VARIANTS = ("nograd", "PyTorch", "minimal")
 ONEDNN = "nograd+oneDNN"  # a fourth variant, on CPU MLP rows: nograd.set_cpu_matmul("onednn")
+STEP = "nograd TrainStep"  # a fifth, on every row: nograd.TrainStep
 RATIOS = (("nograd", "PyTorch"), ("nograd", "minimal"), ("minimal", "PyTorch"))
 OPTIMIZERS = {"sgd": ("SGD", {"lr": 0.05, "momentum": 0.9}), "adam": ("Adam", {"lr": 1e-3})}
 REF_POINTS = 1000
@@ -266,6 +278,22 @@ def nograd_variant(
     return Variant(train, lambda: list(model.state_dict().values()))
 
 
+def trainstep_variant(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Variant:
+    """nograd's training loop as one call a step, ``nograd.TrainStep``."""
+    model = nograd_mlp(sizes).to(device, dtype)
+    model.load_state_dict(init)
+    name, options = OPTIMIZERS[optimizer]
+    opt = getattr(nograd.optim, name)(model.parameters(), **options)
+    step = nograd.TrainStep(model, nograd.nn.CrossEntropyLoss(), opt)
+    return Variant(looped(step), lambda: list(model.state_dict().values()))
+
+
 def torch_variant(
     sizes: Sequence[int],
     init: dict[str, Tensor],
@@ -401,18 +429,20 @@ BUILDERS = {
     "PyTorch": torch_variant,
     "minimal": minimal_variant,
     ONEDNN: functools.partial(nograd_variant, cpu_matmul="onednn"),
+    STEP: trainstep_variant,
 }
 
 
 def variants_for(case: str, device: torch.device) -> tuple[str, ...]:
-    """The three variants, and nograd+oneDNN where it changes something: CPU MLP rows.
+    """The three variants and TrainStep, and nograd+oneDNN where it changes something:
+    CPU MLP rows.
 
     The reference net's products are all below ``ONEDNN_MIN_MACS``, so there it would be
     nograd itself; on a GPU the switch does nothing.
     """
     if case == "mlp" and device.type == "cpu" and nograd.nn.matmul.onednn_available():
-        return (*VARIANTS, ONEDNN)
-    return VARIANTS
+        return (*VARIANTS, STEP, ONEDNN)
+    return (*VARIANTS, STEP)
 
 
 def max_difference(ours: list[Tensor], reference: list[Tensor]) -> float:
@@ -445,10 +475,15 @@ class Row:
     faults: dict[str, float]  # each variant's minor page faults per step, median chunk
     onednn_error_ratio: float | None = None  # see check_onednn; None: no nograd+oneDNN here
     allocator: str = "fresh"  # the C allocator's state when the row began (ALLOCATOR_STATES)
+    step_gap: float = 0.0  # TrainStep's largest gap to nograd's parameters: 0 is the same bits
 
     @property
     def equal(self) -> bool:
         return self.gap_float64 <= CHECK_TOLERANCE  # False for NaN too
+
+    @property
+    def step_same(self) -> bool:
+        return self.step_gap == 0  # False for NaN too
 
     @property
     def onednn_close(self) -> bool:
@@ -554,13 +589,14 @@ def run_row(spec: RowSpec, settings: Settings) -> Row:
         name: max_difference(variants[name].parameters(), reference)
         for name in ("nograd", "minimal")
     }
+    step_gap = max_difference(variants[STEP].parameters(), variants["nograd"].parameters())
     gap64 = check_float64(case, optimizer, batch, settings)
     onednn = check_onednn(optimizer, settings) if ONEDNN in names else None
     steps = epochs * len(batches)
     timed_faults = {name: median(counts[1:]) for name, counts in faults.items()}  # no warm-up
     return Row(
         case, threads, optimizer, batch, seconds, steps, gap64, gap32, timed_faults, onednn,
-        allocator,
+        allocator, step_gap,
     )  # fmt: skip
 
 
@@ -604,6 +640,7 @@ def pooled(runs: Sequence[Row]) -> Row:
         {name: median([run.faults[name] for run in runs]) for name in first.faults},
         worst(onednn) if onednn else None,
         first.allocator,
+        worst([run.step_gap for run in runs]),
     )  # fmt: skip
 
 
@@ -829,6 +866,41 @@ def onednn_table(rows: Sequence[Row]) -> list[str]:
     ]
 
 
+def trainstep_table(rows: Sequence[Row]) -> list[str]:
+    """nograd.TrainStep against the others, with nograd's targets."""
+    header = [
+        "case", "threads", "optimizer", "batch", "allocator", f"{STEP} (us/step)", "/ PyTorch",
+        "target", "/ minimal", "target", "/ nograd", "= nograd",
+    ]  # fmt: skip
+    cells = []
+    for row in rows:
+        if STEP not in row.seconds:
+            continue
+        to_torch, to_minimal = row.ratio(STEP, "PyTorch"), row.ratio(STEP, "minimal")
+        targets = TARGETS.get((row.case, row.batch))
+        if row.case == "ref" and row.threads != 1:
+            targets = None
+        cells.append([
+            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
+            format_us(row.us_per_step(STEP)),
+            ratio_text(to_torch, targets and targets[0]),
+            target_cell(to_torch, targets and targets[0]),
+            ratio_text(to_minimal, targets and targets[1]),
+            target_cell(to_minimal, targets and targets[1]),
+            f"{row.ratio(STEP, 'nograd'):.2f}", "✓" if row.step_same else "✗",
+        ])  # fmt: skip
+    if not cells:
+        return []
+    return [
+        f"With nograd.TrainStep ({STEP}, timed in the same interleaved turns):",
+        "",
+        *markdown_table(header, cells),
+        "",
+        "- = nograd: its parameters after the timed runs are nograd's, bit for bit (the same "
+        "steps on the same batches).",
+    ]
+
+
 # ------------------------------------------------------------------------------- main
 def names_among(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
@@ -942,9 +1014,9 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> tuple[list[Row]
         "A gap that is not 0 grows chaotically over those steps (one ReLU crossing zero on one "
         "side suffices), so its size is information only.",
     ]
-    extra = onednn_table(rows)
-    if extra:
-        lines += ["", *extra]
+    for extra in (onednn_table(rows), trainstep_table(rows)):
+        if extra:
+            lines += ["", *extra]
     if "mlp" in args.cases:
         lines += ["", *measure_memory(args.optimizers, max(args.threads), settings)]
         if device.type == "cpu":
@@ -991,7 +1063,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     strays = [row for row in rows if not row.onednn_close]
     if strays:
         print(f"vs_torch: {ONEDNN} strays too far in {len(strays)} row(s)", file=sys.stderr)
-    if disagree or strays:
+    apart = [row for row in rows if not row.step_same]
+    if apart:
+        print(f"vs_torch: {STEP} differs from nograd in {len(apart)} row(s)", file=sys.stderr)
+    if disagree or strays or apart:
         return 1
     return 0
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -41,13 +42,19 @@ def vs_torch() -> ModuleType:
     return import_script("vs_torch")
 
 
-def table_rows(markdown: str) -> list[list[str]]:
-    """The cells of each data row of the results table."""
-    return [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in markdown.splitlines()
-        if line.startswith("| ref ") or line.startswith("| MLP ")
-    ]
+def table_rows(markdown: str, which: int = 0) -> list[list[str]]:
+    """The cells of each data row of a table of rows: the results table (0), or the
+    ``which``-th after it (nograd+oneDNN's, TrainStep's)."""
+    tables: list[list[list[str]]] = []
+    after_row = False  # whether the line before was a data row: the same table goes on
+    for line in markdown.splitlines():
+        is_row = line.startswith("| ref ") or line.startswith("| MLP ")
+        if is_row:
+            if not after_row:
+                tables.append([])
+            tables[-1].append([cell.strip() for cell in line.strip("|").split("|")])
+        after_row = is_row
+    return tables[which] if which < len(tables) else []
 
 
 def test_quick_run_prints_every_row_and_the_params_agree(
@@ -77,6 +84,10 @@ def test_quick_run_prints_every_row_and_the_params_agree(
         assert float(row[EQUAL_COLUMN + 2]) == 0.0  # nograd's float32 run: PyTorch's bits
         faults = [float(count) for count in row[-1].split(" / ")]  # nograd / PyTorch / minimal
         assert len(faults) == 3 and min(faults) >= 0
+    step_rows = table_rows(written, 1)  # nograd.TrainStep's table
+    assert [(row[2], row[3]) for row in step_rows] == [("sgd", "1000"), ("adam", "1000")]
+    for row in step_rows:
+        assert float(row[5]) > 0 and row[-1] == "✓"  # its us/step; nograd's bits
     assert torch.get_num_threads() == threads_before
 
 
@@ -173,6 +184,27 @@ def test_a_wrong_update_is_caught(
     assert "parameters disagree in 1 row" in captured.err
 
 
+def test_a_trainstep_that_trains_otherwise_is_caught(
+    vs_torch: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    honest = vs_torch.trainstep_variant
+
+    def other_start(sizes: Any, init: dict[str, Tensor], *args: Any) -> Any:
+        moved = {key: t + 1e-6 for key, t in init.items()}
+        return honest(sizes, moved, *args)
+
+    monkeypatch.setattr(vs_torch, "BUILDERS", {**vs_torch.BUILDERS, vs_torch.STEP: other_start})
+
+    assert vs_torch.main([*IN_PROCESS, "--optimizers", "sgd"]) == 1
+
+    captured = capsys.readouterr()
+    (row,) = table_rows(captured.out)
+    assert row[EQUAL_COLUMN] == "✓"  # nograd itself agrees with PyTorch
+    (step_row,) = table_rows(captured.out, 1)
+    assert step_row[-1] == "✗"
+    assert "nograd TrainStep differs from nograd in 1 row" in captured.err
+
+
 needs_onednn = pytest.mark.skipif(
     not matmul.onednn_available(), reason="this torch build has no oneDNN linear op"
 )
@@ -199,7 +231,9 @@ def test_cpu_mlp_rows_time_nograd_with_onednn_and_check_it_in_float32(
 
     out = capsys.readouterr().out
     assert 'With nograd.set_cpu_matmul("onednn")' in out
-    fresh_row, warm_row, onednn_fresh, onednn_warm = table_rows(out)
+    fresh_row, warm_row = table_rows(out)
+    onednn_fresh, onednn_warm = table_rows(out, 1)
+    assert [row[-1] for row in table_rows(out, 2)] == ["✓", "✓"]  # TrainStep = nograd
     assert fresh_row[4] == onednn_fresh[4] == "fresh" and warm_row[4] == onednn_warm[4] == "warm"
     assert fresh_row[EQUAL_COLUMN] == warm_row[EQUAL_COLUMN] == "✓"
     onednn_row = onednn_fresh
@@ -223,7 +257,8 @@ def test_a_wrong_onednn_product_is_caught(
     assert vs_torch.main(SMALL_MLP) == 1
 
     captured = capsys.readouterr()
-    *main_rows, onednn_fresh, onednn_warm = table_rows(captured.out)
+    main_rows = table_rows(captured.out)
+    onednn_fresh, onednn_warm = table_rows(captured.out, 1)
     assert [row[EQUAL_COLUMN] for row in main_rows] == ["✓", "✓"]  # float64: torch's products
     assert onednn_fresh[-1] == onednn_warm[-1] == "✗"
     assert "nograd+oneDNN strays too far in 2 row" in captured.err

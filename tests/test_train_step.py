@@ -282,6 +282,20 @@ def test_a_frozen_layer_and_a_new_learning_rate_are_seen() -> None:
     assert 0 < step.straight_steps < 19
 
 
+def test_loss_options_set_between_steps_are_seen() -> None:
+    ours, eager = _twins(_mlp, nn.CrossEntropyLoss, _sgd)
+    step = nograd.TrainStep(*ours)
+    for i, (x, y) in enumerate(_batches(40, 4)):
+        if i == 3:
+            ours[1].label_smoothing = eager[1].label_smoothing = 0.2
+        if i == 6:
+            ours[1].label_smoothing = eager[1].label_smoothing = 0.0
+            ours[1].reduction = eager[1].reduction = "sum"
+        assert torch.equal(step(x, y), _eager(*eager, x, y))
+    _assert_same(ours, eager)
+    assert step.straight_steps == 10 - 4  # eager: the first, and the smoothed ones
+
+
 def test_new_parameter_data_is_seen() -> None:
     ours, eager = _twins(_mlp, nn.CrossEntropyLoss, _sgd)
     step = nograd.TrainStep(*ours)
