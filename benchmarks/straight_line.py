@@ -21,12 +21,16 @@ no modules, no checks and no optimizer object:
   (``SGD._flat_momentum_step``).
 
 So straight does what nograd does, kernel for kernel, and the row's last column checks
-that both end with the same parameters, bit for bit. Whatever nograd takes beyond
-straight's time is the Python of its modules, its loss and its optimizer (the calls,
-the checks, the bookkeeping that lets a user add hooks or change the learning rate
-between two steps). PyTorch's idiomatic loop (``vs_torch.py``'s) runs in the same turns,
-so that straight's time is also measured against it. The variants take turns chunk by
-chunk, as in ``vs_torch.py``. Nothing here is asserted on time.
+that both end with the same parameters, bit for bit. ``nograd.TrainStep`` is that
+function made safe to use: the same straight lines, after checks that nothing they
+depend on changed (``nograd/train_step.py``); it runs as a fifth variant, so that the
+cost of those checks shows (TrainStep/straight), and must end with nograd's bits too.
+Whatever nograd takes beyond straight's time is the Python of its modules, its loss and
+its optimizer (the calls, the checks, the bookkeeping that lets a user add hooks or
+change the learning rate between two steps). PyTorch's idiomatic loop (``vs_torch.py``'s)
+runs in the same turns, so that straight's time is also measured against it. The
+variants take turns chunk by chunk, as in ``vs_torch.py``. Nothing here is asserted on
+time.
 
 Usage: python benchmarks/straight_line.py [--batches 1,10,100,1000] [--repeats 15]
        [--threads 1] [--quick] [--out FILE]
@@ -61,11 +65,12 @@ from vs_torch import (
     minimal_variant,
     nograd_variant,
     torch_variant,
+    trainstep_variant,
 )
 
 SIZES = (2, 25, 25, 25, 2)
 CHUNK_S = 0.025  # each timed chunk lasts at least this long
-VARIANTS = ("nograd", "straight", "minimal", "PyTorch")
+VARIANTS = ("nograd", "straight", "TrainStep", "minimal", "PyTorch")
 
 _nll_loss_forward = torch.ops.aten.nll_loss_forward.default._op
 _nll_loss_backward = torch.ops.aten.nll_loss_backward.default._op
@@ -130,6 +135,7 @@ def row(batch: int, repeats: int) -> list[str]:
     variants = {
         "nograd": nograd_variant(SIZES, init, "sgd", cpu, torch.float32),
         "straight": straight_variant(init, options["lr"], options["momentum"]),
+        "TrainStep": trainstep_variant(SIZES, init, "sgd", cpu, torch.float32),
         "minimal": minimal_variant(SIZES, init, "sgd", cpu, torch.float32),
         "PyTorch": torch_variant(SIZES, init, "sgd", cpu, torch.float32),
     }
@@ -151,12 +157,10 @@ def row(batch: int, repeats: int) -> list[str]:
         pairs = zip(times[name], times[other], strict=True)
         return f"{median([mine / theirs for mine, theirs in pairs]):.3f}"
 
-    same = all(
-        torch.equal(a, b)
-        for a, b in zip(
-            variants["nograd"].parameters(), variants["straight"].parameters(), strict=True
-        )
-    )
+    def same(name: str) -> str:
+        pairs = zip(variants["nograd"].parameters(), variants[name].parameters(), strict=True)
+        return "✓" if all(torch.equal(a, b) for a, b in pairs) else "✗ differ"
+
     return [
         str(batch),
         *(f"{median(times[name]):.1f}" for name in VARIANTS),
@@ -164,7 +168,10 @@ def row(batch: int, repeats: int) -> list[str]:
         ratio("straight", "minimal"),
         ratio("straight", "nograd"),
         ratio("straight", "PyTorch"),
-        "✓" if same else "✗ differ",
+        ratio("TrainStep", "straight"),
+        ratio("TrainStep", "PyTorch"),
+        same("straight"),
+        same("TrainStep"),
     ]
 
 
@@ -193,13 +200,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     header = [
-        "batch", "nograd (us/step)", "straight (us/step)", "minimal (us/step)",
-        "PyTorch (us/step)", "nograd/minimal", "straight/minimal", "straight/nograd",
-        "straight/PyTorch", "straight = nograd, bit for bit",
+        "batch", *(f"{name} (us/step)" for name in VARIANTS), "nograd/minimal",
+        "straight/minimal", "straight/nograd", "straight/PyTorch", "TrainStep/straight",
+        "TrainStep/PyTorch", "straight = nograd, bit for bit", "TrainStep = nograd",
     ]  # fmt: skip
     lines += markdown_table(header, rows)
     print_report(lines, args.out)
-    return 0 if all(r[-1] == "✓" for r in rows) else 1
+    return 0 if all(r[-1] == r[-2] == "✓" for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -512,7 +512,7 @@ def test_versions_script_catches_a_version_that_trains_otherwise(
 
 def _straight_rows(out: str) -> list[list[str]]:
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()]
-    return [row for row in rows if len(row) == 10 and row[0].isdigit()]
+    return [row for row in rows if len(row) == 14 and row[0].isdigit()]
 
 
 def test_straight_line_script_runs_nograds_kernels_to_the_same_bits(
@@ -523,8 +523,8 @@ def test_straight_line_script_runs_nograds_kernels_to_the_same_bits(
     threads_before = torch.get_num_threads()
     assert straight.main(["--quick"]) == 0
     (row,) = _straight_rows(capsys.readouterr().out)
-    assert row[0] == "1000" and row[-1] == "✓"
-    assert all(float(cell) > 0 for cell in row[1:9])
+    assert row[0] == "1000" and row[-2] == row[-1] == "✓"  # straight and TrainStep
+    assert all(float(cell) > 0 for cell in row[1:12])
     assert torch.get_num_threads() == threads_before
 
 
@@ -538,4 +538,4 @@ def test_straight_line_script_catches_a_step_that_is_not_nograds(
     )
     assert straight.main(["--quick"]) == 1
     (row,) = _straight_rows(capsys.readouterr().out)
-    assert row[-1] == "✗ differ"
+    assert row[-2] == "✗ differ" and row[-1] == "✓"  # TrainStep is still nograd's step

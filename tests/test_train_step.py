@@ -375,6 +375,13 @@ def test_other_inputs_the_eager_lines_take_still_train() -> None:
     assert step.straight_steps == 9
 
 
+def test_nobody_gets_the_input_gradient() -> None:
+    """As GraphedTrainStep: the first layer computes no dL/d(input), which no call returns."""
+    model = _mlp()
+    nograd.TrainStep(model, nn.CrossEntropyLoss(), _sgd(model.parameters()))
+    assert model.needs_input_grad is False
+
+
 def test_an_optimizer_that_needs_a_closure_is_refused() -> None:
     model = _mlp()
     with pytest.raises(ValueError, match="closure"):
@@ -416,9 +423,17 @@ def test_a_straight_step_counts_as_a_step_for_a_scheduler() -> None:
     assert step.straight_steps == 9
 
 
+def test_a_group_too_large_for_a_flat_buffer_runs_the_eager_lines() -> None:
+    big = (2, 300, 300, 2)  # more than FLAT_MAX_NUMEL numbers: no flat buffer
+    ours, eager = _twins(lambda: _mlp(big), nn.CrossEntropyLoss, _sgd)
+    step = _train_both(ours, eager, _batches(40, 4))
+    assert step.straight_steps == 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_straight_steps_on_cuda_train_as_the_eager_lines() -> None:
+def test_on_cuda_a_train_step_runs_the_eager_lines() -> None:
+    """No flat buffer on a GPU (nograd.optim.flat): the four lines, as written."""
     ours, eager = _twins(lambda: _mlp().to("cuda"), nn.CrossEntropyLoss, _sgd)
     batches = [(x.cuda(), y.cuda()) for x, y in _batches(100, 10)]
     step = _train_both(ours, eager, batches)
-    assert step.straight_steps == 19
+    assert step.straight_steps == 0

@@ -1,10 +1,11 @@
 """One training step as a single call, run as straight-line code where the model allows.
 
 Why: on the CPU, a small network's training step is mostly Python. For the reference
-network 2-25-25-25-2 at batch 1 its kernels take about 115 us, and the modules, the
-loss and the optimizer add about 55 us around them: the calls, and the checks and
-bookkeeping that let a user add a hook, freeze a layer, keep an old gradient or change
-the learning rate between any two lines (``benchmarks/straight_line.py``). A user who
+network 2-25-25-25-2 at batch 1 on this project's Intel machine, its kernels take about
+115 us, and the modules, the loss and the optimizer add about 55 us around them: the
+calls, and the checks and bookkeeping that let a user add a hook, freeze a layer, keep
+an old gradient or change the learning rate between any two lines
+(``benchmarks/straight_line.py``). A user who
 runs the same four lines at every step can hand them over as one call::
 
     step = TrainStep(model, loss_fn, optimizer)
@@ -17,14 +18,15 @@ between, the same kernels in the same order, so the same numbers to the bit. It 
 CPU's counterpart of ``nograd.cuda_graph.GraphedTrainStep``: both trade the freedom to
 change things between two lines for a cheaper step.
 
-The straight form covers the classic multilayer perceptron, which is where Python's
-share of a step is largest:
+The straight form covers a small multilayer perceptron on the CPU, which is where
+Python's share of a step is largest:
 
 - the model is a ``Sequential`` of ``Linear`` layers with a bias, each optionally
   followed by a ``ReLU``, every parameter trainable, with no hooks;
 - the loss is ``CrossEntropyLoss`` without label smoothing, reduced by "mean" or "sum";
 - the optimizer holds the model's parameters as one group in one flat buffer
-  (``nograd.optim.flat``), which every optimizer here makes at its first step.
+  (``nograd.optim.flat``), which every optimizer here makes at its first step for a
+  group of at most ``FLAT_MAX_NUMEL`` (65536) numbers on the CPU, in float32 or float64.
 
 Anything else (another layer, a hook, a frozen parameter, a batch the kernels refuse,
 a gradient the user still holds) runs the four eager lines instead, with their checks
@@ -99,6 +101,9 @@ class TrainStep:
 
     bit for bit, and runs these lines as straight-line code where the model, the loss
     and the optimizer allow (module docstring); elsewhere it runs them as written.
+    Sets ``model.needs_input_grad = False``, as ``GraphedTrainStep`` does: a call
+    returns the loss only, so nobody wants dL/d(input) (a backward hook on the first
+    layer sees None there).
 
     Args:
         model: the network.
@@ -122,6 +127,7 @@ class TrainStep:
                 "call optimizer.step(closure) in a loop instead"
             )
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        model.needs_input_grad = False  # a call returns the loss: nobody gets dL/d(input)
         self._plan: _Plan | None = None
         self.straight_steps = 0
 
