@@ -65,6 +65,7 @@ from nograd.optim.flat import FlatGroup
 _nll_loss_forward = aten.kernel(torch.ops.aten.nll_loss_forward.default)
 _nll_loss_backward = aten.kernel(torch.ops.aten.nll_loss_backward.default)
 _threshold_backward = aten.kernel(torch.ops.aten.threshold_backward.default)
+_DATA = operator.attrgetter("data")  # param.data, read in C by map()
 
 
 @dataclass
@@ -140,7 +141,7 @@ class TrainStep:
             and plan.flat.current  # no step tensor by tensor, no load_state_dict since
             and plan.flat.grad is plan.grad  # the same gradient buffer
             and "step" not in self.optimizer.__dict__  # no step hooks
-            and all(map(operator.is_, [p.data for p in plan.params], plan.data_views))
+            and all(map(operator.is_, map(_DATA, plan.params), plan.data_views))
         ):
             loss = self._straight_step(plan, x, y)
             if loss is not None:
@@ -214,7 +215,7 @@ class TrainStep:
         # still holds an old gradient there (FlatGroup.lend_grad_views)
         if loss_fn.label_smoothing != 0 or loss_fn.reduction == "none":
             return None  # set since the plan was made
-        slices = plan.flat.slices_to_write([p.grad for p in params])
+        slices = plan.flat.slices_to_write()
         if slices is None:
             return None
         weights, weights_t, biases, relu = plan.weights, plan.weights_t, plan.biases, plan.relu

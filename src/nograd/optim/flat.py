@@ -60,6 +60,8 @@ from torch import Tensor
 from nograd.nn.parameter import Parameter
 from nograd.optim import foreach
 
+_GRAD = operator.attrgetter("grad")  # param.grad, read in C by map()
+
 if TYPE_CHECKING:
     from nograd.optim.optimizer import GroupTensors
 
@@ -304,15 +306,16 @@ class FlatGroup:
         for param, lent in zip(self.params, self._lent, strict=True):
             param.lent_grad = lent
 
-    def slices_to_write(self, grads: Sequence[Tensor | None]) -> list[Tensor] | None:
+    def slices_to_write(self) -> list[Tensor] | None:
         """The slices of ``grad``, for a caller that writes every gradient straight into
         them and makes each ``param.grad`` its slice (``nograd.TrainStep``: zero_grad and
         the backward in one); or None where code outside may still hold one of them as
         an old gradient, as ``lend_grad_views`` checks: the caller then runs
-        ``zero_grad``, which leaves that buffer to it. ``grads``: each parameter's
-        gradient now.
+        ``zero_grad``, which leaves that buffer to it.
         """
-        if _STORAGE_USE_COUNT is None or (self._slices_lent and self._held_elsewhere(grads)):
+        if _STORAGE_USE_COUNT is None:
+            return None
+        if self._slices_lent and self._held_elsewhere(list(map(_GRAD, self.params))):
             return None
         self._slices_lent = True
         return self._grad_views
@@ -330,6 +333,8 @@ class FlatGroup:
         if count is None or count(self._storage._cdata) != self._sharing_alone:
             return True
         references = list(map(sys.getrefcount, self._grad_views))  # counted before the loop
+        if grads is not None and all(map(operator.is_, grads, self._grad_views)):
+            return references != self._referenced_by_grads  # the usual: each is its slice
         if grads is not None:
             for i, (grad, view) in enumerate(zip(grads, self._grad_views, strict=True)):
                 references[i] -= 2 * (grad is view)
@@ -348,6 +353,8 @@ class FlatGroup:
         count = _STORAGE_USE_COUNT
         self._sharing_alone = None if count is None else count(self._storage._cdata)
         self._referenced_alone = list(map(sys.getrefcount, self._grad_views))
+        # the same where each slice is its parameter's grad, in the list of grads
+        self._referenced_by_grads = [count + 2 for count in self._referenced_alone]
         self._slices_lent = False
 
     def state(self, states: Sequence[dict[str, Any]], key: str) -> Tensor:
