@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import Tensor
 
 import nograd
@@ -428,6 +430,60 @@ def test_a_group_too_large_for_a_flat_buffer_runs_the_eager_lines() -> None:
     ours, eager = _twins(lambda: _mlp(big), nn.CrossEntropyLoss, _sgd)
     step = _train_both(ours, eager, _batches(40, 4))
     assert step.straight_steps == 0
+
+
+EVENTS = ("none", "lr", "freeze", "unfreeze", "keep_grad", "zero_grad", "hook", "unhook")
+
+
+@given(
+    widths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    relus=st.lists(st.booleans(), min_size=4, max_size=4),
+    batch=st.integers(1, 7),
+    optimizer=st.sampled_from(["sgd", "sgd_nesterov", "adam"]),
+    events=st.lists(st.sampled_from(EVENTS), min_size=4, max_size=12),
+)
+def test_any_chain_and_any_change_between_steps_train_as_the_eager_lines(
+    widths: list[int], relus: list[bool], batch: int, optimizer: str, events: list[str]
+) -> None:
+    """Random chains of Linear and ReLU, and random changes between steps: the same bits."""
+    sizes = (2, *widths, 3)
+
+    def make_model() -> nn.Sequential:
+        layers: list[Module] = []
+        for k, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
+            layers.append(nn.Linear(d_in, d_out))
+            if relus[k]:
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+    def make_opt(params: list[Any]) -> Optimizer:
+        if optimizer == "adam":
+            return Adam(params, lr=1e-2)
+        return SGD(params, lr=0.1, momentum=0.9, nesterov=optimizer == "sgd_nesterov")
+
+    ours, eager = _twins(make_model, nn.CrossEntropyLoss, make_opt)
+    step = nograd.TrainStep(*ours)
+    kept, handles, calls = [], [], []
+    for event, (x, y) in zip(events, _batches(batch * len(events), batch, classes=3), strict=False):
+        for model, _, opt in (ours, eager):
+            first = next(iter(model.parameters()))
+            if event == "lr":
+                opt.param_groups[0]["lr"] *= 0.5
+            elif event in ("freeze", "unfreeze"):
+                first.trainable = event == "unfreeze"
+            elif event == "zero_grad":
+                opt.zero_grad()
+        if event == "keep_grad" and next(iter(ours[0].parameters())).grad is not None:
+            grad = next(iter(ours[0].parameters())).grad
+            kept.append((grad, grad.clone()))
+        if event == "hook":
+            handles.append(ours[0][0].register_forward_hook(lambda *args: calls.append(1)))
+        elif event == "unhook" and handles:
+            handles.pop().remove()
+        assert torch.equal(step(x, y), _eager(*eager, x, y))
+        _assert_same(ours, eager)
+    for grad, numbers in kept:
+        assert torch.equal(grad, numbers)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
