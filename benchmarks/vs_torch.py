@@ -241,6 +241,20 @@ def initial_state(sizes: Sequence[int]) -> dict[str, Tensor]:
 
 
 # ---------------------------------------------------------------------------- variants
+def nograd_model_and_optimizer(
+    sizes: Sequence[int],
+    init: dict[str, Tensor],
+    optimizer: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[nograd.nn.Sequential, nograd.optim.Optimizer]:
+    """nograd's network from ``init`` and its optimizer, as both nograd variants start."""
+    model = nograd_mlp(sizes).to(device, dtype)
+    model.load_state_dict(init)
+    name, options = OPTIMIZERS[optimizer]
+    return model, getattr(nograd.optim, name)(model.parameters(), **options)
+
+
 def nograd_variant(
     sizes: Sequence[int],
     init: dict[str, Tensor],
@@ -255,12 +269,9 @@ def nograd_variant(
     of training and set back after it, because it is global and the other variants run
     in between.
     """
-    model = nograd_mlp(sizes).to(device, dtype)
-    model.load_state_dict(init)
+    model, opt = nograd_model_and_optimizer(sizes, init, optimizer, device, dtype)
     model.needs_input_grad = False
     loss_fn = nograd.nn.CrossEntropyLoss()
-    name, options = OPTIMIZERS[optimizer]
-    opt = getattr(nograd.optim, name)(model.parameters(), **options)
 
     def train(batches: Sequence[Batch], epochs: int) -> None:
         nograd.set_cpu_matmul(cpu_matmul)
@@ -286,10 +297,7 @@ def trainstep_variant(
     dtype: torch.dtype,
 ) -> Variant:
     """nograd's training loop as one call a step, ``nograd.TrainStep``."""
-    model = nograd_mlp(sizes).to(device, dtype)
-    model.load_state_dict(init)
-    name, options = OPTIMIZERS[optimizer]
-    opt = getattr(nograd.optim, name)(model.parameters(), **options)
+    model, opt = nograd_model_and_optimizer(sizes, init, optimizer, device, dtype)
     step = nograd.TrainStep(model, nograd.nn.CrossEntropyLoss(), opt)
     return Variant(looped(step), lambda: list(model.state_dict().values()))
 
@@ -804,6 +812,24 @@ def format_us(us: float) -> str:
     return f"{us:.1f}" if us < 1000 else f"{us:.0f}"
 
 
+def row_targets(row: Row) -> tuple[float, float] | None:
+    """The row's (nograd/PyTorch, nograd/minimal) ceilings; None for the reference net's
+    rows with more than one thread, which have none."""
+    if row.case == "ref" and row.threads != 1:
+        return None
+    return TARGETS.get((row.case, row.batch))
+
+
+def verdict(ratio: float, target: float | None) -> list[str]:
+    """A ratio's two cells: the ratio, and its ceiling with ✓ or ✗."""
+    return [ratio_text(ratio, target), target_cell(ratio, target)]
+
+
+def row_title(row: Row) -> list[str]:
+    """The cells that name a row: case, threads, optimizer, batch, allocator."""
+    return [CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator]
+
+
 def results_table(rows: Sequence[Row]) -> list[str]:
     header = [
         "case", "threads", "optimizer", "batch", "allocator", "nograd (us/step)",
@@ -814,21 +840,23 @@ def results_table(rows: Sequence[Row]) -> list[str]:
     cells = []
     for row in rows:
         ours, theirs, least = (row.ratio(*pair) for pair in RATIOS)
-        targets = TARGETS.get((row.case, row.batch))
-        if row.case == "ref" and row.threads != 1:
-            targets = None
+        targets = row_targets(row)
         cells.append([
-            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
-            *(format_us(row.us_per_step(name)) for name in VARIANTS),
-            ratio_text(ours, targets and targets[0]), target_cell(ours, targets and targets[0]),
-            ratio_text(theirs, targets and targets[1]),
-            target_cell(theirs, targets and targets[1]),
+            *row_title(row), *(format_us(row.us_per_step(name)) for name in VARIANTS),
+            *verdict(ours, targets and targets[0]), *verdict(theirs, targets and targets[1]),
             f"{least:.2f}", "✓" if row.equal else "✗",
             f"{row.gap_float64:.1e}",
             *(f"{row.gap_float32[name]:.1e}" for name in ("nograd", "minimal")),
             " / ".join(f"{row.faults[name]:.0f}" for name in VARIANTS),
         ])  # fmt: skip
     return markdown_table(header, cells)
+
+
+def side_table(title: str, header: list[str], cells: list[list[str]], note: str) -> list[str]:
+    """A table after the main one: its title, the table and a note; nothing without rows."""
+    if not cells:
+        return []
+    return [title, "", *markdown_table(header, cells), "", note]
 
 
 def onednn_table(rows: Sequence[Row]) -> list[str]:
@@ -841,29 +869,23 @@ def onednn_table(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         if row.onednn_error_ratio is None:
             continue
-        to_torch = row.ratio(ONEDNN, "PyTorch")
-        targets = TARGETS.get((row.case, row.batch))
+        targets = row_targets(row)
         cells.append([
-            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
-            format_us(row.us_per_step(ONEDNN)),
-            ratio_text(to_torch, targets and targets[0]),
-            target_cell(to_torch, targets and targets[0]),
+            *row_title(row), format_us(row.us_per_step(ONEDNN)),
+            *verdict(row.ratio(ONEDNN, "PyTorch"), targets and targets[0]),
             f"{row.ratio(ONEDNN, 'minimal'):.2f}", f"{row.ratio(ONEDNN, 'nograd'):.2f}",
             f"{row.onednn_error_ratio:.2f}", "✓" if row.onednn_close else "✗",
         ])  # fmt: skip
-    if not cells:
-        return []
-    return [
+    return side_table(
         f'With nograd.set_cpu_matmul("onednn") ({ONEDNN}, timed in the same interleaved turns):',
-        "",
-        *markdown_table(header, cells),
-        "",
+        header,
+        cells,
         f"- float32 error / PyTorch's: after {CHECK_STEPS['mlp']} float32 steps, the largest gap "
         f"of {ONEDNN}'s parameters to PyTorch's float64 run, over the same gap of PyTorch's "
         f"float32 run; close: at most {ONEDNN_ERROR_RATIO:.0f}. oneDNN sums its products in "
         "another order than MKL, so its float32 numbers are not PyTorch's bits (float64, which "
         "the check above runs, stays with torch's products).",
-    ]
+    )
 
 
 def trainstep_table(rows: Sequence[Row]) -> list[str]:
@@ -876,29 +898,20 @@ def trainstep_table(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         if STEP not in row.seconds:
             continue
-        to_torch, to_minimal = row.ratio(STEP, "PyTorch"), row.ratio(STEP, "minimal")
-        targets = TARGETS.get((row.case, row.batch))
-        if row.case == "ref" and row.threads != 1:
-            targets = None
+        targets = row_targets(row)
         cells.append([
-            CASES[row.case].title, str(row.threads), row.optimizer, str(row.batch), row.allocator,
-            format_us(row.us_per_step(STEP)),
-            ratio_text(to_torch, targets and targets[0]),
-            target_cell(to_torch, targets and targets[0]),
-            ratio_text(to_minimal, targets and targets[1]),
-            target_cell(to_minimal, targets and targets[1]),
+            *row_title(row), format_us(row.us_per_step(STEP)),
+            *verdict(row.ratio(STEP, "PyTorch"), targets and targets[0]),
+            *verdict(row.ratio(STEP, "minimal"), targets and targets[1]),
             f"{row.ratio(STEP, 'nograd'):.2f}", "✓" if row.step_same else "✗",
         ])  # fmt: skip
-    if not cells:
-        return []
-    return [
+    return side_table(
         f"With nograd.TrainStep ({STEP}, timed in the same interleaved turns):",
-        "",
-        *markdown_table(header, cells),
-        "",
+        header,
+        cells,
         "- = nograd: its parameters after the timed runs are nograd's, bit for bit (the same "
         "steps on the same batches).",
-    ]
+    )
 
 
 # ------------------------------------------------------------------------------- main

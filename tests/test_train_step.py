@@ -104,6 +104,20 @@ def _sgd(params: list[Any]) -> Optimizer:
     return SGD(params, lr=0.05, momentum=0.9)
 
 
+def _started(
+    calls: int,
+) -> tuple[nn.Sequential, Optimizer, nograd.TrainStep, list[tuple[Tensor, Tensor]]]:
+    """A TrainStep of the reference network with SGD after ``calls`` calls on batches of
+    4; also the 10 batches, of which those calls took the first."""
+    model = _mlp()
+    opt = _sgd(list(model.parameters()))
+    step = nograd.TrainStep(model, nn.CrossEntropyLoss(), opt)
+    batches = _batches(40, 4)
+    for x, y in batches[:calls]:
+        step(x, y)
+    return model, opt, step, batches
+
+
 @pytest.mark.parametrize("batch", [1, 10, 100])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_straight_steps_train_as_the_eager_lines_bit_for_bit(
@@ -328,10 +342,7 @@ def test_an_optimizer_state_loaded_between_steps_is_seen() -> None:
 
 
 def test_the_modules_keep_no_saved_tensors_after_a_straight_step() -> None:
-    model = _mlp()
-    step = nograd.TrainStep(model, nn.CrossEntropyLoss(), _sgd(model.parameters()))
-    for x, y in _batches(12, 4):
-        step(x, y)
+    model, _, step, _ = _started(3)
     assert step.straight_steps == 2
     with pytest.raises(RuntimeError, match="before forward"):
         model.backward(torch.ones(4, 2))
@@ -349,10 +360,7 @@ def test_the_modules_keep_no_saved_tensors_after_a_straight_step() -> None:
 def test_a_batch_the_kernels_refuse_gets_the_eager_lines_error(
     x: Tensor, y: Tensor, error: str | None
 ) -> None:
-    model = _mlp()
-    step = nograd.TrainStep(model, nn.CrossEntropyLoss(), _sgd(model.parameters()))
-    for xb, yb in _batches(12, 4):
-        step(xb, yb)
+    model, _, step, _ = _started(3)
     model_e = _mlp()
     opt_e = _sgd(model_e.parameters())
     with pytest.raises((RuntimeError, ValueError, IndexError)) as eager_error:
@@ -391,12 +399,7 @@ def test_an_optimizer_that_needs_a_closure_is_refused() -> None:
 
 
 def test_step_hooks_see_every_step() -> None:
-    model = _mlp()
-    opt = _sgd(model.parameters())
-    step = nograd.TrainStep(model, nn.CrossEntropyLoss(), opt)
-    batches = _batches(40, 4)
-    for x, y in batches[:3]:
-        step(x, y)
+    _, opt, step, batches = _started(3)
     calls: list[int] = []
     handle = opt.register_step_post_hook(lambda *args: calls.append(1))
     for x, y in batches[3:6]:
@@ -410,12 +413,7 @@ def test_step_hooks_see_every_step() -> None:
 
 def test_a_straight_step_counts_as_a_step_for_a_scheduler() -> None:
     """A scheduler made mid-training warns if its step comes before the optimizer's."""
-    model = _mlp()
-    opt = _sgd(model.parameters())
-    step = nograd.TrainStep(model, nn.CrossEntropyLoss(), opt)
-    batches = _batches(40, 4)
-    for x, y in batches[:3]:
-        step(x, y)
+    _, opt, step, batches = _started(3)
     scheduler = nograd.optim.lr_scheduler.StepLR(opt, step_size=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
