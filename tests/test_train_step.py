@@ -385,6 +385,18 @@ def test_other_inputs_the_eager_lines_take_still_train() -> None:
     assert step.straight_steps == 9
 
 
+def test_the_output_is_the_models_for_the_last_batch() -> None:
+    ours, eager = _twins(_mlp, nn.CrossEntropyLoss, _sgd)
+    step = nograd.TrainStep(*ours)
+    assert step.output is None
+    for x, y in _batches(12, 4):
+        before = eager[0](x)  # the eager twin's model, at the weights of this step
+        _eager(*eager, x, y)
+        step(x, y)
+        assert step.output is not None and torch.equal(step.output, before)
+    assert step.straight_steps == 2
+
+
 def test_nobody_gets_the_input_gradient() -> None:
     """As GraphedTrainStep: the first layer computes no dL/d(input), which no call returns."""
     model = _mlp()

@@ -113,6 +113,8 @@ class TrainStep:
             needs a closure (LBFGS).
 
     Attributes:
+        output: the model's output for the last batch, ``model(x)`` (for an accuracy,
+            say), as ``GraphedTrainStep.output``; None before the first call.
         straight_steps: how many calls ran the straight form (the others ran the
             four lines as written): the way to see that a setup is covered.
 
@@ -130,6 +132,7 @@ class TrainStep:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         model.needs_input_grad = False  # a call returns the loss: nobody gets dL/d(input)
         self._plan: _Plan | None = None
+        self.output: Tensor | None = None
         self.straight_steps = 0
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
@@ -153,7 +156,8 @@ class TrainStep:
         """The four lines, as a user writes them; then a plan for the next call."""
         self._plan = None
         self.optimizer.zero_grad()
-        loss = self.loss_fn(self.model(x), y)
+        self.output = self.model(x)
+        loss = self.loss_fn(self.output, y)
         self.model.backward(self.loss_fn.backward())
         self.optimizer.step()
         self._plan = self._make_plan()
@@ -233,6 +237,7 @@ class TrainStep:
             )
         except (RuntimeError, IndexError):
             return None
+        self.output = activations[-1]
         # dL/dlog p_ic = -w_{y_i} [c = y_i] (/ sum_i w_{y_i} under "mean")
         grad_log_p = _nll_loss_backward(
             plan.one, log_p, y, loss_fn.weight, reduction, loss_fn.ignore_index,
