@@ -32,7 +32,8 @@ Anything else (another layer, a hook, a frozen parameter, a batch the kernels re
 a gradient the user still holds) runs the four eager lines instead, with their checks
 and error messages: a ``TrainStep`` always trains exactly as the loop it replaces. The
 straight form's update is SGD's usual momentum line on the flat buffers
-(``SGD._flat_momentum_step``); any other optimizer or option runs ``optimizer.step()``.
+(``SGD.step_on_flat``); any other optimizer or option runs ``optimizer.step()``, which
+finds the gradients already in its flat buffer.
 
 What the straight form does not watch, as ``GraphedTrainStep`` does not: optimizer
 state replaced by hand between calls (``optimizer.state[p]["momentum_buffer"] = b``).
@@ -211,8 +212,9 @@ class TrainStep:
     def _straight_step(self, plan: _Plan, x: Tensor, y: Tensor) -> Tensor | None:
         """The step as one function (the lines of ``Linear.forward_relu``,
         ``CrossEntropyLoss.forward`` and ``backward``, ``Linear.backward``,
-        ``ReLU.backward`` and ``SGD._flat_momentum_step``), or None, having changed
-        nothing, where the batch or a held gradient needs the eager lines."""
+        ``ReLU.backward``, then ``SGD.step_on_flat`` or ``optimizer.step()``), or None,
+        having changed nothing, where the loss's options, a held gradient or the batch
+        need the eager lines."""
         params, loss_fn = plan.params, plan.loss_fn
         # zero_grad: each gradient is written into its slice of the flat buffer, as the
         # eager backward does into the slices zero_grad lends; unless the user's code

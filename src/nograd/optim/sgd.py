@@ -153,6 +153,7 @@ class SGD(Optimizer):
         group, tensors = self.param_groups[0], flat.step_tensors
         if (
             len(self.param_groups) != 1
+            or self.flat_group(group) is not flat  # the group's own, and current
             or group.get("fused")
             or tensors is None
             or tensors.g[0] is not flat.grad  # the lists of a step on this very buffer
