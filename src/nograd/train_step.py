@@ -216,11 +216,11 @@ class TrainStep:
         having changed nothing, where the loss's options, a held gradient or the batch
         need the eager lines."""
         params, loss_fn = plan.params, plan.loss_fn
+        if loss_fn.label_smoothing != 0 or loss_fn.reduction == "none":
+            return None  # set since the plan was made
         # zero_grad: each gradient is written into its slice of the flat buffer, as the
         # eager backward does into the slices zero_grad lends; unless the user's code
         # still holds an old gradient there (FlatGroup.lend_grad_views)
-        if loss_fn.label_smoothing != 0 or loss_fn.reduction == "none":
-            return None  # set since the plan was made
         slices = plan.flat.slices_to_write()
         if slices is None:
             return None
