@@ -100,6 +100,11 @@ def _train_both(
     return step
 
 
+def _one_hot(batches: list[tuple[Tensor, Tensor]], classes: int) -> list[tuple[Tensor, Tensor]]:
+    """The batches with one-hot float targets, for an elementwise loss such as the MSE."""
+    return [(x, torch.nn.functional.one_hot(y, classes).to(x.dtype)) for x, y in batches]
+
+
 def _sgd(params: list[Any]) -> Optimizer:
     return SGD(params, lr=0.05, momentum=0.9)
 
@@ -127,6 +132,34 @@ def test_straight_steps_train_as_the_eager_lines_bit_for_bit(
     batches = _batches(200, batch, dtype=dtype)
     step = _train_both(ours, eager, batches)
     assert step.straight_steps == 2 * len(batches) - 1  # all but the first call
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_mse_of_the_original_course_runs_straight(reduction: str, dtype: torch.dtype) -> None:
+    """MSELoss on one-hot targets, as the course's network was trained."""
+    ours, eager = _twins(_mlp, lambda: nn.MSELoss(reduction=reduction), _sgd, dtype)
+    batches = _one_hot(_batches(100, 10, dtype=dtype), 2)
+    step = _train_both(ours, eager, batches)
+    assert step.straight_steps == 19
+
+
+@pytest.mark.parametrize(
+    "target",
+    [torch.zeros(4, 3), torch.zeros(4, 2, dtype=torch.float64), torch.zeros(2)],
+    ids=["width", "dtype", "broadcast"],
+)
+def test_an_mse_target_of_another_shape_or_dtype_gets_the_eager_lines_error(
+    target: Tensor,
+) -> None:
+    """torch would broadcast a (2,) target against (4, 2); MSELoss refuses it."""
+    model = _mlp()
+    step = nograd.TrainStep(model, nn.MSELoss(), _sgd(list(model.parameters())))
+    for x, y in _one_hot(_batches(12, 4), 2):
+        step(x, y)
+    assert step.straight_steps == 2
+    with pytest.raises((ValueError, TypeError), match="MSELoss"):
+        step(torch.rand(4, 2), target)
 
 
 def test_straight_steps_train_as_torch_does() -> None:
@@ -212,17 +245,17 @@ def test_other_optimizers_take_their_own_step_after_the_straight_backward(
         ),
         (lambda: nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), nn.CrossEntropyLoss),
         (_mlp, lambda: nn.CrossEntropyLoss(label_smoothing=0.1)),
-        (_mlp, nn.MSELoss),
+        (_mlp, nn.L1Loss),
     ],
-    ids=["tanh", "no_bias", "relu_first", "label_smoothing", "mse"],
+    ids=["tanh", "no_bias", "relu_first", "label_smoothing", "l1"],
 )
 def test_what_the_straight_form_does_not_cover_runs_the_eager_lines(
     make_model: Callable[[], nn.Sequential], make_loss: Callable[[], Any]
 ) -> None:
     ours, eager = _twins(make_model, make_loss, _sgd)
     batches = _batches(40, 4)
-    if make_loss is nn.MSELoss:
-        batches = [(x, torch.nn.functional.one_hot(y, 2).float()) for x, y in batches]
+    if make_loss is nn.L1Loss:
+        batches = _one_hot(batches, 2)
     step = nograd.TrainStep(*ours)
     for x, y in batches:
         assert torch.equal(step(x, y), _eager(*eager, x, y))

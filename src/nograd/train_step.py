@@ -23,7 +23,8 @@ Python's share of a step is largest:
 
 - the model is a ``Sequential`` of ``Linear`` layers with a bias, each optionally
   followed by a ``ReLU``, every parameter trainable, with no hooks;
-- the loss is ``CrossEntropyLoss`` without label smoothing, reduced by "mean" or "sum";
+- the loss is ``CrossEntropyLoss`` without label smoothing or ``MSELoss``, reduced by
+  "mean" or "sum";
 - the optimizer holds the model's parameters as one group in one flat buffer
   (``nograd.optim.flat``), which every optimizer here makes at its first step for a
   group of at most ``FLAT_MAX_NUMEL`` (65536) numbers on the CPU, in float32 or float64.
@@ -45,7 +46,7 @@ its gradient, as after the eager lines, but the modules keep no saved tensors: a
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,11 +54,11 @@ from torch import Tensor
 
 from nograd.nn import aten, grad_stream, hooks, matmul, parameter
 from nograd.nn.activations import ReLU
-from nograd.nn.constants import one_like
+from nograd.nn.constants import one_like, scalar
 from nograd.nn.container import Sequential
 from nograd.nn.cross_entropy import CrossEntropyLoss
 from nograd.nn.linear import Linear
-from nograd.nn.losses import REDUCTION_CODES, Loss
+from nograd.nn.losses import REDUCTION_CODES, Loss, MSELoss
 from nograd.nn.module import Module
 from nograd.nn.parameter import Parameter
 from nograd.optim import SGD, Optimizer
@@ -67,6 +68,10 @@ _nll_loss_forward = aten.kernel(torch.ops.aten.nll_loss_forward.default)
 _nll_loss_backward = aten.kernel(torch.ops.aten.nll_loss_backward.default)
 _threshold_backward = aten.kernel(torch.ops.aten.threshold_backward.default)
 _DATA = operator.attrgetter("data")  # param.data, read in C by map()
+
+
+# a loss's forward and backward lines: (loss_fn, 1, z, y) -> (loss, dL/dz), or None
+LossLines = Callable[..., "tuple[Tensor, Tensor] | None"]
 
 
 @dataclass
@@ -79,7 +84,8 @@ class _Plan:
 
     hooks_version: int
     parameters_version: int
-    loss_fn: CrossEntropyLoss
+    loss_fn: Loss
+    loss_lines: LossLines  # the loss's forward and backward: (loss, dL/dz), or None
     flat: FlatGroup
     grad: Tensor  # flat.grad when the plan was made: its slices are grad_views'
     params: list[Parameter]
@@ -168,7 +174,8 @@ class TrainStep:
         """The straight form's plan, or None where the model, loss or optimizer is not
         one it covers (module docstring)."""
         model, loss_fn, optimizer = self.model, self.loss_fn, self.optimizer
-        if type(model) is not Sequential or type(loss_fn) is not CrossEntropyLoss:
+        loss_lines = _LOSS_LINES.get(type(loss_fn))
+        if type(model) is not Sequential or loss_lines is None:
             return None
         layers: list[Linear] = []
         relu: list[bool] = []
@@ -198,6 +205,7 @@ class TrainStep:
             hooks_version=hooks.version,
             parameters_version=parameter.version,
             loss_fn=loss_fn,
+            loss_lines=loss_lines,
             flat=flat,
             grad=flat.grad,
             params=params,
@@ -210,14 +218,13 @@ class TrainStep:
         )
 
     def _straight_step(self, plan: _Plan, x: Tensor, y: Tensor) -> Tensor | None:
-        """The step as one function (the lines of ``Linear.forward_relu``,
-        ``CrossEntropyLoss.forward`` and ``backward``, ``Linear.backward``,
-        ``ReLU.backward``, then ``SGD.step_on_flat`` or ``optimizer.step()``), or None,
-        having changed nothing, where the loss's options, a held gradient or the batch
-        need the eager lines."""
-        params, loss_fn = plan.params, plan.loss_fn
-        if loss_fn.label_smoothing != 0 or loss_fn.reduction == "none":
-            return None  # set since the plan was made
+        """The step as one function (the lines of ``Linear.forward_relu``, the loss's
+        ``forward`` and ``backward``, ``Linear.backward`` and ``ReLU.backward``, then
+        ``SGD.step_on_flat`` or ``optimizer.step()``), or None, having changed nothing,
+        where the loss's options, a held gradient or the batch need the eager lines."""
+        params = plan.params
+        if plan.loss_fn.reduction == "none":
+            return None  # set since the plan was made: not a scalar loss
         # zero_grad: each gradient is written into its slice of the flat buffer, as the
         # eager backward does into the slices zero_grad lends; unless the user's code
         # still holds an old gradient there (FlatGroup.lend_grad_views)
@@ -225,7 +232,6 @@ class TrainStep:
         if slices is None:
             return None
         weights, weights_t, biases, relu = plan.weights, plan.weights_t, plan.biases, plan.relu
-        reduction = REDUCTION_CODES[loss_fn.reduction]
         last = len(weights) - 1
         try:  # torch checks shapes and dtypes; the eager lines explain what it refused
             # forward: a_0 = x, a_{k+1} = max(0, b_k + a_k W_k^T) or b_k + a_k W_k^T
@@ -233,20 +239,13 @@ class TrainStep:
             for k in range(last + 1):
                 fused = matmul.addmm_relu if relu[k] else matmul.addmm
                 activations.append(fused(biases[k], activations[k], weights_t[k]))
-            log_p = torch.log_softmax(activations[-1], 1)  # log p = z - logsumexp(z)
-            loss, total_weight = _nll_loss_forward(
-                log_p, y, loss_fn.weight, reduction, loss_fn.ignore_index
-            )
+            lines = plan.loss_lines(plan.loss_fn, plan.one, activations[-1], y)
         except (RuntimeError, IndexError):
             return None
+        if lines is None:
+            return None
+        loss, g = lines  # g = dL/dz, z = a_{last + 1} the model's output
         self.output = activations[-1]
-        # dL/dlog p_ic = -w_{y_i} [c = y_i] (/ sum_i w_{y_i} under "mean")
-        grad_log_p = _nll_loss_backward(
-            plan.one, log_p, y, loss_fn.weight, reduction, loss_fn.ignore_index,
-            total_weight,
-        )  # fmt: skip
-        # dL/dz_ic = dL/dlog p_ic - p_ic sum_k dL/dlog p_ik
-        g = torch._log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
         for k in range(last, -1, -1):
             a = activations[k]
             if relu[k]:  # dL/d(pre-activation) = dL/da_{k+1} * 1[a_{k+1} > 0]
@@ -260,7 +259,45 @@ class TrainStep:
         optimizer = self.optimizer  # the update: SGD's usual line on the flat buffers
         if not (type(optimizer) is SGD and optimizer.step_on_flat(plan.flat)):
             optimizer.step()
-        return loss  # type: ignore[no-any-return]
+        return loss
+
+
+def _cross_entropy_lines(
+    loss_fn: CrossEntropyLoss, one: Tensor, z: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """``CrossEntropyLoss.forward`` and ``backward``'s lines for logits z (N, C) and class
+    indices y (N,): the loss and dL/dz; None where the eager lines must run."""
+    if loss_fn.label_smoothing != 0:  # set since the plan was made
+        return None
+    reduction, weight, ignored = (
+        REDUCTION_CODES[loss_fn.reduction], loss_fn.weight, loss_fn.ignore_index
+    )  # fmt: skip
+    log_p = torch.log_softmax(z, 1)  # log p = z - logsumexp(z)
+    loss, total_weight = _nll_loss_forward(log_p, y, weight, reduction, ignored)
+    # dL/dlog p_ic = -w_{y_i} [c = y_i] (/ sum_i w_{y_i} under "mean")
+    grad_log_p = _nll_loss_backward(one, log_p, y, weight, reduction, ignored, total_weight)
+    # dL/dz_ic = dL/dlog p_ic - p_ic sum_k dL/dlog p_ik
+    return loss, torch._log_softmax_backward_data(grad_log_p, log_p, 1, log_p.dtype)
+
+
+def _mse_lines(loss_fn: MSELoss, one: Tensor, z: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``MSELoss.forward`` and ``backward``'s lines for z and a target y of its shape and
+    dtype: the loss and dL/dz; None where the eager lines must run (another target)."""
+    if y.shape != z.shape or y.dtype != z.dtype:
+        return None  # MSELoss explains it (torch would broadcast)
+    diff = z - y
+    squares = diff * diff  # l_i = (z_i - y_i)^2
+    mean = loss_fn.reduction == "mean"
+    norm = 2 / max(diff.numel(), 1) if mean else 2.0
+    # dL/dz_i = 2 (z_i - y_i), / N under "mean"
+    return (squares.mean() if mean else squares.sum()), diff * scalar(norm, diff)
+
+
+# the losses the straight form covers, by exact class: a subclass may compute otherwise
+_LOSS_LINES: dict[type[Loss], LossLines] = {
+    CrossEntropyLoss: _cross_entropy_lines,
+    MSELoss: _mse_lines,
+}
 
 
 def _same(*lists: Sequence[Parameter | None]) -> bool:
