@@ -289,7 +289,7 @@ def _mse_lines(loss_fn: MSELoss, one: Tensor, z: Tensor, y: Tensor) -> tuple[Ten
     squares = diff * diff  # l_i = (z_i - y_i)^2
     mean = loss_fn.reduction == "mean"
     norm = 2 / max(diff.numel(), 1) if mean else 2.0
-    # dL/dz_i = 2 (z_i - y_i), / N under "mean"
+    # dL/dz_i = 2 (z_i - y_i), / n under "mean" (n: the number of elements of z)
     return (squares.mean() if mean else squares.sum()), diff * scalar(norm, diff)
 
 
